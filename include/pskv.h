@@ -1,0 +1,356 @@
+/*
+ * pskv — an embeddable store for sparse embedding tables.
+ *
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * Conventions that hold for every function below unless its comment says
+ * otherwise:
+ *  - Functions return 0 on success or a negative PSKV_E* code. A failed call
+ *    leaves the store, its tables and every output buffer's meaning unchanged
+ *    (output buffers may hold partial data after a failure; do not read them).
+ *  - Invalid arguments (NULL where a pointer is required, n > 0 with NULL
+ *    arrays, malformed config) give PSKV_EINVAL and change nothing.
+ *  - Memory passed in stays owned by the caller and is not retained after the
+ *    call returns. Handles returned through `out` parameters are owned by the
+ *    caller until the matching close/destroy call.
+ *  - Thread-safety is stated per function. "Any thread" means the function may
+ *    be called concurrently from many threads on the same handle. Functions
+ *    that are not marked so must not run concurrently with any other call on
+ *    the same handle.
+ *  - The library never prints, never aborts and never exits.
+ */
+#ifndef PSKV_H
+#define PSKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pskv_version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(PSKV_BUILDING) && defined(__GNUC__)
+#define PSKV_API __attribute__((visibility("default")))
+#else
+#define PSKV_API
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+/* One table generates the codes, their names and their messages. Codes are
+ * stable: a released code is never renumbered. */
+#define PSKV_ERRNO_MAP(X)                                                      \
+    X(EINVAL, -1, "invalid argument or configuration")                         \
+    X(ENOMEM, -2, "out of memory")                                             \
+    X(ENOTFOUND, -3, "not found")                                              \
+    X(EEXIST, -4, "already exists")                                            \
+    X(ESCHEMA, -5, "configuration contradicts the table's schema")            \
+    X(ENOTSUP, -6, "not supported by this build or store kind")                \
+    X(EBUSY, -7, "resource busy; retry")                                       \
+    X(EIO, -8, "I/O error")                                                    \
+    X(ECORRUPT, -9, "data failed its checksum or format check")                \
+    X(ENOSPC, -10, "spill or disk space cap reached")                          \
+    X(EVERSION, -11, "format version not supported")                           \
+    X(ERANGE, -12, "value out of range")
+
+enum pskv_error {
+#define PSKV__ERR_ENUM(name, code, msg) PSKV_##name = (code),
+    PSKV_ERRNO_MAP(PSKV__ERR_ENUM)
+#undef PSKV__ERR_ENUM
+};
+
+/* Message for a code. Returns a static string (never NULL, never freed);
+ * unknown codes give "unknown error". Any thread. */
+PSKV_API const char *pskv_strerror(int err);
+
+/* Name of a code, e.g. "PSKV_EINVAL"; "PSKV_OK" for 0; "PSKV_UNKNOWN" for
+ * others. Static string. Any thread. */
+PSKV_API const char *pskv_err_name(int err);
+
+/* ---------------------------------------------------------------- version */
+
+/* Run-time version: PSKV_VERSION_NUMBER of the linked library, and its text.
+ * Any thread. */
+PSKV_API unsigned pskv_version(void);
+PSKV_API const char *pskv_version_string(void);
+
+/* ---------------------------------------------------------------- handles */
+
+typedef struct pskv_store pskv_store;
+typedef struct pskv_table pskv_table;
+typedef struct pskv_ring pskv_ring;
+typedef struct pskv_iter pskv_iter;
+
+/* ---------------------------------------------------------------- options */
+
+enum pskv_durability {
+    PSKV_DURABILITY_DEFAULT = 0, /* checkpoint for a directory store */
+    PSKV_DURABILITY_CHECKPOINT = 1,
+    PSKV_DURABILITY_NONE = 2, /* scratch store: nothing survives close */
+};
+
+/* Store options. Initialize with pskv_store_options_init() before setting
+ * fields; fields left alone keep their defaults. */
+typedef struct pskv_store_options {
+    uint64_t memory_budget; /* bytes of DRAM for rows, store-wide; 0 = none */
+    uint64_t spill_max;     /* cap on spill bytes on disk; 0 = no cap */
+    int durability;         /* enum pskv_durability */
+    uint32_t reserved[15];  /* must be zero */
+} pskv_store_options;
+
+enum pskv_optimizer {
+    PSKV_OPT_SGD = 0,
+    PSKV_OPT_ADAGRAD = 1,
+    PSKV_OPT_ROWWISE_ADAGRAD = 2,
+    PSKV_OPT_ADAM = 3,
+    PSKV_OPT_FTRL = 4,
+};
+
+enum pskv_init_kind {
+    PSKV_INIT_ZEROS = 0,
+    PSKV_INIT_CONSTANT = 1, /* every weight = a */
+    PSKV_INIT_UNIFORM = 2,  /* uniform in [a, b) */
+    PSKV_INIT_NORMAL = 3,   /* normal, mean a, standard deviation b */
+};
+
+#define PSKV_DIM_MAX 4096u
+#define PSKV_SHARDS_MAX 4096u
+#define PSKV_NAME_MAX 255u
+
+/* Table options. pskv_table_options_init() sets every default; `dim` must
+ * then be set (1..PSKV_DIM_MAX) when the table is created. Defaults:
+ * optimizer adagrad; lr 0.01 (adam 0.001, ftrl 0.05); eps 1e-10 for adagrad,
+ * 1e-8 for rowwise_adagrad and adam; initial_accumulator 0 (ftrl 0.1);
+ * beta1 0.9; beta2 0.999; l1 0; l2 0; lr_power -0.5; init zeros; seed 0;
+ * shards 64. A negative value in lr/eps/initial_accumulator/beta1/beta2 means
+ * "the default of the chosen optimizer" (set by the init function). */
+typedef struct pskv_table_options {
+    uint32_t dim;
+    int optimizer; /* enum pskv_optimizer */
+    float lr, eps, initial_accumulator, beta1, beta2, l1, l2, lr_power;
+    int init;          /* enum pskv_init_kind */
+    float init_a;      /* constant value, uniform low, normal mean */
+    float init_b;      /* uniform high, normal standard deviation */
+    uint64_t seed;     /* initializer seed */
+    uint32_t shards;   /* 1..PSKV_SHARDS_MAX */
+    uint32_t reserved[15]; /* must be zero */
+} pskv_table_options;
+
+/* Fill with defaults. Any thread. */
+PSKV_API void pskv_store_options_init(pskv_store_options *o);
+PSKV_API void pskv_table_options_init(pskv_table_options *o);
+
+/* Parse a config string ("key=value" separated by spaces or commas; NULL or
+ * "" is empty) on top of the options already in *o. Unknown keys, repeated
+ * keys and malformed values give PSKV_EINVAL and leave *o unchanged.
+ * Sizes accept K/M/G/T and KiB/MiB/GiB/TiB (both powers of 1024).
+ * Any thread (on distinct *o). */
+PSKV_API int pskv_store_options_parse(pskv_store_options *o, const char *config);
+PSKV_API int pskv_table_options_parse(pskv_table_options *o, const char *config);
+
+/* Write the canonical config string of *o (every key, round-trip exact:
+ * parsing it into freshly initialized options gives back *o) into buf of
+ * size len, NUL-terminated. Returns the string length (not counting NUL) or
+ * PSKV_ERANGE if it does not fit, PSKV_EINVAL for invalid options.
+ * Any thread. */
+PSKV_API int pskv_table_options_format(const pskv_table_options *o, char *buf,
+                                       size_t len);
+
+/* Check *o for consistency (ranges, reserved zero). 0 or PSKV_EINVAL. */
+PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
+
+/* ---------------------------------------------------------------- store */
+
+/* Open a store. dir == NULL makes a memory-only store (no spill, no
+ * persistence). config: store config string or NULL.
+ * Errors: PSKV_EINVAL (bad config, NULL out), PSKV_ENOMEM,
+ * PSKV_ENOTSUP (dir != NULL: directory stores are not implemented in this
+ * version; memory_budget on a memory-only store: cache eviction is not
+ * implemented in this version).
+ * On success *out owns the store until pskv_close(). Any thread. */
+PSKV_API int pskv_open(const char *dir, const char *config, pskv_store **out);
+PSKV_API int pskv_open_opts(const char *dir, const pskv_store_options *opts,
+                            pskv_store **out);
+
+/* Close the store and every table of it; table handles become invalid.
+ * NULL is a no-op. Must not run concurrently with any other call on the store
+ * or its tables. */
+PSKV_API void pskv_close(pskv_store *s);
+
+/* ---------------------------------------------------------------- tables */
+
+/* Create the table `name` (1..PSKV_NAME_MAX bytes, no NUL, no '/'), or return
+ * the open one of that name. Opening an existing table with a config that
+ * sets a schema key (dim, optimizer and its hyperparameters, init, seed) to
+ * a different value gives PSKV_ESCHEMA; `shards` may differ (use
+ * pskv_table_reshard to change it). Creating requires `dim`.
+ * The table handle is owned by the store: it stays valid until pskv_close()
+ * and must not be freed by the caller.
+ * Errors: PSKV_EINVAL, PSKV_ESCHEMA, PSKV_ENOMEM. Any thread. */
+PSKV_API int pskv_table_open(pskv_store *s, const char *name, const char *config,
+                             pskv_table **out);
+PSKV_API int pskv_table_open_opts(pskv_store *s, const char *name,
+                                  const pskv_table_options *opts,
+                                  pskv_table **out);
+
+/* The open table `name`, without creating it: PSKV_ENOTFOUND if none.
+ * Any thread. */
+PSKV_API int pskv_table_find(pskv_store *s, const char *name, pskv_table **out);
+
+/* Static facts of a table. Any thread. */
+typedef struct pskv_table_info {
+    uint32_t dim;
+    uint32_t state_floats;  /* optimizer state floats per row */
+    uint32_t row_bytes;     /* weights + state, the row's payload */
+    uint32_t shards;        /* current shard count */
+    pskv_table_options options; /* effective options */
+} pskv_table_info;
+PSKV_API int pskv_table_info_get(const pskv_table *t, pskv_table_info *out);
+
+/* Number of rows in the table. Any thread (a racing count is approximate). */
+PSKV_API uint64_t pskv_table_rows(const pskv_table *t);
+
+/* Counters since the table was opened. Any thread; each field is exact, the
+ * set is not a snapshot when other threads are writing. */
+typedef struct pskv_table_stats {
+    uint64_t rows;          /* resident rows */
+    uint64_t row_bytes;     /* rows * payload bytes */
+    uint64_t dram_bytes;    /* DRAM held by rows and index (slabs + index) */
+    uint64_t rows_created;  /* by pull or put */
+    uint64_t rows_erased;
+    uint64_t pulled, pushed, got, put; /* rows handled by each call */
+    uint64_t get_misses;
+    uint64_t reshards;
+    uint64_t reserved[8];
+} pskv_table_stats;
+PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
+
+/* Store-wide totals over all tables. Any thread. */
+typedef struct pskv_store_stats {
+    uint64_t tables;
+    uint64_t rows;
+    uint64_t row_bytes;
+    uint64_t dram_bytes;
+    uint64_t reserved[8];
+} pskv_store_stats;
+PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
+
+/* ---------------------------------------------------------------- training */
+
+/* For every i < n, copy the weights of keys[i] into out[i*dim .. +dim).
+ * Missing rows are created first from the table's key-seeded initializer,
+ * so a row's first value depends only on (init, seed, key).
+ * Errors: PSKV_EINVAL (t/keys/out NULL with n > 0), PSKV_ENOMEM (rows
+ * created before the failure stay, with their initial values).
+ * Any thread, concurrently with every other row call on the table. */
+PSKV_API int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out);
+
+/* Apply gradients grads[i*dim .. +dim) to the row of keys[i] with the
+ * table's optimizer. Gradients of a key appearing several times are summed
+ * (in order of appearance) and applied once. Missing rows are created first.
+ * Errors: PSKV_EINVAL (NULL arrays with n > 0, or any gradient NaN/Inf: then
+ * nothing changes), PSKV_ENOMEM (nothing is applied).
+ * Any thread. */
+PSKV_API int pskv_push(pskv_table *t, const uint64_t *keys, size_t n,
+                       const float *grads);
+
+/* ---------------------------------------------------------------- cache */
+
+/* Like pull, but never creates: found[i] = 1 and the weights if the key
+ * exists, found[i] = 0 and a zeroed out row if not. found may be NULL.
+ * Any thread. */
+PSKV_API int pskv_get(pskv_table *t, const uint64_t *keys, size_t n, float *out,
+                      uint8_t *found);
+
+/* Overwrite the weights of keys[i] with values[i*dim .. +dim). A new row's
+ * optimizer state starts as on creation; an existing row keeps its state. If
+ * a key repeats, the last value wins. Errors: PSKV_EINVAL (also any value
+ * NaN/Inf: then nothing changes), PSKV_ENOMEM (nothing is written).
+ * Any thread. */
+PSKV_API int pskv_put(pskv_table *t, const uint64_t *keys, size_t n,
+                      const float *values);
+
+/* Remove the rows of keys (absent keys are ignored). A later pull re-creates
+ * a row from the initializer. Any thread. */
+PSKV_API int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n);
+
+/* Start bringing the rows of keys into DRAM and return without waiting.
+ * In a memory-only store every row already is in DRAM, so this only
+ * validates its arguments. Any thread. */
+PSKV_API int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n);
+
+/* Change the table's shard count online: concurrent row calls wait while
+ * rows move and then continue; every row is kept, bit for bit. Keys move
+ * as the consistent-hash ring dictates (growing from S to S' shards moves
+ * about (S'-S)/S' of the rows). Errors: PSKV_EINVAL (shards out of range),
+ * PSKV_ENOMEM (the table is left as before). Any thread. */
+PSKV_API int pskv_table_reshard(pskv_table *t, uint32_t shards);
+
+/* Atomic, point-in-time, incremental checkpoint of every table of the store.
+ * PSKV_ENOTSUP for a memory-only store. Any thread. */
+PSKV_API int pskv_checkpoint(pskv_store *s);
+
+/* ---------------------------------------------------------------- iteration */
+
+/* Iterate over the rows of a table, shard by shard. Each shard's rows are
+ * copied under its lock, so rows of one shard are seen at one instant.
+ * Rows written concurrently in other shards may or may not be seen.
+ * A reshard during iteration makes pskv_iter_next return PSKV_EBUSY.
+ * The iterator is owned by the caller; free it with pskv_iter_destroy.
+ * Any thread; one iterator must be used by one thread at a time. */
+PSKV_API int pskv_iter_create(pskv_table *t, pskv_iter **out);
+
+/* Next row: *key, the weights into weights[dim] and, if state is not NULL,
+ * the optimizer state into state[state_floats]. Returns 1 for a row, 0 at
+ * the end, or a negative code. */
+PSKV_API int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights,
+                            float *state);
+PSKV_API void pskv_iter_destroy(pskv_iter *it); /* NULL is a no-op */
+
+/* ---------------------------------------------------------------- ids */
+
+/* Feature id for (namespace, bytes): XXH3-64 of the bytes, seeded with the
+ * XXH3-64 of the namespace string. Same inputs give the same id on every
+ * platform. ns may be NULL (same as ""); data may be NULL when len == 0.
+ * Any thread. */
+PSKV_API uint64_t pskv_feature_id(const char *ns, const void *data, size_t len);
+
+/* ---------------------------------------------------------------- ring */
+
+#define PSKV_RING_DEFAULT_VNODES 1024u
+#define PSKV_RING_MAX_POINTS (1u << 24)
+
+/* Create an empty consistent-hash ring. vnodes: virtual nodes per unit of
+ * weight (0 = PSKV_RING_DEFAULT_VNODES); seed: hash seed, so that rings
+ * created with the same (vnodes, seed) and the same nodes route identically
+ * in every process. Errors: PSKV_EINVAL, PSKV_ENOMEM. Any thread. */
+PSKV_API int pskv_ring_create(unsigned vnodes, uint64_t seed, pskv_ring **out);
+
+/* Add node with weight in (0, 1000]; it gets round(vnodes * weight) virtual
+ * nodes (at least 1). Errors: PSKV_EEXIST (node present), PSKV_EINVAL
+ * (weight), PSKV_ERANGE (more than PSKV_RING_MAX_POINTS points),
+ * PSKV_ENOMEM (ring unchanged). Not thread-safe: no concurrent call on r. */
+PSKV_API int pskv_ring_add(pskv_ring *r, uint32_t node, double weight);
+
+/* Remove a node; its keys move to the remaining nodes, no other key moves.
+ * Errors: PSKV_ENOTFOUND, PSKV_ENOMEM. Not thread-safe. */
+PSKV_API int pskv_ring_remove(pskv_ring *r, uint32_t node);
+
+/* Route keys: node_out[i] = owner of keys[i]. Errors: PSKV_EINVAL (NULL
+ * arrays with n > 0), PSKV_ENOTFOUND (ring has no nodes). Any thread,
+ * concurrently with other route calls (not with add/remove). */
+PSKV_API int pskv_ring_route(const pskv_ring *r, const uint64_t *keys, size_t n,
+                             uint32_t *node_out);
+
+/* Number of nodes in the ring. */
+PSKV_API uint32_t pskv_ring_nodes(const pskv_ring *r);
+
+PSKV_API void pskv_ring_destroy(pskv_ring *r); /* NULL is a no-op */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PSKV_H */

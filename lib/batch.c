@@ -1,0 +1,140 @@
+/* Batch planning: hash every key once, optionally keep one position per
+ * distinct key, and group positions by shard with a counting sort so that a
+ * batch call takes each shard lock once.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+static size_t align8(size_t x) { return (x + 7) & ~(size_t)7; }
+
+/* Mark positions to keep in p->order (as a flat list, m entries). */
+static void dedup_positions(pskv__plan *p, const uint64_t *keys, size_t n, enum pskv__dedup mode,
+                            uint32_t *tab, uint32_t tmask)
+{
+    /* tab holds position+1 of the key's representative; 0 = empty. */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = (uint32_t)p->hash[i] & tmask;
+        for (;;) {
+            uint32_t v = tab[h];
+            if (v == 0) {
+                tab[h] = (uint32_t)i + 1;
+                p->kept_of[i] = (uint32_t)i;
+                break;
+            }
+            if (keys[v - 1] == keys[i]) {
+                p->has_dups = true;
+                if (mode == PSKV__DEDUP_LAST)
+                    tab[h] = (uint32_t)i + 1;
+                p->kept_of[i] = v - 1;
+                break;
+            }
+            h = (h + 1) & tmask;
+        }
+    }
+    uint32_t m = 0;
+    if (mode == PSKV__DEDUP_FIRST) {
+        for (size_t i = 0; i < n; i++)
+            if (p->kept_of[i] == i)
+                p->order[m++] = (uint32_t)i;
+    } else {
+        for (uint32_t h = 0; h <= tmask; h++)
+            if (tab[h] != 0)
+                p->order[m++] = tab[h] - 1;
+        /* kept_of must name the final (last) position of each key. */
+        for (uint32_t k = 0; k < m; k++)
+            p->kept_of[p->order[k]] = p->order[k];
+        for (size_t i = 0; i < n; i++) {
+            uint32_t h = (uint32_t)p->hash[i] & tmask;
+            while (keys[tab[h] - 1] != keys[i])
+                h = (h + 1) & tmask;
+            p->kept_of[i] = tab[h] - 1;
+        }
+    }
+    p->m = m;
+}
+
+int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, const uint64_t *keys,
+                     size_t n, enum pskv__dedup dedup)
+{
+    memset(p, 0, sizeof *p);
+    if (n > UINT32_MAX - 1)
+        return PSKV_EINVAL;
+    uint32_t tcap = 16;
+    while (dedup != PSKV__DEDUP_NONE && tcap < 2 * n)
+        tcap *= 2;
+    size_t off_hash = 0;
+    size_t off_order = align8(off_hash + n * sizeof(uint64_t));
+    size_t off_start = align8(off_order + n * sizeof(uint32_t));
+    size_t off_shard = align8(off_start + ((size_t)shards + 1) * sizeof(uint32_t));
+    size_t off_kept = align8(off_shard + n * sizeof(uint32_t));
+    size_t off_tab = align8(off_kept + (dedup ? n * sizeof(uint32_t) : 0));
+    size_t total = off_tab + (dedup ? (size_t)tcap * sizeof(uint32_t) : 0);
+    uint8_t *mem = malloc(total ? total : 1);
+    if (mem == NULL)
+        return PSKV_ENOMEM;
+    p->mem = mem;
+    p->hash = (uint64_t *)(void *)(mem + off_hash);
+    p->order = (uint32_t *)(void *)(mem + off_order);
+    p->start = (uint32_t *)(void *)(mem + off_start);
+    uint32_t *shard_of = (uint32_t *)(void *)(mem + off_shard);
+
+    uint64_t seed = pskv__ring_seed(ring);
+    for (size_t i = 0; i < n; i++)
+        p->hash[i] = pskv__key_hash(keys[i], seed);
+
+    /* The listed positions: all inputs, or one per distinct key. */
+    uint32_t *list;
+    if (dedup != PSKV__DEDUP_NONE) {
+        p->kept_of = (uint32_t *)(void *)(mem + off_kept);
+        uint32_t *tab = (uint32_t *)(void *)(mem + off_tab);
+        memset(tab, 0, (size_t)tcap * sizeof *tab);
+        dedup_positions(p, keys, n, dedup, tab, tcap - 1);
+        /* The table is no longer needed: reuse it for the listed positions. */
+        list = tab;
+        memcpy(list, p->order, p->m * sizeof *list);
+    } else {
+        p->m = (uint32_t)n;
+        list = NULL;
+    }
+
+    uint32_t *count = p->start; /* counts first, then turned into starts */
+    memset(count, 0, ((size_t)shards + 1) * sizeof *count);
+    for (uint32_t k = 0; k < p->m; k++) {
+        uint32_t i = list ? list[k] : k;
+        uint32_t s = shards == 1 ? 0 : pskv__ring_route_hash(ring, p->hash[i]);
+        shard_of[k] = s;
+        count[s + 1]++;
+    }
+    for (uint32_t s = 0; s < shards; s++)
+        count[s + 1] += count[s];
+    /* Scatter using a running cursor per shard kept in start[s] shifted by one. */
+    for (uint32_t k = 0; k < p->m; k++) {
+        uint32_t i = list ? list[k] : k;
+        p->order[p->start[shard_of[k]]++] = i;
+    }
+    /* start[s] now holds the end of shard s: shift back to starts. */
+    for (uint32_t s = shards; s > 0; s--)
+        p->start[s] = p->start[s - 1];
+    p->start[0] = 0;
+    return 0;
+}
+
+void pskv__plan_free(pskv__plan *p)
+{
+    free(p->mem);
+    p->mem = NULL;
+}
+
+bool pskv__floats_nonfinite(const float *v, size_t n)
+{
+    /* Exponent bits all ones means Inf or NaN; the OR-reduction vectorizes. */
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &v[i], sizeof b);
+        bad |= (uint32_t)((b & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad != 0;
+}

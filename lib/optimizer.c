@@ -1,0 +1,175 @@
+/* Optimizer kernels: per-row update rules of sgd, adagrad, rowwise_adagrad,
+ * adam and ftrl (formulas in docs/OPTIMIZERS.md). Plain float loops over
+ * contiguous rows that the compiler vectorizes (needs -fno-math-errno for
+ * sqrtf); on x86-64 an AVX2 clone is picked at load time.
+ * Row layout: [weights dim][optimizer state state_floats].
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <math.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PSKV_NO_CLONES)
+#define KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define KERNEL
+#endif
+
+uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim)
+{
+    switch (kind) {
+    case PSKV_OPT_SGD: return 0;
+    case PSKV_OPT_ADAGRAD: return dim;
+    case PSKV_OPT_ROWWISE_ADAGRAD: return 1;
+    case PSKV_OPT_ADAM: return 2 * dim + 1; /* m, v, step count */
+    default: return 2 * dim;                /* ftrl: n, z */
+    }
+}
+
+void pskv__optimizer_setup(pskv__optimizer *opt, const pskv_table_options *o)
+{
+    pskv_table_options r = *o;
+    pskv__table_options_resolve(&r);
+    opt->kind = r.optimizer;
+    opt->dim = r.dim;
+    opt->state_floats = pskv__optimizer_state_floats(r.optimizer, r.dim);
+    opt->lr = r.lr;
+    opt->eps = r.eps;
+    opt->initial_accumulator = r.initial_accumulator;
+    opt->beta1 = r.beta1;
+    opt->beta2 = r.beta2;
+    opt->l1 = r.l1;
+    opt->l2 = r.l2;
+    opt->lr_power = r.lr_power;
+}
+
+void pskv__optimizer_init_state(const pskv__optimizer *opt, float *state)
+{
+    uint32_t d = opt->dim;
+    switch (opt->kind) {
+    case PSKV_OPT_SGD:
+        break;
+    case PSKV_OPT_ADAGRAD:
+        for (uint32_t j = 0; j < d; j++)
+            state[j] = opt->initial_accumulator;
+        break;
+    case PSKV_OPT_ROWWISE_ADAGRAD:
+        state[0] = opt->initial_accumulator;
+        break;
+    case PSKV_OPT_ADAM:
+        memset(state, 0, (2 * (size_t)d + 1) * sizeof(float));
+        break;
+    default:
+        for (uint32_t j = 0; j < d; j++) {
+            state[j] = opt->initial_accumulator; /* n */
+            state[d + j] = 0.0f;                 /* z */
+        }
+        break;
+    }
+}
+
+KERNEL static void sgd_apply(float *restrict w, const float *restrict g, uint32_t d, float lr)
+{
+    for (uint32_t j = 0; j < d; j++)
+        w[j] -= lr * g[j];
+}
+
+KERNEL static void adagrad_apply(float *restrict w, float *restrict s, const float *restrict g,
+                                 uint32_t d, float lr, float eps)
+{
+    for (uint32_t j = 0; j < d; j++) {
+        float gj = g[j];
+        float sj = s[j] + gj * gj;
+        s[j] = sj;
+        w[j] -= lr * gj / (sqrtf(sj) + eps);
+    }
+}
+
+KERNEL static void rowwise_adagrad_apply(float *restrict w, float *restrict s,
+                                         const float *restrict g, uint32_t d, float lr,
+                                         float eps)
+{
+    float sum = 0.0f;
+    for (uint32_t j = 0; j < d; j++)
+        sum += g[j] * g[j];
+    float acc = *s + sum / (float)d;
+    *s = acc;
+    float den = sqrtf(acc) + eps;
+    for (uint32_t j = 0; j < d; j++)
+        w[j] -= lr * g[j] / den;
+}
+
+KERNEL static void adam_apply(float *restrict w, float *restrict m, float *restrict v,
+                              const float *restrict g, uint32_t d, float step, float b1,
+                              float b2, float eps)
+{
+    float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (uint32_t j = 0; j < d; j++) {
+        float gj = g[j];
+        float mj = b1 * m[j] + c1 * gj;
+        float vj = b2 * v[j] + c2 * gj * gj;
+        m[j] = mj;
+        v[j] = vj;
+        w[j] -= step * mj / (sqrtf(vj) + eps);
+    }
+}
+
+/* n^(-lr_power); the common lr_power = -0.5 is a square root. */
+static inline float ftrl_pow(float n, float neg_power, bool is_sqrt)
+{
+    return is_sqrt ? sqrtf(n) : powf(n, neg_power);
+}
+
+static void ftrl_apply(float *restrict w, float *restrict n, float *restrict z,
+                       const float *restrict g, uint32_t d, float lr, float l1, float l2,
+                       float lr_power)
+{
+    bool is_sqrt = lr_power == -0.5f;
+    float p = -lr_power;
+    for (uint32_t j = 0; j < d; j++) {
+        float gj = g[j];
+        float n_old = n[j];
+        float n_new = n_old + gj * gj;
+        float pow_new = ftrl_pow(n_new, p, is_sqrt);
+        float sigma = (pow_new - ftrl_pow(n_old, p, is_sqrt)) / lr;
+        float zj = z[j] + gj - sigma * w[j];
+        z[j] = zj;
+        n[j] = n_new;
+        if (fabsf(zj) <= l1)
+            w[j] = 0.0f;
+        else
+            w[j] = (copysignf(l1, zj) - zj) / (pow_new / lr + 2.0f * l2);
+    }
+}
+
+void pskv__optimizer_apply(const pskv__optimizer *opt, float *row, const float *g)
+{
+    uint32_t d = opt->dim;
+    float *state = row + d;
+    switch (opt->kind) {
+    case PSKV_OPT_SGD:
+        sgd_apply(row, g, d, opt->lr);
+        break;
+    case PSKV_OPT_ADAGRAD:
+        adagrad_apply(row, state, g, d, opt->lr, opt->eps);
+        break;
+    case PSKV_OPT_ROWWISE_ADAGRAD:
+        rowwise_adagrad_apply(row, state, g, d, opt->lr, opt->eps);
+        break;
+    case PSKV_OPT_ADAM: {
+        uint32_t t;
+        memcpy(&t, &state[2 * d], sizeof t);
+        if (t != UINT32_MAX)
+            t++;
+        memcpy(&state[2 * d], &t, sizeof t);
+        /* Bias correction in double once per row. */
+        double step = (double)opt->lr * sqrt(1.0 - pow((double)opt->beta2, (double)t)) /
+                      (1.0 - pow((double)opt->beta1, (double)t));
+        adam_apply(row, state, state + d, g, d, (float)step, opt->beta1, opt->beta2, opt->eps);
+        break;
+    }
+    default:
+        ftrl_apply(row, state, state + d, g, d, opt->lr, opt->l1, opt->l2, opt->lr_power);
+        break;
+    }
+}

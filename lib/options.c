@@ -1,0 +1,465 @@
+/* Store and table options: defaults, config-string parsing, validation and
+ * the canonical config string (used for schemas and round trips).
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <locale.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+/* ---------------------------------------------------------------- C locale */
+
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void c_locale_make(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
+
+static locale_t c_locale_get(void)
+{
+    pthread_once(&c_locale_once, c_locale_make);
+    return c_locale;
+}
+
+int pskv__parse_float(const char *s, size_t len, float *out)
+{
+    char buf[64];
+    if (len == 0 || len >= sizeof buf)
+        return PSKV_EINVAL;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    locale_t loc = c_locale_get();
+    if (loc == (locale_t)0)
+        return PSKV_ENOMEM;
+    char *end = NULL;
+    float v = strtof_l(buf, &end, loc);
+    if (end != buf + len || !isfinite(v))
+        return PSKV_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int pskv__format(char *buf, size_t len, const char *fmt, ...)
+{
+    locale_t loc = c_locale_get();
+    if (loc == (locale_t)0)
+        return PSKV_ENOMEM;
+    locale_t old = uselocale(loc);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+    uselocale(old);
+    if (n < 0)
+        return PSKV_EINVAL;
+    if ((size_t)n >= len)
+        return PSKV_ERANGE;
+    return n;
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+typedef struct token {
+    const char *key, *val;
+    size_t klen, vlen;
+} token;
+
+static bool is_sep(char c) { return c == ' ' || c == ',' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* Next "key=value" token from *p; returns 1, 0 at the end, or PSKV_EINVAL. */
+static int next_token(const char **p, token *t)
+{
+    const char *s = *p;
+    while (*s && is_sep(*s))
+        s++;
+    if (!*s)
+        return 0;
+    const char *begin = s;
+    while (*s && !is_sep(*s))
+        s++;
+    const char *eq = memchr(begin, '=', (size_t)(s - begin));
+    if (eq == NULL || eq == begin || eq + 1 == s)
+        return PSKV_EINVAL;
+    t->key = begin;
+    t->klen = (size_t)(eq - begin);
+    t->val = eq + 1;
+    t->vlen = (size_t)(s - eq - 1);
+    *p = s;
+    return 1;
+}
+
+static bool tok_is(const char *s, size_t len, const char *word)
+{
+    return strlen(word) == len && memcmp(s, word, len) == 0;
+}
+
+static int parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    if (len == 0)
+        return PSKV_EINVAL;
+    int base = 10;
+    if (len > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+        len -= 2;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned d;
+        char c = s[i];
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (base == 16 && c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (base == 16 && c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return PSKV_EINVAL;
+        if (v > (UINT64_MAX - d) / (uint64_t)base)
+            return PSKV_EINVAL;
+        v = v * (uint64_t)base + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Bytes with an optional K/M/G/T or KiB/MiB/GiB/TiB suffix (powers of 1024). */
+static int parse_size(const char *s, size_t len, uint64_t *out)
+{
+    static const char units[] = "KMGT";
+    size_t digits = 0;
+    while (digits < len && s[digits] >= '0' && s[digits] <= '9')
+        digits++;
+    uint64_t v;
+    if (parse_u64(s, digits, &v) != 0)
+        return PSKV_EINVAL;
+    const char *u = s + digits;
+    size_t ulen = len - digits;
+    unsigned shift = 0;
+    if (ulen > 0) {
+        const char *pos = memchr(units, u[0], 4);
+        if (pos == NULL || !(ulen == 1 || (ulen == 3 && u[1] == 'i' && u[2] == 'B')))
+            return PSKV_EINVAL;
+        shift = 10u * (unsigned)(pos - units + 1);
+    }
+    if (shift && v > (UINT64_MAX >> shift))
+        return PSKV_EINVAL;
+    *out = v << shift;
+    return 0;
+}
+
+static int parse_dim_like(const char *s, size_t len, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+    uint64_t v;
+    if (parse_u64(s, len, &v) != 0 || v < lo || v > hi)
+        return PSKV_EINVAL;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- store */
+
+void pskv_store_options_init(pskv_store_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->durability = PSKV_DURABILITY_DEFAULT;
+}
+
+enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_COUNT };
+static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability"};
+
+static int key_index(const char *const *names, int count, const token *t)
+{
+    for (int i = 0; i < count; i++)
+        if (tok_is(t->key, t->klen, names[i]))
+            return i;
+    return -1;
+}
+
+int pskv_store_options_parse(pskv_store_options *o, const char *config)
+{
+    if (o == NULL)
+        return PSKV_EINVAL;
+    if (config == NULL)
+        return 0;
+    pskv_store_options n = *o;
+    uint32_t seen = 0;
+    token t;
+    int rc;
+    while ((rc = next_token(&config, &t)) == 1) {
+        int k = key_index(store_keys, SK_COUNT, &t);
+        if (k < 0 || (seen & (1u << k)))
+            return PSKV_EINVAL;
+        seen |= 1u << k;
+        switch (k) {
+        case SK_MEMORY_BUDGET:
+            rc = parse_size(t.val, t.vlen, &n.memory_budget);
+            break;
+        case SK_SPILL_MAX:
+            rc = parse_size(t.val, t.vlen, &n.spill_max);
+            break;
+        default:
+            rc = 0;
+            if (tok_is(t.val, t.vlen, "checkpoint"))
+                n.durability = PSKV_DURABILITY_CHECKPOINT;
+            else if (tok_is(t.val, t.vlen, "none"))
+                n.durability = PSKV_DURABILITY_NONE;
+            else
+                rc = PSKV_EINVAL;
+            break;
+        }
+        if (rc != 0)
+            return PSKV_EINVAL;
+    }
+    if (rc < 0)
+        return rc;
+    *o = n;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- table */
+
+static const char *const optimizer_names[] = {"sgd", "adagrad", "rowwise_adagrad", "adam", "ftrl"};
+#define N_OPTIMIZERS 5
+
+void pskv_table_options_init(pskv_table_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->dim = 0;
+    o->optimizer = PSKV_OPT_ADAGRAD;
+    o->lr = -1.0f; /* optimizer default */
+    o->eps = -1.0f;
+    o->initial_accumulator = -1.0f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->l1 = 0.0f;
+    o->l2 = 0.0f;
+    o->lr_power = -0.5f;
+    o->init = PSKV_INIT_ZEROS;
+    o->seed = 0;
+    o->shards = 64;
+}
+
+void pskv__table_options_resolve(pskv_table_options *o)
+{
+    if (o->lr < 0)
+        o->lr = o->optimizer == PSKV_OPT_ADAM ? 0.001f : o->optimizer == PSKV_OPT_FTRL ? 0.05f : 0.01f;
+    if (o->eps < 0)
+        o->eps = o->optimizer == PSKV_OPT_ADAGRAD || o->optimizer == PSKV_OPT_SGD ||
+                         o->optimizer == PSKV_OPT_FTRL
+                     ? 1e-10f
+                     : 1e-8f;
+    if (o->initial_accumulator < 0)
+        o->initial_accumulator = o->optimizer == PSKV_OPT_FTRL ? 0.1f : 0.0f;
+}
+
+static bool sentinel_or(float v, bool ok) { return v == -1.0f || ok; }
+
+int pskv_table_options_validate(const pskv_table_options *o)
+{
+    if (o == NULL)
+        return PSKV_EINVAL;
+    for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
+        if (o->reserved[i] != 0)
+            return PSKV_EINVAL;
+    const float fs[] = {o->lr, o->eps, o->initial_accumulator, o->beta1, o->beta2,
+                        o->l1, o->l2, o->lr_power, o->init_a, o->init_b};
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+        if (!isfinite(fs[i]))
+            return PSKV_EINVAL;
+    if (o->dim > PSKV_DIM_MAX || o->shards < 1 || o->shards > PSKV_SHARDS_MAX)
+        return PSKV_EINVAL;
+    if (o->optimizer < 0 || o->optimizer >= N_OPTIMIZERS)
+        return PSKV_EINVAL;
+    if (!sentinel_or(o->lr, o->lr > 0) || !sentinel_or(o->eps, o->eps > 0) ||
+        !sentinel_or(o->initial_accumulator, o->initial_accumulator >= 0))
+        return PSKV_EINVAL;
+    if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
+        return PSKV_EINVAL;
+    if (o->l1 < 0 || o->l2 < 0 || o->lr_power > 0)
+        return PSKV_EINVAL;
+    switch (o->init) {
+    case PSKV_INIT_ZEROS:
+    case PSKV_INIT_CONSTANT:
+        break;
+    case PSKV_INIT_UNIFORM:
+        if (!(o->init_a < o->init_b))
+            return PSKV_EINVAL;
+        break;
+    case PSKV_INIT_NORMAL:
+        if (!(o->init_b >= 0))
+            return PSKV_EINVAL;
+        break;
+    default:
+        return PSKV_EINVAL;
+    }
+    return 0;
+}
+
+enum table_key {
+    TK_DIM, TK_OPTIMIZER, TK_LR, TK_EPS, TK_INITIAL_ACC, TK_BETA1, TK_BETA2, TK_L1, TK_L2,
+    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_COUNT
+};
+static const char *const table_keys[TK_COUNT] = {
+    "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
+    "lr_power", "init", "seed", "shards"};
+
+/* "constant:V", "uniform:LO:HI", "normal:MEAN:STD", "zeros" */
+static int parse_init(const char *s, size_t len, pskv_table_options *o)
+{
+    const char *colon = memchr(s, ':', len);
+    size_t head = colon ? (size_t)(colon - s) : len;
+    int kind;
+    int nargs;
+    if (tok_is(s, head, "zeros"))
+        kind = PSKV_INIT_ZEROS, nargs = 0;
+    else if (tok_is(s, head, "constant"))
+        kind = PSKV_INIT_CONSTANT, nargs = 1;
+    else if (tok_is(s, head, "uniform"))
+        kind = PSKV_INIT_UNIFORM, nargs = 2;
+    else if (tok_is(s, head, "normal"))
+        kind = PSKV_INIT_NORMAL, nargs = 2;
+    else
+        return PSKV_EINVAL;
+    float args[2] = {0, 0};
+    const char *p = colon;
+    const char *end = s + len;
+    for (int i = 0; i < nargs; i++) {
+        if (p == NULL || p >= end)
+            return PSKV_EINVAL;
+        p++; /* skip ':' */
+        const char *next = memchr(p, ':', (size_t)(end - p));
+        const char *stop = next ? next : end;
+        if (pskv__parse_float(p, (size_t)(stop - p), &args[i]) != 0)
+            return PSKV_EINVAL;
+        p = next;
+    }
+    if (p != NULL && nargs > 0)
+        return PSKV_EINVAL; /* extra ":..." */
+    if (nargs == 0 && colon != NULL)
+        return PSKV_EINVAL;
+    o->init = kind;
+    o->init_a = args[0];
+    o->init_b = args[1];
+    return 0;
+}
+
+int pskv_table_options_parse(pskv_table_options *o, const char *config)
+{
+    if (o == NULL)
+        return PSKV_EINVAL;
+    if (config == NULL)
+        return 0;
+    pskv_table_options n = *o;
+    uint32_t seen = 0;
+    token t;
+    int rc;
+    while ((rc = next_token(&config, &t)) == 1) {
+        int k = key_index(table_keys, TK_COUNT, &t);
+        if (k < 0 || (seen & (1u << k)))
+            return PSKV_EINVAL;
+        seen |= 1u << k;
+        float *fdst = NULL;
+        switch (k) {
+        case TK_DIM:
+            rc = parse_dim_like(t.val, t.vlen, 1, PSKV_DIM_MAX, &n.dim);
+            break;
+        case TK_SHARDS:
+            rc = parse_dim_like(t.val, t.vlen, 1, PSKV_SHARDS_MAX, &n.shards);
+            break;
+        case TK_OPTIMIZER:
+            rc = PSKV_EINVAL;
+            for (int i = 0; i < N_OPTIMIZERS; i++)
+                if (tok_is(t.val, t.vlen, optimizer_names[i])) {
+                    n.optimizer = i;
+                    rc = 0;
+                }
+            break;
+        case TK_INIT:
+            rc = parse_init(t.val, t.vlen, &n);
+            break;
+        case TK_SEED:
+            rc = parse_u64(t.val, t.vlen, &n.seed);
+            break;
+        case TK_LR: fdst = &n.lr; break;
+        case TK_EPS: fdst = &n.eps; break;
+        case TK_INITIAL_ACC: fdst = &n.initial_accumulator; break;
+        case TK_BETA1: fdst = &n.beta1; break;
+        case TK_BETA2: fdst = &n.beta2; break;
+        case TK_L1: fdst = &n.l1; break;
+        case TK_L2: fdst = &n.l2; break;
+        default: fdst = &n.lr_power; break;
+        }
+        if (fdst != NULL) {
+            float v;
+            rc = pskv__parse_float(t.val, t.vlen, &v);
+            /* -1 is the "optimizer default" sentinel of the struct form;
+             * a config string must name a real value. */
+            if (rc == 0 && v == -1.0f && (fdst == &n.lr || fdst == &n.eps ||
+                                          fdst == &n.initial_accumulator))
+                rc = PSKV_EINVAL;
+            if (rc == 0)
+                *fdst = v;
+        }
+        if (rc != 0)
+            return PSKV_EINVAL;
+    }
+    if (rc < 0)
+        return rc;
+    if (pskv_table_options_validate(&n) != 0)
+        return PSKV_EINVAL;
+    *o = n;
+    return 0;
+}
+
+int pskv_table_options_format(const pskv_table_options *o, char *buf, size_t len)
+{
+    if (o == NULL || buf == NULL || pskv_table_options_validate(o) != 0)
+        return PSKV_EINVAL;
+    pskv_table_options r = *o;
+    pskv__table_options_resolve(&r);
+    char init[80];
+    int rc;
+    switch (r.init) {
+    case PSKV_INIT_ZEROS:
+        rc = pskv__format(init, sizeof init, "zeros");
+        break;
+    case PSKV_INIT_CONSTANT:
+        rc = pskv__format(init, sizeof init, "constant:%.9g", (double)r.init_a);
+        break;
+    case PSKV_INIT_UNIFORM:
+        rc = pskv__format(init, sizeof init, "uniform:%.9g:%.9g", (double)r.init_a, (double)r.init_b);
+        break;
+    default:
+        rc = pskv__format(init, sizeof init, "normal:%.9g:%.9g", (double)r.init_a, (double)r.init_b);
+        break;
+    }
+    if (rc < 0)
+        return rc;
+    char dim[24] = "";
+    if (r.dim != 0)
+        pskv__format(dim, sizeof dim, "dim=%u ", r.dim);
+    return pskv__format(buf, len,
+                        "%soptimizer=%s lr=%.9g eps=%.9g initial_accumulator=%.9g "
+                        "beta1=%.9g beta2=%.9g l1=%.9g l2=%.9g lr_power=%.9g init=%s "
+                        "seed=%llu shards=%u",
+                        dim, optimizer_names[r.optimizer], (double)r.lr, (double)r.eps,
+                        (double)r.initial_accumulator, (double)r.beta1, (double)r.beta2,
+                        (double)r.l1, (double)r.l2, (double)r.lr_power, init,
+                        (unsigned long long)r.seed, r.shards);
+}
+
+bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_options *b)
+{
+    pskv_table_options x = *a, y = *b;
+    pskv__table_options_resolve(&x);
+    pskv__table_options_resolve(&y);
+    bool init_args = x.init == PSKV_INIT_ZEROS ||
+                     (x.init_a == y.init_a && (x.init == PSKV_INIT_CONSTANT || x.init_b == y.init_b));
+    return x.dim == y.dim && x.optimizer == y.optimizer && x.lr == y.lr && x.eps == y.eps &&
+           x.initial_accumulator == y.initial_accumulator && x.beta1 == y.beta1 &&
+           x.beta2 == y.beta2 && x.l1 == y.l1 && x.l2 == y.l2 && x.lr_power == y.lr_power &&
+           x.init == y.init && init_args && x.seed == y.seed;
+}

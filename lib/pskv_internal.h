@@ -1,0 +1,194 @@
+/* Private declarations shared between the files of lib/. Never installed.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#ifndef PSKV_INTERNAL_H
+#define PSKV_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pskv.h"
+
+#define PSKV__HIDDEN __attribute__((visibility("hidden")))
+#define PSKV__LIKELY(x) __builtin_expect(!!(x), 1)
+#define PSKV__UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---------------------------------------------------------------- hashing */
+
+/* 64-bit XXH3 of an 8-byte key with a seed: the one key hash of pskv. */
+PSKV__HIDDEN uint64_t pskv__key_hash(uint64_t key, uint64_t seed);
+
+/* ---------------------------------------------------------------- ring.c */
+
+/* Route a key whose pskv__key_hash(key, ring seed) is already known. The
+ * ring must have at least one node. */
+PSKV__HIDDEN uint32_t pskv__ring_route_hash(const pskv_ring *r, uint64_t hash);
+PSKV__HIDDEN uint64_t pskv__ring_seed(const pskv_ring *r);
+/* A ring of nodes 0..nodes-1 of weight 1, built in one pass. */
+PSKV__HIDDEN int pskv__ring_create_uniform(unsigned vnodes, uint64_t seed, uint32_t nodes,
+                                           pskv_ring **out);
+
+/* ---------------------------------------------------------------- options.c */
+
+/* Schema keys (everything but shards) equal? */
+PSKV__HIDDEN bool pskv__table_schema_equal(const pskv_table_options *a,
+                                           const pskv_table_options *b);
+/* Replace the "optimizer default" sentinels (negative lr, eps,
+ * initial_accumulator) by the defaults of o->optimizer. */
+PSKV__HIDDEN void pskv__table_options_resolve(pskv_table_options *o);
+/* Locale-independent float parsing and formatting ("C" numeric locale). */
+PSKV__HIDDEN int pskv__parse_float(const char *s, size_t len, float *out);
+PSKV__HIDDEN int pskv__format(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---------------------------------------------------------------- init.c */
+
+/* Fill w[dim] with the key-seeded initial weights of the options. */
+PSKV__HIDDEN void pskv__init_weights(const pskv_table_options *o, uint64_t key,
+                                     float *w, uint32_t dim);
+
+/* ---------------------------------------------------------------- optimizer.c */
+
+typedef struct pskv__optimizer {
+    int kind;
+    uint32_t dim;
+    uint32_t state_floats;
+    float lr, eps, initial_accumulator, beta1, beta2, l1, l2, lr_power;
+} pskv__optimizer;
+
+PSKV__HIDDEN void pskv__optimizer_setup(pskv__optimizer *opt,
+                                        const pskv_table_options *o);
+PSKV__HIDDEN uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim);
+/* Optimizer state of a freshly created row (state follows the weights). */
+PSKV__HIDDEN void pskv__optimizer_init_state(const pskv__optimizer *opt,
+                                             float *state);
+/* row = [w dim][state]; g = gradient[dim], already summed over duplicates. */
+PSKV__HIDDEN void pskv__optimizer_apply(const pskv__optimizer *opt, float *row,
+                                        const float *g);
+
+/* ---------------------------------------------------------------- shard.c */
+
+/* Index entry: 16 bytes. slot == PSKV__SLOT_EMPTY marks a free entry. meta is
+ * reserved for tier and checkpoint bits. */
+typedef struct pskv__entry {
+    uint64_t key;
+    uint32_t slot;
+    uint32_t meta;
+} pskv__entry;
+#define PSKV__SLOT_EMPTY UINT32_MAX
+
+typedef struct pskv__shard {
+    pthread_mutex_t lock;
+    pskv__entry *index;   /* open addressing, linear probing */
+    uint32_t index_mask;  /* capacity - 1; capacity is a power of two */
+    uint32_t rows;        /* live rows */
+    uint32_t reserved;    /* rows promised to callers by pskv__shard_reserve */
+    uint8_t **slabs;
+    uint32_t nslabs, slabs_cap;
+    uint32_t slots_high;  /* slots ever handed out (< nslabs << slab_shift) */
+    uint32_t free_head;   /* erased slots, linked through their first bytes */
+    uint32_t free_count;
+    uint32_t slab_shift;  /* rows per slab = 1 << slab_shift */
+    uint32_t row_bytes;
+    uint64_t hash_seed;   /* the table's key hash seed, to rehash on growth */
+    uint64_t created, erased;
+} __attribute__((aligned(64))) pskv__shard;
+
+PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed);
+PSKV__HIDDEN void pskv__shard_free(pskv__shard *sh);
+
+static inline float *pskv__shard_row(const pskv__shard *sh, uint32_t slot)
+{
+    uint32_t mask = (1u << sh->slab_shift) - 1;
+    return (float *)(void *)(sh->slabs[slot >> sh->slab_shift] +
+                             (size_t)(slot & mask) * sh->row_bytes);
+}
+
+static inline uint32_t pskv__index_pos(uint64_t hash, uint32_t mask)
+{
+    /* The ring consumes the high bits of the hash to pick the shard; the
+     * low bits stay uniform inside a shard. */
+    return (uint32_t)hash & mask;
+}
+
+/* All below: caller holds sh->lock. */
+/* Make room so that k more rows can be created without allocating. */
+PSKV__HIDDEN int pskv__shard_reserve(pskv__shard *sh, uint32_t k);
+PSKV__HIDDEN void pskv__shard_unreserve(pskv__shard *sh, uint32_t k);
+/* Index entry of key, or NULL. */
+PSKV__HIDDEN pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key,
+                                           uint64_t hash);
+/* Insert a key known to be absent, using one reserved row. Returns its slot
+ * (row bytes uninitialized). Never fails. */
+PSKV__HIDDEN uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key,
+                                                  uint64_t hash);
+/* Remove key if present; returns true if it was. */
+PSKV__HIDDEN bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash);
+PSKV__HIDDEN uint64_t pskv__shard_dram_bytes(const pskv__shard *sh);
+
+/* ---------------------------------------------------------------- batch.c */
+
+/* A batch call's keys hashed and grouped by shard: order[start[s] ..
+ * start[s+1]) lists the input positions of shard s. With dedup, only one
+ * position per distinct key is listed (the first or the last occurrence)
+ * and kept_of[i] names the listed position that stands for input i. */
+enum pskv__dedup { PSKV__DEDUP_NONE, PSKV__DEDUP_FIRST, PSKV__DEDUP_LAST };
+typedef struct pskv__plan {
+    uint64_t *hash;    /* [n] key hash of every input */
+    uint32_t *order;   /* [m] */
+    uint32_t *start;   /* [shards + 1] */
+    uint32_t *kept_of; /* [n], only with dedup */
+    uint32_t m;        /* positions listed */
+    bool has_dups;
+    void *mem;
+} pskv__plan;
+
+PSKV__HIDDEN int pskv__plan_build(pskv__plan *p, const pskv_ring *ring,
+                                  uint32_t shards, const uint64_t *keys,
+                                  size_t n, enum pskv__dedup dedup);
+PSKV__HIDDEN void pskv__plan_free(pskv__plan *p);
+
+/* Any NaN or Inf among n floats? */
+PSKV__HIDDEN bool pskv__floats_nonfinite(const float *v, size_t n);
+
+/* ---------------------------------------------------------------- table.c */
+
+struct pskv_table {
+    pskv_store *store;
+    char name[PSKV_NAME_MAX + 1];
+    pskv_table_options opts;
+    pskv__optimizer opt;
+    uint32_t dim;
+    uint32_t state_floats;
+    uint32_t row_floats;
+    uint32_t row_bytes;
+
+    /* Row calls hold it shared; reshard holds it exclusive. */
+    pthread_rwlock_t layout_lock;
+    pskv_ring *ring;
+    pskv__shard *shards;
+    uint32_t nshards;
+    atomic_uint_fast64_t layout_gen;
+
+    atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
+        n_reshards;
+};
+
+PSKV__HIDDEN int pskv__table_create(pskv_store *s, const char *name,
+                                    const pskv_table_options *o,
+                                    pskv_table **out);
+PSKV__HIDDEN void pskv__table_destroy(pskv_table *t);
+PSKV__HIDDEN void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st);
+
+/* ---------------------------------------------------------------- store.c */
+
+struct pskv_store {
+    pthread_mutex_t lock; /* guards the table list */
+    pskv_store_options opts;
+    pskv_table **tables;
+    uint32_t ntables, tables_cap;
+};
+
+#endif

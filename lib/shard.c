@@ -1,0 +1,199 @@
+/* A shard: the unit of locking. An open-addressing index (linear probing,
+ * 16-byte entries, backward-shift deletion, no tombstones) from key to a
+ * slot, and fixed-size row slots in 64 KiB slabs with a free list.
+ *
+ * Creating rows is split in two steps so that a batch call can fail with
+ * PSKV_ENOMEM before it changes anything: pskv__shard_reserve() allocates
+ * room for k rows up front, pskv__shard_insert_reserved() then never fails.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+#define SLAB_BYTES (64u * 1024u)
+#define INDEX_MIN 16u
+/* Grow the index beyond 3/4 full: probes stay short (~2.5 per miss). */
+#define INDEX_FULL(cap) ((uint64_t)(cap) / 4u * 3u)
+
+static pskv__entry *index_alloc(uint32_t cap)
+{
+    pskv__entry *e = malloc((size_t)cap * sizeof *e);
+    if (e == NULL)
+        return NULL;
+    for (uint32_t i = 0; i < cap; i++)
+        e[i].slot = PSKV__SLOT_EMPTY;
+    return e;
+}
+
+int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed)
+{
+    memset(sh, 0, sizeof *sh);
+    if (pthread_mutex_init(&sh->lock, NULL) != 0)
+        return PSKV_ENOMEM;
+    sh->index = index_alloc(INDEX_MIN);
+    if (sh->index == NULL) {
+        pthread_mutex_destroy(&sh->lock);
+        return PSKV_ENOMEM;
+    }
+    sh->index_mask = INDEX_MIN - 1;
+    sh->row_bytes = row_bytes;
+    sh->hash_seed = hash_seed;
+    uint32_t per_slab = row_bytes >= SLAB_BYTES ? 1 : SLAB_BYTES / row_bytes;
+    while (per_slab & (per_slab - 1))
+        per_slab &= per_slab - 1; /* round down to a power of two */
+    sh->slab_shift = (uint32_t)__builtin_ctz(per_slab);
+    sh->free_head = PSKV__SLOT_EMPTY;
+    return 0;
+}
+
+void pskv__shard_free(pskv__shard *sh)
+{
+    for (uint32_t i = 0; i < sh->nslabs; i++)
+        free(sh->slabs[i]);
+    free(sh->slabs);
+    free(sh->index);
+    pthread_mutex_destroy(&sh->lock);
+}
+
+uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
+{
+    return (uint64_t)sh->nslabs * ((size_t)sh->row_bytes << sh->slab_shift) +
+           ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
+           (uint64_t)sh->slabs_cap * sizeof(uint8_t *);
+}
+
+static void index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)
+{
+    uint32_t i = pskv__index_pos(hash, mask);
+    while (index[i].slot != PSKV__SLOT_EMPTY)
+        i = (i + 1) & mask;
+    index[i] = e;
+}
+
+static int index_grow(pskv__shard *sh, uint64_t need)
+{
+    uint64_t cap = (uint64_t)sh->index_mask + 1;
+    while (need > INDEX_FULL(cap))
+        cap *= 2;
+    if (cap == (uint64_t)sh->index_mask + 1)
+        return 0;
+    if (cap > (1ull << 31))
+        return PSKV_ENOMEM;
+    pskv__entry *ni = index_alloc((uint32_t)cap);
+    if (ni == NULL)
+        return PSKV_ENOMEM;
+    uint32_t nmask = (uint32_t)cap - 1;
+    for (uint32_t i = 0; i <= sh->index_mask; i++)
+        if (sh->index[i].slot != PSKV__SLOT_EMPTY)
+            index_place(ni, nmask, sh->index[i], pskv__key_hash(sh->index[i].key, sh->hash_seed));
+    free(sh->index);
+    sh->index = ni;
+    sh->index_mask = nmask;
+    return 0;
+}
+
+static uint64_t slots_available(const pskv__shard *sh)
+{
+    return sh->free_count + ((uint64_t)sh->nslabs << sh->slab_shift) - sh->slots_high;
+}
+
+static int slabs_grow(pskv__shard *sh, uint64_t need)
+{
+    while (slots_available(sh) < need) {
+        if ((((uint64_t)sh->nslabs + 1) << sh->slab_shift) >= PSKV__SLOT_EMPTY)
+            return PSKV_ENOMEM; /* slot numbers are 32-bit */
+        if (sh->nslabs == sh->slabs_cap) {
+            uint32_t cap = sh->slabs_cap ? sh->slabs_cap * 2 : 4;
+            uint8_t **ns = realloc(sh->slabs, cap * sizeof *ns);
+            if (ns == NULL)
+                return PSKV_ENOMEM;
+            sh->slabs = ns;
+            sh->slabs_cap = cap;
+        }
+        uint8_t *slab = malloc((size_t)sh->row_bytes << sh->slab_shift);
+        if (slab == NULL)
+            return PSKV_ENOMEM;
+        sh->slabs[sh->nslabs++] = slab;
+    }
+    return 0;
+}
+
+int pskv__shard_reserve(pskv__shard *sh, uint32_t k)
+{
+    if (k == 0)
+        return 0;
+    uint64_t need = (uint64_t)sh->reserved + k;
+    int rc = index_grow(sh, (uint64_t)sh->rows + need);
+    if (rc == 0)
+        rc = slabs_grow(sh, need);
+    if (rc != 0)
+        return rc; /* what was allocated stays as spare room; nothing else changed */
+    sh->reserved += k;
+    return 0;
+}
+
+void pskv__shard_unreserve(pskv__shard *sh, uint32_t k) { sh->reserved -= k; }
+
+pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    uint32_t mask = sh->index_mask;
+    uint32_t i = pskv__index_pos(hash, mask);
+    for (;;) {
+        pskv__entry *e = &sh->index[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            return NULL;
+        if (e->key == key)
+            return e;
+        i = (i + 1) & mask;
+    }
+}
+
+uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    uint32_t slot;
+    if (sh->free_count > 0) {
+        slot = sh->free_head;
+        memcpy(&sh->free_head, pskv__shard_row(sh, slot), sizeof sh->free_head);
+        sh->free_count--;
+    } else {
+        slot = sh->slots_high++;
+    }
+    sh->reserved--;
+    sh->rows++;
+    sh->created++;
+    index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, 0}, hash);
+    return slot;
+}
+
+bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    pskv__entry *e = pskv__shard_find(sh, key, hash);
+    if (e == NULL)
+        return false;
+    uint32_t slot = e->slot;
+    memcpy(pskv__shard_row(sh, slot), &sh->free_head, sizeof sh->free_head);
+    sh->free_head = slot;
+    sh->free_count++;
+    sh->rows--;
+    sh->erased++;
+
+    /* Backward-shift deletion: pull later entries of the probe run into the
+     * hole when their home position allows it. */
+    uint32_t mask = sh->index_mask;
+    uint32_t hole = (uint32_t)(e - sh->index);
+    uint32_t j = hole;
+    for (;;) {
+        j = (j + 1) & mask;
+        pskv__entry *n = &sh->index[j];
+        if (n->slot == PSKV__SLOT_EMPTY)
+            break;
+        uint32_t home = pskv__index_pos(pskv__key_hash(n->key, sh->hash_seed), mask);
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            sh->index[hole] = *n;
+            hole = j;
+        }
+    }
+    sh->index[hole].slot = PSKV__SLOT_EMPTY;
+    return true;
+}

@@ -1,0 +1,173 @@
+/* The store: options, the list of open tables, store-wide statistics and
+ * the store-level calls (open, close, checkpoint).
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store **out)
+{
+    if (out == NULL || opts == NULL)
+        return PSKV_EINVAL;
+    *out = NULL;
+    for (size_t i = 0; i < sizeof opts->reserved / sizeof opts->reserved[0]; i++)
+        if (opts->reserved[i] != 0)
+            return PSKV_EINVAL;
+    if (opts->durability < PSKV_DURABILITY_DEFAULT || opts->durability > PSKV_DURABILITY_NONE)
+        return PSKV_EINVAL;
+    /* Directory stores (spill tier, LMDB persistence) and the memory-only
+     * cache budget are not implemented yet: say so rather than pretend. */
+    if (dir != NULL || opts->memory_budget != 0 || opts->spill_max != 0)
+        return PSKV_ENOTSUP;
+    pskv_store *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return PSKV_ENOMEM;
+    if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        free(s);
+        return PSKV_ENOMEM;
+    }
+    s->opts = *opts;
+    *out = s;
+    return 0;
+}
+
+int pskv_open(const char *dir, const char *config, pskv_store **out)
+{
+    if (out == NULL)
+        return PSKV_EINVAL;
+    *out = NULL;
+    pskv_store_options o;
+    pskv_store_options_init(&o);
+    int rc = pskv_store_options_parse(&o, config);
+    if (rc != 0)
+        return rc;
+    return pskv_open_opts(dir, &o, out);
+}
+
+void pskv_close(pskv_store *s)
+{
+    if (s == NULL)
+        return;
+    for (uint32_t i = 0; i < s->ntables; i++)
+        pskv__table_destroy(s->tables[i]);
+    free(s->tables);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static bool name_valid(const char *name)
+{
+    if (name == NULL)
+        return false;
+    size_t len = strlen(name);
+    return len >= 1 && len <= PSKV_NAME_MAX && strchr(name, '/') == NULL;
+}
+
+static pskv_table *table_lookup(const pskv_store *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->ntables; i++)
+        if (strcmp(s->tables[i]->name, name) == 0)
+            return s->tables[i];
+    return NULL;
+}
+
+/* Open or create under the store lock. `requested` holds the caller's
+ * options on top of either defaults (create) or the table's schema (open). */
+static int table_open_locked(pskv_store *s, const char *name, const pskv_table_options *requested,
+                             pskv_table **out)
+{
+    pskv_table *t = table_lookup(s, name);
+    if (t != NULL) {
+        if (!pskv__table_schema_equal(&t->opts, requested))
+            return PSKV_ESCHEMA;
+        *out = t;
+        return 0;
+    }
+    if (requested->dim == 0)
+        return PSKV_EINVAL; /* creating needs a dim */
+    if (s->ntables == s->tables_cap) {
+        uint32_t cap = s->tables_cap ? s->tables_cap * 2 : 4;
+        pskv_table **nt = realloc(s->tables, cap * sizeof *nt);
+        if (nt == NULL)
+            return PSKV_ENOMEM;
+        s->tables = nt;
+        s->tables_cap = cap;
+    }
+    int rc = pskv__table_create(s, name, requested, &t);
+    if (rc != 0)
+        return rc;
+    s->tables[s->ntables++] = t;
+    *out = t;
+    return 0;
+}
+
+int pskv_table_open_opts(pskv_store *s, const char *name, const pskv_table_options *opts,
+                         pskv_table **out)
+{
+    if (s == NULL || out == NULL || !name_valid(name) || pskv_table_options_validate(opts) != 0)
+        return PSKV_EINVAL;
+    pthread_mutex_lock(&s->lock);
+    int rc = table_open_locked(s, name, opts, out);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int pskv_table_open(pskv_store *s, const char *name, const char *config, pskv_table **out)
+{
+    if (s == NULL || out == NULL || !name_valid(name))
+        return PSKV_EINVAL;
+    pthread_mutex_lock(&s->lock);
+    pskv_table *t = table_lookup(s, name);
+    pskv_table_options o;
+    if (t != NULL) {
+        o = t->opts; /* config keys are checked against the schema */
+    } else {
+        pskv_table_options_init(&o);
+    }
+    int rc = pskv_table_options_parse(&o, config);
+    if (rc == 0)
+        rc = table_open_locked(s, name, &o, out);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+int pskv_table_find(pskv_store *s, const char *name, pskv_table **out)
+{
+    if (s == NULL || out == NULL || !name_valid(name))
+        return PSKV_EINVAL;
+    pthread_mutex_lock(&s->lock);
+    pskv_table *t = table_lookup(s, name);
+    pthread_mutex_unlock(&s->lock);
+    if (t == NULL)
+        return PSKV_ENOTFOUND;
+    *out = t;
+    return 0;
+}
+
+int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
+{
+    if (s == NULL || out == NULL)
+        return PSKV_EINVAL;
+    pskv_store *ms = (pskv_store *)s;
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&ms->lock);
+    for (uint32_t i = 0; i < s->ntables; i++) {
+        pskv_table_stats st;
+        memset(&st, 0, sizeof st);
+        pskv__table_stats_add(s->tables[i], &st);
+        out->rows += st.rows;
+        out->row_bytes += st.row_bytes;
+        out->dram_bytes += st.dram_bytes;
+    }
+    out->tables = s->ntables;
+    pthread_mutex_unlock(&ms->lock);
+    return 0;
+}
+
+int pskv_checkpoint(pskv_store *s)
+{
+    if (s == NULL)
+        return PSKV_EINVAL;
+    return PSKV_ENOTSUP; /* memory-only stores have nothing to persist */
+}

@@ -1,0 +1,653 @@
+/* A table: shards behind a consistent-hash ring, and the batch row calls
+ * (pull, push, get, put, erase, prefetch), online resharding, statistics
+ * and iteration.
+ *
+ * Every batch call hashes its keys once, groups them by shard (batch.c) and
+ * takes each shard's lock once. Inside a shard it resolves keys in chunks,
+ * prefetching index entries a few keys ahead and rows as soon as their slot
+ * is known, then copies or updates the chunk's rows: the memory misses of a
+ * chunk overlap instead of being paid one after another.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+/* Virtual nodes per shard in a table's ring: enough for a balanced spread of
+ * rows over shards; the ring stays small enough to sit in cache. */
+#define TABLE_RING_VNODES 64u
+/* Keys resolved before their rows are touched, and index prefetch distance. */
+#define CHUNK 32u
+#define INDEX_AHEAD 8u
+
+/* ---------------------------------------------------------------- layout */
+
+static void shards_free(pskv__shard *shards, uint32_t n)
+{
+    if (shards == NULL)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        pskv__shard_free(&shards[i]);
+    free(shards);
+}
+
+/* A ring over shards 0..n-1 and the empty shards themselves. */
+static int layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
+                         pskv__shard **shards_out)
+{
+    pskv_ring *ring = NULL;
+    int rc = pskv__ring_create_uniform(TABLE_RING_VNODES, t->opts.seed, n, &ring);
+    pskv__shard *shards = NULL;
+    if (rc == 0) {
+        shards = aligned_alloc(64, (size_t)n * sizeof *shards);
+        if (shards == NULL)
+            rc = PSKV_ENOMEM;
+    }
+    uint32_t made = 0;
+    for (; rc == 0 && made < n; made++)
+        rc = pskv__shard_init(&shards[made], t->row_bytes, t->opts.seed);
+    if (rc != 0) {
+        if (shards != NULL && made > 0)
+            made--; /* the failed init cleaned up after itself */
+        shards_free(shards, made);
+        pskv_ring_destroy(ring);
+        return rc;
+    }
+    *ring_out = ring;
+    *shards_out = shards;
+    return 0;
+}
+
+int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options *o,
+                       pskv_table **out)
+{
+    pskv_table *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return PSKV_ENOMEM;
+    t->store = s;
+    memcpy(t->name, name, strlen(name) + 1);
+    t->opts = *o;
+    pskv__table_options_resolve(&t->opts);
+    pskv__optimizer_setup(&t->opt, &t->opts);
+    t->dim = o->dim;
+    t->state_floats = t->opt.state_floats;
+    t->row_floats = t->dim + t->state_floats;
+    t->row_bytes = t->row_floats * (uint32_t)sizeof(float);
+
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    /* A reshard must not starve behind an endless stream of row calls. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(&t->layout_lock, &attr) == 0 ? 0 : PSKV_ENOMEM;
+    pthread_rwlockattr_destroy(&attr);
+    if (rc != 0) {
+        free(t);
+        return rc;
+    }
+    rc = layout_create(t, o->shards, &t->ring, &t->shards);
+    if (rc != 0) {
+        pthread_rwlock_destroy(&t->layout_lock);
+        free(t);
+        return rc;
+    }
+    t->nshards = o->shards;
+    *out = t;
+    return 0;
+}
+
+void pskv__table_destroy(pskv_table *t)
+{
+    if (t == NULL)
+        return;
+    shards_free(t->shards, t->nshards);
+    pskv_ring_destroy(t->ring);
+    pthread_rwlock_destroy(&t->layout_lock);
+    free(t);
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static void layout_read_lock(pskv_table *t) { pthread_rwlock_rdlock(&t->layout_lock); }
+static void layout_unlock(pskv_table *t) { pthread_rwlock_unlock(&t->layout_lock); }
+
+static void count_add(atomic_uint_fast64_t *c, uint64_t v)
+{
+    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+/* A new row: initial weights (unless the caller overwrites them) and the
+ * optimizer's initial state. */
+static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
+                         bool init_weights)
+{
+    uint32_t slot = pskv__shard_insert_reserved(sh, key, hash);
+    float *row = pskv__shard_row(sh, slot);
+    if (init_weights)
+        pskv__init_weights(&t->opts, key, row, t->dim);
+    pskv__optimizer_init_state(&t->opt, row + t->dim);
+    return row;
+}
+
+static void prefetch_row(const float *row, uint32_t bytes)
+{
+    const char *p = (const char *)row;
+    for (uint32_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 1, 3);
+}
+
+static void prefetch_index(const pskv__shard *sh, uint64_t hash)
+{
+    __builtin_prefetch(&sh->index[pskv__index_pos(hash, sh->index_mask)], 0, 3);
+}
+
+/* Resolve the rows of order[0..k) in one shard (caller holds its lock):
+ * rows[j] = row or NULL when missing and !create. With create, missing rows
+ * are made from reserved room (reserved must cover them unless
+ * reserve_each, which reserves per row and may fail with PSKV_ENOMEM).
+ * prefetch_bytes: how much of each row to prefetch (0 = none). */
+typedef struct resolve_args {
+    pskv_table *t;
+    pskv__shard *sh;
+    const uint64_t *keys;
+    const uint64_t *hash;
+    const uint32_t *order;
+    uint32_t k;
+    bool create, reserve_each, init_weights;
+    uint32_t prefetch_bytes;
+} resolve_args;
+
+static int resolve_rows(const resolve_args *a, float **rows, uint32_t *created)
+{
+    pskv__shard *sh = a->sh;
+    for (uint32_t j = 0; j < a->k && j < INDEX_AHEAD; j++)
+        prefetch_index(sh, a->hash[a->order[j]]);
+    for (uint32_t j = 0; j < a->k; j++) {
+        if (j + INDEX_AHEAD < a->k)
+            prefetch_index(sh, a->hash[a->order[j + INDEX_AHEAD]]);
+        uint32_t i = a->order[j];
+        pskv__entry *e = pskv__shard_find(sh, a->keys[i], a->hash[i]);
+        float *row = NULL;
+        if (e != NULL) {
+            row = pskv__shard_row(sh, e->slot);
+        } else if (a->create) {
+            if (a->reserve_each) {
+                int rc = pskv__shard_reserve(sh, 1);
+                if (rc != 0)
+                    return rc;
+            }
+            row = row_create(a->t, sh, a->keys[i], a->hash[i], a->init_weights);
+            (*created)++;
+        }
+        if (row != NULL && a->prefetch_bytes)
+            prefetch_row(row, a->prefetch_bytes);
+        rows[j] = row;
+    }
+    return 0;
+}
+
+static int check_row_args(const pskv_table *t, const uint64_t *keys, size_t n, const void *buf)
+{
+    if (t == NULL || (n > 0 && (keys == NULL || buf == NULL)))
+        return PSKV_EINVAL;
+    if (n > UINT32_MAX - 1)
+        return PSKV_EINVAL;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- pull/get */
+
+static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found,
+                     bool create)
+{
+    layout_read_lock(t);
+    pskv__plan p;
+    int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    if (rc != 0) {
+        layout_unlock(t);
+        return rc;
+    }
+    const size_t dim = t->dim;
+    const size_t wbytes = dim * sizeof(float);
+    uint64_t misses = 0;
+    float *rows[CHUNK];
+    for (uint32_t s = 0; s < t->nshards && rc == 0; s++) {
+        uint32_t begin = p.start[s], end = p.start[s + 1];
+        if (begin == end)
+            continue;
+        pskv__shard *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t c = begin; c < end && rc == 0; c += CHUNK) {
+            uint32_t created = 0;
+            resolve_args a = {t, sh, keys, p.hash, p.order + c, end - c < CHUNK ? end - c : CHUNK,
+                              create, true, true, (uint32_t)wbytes};
+            rc = resolve_rows(&a, rows, &created);
+            if (rc != 0)
+                a.k = 0; /* rows created so far stay, with their initial values */
+            for (uint32_t j = 0; j < a.k; j++) {
+                uint32_t i = p.order[c + j];
+                if (rows[j] != NULL) {
+                    memcpy(out + i * dim, rows[j], wbytes);
+                } else {
+                    memset(out + i * dim, 0, wbytes);
+                    misses++;
+                }
+                if (found)
+                    found[i] = rows[j] != NULL;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    pskv__plan_free(&p);
+    layout_unlock(t);
+    if (rc == 0) {
+        count_add(create ? &t->n_pulled : &t->n_got, n);
+        if (!create)
+            count_add(&t->n_get_misses, misses);
+    }
+    return rc;
+}
+
+int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out)
+{
+    int rc = check_row_args(t, keys, n, out);
+    if (rc != 0 || n == 0)
+        return rc;
+    return read_rows(t, keys, n, out, NULL, true);
+}
+
+int pskv_get(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found)
+{
+    int rc = check_row_args(t, keys, n, out);
+    if (rc != 0 || n == 0)
+        return rc;
+    return read_rows(t, keys, n, out, found, false);
+}
+
+/* ---------------------------------------------------------------- push/put */
+
+/* Phase 1 of a writing batch: reserve room for every key of every shard (as
+ * if all were new) so that phase 2 cannot fail half-way. */
+static int reserve_all(pskv_table *t, const pskv__plan *p)
+{
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        uint32_t k = p->start[s + 1] - p->start[s];
+        if (k == 0)
+            continue;
+        pskv__shard *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        int rc = pskv__shard_reserve(sh, k);
+        pthread_mutex_unlock(&sh->lock);
+        if (rc != 0) {
+            for (uint32_t u = 0; u < s; u++) {
+                uint32_t ku = p->start[u + 1] - p->start[u];
+                if (ku == 0)
+                    continue;
+                pthread_mutex_lock(&t->shards[u].lock);
+                pskv__shard_unreserve(&t->shards[u], ku);
+                pthread_mutex_unlock(&t->shards[u].lock);
+            }
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* Sum the gradients of repeated keys into the first occurrence's row of a
+ * scratch buffer, in order of appearance. Returns the rows to apply. */
+static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, const float *grads,
+                          float **scratch)
+{
+    const size_t dim = t->dim;
+    float *sum = malloc(n * dim * sizeof(float));
+    if (sum == NULL)
+        return PSKV_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = p->kept_of[i];
+        const float *g = grads + i * dim;
+        float *d = sum + k * dim;
+        if (k == i)
+            memcpy(d, g, dim * sizeof(float));
+        else
+            for (size_t j = 0; j < dim; j++)
+                d[j] += g[j];
+    }
+    *scratch = sum;
+    return 0;
+}
+
+static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *src, bool is_push)
+{
+    if (pskv__floats_nonfinite(src, n * t->dim))
+        return PSKV_EINVAL;
+    layout_read_lock(t);
+    pskv__plan p;
+    int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
+                              is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
+    float *sum = NULL;
+    if (rc == 0 && is_push && p.has_dups) {
+        rc = sum_duplicates(t, &p, n, src, &sum);
+        if (rc == 0)
+            src = sum;
+    }
+    if (rc == 0)
+        rc = reserve_all(t, &p);
+    if (rc != 0) {
+        free(sum);
+        pskv__plan_free(&p);
+        layout_unlock(t);
+        return rc;
+    }
+    const size_t dim = t->dim;
+    float *rows[CHUNK];
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        uint32_t begin = p.start[s], end = p.start[s + 1];
+        if (begin == end)
+            continue;
+        pskv__shard *sh = &t->shards[s];
+        uint32_t created = 0;
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t c = begin; c < end; c += CHUNK) {
+            resolve_args a = {t, sh, keys, p.hash, p.order + c, end - c < CHUNK ? end - c : CHUNK,
+                              true, false, is_push, is_push ? t->row_bytes : 0};
+            resolve_rows(&a, rows, &created); /* cannot fail: room is reserved */
+            for (uint32_t j = 0; j < a.k; j++) {
+                const float *g = src + (size_t)p.order[c + j] * dim;
+                if (is_push)
+                    pskv__optimizer_apply(&t->opt, rows[j], g);
+                else
+                    memcpy(rows[j], g, dim * sizeof(float));
+            }
+        }
+        pskv__shard_unreserve(sh, (end - begin) - created);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    free(sum);
+    pskv__plan_free(&p);
+    layout_unlock(t);
+    count_add(is_push ? &t->n_pushed : &t->n_put, n);
+    return 0;
+}
+
+int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)
+{
+    int rc = check_row_args(t, keys, n, grads);
+    if (rc != 0 || n == 0)
+        return rc;
+    return write_rows(t, keys, n, grads, true);
+}
+
+int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
+{
+    int rc = check_row_args(t, keys, n, values);
+    if (rc != 0 || n == 0)
+        return rc;
+    return write_rows(t, keys, n, values, false);
+}
+
+/* ---------------------------------------------------------------- erase */
+
+int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
+{
+    int rc = check_row_args(t, keys, n, keys);
+    if (rc != 0 || n == 0)
+        return rc;
+    layout_read_lock(t);
+    pskv__plan p;
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    if (rc != 0) {
+        layout_unlock(t);
+        return rc;
+    }
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        if (p.start[s] == p.start[s + 1])
+            continue;
+        pskv__shard *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t j = p.start[s]; j < p.start[s + 1]; j++) {
+            uint32_t i = p.order[j];
+            pskv__shard_erase(sh, keys[i], p.hash[i]);
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    pskv__plan_free(&p);
+    layout_unlock(t);
+    return 0;
+}
+
+int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n)
+{
+    /* Memory-only tables keep every row in DRAM: nothing to start. */
+    return check_row_args(t, keys, n, keys);
+}
+
+/* ---------------------------------------------------------------- reshard */
+
+/* Copy every row of the old shards into new ones routed by a new ring. */
+static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint32_t nto)
+{
+    uint32_t *count = calloc(nto, sizeof *count);
+    if (count == NULL)
+        return PSKV_ENOMEM;
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        for (uint32_t i = 0; i <= sh->index_mask; i++)
+            if (sh->index[i].slot != PSKV__SLOT_EMPTY)
+                count[pskv__ring_route_hash(ring, pskv__key_hash(sh->index[i].key, t->opts.seed))]++;
+    }
+    int rc = 0;
+    for (uint32_t s = 0; s < nto && rc == 0; s++)
+        rc = pskv__shard_reserve(&to[s], count[s]);
+    free(count);
+    if (rc != 0)
+        return rc;
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        for (uint32_t i = 0; i <= sh->index_mask; i++) {
+            pskv__entry e = sh->index[i];
+            if (e.slot == PSKV__SLOT_EMPTY)
+                continue;
+            uint64_t h = pskv__key_hash(e.key, t->opts.seed);
+            pskv__shard *dst = &to[pskv__ring_route_hash(ring, h)];
+            uint32_t slot = pskv__shard_insert_reserved(dst, e.key, h);
+            dst->created--; /* a move, not a creation */
+            memcpy(pskv__shard_row(dst, slot), pskv__shard_row(sh, e.slot), t->row_bytes);
+        }
+    }
+    return 0;
+}
+
+int pskv_table_reshard(pskv_table *t, uint32_t shards)
+{
+    if (t == NULL || shards < 1 || shards > PSKV_SHARDS_MAX)
+        return PSKV_EINVAL;
+    pthread_rwlock_wrlock(&t->layout_lock);
+    if (shards == t->nshards) {
+        layout_unlock(t);
+        return 0;
+    }
+    pskv_ring *ring;
+    pskv__shard *fresh;
+    int rc = layout_create(t, shards, &ring, &fresh);
+    if (rc == 0) {
+        rc = rows_move(t, ring, fresh, shards);
+        if (rc != 0) {
+            shards_free(fresh, shards);
+            pskv_ring_destroy(ring);
+        }
+    }
+    if (rc == 0) {
+        /* Keep lifetime counters: fold the old shards' into the first new one. */
+        for (uint32_t s = 0; s < t->nshards; s++) {
+            fresh[0].created += t->shards[s].created;
+            fresh[0].erased += t->shards[s].erased;
+        }
+        shards_free(t->shards, t->nshards);
+        pskv_ring_destroy(t->ring);
+        t->shards = fresh;
+        t->ring = ring;
+        t->nshards = shards;
+        t->opts.shards = shards;
+        atomic_fetch_add(&t->layout_gen, 1);
+        count_add(&t->n_reshards, 1);
+    }
+    layout_unlock(t);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- info, stats */
+
+int pskv_table_info_get(const pskv_table *t, pskv_table_info *out)
+{
+    if (t == NULL || out == NULL)
+        return PSKV_EINVAL;
+    pskv_table *mt = (pskv_table *)t;
+    layout_read_lock(mt);
+    memset(out, 0, sizeof *out);
+    out->dim = t->dim;
+    out->state_floats = t->state_floats;
+    out->row_bytes = t->row_bytes;
+    out->shards = t->nshards;
+    out->options = t->opts;
+    layout_unlock(mt);
+    return 0;
+}
+
+void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
+{
+    layout_read_lock(t);
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        st->rows += sh->rows;
+        st->dram_bytes += pskv__shard_dram_bytes(sh);
+        st->rows_created += sh->created;
+        st->rows_erased += sh->erased;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard);
+    layout_unlock(t);
+    st->row_bytes = st->rows * t->row_bytes;
+}
+
+int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
+{
+    if (t == NULL || out == NULL)
+        return PSKV_EINVAL;
+    pskv_table *mt = (pskv_table *)t;
+    memset(out, 0, sizeof *out);
+    pskv__table_stats_add(mt, out);
+    out->pulled = atomic_load(&mt->n_pulled);
+    out->pushed = atomic_load(&mt->n_pushed);
+    out->got = atomic_load(&mt->n_got);
+    out->put = atomic_load(&mt->n_put);
+    out->get_misses = atomic_load(&mt->n_get_misses);
+    out->reshards = atomic_load(&mt->n_reshards);
+    return 0;
+}
+
+uint64_t pskv_table_rows(const pskv_table *t)
+{
+    pskv_table_stats st;
+    if (pskv_table_stats_get(t, &st) != 0)
+        return 0;
+    return st.rows;
+}
+
+/* ---------------------------------------------------------------- iteration */
+
+struct pskv_iter {
+    pskv_table *t;
+    uint64_t gen;
+    uint32_t next_shard;
+    uint32_t count, pos;
+    size_t cap;
+    uint64_t *keys;
+    float *rows;
+};
+
+int pskv_iter_create(pskv_table *t, pskv_iter **out)
+{
+    if (t == NULL || out == NULL)
+        return PSKV_EINVAL;
+    pskv_iter *it = calloc(1, sizeof *it);
+    if (it == NULL)
+        return PSKV_ENOMEM;
+    it->t = t;
+    it->gen = atomic_load(&t->layout_gen);
+    *out = it;
+    return 0;
+}
+
+void pskv_iter_destroy(pskv_iter *it)
+{
+    if (it == NULL)
+        return;
+    free(it->keys);
+    free(it->rows);
+    free(it);
+}
+
+/* Copy the next shard's rows into the iterator. 1 loaded, 0 end, <0 error. */
+static int iter_load(pskv_iter *it)
+{
+    pskv_table *t = it->t;
+    int rc = 1;
+    layout_read_lock(t);
+    if (atomic_load(&t->layout_gen) != it->gen) {
+        rc = PSKV_EBUSY;
+    } else if (it->next_shard >= t->nshards) {
+        rc = 0;
+    } else {
+        pskv__shard *sh = &t->shards[it->next_shard];
+        pthread_mutex_lock(&sh->lock);
+        if (sh->rows > it->cap) {
+            uint64_t *k = realloc(it->keys, (size_t)sh->rows * sizeof *k);
+            if (k != NULL)
+                it->keys = k;
+            float *r = realloc(it->rows, (size_t)sh->rows * t->row_bytes);
+            if (r != NULL)
+                it->rows = r;
+            if (k == NULL || r == NULL)
+                rc = PSKV_ENOMEM;
+            else
+                it->cap = sh->rows;
+        }
+        if (rc == 1) {
+            uint32_t n = 0;
+            for (uint32_t i = 0; i <= sh->index_mask; i++) {
+                pskv__entry e = sh->index[i];
+                if (e.slot == PSKV__SLOT_EMPTY)
+                    continue;
+                it->keys[n] = e.key;
+                memcpy(it->rows + (size_t)n * t->row_floats, pskv__shard_row(sh, e.slot),
+                       t->row_bytes);
+                n++;
+            }
+            it->count = n;
+            it->pos = 0;
+            it->next_shard++;
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    layout_unlock(t);
+    return rc;
+}
+
+int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights, float *state)
+{
+    if (it == NULL || key == NULL || weights == NULL)
+        return PSKV_EINVAL;
+    while (it->pos >= it->count) {
+        int rc = iter_load(it);
+        if (rc <= 0)
+            return rc;
+    }
+    const pskv_table *t = it->t;
+    const float *row = it->rows + (size_t)it->pos * t->row_floats;
+    *key = it->keys[it->pos];
+    memcpy(weights, row, t->dim * sizeof(float));
+    if (state != NULL && t->state_floats > 0)
+        memcpy(state, row + t->dim, t->state_floats * sizeof(float));
+    it->pos++;
+    return 1;
+}

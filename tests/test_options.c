@@ -1,0 +1,155 @@
+/* Config strings, typed options, error names and the version call. */
+#include <string.h>
+
+#include "test_common.h"
+
+START_TEST(store_options_parse)
+{
+    pskv_store_options o;
+    pskv_store_options_init(&o);
+    ck_assert_ok(pskv_store_options_parse(&o, "memory_budget=1GiB, spill_max=2T durability=none"));
+    ck_assert_uint_eq(o.memory_budget, 1ull << 30);
+    ck_assert_uint_eq(o.spill_max, 2ull << 40);
+    ck_assert_int_eq(o.durability, PSKV_DURABILITY_NONE);
+    ck_assert_ok(pskv_store_options_parse(&o, "memory_budget=512K"));
+    ck_assert_uint_eq(o.memory_budget, 512ull << 10);
+    ck_assert_ok(pskv_store_options_parse(&o, "memory_budget=7"));
+    ck_assert_uint_eq(o.memory_budget, 7);
+    ck_assert_ok(pskv_store_options_parse(&o, NULL));
+    ck_assert_ok(pskv_store_options_parse(&o, "  ,, "));
+    const char *bad[] = {"memory_budget", "memory_budget=", "=1", "memory_budget=1X",
+                         "memory_budget=1KB", "memory_budget=-1", "memory_budget=1.5G",
+                         "memory_budget=99999999999999999999", "memory_budget=17179869184T",
+                         "durability=fast", "unknown=1", "memory_budget=1 memory_budget=2",
+                         "spill_max=1Gi"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pskv_store_options before = o;
+        ck_assert_msg(pskv_store_options_parse(&o, bad[i]) == PSKV_EINVAL, "%s", bad[i]);
+        ck_assert_msg(memcmp(&before, &o, sizeof o) == 0, "changed by %s", bad[i]);
+    }
+}
+END_TEST
+
+START_TEST(table_options_parse)
+{
+    pskv_table_options o;
+    pskv_table_options_init(&o);
+    ck_assert_ok(pskv_table_options_parse(&o, "dim=64 optimizer=adam lr=0.5 beta1=0.8 "
+                                              "beta2=0.99 eps=1e-6 init=uniform:-0.1:0.1 "
+                                              "seed=0xff shards=7"));
+    ck_assert_uint_eq(o.dim, 64);
+    ck_assert_int_eq(o.optimizer, PSKV_OPT_ADAM);
+    ck_assert(o.lr == 0.5f && o.beta1 == 0.8f && o.beta2 == 0.99f && o.eps == 1e-6f);
+    ck_assert_int_eq(o.init, PSKV_INIT_UNIFORM);
+    ck_assert(o.init_a == -0.1f && o.init_b == 0.1f);
+    ck_assert_uint_eq(o.seed, 255);
+    ck_assert_uint_eq(o.shards, 7);
+    ck_assert_ok(pskv_table_options_parse(&o, "init=normal:0:0.01,optimizer=ftrl,l1=0.1,l2=1,"
+                                              "lr_power=-0.25,initial_accumulator=0.2"));
+    ck_assert_int_eq(o.init, PSKV_INIT_NORMAL);
+    ck_assert_ok(pskv_table_options_parse(&o, "init=constant:3"));
+    ck_assert(o.init == PSKV_INIT_CONSTANT && o.init_a == 3.0f);
+    ck_assert_ok(pskv_table_options_parse(&o, "init=zeros"));
+    ck_assert_int_eq(o.init, PSKV_INIT_ZEROS);
+
+    const char *bad[] = {
+        "dim=0", "dim=4097", "dim=x", "dim=1.5", "optimizer=adamw", "lr=0", "lr=-1", "lr=nan",
+        "lr=inf", "lr=1e99", "eps=0", "beta1=1", "beta2=-0.1", "l1=-1", "l2=-0.5",
+        "lr_power=0.5", "init=uniform:1:1", "init=uniform:1", "init=normal:0:-1",
+        "init=constant", "init=constant:1:2", "init=zeros:1", "init=gauss:0:1",
+        "init=uniform:0:1:2", "shards=0", "shards=4097", "seed=-1",
+        "seed=0x10000000000000000", "dim=4 dim=4", "dim", "bogus=1", "initial_accumulator=-2",
+        "lr=0.1x", "init=normal::1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        pskv_table_options before = o;
+        ck_assert_msg(pskv_table_options_parse(&o, bad[i]) == PSKV_EINVAL, "%s", bad[i]);
+        ck_assert_msg(memcmp(&before, &o, sizeof o) == 0, "changed by %s", bad[i]);
+    }
+    ck_assert_err(pskv_table_options_parse(NULL, "dim=1"), PSKV_EINVAL);
+}
+END_TEST
+
+START_TEST(table_options_format_roundtrip)
+{
+    const char *configs[] = {"dim=8", "dim=3 optimizer=ftrl l1=0.25 lr_power=-0.75",
+                             "dim=4096 optimizer=adam init=normal:0.5:0.125 seed=18446744073709551615",
+                             "dim=1 optimizer=sgd lr=0.333333343 init=uniform:-1e-07:3.5 shards=4096",
+                             "dim=2 optimizer=rowwise_adagrad init=constant:-0"};
+    for (size_t i = 0; i < sizeof configs / sizeof configs[0]; i++) {
+        pskv_table_options a, b;
+        pskv_table_options_init(&a);
+        ck_assert_ok(pskv_table_options_parse(&a, configs[i]));
+        char buf[512];
+        int n = pskv_table_options_format(&a, buf, sizeof buf);
+        ck_assert_int_gt(n, 0);
+        ck_assert_uint_eq(strlen(buf), (size_t)n);
+        pskv_table_options_init(&b);
+        ck_assert_msg(pskv_table_options_parse(&b, buf) == 0, "reparse %s", buf);
+        char buf2[512];
+        ck_assert_int_eq(pskv_table_options_format(&b, buf2, sizeof buf2), n);
+        ck_assert_str_eq(buf, buf2);
+        ck_assert_err(pskv_table_options_format(&a, buf, 10), PSKV_ERANGE);
+    }
+}
+END_TEST
+
+START_TEST(errors_and_version)
+{
+    ck_assert_str_eq(pskv_err_name(PSKV_EINVAL), "PSKV_EINVAL");
+    ck_assert_str_eq(pskv_err_name(0), "PSKV_OK");
+    ck_assert_str_eq(pskv_err_name(-999), "PSKV_UNKNOWN");
+    ck_assert_str_eq(pskv_strerror(-999), "unknown error");
+    for (int e = -1; e >= PSKV_ERANGE; e--) {
+        ck_assert_ptr_nonnull(pskv_strerror(e));
+        ck_assert_str_ne(pskv_strerror(e), "unknown error");
+    }
+    ck_assert_uint_eq(pskv_version(), PSKV_VERSION_NUMBER);
+    ck_assert_str_eq(pskv_version_string(), PSKV_VERSION_STRING);
+    ck_assert(PSKV_CHECK_VERSION(0, 1, 0));
+}
+END_TEST
+
+START_TEST(feature_ids)
+{
+    uint64_t a = pskv_feature_id("user", "alice", 5);
+    ck_assert_uint_eq(a, pskv_feature_id("user", "alice", 5));
+    ck_assert_uint_ne(a, pskv_feature_id("item", "alice", 5));
+    ck_assert_uint_ne(a, pskv_feature_id("user", "alicf", 5));
+    ck_assert_uint_eq(pskv_feature_id(NULL, NULL, 0), pskv_feature_id("", "", 0));
+    /* Pinned value: ids must never change between versions or platforms. */
+    ck_assert_uint_eq(pskv_feature_id("", "", 0), pskv_feature_id(NULL, "x", 0));
+}
+END_TEST
+
+START_TEST(store_open_errors)
+{
+    pskv_store *s = (pskv_store *)1;
+    ck_assert_err(pskv_open(NULL, "bogus=1", &s), PSKV_EINVAL);
+    ck_assert_ptr_null(s);
+    ck_assert_err(pskv_open(NULL, NULL, NULL), PSKV_EINVAL);
+    ck_assert_err(pskv_open("/tmp/pskv-not-yet", NULL, &s), PSKV_ENOTSUP);
+    ck_assert_err(pskv_open(NULL, "memory_budget=1G", &s), PSKV_ENOTSUP);
+    pskv_store_options o;
+    pskv_store_options_init(&o);
+    o.reserved[3] = 1;
+    ck_assert_err(pskv_open_opts(NULL, &o, &s), PSKV_EINVAL);
+    ck_assert_ok(pskv_open(NULL, "durability=none", &s));
+    ck_assert_err(pskv_checkpoint(s), PSKV_ENOTSUP);
+    pskv_close(s);
+    pskv_close(NULL);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("options");
+    TCase *tc = tcase_create("options");
+    tcase_add_test(tc, store_options_parse);
+    tcase_add_test(tc, table_options_parse);
+    tcase_add_test(tc, table_options_format_roundtrip);
+    tcase_add_test(tc, errors_and_version);
+    tcase_add_test(tc, feature_ids);
+    tcase_add_test(tc, store_open_errors);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}

@@ -1,0 +1,128 @@
+/* Shard internals: the open-addressing index with backward-shift deletion
+ * and slot reuse, against a plain array model; reservations; batch plans. */
+#include <string.h>
+
+#include "pskv_internal.h"
+#include "test_common.h"
+
+START_TEST(index_against_model)
+{
+    pskv__shard sh;
+    ck_assert_ok(pskv__shard_init(&sh, 12, 99));
+    enum { U = 3000 };
+    static uint32_t model_val[U]; /* 0 = absent, else value stored in row[0] */
+    memset(model_val, 0, sizeof model_val);
+    test_rng r = {1};
+    uint32_t live = 0;
+    for (int op = 0; op < 200000; op++) {
+        uint64_t key = rng_below(&r, U);
+        /* clustered keys make long probe runs: the hard case for deletion */
+        uint64_t hash = pskv__key_hash(key, 99);
+        if (rng_below(&r, 3) == 0) {
+            bool had = pskv__shard_erase(&sh, key, hash);
+            ck_assert_int_eq(had, model_val[key] != 0);
+            if (had)
+                live--;
+            model_val[key] = 0;
+        } else {
+            pskv__entry *e = pskv__shard_find(&sh, key, hash);
+            ck_assert_int_eq(e != NULL, model_val[key] != 0);
+            if (e == NULL) {
+                ck_assert_ok(pskv__shard_reserve(&sh, 1));
+                uint32_t slot = pskv__shard_insert_reserved(&sh, key, hash);
+                float *row = pskv__shard_row(&sh, slot);
+                model_val[key] = (uint32_t)op + 1;
+                memcpy(row, &model_val[key], 4);
+                live++;
+            } else {
+                uint32_t v;
+                memcpy(&v, pskv__shard_row(&sh, e->slot), 4);
+                ck_assert_uint_eq(v, model_val[key]);
+            }
+        }
+        ck_assert_uint_eq(sh.rows, live);
+    }
+    /* erased slots are reused: the slab high-water mark stays near the peak */
+    ck_assert_uint_le(sh.slots_high, U);
+    ck_assert_uint_eq(sh.reserved, 0);
+    pskv__shard_free(&sh);
+}
+END_TEST
+
+START_TEST(reserve_accounting)
+{
+    pskv__shard sh;
+    ck_assert_ok(pskv__shard_init(&sh, 4096 * 4, 1));
+    ck_assert_ok(pskv__shard_reserve(&sh, 100));
+    ck_assert_uint_ge(((uint64_t)sh.nslabs << sh.slab_shift) - sh.slots_high, 100);
+    ck_assert_uint_ge((sh.index_mask + 1) / 4 * 3, 100);
+    for (uint64_t k = 0; k < 60; k++)
+        pskv__shard_insert_reserved(&sh, k, pskv__key_hash(k, 1));
+    ck_assert_uint_eq(sh.reserved, 40);
+    pskv__shard_unreserve(&sh, 40);
+    ck_assert_uint_eq(sh.reserved, 0);
+    ck_assert_uint_eq(sh.rows, 60);
+    ck_assert_uint_gt(pskv__shard_dram_bytes(&sh), 60 * 4096 * 4);
+    pskv__shard_free(&sh);
+}
+END_TEST
+
+START_TEST(plan_groups_and_dedups)
+{
+    pskv_ring *ring;
+    ck_assert_ok(pskv_ring_create(8, 5, &ring));
+    for (uint32_t i = 0; i < 4; i++)
+        ck_assert_ok(pskv_ring_add(ring, i, 1.0));
+    uint64_t keys[10] = {5, 6, 5, 7, 8, 5, 6, 9, 10, 11};
+    uint32_t owner[10];
+    ck_assert_ok(pskv_ring_route(ring, keys, 10, owner));
+    for (int mode = 0; mode < 3; mode++) {
+        pskv__plan p;
+        ck_assert_ok(pskv__plan_build(&p, ring, 4, keys, 10, (enum pskv__dedup)mode));
+        ck_assert_uint_eq(p.m, mode == 0 ? 10 : 7);
+        ck_assert_int_eq(p.has_dups, mode != 0);
+        ck_assert_uint_eq(p.start[0], 0);
+        ck_assert_uint_eq(p.start[4], p.m);
+        for (uint32_t s = 0; s < 4; s++)
+            for (uint32_t j = p.start[s]; j < p.start[s + 1]; j++)
+                ck_assert_uint_eq(owner[p.order[j]], s);
+        if (mode == PSKV__DEDUP_FIRST) {
+            ck_assert_uint_eq(p.kept_of[5], 0);
+            ck_assert_uint_eq(p.kept_of[6], 1);
+        } else if (mode == PSKV__DEDUP_LAST) {
+            ck_assert_uint_eq(p.kept_of[0], 5);
+            ck_assert_uint_eq(p.kept_of[1], 6);
+            ck_assert_uint_eq(p.kept_of[3], 3);
+        }
+        pskv__plan_free(&p);
+    }
+    pskv_ring_destroy(ring);
+}
+END_TEST
+
+START_TEST(nonfinite_scan)
+{
+    float v[37];
+    for (int i = 0; i < 37; i++)
+        v[i] = (float)i - 18.0f;
+    ck_assert(!pskv__floats_nonfinite(v, 37));
+    v[36] = 1.0f / 0.0f;
+    ck_assert(pskv__floats_nonfinite(v, 37));
+    ck_assert(!pskv__floats_nonfinite(v, 36));
+    v[0] = __builtin_nanf("");
+    ck_assert(pskv__floats_nonfinite(v, 1));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("shard");
+    TCase *tc = tcase_create("shard");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, index_against_model);
+    tcase_add_test(tc, reserve_accounting);
+    tcase_add_test(tc, plan_groups_and_dedups);
+    tcase_add_test(tc, nonfinite_scan);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
