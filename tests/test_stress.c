@@ -1,1 +1,201 @@
-int main(void){return 0;}
+/* Multithreaded stress: pushers, pullers, private put/erase owners, a
+ * resharder and an iterator run at once on one table. SGD with lr=1 and
+ * small integer gradients makes every sum exact, so the final weights must
+ * equal minus the sum of what all threads pushed, whatever the interleaving.
+ *   test_stress [--rounds N] */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include "test_common.h"
+
+#define THREADS 4
+#define SHARED_KEYS 1000
+#define PRIVATE_KEYS 500
+#define DIM 4
+#define BATCH 256
+
+static unsigned rounds = 25;
+static pskv_table *table;
+static atomic_int stop_background;
+
+typedef struct worker {
+    pthread_t thread;
+    unsigned id;
+    int64_t pushed[SHARED_KEYS][DIM];
+    float priv[PRIVATE_KEYS][DIM];
+    uint8_t priv_live[PRIVATE_KEYS];
+    int error;
+} worker;
+
+static uint64_t private_key(unsigned id, uint32_t i) { return ((uint64_t)(id + 1) << 40) | i; }
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    test_rng r = {w->id * 7919u + 1};
+    uint64_t keys[BATCH];
+    float vals[BATCH * DIM], out[BATCH * DIM];
+    uint8_t found[BATCH];
+    for (unsigned it = 0; it < rounds * 400 && !w->error; it++) {
+        uint32_t n = 1 + rng_below(&r, BATCH);
+        switch (rng_below(&r, 4)) {
+        case 0:
+        case 1: /* push shared keys, duplicates included */
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t k = rng_below(&r, rng_below(&r, 2) ? 20 : SHARED_KEYS);
+                keys[i] = k;
+                for (int j = 0; j < DIM; j++) {
+                    int g = (int)rng_below(&r, 5) - 2;
+                    vals[i * DIM + j] = (float)g;
+                    w->pushed[k][j] += g;
+                }
+            }
+            w->error = pskv_push(table, keys, n, vals);
+            break;
+        case 2: /* pull shared keys */
+            for (uint32_t i = 0; i < n; i++)
+                keys[i] = rng_below(&r, SHARED_KEYS);
+            w->error = pskv_pull(table, keys, n, out);
+            break;
+        default: { /* private keys: put, erase or check */
+            uint32_t c = rng_below(&r, 3);
+            for (uint32_t i = 0; i < n; i++)
+                keys[i] = private_key(w->id, (uint32_t)i * 7 % PRIVATE_KEYS);
+            n = n < PRIVATE_KEYS / 7 ? n : PRIVATE_KEYS / 7;
+            if (c == 0) {
+                for (uint32_t i = 0; i < n * DIM; i++)
+                    vals[i] = (float)rng_below(&r, 1000);
+                w->error = pskv_put(table, keys, n, vals);
+                for (uint32_t i = 0; i < n; i++) {
+                    memcpy(w->priv[i * 7 % PRIVATE_KEYS], vals + i * DIM, sizeof(float) * DIM);
+                    w->priv_live[i * 7 % PRIVATE_KEYS] = 1;
+                }
+            } else if (c == 1) {
+                n = 1 + n / 4;
+                w->error = pskv_erase(table, keys, n);
+                for (uint32_t i = 0; i < n; i++)
+                    w->priv_live[i * 7 % PRIVATE_KEYS] = 0;
+            } else {
+                w->error = pskv_get(table, keys, n, out, found);
+                for (uint32_t i = 0; i < n && !w->error; i++) {
+                    uint32_t p = i * 7 % PRIVATE_KEYS;
+                    if (found[i] != w->priv_live[p] ||
+                        (found[i] && memcmp(out + i * DIM, w->priv[p], sizeof(float) * DIM) != 0))
+                        w->error = -1000;
+                }
+            }
+            break;
+        }
+        }
+    }
+    return NULL;
+}
+
+static void *resharder_main(void *arg)
+{
+    (void)arg;
+    test_rng r = {99};
+    while (!atomic_load(&stop_background)) {
+        int rc = pskv_table_reshard(table, 1 + rng_below(&r, 40));
+        if (rc != 0)
+            return (void *)(intptr_t)rc;
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+static void *iterator_main(void *arg)
+{
+    (void)arg;
+    float row[DIM];
+    uint64_t key;
+    while (!atomic_load(&stop_background)) {
+        pskv_iter *it;
+        if (pskv_iter_create(table, &it) != 0)
+            return (void *)1;
+        int rc;
+        while ((rc = pskv_iter_next(it, &key, row, NULL)) == 1)
+            ;
+        pskv_iter_destroy(it);
+        if (rc != 0 && rc != PSKV_EBUSY)
+            return (void *)2;
+        pskv_table_stats st;
+        pskv_table_stats_get(table, &st);
+    }
+    return NULL;
+}
+
+START_TEST(concurrent_ops_sum_up)
+{
+    pskv_store *s;
+    table = open_table(&s, "dim=4 optimizer=sgd lr=1 init=zeros shards=8");
+    static worker w[THREADS];
+    memset(w, 0, sizeof w);
+    atomic_store(&stop_background, 0);
+    pthread_t resharder, iterator;
+    ck_assert_int_eq(pthread_create(&resharder, NULL, resharder_main, NULL), 0);
+    ck_assert_int_eq(pthread_create(&iterator, NULL, iterator_main, NULL), 0);
+    for (unsigned i = 0; i < THREADS; i++) {
+        w[i].id = i;
+        ck_assert_int_eq(pthread_create(&w[i].thread, NULL, worker_main, &w[i]), 0);
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(w[i].thread, NULL);
+    atomic_store(&stop_background, 1);
+    void *res_r, *res_i;
+    pthread_join(resharder, &res_r);
+    pthread_join(iterator, &res_i);
+    ck_assert_ptr_null(res_r);
+    ck_assert_ptr_null(res_i);
+    for (unsigned i = 0; i < THREADS; i++)
+        ck_assert_msg(w[i].error == 0, "worker %u error %d", i, w[i].error);
+
+    /* Shared keys: w = -(sum of every thread's gradients). */
+    uint64_t keys[SHARED_KEYS];
+    static float out[SHARED_KEYS * DIM];
+    uint8_t found[SHARED_KEYS];
+    for (uint32_t k = 0; k < SHARED_KEYS; k++)
+        keys[k] = k;
+    ck_assert_ok(pskv_get(table, keys, SHARED_KEYS, out, found));
+    for (uint32_t k = 0; k < SHARED_KEYS; k++) {
+        for (int j = 0; j < DIM; j++) {
+            int64_t total = 0;
+            for (unsigned i = 0; i < THREADS; i++)
+                total += w[i].pushed[k][j];
+            if (found[k])
+                ck_assert_msg(out[k * DIM + j] == (float)-total, "key %u[%d] %f vs %lld", k, j,
+                              (double)out[k * DIM + j], (long long)-total);
+            else
+                ck_assert_int_eq(total, 0);
+        }
+    }
+    /* Private keys: exactly what their owner left. */
+    for (unsigned i = 0; i < THREADS; i++)
+        for (uint32_t p = 0; p < PRIVATE_KEYS; p++) {
+            uint64_t k = private_key(i, p);
+            float row[DIM];
+            uint8_t f;
+            ck_assert_ok(pskv_get(table, &k, 1, row, &f));
+            ck_assert_int_eq(f, w[i].priv_live[p]);
+            if (f)
+                ck_assert(memcmp(row, w[i].priv[p], sizeof row) == 0);
+        }
+    pskv_close(s);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i += 2)
+        if (strcmp(argv[i], "--rounds") == 0)
+            rounds = (unsigned)strtoul(argv[i + 1], NULL, 0);
+    Suite *s = suite_create("stress");
+    TCase *tc = tcase_create("stress");
+    tcase_set_timeout(tc, 3600);
+    tcase_add_test(tc, concurrent_ops_sum_up);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Run pskv's test suite, doing all set-up first (Debian packages, configure,
+# build). Fast suites by default; --slow runs every suite.
+#   scripts/test.sh [--slow] [--build DIR] [-- extra meson test args]
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+
+build=build
+setup=fast
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --slow) setup=slow ;;
+    --build) build=$2; shift ;;
+    --) shift; break ;;
+    *) echo "usage: scripts/test.sh [--slow] [--build DIR] [-- meson test args]" >&2; exit 2 ;;
+    esac
+    shift
+done
+pskv_setup "$build"
+meson test -C "$build" --setup "$setup" --print-errorlogs "$@"
