@@ -67,7 +67,8 @@ int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, cons
     size_t off_hash = 0;
     size_t off_order = align8(off_hash + n * sizeof(uint64_t));
     size_t off_start = align8(off_order + n * sizeof(uint32_t));
-    size_t off_shard = align8(off_start + ((size_t)shards + 1) * sizeof(uint32_t));
+    size_t off_busy = align8(off_start + ((size_t)shards + 1) * sizeof(uint32_t));
+    size_t off_shard = align8(off_busy + (size_t)shards * sizeof(uint32_t));
     size_t off_kept = align8(off_shard + n * sizeof(uint32_t));
     size_t off_tab = align8(off_kept + (dedup ? n * sizeof(uint32_t) : 0));
     size_t total = off_tab + (dedup ? (size_t)tcap * sizeof(uint32_t) : 0);
@@ -78,6 +79,7 @@ int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, cons
     p->hash = (uint64_t *)(void *)(mem + off_hash);
     p->order = (uint32_t *)(void *)(mem + off_order);
     p->start = (uint32_t *)(void *)(mem + off_start);
+    p->busy = (uint32_t *)(void *)(mem + off_busy);
     uint32_t *shard_of = (uint32_t *)(void *)(mem + off_shard);
 
     uint64_t seed = pskv__ring_seed(ring);

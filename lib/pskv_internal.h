@@ -140,6 +140,7 @@ typedef struct pskv__plan {
     uint32_t *order;   /* [m] */
     uint32_t *start;   /* [shards + 1] */
     uint32_t *kept_of; /* [n], only with dedup */
+    uint32_t *busy;    /* [shards] scratch for the shard walk */
     uint32_t m;        /* positions listed */
     bool has_dups;
     void *mem;

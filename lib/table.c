@@ -16,9 +16,10 @@
 /* Virtual nodes per shard in a table's ring: enough for a balanced spread of
  * rows over shards; the ring stays small enough to sit in cache. */
 #define TABLE_RING_VNODES 64u
-/* Keys resolved before their rows are touched, and index prefetch distance. */
-#define CHUNK 32u
-#define INDEX_AHEAD 8u
+/* Software pipeline depths: an index entry is prefetched INDEX_AHEAD keys
+ * before its key is resolved, a row ROWS_AHEAD keys before it is used. */
+#define INDEX_AHEAD 16u
+#define ROWS_AHEAD 16u /* a power of two */
 
 /* ---------------------------------------------------------------- layout */
 
@@ -140,51 +141,6 @@ static void prefetch_index(const pskv__shard *sh, uint64_t hash)
     __builtin_prefetch(&sh->index[pskv__index_pos(hash, sh->index_mask)], 0, 3);
 }
 
-/* Resolve the rows of order[0..k) in one shard (caller holds its lock):
- * rows[j] = row or NULL when missing and !create. With create, missing rows
- * are made from reserved room (reserved must cover them unless
- * reserve_each, which reserves per row and may fail with PSKV_ENOMEM).
- * prefetch_bytes: how much of each row to prefetch (0 = none). */
-typedef struct resolve_args {
-    pskv_table *t;
-    pskv__shard *sh;
-    const uint64_t *keys;
-    const uint64_t *hash;
-    const uint32_t *order;
-    uint32_t k;
-    bool create, reserve_each, init_weights;
-    uint32_t prefetch_bytes;
-} resolve_args;
-
-static int resolve_rows(const resolve_args *a, float **rows, uint32_t *created)
-{
-    pskv__shard *sh = a->sh;
-    for (uint32_t j = 0; j < a->k && j < INDEX_AHEAD; j++)
-        prefetch_index(sh, a->hash[a->order[j]]);
-    for (uint32_t j = 0; j < a->k; j++) {
-        if (j + INDEX_AHEAD < a->k)
-            prefetch_index(sh, a->hash[a->order[j + INDEX_AHEAD]]);
-        uint32_t i = a->order[j];
-        pskv__entry *e = pskv__shard_find(sh, a->keys[i], a->hash[i]);
-        float *row = NULL;
-        if (e != NULL) {
-            row = pskv__shard_row(sh, e->slot);
-        } else if (a->create) {
-            if (a->reserve_each) {
-                int rc = pskv__shard_reserve(sh, 1);
-                if (rc != 0)
-                    return rc;
-            }
-            row = row_create(a->t, sh, a->keys[i], a->hash[i], a->init_weights);
-            (*created)++;
-        }
-        if (row != NULL && a->prefetch_bytes)
-            prefetch_row(row, a->prefetch_bytes);
-        rows[j] = row;
-    }
-    return 0;
-}
-
 static int check_row_args(const pskv_table *t, const uint64_t *keys, size_t n, const void *buf)
 {
     if (t == NULL || (n > 0 && (keys == NULL || buf == NULL)))
@@ -192,6 +148,136 @@ static int check_row_args(const pskv_table *t, const uint64_t *keys, size_t n, c
     if (n > UINT32_MAX - 1)
         return PSKV_EINVAL;
     return 0;
+}
+
+/* ---------------------------------------------------------------- shard visits */
+
+/* Called with the shard's lock held for the plan's keys of shard s. */
+typedef int (*shard_visit_fn)(pskv_table *t, const pskv__plan *p, uint32_t s, void *ctx);
+
+/* Where this thread starts its walk over the shards: threads that start at
+ * different shards rarely meet on the same lock. */
+static uint32_t walk_start(uint32_t shards)
+{
+    static _Thread_local uint32_t tag;
+    return (uint32_t)(pskv__key_hash((uint64_t)(uintptr_t)&tag, 0) % shards);
+}
+
+/* Visit every shard that has keys in the plan, each under its lock. A
+ * shard whose lock is busy is skipped and visited after the others, so
+ * concurrent batch calls overlap instead of queueing on one shard after
+ * another. Stops at the first error of fn. */
+static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, void *ctx)
+{
+    uint32_t shards = t->nshards;
+    uint32_t first = walk_start(shards);
+    uint32_t busy = 0;
+    int rc = 0;
+    for (uint32_t k = 0; k < shards && rc == 0; k++) {
+        uint32_t s = first + k < shards ? first + k : first + k - shards;
+        if (p->start[s] == p->start[s + 1])
+            continue;
+        pskv__shard *sh = &t->shards[s];
+        if (pthread_mutex_trylock(&sh->lock) != 0) {
+            p->busy[busy++] = s;
+            continue;
+        }
+        rc = fn(t, p, s, ctx);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    for (uint32_t k = 0; k < busy && rc == 0; k++) {
+        pskv__shard *sh = &t->shards[p->busy[k]];
+        pthread_mutex_lock(&sh->lock);
+        rc = fn(t, p, p->busy[k], ctx);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- row pipeline */
+
+enum row_op { ROW_READ, ROW_PUSH, ROW_PUT };
+
+typedef struct row_ctx {
+    enum row_op op;
+    bool create;       /* ROW_READ: pull (true) or get */
+    const uint64_t *keys;
+    float *out;        /* ROW_READ */
+    uint8_t *found;    /* ROW_READ, optional */
+    const float *src;  /* ROW_PUSH: summed gradients; ROW_PUT: values; by position */
+    uint64_t misses;
+} row_ctx;
+
+static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
+{
+    const size_t dim = t->dim;
+    switch (c->op) {
+    case ROW_READ:
+        if (row != NULL) {
+            memcpy(c->out + i * dim, row, dim * sizeof(float));
+        } else {
+            memset(c->out + i * dim, 0, dim * sizeof(float));
+            c->misses++;
+        }
+        if (c->found)
+            c->found[i] = row != NULL;
+        break;
+    case ROW_PUSH:
+        pskv__optimizer_apply(&t->opt, row, c->src + i * dim);
+        break;
+    case ROW_PUT:
+        memcpy(row, c->src + i * dim, dim * sizeof(float));
+        break;
+    }
+}
+
+/* The keys of shard s (lock held), as a software pipeline: prefetch the
+ * index entry of key j + INDEX_AHEAD, resolve key j (creating it if asked)
+ * and prefetch its row, use the row of key j - ROWS_AHEAD. The memory
+ * misses of many keys are in flight at once instead of one after another.
+ * Writers (push/put) create rows from room reserved beforehand; pull
+ * reserves per created row and may fail with PSKV_ENOMEM (rows created so
+ * far stay, with their initial values). */
+static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    row_ctx *c = arg;
+    pskv__shard *sh = &t->shards[s];
+    const uint32_t *order = p->order + p->start[s];
+    const uint32_t k = p->start[s + 1] - p->start[s];
+    const bool writer = c->op != ROW_READ;
+    const bool create = writer || c->create;
+    const uint32_t prefetch_bytes = c->op == ROW_PUSH ? t->row_bytes
+                                    : c->op == ROW_PUT ? 0 : t->dim * (uint32_t)sizeof(float);
+    float *ring[ROWS_AHEAD];
+    uint32_t created = 0;
+    int rc = 0;
+    for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
+        prefetch_index(sh, p->hash[order[j]]);
+    for (uint32_t j = 0; j < k + ROWS_AHEAD; j++) {
+        if (j >= ROWS_AHEAD)
+            row_use(t, c, order[j - ROWS_AHEAD], ring[(j - ROWS_AHEAD) & (ROWS_AHEAD - 1)]);
+        if (j >= k)
+            continue;
+        if (j + INDEX_AHEAD < k)
+            prefetch_index(sh, p->hash[order[j + INDEX_AHEAD]]);
+        uint32_t i = order[j];
+        pskv__entry *e = pskv__shard_find(sh, c->keys[i], p->hash[i]);
+        float *row = NULL;
+        if (e != NULL) {
+            row = pskv__shard_row(sh, e->slot);
+        } else if (create) {
+            if (!writer && (rc = pskv__shard_reserve(sh, 1)) != 0)
+                break;
+            row = row_create(t, sh, c->keys[i], p->hash[i], c->op != ROW_PUT);
+            created++;
+        }
+        if (row != NULL && prefetch_bytes)
+            prefetch_row(row, prefetch_bytes);
+        ring[j & (ROWS_AHEAD - 1)] = row;
+    }
+    if (writer)
+        pskv__shard_unreserve(sh, k - created);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- pull/get */
@@ -202,47 +288,15 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    if (rc != 0) {
-        layout_unlock(t);
-        return rc;
-    }
-    const size_t dim = t->dim;
-    const size_t wbytes = dim * sizeof(float);
-    uint64_t misses = 0;
-    float *rows[CHUNK];
-    for (uint32_t s = 0; s < t->nshards && rc == 0; s++) {
-        uint32_t begin = p.start[s], end = p.start[s + 1];
-        if (begin == end)
-            continue;
-        pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
-        for (uint32_t c = begin; c < end && rc == 0; c += CHUNK) {
-            uint32_t created = 0;
-            resolve_args a = {t, sh, keys, p.hash, p.order + c, end - c < CHUNK ? end - c : CHUNK,
-                              create, true, true, (uint32_t)wbytes};
-            rc = resolve_rows(&a, rows, &created);
-            if (rc != 0)
-                a.k = 0; /* rows created so far stay, with their initial values */
-            for (uint32_t j = 0; j < a.k; j++) {
-                uint32_t i = p.order[c + j];
-                if (rows[j] != NULL) {
-                    memcpy(out + i * dim, rows[j], wbytes);
-                } else {
-                    memset(out + i * dim, 0, wbytes);
-                    misses++;
-                }
-                if (found)
-                    found[i] = rows[j] != NULL;
-            }
-        }
-        pthread_mutex_unlock(&sh->lock);
-    }
+    row_ctx c = {ROW_READ, create, keys, out, found, NULL, 0};
+    if (rc == 0)
+        rc = visit_shards(t, &p, shard_rows, &c);
     pskv__plan_free(&p);
     layout_unlock(t);
     if (rc == 0) {
         count_add(create ? &t->n_pulled : &t->n_got, n);
         if (!create)
-            count_add(&t->n_get_misses, misses);
+            count_add(&t->n_get_misses, c.misses);
     }
     return rc;
 }
@@ -265,30 +319,23 @@ int pskv_get(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t 
 
 /* ---------------------------------------------------------------- push/put */
 
+static uint32_t plan_count(const pskv__plan *p, uint32_t s) { return p->start[s + 1] - p->start[s]; }
+
 /* Phase 1 of a writing batch: reserve room for every key of every shard (as
  * if all were new) so that phase 2 cannot fail half-way. */
-static int reserve_all(pskv_table *t, const pskv__plan *p)
+static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
-    for (uint32_t s = 0; s < t->nshards; s++) {
-        uint32_t k = p->start[s + 1] - p->start[s];
-        if (k == 0)
-            continue;
-        pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
-        int rc = pskv__shard_reserve(sh, k);
-        pthread_mutex_unlock(&sh->lock);
-        if (rc != 0) {
-            for (uint32_t u = 0; u < s; u++) {
-                uint32_t ku = p->start[u + 1] - p->start[u];
-                if (ku == 0)
-                    continue;
-                pthread_mutex_lock(&t->shards[u].lock);
-                pskv__shard_unreserve(&t->shards[u], ku);
-                pthread_mutex_unlock(&t->shards[u].lock);
-            }
-            return rc;
-        }
-    }
+    uint8_t *reserved = arg;
+    int rc = pskv__shard_reserve(&t->shards[s], plan_count(p, s));
+    reserved[s] = rc == 0;
+    return rc;
+}
+
+static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    const uint8_t *reserved = arg;
+    if (reserved[s])
+        pskv__shard_unreserve(&t->shards[s], plan_count(p, s));
     return 0;
 }
 
@@ -324,48 +371,28 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
                               is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
     float *sum = NULL;
+    uint8_t *reserved = NULL;
     if (rc == 0 && is_push && p.has_dups) {
         rc = sum_duplicates(t, &p, n, src, &sum);
         if (rc == 0)
             src = sum;
     }
-    if (rc == 0)
-        rc = reserve_all(t, &p);
-    if (rc != 0) {
-        free(sum);
-        pskv__plan_free(&p);
-        layout_unlock(t);
-        return rc;
+    if (rc == 0) {
+        reserved = calloc(t->nshards, 1);
+        rc = reserved == NULL ? PSKV_ENOMEM : visit_shards(t, &p, reserve_shard, reserved);
+        if (rc != 0 && reserved != NULL)
+            visit_shards(t, &p, unreserve_shard, reserved);
     }
-    const size_t dim = t->dim;
-    float *rows[CHUNK];
-    for (uint32_t s = 0; s < t->nshards; s++) {
-        uint32_t begin = p.start[s], end = p.start[s + 1];
-        if (begin == end)
-            continue;
-        pskv__shard *sh = &t->shards[s];
-        uint32_t created = 0;
-        pthread_mutex_lock(&sh->lock);
-        for (uint32_t c = begin; c < end; c += CHUNK) {
-            resolve_args a = {t, sh, keys, p.hash, p.order + c, end - c < CHUNK ? end - c : CHUNK,
-                              true, false, is_push, is_push ? t->row_bytes : 0};
-            resolve_rows(&a, rows, &created); /* cannot fail: room is reserved */
-            for (uint32_t j = 0; j < a.k; j++) {
-                const float *g = src + (size_t)p.order[c + j] * dim;
-                if (is_push)
-                    pskv__optimizer_apply(&t->opt, rows[j], g);
-                else
-                    memcpy(rows[j], g, dim * sizeof(float));
-            }
-        }
-        pskv__shard_unreserve(sh, (end - begin) - created);
-        pthread_mutex_unlock(&sh->lock);
+    if (rc == 0) {
+        row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src, 0};
+        visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
+        count_add(is_push ? &t->n_pushed : &t->n_put, n);
     }
+    free(reserved);
     free(sum);
     pskv__plan_free(&p);
     layout_unlock(t);
-    count_add(is_push ? &t->n_pushed : &t->n_put, n);
-    return 0;
+    return rc;
 }
 
 int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)
@@ -386,6 +413,16 @@ int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
 
 /* ---------------------------------------------------------------- erase */
 
+static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    const uint64_t *keys = arg;
+    for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
+        uint32_t i = p->order[j];
+        pskv__shard_erase(&t->shards[s], keys[i], p->hash[i]);
+    }
+    return 0;
+}
+
 int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
 {
     int rc = check_row_args(t, keys, n, keys);
@@ -394,24 +431,11 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    if (rc != 0) {
-        layout_unlock(t);
-        return rc;
-    }
-    for (uint32_t s = 0; s < t->nshards; s++) {
-        if (p.start[s] == p.start[s + 1])
-            continue;
-        pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
-        for (uint32_t j = p.start[s]; j < p.start[s + 1]; j++) {
-            uint32_t i = p.order[j];
-            pskv__shard_erase(sh, keys[i], p.hash[i]);
-        }
-        pthread_mutex_unlock(&sh->lock);
-    }
+    if (rc == 0)
+        visit_shards(t, &p, erase_shard, (void *)(uintptr_t)keys);
     pskv__plan_free(&p);
     layout_unlock(t);
-    return 0;
+    return rc;
 }
 
 int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n)
