@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pskv.h"
@@ -90,23 +91,6 @@ static uint32_t *zipf_trace(uint64_t n, size_t count, double theta, uint64_t see
     return out;
 }
 
-/* ---------------------------------------------------------------- output */
-
-static double limit_pull_1t, limit_push_1t;
-
-static void report(const char *store, const char *op, int threads, double rows_per_s)
-{
-    double limit = strcmp(op, "pull") == 0 ? limit_pull_1t : limit_push_1t;
-    double ratio = limit > 0 ? rows_per_s / (limit * threads) : 0;
-    if (cfg.json)
-        printf("{\"workload\":\"dram\",\"store\":\"%s\",\"op\":\"%s\",\"threads\":%d,"
-               "\"rows_per_s\":%.0f,\"ratio_vs_flat_prefetch\":%.3f}\n",
-               store, op, threads, rows_per_s, ratio);
-    else
-        printf("%-22s %-5s %7d %12.2fM %10.3fx\n", store, op, threads, rows_per_s / 1e6, ratio);
-    fflush(stdout);
-}
-
 /* ---------------------------------------------------------------- flat */
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -126,114 +110,126 @@ KERNEL static void flat_adagrad(float *restrict w, float *restrict s, const floa
     }
 }
 
-typedef struct flat_job {
-    float *table;
-    const uint32_t *ranks;
-    size_t count;
-    float *out;
-    const float *grads;
-    int prefetch;
+/* ---------------------------------------------------------------- runs */
+
+enum store_kind { FLAT_PREFETCH, FLAT_PLAIN, PSKV, N_KINDS };
+static const char *const kind_names[N_KINDS] = {"flat+prefetch (limit)", "flat plain loop", "pskv"};
+
+typedef struct job {
+    enum store_kind kind;
     int push;
-} flat_job;
-
-static void flat_run(const flat_job *j)
-{
-    const size_t ahead = 16;
-    for (size_t b = 0; b < j->count; b += BATCH) {
-        const uint32_t *r = j->ranks + b;
-        for (size_t i = 0; i < BATCH; i++) {
-            if (j->prefetch && i + ahead < BATCH) {
-                const char *p = (const char *)(j->table + (size_t)r[i + ahead] * ROW_FLOATS);
-                for (int off = 0; off < (j->push ? ROW_FLOATS : DIM) * 4; off += 64)
-                    __builtin_prefetch(p + off, 1, 3);
-            }
-            float *row = j->table + (size_t)r[i] * ROW_FLOATS;
-            if (j->push)
-                flat_adagrad(row, row + DIM, j->grads + i * DIM);
-            else
-                memcpy(j->out + i * DIM, row, DIM * sizeof(float));
-        }
-    }
-}
-
-/* ---------------------------------------------------------------- pskv */
-
-typedef struct pskv_job {
-    pskv_table *t;
+    float *flat;           /* flat kinds: float[N][ROW_FLOATS] indexed by rank */
+    pskv_table *t;         /* pskv */
+    const uint32_t *ranks; /* this thread's part of the trace */
     const uint64_t *keys;
     size_t count;
-    float *buf;
     const float *grads;
-    int push;
+    float *out;
     int rc;
-} pskv_job;
+} job;
 
-static void *pskv_run(void *arg)
+static void flat_batch(const job *j, const uint32_t *r)
 {
-    pskv_job *j = arg;
-    for (size_t b = 0; b < j->count && j->rc == 0; b += BATCH)
-        j->rc = j->push ? pskv_push(j->t, j->keys + b, BATCH, j->grads)
-                        : pskv_pull(j->t, j->keys + b, BATCH, j->buf);
+    const size_t ahead = 16;
+    const int lines = (j->push ? ROW_FLOATS : DIM) * 4 / 64;
+    for (size_t i = 0; i < BATCH; i++) {
+        if (j->kind == FLAT_PREFETCH && i + ahead < BATCH) {
+            const char *p = (const char *)(j->flat + (size_t)r[i + ahead] * ROW_FLOATS);
+            for (int l = 0; l < lines; l++)
+                __builtin_prefetch(p + 64 * l, 1, 3);
+        }
+        float *row = j->flat + (size_t)r[i] * ROW_FLOATS;
+        if (j->push)
+            flat_adagrad(row, row + DIM, j->grads + i * DIM);
+        else
+            memcpy(j->out + i * DIM, row, DIM * sizeof(float));
+    }
+}
+
+static void *job_run(void *arg)
+{
+    job *j = arg;
+    for (size_t b = 0; b < j->count && j->rc == 0; b += BATCH) {
+        if (j->kind != PSKV)
+            flat_batch(j, j->ranks + b);
+        else if (j->push)
+            j->rc = pskv_push(j->t, j->keys + b, BATCH, j->grads);
+        else
+            j->rc = pskv_pull(j->t, j->keys + b, BATCH, j->out);
+    }
     return NULL;
 }
 
-/* Run `threads` jobs over disjoint halves of the trace; rows/s. */
-static double pskv_measure(pskv_table *t, const uint64_t *keys, size_t count, const float *grads,
-                           int push, int threads)
+typedef struct bench_state {
+    float *flat;
+    pskv_table *t;
+    const uint32_t *ranks;
+    const uint64_t *keys;
+    size_t count;
+    const float *grads;
+} bench_state;
+
+/* One timed pass of `threads` threads over disjoint parts of the trace;
+ * returns rows/s. */
+static double run_once(const bench_state *b, enum store_kind kind, int push, int threads)
 {
-    pskv_job jobs[2];
+    job jobs[2];
     pthread_t th[2];
-    size_t per = count / (size_t)threads / BATCH * BATCH;
-    double times[33];
-    for (unsigned r = 0; r <= cfg.reps; r++) { /* run 0 warms caches and TLB */
-        for (int i = 0; i < threads; i++) {
-            jobs[i] = (pskv_job){t, keys + (size_t)i * per, per, malloc(BATCH * DIM * sizeof(float)),
-                                 grads, push, 0};
-        }
-        double t0 = now();
-        for (int i = 0; i < threads; i++)
-            pthread_create(&th[i], NULL, pskv_run, &jobs[i]);
-        for (int i = 0; i < threads; i++)
-            pthread_join(th[i], NULL);
-        times[r] = now() - t0;
-        for (int i = 0; i < threads; i++) {
-            free(jobs[i].buf);
-            if (jobs[i].rc != 0) {
-                fprintf(stderr, "pskv-bench: %s\n", pskv_strerror(jobs[i].rc));
-                exit(1);
-            }
+    size_t per = b->count / (size_t)threads / BATCH * BATCH;
+    for (int i = 0; i < threads; i++)
+        jobs[i] = (job){kind, push, b->flat, b->t, b->ranks + (size_t)i * per,
+                        b->keys + (size_t)i * per, per, b->grads,
+                        malloc(BATCH * DIM * sizeof(float)), 0};
+    double t0 = now();
+    for (int i = 0; i < threads; i++)
+        pthread_create(&th[i], NULL, job_run, &jobs[i]);
+    for (int i = 0; i < threads; i++)
+        pthread_join(th[i], NULL);
+    double dt = now() - t0;
+    for (int i = 0; i < threads; i++) {
+        free(jobs[i].out);
+        if (jobs[i].rc != 0) {
+            fprintf(stderr, "pskv-bench: %s\n", pskv_strerror(jobs[i].rc));
+            exit(1);
         }
     }
-    return (double)per * threads / median(times + 1, cfg.reps);
+    return (double)per * threads / dt;
 }
 
-static void *flat_thread(void *arg)
+static void report(const char *store, const char *op, int threads, double rows_per_s, double ratio)
 {
-    flat_run(arg);
-    return NULL;
+    if (cfg.json)
+        printf("{\"workload\":\"dram\",\"store\":\"%s\",\"op\":\"%s\",\"threads\":%d,"
+               "\"rows_per_s\":%.0f,\"ratio_vs_limit\":%.3f}\n",
+               store, op, threads, rows_per_s, ratio);
+    else
+        printf("%-22s %-5s %7d %12.2fM %10.3fx\n", store, op, threads, rows_per_s / 1e6, ratio);
+    fflush(stdout);
 }
 
-static double flat_measure(float *table, const uint32_t *ranks, size_t count, const float *grads,
-                           int push, int prefetch, int threads)
+/* For each op and thread count, alternate the limit, the plain loop and
+ * pskv rep by rep, so that machine noise hits all three alike; ratios are
+ * medians of per-rep ratios. */
+static double measure_all(const bench_state *b, int push, int threads)
 {
-    flat_job jobs[2];
-    pthread_t th[2];
-    size_t per = count / (size_t)threads / BATCH * BATCH;
-    double times[33];
-    for (unsigned r = 0; r <= cfg.reps; r++) { /* run 0 warms caches and TLB */
-        for (int i = 0; i < threads; i++)
-            jobs[i] = (flat_job){table, ranks + (size_t)i * per, per,
-                                 malloc(BATCH * DIM * sizeof(float)), grads, prefetch, push};
-        double t0 = now();
-        for (int i = 0; i < threads; i++)
-            pthread_create(&th[i], NULL, flat_thread, &jobs[i]);
-        for (int i = 0; i < threads; i++)
-            pthread_join(th[i], NULL);
-        times[r] = now() - t0;
-        for (int i = 0; i < threads; i++)
-            free(jobs[i].out);
+    const char *op = push ? "push" : "pull";
+    double rate[N_KINDS][33], ratio[N_KINDS][33];
+    for (int k = 0; k < N_KINDS; k++)
+        run_once(b, (enum store_kind)k, push, threads); /* warm caches and TLB */
+    for (unsigned r = 0; r < cfg.reps; r++) {
+        for (int k = 0; k < N_KINDS; k++)
+            rate[k][r] = run_once(b, (enum store_kind)k, push, threads);
+        for (int k = 0; k < N_KINDS; k++)
+            ratio[k][r] = rate[k][r] / rate[FLAT_PREFETCH][r];
     }
-    return (double)per * threads / median(times + 1, cfg.reps);
+    double pskv_rate = 0;
+    for (int k = 0; k < N_KINDS; k++) {
+        double m = median(rate[k], cfg.reps);
+        report(kind_names[k], op, threads, m, median(ratio[k], cfg.reps));
+        if (k == PSKV)
+            pskv_rate = m;
+    }
+    return pskv_rate;
 }
 
 static int workload_dram(void)
@@ -253,22 +249,17 @@ static int workload_dram(void)
                (unsigned long long)cfg.keys, DIM, BATCH, cfg.batches, cfg.reps, "store", "op",
                "threads", "rows/s", "vs limit");
 
-    /* The limit: a flat array indexed by rank, same row layout as pskv. */
-    float *flat = malloc(cfg.keys * ROW_FLOATS * sizeof(float));
+    /* The limit: a flat array indexed by rank, same row layout as pskv, on
+     * huge pages as pskv's big shards are. */
+    size_t huge = 2u << 20;
+    size_t flat_bytes = (cfg.keys * ROW_FLOATS * sizeof(float) + huge - 1) / huge * huge;
+    float *flat = aligned_alloc(huge, flat_bytes);
     if (flat == NULL) {
         fprintf(stderr, "pskv-bench: out of memory\n");
         return 1;
     }
-    memset(flat, 0, cfg.keys * ROW_FLOATS * sizeof(float));
-    limit_pull_1t = flat_measure(flat, ranks, count, grads, 0, 1, 1);
-    limit_push_1t = flat_measure(flat, ranks, count, grads, 1, 1, 1);
-    report("flat+prefetch (limit)", "pull", 1, limit_pull_1t);
-    report("flat+prefetch (limit)", "push", 1, limit_push_1t);
-    report("flat plain loop", "pull", 1, flat_measure(flat, ranks, count, grads, 0, 0, 1));
-    report("flat plain loop", "push", 1, flat_measure(flat, ranks, count, grads, 1, 0, 1));
-    report("flat+prefetch (limit)", "pull", 2, flat_measure(flat, ranks, count, grads, 0, 1, 2));
-    report("flat+prefetch (limit)", "push", 2, flat_measure(flat, ranks, count, grads, 1, 1, 2));
-    free(flat);
+    madvise(flat, flat_bytes, MADV_HUGEPAGE);
+    memset(flat, 0, flat_bytes);
 
     pskv_store *s;
     pskv_table *t;
@@ -292,24 +283,31 @@ static int workload_dram(void)
     double populate = (double)cfg.keys / (now() - t0);
     free(all);
     free(buf);
-    for (int threads = 1; threads <= 2; threads++) {
-        report("pskv", "pull", threads, pskv_measure(t, keys, count, grads, 0, threads));
-        report("pskv", "push", threads, pskv_measure(t, keys, count, grads, 1, threads));
-    }
+
+    bench_state b = {flat, t, ranks, keys, count, grads};
+    double pull1 = measure_all(&b, 0, 1);
+    double push1 = measure_all(&b, 1, 1);
+    double pull2 = measure_all(&b, 0, 2);
+    double push2 = measure_all(&b, 1, 2);
+    free(flat);
+
     pskv_table_stats st;
     pskv_table_stats_get(t, &st);
     double per_row = (double)st.dram_bytes / (double)st.rows;
     double payload = (double)st.row_bytes / (double)st.rows;
     if (cfg.json)
-        printf("{\"workload\":\"dram\",\"store\":\"pskv\",\"populate_rows_per_s\":%.0f,"
+        printf("{\"workload\":\"dram\",\"store\":\"pskv\",\"scaling_2t_pull\":%.3f,"
+               "\"scaling_2t_push\":%.3f,\"populate_rows_per_s\":%.0f,"
                "\"dram_bytes_per_row\":%.1f,\"payload_bytes_per_row\":%.0f,"
                "\"dram_vs_payload\":%.3f}\n",
-               populate, per_row, payload, per_row / payload);
+               pull2 / pull1, push2 / push1, populate, per_row, payload, per_row / payload);
     else
-        printf("pskv populate (pull creating rows): %.2fM rows/s\n"
+        printf("pskv 2 threads vs 1: pull %.2fx, push %.2fx\n"
+               "pskv populate (pull creating rows, normal init): %.2fM rows/s\n"
                "pskv DRAM per resident row: %.1f bytes for a %.0f-byte payload (%.3fx; "
                "target <= 1.15x + 16 = %.1f)\n",
-               populate / 1e6, per_row, payload, per_row / payload, payload * 1.15 + 16);
+               pull2 / pull1, push2 / push1, populate / 1e6, per_row, payload, per_row / payload,
+               payload * 1.15 + 16);
     pskv_close(s);
 
     if (cfg.peers) {
@@ -320,8 +318,8 @@ static int workload_dram(void)
                 fprintf(stderr, "pskv-bench: peer %s failed\n", bench_peer_name(p));
                 continue;
             }
-            report(bench_peer_name(p), "pull", 1, res.pull_rows_per_s);
-            report(bench_peer_name(p), "push", 1, res.push_rows_per_s);
+            report(bench_peer_name(p), "pull", 1, res.pull_rows_per_s, pull1 / res.pull_rows_per_s);
+            report(bench_peer_name(p), "push", 1, res.push_rows_per_s, push1 / res.push_rows_per_s);
         }
     }
     free(ranks);

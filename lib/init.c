@@ -1,6 +1,7 @@
 /* Key-seeded initial weights: a pure function of (init kind, its arguments,
  * table seed, key), so every instance and every order of first touch gives
- * the same row. The stream is splitmix64 seeded by XXH3 of the key.
+ * the same row. The stream is splitmix64 seeded by XXH3 of the key; normal
+ * values come from Marsaglia's polar method (one log per pair, no sin/cos).
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <math.h>
 
@@ -38,15 +39,18 @@ void pskv__init_weights(const pskv_table_options *o, uint64_t key, float *w, uin
         }
         break;
     }
-    default: { /* normal: Box-Muller, both outputs used */
-        const double two_pi = 6.283185307179586476925;
+    default: { /* normal: Marsaglia's polar method, both outputs used */
         for (uint32_t j = 0; j < dim; j += 2) {
-            double u1 = 1.0 - unit_double(&state); /* (0, 1] keeps log finite */
-            double u2 = unit_double(&state);
-            double r = sqrt(-2.0 * log(u1));
-            w[j] = (float)(o->init_a + o->init_b * r * cos(two_pi * u2));
+            double u, v, q;
+            do {
+                u = 2.0 * unit_double(&state) - 1.0;
+                v = 2.0 * unit_double(&state) - 1.0;
+                q = u * u + v * v;
+            } while (q >= 1.0 || q == 0.0);
+            double f = sqrt(-2.0 * log(q) / q);
+            w[j] = (float)(o->init_a + o->init_b * u * f);
             if (j + 1 < dim)
-                w[j + 1] = (float)(o->init_a + o->init_b * r * sin(two_pi * u2));
+                w[j + 1] = (float)(o->init_a + o->init_b * v * f);
         }
         break;
     }

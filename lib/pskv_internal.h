@@ -87,6 +87,11 @@ typedef struct pskv__shard {
     uint32_t reserved;    /* rows promised to callers by pskv__shard_reserve */
     uint8_t **slabs;
     uint32_t nslabs, slabs_cap;
+    uint32_t small_slabs; /* slabs[0..small_slabs) are malloc'd one by one */
+    void **chunks;        /* huge-page chunks the later slabs are carved from */
+    uint32_t nchunks, chunks_cap;
+    uint8_t *chunk_next;  /* next unused slab of the newest chunk */
+    uint32_t chunk_left;
     uint32_t slots_high;  /* slots ever handed out (< nslabs << slab_shift) */
     uint32_t free_head;   /* erased slots, linked through their first bytes */
     uint32_t free_count;

@@ -198,13 +198,24 @@ static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, v
 
 enum row_op { ROW_READ, ROW_PUSH, ROW_PUT };
 
+/* Gradients of repeated keys, summed in order of appearance into a compact
+ * buffer that holds rows only for keys that repeat; the other keys use the
+ * caller's gradients in place. summed_row[i] names the buffer row of kept
+ * position i, or UINT32_MAX. */
+typedef struct dup_sums {
+    uint32_t *summed_row; /* [n] */
+    float *rows;
+} dup_sums;
+
+
 typedef struct row_ctx {
     enum row_op op;
     bool create;       /* ROW_READ: pull (true) or get */
     const uint64_t *keys;
     float *out;        /* ROW_READ */
     uint8_t *found;    /* ROW_READ, optional */
-    const float *src;  /* ROW_PUSH: summed gradients; ROW_PUT: values; by position */
+    const float *src;  /* ROW_PUSH: gradients; ROW_PUT: values; by position */
+    const dup_sums *dups; /* ROW_PUSH: sums of repeated keys, or NULL */
     uint64_t misses;
 } row_ctx;
 
@@ -222,9 +233,13 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
         if (c->found)
             c->found[i] = row != NULL;
         break;
-    case ROW_PUSH:
-        pskv__optimizer_apply(&t->opt, row, c->src + i * dim);
+    case ROW_PUSH: {
+        const float *g = c->src + i * dim;
+        if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
+            g = c->dups->rows + c->dups->summed_row[i] * dim;
+        pskv__optimizer_apply(&t->opt, row, g);
         break;
+    }
     case ROW_PUT:
         memcpy(row, c->src + i * dim, dim * sizeof(float));
         break;
@@ -288,7 +303,7 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {ROW_READ, create, keys, out, found, NULL, 0};
+    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0};
     if (rc == 0)
         rc = visit_shards(t, &p, shard_rows, &c);
     pskv__plan_free(&p);
@@ -339,26 +354,30 @@ static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void 
     return 0;
 }
 
-/* Sum the gradients of repeated keys into the first occurrence's row of a
- * scratch buffer, in order of appearance. Returns the rows to apply. */
 static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, const float *grads,
-                          float **scratch)
+                          dup_sums *d)
 {
     const size_t dim = t->dim;
-    float *sum = malloc(n * dim * sizeof(float));
-    if (sum == NULL)
+    d->summed_row = malloc(n * sizeof *d->summed_row);
+    d->rows = malloc((n - p->m) * dim * sizeof(float)); /* at most n - m keys repeat */
+    if (d->summed_row == NULL || d->rows == NULL)
         return PSKV_ENOMEM;
+    memset(d->summed_row, 0xff, n * sizeof *d->summed_row);
+    uint32_t used = 0;
     for (size_t i = 0; i < n; i++) {
         size_t k = p->kept_of[i];
-        const float *g = grads + i * dim;
-        float *d = sum + k * dim;
         if (k == i)
-            memcpy(d, g, dim * sizeof(float));
-        else
-            for (size_t j = 0; j < dim; j++)
-                d[j] += g[j];
+            continue;
+        if (d->summed_row[k] == UINT32_MAX) {
+            d->summed_row[k] = used;
+            memcpy(d->rows + used * dim, grads + k * dim, dim * sizeof(float));
+            used++;
+        }
+        float *sum = d->rows + d->summed_row[k] * dim;
+        const float *g = grads + i * dim;
+        for (size_t j = 0; j < dim; j++)
+            sum[j] += g[j];
     }
-    *scratch = sum;
     return 0;
 }
 
@@ -370,13 +389,11 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     pskv__plan p;
     int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
                               is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
-    float *sum = NULL;
+    dup_sums dups = {NULL, NULL};
+    bool summed = rc == 0 && is_push && p.has_dups;
     uint8_t *reserved = NULL;
-    if (rc == 0 && is_push && p.has_dups) {
-        rc = sum_duplicates(t, &p, n, src, &sum);
-        if (rc == 0)
-            src = sum;
-    }
+    if (summed)
+        rc = sum_duplicates(t, &p, n, src, &dups);
     if (rc == 0) {
         reserved = calloc(t->nshards, 1);
         rc = reserved == NULL ? PSKV_ENOMEM : visit_shards(t, &p, reserve_shard, reserved);
@@ -384,12 +401,14 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
             visit_shards(t, &p, unreserve_shard, reserved);
     }
     if (rc == 0) {
-        row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src, 0};
+        row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src,
+                     summed ? &dups : NULL, 0};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         count_add(is_push ? &t->n_pushed : &t->n_put, n);
     }
     free(reserved);
-    free(sum);
+    free(dups.summed_row);
+    free(dups.rows);
     pskv__plan_free(&p);
     layout_unlock(t);
     return rc;
