@@ -318,8 +318,19 @@ static int workload_dram(void)
                 fprintf(stderr, "pskv-bench: peer %s failed\n", bench_peer_name(p));
                 continue;
             }
-            report(bench_peer_name(p), "pull", 1, res.pull_rows_per_s, pull1 / res.pull_rows_per_s);
-            report(bench_peer_name(p), "push", 1, res.push_rows_per_s, push1 / res.push_rows_per_s);
+            const char *name = bench_peer_name(p);
+            if (cfg.json) {
+                printf("{\"workload\":\"dram\",\"store\":\"%s\",\"threads\":1,"
+                       "\"pull_rows_per_s\":%.0f,\"push_rows_per_s\":%.0f,"
+                       "\"pskv_pull_speedup\":%.2f,\"pskv_push_speedup\":%.2f}\n",
+                       name, res.pull_rows_per_s, res.push_rows_per_s,
+                       pull1 / res.pull_rows_per_s, push1 / res.push_rows_per_s);
+            } else {
+                printf("%-22s pull %9.3fM rows/s, push %9.3fM rows/s; pskv is %.1fx / %.1fx "
+                       "faster\n",
+                       name, res.pull_rows_per_s / 1e6, res.push_rows_per_s / 1e6,
+                       pull1 / res.pull_rows_per_s, push1 / res.push_rows_per_s);
+            }
         }
     }
     free(ranks);
