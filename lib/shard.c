@@ -18,7 +18,7 @@
  * the dram bench (4M rows): see docs/DESIGN.md. Below CHUNKED_FROM bytes of
  * slabs a shard uses plain 64 KiB slabs, so small tables stay small. */
 #define HUGE_BYTES (2u << 20)
-#define CHUNKED_FROM (16u << 20)
+#define CHUNKED_FROM (4u << 20)
 #define INDEX_MIN 16u
 /* Grow the index beyond 3/4 full: probes stay short (~2.5 per miss). */
 #define INDEX_FULL(cap) ((uint64_t)(cap) / 4u * 3u)

@@ -18,8 +18,12 @@
 #define TABLE_RING_VNODES 64u
 /* Software pipeline depths: an index entry is prefetched INDEX_AHEAD keys
  * before its key is resolved, a row ROWS_AHEAD keys before it is used. */
+#ifndef INDEX_AHEAD
 #define INDEX_AHEAD 16u
+#endif
+#ifndef ROWS_AHEAD
 #define ROWS_AHEAD 16u /* a power of two */
+#endif
 
 /* ---------------------------------------------------------------- layout */
 
