@@ -165,9 +165,18 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
 
 /* Open a store. dir == NULL makes a memory-only store (no spill, no
  * persistence). config: store config string or NULL.
- * Errors: PSKV_EINVAL (bad config, NULL out), PSKV_ENOMEM,
- * PSKV_ENOTSUP (dir != NULL: directory stores are not implemented in this
- * version; memory_budget on a memory-only store: cache eviction is not
+ *
+ * memory_budget caps the payload bytes of resident rows (weights + optimizer
+ * state) over all tables; index and slab overhead come on top (see
+ * pskv_store_stats.dram_bytes). In a memory-only store the budget makes a
+ * cache: when rows are created past the budget, the calling thread drops the
+ * coldest rows (CLOCK, second chance) until resident bytes are back under
+ * the budget, and counts them in rows_evicted. A dropped row is gone: get
+ * reports it absent and pull re-creates it from the initializer. The budget
+ * may be exceeded by the rows created by calls still in flight.
+ *
+ * Errors: PSKV_EINVAL (bad config, NULL out, spill_max on a memory-only
+ * store), PSKV_ENOMEM, PSKV_ENOTSUP (dir != NULL: directory stores are not
  * implemented in this version).
  * On success *out owns the store until pskv_close(). Any thread. */
 PSKV_API int pskv_open(const char *dir, const char *config, pskv_store **out);
@@ -223,7 +232,8 @@ typedef struct pskv_table_stats {
     uint64_t pulled, pushed, got, put; /* rows handled by each call */
     uint64_t get_misses;
     uint64_t reshards;
-    uint64_t reserved[8];
+    uint64_t rows_evicted;  /* dropped by the memory budget (cache stores) */
+    uint64_t reserved[7];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -233,7 +243,10 @@ typedef struct pskv_store_stats {
     uint64_t rows;
     uint64_t row_bytes;
     uint64_t dram_bytes;
-    uint64_t reserved[8];
+    uint64_t memory_budget;  /* 0 = none */
+    uint64_t resident_bytes; /* row payload bytes in DRAM, the budgeted figure */
+    uint64_t rows_evicted;   /* rows the budget pushed out, all tables */
+    uint64_t reserved[5];
 } pskv_store_stats;
 PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
 

@@ -78,6 +78,8 @@ typedef struct pskv__entry {
     uint32_t meta;
 } pskv__entry;
 #define PSKV__SLOT_EMPTY UINT32_MAX
+/* meta bits */
+#define PSKV__META_REF 1u /* CLOCK reference bit: used since the hand last passed */
 
 typedef struct pskv__shard {
     pthread_mutex_t lock;
@@ -98,7 +100,8 @@ typedef struct pskv__shard {
     uint32_t slab_shift;  /* rows per slab = 1 << slab_shift */
     uint32_t row_bytes;
     uint64_t hash_seed;   /* the table's key hash seed, to rehash on growth */
-    uint64_t created, erased;
+    uint32_t clock_hand;  /* CLOCK position in the index */
+    uint64_t created, erased, evicted;
 } __attribute__((aligned(64))) pskv__shard;
 
 PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed);
@@ -132,6 +135,18 @@ PSKV__HIDDEN uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key,
 /* Remove key if present; returns true if it was. */
 PSKV__HIDDEN bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash);
 PSKV__HIDDEN uint64_t pskv__shard_dram_bytes(const pskv__shard *sh);
+
+/* ---------------------------------------------------------------- evict.c */
+
+/* CLOCK sweep over one shard (lock held): clear reference bits, drop rows
+ * without one, until max_evict rows are gone or the hand has gone once
+ * around. Returns the rows dropped. */
+PSKV__HIDDEN uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict);
+/* Bring the store's resident bytes back under its budget (no locks held by
+ * the caller). */
+PSKV__HIDDEN void pskv__store_enforce_budget(pskv_store *s);
+/* Account rows created (+) or removed (-) by a table call. */
+PSKV__HIDDEN void pskv__store_account(pskv_store *s, int64_t bytes);
 
 /* ---------------------------------------------------------------- batch.c */
 
@@ -195,6 +210,11 @@ struct pskv_store {
     pskv_store_options opts;
     pskv_table **tables;
     uint32_t ntables, tables_cap;
+
+    /* DRAM budget (evict.c) */
+    atomic_int_fast64_t resident_bytes;
+    pthread_mutex_t evict_lock; /* one evictor at a time; guards the hand */
+    uint32_t hand_table, hand_shard;
 };
 
 #endif

@@ -210,7 +210,7 @@ uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t has
     sh->reserved--;
     sh->rows++;
     sh->created++;
-    index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, 0}, hash);
+    index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__META_REF}, hash);
     return slot;
 }
 

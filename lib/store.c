@@ -16,14 +16,21 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
             return PSKV_EINVAL;
     if (opts->durability < PSKV_DURABILITY_DEFAULT || opts->durability > PSKV_DURABILITY_NONE)
         return PSKV_EINVAL;
-    /* Directory stores (spill tier, LMDB persistence) and the memory-only
-     * cache budget are not implemented yet: say so rather than pretend. */
-    if (dir != NULL || opts->memory_budget != 0 || opts->spill_max != 0)
+    /* Directory stores (spill tier, LMDB persistence) are not implemented
+     * yet: say so rather than pretend. */
+    if (dir != NULL)
         return PSKV_ENOTSUP;
+    if (opts->spill_max != 0)
+        return PSKV_EINVAL; /* a memory-only store has no spill tier */
     pskv_store *s = calloc(1, sizeof *s);
     if (s == NULL)
         return PSKV_ENOMEM;
     if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        free(s);
+        return PSKV_ENOMEM;
+    }
+    if (pthread_mutex_init(&s->evict_lock, NULL) != 0) {
+        pthread_mutex_destroy(&s->lock);
         free(s);
         return PSKV_ENOMEM;
     }
@@ -52,6 +59,7 @@ void pskv_close(pskv_store *s)
     for (uint32_t i = 0; i < s->ntables; i++)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);
+    pthread_mutex_destroy(&s->evict_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -159,8 +167,11 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
         out->rows += st.rows;
         out->row_bytes += st.row_bytes;
         out->dram_bytes += st.dram_bytes;
+        out->rows_evicted += st.rows_evicted;
     }
     out->tables = s->ntables;
+    out->memory_budget = s->opts.memory_budget;
+    out->resident_bytes = (uint64_t)atomic_load(&ms->resident_bytes);
     pthread_mutex_unlock(&ms->lock);
     return 0;
 }

@@ -198,6 +198,16 @@ static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, v
     return rc;
 }
 
+/* Account rows a call created and keep the store within its budget; called
+ * with no lock held. */
+static void rows_created(pskv_table *t, uint64_t n)
+{
+    if (n == 0)
+        return;
+    pskv__store_account(t->store, (int64_t)(n * t->row_bytes));
+    pskv__store_enforce_budget(t->store);
+}
+
 /* ---------------------------------------------------------------- row pipeline */
 
 enum row_op { ROW_READ, ROW_PUSH, ROW_PUT };
@@ -221,6 +231,7 @@ typedef struct row_ctx {
     const float *src;  /* ROW_PUSH: gradients; ROW_PUT: values; by position */
     const dup_sums *dups; /* ROW_PUSH: sums of repeated keys, or NULL */
     uint64_t misses;
+    uint64_t created;
 } row_ctx;
 
 static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
@@ -284,6 +295,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
         float *row = NULL;
         if (e != NULL) {
             row = pskv__shard_row(sh, e->slot);
+            if (!(e->meta & PSKV__META_REF)) /* do not dirty the line when set */
+                e->meta |= PSKV__META_REF;
         } else if (create) {
             if (!writer && (rc = pskv__shard_reserve(sh, 1)) != 0)
                 break;
@@ -296,6 +309,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     }
     if (writer)
         pskv__shard_unreserve(sh, k - created);
+    c->created += created;
     return rc;
 }
 
@@ -307,11 +321,12 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0};
+    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0, 0};
     if (rc == 0)
         rc = visit_shards(t, &p, shard_rows, &c);
     pskv__plan_free(&p);
     layout_unlock(t);
+    rows_created(t, c.created);
     if (rc == 0) {
         count_add(create ? &t->n_pulled : &t->n_got, n);
         if (!create)
@@ -394,6 +409,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
                               is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
     dup_sums dups = {NULL, NULL};
+    uint64_t created = 0;
     bool summed = rc == 0 && is_push && p.has_dups;
     uint8_t *reserved = NULL;
     if (summed)
@@ -406,15 +422,17 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     }
     if (rc == 0) {
         row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src,
-                     summed ? &dups : NULL, 0};
+                     summed ? &dups : NULL, 0, 0};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         count_add(is_push ? &t->n_pushed : &t->n_put, n);
+        created = c.created;
     }
     free(reserved);
     free(dups.summed_row);
     free(dups.rows);
     pskv__plan_free(&p);
     layout_unlock(t);
+    rows_created(t, created);
     return rc;
 }
 
@@ -436,12 +454,17 @@ int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
 
 /* ---------------------------------------------------------------- erase */
 
+typedef struct erase_ctx {
+    const uint64_t *keys;
+    uint64_t erased;
+} erase_ctx;
+
 static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
-    const uint64_t *keys = arg;
+    erase_ctx *c = arg;
     for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
         uint32_t i = p->order[j];
-        pskv__shard_erase(&t->shards[s], keys[i], p->hash[i]);
+        c->erased += pskv__shard_erase(&t->shards[s], c->keys[i], p->hash[i]);
     }
     return 0;
 }
@@ -454,10 +477,12 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    erase_ctx c = {keys, 0};
     if (rc == 0)
-        visit_shards(t, &p, erase_shard, (void *)(uintptr_t)keys);
+        visit_shards(t, &p, erase_shard, &c);
     pskv__plan_free(&p);
     layout_unlock(t);
+    pskv__store_account(t->store, -(int64_t)(c.erased * t->row_bytes));
     return rc;
 }
 
@@ -527,6 +552,7 @@ int pskv_table_reshard(pskv_table *t, uint32_t shards)
         for (uint32_t s = 0; s < t->nshards; s++) {
             fresh[0].created += t->shards[s].created;
             fresh[0].erased += t->shards[s].erased;
+            fresh[0].evicted += t->shards[s].evicted;
         }
         shards_free(t->shards, t->nshards);
         pskv_ring_destroy(t->ring);
@@ -569,6 +595,7 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         st->dram_bytes += pskv__shard_dram_bytes(sh);
         st->rows_created += sh->created;
         st->rows_erased += sh->erased;
+        st->rows_evicted += sh->evicted;
         pthread_mutex_unlock(&sh->lock);
     }
     st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard);

@@ -128,7 +128,9 @@ START_TEST(store_open_errors)
     ck_assert_ptr_null(s);
     ck_assert_err(pskv_open(NULL, NULL, NULL), PSKV_EINVAL);
     ck_assert_err(pskv_open("/tmp/pskv-not-yet", NULL, &s), PSKV_ENOTSUP);
-    ck_assert_err(pskv_open(NULL, "memory_budget=1G", &s), PSKV_ENOTSUP);
+    ck_assert_err(pskv_open(NULL, "spill_max=1G", &s), PSKV_EINVAL); /* no spill tier */
+    ck_assert_ok(pskv_open(NULL, "memory_budget=1G", &s));
+    pskv_close(s);
     pskv_store_options o;
     pskv_store_options_init(&o);
     o.reserved[3] = 1;

@@ -187,6 +187,61 @@ START_TEST(concurrent_ops_sum_up)
 }
 END_TEST
 
+/* Cache stores under concurrency: creations, erases and evictions from
+ * many threads keep the resident-bytes account exact. */
+static pskv_store *budget_store;
+
+static void *budget_worker(void *arg)
+{
+    unsigned id = (unsigned)(uintptr_t)arg;
+    test_rng r = {id + 100};
+    uint64_t keys[BATCH];
+    float vals[BATCH * DIM];
+    memset(vals, 0, sizeof vals);
+    for (unsigned it = 0; it < rounds * 200; it++) {
+        uint32_t n = 1 + rng_below(&r, BATCH);
+        for (uint32_t i = 0; i < n; i++)
+            keys[i] = rng_below(&r, 50000);
+        int rc;
+        switch (rng_below(&r, 4)) {
+        case 0: rc = pskv_put(table, keys, n, vals); break;
+        case 1: rc = pskv_erase(table, keys, n / 4 + 1); break;
+        case 2: rc = pskv_push(table, keys, n, vals); break;
+        default: rc = pskv_pull(table, keys, n, vals); break;
+        }
+        if (rc != 0)
+            return (void *)(intptr_t)rc;
+    }
+    return NULL;
+}
+
+START_TEST(budget_under_concurrency)
+{
+    enum { ROW = DIM * 4 * 2, BUDGET_ROWS = 3000 }; /* dim 4 adagrad: 32-byte rows */
+    char cfg[64];
+    snprintf(cfg, sizeof cfg, "memory_budget=%u", BUDGET_ROWS * ROW);
+    ck_assert_ok(pskv_open(NULL, cfg, &budget_store));
+    ck_assert_ok(pskv_table_open(budget_store, "c", "dim=4 shards=8", &table));
+    pthread_t th[THREADS];
+    for (unsigned i = 0; i < THREADS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, budget_worker, (void *)(uintptr_t)i), 0);
+    for (unsigned i = 0; i < THREADS; i++) {
+        void *res;
+        pthread_join(th[i], &res);
+        ck_assert_ptr_null(res);
+    }
+    uint64_t key = 1;
+    float row[DIM];
+    ck_assert_ok(pskv_pull(table, &key, 1, row)); /* settles any overshoot */
+    pskv_store_stats st;
+    ck_assert_ok(pskv_store_stats_get(budget_store, &st));
+    ck_assert_uint_eq(st.resident_bytes, st.rows * ROW);
+    ck_assert_uint_le(st.resident_bytes, BUDGET_ROWS * ROW);
+    ck_assert_uint_gt(st.rows_evicted, 0);
+    pskv_close(budget_store);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i += 2)
@@ -196,6 +251,7 @@ int main(int argc, char **argv)
     TCase *tc = tcase_create("stress");
     tcase_set_timeout(tc, 3600);
     tcase_add_test(tc, concurrent_ops_sum_up);
+    tcase_add_test(tc, budget_under_concurrency);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -1,0 +1,89 @@
+/* The DRAM budget: exact accounting of resident row bytes and CLOCK
+ * (second-chance) eviction. Every row access sets the row's reference bit
+ * in its index entry; the evictor's hand walks the shards of every table
+ * in turn and, inside a shard, the index: a set bit is cleared (second
+ * chance), a clear bit means the row was not used for a whole turn and is
+ * dropped. In a memory-only store a dropped row is gone (cache semantics).
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include "pskv_internal.h"
+
+/* Rows one shard visit may drop: spreads eviction over shards so that each
+ * loses its coldest rows rather than one shard losing everything. */
+#define EVICT_PER_VISIT 64u
+
+uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict)
+{
+    uint32_t evicted = 0;
+    /* One turn at most per visit: a second turn would take the second
+     * chance away from rows whose bit this visit just cleared. */
+    uint64_t steps = (uint64_t)sh->index_mask + 1;
+    while (evicted < max_evict && steps-- > 0 && sh->rows > 0) {
+        pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
+        if (e->slot == PSKV__SLOT_EMPTY) {
+            sh->clock_hand++;
+        } else if (e->meta & PSKV__META_REF) {
+            e->meta &= ~PSKV__META_REF;
+            sh->clock_hand++;
+        } else {
+            /* Backward-shift deletion may move a later entry into this
+             * position: look at it again before moving on. */
+            pskv__shard_erase(sh, e->key, pskv__key_hash(e->key, sh->hash_seed));
+            sh->erased--;
+            sh->evicted++;
+            evicted++;
+        }
+    }
+    return evicted;
+}
+
+void pskv__store_account(pskv_store *s, int64_t bytes)
+{
+    if (bytes != 0)
+        atomic_fetch_add_explicit(&s->resident_bytes, bytes, memory_order_relaxed);
+}
+
+static bool over(pskv_store *s, uint64_t limit)
+{
+    return (uint64_t)atomic_load_explicit(&s->resident_bytes, memory_order_relaxed) > limit;
+}
+
+void pskv__store_enforce_budget(pskv_store *s)
+{
+    uint64_t budget = s->opts.memory_budget;
+    if (budget == 0 || !over(s, budget))
+        return;
+    /* Evict a little below the budget so that the next few creations do
+     * not each start an eviction. */
+    uint64_t slack = budget / 64 < (1u << 20) ? budget / 64 : (1u << 20);
+    uint64_t target = budget - slack;
+    pthread_mutex_lock(&s->evict_lock);
+    uint32_t idle_visits = 0;
+    while (over(s, target)) {
+        pthread_mutex_lock(&s->lock);
+        uint32_t ntables = s->ntables;
+        pskv_table *t = ntables ? s->tables[s->hand_table % ntables] : NULL;
+        pthread_mutex_unlock(&s->lock);
+        if (t == NULL)
+            break;
+        pthread_rwlock_rdlock(&t->layout_lock);
+        uint32_t shard = s->hand_shard % t->nshards;
+        pskv__shard *sh = &t->shards[shard];
+        pthread_mutex_lock(&sh->lock);
+        uint32_t n = pskv__shard_clock_sweep(sh, EVICT_PER_VISIT);
+        pthread_mutex_unlock(&sh->lock);
+        pskv__store_account(s, -(int64_t)n * t->row_bytes);
+        if (shard + 1 >= t->nshards) {
+            s->hand_shard = 0;
+            s->hand_table++;
+        } else {
+            s->hand_shard = shard + 1;
+        }
+        pthread_rwlock_unlock(&t->layout_lock);
+        /* Nothing left to drop anywhere (all rows created by calls still in
+         * flight, or tables empty): stop rather than spin. */
+        idle_visits = n ? 0 : idle_visits + 1;
+        if (idle_visits > 4 * PSKV_SHARDS_MAX)
+            break;
+    }
+    pthread_mutex_unlock(&s->evict_lock);
+}
