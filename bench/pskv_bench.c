@@ -14,7 +14,12 @@
  * trace. Reports the hit rate of pskv's CLOCK eviction beside an exact LRU
  * simulated over the same trace and capacity.
  *
- *   pskv-bench [dram|cache] [--keys N] [--batches B] [--reps R] [--peers] [--json]
+ * Workload `device`: the disk's limits through the same I/O layer the
+ * spill tier uses — sequential 1 MiB O_DIRECT writes, then random O_DIRECT
+ * reads of 512 B .. 16 KiB at queue depths 1 .. 128 (--keys N: an N KiB
+ * file).
+ *
+ *   pskv-bench [dram|cache|device] [--keys N] [--batches B] [--reps R] [--peers] [--json]
  * Each dram figure is the median of R runs over the same trace. */
 #include <errno.h>
 #include <math.h>
@@ -27,7 +32,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "pskv.h"
+#include <fcntl.h>
+
+#include "pskv_internal.h"
 #include "bench_peers.h"
 
 #define DIM 64
@@ -478,9 +485,95 @@ static int workload_cache(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------- device */
+
+/* The disk's own limits through pskv's I/O layer (io_uring, O_DIRECT):
+ * sequential write bandwidth, then random reads of several sizes at several
+ * queue depths over a file larger than the page cache would help with. */
+static int workload_device(void)
+{
+    const uint64_t file_bytes = cfg.keys * 1024; /* --keys N: N KiB file */
+    char path[] = "pskv-bench-device-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        perror("pskv-bench: mkstemp");
+        return 1;
+    }
+    close(fd);
+    fd = open(path, O_RDWR | O_DIRECT);
+    unlink(path);
+    if (fd < 0) {
+        perror("pskv-bench: O_DIRECT open");
+        return 1;
+    }
+    pskv__io *io;
+    if (pskv__io_create(getenv("PSKV_IO") && strcmp(getenv("PSKV_IO"), "sync") == 0, 256, &io) != 0)
+        return 1;
+    const size_t chunk = 1u << 20;
+    uint8_t *buf = aligned_alloc(4096, 64 * chunk);
+    memset(buf, 0x5a, 64 * chunk);
+    pskv__io_req *req = calloc(4096, sizeof *req);
+    double t0 = now();
+    for (uint64_t off = 0; off < file_bytes; off += 64 * chunk) {
+        size_t n = 0;
+        for (; n < 64 && off + n * chunk < file_bytes; n++)
+            req[n] = (pskv__io_req){.fd = fd, .write = true, .buf = buf + n * chunk, .len = chunk,
+                                    .off = off + n * chunk};
+        if (pskv__io_run(io, req, n) != 0) {
+            fprintf(stderr, "pskv-bench: write failed\n");
+            return 1;
+        }
+    }
+    fdatasync(fd);
+    double wbw = (double)file_bytes / (now() - t0);
+    if (cfg.json)
+        printf("{\"workload\":\"device\",\"io\":\"%s\",\"seq_write_bytes_per_s\":%.0f}\n",
+               pskv__io_is_uring(io) ? "io_uring" : "sync", wbw);
+    else
+        printf("workload device (%s, O_DIRECT, %.1f GiB file): sequential 1 MiB writes %.0f MB/s\n"
+               "%-8s %6s %12s %10s\n",
+               pskv__io_is_uring(io) ? "io_uring" : "pread/pwrite", file_bytes / 1073741824.0,
+               wbw / 1e6, "size", "depth", "reads/s", "MB/s");
+    const uint32_t sizes[] = {512, 1024, 4096, 16384};
+    const uint32_t depths[] = {1, 32, 64, 128};
+    uint64_t rng = 99;
+    for (size_t si = 0; si < 4; si++) {
+        for (size_t di = 0; di < 4; di++) {
+            uint32_t size = sizes[si], depth = depths[di];
+            uint64_t blocks = file_bytes / size;
+            size_t total = 0;
+            t0 = now();
+            while (now() - t0 < 2.0) { /* depth-sized batches: the queue depth in flight */
+                for (uint32_t i = 0; i < depth; i++) {
+                    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                    req[i] = (pskv__io_req){.fd = fd, .buf = buf + (size_t)i * 16384, .len = size,
+                                            .off = ((rng >> 16) % blocks) * size};
+                }
+                if (pskv__io_run(io, req, depth) != 0) {
+                    fprintf(stderr, "pskv-bench: read failed\n");
+                    return 1;
+                }
+                total += depth;
+            }
+            double rate = (double)total / (now() - t0);
+            if (cfg.json)
+                printf("{\"workload\":\"device\",\"read_size\":%u,\"depth\":%u,"
+                       "\"reads_per_s\":%.0f}\n", size, depth, rate);
+            else
+                printf("%-8u %6u %12.0f %10.1f\n", size, depth, rate, rate * size / 1e6);
+            fflush(stdout);
+        }
+    }
+    free(buf);
+    free(req);
+    pskv__io_destroy(io);
+    close(fd);
+    return 0;
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache] [--keys N] [--batches B] [--reps R] "
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device] [--keys N] [--batches B] [--reps R] "
                     "[--peers] [--json]\n");
     exit(2);
 }
@@ -511,6 +604,8 @@ int main(int argc, char **argv)
         return workload_dram();
     if (strcmp(workload, "cache") == 0)
         return workload_cache();
+    if (strcmp(workload, "device") == 0)
+        return workload_device();
     usage();
     return 2;
 }
