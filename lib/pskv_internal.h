@@ -181,6 +181,32 @@ PSKV__HIDDEN void pskv__io_stats(const pskv__io *io, pskv__io_stats_t *st);
 /* O_DIRECT alignment of fd's file (statx STATX_DIOALIGN, else 4096). */
 PSKV__HIDDEN uint32_t pskv__io_dio_align(int fd);
 
+/* ---------------------------------------------------------------- spill.c */
+
+typedef struct pskv__spill pskv__spill;
+
+/* Create (truncate) the spill file at path for rows of row_bytes; max_bytes
+ * caps the file (0 = no cap). Errors: PSKV_EINVAL, PSKV_ENOMEM, PSKV_EIO,
+ * PSKV_ENOSPC, PSKV_ENOTSUP (no O_DIRECT on this file system). */
+PSKV__HIDDEN int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
+                                  pskv__io *io, pskv__spill **out);
+/* Close and remove the file (spill files are scratch). */
+PSKV__HIDDEN void pskv__spill_close(pskv__spill *sp);
+PSKV__HIDDEN uint32_t pskv__spill_slot_bytes(const pskv__spill *sp);
+PSKV__HIDDEN void pskv__spill_usage(pskv__spill *sp, uint64_t *used_slots, uint64_t *file_bytes);
+/* n slots, all or nothing: PSKV_ENOSPC when the cap would be passed. */
+PSKV__HIDDEN int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots);
+PSKV__HIDDEN int pskv__spill_free(pskv__spill *sp, const uint32_t *slots, uint32_t n);
+/* Write rows[i] of keys[i] into slots[i], one I/O batch. 0, PSKV_EIO,
+ * PSKV_ENOSPC or PSKV_ENOMEM; on error the slots' contents are undefined. */
+PSKV__HIDDEN int pskv__spill_write(pskv__spill *sp, uint32_t n, const uint64_t *keys,
+                                   const float *const *rows, const uint32_t *slots);
+/* Read slots[i] (which must hold keys[i]) into rows[i], one I/O batch,
+ * each checked: results[i] (optional) = 0, PSKV_EIO or PSKV_ECORRUPT. The
+ * return value is 0 or the first error. Any thread. */
+PSKV__HIDDEN int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *keys,
+                                  const uint32_t *slots, float *const *rows, int *results);
+
 /* ---------------------------------------------------------------- evict.c */
 
 /* CLOCK sweep over one shard (lock held): clear reference bits, drop rows
