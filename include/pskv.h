@@ -232,8 +232,12 @@ typedef struct pskv_table_stats {
     uint64_t pulled, pushed, got, put; /* rows handled by each call */
     uint64_t get_misses;
     uint64_t reshards;
-    uint64_t rows_evicted;  /* dropped by the memory budget (cache stores) */
-    uint64_t reserved[7];
+    uint64_t rows_evicted;  /* pushed out by the memory budget: dropped (memory-only
+                               store) or written to the spill file */
+    uint64_t rows_spilled;  /* rows in the spill file now (included in rows) */
+    uint64_t spill_reads;   /* rows read back from the spill file */
+    uint64_t spill_writes;  /* rows written to the spill file */
+    uint64_t reserved[4];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -246,7 +250,8 @@ typedef struct pskv_store_stats {
     uint64_t memory_budget;  /* 0 = none */
     uint64_t resident_bytes; /* row payload bytes in DRAM, the budgeted figure */
     uint64_t rows_evicted;   /* rows the budget pushed out, all tables */
-    uint64_t reserved[5];
+    uint64_t spill_bytes;    /* size of the spill files, capped by spill_max */
+    uint64_t reserved[4];
 } pskv_store_stats;
 PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
 

@@ -76,6 +76,7 @@ int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, cons
     if (mem == NULL)
         return PSKV_ENOMEM;
     p->mem = mem;
+    p->keys = keys;
     p->hash = (uint64_t *)(void *)(mem + off_hash);
     p->order = (uint32_t *)(void *)(mem + off_order);
     p->start = (uint32_t *)(void *)(mem + off_start);

@@ -27,7 +27,7 @@ uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict)
         } else {
             /* Backward-shift deletion may move a later entry into this
              * position: look at it again before moving on. */
-            pskv__shard_erase(sh, e->key, pskv__key_hash(e->key, sh->hash_seed));
+            pskv__shard_erase(sh, e->key, pskv__key_hash(e->key, sh->hash_seed), NULL);
             sh->erased--;
             sh->evicted++;
             evicted++;
@@ -47,18 +47,19 @@ static bool over(pskv_store *s, uint64_t limit)
     return (uint64_t)atomic_load_explicit(&s->resident_bytes, memory_order_relaxed) > limit;
 }
 
-void pskv__store_enforce_budget(pskv_store *s)
+int pskv__store_enforce_budget(pskv_store *s)
 {
     uint64_t budget = s->opts.memory_budget;
     if (budget == 0 || !over(s, budget))
-        return;
+        return 0;
     /* Evict a little below the budget so that the next few creations do
      * not each start an eviction. */
     uint64_t slack = budget / 64 < (1u << 20) ? budget / 64 : (1u << 20);
     uint64_t target = budget - slack;
     pthread_mutex_lock(&s->evict_lock);
     uint32_t idle_visits = 0;
-    while (over(s, target)) {
+    int rc = 0;
+    while (rc == 0 && over(s, target)) {
         pthread_mutex_lock(&s->lock);
         uint32_t ntables = s->ntables;
         pskv_table *t = ntables ? s->tables[s->hand_table % ntables] : NULL;
@@ -68,10 +69,17 @@ void pskv__store_enforce_budget(pskv_store *s)
         pthread_rwlock_rdlock(&t->layout_lock);
         uint32_t shard = s->hand_shard % t->nshards;
         pskv__shard *sh = &t->shards[shard];
-        pthread_mutex_lock(&sh->lock);
-        uint32_t n = pskv__shard_clock_sweep(sh, EVICT_PER_VISIT);
-        pthread_mutex_unlock(&sh->lock);
-        pskv__store_account(s, -(int64_t)n * t->row_bytes);
+        uint32_t n;
+        if (t->spill != NULL) {
+            /* Directory store: cold rows go to the spill file. */
+            rc = pskv__tier_evict(t, sh, &n);
+        } else {
+            /* Memory-only cache: cold rows are dropped. */
+            pthread_mutex_lock(&sh->lock);
+            n = pskv__shard_clock_sweep(sh, EVICT_PER_VISIT);
+            pthread_mutex_unlock(&sh->lock);
+            pskv__store_account(s, -(int64_t)n * t->row_bytes);
+        }
         if (shard + 1 >= t->nshards) {
             s->hand_shard = 0;
             s->hand_table++;
@@ -79,11 +87,12 @@ void pskv__store_enforce_budget(pskv_store *s)
             s->hand_shard = shard + 1;
         }
         pthread_rwlock_unlock(&t->layout_lock);
-        /* Nothing left to drop anywhere (all rows created by calls still in
+        /* Nothing left to evict anywhere (all rows in use by calls in
          * flight, or tables empty): stop rather than spin. */
         idle_visits = n ? 0 : idle_visits + 1;
         if (idle_visits > 4 * PSKV_SHARDS_MAX)
             break;
     }
     pthread_mutex_unlock(&s->evict_lock);
+    return rc;
 }

@@ -79,13 +79,16 @@ typedef struct pskv__entry {
 } pskv__entry;
 #define PSKV__SLOT_EMPTY UINT32_MAX
 /* meta bits */
-#define PSKV__META_REF 1u /* CLOCK reference bit: used since the hand last passed */
+#define PSKV__META_REF 1u     /* CLOCK reference bit: used since the hand last passed */
+#define PSKV__META_SPILLED 2u /* the row lives in the spill file; slot is a spill slot */
+#define PSKV__META_BUSY 4u    /* the row is moving between tiers: wait for it */
 
 typedef struct pskv__shard {
     pthread_mutex_t lock;
     pskv__entry *index;   /* open addressing, linear probing */
     uint32_t index_mask;  /* capacity - 1; capacity is a power of two */
-    uint32_t rows;        /* live rows */
+    uint32_t rows;        /* live rows, resident or spilled */
+    uint32_t spilled;     /* rows whose entry points into the spill file */
     uint32_t reserved;    /* rows promised to callers by pskv__shard_reserve */
     uint8_t **slabs;
     uint32_t nslabs, slabs_cap;
@@ -132,8 +135,16 @@ PSKV__HIDDEN pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key,
  * (row bytes uninitialized). Never fails. */
 PSKV__HIDDEN uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key,
                                                   uint64_t hash);
-/* Remove key if present; returns true if it was. */
-PSKV__HIDDEN bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash);
+/* Insert the entry of a spilled row (reshard), using one reservation. */
+PSKV__HIDDEN void pskv__shard_insert_spilled(pskv__shard *sh, pskv__entry e, uint64_t hash);
+/* Remove key if present; returns true if it was, and its entry in *gone
+ * (optional). A spilled row's spill slot is left for the caller to free. */
+PSKV__HIDDEN bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash,
+                                    pskv__entry *gone);
+/* A DRAM slot from reserved room, outside the index (to load a spilled
+ * row into); and a DRAM slot given back (a row moved to the spill file). */
+PSKV__HIDDEN uint32_t pskv__shard_slot_take(pskv__shard *sh);
+PSKV__HIDDEN void pskv__shard_slot_release(pskv__shard *sh, uint32_t slot);
 PSKV__HIDDEN uint64_t pskv__shard_dram_bytes(const pskv__shard *sh);
 
 /* ---------------------------------------------------------------- io.c */
@@ -185,11 +196,13 @@ PSKV__HIDDEN uint32_t pskv__io_dio_align(int fd);
 
 typedef struct pskv__spill pskv__spill;
 
-/* Create (truncate) the spill file at path for rows of row_bytes; max_bytes
- * caps the file (0 = no cap). Errors: PSKV_EINVAL, PSKV_ENOMEM, PSKV_EIO,
+/* Create (truncate) the spill file at path for rows of row_bytes. max_bytes
+ * (0 = none) caps *shared_bytes, the extents of all files sharing that
+ * counter (a store's spill_max), or of this file alone when it is NULL. Errors: PSKV_EINVAL, PSKV_ENOMEM, PSKV_EIO,
  * PSKV_ENOSPC, PSKV_ENOTSUP (no O_DIRECT on this file system). */
 PSKV__HIDDEN int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
-                                  pskv__io *io, pskv__spill **out);
+                                  atomic_uint_fast64_t *shared_bytes, pskv__io *io,
+                                  pskv__spill **out);
 /* Close and remove the file (spill files are scratch). */
 PSKV__HIDDEN void pskv__spill_close(pskv__spill *sp);
 PSKV__HIDDEN uint32_t pskv__spill_slot_bytes(const pskv__spill *sp);
@@ -214,8 +227,9 @@ PSKV__HIDDEN int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *k
  * around. Returns the rows dropped. */
 PSKV__HIDDEN uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict);
 /* Bring the store's resident bytes back under its budget (no locks held by
- * the caller). */
-PSKV__HIDDEN void pskv__store_enforce_budget(pskv_store *s);
+ * the caller). 0, or PSKV_ENOSPC / PSKV_EIO when cold rows could not be
+ * written to the spill tier (they stay resident). */
+PSKV__HIDDEN int pskv__store_enforce_budget(pskv_store *s);
 /* Account rows created (+) or removed (-) by a table call. */
 PSKV__HIDDEN void pskv__store_account(pskv_store *s, int64_t bytes);
 
@@ -227,6 +241,7 @@ PSKV__HIDDEN void pskv__store_account(pskv_store *s, int64_t bytes);
  * and kept_of[i] names the listed position that stands for input i. */
 enum pskv__dedup { PSKV__DEDUP_NONE, PSKV__DEDUP_FIRST, PSKV__DEDUP_LAST };
 typedef struct pskv__plan {
+    const uint64_t *keys; /* [n] the caller's keys */
     uint64_t *hash;    /* [n] key hash of every input */
     uint32_t *order;   /* [m] */
     uint32_t *start;   /* [shards + 1] */
@@ -244,6 +259,23 @@ PSKV__HIDDEN void pskv__plan_free(pskv__plan *p);
 
 /* Any NaN or Inf among n floats? */
 PSKV__HIDDEN bool pskv__floats_nonfinite(const float *v, size_t n);
+
+/* ---------------------------------------------------------------- tier.c */
+
+/* The store's "rows moved" generation: read it before looking for BUSY
+ * rows, wait for it to change after finding some. */
+PSKV__HIDDEN uint64_t pskv__moved_gen(pskv_store *s);
+PSKV__HIDDEN void pskv__moved_wake(pskv_store *s);
+PSKV__HIDDEN void pskv__moved_wait(pskv_store *s, uint64_t seen);
+/* Bring the plan's spilled rows back into DRAM (one I/O batch), and wait
+ * for rows other callers are moving. Caller holds the layout lock shared and
+ * no shard lock. 0, PSKV_EIO, PSKV_ECORRUPT (the row stays spilled and
+ * unchanged), PSKV_ENOMEM. */
+PSKV__HIDDEN int pskv__tier_load(pskv_table *t, const pskv__plan *p);
+/* Write up to a batch of the shard's cold rows to the spill file and free
+ * their DRAM (CLOCK picks them). Caller holds the layout lock shared and no
+ * shard lock. 0 or PSKV_ENOSPC / PSKV_EIO (the rows stay resident). */
+PSKV__HIDDEN int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted);
 
 /* ---------------------------------------------------------------- table.c */
 
@@ -265,7 +297,9 @@ struct pskv_table {
     atomic_uint_fast64_t layout_gen;
 
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
-        n_reshards;
+        n_reshards, n_spill_reads, n_spill_writes;
+
+    pskv__spill *spill; /* directory stores only */
 };
 
 PSKV__HIDDEN int pskv__table_create(pskv_store *s, const char *name,
@@ -286,6 +320,14 @@ struct pskv_store {
     atomic_int_fast64_t resident_bytes;
     pthread_mutex_t evict_lock; /* one evictor at a time; guards the hand */
     uint32_t hand_table, hand_shard;
+
+    /* Spill tier (directory stores) */
+    char *dir;
+    pskv__io *io;
+    atomic_uint_fast64_t spill_bytes; /* all spill files' extents, capped by spill_max */
+    pthread_mutex_t moved_lock;       /* with moved_cv: rows in motion finished */
+    pthread_cond_t moved_cv;
+    uint64_t moved_gen;
 };
 
 #endif

@@ -197,7 +197,7 @@ pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key, uint64_t hash)
     }
 }
 
-uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)
+uint32_t pskv__shard_slot_take(pskv__shard *sh)
 {
     uint32_t slot;
     if (sh->free_count > 0) {
@@ -208,21 +208,44 @@ uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t has
         slot = sh->slots_high++;
     }
     sh->reserved--;
+    return slot;
+}
+
+void pskv__shard_slot_release(pskv__shard *sh, uint32_t slot)
+{
+    memcpy(pskv__shard_row(sh, slot), &sh->free_head, sizeof sh->free_head);
+    sh->free_head = slot;
+    sh->free_count++;
+}
+
+uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    uint32_t slot = pskv__shard_slot_take(sh);
     sh->rows++;
     sh->created++;
     index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__META_REF}, hash);
     return slot;
 }
 
-bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash)
+void pskv__shard_insert_spilled(pskv__shard *sh, pskv__entry e, uint64_t hash)
+{
+    sh->reserved--; /* index room only: a spilled row has no DRAM slot */
+    sh->rows++;
+    sh->spilled++;
+    index_place(sh->index, sh->index_mask, e, hash);
+}
+
+bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash, pskv__entry *gone)
 {
     pskv__entry *e = pskv__shard_find(sh, key, hash);
     if (e == NULL)
         return false;
-    uint32_t slot = e->slot;
-    memcpy(pskv__shard_row(sh, slot), &sh->free_head, sizeof sh->free_head);
-    sh->free_head = slot;
-    sh->free_count++;
+    if (gone != NULL)
+        *gone = *e;
+    if (e->meta & PSKV__META_SPILLED)
+        sh->spilled--; /* its slot is a spill slot: the caller frees it */
+    else
+        pskv__shard_slot_release(sh, e->slot);
     sh->rows--;
     sh->erased++;
 

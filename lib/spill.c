@@ -31,7 +31,9 @@ struct pskv__spill {
     char *path;
     pskv__io *io;
     uint32_t row_bytes, slot_bytes, align;
-    uint64_t max_slots;
+    uint64_t cap;                 /* on *disk_bytes; 0 = none */
+    atomic_uint_fast64_t *disk_bytes; /* file extents, shared by a store's files */
+    atomic_uint_fast64_t own_bytes;
     pthread_mutex_t lock; /* allocation state */
     uint32_t *free_slots;
     uint32_t nfree, free_cap;
@@ -60,8 +62,8 @@ static uint64_t slot_checksum(uint64_t key, const uint8_t *row, uint32_t row_byt
     return XXH3_64bits_withSeed(row, row_bytes, XXH3_64bits(k, sizeof k));
 }
 
-int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes, pskv__io *io,
-                     pskv__spill **out)
+int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
+                     atomic_uint_fast64_t *shared_bytes, pskv__io *io, pskv__spill **out)
 {
     if (path == NULL || row_bytes == 0 || io == NULL || out == NULL)
         return PSKV_EINVAL;
@@ -83,8 +85,8 @@ int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes, p
     sp->row_bytes = row_bytes;
     sp->align = pskv__io_dio_align(fd);
     sp->slot_bytes = (row_bytes + TRAILER + sp->align - 1) / sp->align * sp->align;
-    uint64_t cap = max_bytes ? max_bytes / sp->slot_bytes : UINT32_MAX - 1;
-    sp->max_slots = cap < UINT32_MAX - 1 ? cap : UINT32_MAX - 1;
+    sp->cap = max_bytes;
+    sp->disk_bytes = shared_bytes ? shared_bytes : &sp->own_bytes;
     *out = sp;
     return 0;
 }
@@ -95,6 +97,7 @@ void pskv__spill_close(pskv__spill *sp)
         return;
     close(sp->fd);
     unlink(sp->path); /* scratch: rows that matter are persisted elsewhere */
+    atomic_fetch_sub(sp->disk_bytes, (uint64_t)sp->high * sp->slot_bytes);
     free(sp->path);
     free(sp->free_slots);
     pthread_mutex_destroy(&sp->lock);
@@ -115,10 +118,19 @@ int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots)
 {
     pthread_mutex_lock(&sp->lock);
     uint64_t fresh = n > sp->nfree ? n - sp->nfree : 0;
-    if ((uint64_t)sp->high + fresh > sp->max_slots) {
+    uint64_t grow = fresh * sp->slot_bytes;
+    if ((uint64_t)sp->high + fresh >= UINT32_MAX) {
         pthread_mutex_unlock(&sp->lock);
-        return PSKV_ENOSPC; /* all or nothing */
+        return PSKV_ENOSPC; /* slot numbers are 32-bit */
     }
+    /* The cap is on the bytes of all files sharing the counter. */
+    uint64_t cur = atomic_load(sp->disk_bytes);
+    do {
+        if (sp->cap && cur + grow > sp->cap) {
+            pthread_mutex_unlock(&sp->lock);
+            return PSKV_ENOSPC; /* all or nothing */
+        }
+    } while (!atomic_compare_exchange_weak(sp->disk_bytes, &cur, cur + grow));
     for (uint32_t i = 0; i < n; i++)
         slots[i] = sp->nfree > 0 ? sp->free_slots[--sp->nfree] : sp->high++;
     sp->used += n;

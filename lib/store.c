@@ -1,8 +1,10 @@
 /* The store: options, the list of open tables, store-wide statistics and
  * the store-level calls (open, close, checkpoint).
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "pskv_internal.h"
 
@@ -16,25 +18,38 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
             return PSKV_EINVAL;
     if (opts->durability < PSKV_DURABILITY_DEFAULT || opts->durability > PSKV_DURABILITY_NONE)
         return PSKV_EINVAL;
-    /* Directory stores (spill tier, LMDB persistence) are not implemented
-     * yet: say so rather than pretend. */
-    if (dir != NULL)
-        return PSKV_ENOTSUP;
-    if (opts->spill_max != 0)
+    if (dir == NULL && opts->spill_max != 0)
         return PSKV_EINVAL; /* a memory-only store has no spill tier */
+    /* Durable directory stores (LMDB checkpoints) are not implemented yet:
+     * say so rather than pretend. A scratch directory store (durability
+     * none) has the spill tier. */
+    if (dir != NULL && opts->durability != PSKV_DURABILITY_NONE)
+        return PSKV_ENOTSUP;
+    if (dir != NULL && (dir[0] == '\0' || (mkdir(dir, 0755) != 0 && errno != EEXIST)))
+        return dir[0] == '\0' ? PSKV_EINVAL : PSKV_EIO;
+    if (dir != NULL) {
+        struct stat st;
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+            return PSKV_EINVAL;
+    }
     pskv_store *s = calloc(1, sizeof *s);
     if (s == NULL)
         return PSKV_ENOMEM;
-    if (pthread_mutex_init(&s->lock, NULL) != 0) {
-        free(s);
-        return PSKV_ENOMEM;
-    }
-    if (pthread_mutex_init(&s->evict_lock, NULL) != 0) {
-        pthread_mutex_destroy(&s->lock);
-        free(s);
-        return PSKV_ENOMEM;
-    }
     s->opts = *opts;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->evict_lock, NULL);
+    pthread_mutex_init(&s->moved_lock, NULL);
+    pthread_cond_init(&s->moved_cv, NULL);
+    if (dir != NULL) {
+        const char *mode = getenv("PSKV_IO");
+        bool force_sync = mode != NULL && strcmp(mode, "sync") == 0;
+        s->dir = strdup(dir);
+        int rc = s->dir ? pskv__io_create(force_sync, 64, &s->io) : PSKV_ENOMEM;
+        if (rc != 0) {
+            pskv_close(s);
+            return rc;
+        }
+    }
     *out = s;
     return 0;
 }
@@ -59,6 +74,10 @@ void pskv_close(pskv_store *s)
     for (uint32_t i = 0; i < s->ntables; i++)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);
+    pskv__io_destroy(s->io);
+    free(s->dir);
+    pthread_cond_destroy(&s->moved_cv);
+    pthread_mutex_destroy(&s->moved_lock);
     pthread_mutex_destroy(&s->evict_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);
@@ -172,6 +191,7 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
     out->tables = s->ntables;
     out->memory_budget = s->opts.memory_budget;
     out->resident_bytes = (uint64_t)atomic_load(&ms->resident_bytes);
+    out->spill_bytes = atomic_load(&ms->spill_bytes);
     pthread_mutex_unlock(&ms->lock);
     return 0;
 }

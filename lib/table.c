@@ -8,6 +8,7 @@
  * is known, then copies or updates the chunk's rows: the memory misses of a
  * chunk overlap instead of being paid one after another.
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +97,21 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
         return rc;
     }
     t->nshards = o->shards;
+    if (s->dir != NULL) {
+        size_t len = strlen(s->dir) + strlen(name) + 16;
+        char *path = malloc(len);
+        rc = path ? 0 : PSKV_ENOMEM;
+        if (rc == 0) {
+            snprintf(path, len, "%s/%s.spill", s->dir, name);
+            rc = pskv__spill_open(path, t->row_bytes, s->opts.spill_max, &s->spill_bytes, s->io,
+                                  &t->spill);
+        }
+        free(path);
+        if (rc != 0) {
+            pskv__table_destroy(t);
+            return rc;
+        }
+    }
     *out = t;
     return 0;
 }
@@ -106,6 +122,7 @@ void pskv__table_destroy(pskv_table *t)
         return;
     shards_free(t->shards, t->nshards);
     pskv_ring_destroy(t->ring);
+    pskv__spill_close(t->spill);
     pthread_rwlock_destroy(&t->layout_lock);
     free(t);
 }
@@ -205,7 +222,9 @@ static void rows_created(pskv_table *t, uint64_t n)
     if (n == 0)
         return;
     pskv__store_account(t->store, (int64_t)(n * t->row_bytes));
-    pskv__store_enforce_budget(t->store);
+    /* Best effort: a failure to evict (spill full) is reported by the next
+     * call, before it changes anything. */
+    (void)pskv__store_enforce_budget(t->store);
 }
 
 /* ---------------------------------------------------------------- row pipeline */
@@ -232,11 +251,18 @@ typedef struct row_ctx {
     const dup_sums *dups; /* ROW_PUSH: sums of repeated keys, or NULL */
     uint64_t misses;
     uint64_t created;
+    uint32_t not_resident; /* keys found spilled or in motion: load and retry */
 } row_ctx;
+
+/* Marks a key whose row is not in DRAM in the pipeline: not used this time. */
+static float not_resident_mark;
+#define NOT_RESIDENT (&not_resident_mark)
 
 static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
 {
     const size_t dim = t->dim;
+    if (row == NOT_RESIDENT)
+        return;
     switch (c->op) {
     case ROW_READ:
         if (row != NULL) {
@@ -293,7 +319,12 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
         uint32_t i = order[j];
         pskv__entry *e = pskv__shard_find(sh, c->keys[i], p->hash[i]);
         float *row = NULL;
-        if (e != NULL) {
+        if (e != NULL && PSKV__UNLIKELY(e->meta & (PSKV__META_SPILLED | PSKV__META_BUSY))) {
+            /* Writers checked residency while reserving and evictors leave
+             * shards with reservations alone, so only readers get here. */
+            row = NOT_RESIDENT;
+            c->not_resident++;
+        } else if (e != NULL) {
             row = pskv__shard_row(sh, e->slot);
             if (!(e->meta & PSKV__META_REF)) /* do not dirty the line when set */
                 e->meta |= PSKV__META_REF;
@@ -303,7 +334,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
             row = row_create(t, sh, c->keys[i], p->hash[i], c->op != ROW_PUT);
             created++;
         }
-        if (row != NULL && prefetch_bytes)
+        if (row != NULL && row != NOT_RESIDENT && prefetch_bytes)
             prefetch_row(row, prefetch_bytes);
         ring[j & (ROWS_AHEAD - 1)] = row;
     }
@@ -318,12 +349,25 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found,
                      bool create)
 {
+    /* Make room first: a store that cannot evict (spill full) fails here,
+     * before anything changes. */
+    int rc = pskv__store_enforce_budget(t->store);
+    if (rc != 0)
+        return rc;
     layout_read_lock(t);
     pskv__plan p;
-    int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0, 0};
-    if (rc == 0)
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0, 0, 0};
+    while (rc == 0) {
+        c.misses = 0;
+        c.not_resident = 0;
         rc = visit_shards(t, &p, shard_rows, &c);
+        if (rc != 0 || c.not_resident == 0)
+            break;
+        /* Some rows were in the spill file or moving: bring them in (one
+         * I/O batch for all of them, no shard lock held) and go again. */
+        rc = pskv__tier_load(t, &p);
+    }
     pskv__plan_free(&p);
     layout_unlock(t);
     rows_created(t, c.created);
@@ -357,10 +401,23 @@ static uint32_t plan_count(const pskv__plan *p, uint32_t s) { return p->start[s 
 
 /* Phase 1 of a writing batch: reserve room for every key of every shard (as
  * if all were new) so that phase 2 cannot fail half-way. */
+/* Internal: a writer found one of its rows spilled or moving. */
+#define NEEDS_LOAD 1
+
 static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
     uint8_t *reserved = arg;
-    int rc = pskv__shard_reserve(&t->shards[s], plan_count(p, s));
+    pskv__shard *sh = &t->shards[s];
+    if (t->spill != NULL) {
+        /* Every existing row must be in DRAM before the batch applies;
+         * once room is reserved here, evictors leave this shard alone. */
+        for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
+            pskv__entry *e = pskv__shard_find(sh, p->keys[p->order[j]], p->hash[p->order[j]]);
+            if (e != NULL && (e->meta & (PSKV__META_SPILLED | PSKV__META_BUSY)))
+                return NEEDS_LOAD;
+        }
+    }
+    int rc = pskv__shard_reserve(sh, plan_count(p, s));
     reserved[s] = rc == 0;
     return rc;
 }
@@ -404,10 +461,13 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
 {
     if (pskv__floats_nonfinite(src, n * t->dim))
         return PSKV_EINVAL;
+    int rc = pskv__store_enforce_budget(t->store);
+    if (rc != 0)
+        return rc;
     layout_read_lock(t);
     pskv__plan p;
-    int rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
-                              is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
+                          is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
     dup_sums dups = {NULL, NULL};
     uint64_t created = 0;
     bool summed = rc == 0 && is_push && p.has_dups;
@@ -416,13 +476,20 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
         rc = sum_duplicates(t, &p, n, src, &dups);
     if (rc == 0) {
         reserved = calloc(t->nshards, 1);
-        rc = reserved == NULL ? PSKV_ENOMEM : visit_shards(t, &p, reserve_shard, reserved);
-        if (rc != 0 && reserved != NULL)
-            visit_shards(t, &p, unreserve_shard, reserved);
+        rc = reserved == NULL ? PSKV_ENOMEM : 0;
+    }
+    while (rc == 0) {
+        memset(reserved, 0, t->nshards);
+        rc = visit_shards(t, &p, reserve_shard, reserved);
+        if (rc == 0)
+            break;
+        visit_shards(t, &p, unreserve_shard, reserved);
+        if (rc == NEEDS_LOAD)
+            rc = pskv__tier_load(t, &p); /* then check again */
     }
     if (rc == 0) {
         row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src,
-                     summed ? &dups : NULL, 0, 0};
+                     summed ? &dups : NULL, 0, 0, 0};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         count_add(is_push ? &t->n_pushed : &t->n_put, n);
         created = c.created;
@@ -455,16 +522,30 @@ int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
 /* ---------------------------------------------------------------- erase */
 
 typedef struct erase_ctx {
-    const uint64_t *keys;
-    uint64_t erased;
+    uint64_t erased_resident;
+    uint32_t busy;         /* rows in motion: wait and erase again */
+    uint32_t *spill_slots; /* freed spill slots of erased spilled rows */
+    uint32_t nslots;
 } erase_ctx;
 
 static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
     erase_ctx *c = arg;
+    pskv__shard *sh = &t->shards[s];
     for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
         uint32_t i = p->order[j];
-        c->erased += pskv__shard_erase(&t->shards[s], c->keys[i], p->hash[i]);
+        pskv__entry *e = pskv__shard_find(sh, p->keys[i], p->hash[i]);
+        if (e != NULL && (e->meta & PSKV__META_BUSY)) {
+            c->busy++;
+            continue;
+        }
+        pskv__entry gone;
+        if (!pskv__shard_erase(sh, p->keys[i], p->hash[i], &gone))
+            continue;
+        if (gone.meta & PSKV__META_SPILLED)
+            c->spill_slots[c->nslots++] = gone.slot;
+        else
+            c->erased_resident++;
     }
     return 0;
 }
@@ -477,12 +558,25 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    erase_ctx c = {keys, 0};
-    if (rc == 0)
-        visit_shards(t, &p, erase_shard, &c);
+    erase_ctx c = {0, 0, NULL, 0};
+    if (rc == 0 && t->spill != NULL) {
+        c.spill_slots = malloc(n * sizeof *c.spill_slots);
+        rc = c.spill_slots ? 0 : PSKV_ENOMEM;
+    }
+    while (rc == 0) {
+        uint64_t gen = pskv__moved_gen(t->store);
+        c.busy = 0;
+        visit_shards(t, &p, erase_shard, &c); /* erasing twice is harmless */
+        if (c.busy == 0)
+            break;
+        pskv__moved_wait(t->store, gen);
+    }
+    if (c.nslots > 0)
+        pskv__spill_free(t->spill, c.spill_slots, c.nslots);
+    free(c.spill_slots);
     pskv__plan_free(&p);
     layout_unlock(t);
-    pskv__store_account(t->store, -(int64_t)(c.erased * t->row_bytes));
+    pskv__store_account(t->store, -(int64_t)(c.erased_resident * t->row_bytes));
     return rc;
 }
 
@@ -520,6 +614,11 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
                 continue;
             uint64_t h = pskv__key_hash(e.key, t->opts.seed);
             pskv__shard *dst = &to[pskv__ring_route_hash(ring, h)];
+            if (e.meta & PSKV__META_SPILLED) {
+                /* Spill slots belong to the table's file: move the entry only. */
+                pskv__shard_insert_spilled(dst, e, h);
+                continue;
+            }
             uint32_t slot = pskv__shard_insert_reserved(dst, e.key, h);
             dst->created--; /* a move, not a creation */
             memcpy(pskv__shard_row(dst, slot), pskv__shard_row(sh, e.slot), t->row_bytes);
@@ -596,6 +695,7 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         st->rows_created += sh->created;
         st->rows_erased += sh->erased;
         st->rows_evicted += sh->evicted;
+        st->rows_spilled += sh->spilled;
         pthread_mutex_unlock(&sh->lock);
     }
     st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard);
@@ -616,6 +716,8 @@ int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
     out->put = atomic_load(&mt->n_put);
     out->get_misses = atomic_load(&mt->n_get_misses);
     out->reshards = atomic_load(&mt->n_reshards);
+    out->spill_reads = atomic_load(&mt->n_spill_reads);
+    out->spill_writes = atomic_load(&mt->n_spill_writes);
     return 0;
 }
 
@@ -637,6 +739,7 @@ struct pskv_iter {
     size_t cap;
     uint64_t *keys;
     float *rows;
+    uint32_t *spill_at, *spill_slot; /* spilled rows of the current shard */
 };
 
 int pskv_iter_create(pskv_table *t, pskv_iter **out)
@@ -658,7 +761,90 @@ void pskv_iter_destroy(pskv_iter *it)
         return;
     free(it->keys);
     free(it->rows);
+    free(it->spill_at);
+    free(it->spill_slot);
     free(it);
+}
+
+/* Copy the shard's rows into the iterator (shard lock held); spilled rows
+ * are marked BUSY and listed in it->spill_at / it->spill_slot to be read
+ * after the lock is released. Returns the rows found BUSY by others. */
+static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspilled)
+{
+    const pskv_table *t = it->t;
+    uint32_t n = 0, busy = 0;
+    *nspilled = 0;
+    for (uint32_t i = 0; i <= sh->index_mask; i++) {
+        pskv__entry *e = &sh->index[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            continue;
+        if (e->meta & PSKV__META_BUSY) {
+            busy++;
+            continue;
+        }
+        it->keys[n] = e->key;
+        if (e->meta & PSKV__META_SPILLED) {
+            e->meta |= PSKV__META_BUSY;
+            it->spill_at[*nspilled] = n;
+            it->spill_slot[(*nspilled)++] = e->slot;
+        } else {
+            memcpy(it->rows + (size_t)n * t->row_floats, pskv__shard_row(sh, e->slot),
+                   t->row_bytes);
+        }
+        n++;
+    }
+    it->count = n;
+    return busy;
+}
+
+/* Read the spilled rows listed by iter_copy_shard, then release them. */
+static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
+{
+    pskv_table *t = it->t;
+    uint64_t *keys = malloc((size_t)nspilled * sizeof *keys);
+    float **rows = malloc((size_t)nspilled * sizeof *rows);
+    int rc = keys && rows ? 0 : PSKV_ENOMEM;
+    if (rc == 0) {
+        for (uint32_t k = 0; k < nspilled; k++) {
+            keys[k] = it->keys[it->spill_at[k]];
+            rows[k] = it->rows + (size_t)it->spill_at[k] * t->row_floats;
+        }
+        rc = pskv__spill_read(t->spill, nspilled, keys, it->spill_slot, rows, NULL);
+    }
+    pthread_mutex_lock(&sh->lock);
+    for (uint32_t k = 0; k < nspilled; k++) {
+        uint64_t key = it->keys[it->spill_at[k]];
+        pskv__entry *e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
+        e->meta &= ~PSKV__META_BUSY;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    pskv__moved_wake(t->store);
+    free(keys);
+    free(rows);
+    return rc;
+}
+
+static int iter_reserve(pskv_iter *it, uint32_t rows)
+{
+    if (rows <= it->cap)
+        return 0;
+    const pskv_table *t = it->t;
+    uint64_t *k = realloc(it->keys, (size_t)rows * sizeof *k);
+    if (k != NULL)
+        it->keys = k;
+    float *r = realloc(it->rows, (size_t)rows * t->row_bytes);
+    if (r != NULL)
+        it->rows = r;
+    uint32_t *a = realloc(it->spill_at, (size_t)rows * sizeof *a);
+    if (a != NULL)
+        it->spill_at = a;
+    uint32_t *sl = realloc(it->spill_slot, (size_t)rows * sizeof *sl);
+    if (sl != NULL)
+        it->spill_slot = sl;
+    if (k == NULL || r == NULL || a == NULL || sl == NULL)
+        return PSKV_ENOMEM;
+    it->cap = rows;
+    return 0;
 }
 
 /* Copy the next shard's rows into the iterator. 1 loaded, 0 end, <0 error. */
@@ -673,35 +859,29 @@ static int iter_load(pskv_iter *it)
         rc = 0;
     } else {
         pskv__shard *sh = &t->shards[it->next_shard];
-        pthread_mutex_lock(&sh->lock);
-        if (sh->rows > it->cap) {
-            uint64_t *k = realloc(it->keys, (size_t)sh->rows * sizeof *k);
-            if (k != NULL)
-                it->keys = k;
-            float *r = realloc(it->rows, (size_t)sh->rows * t->row_bytes);
-            if (r != NULL)
-                it->rows = r;
-            if (k == NULL || r == NULL)
-                rc = PSKV_ENOMEM;
-            else
-                it->cap = sh->rows;
+        for (;;) {
+            uint64_t moved = pskv__moved_gen(t->store);
+            uint32_t nspilled = 0, busy = 0;
+            pthread_mutex_lock(&sh->lock);
+            int err = iter_reserve(it, sh->rows);
+            if (err == 0)
+                busy = iter_copy_shard(it, sh, &nspilled);
+            pthread_mutex_unlock(&sh->lock);
+            if (err == 0 && nspilled > 0)
+                err = iter_read_spilled(it, sh, nspilled);
+            if (err != 0) {
+                rc = err;
+                break;
+            }
+            if (busy == 0)
+                break;
+            /* Rows of this shard were moving between tiers: wait, copy again. */
+            pskv__moved_wait(t->store, moved);
         }
         if (rc == 1) {
-            uint32_t n = 0;
-            for (uint32_t i = 0; i <= sh->index_mask; i++) {
-                pskv__entry e = sh->index[i];
-                if (e.slot == PSKV__SLOT_EMPTY)
-                    continue;
-                it->keys[n] = e.key;
-                memcpy(it->rows + (size_t)n * t->row_floats, pskv__shard_row(sh, e.slot),
-                       t->row_bytes);
-                n++;
-            }
-            it->count = n;
             it->pos = 0;
             it->next_shard++;
         }
-        pthread_mutex_unlock(&sh->lock);
     }
     layout_unlock(t);
     return rc;

@@ -7,6 +7,7 @@
  *   test_model [--seeds N] [--first S] [--ops M] [--seed S]
  * A failure names the seed and operation; `--seed S --ops M` replays it. */
 #include <math.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "ref_model.h"
@@ -14,6 +15,7 @@
 
 static unsigned n_seeds = 6, first_seed = 1, n_ops = 10000;
 static long only_seed = -1;
+static bool spill = false; /* directory store with a tiny budget: most rows spilled */
 
 static uint64_t pick_key(test_rng *r)
 {
@@ -40,7 +42,19 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
     pskv_store *s;
     pskv_table *t;
     *failed_op = 0;
-    if (pskv_open(NULL, NULL, &s) != 0 || pskv_table_open(s, "m", cfg, &t) != 0) {
+    char dir[64] = "", store_cfg[96] = "";
+    if (spill) {
+        /* room for about 24 rows of the widest table: most rows live in the
+         * spill file and nearly every call loads or evicts */
+        strcpy(dir, "pskv-test-model-XXXXXX");
+        if (mkdtemp(dir) == NULL) {
+            snprintf(what, len, "mkdtemp");
+            return false;
+        }
+        snprintf(store_cfg, sizeof store_cfg, "durability=none memory_budget=%u",
+                 24u * (dim * 3 + 1) * 4);
+    }
+    if (pskv_open(spill ? dir : NULL, store_cfg, &s) != 0 || pskv_table_open(s, "m", cfg, &t) != 0) {
         snprintf(what, len, "open %.150s", cfg);
         return false;
     }
@@ -74,9 +88,20 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
     }
     if (!ok)
         snprintf(what, len, "%s", m.what);
+    if (ok && spill) {
+        pskv_table_stats st;
+        pskv_table_stats_get(t, &st);
+        if (st.spill_reads == 0 || st.spill_writes == 0) {
+            snprintf(what, len, "spill tier unused: %llu reads, %llu writes",
+                     (unsigned long long)st.spill_reads, (unsigned long long)st.spill_writes);
+            ok = false;
+        }
+    }
     free(vals);
     ref_close(&m);
     pskv_close(s);
+    if (spill)
+        rmdir(dir);
     return ok;
 }
 
@@ -96,6 +121,13 @@ END_TEST
 
 int main(int argc, char **argv)
 {
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--spill") == 0) {
+            spill = true;
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof *argv);
+            argc--;
+            i--;
+        }
     for (int i = 1; i + 1 < argc; i += 2) {
         unsigned long v = strtoul(argv[i + 1], NULL, 0);
         if (strcmp(argv[i], "--seeds") == 0)

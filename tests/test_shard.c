@@ -19,7 +19,7 @@ START_TEST(index_against_model)
         /* clustered keys make long probe runs: the hard case for deletion */
         uint64_t hash = pskv__key_hash(key, 99);
         if (rng_below(&r, 3) == 0) {
-            bool had = pskv__shard_erase(&sh, key, hash);
+            bool had = pskv__shard_erase(&sh, key, hash, NULL);
             ck_assert_int_eq(had, model_val[key] != 0);
             if (had)
                 live--;

@@ -16,7 +16,7 @@ static pskv__spill *make(pskv__io *io, uint32_t row_bytes, uint64_t max_bytes)
     ck_assert_ptr_nonnull(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/t.spill", dir);
     pskv__spill *sp;
-    ck_assert_ok(pskv__spill_open(path, row_bytes, max_bytes, io, &sp));
+    ck_assert_ok(pskv__spill_open(path, row_bytes, max_bytes, NULL, io, &sp));
     return sp;
 }
 

@@ -1,0 +1,227 @@
+/* Moving rows between DRAM and a table's spill file, without holding a
+ * shard lock across I/O.
+ *
+ * A row in motion carries PSKV__META_BUSY in its index entry. Whoever sets
+ * the bit (a loader bringing a spilled row back, an evictor writing a cold
+ * row out, an iterator reading a spilled row) owns the row until it clears
+ * the bit; everybody else leaves BUSY rows alone and, if they need one,
+ * waits for the store's "moved" generation to change and looks again.
+ * Owners hold the table's layout lock (shared) from marking to clearing, so
+ * a reshard never sees a BUSY row.
+ *
+ *   load:  lock: mark spilled rows BUSY   | I/O: read + verify all of them in
+ *          one batch | lock: copy into DRAM slots, entry -> resident
+ *   evict: lock: pick cold rows, mark BUSY | I/O: write them in one batch
+ *          | lock: free DRAM slots, entry -> spilled (spill slot)
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+/* ---------------------------------------------------------------- waiting */
+
+uint64_t pskv__moved_gen(pskv_store *s)
+{
+    pthread_mutex_lock(&s->moved_lock);
+    uint64_t g = s->moved_gen;
+    pthread_mutex_unlock(&s->moved_lock);
+    return g;
+}
+
+void pskv__moved_wake(pskv_store *s)
+{
+    pthread_mutex_lock(&s->moved_lock);
+    s->moved_gen++;
+    pthread_cond_broadcast(&s->moved_cv);
+    pthread_mutex_unlock(&s->moved_lock);
+}
+
+void pskv__moved_wait(pskv_store *s, uint64_t seen)
+{
+    pthread_mutex_lock(&s->moved_lock);
+    while (s->moved_gen == seen)
+        pthread_cond_wait(&s->moved_cv, &s->moved_lock);
+    pthread_mutex_unlock(&s->moved_lock);
+}
+
+/* ---------------------------------------------------------------- load */
+
+typedef struct load_item {
+    uint64_t key, hash;
+    uint32_t shard, spill_slot;
+} load_item;
+
+static void clear_busy(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    pskv__entry *e = pskv__shard_find(sh, key, hash);
+    if (e != NULL)
+        e->meta &= ~PSKV__META_BUSY;
+}
+
+int pskv__tier_load(pskv_table *t, const pskv__plan *p)
+{
+    pskv_store *s = t->store;
+    if (t->spill == NULL)
+        return 0;
+    uint64_t gen = pskv__moved_gen(s);
+    load_item *items = malloc((size_t)p->m * sizeof *items);
+    if (items == NULL)
+        return PSKV_ENOMEM;
+    uint32_t n = 0;
+    bool others_busy = false;
+    for (uint32_t sd = 0; sd < t->nshards; sd++) {
+        if (p->start[sd] == p->start[sd + 1])
+            continue;
+        pskv__shard *sh = &t->shards[sd];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t j = p->start[sd]; j < p->start[sd + 1]; j++) {
+            uint32_t i = p->order[j];
+            pskv__entry *e = pskv__shard_find(sh, p->keys[i], p->hash[i]);
+            if (e == NULL || !(e->meta & (PSKV__META_SPILLED | PSKV__META_BUSY)))
+                continue;
+            if (e->meta & PSKV__META_BUSY) {
+                others_busy = true; /* or ours, for a repeated key: the wait ends at once */
+                continue;
+            }
+            e->meta |= PSKV__META_BUSY;
+            items[n++] = (load_item){p->keys[i], p->hash[i], sd, e->slot};
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    int rc = 0;
+    if (n > 0) {
+        float **rows = malloc((size_t)n * sizeof *rows);
+        float *buf = malloc((size_t)n * t->row_bytes);
+        int *results = malloc((size_t)n * sizeof *results);
+        uint32_t *slots = malloc((size_t)n * sizeof *slots);
+        uint64_t *ks = malloc((size_t)n * sizeof *ks);
+        bool bufs_ok = rows && buf && results && slots && ks;
+        if (!bufs_ok) {
+            rc = PSKV_ENOMEM;
+        } else {
+            for (uint32_t k = 0; k < n; k++) {
+                rows[k] = buf + (size_t)k * t->row_floats;
+                ks[k] = items[k].key;
+                slots[k] = items[k].spill_slot;
+            }
+            /* All misses of the call in one I/O batch; every row verified. */
+            rc = pskv__spill_read(t->spill, n, ks, slots, rows, results);
+        }
+        /* Install shard by shard (items are grouped by shard). Rows that
+         * failed to read stay spilled, so nothing is lost or made up. */
+        uint32_t loaded = 0, nfreed = 0;
+        for (uint32_t k = 0; k < n;) {
+            pskv__shard *sh = &t->shards[items[k].shard];
+            uint32_t end = k;
+            while (end < n && items[end].shard == items[k].shard)
+                end++;
+            uint32_t count = end - k;
+            pthread_mutex_lock(&sh->lock);
+            int room = bufs_ok ? pskv__shard_reserve(sh, count) : PSKV_ENOMEM;
+            uint32_t taken = 0;
+            for (; k < end; k++) {
+                pskv__entry *e = pskv__shard_find(sh, items[k].key, items[k].hash);
+                if (room == 0 && results[k] == 0) {
+                    uint32_t slot = pskv__shard_slot_take(sh);
+                    taken++;
+                    memcpy(pskv__shard_row(sh, slot), rows[k], t->row_bytes);
+                    slots[nfreed++] = e->slot; /* the spill slot, free after unlocking */
+                    e->slot = slot;
+                    e->meta = PSKV__META_REF;
+                    sh->spilled--;
+                    loaded++;
+                } else {
+                    e->meta &= ~PSKV__META_BUSY;
+                }
+            }
+            if (room == 0)
+                pskv__shard_unreserve(sh, count - taken);
+            pthread_mutex_unlock(&sh->lock);
+            if (room != 0 && rc == 0)
+                rc = room;
+        }
+        if (nfreed > 0)
+            pskv__spill_free(t->spill, slots, nfreed);
+        atomic_fetch_add_explicit(&t->n_spill_reads, loaded, memory_order_relaxed);
+        pskv__store_account(s, (int64_t)loaded * t->row_bytes);
+        free(rows);
+        free(buf);
+        free(results);
+        free(slots);
+        free(ks);
+        pskv__moved_wake(s);
+    }
+    free(items);
+    if (rc == 0 && others_busy)
+        pskv__moved_wait(s, gen);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- evict */
+
+#define EVICT_BATCH 64u
+
+int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
+{
+    uint64_t keys[EVICT_BATCH];
+    const float *rows[EVICT_BATCH];
+    uint32_t spill_slots[EVICT_BATCH];
+    uint32_t n = 0;
+    *evicted = 0;
+    pthread_mutex_lock(&sh->lock);
+    if (sh->reserved > 0) {
+        /* A writer checked its rows resident and holds room here: leave
+         * this shard alone until it has applied its batch. */
+        pthread_mutex_unlock(&sh->lock);
+        return 0;
+    }
+    uint64_t steps = (uint64_t)sh->index_mask + 1; /* one turn at most */
+    while (n < EVICT_BATCH && steps-- > 0 && sh->rows > sh->spilled) {
+        pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
+        sh->clock_hand++;
+        if (e->slot == PSKV__SLOT_EMPTY || (e->meta & (PSKV__META_BUSY | PSKV__META_SPILLED)))
+            continue;
+        if (e->meta & PSKV__META_REF) {
+            e->meta &= ~PSKV__META_REF;
+            continue;
+        }
+        e->meta |= PSKV__META_BUSY;
+        keys[n] = e->key;
+        /* BUSY keeps writers away and slabs never move: the DRAM row can be
+         * written out directly after the lock is released. */
+        rows[n] = pskv__shard_row(sh, e->slot);
+        n++;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (n == 0)
+        return 0;
+    int rc = pskv__spill_alloc(t->spill, n, spill_slots);
+    if (rc == 0) {
+        rc = pskv__spill_write(t->spill, n, keys, rows, spill_slots);
+        if (rc != 0)
+            pskv__spill_free(t->spill, spill_slots, n);
+    }
+    pthread_mutex_lock(&sh->lock);
+    for (uint32_t k = 0; k < n; k++) {
+        uint64_t h = pskv__key_hash(keys[k], sh->hash_seed);
+        if (rc != 0) {
+            clear_busy(sh, keys[k], h); /* stays resident: nothing is lost */
+            continue;
+        }
+        pskv__entry *e = pskv__shard_find(sh, keys[k], h);
+        pskv__shard_slot_release(sh, e->slot);
+        e->slot = spill_slots[k];
+        e->meta = PSKV__META_SPILLED;
+        sh->spilled++;
+        sh->evicted++;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    pskv__moved_wake(t->store);
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&t->n_spill_writes, n, memory_order_relaxed);
+        pskv__store_account(t->store, -(int64_t)n * t->row_bytes);
+        *evicted = n;
+    }
+    return rc;
+}
