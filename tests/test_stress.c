@@ -5,8 +5,10 @@
  *   test_stress [--rounds N] */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "test_common.h"
 
@@ -190,6 +192,7 @@ END_TEST
 /* Cache stores under concurrency: creations, erases and evictions from
  * many threads keep the resident-bytes account exact. */
 static pskv_store *budget_store;
+static unsigned budget_iters;
 
 static void *budget_worker(void *arg)
 {
@@ -198,7 +201,7 @@ static void *budget_worker(void *arg)
     uint64_t keys[BATCH];
     float vals[BATCH * DIM];
     memset(vals, 0, sizeof vals);
-    for (unsigned it = 0; it < rounds * 200; it++) {
+    for (unsigned it = 0; it < budget_iters; it++) {
         uint32_t n = 1 + rng_below(&r, BATCH);
         for (uint32_t i = 0; i < n; i++)
             keys[i] = rng_below(&r, 50000);
@@ -215,12 +218,16 @@ static void *budget_worker(void *arg)
     return NULL;
 }
 
-START_TEST(budget_under_concurrency)
+static void budget_run(bool spill)
 {
     enum { ROW = DIM * 4 * 2, BUDGET_ROWS = 3000 }; /* dim 4 adagrad: 32-byte rows */
-    char cfg[64];
-    snprintf(cfg, sizeof cfg, "memory_budget=%u", BUDGET_ROWS * ROW);
-    ck_assert_ok(pskv_open(NULL, cfg, &budget_store));
+    char cfg[96], dir[64] = "pskv-test-stress-XXXXXX";
+    snprintf(cfg, sizeof cfg, "memory_budget=%u%s", BUDGET_ROWS * ROW,
+             spill ? " durability=none" : "");
+    if (spill)
+        ck_assert_ptr_nonnull(mkdtemp(dir));
+    budget_iters = rounds * (spill ? 20 : 200);
+    ck_assert_ok(pskv_open(spill ? dir : NULL, cfg, &budget_store));
     ck_assert_ok(pskv_table_open(budget_store, "c", "dim=4 shards=8", &table));
     pthread_t th[THREADS];
     for (unsigned i = 0; i < THREADS; i++)
@@ -234,11 +241,103 @@ START_TEST(budget_under_concurrency)
     float row[DIM];
     ck_assert_ok(pskv_pull(table, &key, 1, row)); /* settles any overshoot */
     pskv_store_stats st;
+    pskv_table_stats ts;
     ck_assert_ok(pskv_store_stats_get(budget_store, &st));
-    ck_assert_uint_eq(st.resident_bytes, st.rows * ROW);
+    ck_assert_ok(pskv_table_stats_get(table, &ts));
+    ck_assert_uint_eq(st.resident_bytes, (ts.rows - ts.rows_spilled) * ROW);
+    ck_assert_uint_eq(st.rows, ts.rows);
     ck_assert_uint_le(st.resident_bytes, BUDGET_ROWS * ROW);
     ck_assert_uint_gt(st.rows_evicted, 0);
     pskv_close(budget_store);
+    if (spill)
+        rmdir(dir);
+}
+
+START_TEST(budget_under_concurrency) { budget_run(false); }
+END_TEST
+
+/* Spilling store: the same mix plus exact sums on shared keys, with most
+ * rows moving between DRAM and the spill file while threads use them. */
+static void *spill_worker(void *arg)
+{
+    worker *w = arg;
+    test_rng r = {w->id * 31u + 5};
+    uint64_t keys[BATCH];
+    float vals[BATCH * DIM], out[BATCH * DIM];
+    for (unsigned it = 0; it < rounds * 60 && !w->error; it++) {
+        uint32_t n = 1 + rng_below(&r, BATCH);
+        if (rng_below(&r, 2)) {
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t k = rng_below(&r, SHARED_KEYS);
+                keys[i] = k;
+                for (int j = 0; j < DIM; j++) {
+                    int g = (int)rng_below(&r, 5) - 2;
+                    vals[i * DIM + j] = (float)g;
+                    w->pushed[k][j] += g;
+                }
+            }
+            w->error = pskv_push(table, keys, n, vals);
+        } else {
+            for (uint32_t i = 0; i < n; i++)
+                keys[i] = rng_below(&r, SHARED_KEYS);
+            w->error = rng_below(&r, 2) ? pskv_pull(table, keys, n, out)
+                                        : pskv_get(table, keys, n, out, NULL);
+        }
+    }
+    return NULL;
+}
+
+START_TEST(spill_under_concurrency)
+{
+    char dir[64] = "pskv-test-stress-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    pskv_store *s;
+    /* sgd dim 4: 16-byte rows; room for 100 of 1000 shared keys */
+    ck_assert_ok(pskv_open(dir, "durability=none memory_budget=1600", &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=4 optimizer=sgd lr=1 init=zeros shards=8", &table));
+    static worker w[THREADS];
+    memset(w, 0, sizeof w);
+    atomic_store(&stop_background, 0);
+    pthread_t resharder, iterator;
+    ck_assert_int_eq(pthread_create(&resharder, NULL, resharder_main, NULL), 0);
+    ck_assert_int_eq(pthread_create(&iterator, NULL, iterator_main, NULL), 0);
+    for (unsigned i = 0; i < THREADS; i++) {
+        w[i].id = i;
+        ck_assert_int_eq(pthread_create(&w[i].thread, NULL, spill_worker, &w[i]), 0);
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(w[i].thread, NULL);
+    atomic_store(&stop_background, 1);
+    void *res_r, *res_i;
+    pthread_join(resharder, &res_r);
+    pthread_join(iterator, &res_i);
+    ck_assert_ptr_null(res_r);
+    ck_assert_ptr_null(res_i);
+    for (unsigned i = 0; i < THREADS; i++)
+        ck_assert_msg(w[i].error == 0, "worker %u error %d", i, w[i].error);
+    uint64_t keys[SHARED_KEYS];
+    static float out[SHARED_KEYS * DIM];
+    uint8_t found[SHARED_KEYS];
+    for (uint32_t k = 0; k < SHARED_KEYS; k++)
+        keys[k] = k;
+    ck_assert_ok(pskv_get(table, keys, SHARED_KEYS, out, found));
+    for (uint32_t k = 0; k < SHARED_KEYS; k++)
+        for (int j = 0; j < DIM; j++) {
+            int64_t total = 0;
+            for (unsigned i = 0; i < THREADS; i++)
+                total += w[i].pushed[k][j];
+            if (found[k])
+                ck_assert_msg(out[k * DIM + j] == (float)-total, "key %u[%d]", k, j);
+            else
+                ck_assert_int_eq(total, 0);
+        }
+    pskv_table_stats st;
+    ck_assert_ok(pskv_table_stats_get(table, &st));
+    ck_assert_uint_gt(st.spill_reads, 0);
+    ck_assert_uint_gt(st.spill_writes, 0);
+    pskv_close(s);
+    budget_run(true);
+    rmdir(dir);
 }
 END_TEST
 
@@ -252,6 +351,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 3600);
     tcase_add_test(tc, concurrent_ops_sum_up);
     tcase_add_test(tc, budget_under_concurrency);
+    tcase_add_test(tc, spill_under_concurrency);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
