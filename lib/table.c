@@ -349,9 +349,12 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found,
                      bool create)
 {
-    /* Make room first: a store that cannot evict (spill full) fails here,
-     * before anything changes. */
+    /* Make room first. When cold rows cannot be written out (spill full,
+     * I/O error), pull fails here before anything changes, as it would
+     * create rows; get only reads, so it goes on over the budget. */
     int rc = pskv__store_enforce_budget(t->store);
+    if (rc != 0 && !create)
+        rc = 0;
     if (rc != 0)
         return rc;
     layout_read_lock(t);

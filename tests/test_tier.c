@@ -1,0 +1,246 @@
+/* The spill tier through the public API: round trips, I/O errors on load
+ * and evict, corruption, the spill_max cap, injected short transfers and
+ * EAGAIN. Nothing acknowledged may be lost and no wrong number returned. */
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pskv_internal.h"
+#include "test_common.h"
+
+#define DIM 8 /* sgd: 32-byte rows */
+#define N 2000
+
+static char dir[64];
+
+static pskv_table *open_spilling(pskv_store **s, const char *extra)
+{
+    strcpy(dir, "pskv-test-tier-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char cfg[128];
+    snprintf(cfg, sizeof cfg, "durability=none memory_budget=3200 %s", extra); /* 100 rows */
+    ck_assert_ok(pskv_open(dir, cfg, s));
+    pskv_table *t;
+    ck_assert_ok(pskv_table_open(*s, "t", "dim=8 optimizer=sgd shards=4", &t));
+    return t;
+}
+
+static void close_spilling(pskv_store *s)
+{
+    pskv_close(s);
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.spill", dir);
+    ck_assert_int_ne(access(path, F_OK), 0); /* scratch spill files go with the store */
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+
+static void values(uint64_t key, float *row)
+{
+    for (int j = 0; j < DIM; j++)
+        row[j] = (float)key + (float)j / 8.0f;
+}
+
+static void put_all(pskv_table *t, uint64_t *keys, float *vals)
+{
+    for (uint64_t k = 0; k < N; k++) {
+        keys[k] = k * 7919;
+        values(keys[k], vals + k * DIM);
+    }
+    for (int b = 0; b < N; b += 100)
+        ck_assert_ok(pskv_put(t, keys + b, 100, vals + (size_t)b * DIM));
+}
+
+static void check_all(pskv_table *t, const uint64_t *keys, const float *vals)
+{
+    static float out[N * DIM];
+    static uint8_t found[N];
+    ck_assert_ok(pskv_get(t, keys, N, out, found));
+    for (int k = 0; k < N; k++)
+        ck_assert(found[k] && memcmp(out + k * DIM, vals + k * DIM, DIM * 4) == 0);
+}
+
+START_TEST(round_trip_and_stats)
+{
+    pskv_store *s;
+    pskv_table *t = open_spilling(&s, "");
+    static uint64_t keys[N];
+    static float vals[N * DIM];
+    put_all(t, keys, vals);
+    pskv_table_stats ts;
+    pskv_store_stats ss;
+    ck_assert_ok(pskv_table_stats_get(t, &ts));
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    ck_assert_uint_eq(ts.rows, N);
+    ck_assert_uint_gt(ts.rows_spilled, N - 110);
+    ck_assert_uint_le(ss.resident_bytes, 3200);
+    ck_assert_uint_eq(ss.resident_bytes, (ts.rows - ts.rows_spilled) * 32);
+    ck_assert_uint_ge(ss.spill_bytes, ts.rows_spilled * 512);
+    check_all(t, keys, vals);
+    /* erase spilled and resident rows alike; their slots are reused */
+    ck_assert_ok(pskv_erase(t, keys, N / 2));
+    ck_assert_uint_eq(pskv_table_rows(t), N - N / 2);
+    uint64_t bytes_before = ss.spill_bytes;
+    put_all(t, keys, vals);
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    ck_assert_uint_le(ss.spill_bytes, bytes_before + 4096);
+    check_all(t, keys, vals);
+    /* pushes to spilled rows load them first */
+    static float grads[N * DIM];
+    for (int i = 0; i < N * DIM; i++)
+        grads[i] = 1.0f;
+    ck_assert_ok(pskv_push(t, keys, N, grads));
+    for (int i = 0; i < N * DIM; i++)
+        vals[i] -= 0.01f; /* default sgd lr */
+    static float out[N * DIM];
+    ck_assert_ok(pskv_get(t, keys, N, out, NULL));
+    for (int i = 0; i < N * DIM; i++)
+        ck_assert(fabsf(out[i] - vals[i]) <= 1e-3f * fabsf(vals[i]) + 1e-3f);
+    close_spilling(s);
+}
+END_TEST
+
+START_TEST(io_errors_lose_nothing)
+{
+    pskv_store *s;
+    pskv_table *t = open_spilling(&s, "");
+    static uint64_t keys[N];
+    static float vals[N * DIM], out[N * DIM];
+    put_all(t, keys, vals);
+    /* reads fail: get reports EIO, and the rows are still there after */
+    pskv__io_faults f = {.eio_every = 1};
+    pskv__io_set_faults(s->io, &f);
+    ck_assert_err(pskv_get(t, keys, N, out, NULL), PSKV_EIO);
+    ck_assert_err(pskv_pull(t, keys, N, out), PSKV_EIO);
+    pskv__io_set_faults(s->io, NULL);
+    check_all(t, keys, vals);
+    /* evictions fail: calls that would add rows fail first, nothing is lost */
+    uint64_t more[100];
+    static float more_vals[100 * DIM];
+    for (int i = 0; i < 100; i++) {
+        more[i] = 1000000 + (uint64_t)i;
+        values(more[i], more_vals + i * DIM);
+    }
+    pskv__io_set_faults(s->io, &f);
+    int rc = PSKV_EIO, tries = 0;
+    for (; tries < 20; tries++) {
+        rc = pskv_put(t, more, 100, more_vals);
+        if (rc != 0)
+            break;
+    }
+    ck_assert_err(rc, PSKV_EIO);
+    pskv__io_set_faults(s->io, NULL);
+    check_all(t, keys, vals);
+    /* short transfers and EAGAIN everywhere: still exact */
+    pskv__io_faults g = {.short_every = 2, .eagain_every = 3};
+    pskv__io_set_faults(s->io, &g);
+    check_all(t, keys, vals);
+    ck_assert_ok(pskv_put(t, more, 100, more_vals));
+    check_all(t, keys, vals);
+    pskv__io_set_faults(s->io, NULL);
+    close_spilling(s);
+}
+END_TEST
+
+START_TEST(corruption_is_an_error)
+{
+    pskv_store *s;
+    pskv_table *t = open_spilling(&s, "");
+    static uint64_t keys[N];
+    static float vals[N * DIM], out[N * DIM];
+    put_all(t, keys, vals);
+    char path[128];
+    snprintf(path, sizeof path, "%s/t.spill", dir);
+    int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    off_t size = lseek(fd, 0, SEEK_END);
+    uint8_t junk[512];
+    memset(junk, 0xa5, sizeof junk);
+    for (off_t off = 0; off < size; off += 4096) /* one bad block in every 8 */
+        ck_assert_int_eq(pwrite(fd, junk, sizeof junk, off), (ssize_t)sizeof junk);
+    fsync(fd);
+    close(fd);
+    int corrupt = 0;
+    for (int k = 0; k < N; k++) {
+        int rc = pskv_get(t, &keys[k], 1, out, NULL);
+        ck_assert(rc == 0 || rc == PSKV_ECORRUPT);
+        if (rc == 0)
+            ck_assert(memcmp(out, vals + k * DIM, DIM * 4) == 0); /* never wrong numbers */
+        corrupt += rc != 0;
+    }
+    ck_assert_int_gt(corrupt, 0);
+    close_spilling(s);
+}
+END_TEST
+
+START_TEST(spill_cap_reached)
+{
+    pskv_store *s;
+    pskv_table *t = open_spilling(&s, "spill_max=64K"); /* 128 slots of 512 B */
+    uint64_t keys[100];
+    float v[100 * DIM];
+    uint64_t acknowledged = 0;
+    int rc = 0;
+    for (int b = 0; b < 50 && rc == 0; b++) {
+        for (int i = 0; i < 100; i++) {
+            keys[i] = (uint64_t)(b * 100 + i);
+            values(keys[i], v + i * DIM);
+        }
+        rc = pskv_put(t, keys, 100, v);
+        if (rc == 0)
+            acknowledged += 100;
+    }
+    ck_assert_err(rc, PSKV_ENOSPC);
+    pskv_store_stats ss;
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    ck_assert_uint_le(ss.spill_bytes, 64 * 1024);
+    /* every acknowledged row is intact; get still works over the budget */
+    for (uint64_t k = 0; k < acknowledged; k++) {
+        float out[DIM], want[DIM];
+        uint8_t found;
+        ck_assert_ok(pskv_get(t, &k, 1, out, &found));
+        values(k, want);
+        ck_assert(found && memcmp(out, want, sizeof out) == 0);
+    }
+    /* erasing makes room again */
+    uint64_t *all = malloc(acknowledged * sizeof *all);
+    for (uint64_t k = 0; k < acknowledged; k++)
+        all[k] = k;
+    ck_assert_ok(pskv_erase(t, all, acknowledged));
+    free(all);
+    ck_assert_ok(pskv_put(t, keys, 100, v));
+    close_spilling(s);
+}
+END_TEST
+
+START_TEST(directory_store_args)
+{
+    pskv_store *s;
+    ck_assert_err(pskv_open("", "durability=none", &s), PSKV_EINVAL);
+    ck_assert_err(pskv_open("pskv-no-such-parent/x/y", "durability=none", &s), PSKV_EIO);
+    /* durable stores come with LMDB checkpoints, not built yet */
+    strcpy(dir, "pskv-test-tier-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    ck_assert_err(pskv_open(dir, NULL, &s), PSKV_ENOTSUP);
+    ck_assert_ok(pskv_open(dir, "durability=none", &s)); /* no budget: nothing spills */
+    pskv_table *t;
+    ck_assert_ok(pskv_table_open(s, "t", "dim=2", &t));
+    uint64_t k = 1;
+    float w[2];
+    ck_assert_ok(pskv_pull(t, &k, 1, w));
+    close_spilling(s);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("tier");
+    TCase *tc = tcase_create("tier");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, round_trip_and_stats);
+    tcase_add_test(tc, io_errors_lose_nothing);
+    tcase_add_test(tc, corruption_is_an_error);
+    tcase_add_test(tc, spill_cap_reached);
+    tcase_add_test(tc, directory_store_args);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
