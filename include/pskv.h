@@ -237,7 +237,8 @@ typedef struct pskv_table_stats {
     uint64_t rows_spilled;  /* rows in the spill file now (included in rows) */
     uint64_t spill_reads;   /* rows read back from the spill file */
     uint64_t spill_writes;  /* rows written to the spill file */
-    uint64_t reserved[4];
+    uint64_t prefetch_errors; /* prefetch jobs whose loads failed (the pull retries) */
+    uint64_t reserved[3];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -294,9 +295,16 @@ PSKV_API int pskv_put(pskv_table *t, const uint64_t *keys, size_t n,
  * a row from the initializer. Any thread. */
 PSKV_API int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n);
 
-/* Start bringing the rows of keys into DRAM and return without waiting.
- * In a memory-only store every row already is in DRAM, so this only
- * validates its arguments. Any thread. */
+/* Start bringing the spilled rows of keys into DRAM and return without
+ * waiting for I/O: the keys are copied into a job for the store's prefetch
+ * worker (a thread started on first use), which reads them in one I/O
+ * batch. A later pull of those keys finds them resident, or waits only for
+ * the ones still in flight. Keys without a row are ignored (prefetch never
+ * creates rows). The call waits only when 64 jobs are already queued. In a
+ * memory-only store every row is in DRAM: only the arguments are checked.
+ * A failed load is counted in prefetch_errors; the pull that needs the row
+ * reads it again and reports its own result.
+ * Errors: PSKV_EINVAL, PSKV_ENOMEM. Any thread. */
 PSKV_API int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n);
 
 /* Change the table's shard count online: concurrent row calls wait while

@@ -37,7 +37,8 @@ struct pskv__io {
     ring_slot rings[RING_POOL];
     unsigned nrings;
     atomic_uint next_ring;
-    pskv__io_faults faults;
+    /* Injected faults (tests): set by one thread while others run I/O. */
+    atomic_uint f_eio, f_enospc, f_eagain, f_short, f_short_unit;
     atomic_uint_fast64_t fault_clock;
     atomic_uint_fast64_t n_reads, n_writes, n_bytes_read, n_bytes_written, n_retries, n_shorts;
 };
@@ -83,11 +84,15 @@ bool pskv__io_is_uring(const pskv__io *io) { return io->uring; }
 
 void pskv__io_set_faults(pskv__io *io, const pskv__io_faults *f)
 {
-    if (f != NULL)
-        io->faults = *f;
-    else
-        memset(&io->faults, 0, sizeof io->faults);
+    pskv__io_faults none = {0, 0, 0, 0, 0};
+    if (f == NULL)
+        f = &none;
     atomic_store(&io->fault_clock, 0);
+    atomic_store(&io->f_eio, f->eio_every);
+    atomic_store(&io->f_enospc, f->enospc_every);
+    atomic_store(&io->f_eagain, f->eagain_every);
+    atomic_store(&io->f_short, f->short_every);
+    atomic_store(&io->f_short_unit, f->short_unit);
 }
 
 void pskv__io_stats(const pskv__io *io, pskv__io_stats_t *st)
@@ -120,19 +125,23 @@ uint32_t pskv__io_dio_align(int fd)
 /* Injected faults, applied to a transfer's raw result (bytes or -errno). */
 static ssize_t fault_apply(pskv__io *io, const pskv__io_req *r, ssize_t res)
 {
-    const pskv__io_faults *f = &io->faults;
-    if (!(f->eio_every | f->enospc_every | f->eagain_every | f->short_every))
+    unsigned eio = atomic_load_explicit(&io->f_eio, memory_order_relaxed);
+    unsigned enospc = atomic_load_explicit(&io->f_enospc, memory_order_relaxed);
+    unsigned eagain = atomic_load_explicit(&io->f_eagain, memory_order_relaxed);
+    unsigned shrt = atomic_load_explicit(&io->f_short, memory_order_relaxed);
+    if (!(eio | enospc | eagain | shrt))
         return res;
     uint64_t tick = atomic_fetch_add(&io->fault_clock, 1) + 1;
-    if (f->eio_every && tick % f->eio_every == 0)
+    if (eio && tick % eio == 0)
         return -EIO;
-    if (f->enospc_every && r->write && tick % f->enospc_every == 0)
+    if (enospc && r->write && tick % enospc == 0)
         return -ENOSPC;
-    if (f->eagain_every && tick % f->eagain_every == 0)
+    if (eagain && tick % eagain == 0)
         return -EAGAIN;
-    if (f->short_every && tick % f->short_every == 0 && res > 0) {
+    if (shrt && tick % shrt == 0 && res > 0) {
         /* Keep the remainder aligned, as the kernel would for O_DIRECT. */
-        ssize_t unit = f->short_unit ? (ssize_t)f->short_unit : 512;
+        unsigned u = atomic_load_explicit(&io->f_short_unit, memory_order_relaxed);
+        ssize_t unit = u ? (ssize_t)u : 512;
         ssize_t cut = res / 2 / unit * unit;
         if (cut > 0)
             return cut;

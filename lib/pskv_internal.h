@@ -277,6 +277,16 @@ PSKV__HIDDEN int pskv__tier_load(pskv_table *t, const pskv__plan *p);
  * shard lock. 0 or PSKV_ENOSPC / PSKV_EIO (the rows stay resident). */
 PSKV__HIDDEN int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted);
 
+/* ---------------------------------------------------------------- prefetch.c */
+
+typedef struct pskv__prefetch_job pskv__prefetch_job;
+PSKV__HIDDEN void pskv__prefetch_init(pskv_store *s);
+/* Queue a load of the keys' spilled rows and return (waits only when 64
+ * jobs are pending). 0 or PSKV_ENOMEM. */
+PSKV__HIDDEN int pskv__prefetch_submit(pskv_table *t, const uint64_t *keys, size_t n);
+/* Finish queued jobs and stop the worker; before tables are destroyed. */
+PSKV__HIDDEN void pskv__prefetch_stop(pskv_store *s);
+
 /* ---------------------------------------------------------------- table.c */
 
 struct pskv_table {
@@ -297,7 +307,7 @@ struct pskv_table {
     atomic_uint_fast64_t layout_gen;
 
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
-        n_reshards, n_spill_reads, n_spill_writes;
+        n_reshards, n_spill_reads, n_spill_writes, n_prefetch_errors;
 
     pskv__spill *spill; /* directory stores only */
 };
@@ -328,6 +338,14 @@ struct pskv_store {
     pthread_mutex_t moved_lock;       /* with moved_cv: rows in motion finished */
     pthread_cond_t moved_cv;
     uint64_t moved_gen;
+
+    /* Prefetch worker (prefetch.c) */
+    pthread_mutex_t pf_lock;
+    pthread_cond_t pf_cv, pf_room_cv;
+    pskv__prefetch_job *pf_head, *pf_tail;
+    uint32_t pf_count;
+    bool pf_started, pf_stop;
+    pthread_t pf_thread;
 };
 
 #endif

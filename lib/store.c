@@ -40,6 +40,7 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
     pthread_mutex_init(&s->evict_lock, NULL);
     pthread_mutex_init(&s->moved_lock, NULL);
     pthread_cond_init(&s->moved_cv, NULL);
+    pskv__prefetch_init(s);
     if (dir != NULL) {
         const char *mode = getenv("PSKV_IO");
         bool force_sync = mode != NULL && strcmp(mode, "sync") == 0;
@@ -71,6 +72,7 @@ void pskv_close(pskv_store *s)
 {
     if (s == NULL)
         return;
+    pskv__prefetch_stop(s);
     for (uint32_t i = 0; i < s->ntables; i++)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);

@@ -585,8 +585,10 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
 
 int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n)
 {
-    /* Memory-only tables keep every row in DRAM: nothing to start. */
-    return check_row_args(t, keys, n, keys);
+    int rc = check_row_args(t, keys, n, keys);
+    if (rc != 0 || n == 0 || t->spill == NULL)
+        return rc; /* memory-only tables keep every row in DRAM */
+    return pskv__prefetch_submit(t, keys, n);
 }
 
 /* ---------------------------------------------------------------- reshard */
@@ -720,6 +722,7 @@ int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
     out->get_misses = atomic_load(&mt->n_get_misses);
     out->reshards = atomic_load(&mt->n_reshards);
     out->spill_reads = atomic_load(&mt->n_spill_reads);
+    out->prefetch_errors = atomic_load(&mt->n_prefetch_errors);
     out->spill_writes = atomic_load(&mt->n_spill_writes);
     return 0;
 }

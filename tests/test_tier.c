@@ -212,6 +212,46 @@ START_TEST(spill_cap_reached)
 }
 END_TEST
 
+START_TEST(prefetch_then_pull)
+{
+    pskv_store *s;
+    pskv_table *t = open_spilling(&s, "");
+    static uint64_t keys[N];
+    static float vals[N * DIM], out[N * DIM];
+    put_all(t, keys, vals);
+    pskv_table_stats before, after;
+    ck_assert_ok(pskv_table_stats_get(t, &before));
+    /* 50 spilled-or-not keys, prefetched then pulled: exact values, each
+     * row read from the spill file at most once */
+    ck_assert_ok(pskv_prefetch(t, keys + 500, 50));
+    ck_assert_ok(pskv_prefetch(t, keys + 500, 50)); /* again: no double loads */
+    ck_assert_ok(pskv_pull(t, keys + 500, 50, out));
+    for (int i = 0; i < 50; i++)
+        ck_assert(memcmp(out + i * DIM, vals + (500 + i) * DIM, DIM * 4) == 0);
+    ck_assert_ok(pskv_table_stats_get(t, &after));
+    ck_assert_uint_le(after.spill_reads - before.spill_reads, 50);
+    ck_assert_uint_gt(after.spill_reads - before.spill_reads, 0);
+    ck_assert_uint_eq(after.prefetch_errors, 0);
+    ck_assert_uint_eq(after.rows, N); /* prefetch never creates */
+    uint64_t absent = 99999999;
+    ck_assert_ok(pskv_prefetch(t, &absent, 1));
+    /* failing loads are counted; the pull reads again and succeeds */
+    pskv__io_faults f = {.eio_every = 1};
+    pskv__io_set_faults(s->io, &f);
+    ck_assert_ok(pskv_prefetch(t, keys + 1000, 50));
+    ck_assert_err(pskv_pull(t, keys + 1000, 50, out), PSKV_EIO); /* waits for the job's rows */
+    pskv__io_set_faults(s->io, NULL);
+    ck_assert_ok(pskv_pull(t, keys + 1000, 50, out));
+    for (int i = 0; i < 50; i++)
+        ck_assert(memcmp(out + i * DIM, vals + (1000 + i) * DIM, DIM * 4) == 0);
+    ck_assert_err(pskv_prefetch(t, NULL, 1), PSKV_EINVAL);
+    /* close with jobs still queued: they finish first */
+    for (int b = 0; b < 20; b++)
+        ck_assert_ok(pskv_prefetch(t, keys + b * 100, 100));
+    close_spilling(s);
+}
+END_TEST
+
 START_TEST(directory_store_args)
 {
     pskv_store *s;
@@ -240,6 +280,7 @@ int main(void)
     tcase_add_test(tc, io_errors_lose_nothing);
     tcase_add_test(tc, corruption_is_an_error);
     tcase_add_test(tc, spill_cap_reached);
+    tcase_add_test(tc, prefetch_then_pull);
     tcase_add_test(tc, directory_store_args);
     suite_add_tcase(s, tc);
     return run_suite(s);
