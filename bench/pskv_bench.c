@@ -19,7 +19,13 @@
  * reads of 512 B .. 16 KiB at queue depths 1 .. 128 (--keys N: an N KiB
  * file).
  *
- *   pskv-bench [dram|cache|device] [--keys N] [--batches B] [--reps R] [--peers] [--json]
+ * Workload `spill`: a scratch directory store, 16M keys (--keys) of dim 64
+ * Adagrad rows, DRAM budget 1 GiB (--budget), Zipf 0.99, batch 4096:
+ * pull/push rows/s, hit rate, miss-path slot reads/s beside raw random
+ * O_DIRECT reads of the same size and depth on the same file, and pull's
+ * wait with prefetch one batch ahead while the caller computes.
+ *
+ *   pskv-bench [dram|cache|device|spill] [--keys N] [--budget BYTES] [--batches B] [--reps R] [--peers] [--json]
  * Each dram figure is the median of R runs over the same trace. */
 #include <errno.h>
 #include <math.h>
@@ -47,7 +53,8 @@ static struct {
     uint64_t keys;
     unsigned batches, reps;
     int json, peers;
-} cfg = {4u << 20, 128, 5, 0, 0};
+    uint64_t budget; /* spill workload */
+} cfg = {4u << 20, 128, 5, 0, 0, 1ull << 30};
 
 static double now(void)
 {
@@ -571,9 +578,200 @@ static int workload_device(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------- spill */
+
+static void spin_for(double seconds)
+{
+    double end = now() + seconds;
+    while (now() < end)
+        ;
+}
+
+/* Random O_DIRECT reads of `size` bytes at queue depth `depth` over the
+ * first `bytes` of the file at path, for about 2 s: reads/s. */
+static double raw_read_rate(const char *path, uint64_t bytes, uint32_t size, uint32_t depth,
+                            pskv__io *io)
+{
+    int fd = open(path, O_RDONLY | O_DIRECT);
+    if (fd < 0)
+        return 0;
+    uint8_t *buf = aligned_alloc(4096, (size_t)depth * ((size + 4095) / 4096 * 4096));
+    pskv__io_req *req = calloc(depth, sizeof *req);
+    uint64_t blocks = bytes / size, rng = 5, total = 0;
+    double t0 = now();
+    while (now() - t0 < 2.0) {
+        for (uint32_t i = 0; i < depth; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            req[i] = (pskv__io_req){.fd = fd, .buf = buf + (size_t)i * ((size + 4095) / 4096 * 4096),
+                                    .len = size, .off = ((rng >> 16) % blocks) * size};
+        }
+        if (pskv__io_run(io, req, depth) != 0)
+            break;
+        total += depth;
+    }
+    double rate = (double)total / (now() - t0);
+    free(buf);
+    free(req);
+    close(fd);
+    return rate;
+}
+
+typedef struct spill_phase {
+    double pull_s, push_s, rows;
+    uint64_t loads;
+    double read_s, write_s; /* time in spill read / write batches */
+} spill_phase;
+
+static int spill_run(pskv_table *t, const uint64_t *keys, size_t first, size_t batches,
+                     const float *grads, float *out, int prefetch, double compute_s,
+                     spill_phase *ph)
+{
+    pskv_table_stats a, b;
+    pskv_table_stats_get(t, &a);
+    memset(ph, 0, sizeof *ph);
+    for (size_t i = 0; i < batches; i++) {
+        const uint64_t *k = keys + (first + i) * BATCH;
+        double t0 = now();
+        if (pskv_pull(t, k, BATCH, out) != 0)
+            return 1;
+        double t1 = now();
+        /* The next batch's reads run while this one is computed: issued
+         * after this pull, so the two never wait on each other's rows. */
+        if (prefetch && i + 1 < batches && pskv_prefetch(t, k + BATCH, BATCH) != 0)
+            return 1;
+        if (compute_s > 0)
+            spin_for(compute_s); /* the trainer's forward/backward pass */
+        double t2 = now();
+        if (pskv_push(t, k, BATCH, grads) != 0)
+            return 1;
+        ph->pull_s += t1 - t0;
+        ph->push_s += now() - t2;
+    }
+    pskv_table_stats_get(t, &b);
+    ph->rows = (double)batches * BATCH;
+    ph->loads = b.spill_reads - a.spill_reads;
+    ph->read_s = (double)(b.spill_read_ns - a.spill_read_ns) * 1e-9;
+    ph->write_s = (double)(b.spill_write_ns - a.spill_write_ns) * 1e-9;
+    return 0;
+}
+
+static int workload_spill(void)
+{
+    const uint64_t n = cfg.keys;
+    const uint64_t budget = cfg.budget;
+    char dir[] = "pskv-bench-spill-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        perror("pskv-bench: mkdtemp");
+        return 1;
+    }
+    char store_cfg[96];
+    snprintf(store_cfg, sizeof store_cfg, "durability=none memory_budget=%llu",
+             (unsigned long long)budget);
+    pskv_store *s;
+    pskv_table *t;
+    if (pskv_open(dir, store_cfg, &s) != 0 ||
+        pskv_table_open(s, "emb", "dim=64 optimizer=adagrad lr=0.01 init=uniform:-0.01:0.01", &t) != 0) {
+        fprintf(stderr, "pskv-bench: cannot open the spill store in %s\n", dir);
+        return 1;
+    }
+    size_t warm = cfg.batches / 4, timed = cfg.batches;
+    size_t count = (warm + 2 * timed + 1) * BATCH;
+    uint32_t *ranks = zipf_trace(n, count, 0.99, 11);
+    uint64_t *keys = malloc(count * sizeof *keys);
+    for (size_t i = 0; i < count; i++)
+        keys[i] = scramble(ranks[i]);
+    free(ranks);
+    float *grads = malloc(BATCH * DIM * sizeof(float)), *out = malloc(BATCH * DIM * sizeof(float));
+    for (size_t i = 0; i < BATCH * DIM; i++)
+        grads[i] = (float)((i * 2654435761u) % 2001) * 1e-5f - 0.01f;
+
+    /* Populate every key: rows beyond the budget go to the spill file. */
+    uint64_t *all = malloc(BATCH * sizeof *all);
+    double t0 = now();
+    for (uint64_t base = 0; base < n; base += BATCH) {
+        size_t m = n - base < BATCH ? n - base : BATCH;
+        for (size_t i = 0; i < m; i++)
+            all[i] = scramble(base + i);
+        if (pskv_pull(t, all, m, out) != 0) {
+            fprintf(stderr, "pskv-bench: populate failed\n");
+            return 1;
+        }
+    }
+    double populate_s = now() - t0;
+    free(all);
+    pskv_store_stats ss;
+    pskv_table_stats ts;
+    pskv_store_stats_get(s, &ss);
+    pskv_table_stats_get(t, &ts);
+    if (!cfg.json)
+        printf("workload spill: %llu keys, dim 64 adagrad (%.1f GB of rows), budget %.2f GiB, "
+               "Zipf 0.99 scrambled, batch %d\n"
+               "populated in %.1f s (%.2fM rows/s): %llu rows spilled, spill file %.1f GB, "
+               "%.1f MiB resident\n",
+               (unsigned long long)n, n * 512.0 / 1e9, budget / 1073741824.0, BATCH, populate_s,
+               n / populate_s / 1e6, (unsigned long long)ts.rows_spilled, ss.spill_bytes / 1e9,
+               ss.resident_bytes / 1048576.0);
+
+    spill_phase w, plain, pre;
+    if (spill_run(t, keys, 0, warm, grads, out, 0, 0, &w) != 0 ||
+        spill_run(t, keys, warm, timed, grads, out, 0, 0, &plain) != 0) {
+        fprintf(stderr, "pskv-bench: spill run failed\n");
+        return 1;
+    }
+    /* With prefetch one batch ahead and a trainer that computes as long as
+     * a batch's I/O took without prefetch: the reads of its misses and the
+     * writes of the rows evicted for them (pull + push time). */
+    double compute = (plain.pull_s + plain.push_s) / (double)timed;
+    if (spill_run(t, keys, warm + timed, timed, grads, out, 1, compute, &pre) != 0) {
+        fprintf(stderr, "pskv-bench: spill run failed\n");
+        return 1;
+    }
+    /* The limit: raw reads of one slot at the I/O layer's depth, same file. */
+    char path[96];
+    snprintf(path, sizeof path, "%s/emb.spill", dir);
+    pskv_store_stats_get(s, &ss);
+    pskv__io *io;
+    pskv__io_create(getenv("PSKV_IO") && strcmp(getenv("PSKV_IO"), "sync") == 0, 64, &io);
+    uint32_t slot = pskv__spill_slot_bytes(t->spill);
+    double raw = raw_read_rate(path, ss.spill_bytes, slot, 64, io);
+    pskv__io_destroy(io);
+
+    double hit = 1.0 - (double)plain.loads / plain.rows;
+    /* Miss-path rate: rows read per second of read batches (the time the
+     * reads of a call's misses take, from submission to the last check). */
+    double miss_rate = (double)plain.loads / plain.read_s;
+    double train = plain.rows / (plain.pull_s + plain.push_s);
+    if (cfg.json) {
+        printf("{\"workload\":\"spill\",\"keys\":%llu,\"budget\":%llu,\"populate_rows_per_s\":%.0f,"
+               "\"pull_rows_per_s\":%.0f,\"push_rows_per_s\":%.0f,\"train_rows_per_s\":%.0f,"
+               "\"hit_rate\":%.4f,\"miss_reads_per_s\":%.0f,\"raw_reads_per_s\":%.0f,"
+               "\"miss_vs_raw\":%.3f,\"slot_bytes\":%u,\"pull_wait_prefetch_vs_none\":%.3f}\n",
+               (unsigned long long)n, (unsigned long long)budget, n / populate_s,
+               plain.rows / plain.pull_s, plain.rows / plain.push_s, train, hit, miss_rate, raw,
+               miss_rate / raw, slot, pre.pull_s / plain.pull_s);
+    } else {
+        printf("no prefetch:   pull %.3fM rows/s, push %.3fM rows/s, pull+push %.3fM rows/s; "
+               "hit rate %.1f%%; %.0f%% of the time in spill reads, %.0f%% in eviction writes\n"
+               "miss path:     %.0f slot reads/s (%u-byte slots) vs raw io_uring O_DIRECT random "
+               "reads, same size, depth 64, same file: %.0f/s = %.2fx\n"
+               "prefetch 1 ahead, %.2f ms compute per batch: pull waits %.3f ms per batch vs "
+               "%.3f ms without = %.3fx\n",
+               plain.rows / plain.pull_s / 1e6, plain.rows / plain.push_s / 1e6, train / 1e6,
+               hit * 100, 100 * plain.read_s / (plain.pull_s + plain.push_s),
+               100 * plain.write_s / (plain.pull_s + plain.push_s), miss_rate, slot, raw, miss_rate / raw, compute * 1e3,
+               pre.pull_s / timed * 1e3, plain.pull_s / timed * 1e3, pre.pull_s / plain.pull_s);
+    }
+    free(keys);
+    free(grads);
+    free(out);
+    pskv_close(s);
+    rmdir(dir);
+    return 0;
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache|device] [--keys N] [--batches B] [--reps R] "
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill] [--keys N] [--budget BYTES] [--batches B] [--reps R] "
                     "[--peers] [--json]\n");
     exit(2);
 }
@@ -581,13 +779,17 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *workload = "dram";
+    int keys_set = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             cfg.json = 1;
         else if (strcmp(argv[i], "--peers") == 0)
             cfg.peers = 1;
-        else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc)
+        else if (strcmp(argv[i], "--keys") == 0 && i + 1 < argc) {
             cfg.keys = strtoull(argv[++i], NULL, 0);
+            keys_set = 1;
+        } else if (strcmp(argv[i], "--budget") == 0 && i + 1 < argc)
+            cfg.budget = strtoull(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc)
             cfg.batches = (unsigned)strtoul(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
@@ -606,6 +808,11 @@ int main(int argc, char **argv)
         return workload_cache();
     if (strcmp(workload, "device") == 0)
         return workload_device();
+    if (strcmp(workload, "spill") == 0) {
+        if (!keys_set)
+            cfg.keys = 16u << 20;
+        return workload_spill();
+    }
     usage();
     return 2;
 }

@@ -238,7 +238,9 @@ typedef struct pskv_table_stats {
     uint64_t spill_reads;   /* rows read back from the spill file */
     uint64_t spill_writes;  /* rows written to the spill file */
     uint64_t prefetch_errors; /* prefetch jobs whose loads failed (the pull retries) */
-    uint64_t reserved[3];
+    uint64_t spill_read_ns;   /* time in spill-file read batches (the miss path) */
+    uint64_t spill_write_ns;  /* time in spill-file write batches (evictions) */
+    uint64_t reserved[1];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 

@@ -47,6 +47,18 @@ static bool over(pskv_store *s, uint64_t limit)
     return (uint64_t)atomic_load_explicit(&s->resident_bytes, memory_order_relaxed) > limit;
 }
 
+int pskv__store_admit(pskv_store *s)
+{
+    /* Calls evict after they add rows; this gate only acts when that has
+     * fallen behind by more than 1/16 of the budget, i.e. when evictions
+     * fail (spill full, I/O errors): the error then stops the call before
+     * it changes anything. */
+    uint64_t budget = s->opts.memory_budget;
+    if (budget == 0 || !over(s, budget + budget / 16))
+        return 0;
+    return pskv__store_enforce_budget(s);
+}
+
 int pskv__store_enforce_budget(pskv_store *s)
 {
     uint64_t budget = s->opts.memory_budget;
@@ -56,7 +68,11 @@ int pskv__store_enforce_budget(pskv_store *s)
      * not each start an eviction. */
     uint64_t slack = budget / 64 < (1u << 20) ? budget / 64 : (1u << 20);
     uint64_t target = budget - slack;
-    pthread_mutex_lock(&s->evict_lock);
+    /* One evictor at a time, and nobody queues behind it: a call that finds
+     * eviction under way goes on (the store may be over budget by the rows
+     * of calls in flight) instead of waiting for another thread's writes. */
+    if (pthread_mutex_trylock(&s->evict_lock) != 0)
+        return 0;
     uint32_t idle_visits = 0;
     int rc = 0;
     while (rc == 0 && over(s, target)) {

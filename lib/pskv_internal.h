@@ -230,8 +230,13 @@ PSKV__HIDDEN uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evic
  * the caller). 0, or PSKV_ENOSPC / PSKV_EIO when cold rows could not be
  * written to the spill tier (they stay resident). */
 PSKV__HIDDEN int pskv__store_enforce_budget(pskv_store *s);
+/* Before a call that may add rows: 0, or the error of an eviction that
+ * could not keep up (the store is over budget by more than 1/16). */
+PSKV__HIDDEN int pskv__store_admit(pskv_store *s);
 /* Account rows created (+) or removed (-) by a table call. */
 PSKV__HIDDEN void pskv__store_account(pskv_store *s, int64_t bytes);
+/* Monotonic nanoseconds, for I/O time statistics. */
+PSKV__HIDDEN uint64_t pskv__now_ns(void);
 
 /* ---------------------------------------------------------------- batch.c */
 
@@ -307,7 +312,8 @@ struct pskv_table {
     atomic_uint_fast64_t layout_gen;
 
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
-        n_reshards, n_spill_reads, n_spill_writes, n_prefetch_errors;
+        n_reshards, n_spill_reads, n_spill_writes, n_prefetch_errors, n_spill_read_ns,
+        n_spill_write_ns;
 
     pskv__spill *spill; /* directory stores only */
 };

@@ -217,13 +217,13 @@ static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, v
 
 /* Account rows a call created and keep the store within its budget; called
  * with no lock held. */
-static void rows_created(pskv_table *t, uint64_t n)
+static void rows_added(pskv_table *t, uint64_t created, bool loaded)
 {
-    if (n == 0)
+    if (created == 0 && !loaded)
         return;
-    pskv__store_account(t->store, (int64_t)(n * t->row_bytes));
-    /* Best effort: a failure to evict (spill full) is reported by the next
-     * call, before it changes anything. */
+    pskv__store_account(t->store, (int64_t)(created * t->row_bytes)); /* loads count themselves */
+    /* Best effort: a failure to evict (spill full) is reported by a later
+     * call's admission check, before it changes anything. */
     (void)pskv__store_enforce_budget(t->store);
 }
 
@@ -349,14 +349,13 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found,
                      bool create)
 {
-    /* Make room first. When cold rows cannot be written out (spill full,
-     * I/O error), pull fails here before anything changes, as it would
-     * create rows; get only reads, so it goes on over the budget. */
-    int rc = pskv__store_enforce_budget(t->store);
-    if (rc != 0 && !create)
-        rc = 0;
+    /* When cold rows cannot be written out (spill full, I/O error), pull
+     * fails here before anything changes, as it would create rows; get only
+     * reads, so it goes on over the budget. */
+    int rc = create ? pskv__store_admit(t->store) : 0;
     if (rc != 0)
         return rc;
+    bool loaded = false;
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
@@ -370,10 +369,11 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
         /* Some rows were in the spill file or moving: bring them in (one
          * I/O batch for all of them, no shard lock held) and go again. */
         rc = pskv__tier_load(t, &p);
+        loaded = true;
     }
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_created(t, c.created);
+    rows_added(t, c.created, loaded);
     if (rc == 0) {
         count_add(create ? &t->n_pulled : &t->n_got, n);
         if (!create)
@@ -464,13 +464,14 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
 {
     if (pskv__floats_nonfinite(src, n * t->dim))
         return PSKV_EINVAL;
-    int rc = pskv__store_enforce_budget(t->store);
+    int rc = pskv__store_admit(t->store);
     if (rc != 0)
         return rc;
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
                           is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
+    bool loaded = false;
     dup_sums dups = {NULL, NULL};
     uint64_t created = 0;
     bool summed = rc == 0 && is_push && p.has_dups;
@@ -487,8 +488,10 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
         if (rc == 0)
             break;
         visit_shards(t, &p, unreserve_shard, reserved);
-        if (rc == NEEDS_LOAD)
+        if (rc == NEEDS_LOAD) {
             rc = pskv__tier_load(t, &p); /* then check again */
+            loaded = true;
+        }
     }
     if (rc == 0) {
         row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src,
@@ -502,7 +505,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     free(dups.rows);
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_created(t, created);
+    rows_added(t, created, loaded);
     return rc;
 }
 
@@ -723,6 +726,8 @@ int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
     out->reshards = atomic_load(&mt->n_reshards);
     out->spill_reads = atomic_load(&mt->n_spill_reads);
     out->prefetch_errors = atomic_load(&mt->n_prefetch_errors);
+    out->spill_read_ns = atomic_load(&mt->n_spill_read_ns);
+    out->spill_write_ns = atomic_load(&mt->n_spill_write_ns);
     out->spill_writes = atomic_load(&mt->n_spill_writes);
     return 0;
 }

@@ -16,8 +16,16 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pskv_internal.h"
+
+uint64_t pskv__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ---------------------------------------------------------------- waiting */
 
@@ -106,7 +114,10 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
                 slots[k] = items[k].spill_slot;
             }
             /* All misses of the call in one I/O batch; every row verified. */
+            uint64_t t0 = pskv__now_ns();
             rc = pskv__spill_read(t->spill, n, ks, slots, rows, results);
+            atomic_fetch_add_explicit(&t->n_spill_read_ns, pskv__now_ns() - t0,
+                                      memory_order_relaxed);
         }
         /* Install shard by shard (items are grouped by shard). Rows that
          * failed to read stay spilled, so nothing is lost or made up. */
@@ -198,7 +209,9 @@ int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
         return 0;
     int rc = pskv__spill_alloc(t->spill, n, spill_slots);
     if (rc == 0) {
+        uint64_t t0 = pskv__now_ns();
         rc = pskv__spill_write(t->spill, n, keys, rows, spill_slots);
+        atomic_fetch_add_explicit(&t->n_spill_write_ns, pskv__now_ns() - t0, memory_order_relaxed);
         if (rc != 0)
             pskv__spill_free(t->spill, spill_slots, n);
     }
