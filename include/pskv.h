@@ -175,9 +175,19 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
  * reports it absent and pull re-creates it from the initializer. The budget
  * may be exceeded by the rows created by calls still in flight.
  *
+ * A directory store with durability=none is a scratch store with a spill
+ * tier: dir is created if missing, each table gets a spill file
+ * <dir>/<table>.spill (created empty, removed at close), and rows over the
+ * budget are written there instead of dropped; they come back on their next
+ * use. spill_max caps the spill files: when it is reached, pull/push/put
+ * fail with PSKV_ENOSPC before changing anything. The environment variable
+ * PSKV_IO=sync makes the spill tier use pread/pwrite instead of io_uring
+ * (which is also the fallback when io_uring cannot be set up).
+ *
  * Errors: PSKV_EINVAL (bad config, NULL out, spill_max on a memory-only
- * store), PSKV_ENOMEM, PSKV_ENOTSUP (dir != NULL: directory stores are not
- * implemented in this version).
+ * store, dir "" or not a directory), PSKV_EIO (dir cannot be created),
+ * PSKV_ENOMEM, PSKV_ENOTSUP (durable directory stores: LMDB persistence is
+ * not implemented in this version).
  * On success *out owns the store until pskv_close(). Any thread. */
 PSKV_API int pskv_open(const char *dir, const char *config, pskv_store **out);
 PSKV_API int pskv_open_opts(const char *dir, const pskv_store_options *opts,
@@ -264,7 +274,10 @@ PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
  * Missing rows are created first from the table's key-seeded initializer,
  * so a row's first value depends only on (init, seed, key).
  * Errors: PSKV_EINVAL (t/keys/out NULL with n > 0), PSKV_ENOMEM (rows
- * created before the failure stay, with their initial values).
+ * created before the failure stay, with their initial values); with a
+ * spill tier also PSKV_EIO / PSKV_ECORRUPT (a spilled row could not be read:
+ * it stays spilled and unchanged) and PSKV_ENOSPC (over budget and the spill
+ * tier is full: nothing changed).
  * Any thread, concurrently with every other row call on the table. */
 PSKV_API int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out);
 
@@ -272,7 +285,8 @@ PSKV_API int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out
  * table's optimizer. Gradients of a key appearing several times are summed
  * (in order of appearance) and applied once. Missing rows are created first.
  * Errors: PSKV_EINVAL (NULL arrays with n > 0, or any gradient NaN/Inf: then
- * nothing changes), PSKV_ENOMEM (nothing is applied).
+ * nothing changes), PSKV_ENOMEM (nothing is applied); with a spill tier also
+ * PSKV_EIO, PSKV_ECORRUPT, PSKV_ENOSPC (nothing is applied).
  * Any thread. */
 PSKV_API int pskv_push(pskv_table *t, const uint64_t *keys, size_t n,
                        const float *grads);
