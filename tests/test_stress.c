@@ -31,6 +31,24 @@ typedef struct worker {
     int error;
 } worker;
 
+/* Push small integer gradients to n shared keys (half of the time among
+ * the first `hot` keys) and remember their sums. */
+static int push_shared(worker *w, test_rng *r, uint32_t n, uint32_t hot)
+{
+    uint64_t keys[BATCH];
+    float vals[BATCH * DIM];
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = rng_below(r, rng_below(r, 2) ? hot : SHARED_KEYS);
+        keys[i] = k;
+        for (int j = 0; j < DIM; j++) {
+            int g = (int)rng_below(r, 5) - 2;
+            vals[i * DIM + j] = (float)g;
+            w->pushed[k][j] += g;
+        }
+    }
+    return pskv_push(table, keys, n, vals);
+}
+
 static uint64_t private_key(unsigned id, uint32_t i) { return ((uint64_t)(id + 1) << 40) | i; }
 
 static void *worker_main(void *arg)
@@ -45,16 +63,7 @@ static void *worker_main(void *arg)
         switch (rng_below(&r, 4)) {
         case 0:
         case 1: /* push shared keys, duplicates included */
-            for (uint32_t i = 0; i < n; i++) {
-                uint32_t k = rng_below(&r, rng_below(&r, 2) ? 20 : SHARED_KEYS);
-                keys[i] = k;
-                for (int j = 0; j < DIM; j++) {
-                    int g = (int)rng_below(&r, 5) - 2;
-                    vals[i * DIM + j] = (float)g;
-                    w->pushed[k][j] += g;
-                }
-            }
-            w->error = pskv_push(table, keys, n, vals);
+            w->error = push_shared(w, &r, n, 20);
             break;
         case 2: /* pull shared keys */
             for (uint32_t i = 0; i < n; i++)
@@ -130,19 +139,18 @@ static void *iterator_main(void *arg)
     return NULL;
 }
 
-START_TEST(concurrent_ops_sum_up)
+/* Run the workers (with a resharder and an iterator beside them), then
+ * check the shared keys: w = -(sum of every thread's gradients). */
+static void run_and_check_sums(worker *w, void *(*work)(void *))
 {
-    pskv_store *s;
-    table = open_table(&s, "dim=4 optimizer=sgd lr=1 init=zeros shards=8");
-    static worker w[THREADS];
-    memset(w, 0, sizeof w);
+    memset(w, 0, THREADS * sizeof *w);
     atomic_store(&stop_background, 0);
     pthread_t resharder, iterator;
     ck_assert_int_eq(pthread_create(&resharder, NULL, resharder_main, NULL), 0);
     ck_assert_int_eq(pthread_create(&iterator, NULL, iterator_main, NULL), 0);
     for (unsigned i = 0; i < THREADS; i++) {
         w[i].id = i;
-        ck_assert_int_eq(pthread_create(&w[i].thread, NULL, worker_main, &w[i]), 0);
+        ck_assert_int_eq(pthread_create(&w[i].thread, NULL, work, &w[i]), 0);
     }
     for (unsigned i = 0; i < THREADS; i++)
         pthread_join(w[i].thread, NULL);
@@ -155,7 +163,6 @@ START_TEST(concurrent_ops_sum_up)
     for (unsigned i = 0; i < THREADS; i++)
         ck_assert_msg(w[i].error == 0, "worker %u error %d", i, w[i].error);
 
-    /* Shared keys: w = -(sum of every thread's gradients). */
     uint64_t keys[SHARED_KEYS];
     static float out[SHARED_KEYS * DIM];
     uint8_t found[SHARED_KEYS];
@@ -174,6 +181,14 @@ START_TEST(concurrent_ops_sum_up)
                 ck_assert_int_eq(total, 0);
         }
     }
+}
+
+START_TEST(concurrent_ops_sum_up)
+{
+    pskv_store *s;
+    table = open_table(&s, "dim=4 optimizer=sgd lr=1 init=zeros shards=8");
+    static worker w[THREADS];
+    run_and_check_sums(w, worker_main);
     /* Private keys: exactly what their owner left. */
     for (unsigned i = 0; i < THREADS; i++)
         for (uint32_t p = 0; p < PRIVATE_KEYS; p++) {
@@ -263,20 +278,11 @@ static void *spill_worker(void *arg)
     worker *w = arg;
     test_rng r = {w->id * 31u + 5};
     uint64_t keys[BATCH];
-    float vals[BATCH * DIM], out[BATCH * DIM];
+    float out[BATCH * DIM];
     for (unsigned it = 0; it < rounds * 60 && !w->error; it++) {
         uint32_t n = 1 + rng_below(&r, BATCH);
         if (rng_below(&r, 2)) {
-            for (uint32_t i = 0; i < n; i++) {
-                uint32_t k = rng_below(&r, SHARED_KEYS);
-                keys[i] = k;
-                for (int j = 0; j < DIM; j++) {
-                    int g = (int)rng_below(&r, 5) - 2;
-                    vals[i * DIM + j] = (float)g;
-                    w->pushed[k][j] += g;
-                }
-            }
-            w->error = pskv_push(table, keys, n, vals);
+            w->error = push_shared(w, &r, n, SHARED_KEYS);
         } else {
             for (uint32_t i = 0; i < n; i++)
                 keys[i] = rng_below(&r, SHARED_KEYS);
@@ -296,41 +302,7 @@ START_TEST(spill_under_concurrency)
     ck_assert_ok(pskv_open(dir, "durability=none memory_budget=1600", &s));
     ck_assert_ok(pskv_table_open(s, "t", "dim=4 optimizer=sgd lr=1 init=zeros shards=8", &table));
     static worker w[THREADS];
-    memset(w, 0, sizeof w);
-    atomic_store(&stop_background, 0);
-    pthread_t resharder, iterator;
-    ck_assert_int_eq(pthread_create(&resharder, NULL, resharder_main, NULL), 0);
-    ck_assert_int_eq(pthread_create(&iterator, NULL, iterator_main, NULL), 0);
-    for (unsigned i = 0; i < THREADS; i++) {
-        w[i].id = i;
-        ck_assert_int_eq(pthread_create(&w[i].thread, NULL, spill_worker, &w[i]), 0);
-    }
-    for (unsigned i = 0; i < THREADS; i++)
-        pthread_join(w[i].thread, NULL);
-    atomic_store(&stop_background, 1);
-    void *res_r, *res_i;
-    pthread_join(resharder, &res_r);
-    pthread_join(iterator, &res_i);
-    ck_assert_ptr_null(res_r);
-    ck_assert_ptr_null(res_i);
-    for (unsigned i = 0; i < THREADS; i++)
-        ck_assert_msg(w[i].error == 0, "worker %u error %d", i, w[i].error);
-    uint64_t keys[SHARED_KEYS];
-    static float out[SHARED_KEYS * DIM];
-    uint8_t found[SHARED_KEYS];
-    for (uint32_t k = 0; k < SHARED_KEYS; k++)
-        keys[k] = k;
-    ck_assert_ok(pskv_get(table, keys, SHARED_KEYS, out, found));
-    for (uint32_t k = 0; k < SHARED_KEYS; k++)
-        for (int j = 0; j < DIM; j++) {
-            int64_t total = 0;
-            for (unsigned i = 0; i < THREADS; i++)
-                total += w[i].pushed[k][j];
-            if (found[k])
-                ck_assert_msg(out[k * DIM + j] == (float)-total, "key %u[%d]", k, j);
-            else
-                ck_assert_int_eq(total, 0);
-        }
+    run_and_check_sums(w, spill_worker);
     pskv_table_stats st;
     ck_assert_ok(pskv_table_stats_get(table, &st));
     ck_assert_uint_gt(st.spill_reads, 0);
