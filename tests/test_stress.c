@@ -241,7 +241,7 @@ static void budget_run(bool spill)
              spill ? " durability=none" : "");
     if (spill)
         ck_assert_ptr_nonnull(mkdtemp(dir));
-    budget_iters = rounds * (spill ? 20 : 200);
+    budget_iters = rounds * (spill ? 8 : 200);
     ck_assert_ok(pskv_open(spill ? dir : NULL, cfg, &budget_store));
     ck_assert_ok(pskv_table_open(budget_store, "c", "dim=4 shards=8", &table));
     pthread_t th[THREADS];
@@ -279,7 +279,7 @@ static void *spill_worker(void *arg)
     test_rng r = {w->id * 31u + 5};
     uint64_t keys[BATCH];
     float out[BATCH * DIM];
-    for (unsigned it = 0; it < rounds * 60 && !w->error; it++) {
+    for (unsigned it = 0; it < rounds * 20 && !w->error; it++) {
         uint32_t n = 1 + rng_below(&r, BATCH);
         if (rng_below(&r, 2)) {
             w->error = push_shared(w, &r, n, SHARED_KEYS);
