@@ -180,8 +180,14 @@ static int rocksdb_run(const bench_peer_args *a, bench_peer_result *out)
     rocksdb_options_set_create_if_missing(o, 1);
     rocksdb_options_increase_parallelism(o, 2);
     rocksdb_block_based_table_options_t *bt = rocksdb_block_based_options_create();
-    /* A block cache big enough to hold the whole table. */
-    rocksdb_cache_t *cache = rocksdb_cache_create_lru((size_t)(a->nkeys * (row_bytes + 64) * 2));
+    /* A block cache big enough to hold the whole table, unless the run asks
+     * for the same DRAM budget as pskv's. */
+    size_t cache_bytes = a->cache_bytes ? a->cache_bytes : (size_t)(a->nkeys * (row_bytes + 64) * 2);
+    rocksdb_cache_t *cache = rocksdb_cache_create_lru(cache_bytes);
+    if (a->direct_reads) {
+        rocksdb_options_set_use_direct_reads(o, 1);
+        rocksdb_options_set_use_direct_io_for_flush_and_compaction(o, 1);
+    }
     rocksdb_block_based_options_set_block_cache(bt, cache);
     rocksdb_options_set_block_based_table_factory(o, bt);
     char *err = NULL;
@@ -283,5 +289,7 @@ int bench_peer_count(void) { return (int)(sizeof peers / sizeof peers[0]); }
 const char *bench_peer_name(int i) { return peers[i].name; }
 int bench_peer_run(int i, const bench_peer_args *a, bench_peer_result *out)
 {
+    if (a->rocksdb_only && peers[i].run == lmdb_run)
+        return 1; /* not asked for */
     return peers[i].run(a, out);
 }

@@ -14,6 +14,9 @@ typedef struct bench_peer_args {
     int dim;
     float lr, eps;
     unsigned reps;
+    uint64_t cache_bytes; /* RocksDB block cache; 0 = big enough for the table */
+    int direct_reads;     /* RocksDB: O_DIRECT reads (larger-than-DRAM runs) */
+    int rocksdb_only;     /* skip LMDB (the spill workload compares RocksDB) */
 } bench_peer_args;
 
 typedef struct bench_peer_result {

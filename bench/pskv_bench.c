@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include <fcntl.h>
+#include <lz4.h>
 
 #include "pskv_internal.h"
 #include "bench_peers.h"
@@ -331,11 +332,13 @@ static int workload_dram(void)
     pskv_close(s);
 
     if (cfg.peers) {
-        bench_peer_args a = {cfg.keys, keys, count, grads, BATCH, DIM, LR, EPS, cfg.reps};
+        bench_peer_args a = {cfg.keys, keys, count, grads, BATCH, DIM, LR, EPS, cfg.reps, 0, 0, 0};
         bench_peer_result res;
         for (int p = 0; p < bench_peer_count(); p++) {
-            if (bench_peer_run(p, &a, &res) != 0) {
-                fprintf(stderr, "pskv-bench: peer %s failed\n", bench_peer_name(p));
+            int prc = bench_peer_run(p, &a, &res);
+            if (prc != 0) {
+                if (prc < 0)
+                    fprintf(stderr, "pskv-bench: peer %s failed\n", bench_peer_name(p));
                 continue;
             }
             const char *name = bench_peer_name(p);
@@ -578,6 +581,72 @@ static int workload_device(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------- lz4 */
+
+/* Would lz4 on spill slots pay? Compress rows as a slot would hold them
+ * (weights + Adagrad state after training) and report the ratio and the
+ * cost per row, beside the cost of a slot read. */
+static void lz4_report(pskv_table *t, const uint64_t *keys, size_t count, double read_ns)
+{
+    enum { SAMPLE = 65536 };
+    size_t n = count < SAMPLE ? count : SAMPLE;
+    pskv_table_info info;
+    pskv_table_info_get(t, &info);
+    size_t rb = info.row_bytes;
+    float *w = malloc(BATCH * DIM * sizeof(float)), *st = malloc(2 * DIM * sizeof(float));
+    uint8_t *rows = malloc(n * rb);
+    size_t got = 0, seen = 0;
+    pskv_iter *it;
+    (void)keys;
+    (void)count;
+    /* Trained rows (non-zero Adagrad state) among the first 300k rows of
+     * the table: what evictions write in steady-state training. */
+    if (pskv_iter_create(t, &it) == 0) {
+        uint64_t key;
+        while (got < n && seen < 300000 && pskv_iter_next(it, &key, w, st) == 1) {
+            seen++;
+            bool trained = false;
+            for (int j = 0; j < DIM; j++)
+                trained |= st[j] != 0.0f;
+            if (!trained)
+                continue;
+            memcpy(rows + got * rb, w, DIM * sizeof(float));
+            memcpy(rows + got * rb + DIM * sizeof(float), st, rb - DIM * sizeof(float));
+            got++;
+        }
+        pskv_iter_destroy(it);
+    }
+    if (got == 0)
+        return;
+    int bound = LZ4_compressBound((int)rb);
+    char *dst = malloc((size_t)bound);
+    char *back = malloc(rb);
+    uint64_t total = 0;
+    double t0 = now();
+    for (size_t i = 0; i < got; i++)
+        total += (uint64_t)LZ4_compress_default((const char *)rows + i * rb, dst, (int)rb, bound);
+    double comp_ns = (now() - t0) / (double)got * 1e9;
+    int clen = LZ4_compress_default((const char *)rows, dst, (int)rb, bound);
+    t0 = now();
+    for (size_t i = 0; i < got; i++)
+        LZ4_decompress_safe(dst, back, clen, (int)rb);
+    double dec_ns = (now() - t0) / (double)got * 1e9;
+    double ratio = (double)got * (double)rb / (double)total;
+    if (cfg.json)
+        printf("{\"workload\":\"spill\",\"lz4_rows\":%zu,\"lz4_ratio\":%.3f,"
+               "\"lz4_compress_ns_per_row\":%.0f,\"lz4_decompress_ns_per_row\":%.0f}\n",
+               got, ratio, comp_ns, dec_ns);
+    else
+        printf("lz4 on %zu trained %zu-byte rows: ratio %.3f, compress %.0f ns/row, decompress "
+               "%.0f ns/row (a slot read costs %.0f ns of device time per row)\n",
+               got, rb, ratio, comp_ns, dec_ns, read_ns);
+    free(w);
+    free(st);
+    free(rows);
+    free(dst);
+    free(back);
+}
+
 /* ---------------------------------------------------------------- spill */
 
 static void spin_for(double seconds)
@@ -761,11 +830,35 @@ static int workload_spill(void)
                100 * plain.write_s / (plain.pull_s + plain.push_s), miss_rate, slot, raw, miss_rate / raw, compute * 1e3,
                pre.pull_s / timed * 1e3, plain.pull_s / timed * 1e3, pre.pull_s / plain.pull_s);
     }
+    lz4_report(t, keys + warm * BATCH, timed * BATCH, 1e9 / miss_rate);
+    pskv_close(s);
+    rmdir(dir);
+    if (cfg.peers) {
+        /* RocksDB under the same DRAM budget: block cache = budget, direct
+         * reads, the same trace after the same warm-up. */
+        bench_peer_args a = {n, keys + warm * BATCH, timed * BATCH, grads, BATCH, DIM, LR, EPS,
+                             1, budget, 1, 1};
+        bench_peer_result res;
+        for (int pi = 0; pi < bench_peer_count(); pi++) {
+            if (bench_peer_run(pi, &a, &res) != 0)
+                continue;
+            double peer_train = 1.0 / (1.0 / res.pull_rows_per_s + 1.0 / res.push_rows_per_s);
+            if (cfg.json)
+                printf("{\"workload\":\"spill\",\"store\":\"%s\",\"pull_rows_per_s\":%.0f,"
+                       "\"push_rows_per_s\":%.0f,\"train_rows_per_s\":%.0f,"
+                       "\"pskv_train_speedup\":%.2f}\n",
+                       bench_peer_name(pi), res.pull_rows_per_s, res.push_rows_per_s, peer_train,
+                       train / peer_train);
+            else
+                printf("%s, %.2f GiB block cache, direct reads: pull %.4fM rows/s, push %.4fM "
+                       "rows/s, pull+push %.4fM rows/s; pskv is %.1fx faster\n",
+                       bench_peer_name(pi), budget / 1073741824.0, res.pull_rows_per_s / 1e6,
+                       res.push_rows_per_s / 1e6, peer_train / 1e6, train / peer_train);
+        }
+    }
     free(keys);
     free(grads);
     free(out);
-    pskv_close(s);
-    rmdir(dir);
     return 0;
 }
 
