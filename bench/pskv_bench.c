@@ -873,6 +873,7 @@ int main(int argc, char **argv)
 {
     const char *workload = "dram";
     int keys_set = 0;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows up in logs as it happens */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0)
             cfg.json = 1;
