@@ -17,6 +17,8 @@ typedef struct bench_peer_args {
     uint64_t cache_bytes; /* RocksDB block cache; 0 = big enough for the table */
     int direct_reads;     /* RocksDB: O_DIRECT reads (larger-than-DRAM runs) */
     int rocksdb_only;     /* skip LMDB (the spill workload compares RocksDB) */
+    const uint64_t *warm_trace; /* keys to warm the cache with; NULL = the trace itself */
+    size_t warm_count;
 } bench_peer_args;
 
 typedef struct bench_peer_result {

@@ -332,7 +332,8 @@ static int workload_dram(void)
     pskv_close(s);
 
     if (cfg.peers) {
-        bench_peer_args a = {cfg.keys, keys, count, grads, BATCH, DIM, LR, EPS, cfg.reps, 0, 0, 0};
+        bench_peer_args a = {cfg.keys, keys, count, grads, BATCH, DIM, LR, EPS, cfg.reps, 0, 0, 0,
+                             NULL, 0};
         bench_peer_result res;
         for (int p = 0; p < bench_peer_count(); p++) {
             int prc = bench_peer_run(p, &a, &res);
@@ -837,7 +838,7 @@ static int workload_spill(void)
         /* RocksDB under the same DRAM budget: block cache = budget, direct
          * reads, the same trace after the same warm-up. */
         bench_peer_args a = {n, keys + warm * BATCH, timed * BATCH, grads, BATCH, DIM, LR, EPS,
-                             1, budget, 1, 1};
+                             1, budget, 1, 1, keys, warm * BATCH};
         bench_peer_result res;
         for (int pi = 0; pi < bench_peer_count(); pi++) {
             if (bench_peer_run(pi, &a, &res) != 0)
