@@ -15,6 +15,14 @@
 #define PSKV__LIKELY(x) __builtin_expect(!!(x), 1)
 #define PSKV__UNLIKELY(x) __builtin_expect(!!(x), 0)
 
+/* ---------------------------------------------------------------- array.c */
+
+/* Room for `need` elements of `elem` bytes in items (capacity *cap,
+ * doubling from `first`): the possibly moved array, or NULL with items and
+ * *cap unchanged when memory runs out. */
+PSKV__HIDDEN void *pskv__array_grow(void *items, uint32_t *cap, uint64_t need, size_t elem,
+                                    uint32_t first);
+
 /* ---------------------------------------------------------------- hashing */
 
 /* 64-bit XXH3 of an 8-byte key with a seed: the one key hash of pskv. */

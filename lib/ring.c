@@ -176,14 +176,10 @@ int pskv_ring_add(pskv_ring *r, uint32_t node, double weight)
         pts = 1;
     if (pts > PSKV_RING_MAX_POINTS)
         return PSKV_ERANGE;
-    if (r->nnodes == r->nodes_cap) {
-        uint32_t cap = r->nodes_cap ? r->nodes_cap * 2 : 8;
-        ring_node *nn = realloc(r->nodes, cap * sizeof *nn);
-        if (nn == NULL)
-            return PSKV_ENOMEM;
-        r->nodes = nn;
-        r->nodes_cap = cap;
-    }
+    ring_node *nn = pskv__array_grow(r->nodes, &r->nodes_cap, r->nnodes + 1ull, sizeof *nn, 8);
+    if (nn == NULL)
+        return PSKV_ENOMEM;
+    r->nodes = nn;
     r->nodes[r->nnodes] = (ring_node){node, (uint32_t)pts, weight};
     int rc = ring_rebuild(r, r->nodes, r->nnodes + 1);
     if (rc != 0)

@@ -126,14 +126,11 @@ static int slabs_grow(pskv__shard *sh, uint64_t need)
     while (slots_available(sh) < need) {
         if ((((uint64_t)sh->nslabs + 1) << sh->slab_shift) >= PSKV__SLOT_EMPTY)
             return PSKV_ENOMEM; /* slot numbers are 32-bit */
-        if (sh->nslabs == sh->slabs_cap) {
-            uint32_t cap = sh->slabs_cap ? sh->slabs_cap * 2 : 4;
-            uint8_t **ns = realloc(sh->slabs, cap * sizeof *ns);
-            if (ns == NULL)
-                return PSKV_ENOMEM;
-            sh->slabs = ns;
-            sh->slabs_cap = cap;
-        }
+        uint8_t **ns = pskv__array_grow(sh->slabs, &sh->slabs_cap, sh->nslabs + 1ull,
+                                        sizeof *ns, 4);
+        if (ns == NULL)
+            return PSKV_ENOMEM;
+        sh->slabs = ns;
         size_t slab_bytes = (size_t)sh->row_bytes << sh->slab_shift;
         uint8_t *slab;
         if (sh->chunk_left > 0) {
@@ -141,14 +138,11 @@ static int slabs_grow(pskv__shard *sh, uint64_t need)
             sh->chunk_next += slab_bytes;
             sh->chunk_left--;
         } else if (slab_bytes <= HUGE_BYTES && (uint64_t)sh->nslabs * slab_bytes >= CHUNKED_FROM) {
-            if (sh->nchunks == sh->chunks_cap) {
-                uint32_t cap = sh->chunks_cap ? sh->chunks_cap * 2 : 8;
-                void **nc = realloc(sh->chunks, cap * sizeof *nc);
-                if (nc == NULL)
-                    return PSKV_ENOMEM;
-                sh->chunks = nc;
-                sh->chunks_cap = cap;
-            }
+            void **nc = pskv__array_grow(sh->chunks, &sh->chunks_cap, sh->nchunks + 1ull,
+                                         sizeof *nc, 8);
+            if (nc == NULL)
+                return PSKV_ENOMEM;
+            sh->chunks = nc;
             uint8_t *chunk = block_alloc(HUGE_BYTES);
             if (chunk == NULL)
                 return PSKV_ENOMEM;

@@ -141,18 +141,13 @@ int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots)
 int pskv__spill_free(pskv__spill *sp, const uint32_t *slots, uint32_t n)
 {
     pthread_mutex_lock(&sp->lock);
-    if (sp->nfree + (uint64_t)n > sp->free_cap) {
-        uint64_t cap = sp->free_cap ? sp->free_cap : 64;
-        while (cap < sp->nfree + (uint64_t)n)
-            cap *= 2;
-        uint32_t *f = realloc(sp->free_slots, cap * sizeof *f);
-        if (f == NULL) {
-            pthread_mutex_unlock(&sp->lock);
-            return PSKV_ENOMEM; /* the slots stay allocated: space leaks, data does not */
-        }
-        sp->free_slots = f;
-        sp->free_cap = (uint32_t)cap;
+    uint32_t *f = pskv__array_grow(sp->free_slots, &sp->free_cap, (uint64_t)sp->nfree + n,
+                                   sizeof *f, 64);
+    if (f == NULL) {
+        pthread_mutex_unlock(&sp->lock);
+        return PSKV_ENOMEM; /* the slots stay allocated: space leaks, data does not */
     }
+    sp->free_slots = f;
     for (uint32_t i = 0; i < n; i++)
         sp->free_slots[sp->nfree++] = slots[i];
     sp->used -= n;

@@ -115,14 +115,11 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     }
     if (requested->dim == 0)
         return PSKV_EINVAL; /* creating needs a dim */
-    if (s->ntables == s->tables_cap) {
-        uint32_t cap = s->tables_cap ? s->tables_cap * 2 : 4;
-        pskv_table **nt = realloc(s->tables, cap * sizeof *nt);
-        if (nt == NULL)
-            return PSKV_ENOMEM;
-        s->tables = nt;
-        s->tables_cap = cap;
-    }
+    pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,
+                                       sizeof *nt, 4);
+    if (nt == NULL)
+        return PSKV_ENOMEM;
+    s->tables = nt;
     int rc = pskv__table_create(s, name, requested, &t);
     if (rc != 0)
         return rc;
