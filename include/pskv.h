@@ -331,7 +331,8 @@ PSKV_API int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n);
 PSKV_API int pskv_table_reshard(pskv_table *t, uint32_t shards);
 
 /* Atomic, point-in-time, incremental checkpoint of every table of the store.
- * PSKV_ENOTSUP for a memory-only store. Any thread. */
+ * This version has no durable stores: PSKV_ENOTSUP for memory-only and
+ * scratch (durability=none) stores alike. Any thread. */
 PSKV_API int pskv_checkpoint(pskv_store *s);
 
 /* ---------------------------------------------------------------- iteration */
