@@ -11,27 +11,35 @@
  * loses its coldest rows rather than one shard losing everything. */
 #define EVICT_PER_VISIT 64u
 
+pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
+{
+    while (*steps > 0) {
+        (*steps)--;
+        pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
+        if (e->slot != PSKV__SLOT_EMPTY && !(e->meta & (PSKV__META_BUSY | PSKV__META_SPILLED))) {
+            if (!(e->meta & PSKV__META_REF))
+                return e; /* the hand stays on it */
+            e->meta &= ~PSKV__META_REF; /* second chance */
+        }
+        sh->clock_hand++;
+    }
+    return NULL;
+}
+
 uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict)
 {
     uint32_t evicted = 0;
     /* One turn at most per visit: a second turn would take the second
      * chance away from rows whose bit this visit just cleared. */
     uint64_t steps = (uint64_t)sh->index_mask + 1;
-    while (evicted < max_evict && steps-- > 0 && sh->rows > 0) {
-        pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
-        if (e->slot == PSKV__SLOT_EMPTY) {
-            sh->clock_hand++;
-        } else if (e->meta & PSKV__META_REF) {
-            e->meta &= ~PSKV__META_REF;
-            sh->clock_hand++;
-        } else {
-            /* Backward-shift deletion may move a later entry into this
-             * position: look at it again before moving on. */
-            pskv__shard_erase(sh, e->key, pskv__key_hash(e->key, sh->hash_seed), NULL);
-            sh->erased--;
-            sh->evicted++;
-            evicted++;
-        }
+    pskv__entry *e;
+    while (evicted < max_evict && sh->rows > 0 && (e = pskv__clock_next(sh, &steps)) != NULL) {
+        /* Backward-shift deletion may move a later entry into this
+         * position: the hand stays to look at it next. */
+        pskv__shard_erase(sh, e->key, pskv__key_hash(e->key, sh->hash_seed), NULL);
+        sh->erased--;
+        sh->evicted++;
+        evicted++;
     }
     return evicted;
 }

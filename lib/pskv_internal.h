@@ -230,6 +230,12 @@ PSKV__HIDDEN int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *k
 
 /* ---------------------------------------------------------------- evict.c */
 
+/* The next CLOCK victim of the shard (lock held): moves the hand over at
+ * most *steps entries, clearing the reference bits it passes, and returns
+ * the first resident, idle row whose bit was already clear, with the hand
+ * on it; NULL when the steps run out. Rows in motion or spilled are
+ * skipped. */
+PSKV__HIDDEN pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps);
 /* CLOCK sweep over one shard (lock held): clear reference bits, drop rows
  * without one, until max_evict rows are gone or the hand has gone once
  * around. Returns the rows dropped. */

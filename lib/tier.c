@@ -188,15 +188,9 @@ int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
         return 0;
     }
     uint64_t steps = (uint64_t)sh->index_mask + 1; /* one turn at most */
-    while (n < EVICT_BATCH && steps-- > 0 && sh->rows > sh->spilled) {
-        pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
-        sh->clock_hand++;
-        if (e->slot == PSKV__SLOT_EMPTY || (e->meta & (PSKV__META_BUSY | PSKV__META_SPILLED)))
-            continue;
-        if (e->meta & PSKV__META_REF) {
-            e->meta &= ~PSKV__META_REF;
-            continue;
-        }
+    pskv__entry *e;
+    while (n < EVICT_BATCH && sh->rows > sh->spilled && (e = pskv__clock_next(sh, &steps)) != NULL) {
+        sh->clock_hand++; /* the victim stays in the index, marked */
         e->meta |= PSKV__META_BUSY;
         keys[n] = e->key;
         /* BUSY keeps writers away and slabs never move: the DRAM row can be
