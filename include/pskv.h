@@ -234,9 +234,9 @@ PSKV_API uint64_t pskv_table_rows(const pskv_table *t);
 /* Counters since the table was opened. Any thread; each field is exact, the
  * set is not a snapshot when other threads are writing. */
 typedef struct pskv_table_stats {
-    uint64_t rows;          /* resident rows */
+    uint64_t rows;          /* rows, resident or spilled */
     uint64_t row_bytes;     /* rows * payload bytes */
-    uint64_t dram_bytes;    /* DRAM held by rows and index (slabs + index) */
+    uint64_t dram_bytes;    /* DRAM held by rows and indexes (slabs, index, spill index) */
     uint64_t rows_created;  /* by pull or put */
     uint64_t rows_erased;
     uint64_t pulled, pushed, got, put; /* rows handled by each call */
@@ -250,7 +250,10 @@ typedef struct pskv_table_stats {
     uint64_t prefetch_errors; /* prefetch jobs whose loads failed (the pull retries) */
     uint64_t spill_read_ns;   /* time in spill-file read batches (the miss path) */
     uint64_t spill_write_ns;  /* time in spill-file write batches (evictions) */
-    uint64_t reserved[1];
+    uint64_t spill_index_bytes; /* DRAM that tracks spilled rows (part of dram_bytes):
+                                   at most 16 bytes per spilled row while the
+                                   table grows, 20 after mass erasure */
+    uint64_t reserved[4];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 

@@ -16,7 +16,7 @@ pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
     while (*steps > 0) {
         (*steps)--;
         pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
-        if (e->slot != PSKV__SLOT_EMPTY && !(e->meta & (PSKV__META_BUSY | PSKV__META_SPILLED))) {
+        if (e->slot != PSKV__SLOT_EMPTY && !(e->meta & PSKV__META_BUSY)) {
             if (!(e->meta & PSKV__META_REF))
                 return e; /* the hand stays on it */
             e->meta &= ~PSKV__META_REF; /* second chance */
@@ -36,8 +36,7 @@ uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict)
     while (evicted < max_evict && sh->rows > 0 && (e = pskv__clock_next(sh, &steps)) != NULL) {
         /* Backward-shift deletion may move a later entry into this
          * position: the hand stays to look at it next. */
-        pskv__shard_erase(sh, e->key, pskv__key_hash(e->key, sh->hash_seed), NULL);
-        sh->erased--;
+        pskv__shard_remove(sh, e);
         sh->evicted++;
         evicted++;
     }

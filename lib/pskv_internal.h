@@ -88,16 +88,51 @@ typedef struct pskv__entry {
 #define PSKV__SLOT_EMPTY UINT32_MAX
 /* meta bits */
 #define PSKV__META_REF 1u     /* CLOCK reference bit: used since the hand last passed */
-#define PSKV__META_SPILLED 2u /* the row lives in the spill file; slot is a spill slot */
-#define PSKV__META_BUSY 4u    /* the row is moving between tiers: wait for it */
+#define PSKV__META_BUSY 4u    /* the row is being written to the spill file: wait for it */
+
+/* ---------------------------------------------------------------- spillmap.c */
+
+/* A spilled row: 12 bytes, packed. slot is the row's spill slot, with
+ * PSKV__SPILL_BUSY set while the row is being read back (or read by an
+ * iterator); PSKV__SLOT_EMPTY marks a free entry. */
+typedef struct __attribute__((packed)) pskv__spilled {
+    uint64_t key;
+    uint32_t slot;
+} pskv__spilled;
+#define PSKV__SPILL_BUSY 0x80000000u
+#define PSKV__SPILL_SLOT_MAX 0x7fffffffu /* spill slots per table: 31 bits */
+
+typedef struct pskv__spillmap {
+    pskv__spilled *e;
+    uint32_t cap;      /* entries; not a power of two */
+    uint32_t count;    /* spilled rows */
+    uint32_t reserved; /* insertions promised by pskv__spillmap_reserve */
+    uint64_t seed;     /* the table's key hash seed, to rehash */
+} pskv__spillmap;
+
+/* All below: caller holds the owning shard's lock. hash is
+ * pskv__key_hash(key, seed). */
+PSKV__HIDDEN void pskv__spillmap_init(pskv__spillmap *m, uint64_t seed);
+PSKV__HIDDEN void pskv__spillmap_free(pskv__spillmap *m);
+/* Room for k more insertions without allocating: 0 or PSKV_ENOMEM. */
+PSKV__HIDDEN int pskv__spillmap_reserve(pskv__spillmap *m, uint32_t k);
+PSKV__HIDDEN void pskv__spillmap_unreserve(pskv__spillmap *m, uint32_t k);
+PSKV__HIDDEN pskv__spilled *pskv__spillmap_find(pskv__spillmap *m, uint64_t key, uint64_t hash);
+/* Insert a key known to be absent, using one reservation. */
+PSKV__HIDDEN void pskv__spillmap_insert_reserved(pskv__spillmap *m, uint64_t key, uint64_t hash,
+                                                 uint32_t slot);
+/* Remove an entry found by pskv__spillmap_find. Invalidates every other
+ * entry pointer (entries move; the map may shrink). */
+PSKV__HIDDEN void pskv__spillmap_remove(pskv__spillmap *m, pskv__spilled *e);
+PSKV__HIDDEN uint64_t pskv__spillmap_bytes(const pskv__spillmap *m);
 
 typedef struct pskv__shard {
     pthread_mutex_t lock;
     pskv__entry *index;   /* open addressing, linear probing */
     uint32_t index_mask;  /* capacity - 1; capacity is a power of two */
-    uint32_t rows;        /* live rows, resident or spilled */
-    uint32_t spilled;     /* rows whose entry points into the spill file */
+    uint32_t rows;        /* rows in the index: resident, or being evicted (BUSY) */
     uint32_t reserved;    /* rows promised to callers by pskv__shard_reserve */
+    pskv__spillmap spilled; /* rows in the spill file (directory stores) */
     uint8_t **slabs;
     uint32_t nslabs, slabs_cap;
     uint32_t small_slabs; /* slabs[0..small_slabs) are malloc'd one by one */
@@ -139,20 +174,15 @@ PSKV__HIDDEN void pskv__shard_unreserve(pskv__shard *sh, uint32_t k);
 /* Index entry of key, or NULL. */
 PSKV__HIDDEN pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key,
                                            uint64_t hash);
-/* Insert a key known to be absent, using one reserved row. Returns its slot
- * (row bytes uninitialized). Never fails. */
+/* Insert a key absent from the index and the spill map, using one reserved
+ * row. Returns its slot (row bytes uninitialized). Never fails; counts no
+ * creation (the caller knows whether the row is new or moved). */
 PSKV__HIDDEN uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key,
                                                   uint64_t hash);
-/* Insert the entry of a spilled row (reshard), using one reservation. */
-PSKV__HIDDEN void pskv__shard_insert_spilled(pskv__shard *sh, pskv__entry e, uint64_t hash);
-/* Remove key if present; returns true if it was, and its entry in *gone
- * (optional). A spilled row's spill slot is left for the caller to free. */
-PSKV__HIDDEN bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash,
-                                    pskv__entry *gone);
-/* A DRAM slot from reserved room, outside the index (to load a spilled
- * row into); and a DRAM slot given back (a row moved to the spill file). */
-PSKV__HIDDEN uint32_t pskv__shard_slot_take(pskv__shard *sh);
-PSKV__HIDDEN void pskv__shard_slot_release(pskv__shard *sh, uint32_t slot);
+/* Remove an index entry found by pskv__shard_find and free its DRAM slot.
+ * Counts nothing (the caller knows whether the row was erased, evicted or
+ * moved to the spill file). Invalidates other entry pointers. */
+PSKV__HIDDEN void pskv__shard_remove(pskv__shard *sh, pskv__entry *e);
 PSKV__HIDDEN uint64_t pskv__shard_dram_bytes(const pskv__shard *sh);
 
 /* ---------------------------------------------------------------- io.c */
@@ -233,7 +263,7 @@ PSKV__HIDDEN int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *k
 /* The next CLOCK victim of the shard (lock held): moves the hand over at
  * most *steps entries, clearing the reference bits it passes, and returns
  * the first resident, idle row whose bit was already clear, with the hand
- * on it; NULL when the steps run out. Rows in motion or spilled are
+ * on it; NULL when the steps run out. Rows being evicted (BUSY) are
  * skipped. */
 PSKV__HIDDEN pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps);
 /* CLOCK sweep over one shard (lock held): clear reference bits, drop rows

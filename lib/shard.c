@@ -63,6 +63,7 @@ int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed)
         per_slab &= per_slab - 1; /* round down to a power of two */
     sh->slab_shift = (uint32_t)__builtin_ctz(per_slab);
     sh->free_head = PSKV__SLOT_EMPTY;
+    pskv__spillmap_init(&sh->spilled, hash_seed);
     return 0;
 }
 
@@ -75,6 +76,7 @@ void pskv__shard_free(pskv__shard *sh)
     free(sh->chunks);
     free(sh->slabs);
     free(sh->index);
+    pskv__spillmap_free(&sh->spilled);
     pthread_mutex_destroy(&sh->lock);
 }
 
@@ -83,7 +85,8 @@ uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
     return (uint64_t)sh->small_slabs * ((size_t)sh->row_bytes << sh->slab_shift) +
            (uint64_t)sh->nchunks * HUGE_BYTES +
            ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
-           (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->chunks_cap * sizeof(void *);
+           (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->chunks_cap * sizeof(void *) +
+           pskv__spillmap_bytes(&sh->spilled);
 }
 
 static void index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)
@@ -191,7 +194,7 @@ pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key, uint64_t hash)
     }
 }
 
-uint32_t pskv__shard_slot_take(pskv__shard *sh)
+static uint32_t slot_take(pskv__shard *sh)
 {
     uint32_t slot;
     if (sh->free_count > 0) {
@@ -205,7 +208,7 @@ uint32_t pskv__shard_slot_take(pskv__shard *sh)
     return slot;
 }
 
-void pskv__shard_slot_release(pskv__shard *sh, uint32_t slot)
+static void slot_release(pskv__shard *sh, uint32_t slot)
 {
     memcpy(pskv__shard_row(sh, slot), &sh->free_head, sizeof sh->free_head);
     sh->free_head = slot;
@@ -214,34 +217,16 @@ void pskv__shard_slot_release(pskv__shard *sh, uint32_t slot)
 
 uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)
 {
-    uint32_t slot = pskv__shard_slot_take(sh);
+    uint32_t slot = slot_take(sh);
     sh->rows++;
-    sh->created++;
     index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__META_REF}, hash);
     return slot;
 }
 
-void pskv__shard_insert_spilled(pskv__shard *sh, pskv__entry e, uint64_t hash)
+void pskv__shard_remove(pskv__shard *sh, pskv__entry *e)
 {
-    sh->reserved--; /* index room only: a spilled row has no DRAM slot */
-    sh->rows++;
-    sh->spilled++;
-    index_place(sh->index, sh->index_mask, e, hash);
-}
-
-bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash, pskv__entry *gone)
-{
-    pskv__entry *e = pskv__shard_find(sh, key, hash);
-    if (e == NULL)
-        return false;
-    if (gone != NULL)
-        *gone = *e;
-    if (e->meta & PSKV__META_SPILLED)
-        sh->spilled--; /* its slot is a spill slot: the caller frees it */
-    else
-        pskv__shard_slot_release(sh, e->slot);
+    slot_release(sh, e->slot);
     sh->rows--;
-    sh->erased++;
 
     /* Backward-shift deletion: pull later entries of the probe run into the
      * hole when their home position allows it. */
@@ -260,5 +245,4 @@ bool pskv__shard_erase(pskv__shard *sh, uint64_t key, uint64_t hash, pskv__entry
         }
     }
     sh->index[hole].slot = PSKV__SLOT_EMPTY;
-    return true;
 }

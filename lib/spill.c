@@ -119,9 +119,9 @@ int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots)
     pthread_mutex_lock(&sp->lock);
     uint64_t fresh = n > sp->nfree ? n - sp->nfree : 0;
     uint64_t grow = fresh * sp->slot_bytes;
-    if ((uint64_t)sp->high + fresh >= UINT32_MAX) {
+    if ((uint64_t)sp->high + fresh > PSKV__SPILL_SLOT_MAX) {
         pthread_mutex_unlock(&sp->lock);
-        return PSKV_ENOSPC; /* slot numbers are 32-bit */
+        return PSKV_ENOSPC; /* spill slots are 31-bit (the top bit marks BUSY) */
     }
     /* The cap is on the bytes of all files sharing the counter. */
     uint64_t cur = atomic_load(sp->disk_bytes);

@@ -143,6 +143,7 @@ static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t 
                          bool init_weights)
 {
     uint32_t slot = pskv__shard_insert_reserved(sh, key, hash);
+    sh->created++;
     float *row = pskv__shard_row(sh, slot);
     if (init_weights)
         pskv__init_weights(&t->opts, key, row, t->dim);
@@ -319,10 +320,14 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
         uint32_t i = order[j];
         pskv__entry *e = pskv__shard_find(sh, c->keys[i], p->hash[i]);
         float *row = NULL;
-        if (e != NULL && PSKV__UNLIKELY(e->meta & (PSKV__META_SPILLED | PSKV__META_BUSY))) {
+        if (e != NULL && PSKV__UNLIKELY(e->meta & PSKV__META_BUSY)) {
             /* Writers checked residency while reserving and evictors leave
              * shards with reservations alone, so only readers get here. */
             row = NOT_RESIDENT;
+            c->not_resident++;
+        } else if (e == NULL && sh->spilled.count > 0 &&
+                   pskv__spillmap_find(&sh->spilled, c->keys[i], p->hash[i]) != NULL) {
+            row = NOT_RESIDENT; /* readers only, as above */
             c->not_resident++;
         } else if (e != NULL) {
             row = pskv__shard_row(sh, e->slot);
@@ -415,8 +420,10 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
         /* Every existing row must be in DRAM before the batch applies;
          * once room is reserved here, evictors leave this shard alone. */
         for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
-            pskv__entry *e = pskv__shard_find(sh, p->keys[p->order[j]], p->hash[p->order[j]]);
-            if (e != NULL && (e->meta & (PSKV__META_SPILLED | PSKV__META_BUSY)))
+            uint64_t key = p->keys[p->order[j]], hash = p->hash[p->order[j]];
+            pskv__entry *e = pskv__shard_find(sh, key, hash);
+            if (e != NULL ? (e->meta & PSKV__META_BUSY) != 0
+                          : pskv__spillmap_find(&sh->spilled, key, hash) != NULL)
                 return NEEDS_LOAD;
         }
     }
@@ -541,17 +548,26 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
     for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
         uint32_t i = p->order[j];
         pskv__entry *e = pskv__shard_find(sh, p->keys[i], p->hash[i]);
-        if (e != NULL && (e->meta & PSKV__META_BUSY)) {
+        if (e != NULL) {
+            if (e->meta & PSKV__META_BUSY) {
+                c->busy++;
+            } else {
+                pskv__shard_remove(sh, e);
+                sh->erased++;
+                c->erased_resident++;
+            }
+            continue;
+        }
+        pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, p->keys[i], p->hash[i]);
+        if (sp == NULL)
+            continue;
+        if (sp->slot & PSKV__SPILL_BUSY) {
             c->busy++;
             continue;
         }
-        pskv__entry gone;
-        if (!pskv__shard_erase(sh, p->keys[i], p->hash[i], &gone))
-            continue;
-        if (gone.meta & PSKV__META_SPILLED)
-            c->spill_slots[c->nslots++] = gone.slot;
-        else
-            c->erased_resident++;
+        c->spill_slots[c->nslots++] = sp->slot;
+        pskv__spillmap_remove(&sh->spilled, sp);
+        sh->erased++;
     }
     return 0;
 }
@@ -596,10 +612,13 @@ int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n)
 
 /* ---------------------------------------------------------------- reshard */
 
-/* Copy every row of the old shards into new ones routed by a new ring. */
+/* Copy every row of the old shards into new ones routed by a new ring:
+ * resident rows with their bytes, spilled rows as spill-map entries (their
+ * slots belong to the table's file). Called with the layout lock exclusive,
+ * so no row is BUSY. */
 static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint32_t nto)
 {
-    uint32_t *count = calloc(nto, sizeof *count);
+    uint32_t *count = calloc(2 * (size_t)nto, sizeof *count); /* [resident | spilled] */
     if (count == NULL)
         return PSKV_ENOMEM;
     for (uint32_t s = 0; s < t->nshards; s++) {
@@ -607,10 +626,17 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
         for (uint32_t i = 0; i <= sh->index_mask; i++)
             if (sh->index[i].slot != PSKV__SLOT_EMPTY)
                 count[pskv__ring_route_hash(ring, pskv__key_hash(sh->index[i].key, t->opts.seed))]++;
+        for (uint32_t i = 0; i < sh->spilled.cap; i++)
+            if (sh->spilled.e[i].slot != PSKV__SLOT_EMPTY)
+                count[nto + pskv__ring_route_hash(
+                                ring, pskv__key_hash(sh->spilled.e[i].key, t->opts.seed))]++;
     }
     int rc = 0;
-    for (uint32_t s = 0; s < nto && rc == 0; s++)
+    for (uint32_t s = 0; s < nto && rc == 0; s++) {
         rc = pskv__shard_reserve(&to[s], count[s]);
+        if (rc == 0)
+            rc = pskv__spillmap_reserve(&to[s].spilled, count[nto + s]);
+    }
     free(count);
     if (rc != 0)
         return rc;
@@ -622,14 +648,16 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
                 continue;
             uint64_t h = pskv__key_hash(e.key, t->opts.seed);
             pskv__shard *dst = &to[pskv__ring_route_hash(ring, h)];
-            if (e.meta & PSKV__META_SPILLED) {
-                /* Spill slots belong to the table's file: move the entry only. */
-                pskv__shard_insert_spilled(dst, e, h);
-                continue;
-            }
             uint32_t slot = pskv__shard_insert_reserved(dst, e.key, h);
-            dst->created--; /* a move, not a creation */
             memcpy(pskv__shard_row(dst, slot), pskv__shard_row(sh, e.slot), t->row_bytes);
+        }
+        for (uint32_t i = 0; i < sh->spilled.cap; i++) {
+            pskv__spilled e = sh->spilled.e[i];
+            if (e.slot == PSKV__SLOT_EMPTY)
+                continue;
+            uint64_t h = pskv__key_hash(e.key, t->opts.seed);
+            pskv__spillmap_insert_reserved(&to[pskv__ring_route_hash(ring, h)].spilled, e.key, h,
+                                           e.slot);
         }
     }
     return 0;
@@ -698,12 +726,13 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
     for (uint32_t s = 0; s < t->nshards; s++) {
         pskv__shard *sh = &t->shards[s];
         pthread_mutex_lock(&sh->lock);
-        st->rows += sh->rows;
+        st->rows += (uint64_t)sh->rows + sh->spilled.count;
         st->dram_bytes += pskv__shard_dram_bytes(sh);
+        st->spill_index_bytes += pskv__spillmap_bytes(&sh->spilled);
         st->rows_created += sh->created;
         st->rows_erased += sh->erased;
         st->rows_evicted += sh->evicted;
-        st->rows_spilled += sh->spilled;
+        st->rows_spilled += sh->spilled.count;
         pthread_mutex_unlock(&sh->lock);
     }
     st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard);
@@ -794,14 +823,21 @@ static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspill
             continue;
         }
         it->keys[n] = e->key;
-        if (e->meta & PSKV__META_SPILLED) {
-            e->meta |= PSKV__META_BUSY;
-            it->spill_at[*nspilled] = n;
-            it->spill_slot[(*nspilled)++] = e->slot;
-        } else {
-            memcpy(it->rows + (size_t)n * t->row_floats, pskv__shard_row(sh, e->slot),
-                   t->row_bytes);
+        memcpy(it->rows + (size_t)n * t->row_floats, pskv__shard_row(sh, e->slot), t->row_bytes);
+        n++;
+    }
+    for (uint32_t i = 0; i < sh->spilled.cap; i++) {
+        pskv__spilled *e = &sh->spilled.e[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            continue;
+        if (e->slot & PSKV__SPILL_BUSY) {
+            busy++;
+            continue;
         }
+        it->keys[n] = e->key;
+        it->spill_at[*nspilled] = n;
+        it->spill_slot[(*nspilled)++] = e->slot;
+        e->slot |= PSKV__SPILL_BUSY;
         n++;
     }
     it->count = n;
@@ -825,8 +861,9 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
     pthread_mutex_lock(&sh->lock);
     for (uint32_t k = 0; k < nspilled; k++) {
         uint64_t key = it->keys[it->spill_at[k]];
-        pskv__entry *e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
-        e->meta &= ~PSKV__META_BUSY;
+        pskv__spilled *e =
+            pskv__spillmap_find(&sh->spilled, key, pskv__key_hash(key, sh->hash_seed));
+        e->slot &= ~PSKV__SPILL_BUSY;
     }
     pthread_mutex_unlock(&sh->lock);
     pskv__moved_wake(t->store);
@@ -874,7 +911,7 @@ static int iter_load(pskv_iter *it)
             uint64_t moved = pskv__moved_gen(t->store);
             uint32_t nspilled = 0, busy = 0;
             pthread_mutex_lock(&sh->lock);
-            int err = iter_reserve(it, sh->rows);
+            int err = iter_reserve(it, sh->rows + sh->spilled.count);
             if (err == 0)
                 busy = iter_copy_shard(it, sh, &nspilled);
             pthread_mutex_unlock(&sh->lock);

@@ -1,18 +1,21 @@
 /* Moving rows between DRAM and a table's spill file, without holding a
  * shard lock across I/O.
  *
- * A row in motion carries PSKV__META_BUSY in its index entry. Whoever sets
- * the bit (a loader bringing a spilled row back, an evictor writing a cold
- * row out, an iterator reading a spilled row) owns the row until it clears
- * the bit; everybody else leaves BUSY rows alone and, if they need one,
- * waits for the store's "moved" generation to change and looks again.
- * Owners hold the table's layout lock (shared) from marking to clearing, so
- * a reshard never sees a BUSY row.
+ * A shard keeps its resident rows in its index and its spilled rows in its
+ * spill map (spillmap.c); a key is in one of them at most. A row in motion
+ * is marked BUSY where it is: PSKV__META_BUSY on the index entry of a row
+ * being written out, PSKV__SPILL_BUSY on the spill-map entry of a row being
+ * read back (by a loader or an iterator). Whoever sets the bit owns the row
+ * until it clears the bit; everybody else leaves BUSY rows alone and, if
+ * they need one, waits for the store's "moved" generation to change and
+ * looks again. Owners hold the table's layout lock (shared) from marking to
+ * clearing, so a reshard never sees a BUSY row.
  *
- *   load:  lock: mark spilled rows BUSY   | I/O: read + verify all of them in
- *          one batch | lock: copy into DRAM slots, entry -> resident
- *   evict: lock: pick cold rows, mark BUSY | I/O: write them in one batch
- *          | lock: free DRAM slots, entry -> spilled (spill slot)
+ *   load:  lock: mark spill-map entries BUSY | I/O: read + verify all of
+ *          them in one batch | lock: map entry -> index entry + DRAM slot
+ *   evict: lock: pick cold rows (CLOCK), mark BUSY, reserve map room | I/O:
+ *          write them in one batch | lock: index entry -> map entry, DRAM
+ *          slot freed
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
 #include <string.h>
@@ -60,13 +63,6 @@ typedef struct load_item {
     uint32_t shard, spill_slot;
 } load_item;
 
-static void clear_busy(pskv__shard *sh, uint64_t key, uint64_t hash)
-{
-    pskv__entry *e = pskv__shard_find(sh, key, hash);
-    if (e != NULL)
-        e->meta &= ~PSKV__META_BUSY;
-}
-
 int pskv__tier_load(pskv_table *t, const pskv__plan *p)
 {
     pskv_store *s = t->store;
@@ -86,14 +82,20 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
         for (uint32_t j = p->start[sd]; j < p->start[sd + 1]; j++) {
             uint32_t i = p->order[j];
             pskv__entry *e = pskv__shard_find(sh, p->keys[i], p->hash[i]);
-            if (e == NULL || !(e->meta & (PSKV__META_SPILLED | PSKV__META_BUSY)))
+            if (e != NULL) {
+                /* Resident, or being written out: then wait for it. */
+                others_busy |= (e->meta & PSKV__META_BUSY) != 0;
                 continue;
-            if (e->meta & PSKV__META_BUSY) {
+            }
+            pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, p->keys[i], p->hash[i]);
+            if (sp == NULL)
+                continue;
+            if (sp->slot & PSKV__SPILL_BUSY) {
                 others_busy = true; /* or ours, for a repeated key: the wait ends at once */
                 continue;
             }
-            e->meta |= PSKV__META_BUSY;
-            items[n++] = (load_item){p->keys[i], p->hash[i], sd, e->slot};
+            sp->slot |= PSKV__SPILL_BUSY;
+            items[n++] = (load_item){p->keys[i], p->hash[i], sd, sp->slot & ~PSKV__SPILL_BUSY};
         }
         pthread_mutex_unlock(&sh->lock);
     }
@@ -132,18 +134,17 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
             int room = bufs_ok ? pskv__shard_reserve(sh, count) : PSKV_ENOMEM;
             uint32_t taken = 0;
             for (; k < end; k++) {
-                pskv__entry *e = pskv__shard_find(sh, items[k].key, items[k].hash);
+                /* Ours while BUSY: nobody removed or moved it meanwhile. */
+                pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, items[k].key, items[k].hash);
                 if (room == 0 && results[k] == 0) {
-                    uint32_t slot = pskv__shard_slot_take(sh);
-                    taken++;
+                    pskv__spillmap_remove(&sh->spilled, sp);
+                    uint32_t slot = pskv__shard_insert_reserved(sh, items[k].key, items[k].hash);
                     memcpy(pskv__shard_row(sh, slot), rows[k], t->row_bytes);
-                    slots[nfreed++] = e->slot; /* the spill slot, free after unlocking */
-                    e->slot = slot;
-                    e->meta = PSKV__META_REF;
-                    sh->spilled--;
+                    slots[nfreed++] = items[k].spill_slot; /* freed after unlocking */
+                    taken++;
                     loaded++;
                 } else {
-                    e->meta &= ~PSKV__META_BUSY;
+                    sp->slot &= ~PSKV__SPILL_BUSY;
                 }
             }
             if (room == 0)
@@ -173,6 +174,12 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
 
 #define EVICT_BATCH 64u
 
+static void clear_busy(pskv__shard *sh, uint64_t key)
+{
+    pskv__entry *e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
+    e->meta &= ~PSKV__META_BUSY;
+}
+
 int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
 {
     uint64_t keys[EVICT_BATCH];
@@ -189,7 +196,7 @@ int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
     }
     uint64_t steps = (uint64_t)sh->index_mask + 1; /* one turn at most */
     pskv__entry *e;
-    while (n < EVICT_BATCH && sh->rows > sh->spilled && (e = pskv__clock_next(sh, &steps)) != NULL) {
+    while (n < EVICT_BATCH && (e = pskv__clock_next(sh, &steps)) != NULL) {
         sh->clock_hand++; /* the victim stays in the index, marked */
         e->meta |= PSKV__META_BUSY;
         keys[n] = e->key;
@@ -198,10 +205,16 @@ int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
         rows[n] = pskv__shard_row(sh, e->slot);
         n++;
     }
+    /* Room in the spill map first, so that a written row always has an
+     * entry to land in. */
+    int rc = n > 0 ? pskv__spillmap_reserve(&sh->spilled, n) : 0;
+    if (rc != 0)
+        for (uint32_t k = 0; k < n; k++)
+            clear_busy(sh, keys[k]);
     pthread_mutex_unlock(&sh->lock);
-    if (n == 0)
-        return 0;
-    int rc = pskv__spill_alloc(t->spill, n, spill_slots);
+    if (n == 0 || rc != 0)
+        return rc;
+    rc = pskv__spill_alloc(t->spill, n, spill_slots);
     if (rc == 0) {
         uint64_t t0 = pskv__now_ns();
         rc = pskv__spill_write(t->spill, n, keys, rows, spill_slots);
@@ -211,18 +224,17 @@ int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
     }
     pthread_mutex_lock(&sh->lock);
     for (uint32_t k = 0; k < n; k++) {
-        uint64_t h = pskv__key_hash(keys[k], sh->hash_seed);
         if (rc != 0) {
-            clear_busy(sh, keys[k], h); /* stays resident: nothing is lost */
+            clear_busy(sh, keys[k]); /* stays resident: nothing is lost */
             continue;
         }
-        pskv__entry *e = pskv__shard_find(sh, keys[k], h);
-        pskv__shard_slot_release(sh, e->slot);
-        e->slot = spill_slots[k];
-        e->meta = PSKV__META_SPILLED;
-        sh->spilled++;
+        uint64_t h = pskv__key_hash(keys[k], sh->hash_seed);
+        pskv__spillmap_insert_reserved(&sh->spilled, keys[k], h, spill_slots[k]);
+        pskv__shard_remove(sh, pskv__shard_find(sh, keys[k], h));
         sh->evicted++;
     }
+    if (rc != 0)
+        pskv__spillmap_unreserve(&sh->spilled, n);
     pthread_mutex_unlock(&sh->lock);
     pskv__moved_wake(t->store);
     if (rc == 0) {
