@@ -25,7 +25,12 @@
  * O_DIRECT reads of the same size and depth on the same file, and pull's
  * wait with prefetch one batch ahead while the caller computes.
  *
- *   pskv-bench [dram|cache|device|spill] [--keys N] [--budget BYTES] [--batches B] [--reps R] [--peers] [--json]
+ * The spill figures are taken in the cache's steady state: populated from
+ * the coldest key to the hottest, then --warm batches (default 256) of the
+ * training loop; RocksDB warms its block cache on the same keys.
+ *
+ *   pskv-bench [dram|cache|device|spill] [--keys N] [--budget BYTES] [--batches B] [--warm B]
+ *              [--reps R] [--peers] [--json]
  * Each dram figure is the median of R runs over the same trace. */
 #include <errno.h>
 #include <math.h>
@@ -55,7 +60,8 @@ static struct {
     unsigned batches, reps;
     int json, peers;
     uint64_t budget; /* spill workload */
-} cfg = {4u << 20, 128, 5, 0, 0, 1ull << 30};
+    unsigned warm;   /* spill workload: warm-up batches before timing */
+} cfg = {4u << 20, 128, 5, 0, 0, 1ull << 30, 256};
 
 static double now(void)
 {
@@ -575,6 +581,35 @@ static int workload_device(void)
             fflush(stdout);
         }
     }
+    /* Random writes and a read/write mix: what the spill tier's eviction
+     * writes and miss reads cost the device, alone and together. */
+    const uint32_t mix_size = 1024, mix_depth = 64;
+    const char *mix_names[] = {"writes", "mixed 1:1"};
+    for (int mode = 0; mode < 2; mode++) {
+        uint64_t blocks = file_bytes / mix_size;
+        size_t total = 0;
+        t0 = now();
+        while (now() - t0 < 2.0) {
+            for (uint32_t i = 0; i < mix_depth; i++) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                req[i] = (pskv__io_req){.fd = fd, .write = mode == 0 || (i & 1),
+                                        .buf = buf + (size_t)i * 16384, .len = mix_size,
+                                        .off = ((rng >> 16) % blocks) * mix_size};
+            }
+            if (pskv__io_run(io, req, mix_depth) != 0) {
+                fprintf(stderr, "pskv-bench: write failed\n");
+                return 1;
+            }
+            total += mix_depth;
+        }
+        double rate = (double)total / (now() - t0);
+        if (cfg.json)
+            printf("{\"workload\":\"device\",\"random\":\"%s\",\"size\":%u,\"depth\":%u,"
+                   "\"ops_per_s\":%.0f}\n", mix_names[mode], mix_size, mix_depth, rate);
+        else
+            printf("random %-9s %u B, depth %u: %.0f ops/s\n", mix_names[mode], mix_size, mix_depth,
+                   rate);
+    }
     free(buf);
     free(req);
     pskv__io_destroy(io);
@@ -744,7 +779,13 @@ static int workload_spill(void)
         fprintf(stderr, "pskv-bench: cannot open the spill store in %s\n", dir);
         return 1;
     }
-    size_t warm = cfg.batches / 4, timed = cfg.batches;
+    /* Steady state, not a cold cache: the populate pass creates the keys
+     * from the coldest rank to the hottest, so the rows it leaves resident
+     * are about those a long-running trainer keeps in DRAM, and the warm-up
+     * then runs the training loop itself before timing. (Populated hottest
+     * first, the cache starts with the coldest rows and needs ~2000 batches
+     * to reach its steady hit rate: compulsory misses, not training.) */
+    size_t warm = cfg.warm, timed = cfg.batches;
     size_t count = (warm + 2 * timed + 1) * BATCH;
     uint32_t *ranks = zipf_trace(n, count, 0.99, 11);
     uint64_t *keys = malloc(count * sizeof *keys);
@@ -761,7 +802,7 @@ static int workload_spill(void)
     for (uint64_t base = 0; base < n; base += BATCH) {
         size_t m = n - base < BATCH ? n - base : BATCH;
         for (size_t i = 0; i < m; i++)
-            all[i] = scramble(base + i);
+            all[i] = scramble(n - 1 - (base + i));
         if (pskv_pull(t, all, m, out) != 0) {
             fprintf(stderr, "pskv-bench: populate failed\n");
             return 1;
@@ -783,7 +824,10 @@ static int workload_spill(void)
                ss.resident_bytes / 1048576.0);
 
     spill_phase w, plain, pre;
-    if (spill_run(t, keys, 0, warm, grads, out, 0, 0, &w) != 0 ||
+    /* The hit rate of the warm-up's last quarter shows whether the cache
+     * has settled: it should match the timed run's. */
+    if (spill_run(t, keys, 0, warm - warm / 4, grads, out, 0, 0, &w) != 0 ||
+        spill_run(t, keys, warm - warm / 4, warm / 4, grads, out, 0, 0, &w) != 0 ||
         spill_run(t, keys, warm, timed, grads, out, 0, 0, &plain) != 0) {
         fprintf(stderr, "pskv-bench: spill run failed\n");
         return 1;
@@ -800,6 +844,8 @@ static int workload_spill(void)
     char path[96];
     snprintf(path, sizeof path, "%s/emb.spill", dir);
     pskv_store_stats_get(s, &ss);
+    pskv_table_stats_get(t, &ts);
+    double spilled_dram = ts.rows_spilled ? (double)ts.spill_index_bytes / ts.rows_spilled : 0;
     pskv__io *io;
     pskv__io_create(getenv("PSKV_IO") && strcmp(getenv("PSKV_IO"), "sync") == 0, 64, &io);
     uint32_t slot = pskv__spill_slot_bytes(t->spill);
@@ -807,6 +853,7 @@ static int workload_spill(void)
     pskv__io_destroy(io);
 
     double hit = 1.0 - (double)plain.loads / plain.rows;
+    double warm_hit = w.rows > 0 ? 1.0 - (double)w.loads / w.rows : 0;
     /* Miss-path rate: rows read per second of read batches (the time the
      * reads of a call's misses take, from submission to the last check). */
     double miss_rate = (double)plain.loads / plain.read_s;
@@ -815,11 +862,16 @@ static int workload_spill(void)
         printf("{\"workload\":\"spill\",\"keys\":%llu,\"budget\":%llu,\"populate_rows_per_s\":%.0f,"
                "\"pull_rows_per_s\":%.0f,\"push_rows_per_s\":%.0f,\"train_rows_per_s\":%.0f,"
                "\"hit_rate\":%.4f,\"miss_reads_per_s\":%.0f,\"raw_reads_per_s\":%.0f,"
-               "\"miss_vs_raw\":%.3f,\"slot_bytes\":%u,\"pull_wait_prefetch_vs_none\":%.3f}\n",
+               "\"miss_vs_raw\":%.3f,\"slot_bytes\":%u,\"pull_wait_prefetch_vs_none\":%.3f,"
+               "\"warm_batches\":%zu,\"warm_hit_rate\":%.4f,\"dram_per_spilled_row\":%.2f}\n",
                (unsigned long long)n, (unsigned long long)budget, n / populate_s,
                plain.rows / plain.pull_s, plain.rows / plain.push_s, train, hit, miss_rate, raw,
-               miss_rate / raw, slot, pre.pull_s / plain.pull_s);
+               miss_rate / raw, slot, pre.pull_s / plain.pull_s, warm, warm_hit, spilled_dram);
     } else {
+        printf("warm-up:       %zu batches, hit rate %.1f%% over the last quarter\n"
+               "spilled rows:  %llu, spill index %.1f MiB = %.2f bytes of DRAM per spilled row\n",
+               warm, warm_hit * 100, (unsigned long long)ts.rows_spilled,
+               ts.spill_index_bytes / 1048576.0, spilled_dram);
         printf("no prefetch:   pull %.3fM rows/s, push %.3fM rows/s, pull+push %.3fM rows/s; "
                "hit rate %.1f%%; %.0f%% of the time in spill reads, %.0f%% in eviction writes\n"
                "miss path:     %.0f slot reads/s (%u-byte slots) vs raw io_uring O_DIRECT random "
@@ -836,9 +888,17 @@ static int workload_spill(void)
     rmdir(dir);
     if (cfg.peers) {
         /* RocksDB under the same DRAM budget: block cache = budget, direct
-         * reads, the same trace after the same warm-up. */
+         * reads, the same trace after the same history. Its populate pass
+         * does not fill the block cache, so it first reads the keys pskv
+         * had resident after populating (coldest to hottest), then the
+         * warm-up trace. */
+        uint64_t hot = budget / 512 < n ? budget / 512 : n;
+        uint64_t *warm_keys = malloc((hot + warm * BATCH) * sizeof *warm_keys);
+        for (uint64_t i = 0; i < hot; i++)
+            warm_keys[i] = scramble(hot - 1 - i);
+        memcpy(warm_keys + hot, keys, warm * BATCH * sizeof *keys);
         bench_peer_args a = {n, keys + warm * BATCH, timed * BATCH, grads, BATCH, DIM, LR, EPS,
-                             1, budget, 1, 1, keys, warm * BATCH};
+                             1, budget, 1, 1, warm_keys, hot + warm * BATCH};
         bench_peer_result res;
         for (int pi = 0; pi < bench_peer_count(); pi++) {
             if (bench_peer_run(pi, &a, &res) != 0)
@@ -856,6 +916,7 @@ static int workload_spill(void)
                        bench_peer_name(pi), budget / 1073741824.0, res.pull_rows_per_s / 1e6,
                        res.push_rows_per_s / 1e6, peer_train / 1e6, train / peer_train);
         }
+        free(warm_keys);
     }
     free(keys);
     free(grads);
@@ -865,8 +926,8 @@ static int workload_spill(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill] [--keys N] [--budget BYTES] [--batches B] [--reps R] "
-                    "[--peers] [--json]\n");
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
+                    "[--reps R] [--peers] [--json]\n");
     exit(2);
 }
 
@@ -885,6 +946,8 @@ int main(int argc, char **argv)
             keys_set = 1;
         } else if (strcmp(argv[i], "--budget") == 0 && i + 1 < argc)
             cfg.budget = strtoull(argv[++i], NULL, 0);
+        else if (strcmp(argv[i], "--warm") == 0 && i + 1 < argc)
+            cfg.warm = (unsigned)strtoul(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc)
             cfg.batches = (unsigned)strtoul(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)

@@ -91,23 +91,24 @@ int pskv__store_enforce_budget(pskv_store *s)
             break;
         pthread_rwlock_rdlock(&t->layout_lock);
         uint32_t shard = s->hand_shard % t->nshards;
-        pskv__shard *sh = &t->shards[shard];
-        uint32_t n;
+        uint32_t n, visited = 1;
         if (t->spill != NULL) {
-            /* Directory store: cold rows go to the spill file. */
-            rc = pskv__tier_evict(t, sh, &n);
+            /* Directory store: cold rows of a few shards go to the spill
+             * file in one batch. */
+            rc = pskv__tier_evict(t, shard, &visited, &n);
         } else {
             /* Memory-only cache: cold rows are dropped. */
+            pskv__shard *sh = &t->shards[shard];
             pthread_mutex_lock(&sh->lock);
             n = pskv__shard_clock_sweep(sh, EVICT_PER_VISIT);
             pthread_mutex_unlock(&sh->lock);
             pskv__store_account(s, -(int64_t)n * t->row_bytes);
         }
-        if (shard + 1 >= t->nshards) {
+        if (shard + visited >= t->nshards) {
             s->hand_shard = 0;
             s->hand_table++;
         } else {
-            s->hand_shard = shard + 1;
+            s->hand_shard = shard + visited;
         }
         pthread_rwlock_unlock(&t->layout_lock);
         /* Nothing left to evict anywhere (all rows in use by calls in

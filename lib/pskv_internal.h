@@ -321,10 +321,14 @@ PSKV__HIDDEN void pskv__moved_wait(pskv_store *s, uint64_t seen);
  * no shard lock. 0, PSKV_EIO, PSKV_ECORRUPT (the row stays spilled and
  * unchanged), PSKV_ENOMEM. */
 PSKV__HIDDEN int pskv__tier_load(pskv_table *t, const pskv__plan *p);
-/* Write up to a batch of the shard's cold rows to the spill file and free
- * their DRAM (CLOCK picks them). Caller holds the layout lock shared and no
- * shard lock. 0 or PSKV_ENOSPC / PSKV_EIO (the rows stay resident). */
-PSKV__HIDDEN int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted);
+/* Write up to a batch of cold rows (CLOCK picks them) of the table's shards
+ * first, first + 1, ... to the spill file in one I/O batch and free their
+ * DRAM. *visited = the shards looked at (the batch filled up or the last
+ * shard was reached). Caller holds the layout lock shared and no shard
+ * lock. 0 or PSKV_ENOSPC / PSKV_EIO / PSKV_ENOMEM (the rows stay
+ * resident). */
+PSKV__HIDDEN int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited,
+                                   uint32_t *evicted);
 
 /* ---------------------------------------------------------------- prefetch.c */
 

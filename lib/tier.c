@@ -83,8 +83,13 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
             uint32_t i = p->order[j];
             pskv__entry *e = pskv__shard_find(sh, p->keys[i], p->hash[i]);
             if (e != NULL) {
-                /* Resident, or being written out: then wait for it. */
-                others_busy |= (e->meta & PSKV__META_BUSY) != 0;
+                /* Being written out: wait for it. Resident: about to be
+                 * used (this is a pull's or a prefetch's key), so the
+                 * evictor must not pick it in the meantime. */
+                if (e->meta & PSKV__META_BUSY)
+                    others_busy = true;
+                else if (!(e->meta & PSKV__META_REF))
+                    e->meta |= PSKV__META_REF;
                 continue;
             }
             pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, p->keys[i], p->hash[i]);
@@ -172,7 +177,13 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
 
 /* ---------------------------------------------------------------- evict */
 
-#define EVICT_BATCH 64u
+/* Victims one shard gives per visit: spreads eviction over the shards so
+ * that each loses its coldest rows rather than one shard losing everything. */
+#define EVICT_PER_SHARD 64u
+/* Rows written in one I/O batch: enough requests to keep the device queue
+ * deep (the I/O layer runs 64 at a time) and, when slots are consecutive,
+ * to merge into long writes. */
+#define EVICT_BATCH 512u
 
 static void clear_busy(pskv__shard *sh, uint64_t key)
 {
@@ -180,67 +191,92 @@ static void clear_busy(pskv__shard *sh, uint64_t key)
     e->meta &= ~PSKV__META_BUSY;
 }
 
-int pskv__tier_evict(pskv_table *t, pskv__shard *sh, uint32_t *evicted)
+/* Pick up to `room` CLOCK victims of one shard, mark them BUSY and reserve
+ * spill-map room for them. Returns how many; 0 when the shard has none to
+ * give or holds reservations (a writer checked its rows resident and will
+ * apply its batch: leave the shard alone until then). */
+static uint32_t pick_victims(pskv__shard *sh, uint32_t room, uint64_t *keys, const float **rows,
+                             int *rc)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&sh->lock);
+    if (sh->reserved == 0) {
+        uint64_t steps = (uint64_t)sh->index_mask + 1; /* one turn at most */
+        pskv__entry *e;
+        while (n < room && (e = pskv__clock_next(sh, &steps)) != NULL) {
+            sh->clock_hand++; /* the victim stays in the index, marked */
+            e->meta |= PSKV__META_BUSY;
+            keys[n] = e->key;
+            /* BUSY keeps writers away and slabs never move: the DRAM row
+             * can be written out directly after the lock is released. */
+            rows[n] = pskv__shard_row(sh, e->slot);
+            n++;
+        }
+        /* Room in the spill map first, so that a written row always has an
+         * entry to land in. */
+        if (n > 0 && (*rc = pskv__spillmap_reserve(&sh->spilled, n)) != 0) {
+            for (uint32_t k = 0; k < n; k++)
+                clear_busy(sh, keys[k]);
+            n = 0;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return n;
+}
+
+int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited, uint32_t *evicted)
 {
     uint64_t keys[EVICT_BATCH];
     const float *rows[EVICT_BATCH];
     uint32_t spill_slots[EVICT_BATCH];
-    uint32_t n = 0;
+    uint32_t shard_of[EVICT_BATCH];
+    uint32_t n = 0, sd = first;
+    int rc = 0;
     *evicted = 0;
-    pthread_mutex_lock(&sh->lock);
-    if (sh->reserved > 0) {
-        /* A writer checked its rows resident and holds room here: leave
-         * this shard alone until it has applied its batch. */
-        pthread_mutex_unlock(&sh->lock);
-        return 0;
+    for (; sd < t->nshards && n < EVICT_BATCH && rc == 0; sd++) {
+        uint32_t room = EVICT_BATCH - n < EVICT_PER_SHARD ? EVICT_BATCH - n : EVICT_PER_SHARD;
+        uint32_t got = pick_victims(&t->shards[sd], room, keys + n, rows + n, &rc);
+        for (uint32_t k = 0; k < got; k++)
+            shard_of[n + k] = sd;
+        n += got;
     }
-    uint64_t steps = (uint64_t)sh->index_mask + 1; /* one turn at most */
-    pskv__entry *e;
-    while (n < EVICT_BATCH && (e = pskv__clock_next(sh, &steps)) != NULL) {
-        sh->clock_hand++; /* the victim stays in the index, marked */
-        e->meta |= PSKV__META_BUSY;
-        keys[n] = e->key;
-        /* BUSY keeps writers away and slabs never move: the DRAM row can be
-         * written out directly after the lock is released. */
-        rows[n] = pskv__shard_row(sh, e->slot);
-        n++;
-    }
-    /* Room in the spill map first, so that a written row always has an
-     * entry to land in. */
-    int rc = n > 0 ? pskv__spillmap_reserve(&sh->spilled, n) : 0;
-    if (rc != 0)
-        for (uint32_t k = 0; k < n; k++)
-            clear_busy(sh, keys[k]);
-    pthread_mutex_unlock(&sh->lock);
-    if (n == 0 || rc != 0)
+    *visited = sd - first;
+    if (n == 0)
         return rc;
-    rc = pskv__spill_alloc(t->spill, n, spill_slots);
-    if (rc == 0) {
+    int io_rc = pskv__spill_alloc(t->spill, n, spill_slots);
+    if (io_rc == 0) {
         uint64_t t0 = pskv__now_ns();
-        rc = pskv__spill_write(t->spill, n, keys, rows, spill_slots);
+        io_rc = pskv__spill_write(t->spill, n, keys, rows, spill_slots);
         atomic_fetch_add_explicit(&t->n_spill_write_ns, pskv__now_ns() - t0, memory_order_relaxed);
-        if (rc != 0)
+        if (io_rc != 0)
             pskv__spill_free(t->spill, spill_slots, n);
     }
-    pthread_mutex_lock(&sh->lock);
-    for (uint32_t k = 0; k < n; k++) {
-        if (rc != 0) {
-            clear_busy(sh, keys[k]); /* stays resident: nothing is lost */
-            continue;
+    /* Victims are grouped by shard: one lock per shard to install them. */
+    for (uint32_t k = 0; k < n;) {
+        pskv__shard *sh = &t->shards[shard_of[k]];
+        uint32_t begin = k, end = k;
+        while (end < n && shard_of[end] == shard_of[begin])
+            end++;
+        pthread_mutex_lock(&sh->lock);
+        for (; k < end; k++) {
+            if (io_rc != 0) {
+                clear_busy(sh, keys[k]); /* stays resident: nothing is lost */
+                continue;
+            }
+            uint64_t h = pskv__key_hash(keys[k], sh->hash_seed);
+            pskv__spillmap_insert_reserved(&sh->spilled, keys[k], h, spill_slots[k]);
+            pskv__shard_remove(sh, pskv__shard_find(sh, keys[k], h));
+            sh->evicted++;
         }
-        uint64_t h = pskv__key_hash(keys[k], sh->hash_seed);
-        pskv__spillmap_insert_reserved(&sh->spilled, keys[k], h, spill_slots[k]);
-        pskv__shard_remove(sh, pskv__shard_find(sh, keys[k], h));
-        sh->evicted++;
+        if (io_rc != 0)
+            pskv__spillmap_unreserve(&sh->spilled, end - begin);
+        pthread_mutex_unlock(&sh->lock);
     }
-    if (rc != 0)
-        pskv__spillmap_unreserve(&sh->spilled, n);
-    pthread_mutex_unlock(&sh->lock);
     pskv__moved_wake(t->store);
-    if (rc == 0) {
-        atomic_fetch_add_explicit(&t->n_spill_writes, n, memory_order_relaxed);
-        pskv__store_account(t->store, -(int64_t)n * t->row_bytes);
-        *evicted = n;
-    }
+    if (io_rc != 0)
+        return io_rc;
+    atomic_fetch_add_explicit(&t->n_spill_writes, n, memory_order_relaxed);
+    pskv__store_account(t->store, -(int64_t)n * t->row_bytes);
+    *evicted = n;
     return rc;
 }
