@@ -725,6 +725,7 @@ typedef struct spill_phase {
     double pull_s, push_s, rows;
     uint64_t loads;
     double read_s, write_s; /* time in spill read / write batches */
+    double max_resident;    /* most resident bytes seen after a pull */
 } spill_phase;
 
 static int spill_run(pskv_table *t, const uint64_t *keys, size_t first, size_t batches,
@@ -740,6 +741,10 @@ static int spill_run(pskv_table *t, const uint64_t *keys, size_t first, size_t b
         if (pskv_pull(t, k, BATCH, out) != 0)
             return 1;
         double t1 = now();
+        pskv_store_stats ss;
+        pskv_store_stats_get(t->store, &ss);
+        if ((double)ss.resident_bytes > ph->max_resident)
+            ph->max_resident = (double)ss.resident_bytes;
         /* The next batch's reads run while this one is computed: issued
          * after this pull, so the two never wait on each other's rows. */
         if (prefetch && i + 1 < batches && pskv_prefetch(t, k + BATCH, BATCH) != 0)
@@ -877,11 +882,12 @@ static int workload_spill(void)
                "miss path:     %.0f slot reads/s (%u-byte slots) vs raw io_uring O_DIRECT random "
                "reads, same size, depth 64, same file: %.0f/s = %.2fx\n"
                "prefetch 1 ahead, %.2f ms compute per batch: pull waits %.3f ms per batch vs "
-               "%.3f ms without = %.3fx\n",
+               "%.3f ms without = %.3fx; hit rate %.1f%%, resident at most %.3fx the budget\n",
                plain.rows / plain.pull_s / 1e6, plain.rows / plain.push_s / 1e6, train / 1e6,
                hit * 100, 100 * plain.read_s / (plain.pull_s + plain.push_s),
                100 * plain.write_s / (plain.pull_s + plain.push_s), miss_rate, slot, raw, miss_rate / raw, compute * 1e3,
-               pre.pull_s / timed * 1e3, plain.pull_s / timed * 1e3, pre.pull_s / plain.pull_s);
+               pre.pull_s / timed * 1e3, plain.pull_s / timed * 1e3, pre.pull_s / plain.pull_s,
+               100.0 * (1.0 - (double)pre.loads / pre.rows), pre.max_resident / (double)budget);
     }
     lz4_report(t, keys + warm * BATCH, timed * BATCH, 1e9 / miss_rate);
     pskv_close(s);

@@ -66,7 +66,9 @@ int pskv__store_admit(pskv_store *s)
     return pskv__store_enforce_budget(s);
 }
 
-int pskv__store_enforce_budget(pskv_store *s)
+int pskv__store_enforce_budget(pskv_store *s) { return pskv__store_evict(s, NULL); }
+
+int pskv__store_evict(pskv_store *s, bool (*yield)(pskv_store *s))
 {
     uint64_t budget = s->opts.memory_budget;
     if (budget == 0 || !over(s, budget))
@@ -82,7 +84,7 @@ int pskv__store_enforce_budget(pskv_store *s)
         return 0;
     uint32_t idle_visits = 0;
     int rc = 0;
-    while (rc == 0 && over(s, target)) {
+    while (rc == 0 && over(s, target) && (yield == NULL || !yield(s))) {
         pthread_mutex_lock(&s->lock);
         uint32_t ntables = s->ntables;
         pskv_table *t = ntables ? s->tables[s->hand_table % ntables] : NULL;

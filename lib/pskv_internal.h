@@ -274,6 +274,9 @@ PSKV__HIDDEN uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evic
  * the caller). 0, or PSKV_ENOSPC / PSKV_EIO when cold rows could not be
  * written to the spill tier (they stay resident). */
 PSKV__HIDDEN int pskv__store_enforce_budget(pskv_store *s);
+/* The same, stopping between eviction batches once yield(s) returns true
+ * (the prefetch worker: a queued job's reads come before evictions). */
+PSKV__HIDDEN int pskv__store_evict(pskv_store *s, bool (*yield)(pskv_store *s));
 /* Before a call that may add rows: 0, or the error of an eviction that
  * could not keep up (the store is over budget by more than 1/16). */
 PSKV__HIDDEN int pskv__store_admit(pskv_store *s);
