@@ -853,7 +853,10 @@ static int workload_spill(void)
     double spilled_dram = ts.rows_spilled ? (double)ts.spill_index_bytes / ts.rows_spilled : 0;
     pskv__io *io;
     pskv__io_create(getenv("PSKV_IO") && strcmp(getenv("PSKV_IO"), "sync") == 0, 64, &io);
-    uint32_t slot = pskv__spill_slot_bytes(t->spill);
+    uint32_t slot = pskv__spill_read_bytes(t->spill); /* what one miss reads */
+    uint64_t rewrites = pskv__spill_rewrites(t->spill);
+    pskv__io_stats_t ios;
+    pskv__io_stats(s->io, &ios);
     double raw = raw_read_rate(path, ss.spill_bytes, slot, 64, io);
     pskv__io_destroy(io);
 
@@ -867,7 +870,7 @@ static int workload_spill(void)
         printf("{\"workload\":\"spill\",\"keys\":%llu,\"budget\":%llu,\"populate_rows_per_s\":%.0f,"
                "\"pull_rows_per_s\":%.0f,\"push_rows_per_s\":%.0f,\"train_rows_per_s\":%.0f,"
                "\"hit_rate\":%.4f,\"miss_reads_per_s\":%.0f,\"raw_reads_per_s\":%.0f,"
-               "\"miss_vs_raw\":%.3f,\"slot_bytes\":%u,\"pull_wait_prefetch_vs_none\":%.3f,"
+               "\"miss_vs_raw\":%.3f,\"read_bytes\":%u,\"pull_wait_prefetch_vs_none\":%.3f,"
                "\"warm_batches\":%zu,\"warm_hit_rate\":%.4f,\"dram_per_spilled_row\":%.2f}\n",
                (unsigned long long)n, (unsigned long long)budget, n / populate_s,
                plain.rows / plain.pull_s, plain.rows / plain.push_s, train, hit, miss_rate, raw,
@@ -877,9 +880,13 @@ static int workload_spill(void)
                "spilled rows:  %llu, spill index %.1f MiB = %.2f bytes of DRAM per spilled row\n",
                warm, warm_hit * 100, (unsigned long long)ts.rows_spilled,
                ts.spill_index_bytes / 1048576.0, spilled_dram);
+        printf("evictions:     %llu rows written in %llu write requests (%.1f MB), %llu pages "
+               "read back to fill holes; spill file %.1f GB\n",
+               (unsigned long long)ts.spill_writes, (unsigned long long)ios.writes,
+               ios.bytes_written / 1e6, (unsigned long long)rewrites, ss.spill_bytes / 1e9);
         printf("no prefetch:   pull %.3fM rows/s, push %.3fM rows/s, pull+push %.3fM rows/s; "
                "hit rate %.1f%%; %.0f%% of the time in spill reads, %.0f%% in eviction writes\n"
-               "miss path:     %.0f slot reads/s (%u-byte slots) vs raw io_uring O_DIRECT random "
+               "miss path:     %.0f slot reads/s (%u-byte reads) vs raw io_uring O_DIRECT random "
                "reads, same size, depth 64, same file: %.0f/s = %.2fx\n"
                "prefetch 1 ahead, %.2f ms compute per batch: pull waits %.3f ms per batch vs "
                "%.3f ms without = %.3fx; hit rate %.1f%%, resident at most %.3fx the budget\n",

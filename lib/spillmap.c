@@ -9,7 +9,7 @@
  * the rest of the run back, so there are no tombstones.
  *
  * The map grows when an insertion would pass 0.9 and then holds exactly
- * 0.75 of its capacity (16 bytes per entry); it shrinks back to 0.75 when
+ * 0.8 of its capacity (15 bytes per entry); it shrinks back to 0.8 when
  * removals take it below 0.6 (at most 20 bytes per entry meanwhile).
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
@@ -73,10 +73,10 @@ static int rebuild(pskv__spillmap *m, uint32_t cap)
     return 0;
 }
 
-/* The capacity that holds n entries at a load factor of 0.75. */
+/* The capacity that holds n entries at a load factor of 0.8. */
 static uint64_t cap_for(uint64_t n)
 {
-    uint64_t cap = n + n / 3 + 1;
+    uint64_t cap = n + n / 4 + 1;
     return cap < MAP_MIN ? MAP_MIN : cap;
 }
 

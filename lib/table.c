@@ -736,6 +736,11 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         pthread_mutex_unlock(&sh->lock);
     }
     st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard);
+    if (t->spill != NULL) {
+        uint64_t alloc_bytes = pskv__spill_dram_bytes(t->spill);
+        st->dram_bytes += alloc_bytes;
+        st->spill_index_bytes += alloc_bytes;
+    }
     layout_unlock(t);
     st->row_bytes = st->rows * t->row_bytes;
 }
