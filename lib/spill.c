@@ -222,6 +222,23 @@ static void give_slot(pskv__spill *sp, uint32_t slot)
     }
 }
 
+/* Room for `need` elements in *items: grown by a quarter rather than
+ * doubled, so that the allocation state stays small per spilled row. NULL
+ * when memory runs out (items unchanged). */
+static void *grow_quarter(void *items, uint32_t *cap, uint64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return items;
+    uint64_t n = (uint64_t)*cap + *cap / 4 + 64;
+    n = n < need ? need : n;
+    if (n > UINT32_MAX)
+        return NULL;
+    void *p = realloc(items, (size_t)n * elem);
+    if (p != NULL)
+        *cap = (uint32_t)n;
+    return p;
+}
+
 /* Append one page to the file's extent: 0, PSKV_ENOSPC (spill_max, or 31-bit
  * slot numbers), PSKV_ENOMEM. */
 static int grow_page(pskv__spill *sp)
@@ -229,14 +246,12 @@ static int grow_page(pskv__spill *sp)
     uint64_t slots = ((uint64_t)sp->pages + 1) * sp->per_page;
     if (slots > PSKV__SPILL_SLOT_MAX)
         return PSKV_ENOSPC;
-    uint16_t *pu = pskv__array_grow(sp->page_used, &sp->page_cap, (uint64_t)sp->pages + 1,
-                                    sizeof *pu, 64);
+    uint16_t *pu = grow_quarter(sp->page_used, &sp->page_cap, (uint64_t)sp->pages + 1, sizeof *pu);
     if (pu == NULL)
         return PSKV_ENOMEM;
     sp->page_used = pu;
     uint32_t old_words = sp->bits_cap;
-    uint64_t *bits = pskv__array_grow(sp->used_bits, &sp->bits_cap, (slots + 63) / 64,
-                                      sizeof *bits, 64);
+    uint64_t *bits = grow_quarter(sp->used_bits, &sp->bits_cap, (slots + 63) / 64, sizeof *bits);
     if (bits == NULL)
         return PSKV_ENOMEM;
     sp->used_bits = bits;
