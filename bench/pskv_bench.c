@@ -504,6 +504,42 @@ static int workload_cache(void)
 
 /* ---------------------------------------------------------------- device */
 
+/* Random O_DIRECT transfers of `size` bytes at `depth`, aligned to size,
+ * over the first file_bytes of fd, for about 2 s, in depth-sized batches
+ * (the queue depth in flight). writes: 0 = reads, 1 = writes, 2 = every
+ * other one a write. Transfers/s, or -1 when one fails. */
+static double random_io_rate(pskv__io *io, int fd, uint64_t file_bytes, uint32_t size,
+                             uint32_t depth, int writes, uint64_t *rng)
+{
+    size_t stride = (size + 4095) / 4096 * 4096;
+    uint8_t *buf = aligned_alloc(4096, (size_t)depth * stride);
+    pskv__io_req *req = calloc(depth, sizeof *req);
+    if (buf == NULL || req == NULL) {
+        free(buf);
+        free(req);
+        return -1;
+    }
+    memset(buf, 0x5a, (size_t)depth * stride);
+    uint64_t blocks = file_bytes / size, total = 0;
+    double rate = -1, t0 = now();
+    while (now() - t0 < 2.0) {
+        for (uint32_t i = 0; i < depth; i++) {
+            *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+            req[i] = (pskv__io_req){.fd = fd, .write = writes == 1 || (writes == 2 && (i & 1)),
+                                    .buf = buf + (size_t)i * stride, .len = size,
+                                    .off = ((*rng >> 16) % blocks) * size};
+        }
+        if (pskv__io_run(io, req, depth) != 0)
+            goto out;
+        total += depth;
+    }
+    rate = (double)total / (now() - t0);
+out:
+    free(buf);
+    free(req);
+    return rate;
+}
+
 /* The disk's own limits through pskv's I/O layer (io_uring, O_DIRECT):
  * sequential write bandwidth, then random reads of several sizes at several
  * queue depths over a file larger than the page cache would help with. */
@@ -557,22 +593,11 @@ static int workload_device(void)
     for (size_t si = 0; si < 4; si++) {
         for (size_t di = 0; di < 4; di++) {
             uint32_t size = sizes[si], depth = depths[di];
-            uint64_t blocks = file_bytes / size;
-            size_t total = 0;
-            t0 = now();
-            while (now() - t0 < 2.0) { /* depth-sized batches: the queue depth in flight */
-                for (uint32_t i = 0; i < depth; i++) {
-                    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-                    req[i] = (pskv__io_req){.fd = fd, .buf = buf + (size_t)i * 16384, .len = size,
-                                            .off = ((rng >> 16) % blocks) * size};
-                }
-                if (pskv__io_run(io, req, depth) != 0) {
-                    fprintf(stderr, "pskv-bench: read failed\n");
-                    return 1;
-                }
-                total += depth;
+            double rate = random_io_rate(io, fd, file_bytes, size, depth, 0, &rng);
+            if (rate < 0) {
+                fprintf(stderr, "pskv-bench: read failed\n");
+                return 1;
             }
-            double rate = (double)total / (now() - t0);
             if (cfg.json)
                 printf("{\"workload\":\"device\",\"read_size\":%u,\"depth\":%u,"
                        "\"reads_per_s\":%.0f}\n", size, depth, rate);
@@ -586,23 +611,11 @@ static int workload_device(void)
     const uint32_t mix_size = 1024, mix_depth = 64;
     const char *mix_names[] = {"writes", "mixed 1:1"};
     for (int mode = 0; mode < 2; mode++) {
-        uint64_t blocks = file_bytes / mix_size;
-        size_t total = 0;
-        t0 = now();
-        while (now() - t0 < 2.0) {
-            for (uint32_t i = 0; i < mix_depth; i++) {
-                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-                req[i] = (pskv__io_req){.fd = fd, .write = mode == 0 || (i & 1),
-                                        .buf = buf + (size_t)i * 16384, .len = mix_size,
-                                        .off = ((rng >> 16) % blocks) * mix_size};
-            }
-            if (pskv__io_run(io, req, mix_depth) != 0) {
-                fprintf(stderr, "pskv-bench: write failed\n");
-                return 1;
-            }
-            total += mix_depth;
+        double rate = random_io_rate(io, fd, file_bytes, mix_size, mix_depth, mode + 1, &rng);
+        if (rate < 0) {
+            fprintf(stderr, "pskv-bench: write failed\n");
+            return 1;
         }
-        double rate = (double)total / (now() - t0);
         if (cfg.json)
             printf("{\"workload\":\"device\",\"random\":\"%s\",\"size\":%u,\"depth\":%u,"
                    "\"ops_per_s\":%.0f}\n", mix_names[mode], mix_size, mix_depth, rate);
@@ -700,23 +713,8 @@ static double raw_read_rate(const char *path, uint64_t bytes, uint32_t size, uin
     int fd = open(path, O_RDONLY | O_DIRECT);
     if (fd < 0)
         return 0;
-    uint8_t *buf = aligned_alloc(4096, (size_t)depth * ((size + 4095) / 4096 * 4096));
-    pskv__io_req *req = calloc(depth, sizeof *req);
-    uint64_t blocks = bytes / size, rng = 5, total = 0;
-    double t0 = now();
-    while (now() - t0 < 2.0) {
-        for (uint32_t i = 0; i < depth; i++) {
-            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-            req[i] = (pskv__io_req){.fd = fd, .buf = buf + (size_t)i * ((size + 4095) / 4096 * 4096),
-                                    .len = size, .off = ((rng >> 16) % blocks) * size};
-        }
-        if (pskv__io_run(io, req, depth) != 0)
-            break;
-        total += depth;
-    }
-    double rate = (double)total / (now() - t0);
-    free(buf);
-    free(req);
+    uint64_t rng = 5;
+    double rate = random_io_rate(io, fd, bytes, size, depth, 0, &rng);
     close(fd);
     return rate;
 }

@@ -28,6 +28,17 @@ static void done(pskv__spill *sp)
     rmdir(dir);
 }
 
+/* Free the test's row buffers, close (and so remove) the file, drop the I/O layer. */
+static void finish(pskv__spill *sp, pskv__io *io, float **rows, float **back, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free(rows[i]);
+        free(back[i]);
+    }
+    done(sp);
+    pskv__io_destroy(io);
+}
+
 static void fill_row(float *row, uint32_t floats, uint64_t key, uint32_t round)
 {
     for (uint32_t j = 0; j < floats; j++)
@@ -87,12 +98,7 @@ static void round_trips(bool sync, uint32_t row_floats)
     for (uint32_t i = 0; i < N; i++)
         ck_assert(memcmp(rows[i], back[i], row_floats * 4) == 0);
     pskv__io_set_faults(io, NULL);
-    for (uint32_t i = 0; i < N; i++) {
-        free(rows[i]);
-        free(back[i]);
-    }
-    done(sp);
-    pskv__io_destroy(io);
+    finish(sp, io, rows, back, N);
 }
 
 START_TEST(round_trip_uring) { round_trips(false, 128); round_trips(false, 3); round_trips(false, 1100); }
@@ -190,12 +196,7 @@ START_TEST(holes_are_refilled)
     ck_assert_ok(pskv__spill_read(sp, N, keys, slots, back, results));
     for (uint32_t i = 0; i < N; i++)
         ck_assert(memcmp(rows[i], back[i], 512) == 0);
-    for (uint32_t i = 0; i < N; i++) {
-        free(rows[i]);
-        free(back[i]);
-    }
-    done(sp);
-    pskv__io_destroy(io);
+    finish(sp, io, rows, back, N);
 }
 END_TEST
 
@@ -247,12 +248,7 @@ START_TEST(corruption_detected)
     pskv__io_set_faults(io, &g);
     ck_assert_err(pskv__spill_write(sp, 1, keys, (const float *const *)rows, slots), PSKV_ENOSPC);
     pskv__io_set_faults(io, NULL);
-    for (uint32_t i = 0; i < N; i++) {
-        free(rows[i]);
-        free(back[i]);
-    }
-    done(sp);
-    pskv__io_destroy(io);
+    finish(sp, io, rows, back, N);
 }
 END_TEST
 
