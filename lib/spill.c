@@ -38,7 +38,7 @@
 /* The file may grow while its slots exceed the rows it holds by at most
  * 1/SLACK_DIV (plus SLACK_PAGES pages); past that, holes are filled. */
 #define SLACK_DIV 4u
-#define SLACK_PAGES 64u
+#define SLACK_PAGES 1u
 
 struct pskv__spill {
     int fd;

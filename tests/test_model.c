@@ -91,9 +91,11 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
     if (ok && spill) {
         pskv_table_stats st;
         pskv_table_stats_get(t, &st);
-        if (st.spill_reads == 0 || st.spill_writes == 0) {
-            snprintf(what, len, "spill tier unused: %llu reads, %llu writes",
-                     (unsigned long long)st.spill_reads, (unsigned long long)st.spill_writes);
+        uint64_t rewrites = pskv__spill_rewrites(t->spill);
+        if (st.spill_reads == 0 || st.spill_writes == 0 || rewrites == 0) {
+            snprintf(what, len, "spill tier unused: %llu reads, %llu writes, %llu page rewrites",
+                     (unsigned long long)st.spill_reads, (unsigned long long)st.spill_writes,
+                     (unsigned long long)rewrites);
             ok = false;
         }
     }

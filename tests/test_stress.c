@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pskv_internal.h"
 #include "test_common.h"
 
 #define THREADS 4
@@ -307,6 +308,7 @@ START_TEST(spill_under_concurrency)
     ck_assert_ok(pskv_table_stats_get(table, &st));
     ck_assert_uint_gt(st.spill_reads, 0);
     ck_assert_uint_gt(st.spill_writes, 0);
+    ck_assert_uint_gt(pskv__spill_rewrites(table->spill), 0); /* holes were refilled */
     pskv_close(s);
     budget_run(true);
     rmdir(dir);
