@@ -251,8 +251,10 @@ typedef struct pskv_table_stats {
     uint64_t spill_read_ns;   /* time in spill-file read batches (the miss path) */
     uint64_t spill_write_ns;  /* time in spill-file write batches (evictions) */
     uint64_t spill_index_bytes; /* DRAM that tracks spilled rows (part of dram_bytes):
-                                   at most 16 bytes per spilled row while the
-                                   table grows, 20 after mass erasure */
+                                   the spill map and the spill file's page
+                                   allocation state; under 16 bytes per
+                                   spilled row while the table grows, about
+                                   21 after mass erasure */
     uint64_t reserved[4];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
