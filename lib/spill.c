@@ -55,6 +55,7 @@ struct pskv__spill {
     uint16_t *page_used;        /* allocated slots per page */
     uint32_t page_cap;
     uint32_t pages;             /* the file's extent in pages */
+    uint32_t written_pages;     /* pages below this one have been written */
     uint32_t *free_pages;       /* pages with no allocated slot (a stack) */
     uint32_t nfree_pages, free_pages_cap;
     uint32_t hole_cursor;       /* where the search for holes goes on */
@@ -424,7 +425,9 @@ int pskv__spill_write(pskv__spill *sp, uint32_t n, const uint64_t *keys, const f
                 mine++;
                 j++;
             }
-            rewrite[p] = sp->page_used[pages[p]] > mine;
+            /* (A page past everything written holds nothing to keep:
+             * reading it would read past the end of the file.) */
+            rewrite[p] = sp->page_used[pages[p]] > mine && pages[p] < sp->written_pages;
             sp->rewrites += rewrite[p];
         }
         pthread_mutex_unlock(&sp->lock);
@@ -461,6 +464,12 @@ int pskv__spill_write(pskv__spill *sp, uint32_t n, const uint64_t *keys, const f
                                              .off = (uint64_t)pages[p] * pb};
         }
         rc = pskv__io_run(sp->io, req, nreq);
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&sp->lock);
+        if (pages[npages - 1] >= sp->written_pages)
+            sp->written_pages = pages[npages - 1] + 1;
+        pthread_mutex_unlock(&sp->lock);
     }
     pthread_mutex_unlock(&sp->write_lock);
     free(buf);
