@@ -45,6 +45,7 @@ struct pskv__spill {
     char *path;
     pskv__io *io;
     uint32_t row_bytes, rec_bytes, page_bytes, per_page, align;
+    uint32_t read_span; /* bytes of the aligned sectors covering a record, at worst */
     uint64_t cap;                     /* on *disk_bytes; 0 = none */
     atomic_uint_fast64_t *disk_bytes; /* file extents, shared by a store's files */
     atomic_uint_fast64_t own_bytes;
@@ -120,6 +121,13 @@ int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
         page = (sp->rec_bytes + sp->align - 1) / sp->align * sp->align;
     sp->page_bytes = page;
     sp->per_page = page / sp->rec_bytes;
+    /* The aligned sectors covering a record at the worst offset in a page:
+     * what one read transfers at most. */
+    for (uint32_t i = 0; i < sp->per_page; i++) {
+        uint32_t start = i * sp->rec_bytes / sp->align * sp->align;
+        uint32_t end = (i * sp->rec_bytes + sp->rec_bytes + sp->align - 1) / sp->align * sp->align;
+        sp->read_span = end - start > sp->read_span ? end - start : sp->read_span;
+    }
     sp->cap = max_bytes;
     sp->disk_bytes = shared_bytes ? shared_bytes : &sp->own_bytes;
     *out = sp;
@@ -144,17 +152,7 @@ void pskv__spill_close(pskv__spill *sp)
 
 uint32_t pskv__spill_slot_bytes(const pskv__spill *sp) { return sp->rec_bytes; }
 
-uint32_t pskv__spill_read_bytes(const pskv__spill *sp)
-{
-    /* The aligned sectors covering a record at the worst offset in a page. */
-    uint32_t worst = 0;
-    for (uint32_t i = 0; i < sp->per_page; i++) {
-        uint32_t start = i * sp->rec_bytes / sp->align * sp->align;
-        uint32_t end = (i * sp->rec_bytes + sp->rec_bytes + sp->align - 1) / sp->align * sp->align;
-        worst = end - start > worst ? end - start : worst;
-    }
-    return worst;
-}
+uint32_t pskv__spill_read_bytes(const pskv__spill *sp) { return sp->read_span; }
 
 uint64_t pskv__spill_slot_offset(const pskv__spill *sp, uint32_t slot)
 {
@@ -310,7 +308,6 @@ int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots)
     uint32_t got = 0, grown = 0;
     int rc = 0;
     while (got < n && rc == 0) {
-        uint32_t need = n - got;
         /* 1. an empty page: the batch fills it, no read needed */
         while (sp->nfree_pages > 0 && got < n) {
             uint32_t page = sp->free_pages[--sp->nfree_pages];
@@ -319,7 +316,7 @@ int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots)
         }
         if (got == n)
             break;
-        need = n - got;
+        uint32_t need = n - got;
         /* 2. a new page, while the file holds little free space */
         if (may_grow(sp, need) && (rc = grow_page(sp)) == 0) {
             grown++;
@@ -485,7 +482,7 @@ int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *keys, const ui
 {
     if (n == 0)
         return 0;
-    const size_t span = pskv__spill_read_bytes(sp);
+    const size_t span = sp->read_span;
     uint8_t *buf = aligned_alloc(4096, ((size_t)n * span + 4095) / 4096 * 4096);
     pskv__io_req *req = malloc((size_t)n * sizeof *req);
     if (buf == NULL || req == NULL) {
