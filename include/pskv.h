@@ -97,7 +97,10 @@ typedef struct pskv_store_options {
     uint64_t memory_budget; /* bytes of DRAM for rows, store-wide; 0 = none */
     uint64_t spill_max;     /* cap on spill bytes on disk; 0 = no cap */
     int durability;         /* enum pskv_durability */
-    uint32_t reserved[15];  /* must be zero */
+    uint64_t map_size;      /* initial LMDB map of a durable store; 0 = twice the
+                               data file, at least 64 MiB. The map grows on
+                               demand either way. */
+    uint32_t reserved[13];  /* must be zero */
 } pskv_store_options;
 
 enum pskv_optimizer {
@@ -255,7 +258,9 @@ typedef struct pskv_table_stats {
                                    allocation state; under 16 bytes per
                                    spilled row while the table grows, about
                                    21 after mass erasure */
-    uint64_t reserved[4];
+    uint64_t rows_cold;     /* durable stores: rows only LMDB holds since the
+                               reopen, read back on first use (included in rows) */
+    uint64_t reserved[3];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -269,6 +274,14 @@ typedef struct pskv_store_stats {
     uint64_t resident_bytes; /* row payload bytes in DRAM, the budgeted figure */
     uint64_t rows_evicted;   /* rows the budget pushed out, all tables */
     uint64_t spill_bytes;    /* size of the spill files, capped by spill_max */
+    /* Durable stores (0 otherwise): */
+    uint64_t checkpoint_seq;     /* sequence number of the last committed checkpoint
+                                    (survives reopen; 0 = none yet) */
+    uint64_t checkpoint_rows;    /* rows the last checkpoint of this open wrote or deleted */
+    uint64_t checkpoint_ns;      /* its duration */
+    uint64_t checkpoints_failed; /* checkpoints of this open that returned an error */
+    uint64_t db_bytes;           /* pages in use in the LMDB data file */
+    uint64_t map_grows;          /* times the LMDB map was grown */
     uint64_t reserved[4];
 } pskv_store_stats;
 PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
@@ -335,10 +348,34 @@ PSKV_API int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n);
  * PSKV_ENOMEM (the table is left as before). Any thread. */
 PSKV_API int pskv_table_reshard(pskv_table *t, uint32_t shards);
 
-/* Atomic, point-in-time, incremental checkpoint of every table of the store.
- * This version has no durable stores: PSKV_ENOTSUP for memory-only and
- * scratch (durability=none) stores alike. Any thread. */
+/* Atomic, point-in-time, incremental checkpoint of every open table of a
+ * durable store: one LMDB write transaction with every row written,
+ * created or erased since the previous checkpoint, each row's weights and
+ * optimizer state together as they were at one instant near the start of
+ * the call, across all tables. Row calls keep running meanwhile: the
+ * instant waits only for the row calls already in flight, and rows written
+ * after it are copied first (their pre-images take DRAM outside the budget
+ * until the checkpoint ends). The commit is the atomic point: after a
+ * crash anywhere, reopening gives exactly the last committed checkpoint.
+ * Cost follows the rows written since the previous checkpoint, not the
+ * table size. A full LMDB map is grown and the transaction written again.
+ * Checkpoints run one at a time (a second caller waits); a reshard waits
+ * for a running checkpoint.
+ * Errors: PSKV_ENOTSUP (memory-only or durability=none store), PSKV_EIO,
+ * PSKV_ECORRUPT (a spilled row failed its check), PSKV_ENOSPC (disk full),
+ * PSKV_ENOMEM. After an error nothing is lost: the previous checkpoint
+ * stays on disk and the next checkpoint writes everything this one would
+ * have. Any thread. */
 PSKV_API int pskv_checkpoint(pskv_store *s);
+
+/* Write a consistent, compacted copy of the last committed checkpoint into
+ * dest_dir (created if missing; must not hold a store already): a store
+ * that pskv_open opens. Training and checkpoints go on meanwhile (a
+ * checkpoint that must grow the map waits for the copy). Rows written since
+ * the last checkpoint are not in the copy: checkpoint first for them.
+ * Errors: PSKV_EINVAL, PSKV_ENOTSUP (nothing persisted), PSKV_EEXIST,
+ * PSKV_EIO, PSKV_ENOSPC. Any thread. */
+PSKV_API int pskv_backup(pskv_store *s, const char *dest_dir);
 
 /* ---------------------------------------------------------------- iteration */
 

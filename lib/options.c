@@ -167,8 +167,9 @@ void pskv_store_options_init(pskv_store_options *o)
     o->durability = PSKV_DURABILITY_DEFAULT;
 }
 
-enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_COUNT };
-static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability"};
+enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_COUNT };
+static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability",
+                                                 "map_size"};
 
 static int key_index(const char *const *names, int count, const token *t)
 {
@@ -199,6 +200,9 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
             break;
         case SK_SPILL_MAX:
             rc = parse_size(t.val, t.vlen, &n.spill_max);
+            break;
+        case SK_MAP_SIZE:
+            rc = parse_size(t.val, t.vlen, &n.map_size);
             break;
         default:
             rc = 0;

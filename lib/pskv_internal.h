@@ -89,6 +89,13 @@ typedef struct pskv__entry {
 /* meta bits */
 #define PSKV__META_REF 1u     /* CLOCK reference bit: used since the hand last passed */
 #define PSKV__META_BUSY 4u    /* the row is being written to the spill file: wait for it */
+/* Checkpoint marks (durable tables, checkpoint.c): the row was written in
+ * the checkpoint generation of parity 0 or 1. The table's current parity
+ * marks rows written since the last checkpoint began; the other parity
+ * marks rows a running checkpoint has still to persist ("pending"). */
+#define PSKV__META_DIRTY0 8u
+#define PSKV__META_DIRTY_ALL (8u | 16u)
+static inline uint32_t pskv__meta_dirty(uint32_t parity) { return PSKV__META_DIRTY0 << parity; }
 
 /* ---------------------------------------------------------------- spillmap.c */
 
@@ -100,7 +107,20 @@ typedef struct __attribute__((packed)) pskv__spilled {
     uint32_t slot;
 } pskv__spilled;
 #define PSKV__SPILL_BUSY 0x80000000u
-#define PSKV__SPILL_SLOT_MAX 0x7fffffffu /* spill slots per table: 31 bits */
+/* The checkpoint marks of a spilled row (as PSKV__META_DIRTY0 << parity). */
+#define PSKV__SPILL_DIRTY0 0x20000000u
+#define PSKV__SPILL_DIRTY_ALL 0x60000000u
+#define PSKV__SPILL_SLOT_MAX 0x1fffffffu /* spill slots per table: 29 bits */
+static inline uint32_t pskv__spill_dirty(uint32_t parity) { return PSKV__SPILL_DIRTY0 << parity; }
+/* Marks moving with a row between the index and the spill map. */
+static inline uint32_t pskv__marks_to_spill(uint32_t meta)
+{
+    return (meta & PSKV__META_DIRTY_ALL) / PSKV__META_DIRTY0 * PSKV__SPILL_DIRTY0;
+}
+static inline uint32_t pskv__marks_to_meta(uint32_t slot)
+{
+    return (slot & PSKV__SPILL_DIRTY_ALL) / PSKV__SPILL_DIRTY0 * PSKV__META_DIRTY0;
+}
 
 typedef struct pskv__spillmap {
     pskv__spilled *e;
@@ -148,6 +168,13 @@ typedef struct pskv__shard {
     uint64_t hash_seed;   /* the table's key hash seed, to rehash on growth */
     uint32_t clock_hand;  /* CLOCK position in the index */
     uint64_t created, erased, evicted;
+    /* Checkpoint state of durable tables (checkpoint.c). */
+    uint64_t *dirty;      /* keys written since the last checkpoint began (may repeat) */
+    uint32_t ndirty, dirty_cap, dirty_reserved;
+    pskv__spillmap cow;   /* pending row -> its pre-image in cow_rows */
+    uint8_t *cow_rows;
+    uint32_t cow_count, cow_cap, cow_reserved;
+    pskv__spillmap tombs; /* erased keys LMDB may still hold -> parity of the erase */
 } __attribute__((aligned(64))) pskv__shard;
 
 PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed);
@@ -184,6 +211,44 @@ PSKV__HIDDEN uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key,
  * moved to the spill file). Invalidates other entry pointers. */
 PSKV__HIDDEN void pskv__shard_remove(pskv__shard *sh, pskv__entry *e);
 PSKV__HIDDEN uint64_t pskv__shard_dram_bytes(const pskv__shard *sh);
+
+/* Insert like pskv__shard_insert_reserved and return the new entry (valid
+ * until the index changes). */
+PSKV__HIDDEN pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t hash);
+
+/* ---------------------------------------------------------------- dirty.c */
+
+/* A COW entry's value: an index into cow_rows, or a spill slot (the
+ * pre-image is a spilled record that was erased) with this bit. */
+#define PSKV__COW_SPILLED 0x80000000u
+
+/* All below: caller holds the shard lock; parity is the table's current
+ * parity. Reservations give room for k list appends / k pre-images. */
+PSKV__HIDDEN int pskv__dirty_reserve(pskv__shard *sh, uint32_t k);
+PSKV__HIDDEN void pskv__dirty_unreserve(pskv__shard *sh, uint32_t k);
+PSKV__HIDDEN int pskv__cow_reserve(pskv__shard *sh, uint32_t k);
+PSKV__HIDDEN void pskv__cow_unreserve(pskv__shard *sh, uint32_t k);
+/* A resident row is about to be written: mark it (one list reservation)
+ * and, if a checkpoint still needs its bytes, save them first (one COW
+ * reservation). */
+PSKV__HIDDEN void pskv__row_written(pskv__shard *sh, pskv__entry *e, uint32_t parity);
+/* A new row: mark it (one list reservation). */
+PSKV__HIDDEN void pskv__row_created(pskv__shard *sh, pskv__entry *e, uint32_t parity);
+/* A resident row is about to be erased (reservations: one list, one COW,
+ * one tombstone when tomb). */
+PSKV__HIDDEN void pskv__row_erased(pskv__shard *sh, pskv__entry *e, uint32_t parity, bool tomb);
+/* The same for a spilled row; true if its slot now belongs to the COW
+ * store (free it only when the checkpoint ends). */
+PSKV__HIDDEN bool pskv__spilled_erased(pskv__shard *sh, const pskv__spilled *sp, uint32_t parity,
+                                       bool tomb);
+/* A row that lives only in LMDB was erased (one list, one tombstone). */
+PSKV__HIDDEN void pskv__key_erased_cold(pskv__shard *sh, uint64_t key, uint32_t parity);
+PSKV__HIDDEN bool pskv__tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash);
+/* Drop every pre-image: hands out up to max spill slots of spilled
+ * pre-images (free them, then call again) and returns how many. */
+PSKV__HIDDEN uint32_t pskv__cow_clear(pskv__shard *sh, uint32_t *slots, uint32_t max);
+PSKV__HIDDEN uint64_t pskv__dirty_dram_bytes(const pskv__shard *sh);
+PSKV__HIDDEN void pskv__dirty_free(pskv__shard *sh);
 
 /* ---------------------------------------------------------------- io.c */
 
@@ -379,6 +444,16 @@ struct pskv_table {
         n_spill_write_ns;
 
     pskv__spill *spill; /* directory stores only */
+
+    /* Persistence (durable stores; persist.c, checkpoint.c) */
+    bool durable;
+    uint32_t parity;            /* current checkpoint generation; flips under layout_lock exclusive */
+    atomic_bool ckpt_active;    /* a checkpoint may still need pending rows */
+    pthread_mutex_t ckpt_lock;  /* held by a checkpoint; reshard takes it first */
+    unsigned dbi;               /* LMDB rows database */
+    atomic_uint_fast64_t cold_rows; /* rows only LMDB holds (not yet read back) */
+    uint64_t *carry;            /* keys of a failed checkpoint, for the next one */
+    size_t ncarry;
 };
 
 PSKV__HIDDEN int pskv__table_create(pskv_store *s, const char *name,
@@ -415,6 +490,62 @@ struct pskv_store {
     uint32_t pf_count;
     bool pf_started, pf_stop;
     pthread_t pf_thread;
+
+    /* Persistence (durable directory stores; persist.c, checkpoint.c) */
+    struct MDB_env *env;
+    unsigned meta_dbi;
+    int lock_fd;
+    pthread_rwlock_t env_lock;  /* read transactions shared; map growth exclusive */
+    pthread_mutex_t ckpt_lock;  /* one checkpoint at a time */
+    uint64_t ckpt_seq, ckpt_unix_ns; /* last committed checkpoint (ckpt_lock) */
+    atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed, n_map_grows;
 };
+
+/* Tests: close as a crash leaves a store, without the final checkpoint. */
+PSKV__HIDDEN void pskv__close_abandon(pskv_store *s);
+
+/* ---------------------------------------------------------------- persist.c */
+
+/* Internal result of LMDB writers: the map is full; grow it and retry. */
+#define PSKV__MAP_FULL 1
+
+typedef struct pskv__cold {
+    struct MDB_txn *txn; /* begun on first use; holds env_lock shared */
+} pskv__cold;
+
+struct MDB_txn;
+PSKV__HIDDEN int pskv__mdb_err(int rc);
+PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
+PSKV__HIDDEN void pskv__persist_close(pskv_store *s);
+/* The persisted schema of table name: 0, PSKV_ENOTFOUND or an error. */
+PSKV__HIDDEN int pskv__persist_table_schema(pskv_store *s, const char *name,
+                                            pskv_table_options *o);
+/* Open (or create, writing its schema) the table's rows database. */
+PSKV__HIDDEN int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create);
+PSKV__HIDDEN int pskv__persist_put_table(pskv_store *s, struct MDB_txn *txn, const pskv_table *t);
+PSKV__HIDDEN int pskv__persist_put_checkpoint(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
+                                              uint64_t *time_ns);
+/* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */
+PSKV__HIDDEN int pskv__persist_grow(pskv_store *s, uint64_t need);
+/* Grow the map ahead so that `more` bytes fit past what is used. */
+PSKV__HIDDEN int pskv__persist_reserve_map(pskv_store *s, uint64_t more);
+PSKV__HIDDEN uint64_t pskv__persist_file_bytes(pskv_store *s);
+/* A cold row of key (*row valid until pskv__cold_end; checked): 1 found, 0 absent, or PSKV_ECORRUPT / an
+ * LMDB error. Call pskv__cold_end before releasing the shard lock under
+ * which the lookups ran (a later commit may delete what it saw). */
+PSKV__HIDDEN int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row);
+/* Up to max keys of the table's LMDB rows in key order, from the first
+ * (first) or after `after`; *n = how many (fewer than max at the end). */
+PSKV__HIDDEN int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys,
+                                 uint32_t max, uint32_t *n);
+PSKV__HIDDEN void pskv__cold_end(pskv_table *t, pskv__cold *c);
+
+/* ---------------------------------------------------------------- checkpoint.c */
+
+PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s);
+/* Tests: called at the checkpoint's instant, with every table's layout
+ * lock held exclusive (no row call in flight). */
+PSKV__HIDDEN extern void (*pskv__checkpoint_begin_hook)(void *arg);
+PSKV__HIDDEN extern void *pskv__checkpoint_begin_hook_arg;
 
 #endif

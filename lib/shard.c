@@ -64,6 +64,8 @@ int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed)
     sh->slab_shift = (uint32_t)__builtin_ctz(per_slab);
     sh->free_head = PSKV__SLOT_EMPTY;
     pskv__spillmap_init(&sh->spilled, hash_seed);
+    pskv__spillmap_init(&sh->cow, hash_seed);
+    pskv__spillmap_init(&sh->tombs, hash_seed);
     return 0;
 }
 
@@ -77,6 +79,7 @@ void pskv__shard_free(pskv__shard *sh)
     free(sh->slabs);
     free(sh->index);
     pskv__spillmap_free(&sh->spilled);
+    pskv__dirty_free(sh);
     pthread_mutex_destroy(&sh->lock);
 }
 
@@ -86,15 +89,16 @@ uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
            (uint64_t)sh->nchunks * HUGE_BYTES +
            ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
            (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->chunks_cap * sizeof(void *) +
-           pskv__spillmap_bytes(&sh->spilled);
+           pskv__spillmap_bytes(&sh->spilled) + pskv__dirty_dram_bytes(sh);
 }
 
-static void index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)
+static pskv__entry *index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)
 {
     uint32_t i = pskv__index_pos(hash, mask);
     while (index[i].slot != PSKV__SLOT_EMPTY)
         i = (i + 1) & mask;
     index[i] = e;
+    return &index[i];
 }
 
 static int index_grow(pskv__shard *sh, uint64_t need)
@@ -215,12 +219,16 @@ static void slot_release(pskv__shard *sh, uint32_t slot)
     sh->free_count++;
 }
 
-uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)
+pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t hash)
 {
     uint32_t slot = slot_take(sh);
     sh->rows++;
-    index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__META_REF}, hash);
-    return slot;
+    return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__META_REF}, hash);
+}
+
+uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    return pskv__shard_insert_entry(sh, key, hash)->slot;
 }
 
 void pskv__shard_remove(pskv__shard *sh, pskv__entry *e)

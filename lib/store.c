@@ -20,11 +20,8 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
         return PSKV_EINVAL;
     if (dir == NULL && opts->spill_max != 0)
         return PSKV_EINVAL; /* a memory-only store has no spill tier */
-    /* Durable directory stores (LMDB checkpoints) are not implemented yet:
-     * say so rather than pretend. A scratch directory store (durability
-     * none) has the spill tier. */
-    if (dir != NULL && opts->durability != PSKV_DURABILITY_NONE)
-        return PSKV_ENOTSUP;
+    if (dir == NULL && opts->map_size != 0)
+        return PSKV_EINVAL; /* nothing is persisted */
     if (dir != NULL && (dir[0] == '\0' || (mkdir(dir, 0755) != 0 && errno != EEXIST)))
         return dir[0] == '\0' ? PSKV_EINVAL : PSKV_EIO;
     if (dir != NULL) {
@@ -40,14 +37,19 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
     pthread_mutex_init(&s->evict_lock, NULL);
     pthread_mutex_init(&s->moved_lock, NULL);
     pthread_cond_init(&s->moved_cv, NULL);
+    pthread_rwlock_init(&s->env_lock, NULL);
+    pthread_mutex_init(&s->ckpt_lock, NULL);
+    s->lock_fd = -1;
     pskv__prefetch_init(s);
     if (dir != NULL) {
         const char *mode = getenv("PSKV_IO");
         bool force_sync = mode != NULL && strcmp(mode, "sync") == 0;
         s->dir = strdup(dir);
         int rc = s->dir ? pskv__io_create(force_sync, 64, &s->io) : PSKV_ENOMEM;
+        if (rc == 0 && opts->durability != PSKV_DURABILITY_NONE)
+            rc = pskv__persist_open(s);
         if (rc != 0) {
-            pskv_close(s);
+            pskv__close_abandon(s); /* nothing to checkpoint */
             return rc;
         }
     }
@@ -68,22 +70,34 @@ int pskv_open(const char *dir, const char *config, pskv_store **out)
     return pskv_open_opts(dir, &o, out);
 }
 
-void pskv_close(pskv_store *s)
+static void store_close(pskv_store *s, bool final_checkpoint)
 {
     if (s == NULL)
         return;
     pskv__prefetch_stop(s);
+    /* A durable store ends with a checkpoint. If it fails, the previous
+     * checkpoint stays the state on disk: callers who must know call
+     * pskv_checkpoint themselves first. */
+    if (s->env != NULL && final_checkpoint)
+        (void)pskv__checkpoint_run(s);
     for (uint32_t i = 0; i < s->ntables; i++)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);
+    pskv__persist_close(s);
     pskv__io_destroy(s->io);
     free(s->dir);
+    pthread_mutex_destroy(&s->ckpt_lock);
+    pthread_rwlock_destroy(&s->env_lock);
     pthread_cond_destroy(&s->moved_cv);
     pthread_mutex_destroy(&s->moved_lock);
     pthread_mutex_destroy(&s->evict_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
+
+void pskv_close(pskv_store *s) { store_close(s, true); }
+
+void pskv__close_abandon(pskv_store *s) { store_close(s, false); }
 
 static bool name_valid(const char *name)
 {
@@ -113,6 +127,16 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
         *out = t;
         return 0;
     }
+    bool persisted = false;
+    if (s->env != NULL) {
+        pskv_table_options schema;
+        int rc = pskv__persist_table_schema(s, name, &schema);
+        if (rc != 0 && rc != PSKV_ENOTFOUND)
+            return rc;
+        persisted = rc == 0;
+        if (persisted && !pskv__table_schema_equal(&schema, requested))
+            return PSKV_ESCHEMA;
+    }
     if (requested->dim == 0)
         return PSKV_EINVAL; /* creating needs a dim */
     pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,
@@ -121,6 +145,13 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
         return PSKV_ENOMEM;
     s->tables = nt;
     int rc = pskv__table_create(s, name, requested, &t);
+    if (rc == 0 && s->env != NULL) {
+        pthread_rwlock_rdlock(&s->env_lock); /* a write transaction: no map growth meanwhile */
+        rc = pskv__persist_table_attach(s, t, !persisted);
+        pthread_rwlock_unlock(&s->env_lock);
+        if (rc != 0)
+            pskv__table_destroy(t);
+    }
     if (rc != 0)
         return rc;
     s->tables[s->ntables++] = t;
@@ -146,12 +177,18 @@ int pskv_table_open(pskv_store *s, const char *name, const char *config, pskv_ta
     pthread_mutex_lock(&s->lock);
     pskv_table *t = table_lookup(s, name);
     pskv_table_options o;
+    int rc = 0;
     if (t != NULL) {
         o = t->opts; /* config keys are checked against the schema */
-    } else {
+    } else if (s->env != NULL &&
+               (rc = pskv__persist_table_schema(s, name, &o)) == PSKV_ENOTFOUND) {
+        pskv_table_options_init(&o);
+        rc = 0;
+    } else if (s->env == NULL) {
         pskv_table_options_init(&o);
     }
-    int rc = pskv_table_options_parse(&o, config);
+    if (rc == 0)
+        rc = pskv_table_options_parse(&o, config);
     if (rc == 0)
         rc = table_open_locked(s, name, &o, out);
     pthread_mutex_unlock(&s->lock);
@@ -191,6 +228,12 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
     out->memory_budget = s->opts.memory_budget;
     out->resident_bytes = (uint64_t)atomic_load(&ms->resident_bytes);
     out->spill_bytes = atomic_load(&ms->spill_bytes);
+    out->checkpoint_seq = atomic_load(&ms->ckpt_seq_pub);
+    out->checkpoint_rows = atomic_load(&ms->ckpt_last_rows);
+    out->checkpoint_ns = atomic_load(&ms->ckpt_last_ns);
+    out->checkpoints_failed = atomic_load(&ms->n_ckpt_failed);
+    out->db_bytes = pskv__persist_file_bytes(ms);
+    out->map_grows = atomic_load(&ms->n_map_grows);
     pthread_mutex_unlock(&ms->lock);
     return 0;
 }
@@ -199,5 +242,7 @@ int pskv_checkpoint(pskv_store *s)
 {
     if (s == NULL)
         return PSKV_EINVAL;
-    return PSKV_ENOTSUP; /* memory-only stores have nothing to persist */
+    if (s->env == NULL)
+        return PSKV_ENOTSUP; /* memory-only and scratch stores persist nothing */
+    return pskv__checkpoint_run(s);
 }

@@ -97,6 +97,8 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
         return rc;
     }
     t->nshards = o->shards;
+    t->durable = s->env != NULL;
+    pthread_mutex_init(&t->ckpt_lock, NULL);
     if (s->dir != NULL) {
         size_t len = strlen(s->dir) + strlen(name) + 16;
         char *path = malloc(len);
@@ -124,6 +126,8 @@ void pskv__table_destroy(pskv_table *t)
     pskv_ring_destroy(t->ring);
     pskv__spill_close(t->spill);
     pthread_rwlock_destroy(&t->layout_lock);
+    pthread_mutex_destroy(&t->ckpt_lock);
+    free(t->carry);
     free(t);
 }
 
@@ -142,9 +146,11 @@ static void count_add(atomic_uint_fast64_t *c, uint64_t v)
 static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
                          bool init_weights)
 {
-    uint32_t slot = pskv__shard_insert_reserved(sh, key, hash);
+    pskv__entry *e = pskv__shard_insert_entry(sh, key, hash);
     sh->created++;
-    float *row = pskv__shard_row(sh, slot);
+    if (t->durable)
+        pskv__row_created(sh, e, t->parity); /* uses a list reservation */
+    float *row = pskv__shard_row(sh, e->slot);
     if (init_weights)
         pskv__init_weights(&t->opts, key, row, t->dim);
     pskv__optimizer_init_state(&t->opt, row + t->dim);
@@ -170,6 +176,29 @@ static int check_row_args(const pskv_table *t, const uint64_t *keys, size_t n, c
     if (n > UINT32_MAX - 1)
         return PSKV_EINVAL;
     return 0;
+}
+
+/* A row that only LMDB holds (a durable store after a reopen), brought
+ * into DRAM as a clean row (shard lock held; c's transaction must end
+ * before the lock is released). 1 with *row_out, 0 if LMDB has no such
+ * row (or it was erased since), or an error. */
+static int cold_fault(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key, uint64_t hash,
+                      float **row_out)
+{
+    if (atomic_load_explicit(&t->cold_rows, memory_order_relaxed) == 0 ||
+        pskv__tombstoned(sh, key, hash))
+        return 0;
+    const void *bytes;
+    int rc = pskv__cold_find(t, c, key, &bytes);
+    if (rc <= 0)
+        return rc;
+    if ((rc = pskv__shard_reserve(sh, 1)) != 0)
+        return rc;
+    float *row = pskv__shard_row(sh, pskv__shard_insert_reserved(sh, key, hash));
+    memcpy(row, bytes, t->row_bytes);
+    atomic_fetch_sub_explicit(&t->cold_rows, 1, memory_order_relaxed);
+    *row_out = row;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- shard visits */
@@ -252,7 +281,9 @@ typedef struct row_ctx {
     const dup_sums *dups; /* ROW_PUSH: sums of repeated keys, or NULL */
     uint64_t misses;
     uint64_t created;
+    uint64_t faulted;      /* cold rows read from LMDB */
     uint32_t not_resident; /* keys found spilled or in motion: load and retry */
+    const uint32_t *cow_reserved; /* writers: pre-images reserved per shard */
 } row_ctx;
 
 /* Marks a key whose row is not in DRAM in the pipeline: not used this time. */
@@ -307,6 +338,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                                     : c->op == ROW_PUT ? 0 : t->dim * (uint32_t)sizeof(float);
     float *ring[ROWS_AHEAD];
     uint32_t created = 0;
+    const uint32_t dirty0 = sh->ndirty, cow0 = sh->cow_count;
+    pskv__cold cold = {NULL};
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
         prefetch_index(sh, p->hash[order[j]]);
@@ -333,9 +366,21 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
             row = pskv__shard_row(sh, e->slot);
             if (!(e->meta & PSKV__META_REF)) /* do not dirty the line when set */
                 e->meta |= PSKV__META_REF;
+            if (writer && t->durable)
+                pskv__row_written(sh, e, t->parity); /* before the row changes */
+        } else if (!writer && t->durable &&
+                   (rc = cold_fault(t, sh, &cold, c->keys[i], p->hash[i], &row)) != 0) {
+            if (rc < 0)
+                break;
+            rc = 0; /* writers faulted their cold rows in while reserving */
+            c->faulted++;
         } else if (create) {
             if (!writer && (rc = pskv__shard_reserve(sh, 1)) != 0)
                 break;
+            if (!writer && t->durable && (rc = pskv__dirty_reserve(sh, 1)) != 0) {
+                pskv__shard_unreserve(sh, 1);
+                break;
+            }
             row = row_create(t, sh, c->keys[i], p->hash[i], c->op != ROW_PUT);
             created++;
         }
@@ -343,8 +388,14 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
             prefetch_row(row, prefetch_bytes);
         ring[j & (ROWS_AHEAD - 1)] = row;
     }
-    if (writer)
+    pskv__cold_end(t, &cold);
+    if (writer) {
         pskv__shard_unreserve(sh, k - created);
+        if (t->durable) {
+            pskv__dirty_unreserve(sh, k - (sh->ndirty - dirty0));
+            pskv__cow_unreserve(sh, c->cow_reserved[s] - (sh->cow_count - cow0));
+        }
+    }
     c->created += created;
     return rc;
 }
@@ -364,7 +415,7 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0, 0, 0};
+    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0, 0, 0, 0, NULL};
     while (rc == 0) {
         c.misses = 0;
         c.not_resident = 0;
@@ -378,7 +429,7 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     }
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_added(t, c.created, loaded);
+    rows_added(t, c.created + c.faulted, loaded);
     if (rc == 0) {
         count_add(create ? &t->n_pulled : &t->n_got, n);
         if (!create)
@@ -412,31 +463,71 @@ static uint32_t plan_count(const pskv__plan *p, uint32_t s) { return p->start[s 
 /* Internal: a writer found one of its rows spilled or moving. */
 #define NEEDS_LOAD 1
 
+/* What phase 1 reserved per shard. */
+typedef struct reservations {
+    uint8_t *rows;      /* [shards] rows (and dirty-list room) reserved */
+    uint32_t *cow;      /* [shards] pre-images reserved */
+    uint64_t faulted;   /* cold rows read from LMDB meanwhile */
+} reservations;
+
 static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
-    uint8_t *reserved = arg;
+    reservations *r = arg;
     pskv__shard *sh = &t->shards[s];
+    const bool ckpt = t->durable && atomic_load(&t->ckpt_active);
+    const uint32_t pend = pskv__meta_dirty(t->parity ^ 1u);
+    uint32_t pending = 0;
+    pskv__cold cold = {NULL};
+    int rc = 0;
     if (t->spill != NULL) {
         /* Every existing row must be in DRAM before the batch applies;
          * once room is reserved here, evictors leave this shard alone. */
-        for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
+        for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
             uint64_t key = p->keys[p->order[j]], hash = p->hash[p->order[j]];
             pskv__entry *e = pskv__shard_find(sh, key, hash);
-            if (e != NULL ? (e->meta & PSKV__META_BUSY) != 0
-                          : pskv__spillmap_find(&sh->spilled, key, hash) != NULL)
-                return NEEDS_LOAD;
+            if (e != NULL) {
+                if (e->meta & PSKV__META_BUSY)
+                    rc = NEEDS_LOAD;
+                else if (ckpt && (e->meta & pend))
+                    pending++;
+            } else if (pskv__spillmap_find(&sh->spilled, key, hash) != NULL) {
+                rc = NEEDS_LOAD;
+            } else if (t->durable) {
+                float *row;
+                rc = cold_fault(t, sh, &cold, key, hash, &row); /* a clean row, not pending */
+                if (rc == 1) {
+                    r->faulted++;
+                    rc = 0;
+                }
+            }
         }
     }
-    int rc = pskv__shard_reserve(sh, plan_count(p, s));
-    reserved[s] = rc == 0;
+    pskv__cold_end(t, &cold);
+    uint32_t k = plan_count(p, s);
+    if (rc == 0)
+        rc = pskv__shard_reserve(sh, k);
+    if (rc == 0 && t->durable && (rc = pskv__dirty_reserve(sh, k)) != 0)
+        pskv__shard_unreserve(sh, k);
+    if (rc == 0 && pending > 0 && (rc = pskv__cow_reserve(sh, pending)) != 0) {
+        pskv__shard_unreserve(sh, k);
+        pskv__dirty_unreserve(sh, k);
+    }
+    r->rows[s] = rc == 0;
+    r->cow[s] = rc == 0 ? pending : 0;
     return rc;
 }
 
 static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
-    const uint8_t *reserved = arg;
-    if (reserved[s])
-        pskv__shard_unreserve(&t->shards[s], plan_count(p, s));
+    const reservations *r = arg;
+    pskv__shard *sh = &t->shards[s];
+    if (r->rows[s]) {
+        pskv__shard_unreserve(sh, plan_count(p, s));
+        if (t->durable) {
+            pskv__dirty_unreserve(sh, plan_count(p, s));
+            pskv__cow_unreserve(sh, r->cow[s]);
+        }
+    }
     return 0;
 }
 
@@ -482,19 +573,21 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     dup_sums dups = {NULL, NULL};
     uint64_t created = 0;
     bool summed = rc == 0 && is_push && p.has_dups;
-    uint8_t *reserved = NULL;
+    reservations res = {NULL, NULL, 0};
     if (summed)
         rc = sum_duplicates(t, &p, n, src, &dups);
     if (rc == 0) {
-        reserved = calloc(t->nshards, 1);
-        rc = reserved == NULL ? PSKV_ENOMEM : 0;
+        res.rows = calloc(t->nshards, 1);
+        res.cow = calloc(t->nshards, sizeof *res.cow);
+        rc = res.rows == NULL || res.cow == NULL ? PSKV_ENOMEM : 0;
     }
     while (rc == 0) {
-        memset(reserved, 0, t->nshards);
-        rc = visit_shards(t, &p, reserve_shard, reserved);
+        memset(res.rows, 0, t->nshards);
+        memset(res.cow, 0, t->nshards * sizeof *res.cow);
+        rc = visit_shards(t, &p, reserve_shard, &res);
         if (rc == 0)
             break;
-        visit_shards(t, &p, unreserve_shard, reserved);
+        visit_shards(t, &p, unreserve_shard, &res);
         if (rc == NEEDS_LOAD) {
             rc = pskv__tier_load(t, &p); /* then check again */
             loaded = true;
@@ -502,17 +595,18 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     }
     if (rc == 0) {
         row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src,
-                     summed ? &dups : NULL, 0, 0, 0};
+                     summed ? &dups : NULL, 0, 0, 0, 0, res.cow};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         count_add(is_push ? &t->n_pushed : &t->n_put, n);
         created = c.created;
     }
-    free(reserved);
+    free(res.rows);
+    free(res.cow);
     free(dups.summed_row);
     free(dups.rows);
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_added(t, created, loaded);
+    rows_added(t, created + res.faulted, loaded || res.faulted > 0);
     return rc;
 }
 
@@ -541,17 +635,49 @@ typedef struct erase_ctx {
     uint32_t nslots;
 } erase_ctx;
 
+/* Durable tables: room for what erasing the shard's k keys may record
+ * (dirty keys, pre-images, tombstones). */
+static int erase_reserve(pskv__shard *sh, uint32_t k, bool ckpt, bool tombs)
+{
+    int rc = pskv__dirty_reserve(sh, k);
+    if (rc == 0 && ckpt && (rc = pskv__cow_reserve(sh, k)) != 0)
+        pskv__dirty_unreserve(sh, k);
+    if (rc == 0 && tombs && (rc = pskv__spillmap_reserve(&sh->tombs, k)) != 0) {
+        pskv__dirty_unreserve(sh, k);
+        if (ckpt)
+            pskv__cow_unreserve(sh, k);
+    }
+    return rc;
+}
+
 static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
     erase_ctx *c = arg;
     pskv__shard *sh = &t->shards[s];
-    for (uint32_t j = p->start[s]; j < p->start[s + 1]; j++) {
+    const uint32_t k = p->start[s + 1] - p->start[s];
+    const bool durable = t->durable;
+    /* Tombstones keep erased rows from being read back from LMDB before
+     * the next checkpoint deletes them there; only rows read back need it. */
+    const bool tombs = durable && atomic_load(&t->cold_rows) > 0;
+    const bool ckpt = durable && atomic_load(&t->ckpt_active);
+    const uint32_t dirty0 = sh->dirty_reserved, cow0 = sh->cow_reserved,
+                   tombs0 = sh->tombs.reserved;
+    if (durable) {
+        int rc = erase_reserve(sh, k, ckpt, tombs);
+        if (rc != 0)
+            return rc;
+    }
+    pskv__cold cold = {NULL};
+    int rc = 0;
+    for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
         uint32_t i = p->order[j];
         pskv__entry *e = pskv__shard_find(sh, p->keys[i], p->hash[i]);
         if (e != NULL) {
             if (e->meta & PSKV__META_BUSY) {
                 c->busy++;
             } else {
+                if (durable)
+                    pskv__row_erased(sh, e, t->parity, tombs);
                 pskv__shard_remove(sh, e);
                 sh->erased++;
                 c->erased_resident++;
@@ -559,17 +685,37 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
             continue;
         }
         pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, p->keys[i], p->hash[i]);
-        if (sp == NULL)
-            continue;
-        if (sp->slot & PSKV__SPILL_BUSY) {
-            c->busy++;
+        if (sp != NULL) {
+            if (sp->slot & PSKV__SPILL_BUSY) {
+                c->busy++;
+                continue;
+            }
+            if (!durable || !pskv__spilled_erased(sh, sp, t->parity, tombs))
+                c->spill_slots[c->nslots++] = sp->slot & PSKV__SPILL_SLOT_MAX;
+            pskv__spillmap_remove(&sh->spilled, sp);
+            sh->erased++;
             continue;
         }
-        c->spill_slots[c->nslots++] = sp->slot;
-        pskv__spillmap_remove(&sh->spilled, sp);
-        sh->erased++;
+        if (tombs && !pskv__tombstoned(sh, p->keys[i], p->hash[i])) {
+            const void *row;
+            rc = pskv__cold_find(t, &cold, p->keys[i], &row);
+            if (rc == 1) { /* a row only LMDB holds */
+                pskv__key_erased_cold(sh, p->keys[i], t->parity);
+                atomic_fetch_sub(&t->cold_rows, 1);
+                sh->erased++;
+                rc = 0;
+            }
+        }
     }
-    return 0;
+    pskv__cold_end(t, &cold);
+    if (durable) { /* give back what was not used */
+        pskv__dirty_unreserve(sh, sh->dirty_reserved - dirty0);
+        if (ckpt)
+            pskv__cow_unreserve(sh, sh->cow_reserved - cow0);
+        if (tombs)
+            pskv__spillmap_unreserve(&sh->tombs, sh->tombs.reserved - tombs0);
+    }
+    return rc;
 }
 
 int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
@@ -579,7 +725,7 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
         return rc;
     layout_read_lock(t);
     pskv__plan p;
-    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_FIRST);
     erase_ctx c = {0, 0, NULL, 0};
     if (rc == 0 && t->spill != NULL) {
         c.spill_slots = malloc(n * sizeof *c.spill_slots);
@@ -588,8 +734,8 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
     while (rc == 0) {
         uint64_t gen = pskv__moved_gen(t->store);
         c.busy = 0;
-        visit_shards(t, &p, erase_shard, &c); /* erasing twice is harmless */
-        if (c.busy == 0)
+        rc = visit_shards(t, &p, erase_shard, &c); /* erasing twice is harmless */
+        if (rc != 0 || c.busy == 0)
             break;
         pskv__moved_wait(t->store, gen);
     }
@@ -616,8 +762,62 @@ int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n)
  * resident rows with their bytes, spilled rows as spill-map entries (their
  * slots belong to the table's file). Called with the layout lock exclusive,
  * so no row is BUSY. */
+static uint32_t route(const pskv_table *t, const pskv_ring *ring, uint64_t key)
+{
+    return pskv__ring_route_hash(ring, pskv__key_hash(key, t->opts.seed));
+}
+
+/* The checkpoint state of durable tables moves too: dirty keys and
+ * tombstones (no checkpoint runs during a reshard, so there are no
+ * pre-images and no pending marks). */
+static int dirty_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint32_t nto)
+{
+    uint32_t *count = calloc(2 * (size_t)nto, sizeof *count); /* [dirty | tombs] */
+    if (count == NULL)
+        return PSKV_ENOMEM;
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        for (uint32_t i = 0; i < sh->ndirty; i++)
+            count[route(t, ring, sh->dirty[i])]++;
+        for (uint32_t i = 0; i < sh->tombs.cap; i++)
+            if (sh->tombs.e[i].slot != PSKV__SLOT_EMPTY)
+                count[nto + route(t, ring, sh->tombs.e[i].key)]++;
+    }
+    int rc = 0;
+    for (uint32_t s = 0; s < nto && rc == 0; s++) {
+        rc = pskv__dirty_reserve(&to[s], count[s]);
+        if (rc == 0)
+            rc = pskv__spillmap_reserve(&to[s].tombs, count[nto + s]);
+    }
+    free(count);
+    if (rc != 0)
+        return rc;
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        for (uint32_t i = 0; i < sh->ndirty; i++) {
+            pskv__shard *dst = &to[route(t, ring, sh->dirty[i])];
+            dst->dirty_reserved--;
+            dst->dirty[dst->ndirty++] = sh->dirty[i];
+        }
+        for (uint32_t i = 0; i < sh->tombs.cap; i++) {
+            pskv__spilled e = sh->tombs.e[i];
+            if (e.slot == PSKV__SLOT_EMPTY)
+                continue;
+            uint64_t h = pskv__key_hash(e.key, t->opts.seed);
+            pskv__spillmap_insert_reserved(&to[pskv__ring_route_hash(ring, h)].tombs, e.key, h,
+                                           e.slot);
+        }
+    }
+    return 0;
+}
+
 static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint32_t nto)
 {
+    if (t->durable) {
+        int rc = dirty_move(t, ring, to, nto);
+        if (rc != 0)
+            return rc;
+    }
     uint32_t *count = calloc(2 * (size_t)nto, sizeof *count); /* [resident | spilled] */
     if (count == NULL)
         return PSKV_ENOMEM;
@@ -648,8 +848,9 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
                 continue;
             uint64_t h = pskv__key_hash(e.key, t->opts.seed);
             pskv__shard *dst = &to[pskv__ring_route_hash(ring, h)];
-            uint32_t slot = pskv__shard_insert_reserved(dst, e.key, h);
-            memcpy(pskv__shard_row(dst, slot), pskv__shard_row(sh, e.slot), t->row_bytes);
+            pskv__entry *ne = pskv__shard_insert_entry(dst, e.key, h);
+            ne->meta = e.meta; /* reference bit and checkpoint marks */
+            memcpy(pskv__shard_row(dst, ne->slot), pskv__shard_row(sh, e.slot), t->row_bytes);
         }
         for (uint32_t i = 0; i < sh->spilled.cap; i++) {
             pskv__spilled e = sh->spilled.e[i];
@@ -667,9 +868,12 @@ int pskv_table_reshard(pskv_table *t, uint32_t shards)
 {
     if (t == NULL || shards < 1 || shards > PSKV_SHARDS_MAX)
         return PSKV_EINVAL;
+    /* Wait for a running checkpoint first, without blocking row calls. */
+    pthread_mutex_lock(&t->ckpt_lock);
     pthread_rwlock_wrlock(&t->layout_lock);
     if (shards == t->nshards) {
         layout_unlock(t);
+        pthread_mutex_unlock(&t->ckpt_lock);
         return 0;
     }
     pskv_ring *ring;
@@ -699,6 +903,7 @@ int pskv_table_reshard(pskv_table *t, uint32_t shards)
         count_add(&t->n_reshards, 1);
     }
     layout_unlock(t);
+    pthread_mutex_unlock(&t->ckpt_lock);
     return rc;
 }
 
@@ -735,6 +940,8 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         st->rows_spilled += sh->spilled.count;
         pthread_mutex_unlock(&sh->lock);
     }
+    st->rows += atomic_load(&t->cold_rows);
+    st->rows_cold = atomic_load(&t->cold_rows);
     st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard);
     if (t->spill != NULL) {
         uint64_t alloc_bytes = pskv__spill_dram_bytes(t->spill);
@@ -785,6 +992,9 @@ struct pskv_iter {
     uint64_t *keys;
     float *rows;
     uint32_t *spill_at, *spill_slot; /* spilled rows of the current shard */
+    /* After the shards: rows only LMDB holds, in key order. */
+    bool cold_started, cold_done;
+    uint64_t cold_after;
 };
 
 int pskv_iter_create(pskv_table *t, pskv_iter **out)
@@ -841,7 +1051,7 @@ static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspill
         }
         it->keys[n] = e->key;
         it->spill_at[*nspilled] = n;
-        it->spill_slot[(*nspilled)++] = e->slot;
+        it->spill_slot[(*nspilled)++] = e->slot & PSKV__SPILL_SLOT_MAX;
         e->slot |= PSKV__SPILL_BUSY;
         n++;
     }
@@ -900,6 +1110,69 @@ static int iter_reserve(pskv_iter *it, uint32_t rows)
     return 0;
 }
 
+#define ITER_COLD_BATCH 1024u
+
+/* The next batch of rows that only LMDB holds (layout lock held): keys
+ * from a cursor, then, shard by shard under the shard's lock, the rows
+ * still cold (not read back, not erased) from a transaction begun under
+ * that lock. 1 loaded, 0 end, <0 error. */
+static int iter_load_cold(pskv_iter *it)
+{
+    pskv_table *t = it->t;
+    uint64_t keys[ITER_COLD_BATCH];
+    uint32_t shard_of[ITER_COLD_BATCH];
+    int rc = iter_reserve(it, ITER_COLD_BATCH);
+    while (rc == 0 && !it->cold_done) {
+        uint32_t n;
+        rc = pskv__cold_keys(t, it->cold_after, !it->cold_started, keys, ITER_COLD_BATCH, &n);
+        if (rc != 0)
+            break;
+        it->cold_started = true;
+        it->cold_done = n < ITER_COLD_BATCH;
+        if (n == 0)
+            break;
+        it->cold_after = keys[n - 1];
+        for (uint32_t i = 0; i < n; i++)
+            shard_of[i] = route(t, t->ring, keys[i]);
+        uint32_t count = 0;
+        for (uint32_t s = 0; s < t->nshards && rc == 0; s++) {
+            pskv__shard *sh = &t->shards[s];
+            pskv__cold cold = {NULL};
+            bool locked = false;
+            for (uint32_t i = 0; i < n && rc == 0; i++) {
+                if (shard_of[i] != s)
+                    continue;
+                if (!locked) {
+                    pthread_mutex_lock(&sh->lock);
+                    locked = true;
+                }
+                uint64_t h = pskv__key_hash(keys[i], t->opts.seed);
+                if (pskv__shard_find(sh, keys[i], h) != NULL ||
+                    (sh->spilled.count && pskv__spillmap_find(&sh->spilled, keys[i], h)) ||
+                    pskv__tombstoned(sh, keys[i], h))
+                    continue; /* seen with the shard, or erased */
+                const void *row;
+                rc = pskv__cold_find(t, &cold, keys[i], &row);
+                if (rc == 1) {
+                    it->keys[count] = keys[i];
+                    memcpy(it->rows + (size_t)count * t->row_floats, row, t->row_bytes);
+                    count++;
+                    rc = 0;
+                }
+            }
+            pskv__cold_end(t, &cold);
+            if (locked)
+                pthread_mutex_unlock(&sh->lock);
+        }
+        if (rc == 0 && count > 0) {
+            it->count = count;
+            it->pos = 0;
+            return 1;
+        }
+    }
+    return rc;
+}
+
 /* Copy the next shard's rows into the iterator. 1 loaded, 0 end, <0 error. */
 static int iter_load(pskv_iter *it)
 {
@@ -909,7 +1182,7 @@ static int iter_load(pskv_iter *it)
     if (atomic_load(&t->layout_gen) != it->gen) {
         rc = PSKV_EBUSY;
     } else if (it->next_shard >= t->nshards) {
-        rc = 0;
+        rc = t->durable ? iter_load_cold(it) : 0;
     } else {
         pskv__shard *sh = &t->shards[it->next_shard];
         for (;;) {

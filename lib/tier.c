@@ -100,7 +100,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
                 continue;
             }
             sp->slot |= PSKV__SPILL_BUSY;
-            items[n++] = (load_item){p->keys[i], p->hash[i], sd, sp->slot & ~PSKV__SPILL_BUSY};
+            items[n++] = (load_item){p->keys[i], p->hash[i], sd, sp->slot & PSKV__SPILL_SLOT_MAX};
         }
         pthread_mutex_unlock(&sh->lock);
     }
@@ -142,9 +142,13 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
                 /* Ours while BUSY: nobody removed or moved it meanwhile. */
                 pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, items[k].key, items[k].hash);
                 if (room == 0 && results[k] == 0) {
+                    /* Checkpoint marks as they are now (a checkpoint may
+                     * have settled them while the row was read). */
+                    uint32_t marks = pskv__marks_to_meta(sp->slot);
                     pskv__spillmap_remove(&sh->spilled, sp);
-                    uint32_t slot = pskv__shard_insert_reserved(sh, items[k].key, items[k].hash);
-                    memcpy(pskv__shard_row(sh, slot), rows[k], t->row_bytes);
+                    pskv__entry *e = pskv__shard_insert_entry(sh, items[k].key, items[k].hash);
+                    e->meta |= marks;
+                    memcpy(pskv__shard_row(sh, e->slot), rows[k], t->row_bytes);
                     slots[nfreed++] = items[k].spill_slot; /* freed after unlocking */
                     taken++;
                     loaded++;
@@ -264,8 +268,10 @@ int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited, uint32_t 
                 continue;
             }
             uint64_t h = pskv__key_hash(keys[k], sh->hash_seed);
-            pskv__spillmap_insert_reserved(&sh->spilled, keys[k], h, spill_slots[k]);
-            pskv__shard_remove(sh, pskv__shard_find(sh, keys[k], h));
+            pskv__entry *e = pskv__shard_find(sh, keys[k], h);
+            pskv__spillmap_insert_reserved(&sh->spilled, keys[k], h,
+                                           spill_slots[k] | pskv__marks_to_spill(e->meta));
+            pskv__shard_remove(sh, e);
             sh->evicted++;
         }
         if (io_rc != 0)

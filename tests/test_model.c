@@ -16,6 +16,36 @@
 static unsigned n_seeds = 6, first_seed = 1, n_ops = 10000;
 static long only_seed = -1;
 static bool spill = false; /* directory store with a tiny budget: most rows spilled */
+/* Durable directory store: checkpoints, clean reopens and reopens that lose
+ * everything since the last checkpoint (as a crash would), checked against
+ * a copy of the model taken at each checkpoint. With --spill too, most
+ * rows are spilled and, after a reopen, cold in LMDB. */
+static bool durable = false;
+
+static void ref_copy(ref_model *dst, const ref_model *src)
+{
+    for (uint32_t i = 0; i < dst->n; i++)
+        free(dst->rows[i].row);
+    dst->n = 0;
+    if (dst->cap < src->n) {
+        dst->cap = src->n;
+        dst->rows = realloc(dst->rows, dst->cap * sizeof *dst->rows);
+    }
+    for (uint32_t i = 0; i < src->n; i++) {
+        dst->rows[i].key = src->rows[i].key;
+        dst->rows[i].row = malloc(src->row_floats * sizeof(float));
+        memcpy(dst->rows[i].row, src->rows[i].row, src->row_floats * sizeof(float));
+    }
+    dst->n = src->n;
+}
+
+static void remove_store(const char *dir)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
 
 static uint64_t pick_key(test_rng *r)
 {
@@ -43,7 +73,7 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
     pskv_table *t;
     *failed_op = 0;
     char dir[64] = "", store_cfg[96] = "";
-    if (spill) {
+    if (spill || durable) {
         /* room for about 24 rows of the widest table: most rows live in the
          * spill file and nearly every call loads or evicts */
         strcpy(dir, "pskv-test-model-XXXXXX");
@@ -51,16 +81,20 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
             snprintf(what, len, "mkdtemp");
             return false;
         }
-        snprintf(store_cfg, sizeof store_cfg, "durability=none memory_budget=%u",
-                 24u * (dim * 3 + 1) * 4);
+        if (spill)
+            snprintf(store_cfg, sizeof store_cfg, "durability=%s memory_budget=%u",
+                     durable ? "checkpoint" : "none", 24u * (dim * 3 + 1) * 4);
     }
-    if (pskv_open(spill ? dir : NULL, store_cfg, &s) != 0 || pskv_table_open(s, "m", cfg, &t) != 0) {
+    if (pskv_open(spill || durable ? dir : NULL, store_cfg, &s) != 0 ||
+        pskv_table_open(s, "m", cfg, &t) != 0) {
         snprintf(what, len, "open %.150s", cfg);
         return false;
     }
     enum { MAXB = 64 };
-    ref_model m;
+    ref_model m, saved; /* saved: the model as of the last checkpoint */
     ref_open(&m, t, MAXB);
+    ref_open(&saved, t, MAXB);
+    unsigned checkpoints = 0, reopens = 0;
     uint64_t keys[MAXB];
     float *vals = malloc(MAXB * dim * sizeof(float));
     bool ok = true;
@@ -82,13 +116,52 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
                                       : REF_RESHARD;
         if (rop == REF_RESHARD)
             n = 1 + rng_below(&r, 33);
+        uint32_t store_op = durable ? rng_below(&r, 200) : 200;
+        if (store_op < 4) { /* checkpoint */
+            int rc = pskv_checkpoint(s);
+            if (rc != 0) {
+                snprintf(m.what, sizeof m.what, "checkpoint returned %d", rc);
+                ok = false;
+            }
+            ref_copy(&saved, &m);
+            checkpoints++;
+            continue;
+        }
+        if (store_op < 6) { /* reopen: clean (close checkpoints) or as after a crash */
+            bool crash = store_op == 5;
+            if (crash) {
+                pskv__close_abandon(s);
+                ref_copy(&m, &saved);
+            } else {
+                pskv_close(s);
+                ref_copy(&saved, &m);
+            }
+            char shards_cfg[32];
+            snprintf(shards_cfg, sizeof shards_cfg, "shards=%u", 1 + rng_below(&r, 16));
+            if (pskv_open(dir, store_cfg, &s) != 0 || pskv_table_open(s, "m", shards_cfg, &t) != 0) {
+                snprintf(m.what, sizeof m.what, "reopen (%s) failed", crash ? "crash" : "clean");
+                ok = false;
+                s = NULL;
+                break;
+            }
+            reopens++;
+            ok = ref_compare_all(&m, t);
+            if (!ok)
+                snprintf(m.what + strlen(m.what), sizeof m.what - strlen(m.what),
+                         " after %s reopen", crash ? "crash" : "clean");
+            continue;
+        }
         ok = ref_step(&m, t, rop, keys, n, vals);
         if (ok && (op % 500 == 499 || op + 1 == ops))
             ok = ref_compare_all(&m, t);
     }
     if (!ok)
         snprintf(what, len, "%s", m.what);
-    if (ok && spill) {
+    if (ok && durable && (checkpoints == 0 || reopens == 0) && ops >= 2000) {
+        snprintf(what, len, "durable run without %s", checkpoints ? "reopens" : "checkpoints");
+        ok = false;
+    }
+    if (ok && spill && !durable) {
         pskv_table_stats st;
         pskv_table_stats_get(t, &st);
         uint64_t rewrites = pskv__spill_rewrites(t->spill);
@@ -101,8 +174,11 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
     }
     free(vals);
     ref_close(&m);
+    ref_close(&saved);
     pskv_close(s);
-    if (spill)
+    if (durable)
+        remove_store(dir);
+    else if (spill)
         rmdir(dir);
     return ok;
 }
@@ -124,8 +200,11 @@ END_TEST
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--spill") == 0) {
-            spill = true;
+        if (strcmp(argv[i], "--spill") == 0 || strcmp(argv[i], "--durable") == 0) {
+            if (argv[i][2] == 's')
+                spill = true;
+            else
+                durable = true;
             memmove(&argv[i], &argv[i + 1], (size_t)(argc - i - 1) * sizeof *argv);
             argc--;
             i--;

@@ -296,11 +296,11 @@ START_TEST(directory_store_args)
     pskv_store *s;
     ck_assert_err(pskv_open("", "durability=none", &s), PSKV_EINVAL);
     ck_assert_err(pskv_open("pskv-no-such-parent/x/y", "durability=none", &s), PSKV_EIO);
-    /* durable stores come with LMDB checkpoints, not built yet */
     strcpy(dir, "pskv-test-tier-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    ck_assert_err(pskv_open(dir, NULL, &s), PSKV_ENOTSUP);
     ck_assert_ok(pskv_open(dir, "durability=none", &s)); /* no budget: nothing spills */
+    ck_assert_err(pskv_checkpoint(s), PSKV_ENOTSUP);      /* scratch: nothing persists */
+    ck_assert_err(pskv_backup(s, "pskv-test-tier-backup"), PSKV_ENOTSUP);
     pskv_table *t;
     ck_assert_ok(pskv_table_open(s, "t", "dim=2", &t));
     uint64_t k = 1;

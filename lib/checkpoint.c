@@ -1,0 +1,583 @@
+/* Checkpoints: one LMDB write transaction with every row written since the
+ * previous checkpoint, of every open table, committed atomically, while
+ * pull/push go on.
+ *
+ *   begin    all tables' layout locks exclusive, for an instant: each
+ *            shard's dirty list is taken and the table's parity flips, so
+ *            every row written before this instant carries the "pending"
+ *            mark and every later write marks the current generation.
+ *   capture  keys sorted (numeric = LMDB byte order) and written in chunks
+ *            through the transaction; each key's bytes as of the begin
+ *            instant come from the row itself while it is still pending,
+ *            from its pre-image (dirty.c saved it before the first later
+ *            write), or from the spill file; a key with neither was erased
+ *            and is deleted.
+ *   commit   the atomic point. On MDB_MAP_FULL the map grows and the whole
+ *            transaction is written again: capture changes nothing, marks
+ *            stay until the end, so a retry reads the same bytes.
+ *   finish   pending marks cleared (success) or turned into current marks
+ *            with the keys carried to the next checkpoint (failure);
+ *            pre-images and committed tombstones dropped.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+#include "pskv_internal.h"
+
+/* Captured bytes per chunk: bounds the checkpointer's buffer. */
+#define CHUNK_BYTES (4u << 20)
+#define CHUNK_KEYS_MAX 4096u
+#define MAP_RETRIES 16
+
+void (*pskv__checkpoint_begin_hook)(void *arg);
+void *pskv__checkpoint_begin_hook_arg;
+
+typedef struct ckpt_table {
+    pskv_table *t;
+    uint64_t *keys; /* sorted, unique */
+    size_t n;
+} ckpt_table;
+
+/* ---------------------------------------------------------------- sorting */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* LSD radix sort by bytes, skipping bytes every key shares. */
+static void sort_keys(uint64_t *keys, uint64_t *tmp, size_t n)
+{
+    if (n < 4096) {
+        qsort(keys, n, sizeof *keys, cmp_u64);
+        return;
+    }
+    static _Thread_local size_t count[8][256];
+    memset(count, 0, sizeof count);
+    for (size_t i = 0; i < n; i++)
+        for (unsigned b = 0; b < 8; b++)
+            count[b][(keys[i] >> (8 * b)) & 0xff]++;
+    uint64_t *from = keys, *to = tmp;
+    for (unsigned b = 0; b < 8; b++) {
+        size_t *c = count[b];
+        if (c[(from[0] >> (8 * b)) & 0xff] == n)
+            continue; /* every key has the same byte here */
+        size_t sum = 0;
+        for (unsigned v = 0; v < 256; v++) {
+            size_t k = c[v];
+            c[v] = sum;
+            sum += k;
+        }
+        for (size_t i = 0; i < n; i++)
+            to[c[(from[i] >> (8 * b)) & 0xff]++] = from[i];
+        uint64_t *x = from;
+        from = to;
+        to = x;
+    }
+    if (from != keys)
+        memcpy(keys, from, n * sizeof *keys);
+}
+
+static size_t unique(uint64_t *keys, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m == 0 || keys[m - 1] != keys[i])
+            keys[m++] = keys[i];
+    return m;
+}
+
+/* ---------------------------------------------------------------- begin */
+
+/* The instant of the checkpoint. Called with every table's ckpt_lock held
+ * (no reshard), so shard counts are stable. */
+static int begin(ckpt_table *ct, uint32_t nt)
+{
+    uint64_t ***lists = calloc(nt ? nt : 1, sizeof *lists);
+    uint32_t **counts = calloc(nt ? nt : 1, sizeof *counts);
+    uint64_t **tmp = calloc(nt ? nt : 1, sizeof *tmp);
+    int rc = lists && counts && tmp ? 0 : PSKV_ENOMEM;
+    for (uint32_t i = 0; i < nt && rc == 0; i++) {
+        lists[i] = calloc(ct[i].t->nshards, sizeof **lists);
+        counts[i] = calloc(ct[i].t->nshards, sizeof **counts);
+        rc = lists[i] && counts[i] ? 0 : PSKV_ENOMEM;
+    }
+    if (rc == 0) {
+        for (uint32_t i = 0; i < nt; i++)
+            pthread_rwlock_wrlock(&ct[i].t->layout_lock);
+        /* No row call is in flight now: take the lists, flip the parity. */
+        for (uint32_t i = 0; i < nt && rc == 0; i++) {
+            pskv_table *t = ct[i].t;
+            size_t total = t->ncarry;
+            for (uint32_t sd = 0; sd < t->nshards; sd++)
+                total += t->shards[sd].ndirty;
+            ct[i].keys = malloc((total ? total : 1) * sizeof *ct[i].keys);
+            tmp[i] = malloc((total ? total : 1) * sizeof *tmp[i]);
+            ct[i].n = total;
+            rc = ct[i].keys && tmp[i] ? 0 : PSKV_ENOMEM;
+        }
+        if (rc == 0) {
+            for (uint32_t i = 0; i < nt; i++) {
+                pskv_table *t = ct[i].t;
+                for (uint32_t sd = 0; sd < t->nshards; sd++) {
+                    pskv__shard *sh = &t->shards[sd];
+                    lists[i][sd] = sh->dirty;
+                    counts[i][sd] = sh->ndirty;
+                    sh->dirty = NULL;
+                    sh->ndirty = sh->dirty_cap = 0;
+                }
+                t->parity ^= 1u;
+                atomic_store(&t->ckpt_active, true);
+            }
+            if (pskv__checkpoint_begin_hook != NULL)
+                pskv__checkpoint_begin_hook(pskv__checkpoint_begin_hook_arg);
+        }
+        for (uint32_t i = 0; i < nt; i++)
+            pthread_rwlock_unlock(&ct[i].t->layout_lock);
+    }
+    /* Outside the locks: merge, sort, deduplicate. */
+    for (uint32_t i = 0; i < nt && rc == 0; i++) {
+        pskv_table *t = ct[i].t;
+        size_t at = 0;
+        if (t->ncarry > 0)
+            memcpy(ct[i].keys, t->carry, t->ncarry * sizeof *t->carry);
+        at = t->ncarry;
+        free(t->carry);
+        t->carry = NULL;
+        t->ncarry = 0;
+        for (uint32_t sd = 0; sd < t->nshards; sd++) {
+            if (counts[i][sd] > 0)
+                memcpy(ct[i].keys + at, lists[i][sd], counts[i][sd] * sizeof(uint64_t));
+            at += counts[i][sd];
+            free(lists[i][sd]);
+        }
+        sort_keys(ct[i].keys, tmp[i], ct[i].n);
+        ct[i].n = unique(ct[i].keys, ct[i].n);
+    }
+    for (uint32_t i = 0; i < nt; i++) {
+        if (rc != 0) {
+            free(ct[i].keys);
+            ct[i].keys = NULL;
+            ct[i].n = 0;
+        }
+        if (tmp)
+            free(tmp[i]);
+        if (lists)
+            free(lists[i]);
+        if (counts)
+            free(counts[i]);
+    }
+    free(tmp);
+    free(lists);
+    free(counts);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- chunks */
+
+/* A chunk of sorted keys grouped by shard: at[start[s] .. start[s+1]) are
+ * the chunk positions of shard s's keys. */
+typedef struct chunk {
+    const uint64_t *keys;
+    uint32_t n;
+    uint64_t *hash;
+    uint32_t *shard_of, *at, *start, *fill;
+    /* capture results */
+    uint8_t *vals;     /* [n][row_bytes + 8] */
+    uint8_t *present;  /* [n] 1 = put, 0 = delete */
+    uint8_t *waiting;  /* [n] a loader owns the row: look again */
+    uint32_t *spill_pos, *spill_slot;
+    uint8_t *spill_owned; /* BUSY set by us: clear after the read */
+    uint32_t nspill;
+} chunk;
+
+static void chunk_free(chunk *c)
+{
+    free(c->hash);
+    free(c->shard_of);
+    free(c->at);
+    free(c->start);
+    free(c->fill);
+    free(c->vals);
+    free(c->present);
+    free(c->waiting);
+    free(c->spill_pos);
+    free(c->spill_slot);
+    free(c->spill_owned);
+}
+
+static int chunk_alloc(chunk *c, uint32_t keys_max, uint32_t shards_max, uint32_t row_bytes)
+{
+    memset(c, 0, sizeof *c);
+    c->hash = malloc(keys_max * sizeof *c->hash);
+    c->shard_of = malloc(keys_max * sizeof *c->shard_of);
+    c->at = malloc(keys_max * sizeof *c->at);
+    c->start = malloc(((size_t)shards_max + 1) * sizeof *c->start);
+    c->fill = malloc(((size_t)shards_max + 1) * sizeof *c->fill);
+    c->vals = malloc((size_t)keys_max * (row_bytes + PSKV_FMT_CHECK_BYTES));
+    c->present = malloc(keys_max);
+    c->waiting = malloc(keys_max);
+    c->spill_pos = malloc(keys_max * sizeof *c->spill_pos);
+    c->spill_slot = malloc(keys_max * sizeof *c->spill_slot);
+    c->spill_owned = malloc(keys_max);
+    if (!c->hash || !c->shard_of || !c->at || !c->start || !c->fill || !c->vals || !c->present ||
+        !c->waiting || !c->spill_pos || !c->spill_slot || !c->spill_owned) {
+        chunk_free(c);
+        return PSKV_ENOMEM;
+    }
+    return 0;
+}
+
+/* Route the chunk's keys (layout lock held) and group them by shard. */
+static void chunk_group(pskv_table *t, chunk *c, const uint64_t *keys, uint32_t n)
+{
+    c->keys = keys;
+    c->n = n;
+    memset(c->start, 0, ((size_t)t->nshards + 1) * sizeof *c->start);
+    for (uint32_t i = 0; i < n; i++) {
+        c->hash[i] = pskv__key_hash(keys[i], t->opts.seed);
+        c->shard_of[i] = pskv__ring_route_hash(t->ring, c->hash[i]);
+        c->start[c->shard_of[i] + 1]++;
+    }
+    for (uint32_t s = 0; s < t->nshards; s++)
+        c->start[s + 1] += c->start[s];
+    memcpy(c->fill, c->start, (size_t)t->nshards * sizeof *c->fill);
+    for (uint32_t i = 0; i < n; i++)
+        c->at[c->fill[c->shard_of[i]]++] = i;
+}
+
+static uint8_t *val_of(const pskv_table *t, const chunk *c, uint32_t i)
+{
+    return c->vals + (size_t)i * (t->row_bytes + PSKV_FMT_CHECK_BYTES);
+}
+
+static void take_bytes(pskv_table *t, chunk *c, uint32_t i, const void *row)
+{
+    memcpy(val_of(t, c, i), row, t->row_bytes);
+    c->present[i] = 1;
+}
+
+static void need_spill_read(chunk *c, uint32_t i, uint32_t slot, bool owned)
+{
+    c->spill_pos[c->nspill] = i;
+    c->spill_slot[c->nspill] = slot;
+    c->spill_owned[c->nspill++] = owned;
+    c->present[i] = 1;
+}
+
+/* The pre-image of a key written after the begin, or absent. */
+static void take_pre_image(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i)
+{
+    pskv__spilled *pre = sh->cow.count ? pskv__spillmap_find(&sh->cow, c->keys[i], c->hash[i])
+                                       : NULL;
+    if (pre == NULL)
+        c->present[i] = 0; /* did not exist at the begin: erased */
+    else if (pre->slot & PSKV__COW_SPILLED)
+        need_spill_read(c, i, pre->slot & ~PSKV__COW_SPILLED, false);
+    else
+        take_bytes(t, c, i, sh->cow_rows + (size_t)pre->slot * t->row_bytes);
+}
+
+/* One key's bytes as of the begin (shard lock held). */
+static void capture_key(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i, uint32_t parity)
+{
+    const uint32_t pend = pskv__meta_dirty(parity ^ 1u), cur = pskv__meta_dirty(parity);
+    c->waiting[i] = 0;
+    pskv__entry *e = pskv__shard_find(sh, c->keys[i], c->hash[i]);
+    if (e != NULL) {
+        /* Pending: unchanged since the begin (rows being written out are
+         * stable too). Clean: equal to what LMDB holds. */
+        if ((e->meta & pend) || !(e->meta & cur))
+            take_bytes(t, c, i, pskv__shard_row(sh, e->slot));
+        else
+            take_pre_image(t, sh, c, i);
+        return;
+    }
+    pskv__spilled *sp = sh->spilled.count
+                            ? pskv__spillmap_find(&sh->spilled, c->keys[i], c->hash[i])
+                            : NULL;
+    if (sp != NULL && !(sp->slot & pskv__spill_dirty(parity))) {
+        /* Pending or clean: the record on disk has the bytes we need. */
+        if (sp->slot & PSKV__SPILL_BUSY) {
+            c->waiting[i] = 1; /* a loader owns it: look again once it is in */
+            return;
+        }
+        need_spill_read(c, i, sp->slot & PSKV__SPILL_SLOT_MAX, true);
+        sp->slot |= PSKV__SPILL_BUSY;
+        return;
+    }
+    take_pre_image(t, sh, c, i);
+}
+
+/* Read the chunk's spilled bytes in one batch and release what we marked. */
+static int read_spilled(pskv_table *t, chunk *c)
+{
+    if (c->nspill == 0)
+        return 0;
+    uint64_t *keys = malloc(c->nspill * sizeof *keys);
+    float **rows = malloc(c->nspill * sizeof *rows);
+    int rc = keys && rows ? 0 : PSKV_ENOMEM;
+    if (rc == 0) {
+        for (uint32_t k = 0; k < c->nspill; k++) {
+            keys[k] = c->keys[c->spill_pos[k]];
+            rows[k] = (float *)(void *)val_of(t, c, c->spill_pos[k]);
+        }
+        rc = pskv__spill_read(t->spill, c->nspill, keys, c->spill_slot, rows, NULL);
+    }
+    for (uint32_t k = 0; k < c->nspill; k++) {
+        if (!c->spill_owned[k])
+            continue;
+        uint32_t i = c->spill_pos[k];
+        pskv__shard *sh = &t->shards[c->shard_of[i]];
+        pthread_mutex_lock(&sh->lock);
+        pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, c->keys[i], c->hash[i]);
+        sp->slot &= ~PSKV__SPILL_BUSY;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    pskv__moved_wake(t->store);
+    c->nspill = 0;
+    free(keys);
+    free(rows);
+    return rc;
+}
+
+/* Capture a chunk of sorted keys: c->present and c->vals (with checks). */
+static int capture_chunk(pskv_table *t, chunk *c, const uint64_t *keys, uint32_t n)
+{
+    pthread_rwlock_rdlock(&t->layout_lock);
+    chunk_group(t, c, keys, n);
+    const uint32_t parity = t->parity;
+    memset(c->waiting, 1, n);
+    int rc = 0;
+    for (;;) {
+        uint64_t gen = pskv__moved_gen(t->store);
+        uint32_t waiting = 0;
+        c->nspill = 0;
+        for (uint32_t s = 0; s < t->nshards; s++) {
+            if (c->start[s] == c->start[s + 1])
+                continue;
+            pskv__shard *sh = &t->shards[s];
+            pthread_mutex_lock(&sh->lock);
+            for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++)
+                if (c->waiting[c->at[j]]) {
+                    capture_key(t, sh, c, c->at[j], parity);
+                    waiting += c->waiting[c->at[j]];
+                }
+            pthread_mutex_unlock(&sh->lock);
+        }
+        rc = read_spilled(t, c);
+        if (rc != 0 || waiting == 0)
+            break;
+        pskv__moved_wait(t->store, gen);
+    }
+    pthread_rwlock_unlock(&t->layout_lock);
+    for (uint32_t i = 0; i < n && rc == 0; i++)
+        if (c->present[i]) {
+            uint8_t *v = val_of(t, c, i);
+            pskv_fmt_put64(v + t->row_bytes, pskv_fmt_row_check(keys[i], v, t->row_bytes));
+        }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- write */
+
+static int chunk_keys(const pskv_table *t)
+{
+    uint32_t k = CHUNK_BYTES / (t->row_bytes + PSKV_FMT_CHECK_BYTES);
+    return (int)(k < 16 ? 16 : k > CHUNK_KEYS_MAX ? CHUNK_KEYS_MAX : k);
+}
+
+static int mdb_rc(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc); }
+
+/* Put or delete the captured chunk, in key order. */
+static int write_chunk(pskv_table *t, MDB_txn *txn, const chunk *c)
+{
+    for (uint32_t i = 0; i < c->n; i++) {
+        uint8_t kb[8];
+        pskv_fmt_key(kb, c->keys[i]);
+        MDB_val k = {8, kb};
+        int rc;
+        if (c->present[i]) {
+            MDB_val v = {(size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES, val_of(t, c, i)};
+            rc = mdb_put(txn, t->dbi, &k, &v, 0);
+        } else {
+            rc = mdb_del(txn, t->dbi, &k, NULL);
+            if (rc == MDB_NOTFOUND)
+                rc = 0; /* erased before it was ever persisted */
+        }
+        if (rc != 0)
+            return mdb_rc(rc);
+    }
+    return 0;
+}
+
+/* The whole transaction, once. PSKV__MAP_FULL asks for a bigger map. */
+static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk *c, uint64_t *rows,
+                     uint64_t *time_ns)
+{
+    MDB_txn *txn;
+    int rc = mdb_rc(mdb_txn_begin(s->env, NULL, 0, &txn));
+    if (rc != 0)
+        return rc;
+    *rows = 0;
+    for (uint32_t i = 0; i < nt && rc == 0; i++) {
+        pskv_table *t = ct[i].t;
+        size_t step = (size_t)chunk_keys(t);
+        for (size_t at = 0; at < ct[i].n && rc == 0; at += step) {
+            uint32_t n = (uint32_t)(ct[i].n - at < step ? ct[i].n - at : step);
+            rc = capture_chunk(t, c, ct[i].keys + at, n);
+            if (rc == 0)
+                rc = write_chunk(t, txn, c);
+        }
+        if (rc == 0)
+            rc = pskv__persist_put_table(s, txn, t); /* shard count may have changed */
+        *rows += ct[i].n;
+    }
+    if (rc == 0)
+        rc = pskv__persist_put_checkpoint(s, txn, s->ckpt_seq + 1, time_ns);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return mdb_rc(mdb_txn_commit(txn)); /* the atomic point */
+}
+
+/* ---------------------------------------------------------------- finish */
+
+/* Settle one key's marks and tombstone (shard lock held). */
+static void finish_key(pskv__shard *sh, uint64_t key, uint64_t hash, uint32_t parity, bool ok)
+{
+    const uint32_t pend = pskv__meta_dirty(parity ^ 1u), cur = pskv__meta_dirty(parity);
+    pskv__entry *e = pskv__shard_find(sh, key, hash);
+    if (e != NULL && (e->meta & pend))
+        e->meta = (e->meta & ~pend) | (ok ? 0 : cur);
+    pskv__spilled *sp = e == NULL && sh->spilled.count ? pskv__spillmap_find(&sh->spilled, key, hash)
+                                                       : NULL;
+    if (sp != NULL && (sp->slot & pskv__spill_dirty(parity ^ 1u)))
+        sp->slot = (sp->slot & ~pskv__spill_dirty(parity ^ 1u)) | (ok ? 0 : pskv__spill_dirty(parity));
+    pskv__spilled *tomb = sh->tombs.count ? pskv__spillmap_find(&sh->tombs, key, hash) : NULL;
+    if (tomb != NULL && tomb->slot != parity) {
+        if (ok)
+            pskv__spillmap_remove(&sh->tombs, tomb); /* LMDB has deleted it */
+        else
+            tomb->slot = parity;
+    }
+}
+
+static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
+{
+    pthread_rwlock_rdlock(&t->layout_lock);
+    const uint32_t parity = t->parity;
+    size_t step = CHUNK_KEYS_MAX;
+    for (size_t at = 0; at < ct->n; at += step) {
+        uint32_t n = (uint32_t)(ct->n - at < step ? ct->n - at : step);
+        chunk_group(t, c, ct->keys + at, n);
+        for (uint32_t s = 0; s < t->nshards; s++) {
+            if (c->start[s] == c->start[s + 1])
+                continue;
+            pskv__shard *sh = &t->shards[s];
+            pthread_mutex_lock(&sh->lock);
+            for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++)
+                finish_key(sh, c->keys[c->at[j]], c->hash[c->at[j]], parity, ok);
+            pthread_mutex_unlock(&sh->lock);
+        }
+    }
+    /* No row is pending any more: drop the pre-images. */
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        uint32_t nslots = pskv__cow_clear(sh, c->spill_slot, CHUNK_KEYS_MAX);
+        pthread_mutex_unlock(&sh->lock);
+        while (nslots > 0) { /* pre-images that were spilled records */
+            pskv__spill_free(t->spill, c->spill_slot, nslots);
+            pthread_mutex_lock(&sh->lock);
+            nslots = pskv__cow_clear(sh, c->spill_slot, CHUNK_KEYS_MAX);
+            pthread_mutex_unlock(&sh->lock);
+        }
+    }
+    atomic_store(&t->ckpt_active, false);
+    pthread_rwlock_unlock(&t->layout_lock);
+    if (ok) {
+        free(ct->keys);
+    } else {
+        t->carry = ct->keys; /* written by the next checkpoint */
+        t->ncarry = ct->n;
+    }
+    ct->keys = NULL;
+}
+
+/* ---------------------------------------------------------------- checkpoint */
+
+int pskv__checkpoint_run(pskv_store *s)
+{
+    pthread_mutex_lock(&s->ckpt_lock);
+    pthread_mutex_lock(&s->lock);
+    uint32_t nt = s->ntables;
+    ckpt_table *ct = calloc(nt ? nt : 1, sizeof *ct);
+    if (ct != NULL)
+        for (uint32_t i = 0; i < nt; i++)
+            ct[i].t = s->tables[i];
+    pthread_mutex_unlock(&s->lock);
+    if (ct == NULL) {
+        pthread_mutex_unlock(&s->ckpt_lock);
+        return PSKV_ENOMEM;
+    }
+    uint64_t t0 = pskv__now_ns();
+    uint32_t row_max = 0, shards_max = 1;
+    for (uint32_t i = 0; i < nt; i++) {
+        pthread_mutex_lock(&ct[i].t->ckpt_lock); /* no reshard meanwhile */
+        if (ct[i].t->row_bytes > row_max)
+            row_max = ct[i].t->row_bytes;
+        if (ct[i].t->nshards > shards_max)
+            shards_max = ct[i].t->nshards;
+    }
+    chunk c;
+    int rc = chunk_alloc(&c, CHUNK_KEYS_MAX, shards_max, row_max);
+    if (rc == 0) {
+        rc = begin(ct, nt);
+        if (rc != 0)
+            chunk_free(&c);
+    }
+    if (rc == 0) {
+        /* Room for the rows and for the pages LMDB copies on write. */
+        uint64_t need = 1u << 20, rows = 0, time_ns = 0, dirty = 0;
+        for (uint32_t i = 0; i < nt; i++) {
+            need += (uint64_t)ct[i].n * (ct[i].t->row_bytes + 64) * 2;
+            dirty += ct[i].n;
+        }
+        for (int attempt = 0; dirty > 0; attempt++) { /* nothing written: nothing to commit */
+            rc = pskv__persist_reserve_map(s, need);
+            if (rc == 0)
+                rc = write_txn(s, ct, nt, &c, &rows, &time_ns);
+            if (rc != PSKV__MAP_FULL)
+                break;
+            if (attempt == MAP_RETRIES) {
+                rc = PSKV_ENOSPC;
+                break;
+            }
+            rc = pskv__persist_grow(s, 0);
+            if (rc != 0)
+                break;
+        }
+        for (uint32_t i = 0; i < nt; i++)
+            finish(ct[i].t, &c, &ct[i], rc == 0);
+        chunk_free(&c);
+        if (rc == 0 && dirty > 0) {
+            s->ckpt_seq++;
+            atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
+            s->ckpt_unix_ns = time_ns;
+            atomic_store(&s->ckpt_last_rows, rows);
+            atomic_store(&s->ckpt_last_ns, pskv__now_ns() - t0);
+        } else if (rc != 0) {
+            atomic_fetch_add(&s->n_ckpt_failed, 1);
+        }
+    }
+    for (uint32_t i = 0; i < nt; i++)
+        pthread_mutex_unlock(&ct[i].t->ckpt_lock);
+    free(ct);
+    pthread_mutex_unlock(&s->ckpt_lock);
+    return rc;
+}

@@ -1,0 +1,207 @@
+/* What a durable table's shard remembers between checkpoints: which keys
+ * were written (the dirty list and the rows' checkpoint marks), the
+ * pre-images of rows written while a checkpoint persists them
+ * (copy-on-write), and which erased keys LMDB may still hold (tombstones).
+ *
+ * A key enters the dirty list when its row first gets the current
+ * generation's mark; later writes find the mark and cost nothing more. A
+ * row that still carries the other generation's mark belongs to a running
+ * checkpoint that has not committed yet: before its first write, its bytes
+ * go to the COW store, where the checkpoint finds them. Callers reserve
+ * list, COW and tombstone room under the shard lock before they change
+ * anything, so that marking never fails half-way through a batch.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+/* ---------------------------------------------------------------- reservations */
+
+int pskv__dirty_reserve(pskv__shard *sh, uint32_t k)
+{
+    uint64_t need = (uint64_t)sh->ndirty + sh->dirty_reserved + k;
+    if (need > sh->dirty_cap) {
+        uint64_t *d = pskv__array_grow(sh->dirty, &sh->dirty_cap, need, sizeof *d, 64);
+        if (d == NULL)
+            return PSKV_ENOMEM;
+        sh->dirty = d;
+    }
+    sh->dirty_reserved += k;
+    return 0;
+}
+
+void pskv__dirty_unreserve(pskv__shard *sh, uint32_t k) { sh->dirty_reserved -= k; }
+
+int pskv__cow_reserve(pskv__shard *sh, uint32_t k)
+{
+    if (k == 0)
+        return 0;
+    uint64_t need = (uint64_t)sh->cow_count + sh->cow_reserved + k;
+    if (need > sh->cow_cap) {
+        uint32_t cap = sh->cow_cap;
+        /* Grown as an array of rows: elem = row_bytes. */
+        uint8_t *r = pskv__array_grow(sh->cow_rows, &cap, need, sh->row_bytes, 16);
+        if (r == NULL)
+            return PSKV_ENOMEM;
+        sh->cow_rows = r;
+        sh->cow_cap = cap;
+    }
+    int rc = pskv__spillmap_reserve(&sh->cow, k);
+    if (rc != 0)
+        return rc;
+    sh->cow_reserved += k;
+    return 0;
+}
+
+void pskv__cow_unreserve(pskv__shard *sh, uint32_t k)
+{
+    sh->cow_reserved -= k;
+    pskv__spillmap_unreserve(&sh->cow, k);
+}
+
+/* ---------------------------------------------------------------- marking */
+
+static void list_append(pskv__shard *sh, uint64_t key)
+{
+    sh->dirty_reserved--;
+    sh->dirty[sh->ndirty++] = key;
+}
+
+static uint64_t hash_of(const pskv__shard *sh, uint64_t key)
+{
+    return pskv__key_hash(key, sh->hash_seed);
+}
+
+/* The pre-image of a pending row, from DRAM. */
+static void cow_save_row(pskv__shard *sh, uint64_t key, const float *row)
+{
+    uint32_t at = sh->cow_count++;
+    sh->cow_reserved--;
+    memcpy(sh->cow_rows + (size_t)at * sh->row_bytes, row, sh->row_bytes);
+    pskv__spillmap_insert_reserved(&sh->cow, key, hash_of(sh, key), at);
+}
+
+void pskv__row_written(pskv__shard *sh, pskv__entry *e, uint32_t parity)
+{
+    const uint32_t cur = pskv__meta_dirty(parity), pend = pskv__meta_dirty(parity ^ 1u);
+    if (PSKV__LIKELY(e->meta & cur))
+        return;
+    if (e->meta & pend) {
+        cow_save_row(sh, e->key, pskv__shard_row(sh, e->slot));
+        e->meta &= ~pend;
+    }
+    e->meta |= cur;
+    list_append(sh, e->key);
+}
+
+void pskv__row_created(pskv__shard *sh, pskv__entry *e, uint32_t parity)
+{
+    e->meta |= pskv__meta_dirty(parity);
+    /* Erased and re-created in this generation: the key is listed already. */
+    if (sh->tombs.count > 0) {
+        pskv__spilled *t = pskv__spillmap_find(&sh->tombs, e->key, hash_of(sh, e->key));
+        if (t != NULL && t->slot == parity)
+            return;
+    }
+    list_append(sh, e->key);
+}
+
+static void tomb_set(pskv__shard *sh, uint64_t key, uint32_t parity)
+{
+    uint64_t h = hash_of(sh, key);
+    pskv__spilled *t = pskv__spillmap_find(&sh->tombs, key, h);
+    if (t != NULL) {
+        t->slot = parity;
+        pskv__spillmap_unreserve(&sh->tombs, 1);
+    } else {
+        pskv__spillmap_insert_reserved(&sh->tombs, key, h, parity);
+    }
+}
+
+void pskv__row_erased(pskv__shard *sh, pskv__entry *e, uint32_t parity, bool tomb)
+{
+    const uint32_t cur = pskv__meta_dirty(parity), pend = pskv__meta_dirty(parity ^ 1u);
+    if (e->meta & pend)
+        cow_save_row(sh, e->key, pskv__shard_row(sh, e->slot));
+    if (!(e->meta & cur))
+        list_append(sh, e->key);
+    if (tomb)
+        tomb_set(sh, e->key, parity);
+}
+
+bool pskv__spilled_erased(pskv__shard *sh, const pskv__spilled *sp, uint32_t parity, bool tomb)
+{
+    uint32_t marks = sp->slot & PSKV__SPILL_DIRTY_ALL;
+    uint64_t key = sp->key;
+    bool keep_slot = false;
+    if (marks & pskv__spill_dirty(parity ^ 1u)) {
+        /* The pre-image is the spilled record itself: the slot goes to the
+         * COW store and is freed when the checkpoint ends. */
+        sh->cow_reserved--;
+        pskv__spillmap_insert_reserved(&sh->cow, key, hash_of(sh, key),
+                                       PSKV__COW_SPILLED | (sp->slot & PSKV__SPILL_SLOT_MAX));
+        keep_slot = true;
+    }
+    if (!(marks & pskv__spill_dirty(parity)))
+        list_append(sh, key);
+    if (tomb)
+        tomb_set(sh, key, parity);
+    return keep_slot;
+}
+
+void pskv__key_erased_cold(pskv__shard *sh, uint64_t key, uint32_t parity)
+{
+    tomb_set(sh, key, parity);
+    list_append(sh, key);
+}
+
+bool pskv__tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    return sh->tombs.count > 0 && pskv__spillmap_find(&sh->tombs, key, hash) != NULL;
+}
+
+uint64_t pskv__dirty_dram_bytes(const pskv__shard *sh)
+{
+    return (uint64_t)sh->dirty_cap * sizeof *sh->dirty + pskv__spillmap_bytes(&sh->cow) +
+           (uint64_t)sh->cow_cap * sh->row_bytes + pskv__spillmap_bytes(&sh->tombs);
+}
+
+void pskv__dirty_free(pskv__shard *sh)
+{
+    free(sh->dirty);
+    sh->dirty = NULL;
+    sh->ndirty = sh->dirty_cap = sh->dirty_reserved = 0;
+    pskv__spillmap_free(&sh->cow);
+    free(sh->cow_rows);
+    sh->cow_rows = NULL;
+    sh->cow_count = sh->cow_cap = sh->cow_reserved = 0;
+    pskv__spillmap_free(&sh->tombs);
+}
+
+uint32_t pskv__cow_clear(pskv__shard *sh, uint32_t *slots, uint32_t max)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < sh->cow.cap && n < max; i++) {
+        pskv__spilled *e = &sh->cow.e[i];
+        if (e->slot != PSKV__SLOT_EMPTY && (e->slot & PSKV__COW_SPILLED)) {
+            slots[n++] = e->slot & ~PSKV__COW_SPILLED;
+            e->slot = 0; /* collected: not handed out again */
+        }
+    }
+    if (n == max)
+        return n; /* more may follow: the caller frees these and asks again */
+    if (sh->cow_reserved == 0) {
+        pskv__spillmap_free(&sh->cow);
+        free(sh->cow_rows);
+        sh->cow_rows = NULL;
+        sh->cow_cap = 0;
+    } else {
+        /* A writer holds COW room it will give back: keep the memory. */
+        for (uint32_t i = 0; i < sh->cow.cap; i++)
+            sh->cow.e[i].slot = PSKV__SLOT_EMPTY;
+        sh->cow.count = 0;
+    }
+    sh->cow_count = 0;
+    return n;
+}
