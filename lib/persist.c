@@ -192,11 +192,12 @@ static int format_check(pskv_store *s, MDB_txn *txn)
     if (rc == 0) {
         s->ckpt_seq = pskv_fmt_get64(body);
         s->ckpt_unix_ns = pskv_fmt_get64(body + 8);
+        atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
     }
     return rc;
 }
 
-static int lock_dir(pskv_store *s)
+int pskv__lock_dir(pskv_store *s)
 {
     char path[4096];
     if (pskv__format(path, sizeof path, "%s/pskv.lock", s->dir) < 0)
@@ -211,9 +212,7 @@ static int lock_dir(pskv_store *s)
 
 int pskv__persist_open(pskv_store *s)
 {
-    int rc = lock_dir(s);
-    if (rc != 0)
-        return rc;
+    int rc;
     char path[4096];
     struct stat fst;
     uint64_t file_bytes = 0;
@@ -281,9 +280,6 @@ void pskv__persist_close(pskv_store *s)
     if (s->env != NULL)
         mdb_env_close(s->env);
     s->env = NULL;
-    if (s->lock_fd > 0)
-        close(s->lock_fd);
-    s->lock_fd = -1;
 }
 
 /* ---------------------------------------------------------------- tables */

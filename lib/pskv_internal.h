@@ -515,6 +515,8 @@ typedef struct pskv__cold {
 
 struct MDB_txn;
 PSKV__HIDDEN int pskv__mdb_err(int rc);
+/* Exclusive flock on <dir>/pskv.lock: 0 or PSKV_EBUSY (another open). */
+PSKV__HIDDEN int pskv__lock_dir(pskv_store *s);
 PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
 PSKV__HIDDEN void pskv__persist_close(pskv_store *s);
 /* The persisted schema of table name: 0, PSKV_ENOTFOUND or an error. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "pskv_internal.h"
 
@@ -45,7 +46,11 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
         const char *mode = getenv("PSKV_IO");
         bool force_sync = mode != NULL && strcmp(mode, "sync") == 0;
         s->dir = strdup(dir);
-        int rc = s->dir ? pskv__io_create(force_sync, 64, &s->io) : PSKV_ENOMEM;
+        /* One process owns a store directory (its spill files, its LMDB
+         * environment): a second open gets PSKV_EBUSY. */
+        int rc = s->dir ? pskv__lock_dir(s) : PSKV_ENOMEM;
+        if (rc == 0)
+            rc = pskv__io_create(force_sync, 64, &s->io);
         if (rc == 0 && opts->durability != PSKV_DURABILITY_NONE)
             rc = pskv__persist_open(s);
         if (rc != 0) {
@@ -84,6 +89,16 @@ static void store_close(pskv_store *s, bool final_checkpoint)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);
     pskv__persist_close(s);
+    if (s->lock_fd >= 0) {
+        /* A scratch store leaves nothing behind, so that its directory can
+         * be removed; a durable one keeps its lock file. */
+        if (s->opts.durability == PSKV_DURABILITY_NONE) {
+            char path[4096];
+            if (pskv__format(path, sizeof path, "%s/pskv.lock", s->dir) >= 0)
+                unlink(path);
+        }
+        close(s->lock_fd); /* releases the directory */
+    }
     pskv__io_destroy(s->io);
     free(s->dir);
     pthread_mutex_destroy(&s->ckpt_lock);
