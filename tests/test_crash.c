@@ -1,0 +1,224 @@
+/* Crash test: a child process trains (pull, push, put, erase) on a durable
+ * store and checkpoints in a loop, telling the parent through a pipe the
+ * digest of its reference model before each checkpoint and when each one
+ * returns. The parent SIGKILLs it at a random instant, reopens the store
+ * and checks that it holds exactly one of the checkpoints that may have
+ * committed: at least the last one that returned, at most the one in
+ * flight, bit for bit. The next child goes on from the reopened state.
+ *
+ *   test_crash [--kills N] [--seed S]
+ * Some trials run with a budget that spills most rows. */
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "ref_model.h"
+#include "test_common.h"
+
+static unsigned n_kills = 30;
+static uint64_t base_seed = 1;
+static char dir[64];
+
+#define TABLE_CFG "dim=8 optimizer=adagrad init=uniform:-0.5:0.5 seed=11 shards=8"
+
+enum { MSG_READY = 1, MSG_BEGIN = 2, MSG_DONE = 3 };
+typedef struct msg {
+    uint64_t type, seq, digest;
+} msg;
+
+/* Order-independent digest of (key, row) pairs. */
+static uint64_t row_digest(uint64_t key, const float *row, uint32_t floats)
+{
+    XXH3_state_t *st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    XXH3_64bits_update(st, &key, sizeof key);
+    XXH3_64bits_update(st, row, floats * sizeof(float));
+    uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return h;
+}
+
+static uint64_t model_digest(const ref_model *m)
+{
+    uint64_t d = m->n;
+    for (uint32_t i = 0; i < m->n; i++)
+        d += row_digest(m->rows[i].key, m->rows[i].row, m->row_floats);
+    return d;
+}
+
+/* Digest of the store's table; the model is rebuilt from it if m != NULL. */
+static uint64_t store_digest(pskv_table *t, ref_model *m, uint32_t row_floats)
+{
+    pskv_table_info info;
+    pskv_table_info_get(t, &info);
+    float *row = malloc(row_floats * sizeof(float));
+    pskv_iter *it;
+    ck_assert_ok(pskv_iter_create(t, &it));
+    uint64_t key, d = 0, n = 0;
+    int rc;
+    while ((rc = pskv_iter_next(it, &key, row, row + info.dim)) == 1) {
+        d += row_digest(key, row, row_floats);
+        n++;
+        if (m != NULL)
+            memcpy(ref_find_or_create(m, key)->row, row, row_floats * sizeof(float));
+    }
+    ck_assert_int_eq(rc, 0);
+    pskv_iter_destroy(it);
+    free(row);
+    return d + n;
+}
+
+static void send_msg(int fd, uint64_t type, uint64_t seq, uint64_t digest)
+{
+    msg mm = {type, seq, digest};
+    if (write(fd, &mm, sizeof mm) != (ssize_t)sizeof mm)
+        _exit(3);
+}
+
+static const char *store_cfg(unsigned trial)
+{
+    return trial % 3 == 2 ? "memory_budget=24K" : NULL; /* ~170 of ~3000 rows resident */
+}
+
+/* The child: train and checkpoint until killed. */
+static void child_main(int fd, unsigned trial)
+{
+    pskv_store *s;
+    pskv_table *t;
+    if (pskv_open(dir, store_cfg(trial), &s) != 0 || pskv_table_open(s, "t", TABLE_CFG, &t) != 0)
+        _exit(4);
+    enum { MAXB = 32 };
+    ref_model m;
+    ref_open(&m, t, MAXB);
+    store_digest(t, &m, m.row_floats);
+    pskv_store_stats ss;
+    pskv_store_stats_get(s, &ss);
+    uint64_t seq = ss.checkpoint_seq;
+    send_msg(fd, MSG_READY, seq, model_digest(&m));
+    test_rng r = {base_seed * 1000003u + trial};
+    uint64_t keys[MAXB];
+    float vals[MAXB * 8];
+    for (unsigned op = 0;; op++) {
+        uint32_t n = 1 + rng_below(&r, MAXB);
+        for (uint32_t i = 0; i < n; i++)
+            keys[i] = 1 + rng_below(&r, 3000);
+        for (uint32_t i = 0; i < n * 8; i++)
+            vals[i] = rng_float(&r);
+        uint32_t kind = rng_below(&r, 100);
+        enum ref_op rop = kind < 35 ? REF_PULL : kind < 70 ? REF_PUSH : kind < 88 ? REF_PUT : REF_ERASE;
+        if (!ref_step(&m, t, rop, keys, n, vals)) {
+            fprintf(stderr, "child: %s\n", m.what);
+            _exit(5);
+        }
+        if (rng_below(&r, 40) == 0) {
+            send_msg(fd, MSG_BEGIN, seq + 1, model_digest(&m));
+            int rc = pskv_checkpoint(s);
+            if (rc != 0) {
+                fprintf(stderr, "child: checkpoint returned %d\n", rc);
+                _exit(6);
+            }
+            pskv_store_stats_get(s, &ss);
+            /* Nothing written since the last one: nothing to commit. */
+            if (ss.checkpoint_seq != seq + 1 && ss.checkpoint_seq != seq)
+                _exit(7);
+            seq = ss.checkpoint_seq;
+            send_msg(fd, MSG_DONE, seq, 0);
+        }
+    }
+}
+
+START_TEST(kill_at_random_instants)
+{
+    strcpy(dir, "pskv-test-crash-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_rng r = {base_seed};
+    /* Digest of every checkpoint sequence number announced so far. */
+    uint64_t *digest_of = calloc(1, sizeof *digest_of);
+    size_t known = 1; /* seq 0: the empty store */
+    digest_of[0] = 0;
+    unsigned in_flight_hits = 0, total_checkpoints = 0;
+    for (unsigned trial = 0; trial < n_kills; trial++) {
+        int p[2];
+        ck_assert_int_eq(pipe(p), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            close(p[0]);
+            child_main(p[1], trial);
+            _exit(0);
+        }
+        close(p[1]);
+        msg mm;
+        ck_assert_int_eq(read(p[0], &mm, sizeof mm), (ssize_t)sizeof mm);
+        ck_assert_uint_eq(mm.type, MSG_READY);
+        uint64_t done = mm.seq, begun = mm.seq;
+        struct timespec ts = {0, (long)(1 + rng_below(&r, 60)) * 1000000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        ck_assert_msg(WIFSIGNALED(status), "child ended on its own (status %d)", status);
+        while (read(p[0], &mm, sizeof mm) == (ssize_t)sizeof mm) {
+            if (mm.type == MSG_BEGIN) {
+                if (mm.seq >= known) {
+                    digest_of = realloc(digest_of, (mm.seq + 1) * sizeof *digest_of);
+                    known = mm.seq + 1;
+                }
+                digest_of[mm.seq] = mm.digest;
+                begun = mm.seq;
+            } else if (mm.type == MSG_DONE) {
+                done = mm.seq;
+                total_checkpoints++;
+            }
+        }
+        close(p[0]);
+
+        pskv_store *s;
+        pskv_table *t;
+        ck_assert_ok(pskv_open(dir, store_cfg(trial), &s));
+        ck_assert_ok(pskv_table_open(s, "t", TABLE_CFG, &t));
+        pskv_store_stats ss;
+        ck_assert_ok(pskv_store_stats_get(s, &ss));
+        ck_assert_msg(ss.checkpoint_seq >= done && ss.checkpoint_seq <= begun,
+                      "trial %u: store at checkpoint %llu, child finished %llu and began %llu",
+                      trial, (unsigned long long)ss.checkpoint_seq, (unsigned long long)done,
+                      (unsigned long long)begun);
+        if (ss.checkpoint_seq > done)
+            in_flight_hits++; /* killed after the commit, before the call returned */
+        pskv_table_info info;
+        pskv_table_info_get(t, &info);
+        uint64_t d = store_digest(t, NULL, info.dim + info.state_floats);
+        ck_assert_msg(d == digest_of[ss.checkpoint_seq],
+                      "trial %u: checkpoint %llu reopened with different rows", trial,
+                      (unsigned long long)ss.checkpoint_seq);
+        pskv_close(s);
+    }
+    fprintf(stderr, "%u kills, %u checkpoints returned, %u kills between commit and return\n",
+            n_kills, total_checkpoints, in_flight_hits);
+    ck_assert_uint_gt(total_checkpoints, 0);
+    free(digest_of);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--kills") == 0)
+            n_kills = (unsigned)strtoul(argv[i + 1], NULL, 0);
+        else if (strcmp(argv[i], "--seed") == 0)
+            base_seed = strtoull(argv[i + 1], NULL, 0);
+    }
+    Suite *s = suite_create("crash");
+    TCase *tc = tcase_create("crash");
+    tcase_set_timeout(tc, 3600);
+    tcase_add_test(tc, kill_at_random_instants);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}
