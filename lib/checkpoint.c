@@ -513,7 +513,8 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
 
 int pskv__checkpoint_run(pskv_store *s)
 {
-    pthread_mutex_lock(&s->ckpt_lock);
+    /* The tables open now (lock order: the table list before ckpt_lock,
+     * as table creation takes them). */
     pthread_mutex_lock(&s->lock);
     uint32_t nt = s->ntables;
     ckpt_table *ct = calloc(nt ? nt : 1, sizeof *ct);
@@ -521,10 +522,9 @@ int pskv__checkpoint_run(pskv_store *s)
         for (uint32_t i = 0; i < nt; i++)
             ct[i].t = s->tables[i];
     pthread_mutex_unlock(&s->lock);
-    if (ct == NULL) {
-        pthread_mutex_unlock(&s->ckpt_lock);
+    if (ct == NULL)
         return PSKV_ENOMEM;
-    }
+    pthread_mutex_lock(&s->ckpt_lock);
     uint64_t t0 = pskv__now_ns();
     uint32_t row_max = 0, shards_max = 1;
     for (uint32_t i = 0; i < nt; i++) {

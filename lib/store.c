@@ -161,9 +161,11 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     s->tables = nt;
     int rc = pskv__table_create(s, name, requested, &t);
     if (rc == 0 && s->env != NULL) {
-        pthread_rwlock_rdlock(&s->env_lock); /* a write transaction: no map growth meanwhile */
+        /* Its write transaction waits for a running checkpoint (which may
+         * grow the map while no other transaction is open). */
+        pthread_mutex_lock(&s->ckpt_lock);
         rc = pskv__persist_table_attach(s, t, !persisted);
-        pthread_rwlock_unlock(&s->env_lock);
+        pthread_mutex_unlock(&s->ckpt_lock);
         if (rc != 0)
             pskv__table_destroy(t);
     }

@@ -140,30 +140,27 @@ static void *iterator_main(void *arg)
     return NULL;
 }
 
-/* Run the workers (with a resharder and an iterator beside them), then
- * check the shared keys: w = -(sum of every thread's gradients). */
-static void run_and_check_sums(worker *w, void *(*work)(void *))
-{
-    memset(w, 0, THREADS * sizeof *w);
-    atomic_store(&stop_background, 0);
-    pthread_t resharder, iterator;
-    ck_assert_int_eq(pthread_create(&resharder, NULL, resharder_main, NULL), 0);
-    ck_assert_int_eq(pthread_create(&iterator, NULL, iterator_main, NULL), 0);
-    for (unsigned i = 0; i < THREADS; i++) {
-        w[i].id = i;
-        ck_assert_int_eq(pthread_create(&w[i].thread, NULL, work, &w[i]), 0);
-    }
-    for (unsigned i = 0; i < THREADS; i++)
-        pthread_join(w[i].thread, NULL);
-    atomic_store(&stop_background, 1);
-    void *res_r, *res_i;
-    pthread_join(resharder, &res_r);
-    pthread_join(iterator, &res_i);
-    ck_assert_ptr_null(res_r);
-    ck_assert_ptr_null(res_i);
-    for (unsigned i = 0; i < THREADS; i++)
-        ck_assert_msg(w[i].error == 0, "worker %u error %d", i, w[i].error);
+/* Durable stores: checkpoints in a loop beside everything else. */
+static pskv_store *checkpoint_store;
+static atomic_uint checkpoints_done;
 
+static void *checkpointer_main(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop_background)) {
+        int rc = pskv_checkpoint(checkpoint_store);
+        if (rc != 0)
+            return (void *)(intptr_t)rc;
+        atomic_fetch_add(&checkpoints_done, 1);
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* The shared keys: w = -(sum of every thread's gradients). */
+static void check_sums(const worker *w)
+{
     uint64_t keys[SHARED_KEYS];
     static float out[SHARED_KEYS * DIM];
     uint8_t found[SHARED_KEYS];
@@ -182,6 +179,37 @@ static void run_and_check_sums(worker *w, void *(*work)(void *))
                 ck_assert_int_eq(total, 0);
         }
     }
+}
+
+/* Run the workers (with a resharder, an iterator and, for durable stores,
+ * a checkpointer beside them), then check the shared keys. */
+static void run_and_check_sums(worker *w, void *(*work)(void *))
+{
+    memset(w, 0, THREADS * sizeof *w);
+    atomic_store(&stop_background, 0);
+    pthread_t resharder, iterator, checkpointer;
+    ck_assert_int_eq(pthread_create(&resharder, NULL, resharder_main, NULL), 0);
+    ck_assert_int_eq(pthread_create(&iterator, NULL, iterator_main, NULL), 0);
+    if (checkpoint_store != NULL)
+        ck_assert_int_eq(pthread_create(&checkpointer, NULL, checkpointer_main, NULL), 0);
+    for (unsigned i = 0; i < THREADS; i++) {
+        w[i].id = i;
+        ck_assert_int_eq(pthread_create(&w[i].thread, NULL, work, &w[i]), 0);
+    }
+    for (unsigned i = 0; i < THREADS; i++)
+        pthread_join(w[i].thread, NULL);
+    atomic_store(&stop_background, 1);
+    void *res_r, *res_i, *res_c = NULL;
+    pthread_join(resharder, &res_r);
+    pthread_join(iterator, &res_i);
+    if (checkpoint_store != NULL)
+        pthread_join(checkpointer, &res_c);
+    ck_assert_ptr_null(res_r);
+    ck_assert_ptr_null(res_i);
+    ck_assert_msg(res_c == NULL, "checkpoint returned %d", (int)(intptr_t)res_c);
+    for (unsigned i = 0; i < THREADS; i++)
+        ck_assert_msg(w[i].error == 0, "worker %u error %d", i, w[i].error);
+    check_sums(w);
 }
 
 START_TEST(concurrent_ops_sum_up)
@@ -315,6 +343,33 @@ START_TEST(spill_under_concurrency)
 }
 END_TEST
 
+/* A durable spilling store with a checkpointer thread: the sums hold
+ * during the run and again after a reopen, where the rows come back from
+ * LMDB. */
+START_TEST(durable_under_concurrency)
+{
+    char dir[64] = "pskv-test-stress-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    pskv_store *s;
+    ck_assert_ok(pskv_open(dir, "memory_budget=1600", &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=4 optimizer=sgd lr=1 init=zeros shards=8", &table));
+    static worker w[THREADS];
+    checkpoint_store = s;
+    atomic_store(&checkpoints_done, 0);
+    run_and_check_sums(w, spill_worker);
+    checkpoint_store = NULL;
+    ck_assert_uint_gt(atomic_load(&checkpoints_done), 0);
+    pskv_close(s); /* the final checkpoint */
+    ck_assert_ok(pskv_open(dir, "memory_budget=1600", &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &table));
+    check_sums(w);
+    pskv_close(s);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i += 2)
@@ -326,6 +381,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, concurrent_ops_sum_up);
     tcase_add_test(tc, budget_under_concurrency);
     tcase_add_test(tc, spill_under_concurrency);
+    tcase_add_test(tc, durable_under_concurrency);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
