@@ -1,0 +1,172 @@
+/* tools/pskv against stores made through the library: stat, verify
+ * (clean, and with a damaged row), dump (exact floats, chosen keys) and
+ * backup (while the store is open), run as a separate process.
+ *   test_tool PATH-TO-pskv */
+#include <lmdb.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "test_common.h"
+
+static const char *tool;
+static char dir[64];
+
+/* Run the tool; its stdout into out (NUL-terminated), exit status back. */
+static int run(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int run(char *out, size_t len, const char *fmt, ...)
+{
+    char args[512], cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>/dev/null", tool, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    size_t n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void make_store(pskv_store **s)
+{
+    strcpy(dir, "pskv-test-tool-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    pskv_table *a, *b;
+    ck_assert_ok(pskv_open(dir, NULL, s));
+    ck_assert_ok(pskv_table_open(*s, "emb", "dim=3 optimizer=adam init=normal:0:0.1 seed=5", &a));
+    ck_assert_ok(pskv_table_open(*s, "bias", "dim=1 optimizer=sgd", &b));
+    uint64_t keys[1000];
+    float g[3000];
+    for (uint32_t i = 0; i < 1000; i++)
+        keys[i] = i * 7919u + 3;
+    for (uint32_t i = 0; i < 3000; i++)
+        g[i] = (float)i / 1000.0f - 1.5f;
+    ck_assert_ok(pskv_push(a, keys, 1000, g));
+    ck_assert_ok(pskv_put(b, keys, 10, g));
+    ck_assert_ok(pskv_checkpoint(*s));
+}
+
+START_TEST(stat_verify_dump_backup)
+{
+    pskv_store *s;
+    make_store(&s);
+    static char out[1 << 20];
+    /* The store stays open: the tool reads beside it. */
+    ck_assert_int_eq(run(out, sizeof out, "stat %s", dir), 0);
+    ck_assert_ptr_nonnull(strstr(out, "last checkpoint: 1 at"));
+    ck_assert_ptr_nonnull(strstr(out, "tables: 2"));
+    ck_assert_ptr_nonnull(strstr(out, "emb: 1000 rows, 40000 bytes of rows (40 per row), dim 3"));
+    ck_assert_ptr_nonnull(strstr(out, "bias: 10 rows"));
+    ck_assert_int_eq(run(out, sizeof out, "verify %s", dir), 0);
+    ck_assert_ptr_nonnull(strstr(out, "ok: 2 tables, 1010 rows, 0 problems"));
+
+    /* dump --keys: the floats read back exactly, absent keys say so. */
+    pskv_table *a;
+    ck_assert_ok(pskv_table_find(s, "emb", &a));
+    uint64_t k = 3 + 7919u * 17;
+    float w[3], st[7];
+    pskv_iter *it; /* the row with its state, through the library */
+    ck_assert_ok(pskv_iter_create(a, &it));
+    uint64_t key;
+    while (pskv_iter_next(it, &key, w, st) == 1 && key != k)
+        ;
+    pskv_iter_destroy(it);
+    ck_assert_uint_eq(key, k);
+    ck_assert_int_eq(run(out, sizeof out, "dump %s emb --keys %llu,42", dir, (unsigned long long)k), 0);
+    char *line = strchr(out, '\n') + 1;
+    char *end;
+    ck_assert_uint_eq(strtoull(line, &end, 10), k);
+    for (int j = 0; j < 3; j++)
+        ck_assert(strtof(end, &end) == w[j]);
+    for (int j = 0; j < 6; j++)
+        ck_assert(strtof(end, &end) == st[j]);
+    ck_assert_uint_eq(strtoul(end, &end, 10), 1); /* adam's step count */
+    ck_assert_ptr_nonnull(strstr(out, "42\tabsent"));
+    /* A whole table: one line per row (plus the header), in key order. */
+    ck_assert_int_eq(run(out, sizeof out, "dump %s bias", dir), 0);
+    int lines = 0;
+    for (char *p = out; *p; p++)
+        lines += *p == '\n';
+    ck_assert_int_eq(lines, 11);
+    ck_assert_int_ne(run(out, sizeof out, "dump %s nosuch", dir), 0);
+
+    /* backup beside the open store, then open the copy with the library. */
+    char dest[96];
+    snprintf(dest, sizeof dest, "%s-copy", dir);
+    ck_assert_int_eq(run(out, sizeof out, "backup %s %s", dir, dest), 0);
+    ck_assert_int_ne(run(out, sizeof out, "backup %s %s", dir, dest), 0); /* never overwrites */
+    pskv_close(s);
+    pskv_store *b;
+    pskv_table *bt;
+    ck_assert_ok(pskv_open(dest, NULL, &b));
+    ck_assert_ok(pskv_table_open(b, "emb", NULL, &bt));
+    ck_assert_uint_eq(pskv_table_rows(bt), 1000);
+    float w2[3];
+    ck_assert_ok(pskv_pull(bt, &k, 1, w2));
+    ck_assert(memcmp(w, w2, sizeof w) == 0);
+    pskv_close(b);
+    ck_assert_int_eq(run(out, sizeof out, "%s", "stat"), 2); /* usage */
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, dest);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+START_TEST(verify_finds_damage)
+{
+    pskv_store *s;
+    make_store(&s);
+    pskv_close(s);
+    /* Damage one row's bytes, keeping LMDB itself intact. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, "rows/emb", 0, &dbi), 0);
+    uint8_t kb[8], buf[64];
+    pskv_fmt_key(kb, 3 + 7919u * 5);
+    MDB_val k = {8, kb}, v;
+    ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+    memcpy(buf, v.mv_data, v.mv_size);
+    buf[5] ^= 0x10;
+    MDB_val nv = {v.mv_size, buf};
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &nv, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    static char out[1 << 16];
+    ck_assert_int_eq(run(out, sizeof out, "verify %s", dir), 1);
+    char want[96];
+    snprintf(want, sizeof want, "table emb: row %u fails its check", 3 + 7919u * 5);
+    ck_assert_ptr_nonnull(strstr(out, want));
+    ck_assert_ptr_nonnull(strstr(out, "DAMAGED: 2 tables, 1010 rows, 1 problems"));
+    ck_assert_int_ne(run(out, sizeof out, "dump %s emb", dir), 0);
+    ck_assert_int_ne(run(out, sizeof out, "stat %s-nothing", dir), 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_tool PATH-TO-pskv\n");
+        return 2;
+    }
+    tool = argv[1];
+    Suite *s = suite_create("tool");
+    TCase *tc = tcase_create("tool");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, stat_verify_dump_backup);
+    tcase_add_test(tc, verify_finds_damage);
+    suite_add_tcase(s, tc);
+    return run_suite(s);
+}

@@ -1,0 +1,488 @@
+/* pskv: look into a durable store's directory without opening it for
+ * writing (the library may have it open meanwhile: LMDB readers do not
+ * block it, and it does not block them).
+ *
+ *   pskv stat DIR                     tables, rows, bytes, last checkpoint
+ *   pskv verify DIR                   format, schemas, every row's checksum
+ *   pskv dump DIR TABLE [--keys K,..] rows as text: key, weights, state
+ *   pskv backup DIR DEST              compacted copy of the last checkpoint
+ *
+ * Exit status: 0 fine, 1 the store has problems (verify) or an operation
+ * failed, 2 bad usage. A progress line goes to stderr during long work when
+ * stderr is a terminal.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <errno.h>
+#include <inttypes.h>
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "format.h"
+#include "pskv.h"
+
+#define PROGRESS_EVERY 65536u
+
+static bool progress_on;
+
+static void progress(const char *what, const char *table, uint64_t done, uint64_t total)
+{
+    if (progress_on)
+        fprintf(stderr, "\r%s %s: %" PRIu64 " / %" PRIu64 " rows", what, table, done, total);
+}
+
+static void progress_end(void)
+{
+    if (progress_on)
+        fprintf(stderr, "\r\033[K");
+}
+
+static int fail(const char *what, int rc)
+{
+    fprintf(stderr, "pskv: %s: %s\n", what, rc > 0 ? strerror(rc) : mdb_strerror(rc));
+    return 1;
+}
+
+/* ---------------------------------------------------------------- env */
+
+typedef struct store {
+    MDB_env *env;
+    MDB_txn *txn; /* one read transaction: a consistent checkpoint */
+    MDB_dbi meta;
+} store;
+
+static int store_open(store *st, const char *dir)
+{
+    char path[4096];
+    struct stat fs;
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &fs) != 0) {
+        fprintf(stderr, "pskv: %s: no store here (%s)\n", dir, strerror(errno));
+        return 1;
+    }
+    int rc = mdb_env_create(&st->env);
+    if (rc == 0) {
+        mdb_env_set_maxdbs(st->env, PSKV_FMT_MAX_TABLES + 1);
+        /* The map must cover the file; the writer may grow it meanwhile. */
+        mdb_env_set_mapsize(st->env, (size_t)fs.st_size * 2 + (64u << 20));
+        rc = mdb_env_open(st->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
+    }
+    if (rc == 0) {
+        rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->txn);
+        if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(st->env, 0) == 0)
+            rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->txn);
+    }
+    if (rc == 0)
+        rc = mdb_dbi_open(st->txn, PSKV_FMT_META_DB, 0, &st->meta);
+    if (rc != 0) {
+        fprintf(stderr, "pskv: %s: cannot open the store: %s\n", dir, mdb_strerror(rc));
+        if (st->env)
+            mdb_env_close(st->env);
+        return 1;
+    }
+    return 0;
+}
+
+static void store_close(store *st)
+{
+    mdb_txn_abort(st->txn);
+    mdb_env_close(st->env);
+}
+
+/* A meta record's body, checked; NULL if absent or damaged (*bad set). */
+static const uint8_t *meta_body(store *st, const char *name, size_t *len, bool *bad)
+{
+    MDB_val k = {strlen(name), (void *)name}, v;
+    *bad = false;
+    if (mdb_get(st->txn, st->meta, &k, &v) != 0)
+        return NULL;
+    if (v.mv_size < PSKV_FMT_CHECK_BYTES)
+        goto damaged;
+    *len = v.mv_size - PSKV_FMT_CHECK_BYTES;
+    if (pskv_fmt_get64((const uint8_t *)v.mv_data + *len) != pskv_fmt_meta_check(v.mv_data, *len))
+        goto damaged;
+    return v.mv_data;
+damaged:
+    *bad = true;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- tables */
+
+typedef struct table {
+    char name[PSKV_NAME_MAX + 1];
+    char config[1024];
+    pskv_table_info info;
+    bool schema_ok;
+    MDB_dbi dbi;
+    bool has_rows_db;
+    uint64_t rows;
+} table;
+
+/* The row layout of a schema: a memory-only table of that config. */
+static bool schema_info(const char *config, pskv_table_info *info)
+{
+    pskv_store *s;
+    pskv_table *t;
+    bool ok = pskv_open(NULL, NULL, &s) == 0;
+    ok = ok && pskv_table_open(s, "x", config, &t) == 0 && pskv_table_info_get(t, info) == 0;
+    pskv_close(s);
+    return ok;
+}
+
+/* Every table record of the store. */
+static int tables_list(store *st, table **out, uint32_t *n)
+{
+    MDB_cursor *cur;
+    *out = NULL;
+    *n = 0;
+    if (mdb_cursor_open(st->txn, st->meta, &cur) != 0)
+        return 1;
+    size_t plen = strlen(PSKV_FMT_TABLE_PREFIX);
+    MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size <= plen || memcmp(k.mv_data, PSKV_FMT_TABLE_PREFIX, plen) != 0)
+            break;
+        table *grown = realloc(*out, (*n + 1) * sizeof **out);
+        if (grown == NULL)
+            return 1;
+        *out = grown;
+        table *t = &(*out)[(*n)++];
+        memset(t, 0, sizeof *t);
+        size_t nl = k.mv_size - plen < PSKV_NAME_MAX ? k.mv_size - plen : PSKV_NAME_MAX;
+        memcpy(t->name, (const char *)k.mv_data + plen, nl);
+        size_t clen = v.mv_size >= PSKV_FMT_CHECK_BYTES ? v.mv_size - PSKV_FMT_CHECK_BYTES : 0;
+        bool check = v.mv_size >= PSKV_FMT_CHECK_BYTES && clen < sizeof t->config &&
+                     pskv_fmt_get64((const uint8_t *)v.mv_data + clen) ==
+                         pskv_fmt_meta_check(v.mv_data, clen);
+        if (check) {
+            memcpy(t->config, v.mv_data, clen);
+            t->config[clen] = '\0';
+            t->schema_ok = schema_info(t->config, &t->info);
+        }
+        char db[PSKV_NAME_MAX + 16];
+        snprintf(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, t->name);
+        MDB_stat ms;
+        t->has_rows_db = mdb_dbi_open(st->txn, db, 0, &t->dbi) == 0 &&
+                         mdb_stat(st->txn, t->dbi, &ms) == 0;
+        t->rows = t->has_rows_db ? ms.ms_entries : 0;
+    }
+    mdb_cursor_close(cur);
+    return 0;
+}
+
+static table *table_named(table *ts, uint32_t n, const char *name)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (strcmp(ts[i].name, name) == 0)
+            return &ts[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- stat */
+
+static void print_checkpoint(store *st)
+{
+    size_t len;
+    bool bad;
+    const uint8_t *b = meta_body(st, PSKV_FMT_KEY_CHECKPOINT, &len, &bad);
+    if (b == NULL || len != 16) {
+        printf("last checkpoint: %s\n", bad ? "DAMAGED record" : "none");
+        return;
+    }
+    uint64_t seq = pskv_fmt_get64(b), ns = pskv_fmt_get64(b + 8);
+    time_t secs = (time_t)(ns / 1000000000u);
+    struct tm tm;
+    char when[64];
+    gmtime_r(&secs, &tm);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    printf("last checkpoint: %" PRIu64 " at %s\n", seq, when);
+}
+
+static int cmd_stat(const char *dir)
+{
+    store st = {0};
+    if (store_open(&st, dir) != 0)
+        return 1;
+    MDB_envinfo ei;
+    MDB_stat es;
+    mdb_env_info(st.env, &ei);
+    mdb_env_stat(st.env, &es);
+    printf("store: %s\n", dir);
+    size_t len;
+    bool bad;
+    const uint8_t *f = meta_body(&st, PSKV_FMT_KEY_FORMAT, &len, &bad);
+    uint32_t version = 0;
+    if (f != NULL && len == 8)
+        memcpy(&version, f + 4, 4);
+    printf("format: %u%s\n", version, version == PSKV_FMT_VERSION ? "" : " (not supported)");
+    print_checkpoint(&st);
+    printf("data file pages in use: %" PRIu64 " bytes (%" PRIu64 " pages of %u)\n",
+           ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize, (uint64_t)ei.me_last_pgno + 1,
+           es.ms_psize);
+    table *ts;
+    uint32_t n;
+    tables_list(&st, &ts, &n);
+    printf("tables: %u\n", n);
+    for (uint32_t i = 0; i < n; i++) {
+        table *t = &ts[i];
+        uint64_t row_bytes = t->schema_ok ? t->info.row_bytes : 0;
+        printf("  %s: %" PRIu64 " rows, %" PRIu64 " bytes of rows (%" PRIu64
+               " per row), dim %u, %s\n",
+               t->name, t->rows, t->rows * row_bytes, row_bytes, t->schema_ok ? t->info.dim : 0,
+               t->schema_ok ? t->config : "DAMAGED schema");
+    }
+    free(ts);
+    store_close(&st);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- verify */
+
+static int cmd_verify(const char *dir)
+{
+    store st = {0};
+    if (store_open(&st, dir) != 0)
+        return 1;
+    uint64_t problems = 0, rows = 0;
+    size_t len;
+    bool bad;
+    const uint8_t *f = meta_body(&st, PSKV_FMT_KEY_FORMAT, &len, &bad);
+    uint32_t magic = 0, version = 0;
+    if (f != NULL && len == 8) {
+        memcpy(&magic, f, 4);
+        memcpy(&version, f + 4, 4);
+    }
+    if (magic != PSKV_FMT_MAGIC || version != PSKV_FMT_VERSION) {
+        printf("format record: %s\n", f == NULL ? "missing or damaged" : "unsupported version");
+        problems++;
+    }
+    const uint8_t *c = meta_body(&st, PSKV_FMT_KEY_CHECKPOINT, &len, &bad);
+    if (bad || (c != NULL && len != 16)) {
+        printf("checkpoint record: damaged\n");
+        problems++;
+    }
+    table *ts;
+    uint32_t n;
+    tables_list(&st, &ts, &n);
+    for (uint32_t i = 0; i < n; i++) {
+        table *t = &ts[i];
+        if (!t->schema_ok) {
+            printf("table %s: schema record damaged or invalid\n", t->name);
+            problems++;
+            continue;
+        }
+        if (!t->has_rows_db) {
+            printf("table %s: rows database missing\n", t->name);
+            problems++;
+            continue;
+        }
+        MDB_cursor *cur;
+        mdb_cursor_open(st.txn, t->dbi, &cur);
+        MDB_val k, v;
+        uint64_t seen = 0, bad_rows = 0;
+        int rc;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            bool ok = k.mv_size == 8 &&
+                      v.mv_size == (size_t)t->info.row_bytes + PSKV_FMT_CHECK_BYTES &&
+                      pskv_fmt_get64((const uint8_t *)v.mv_data + t->info.row_bytes) ==
+                          pskv_fmt_row_check(pskv_fmt_key_get(k.mv_data), v.mv_data,
+                                             t->info.row_bytes);
+            if (!ok) {
+                if (bad_rows < 20)
+                    printf("table %s: row %" PRIu64 " fails its check\n", t->name,
+                           k.mv_size == 8 ? pskv_fmt_key_get(k.mv_data) : 0);
+                bad_rows++;
+            }
+            if (++seen % PROGRESS_EVERY == 0)
+                progress("verify", t->name, seen, t->rows);
+        }
+        progress_end();
+        mdb_cursor_close(cur);
+        if (rc != MDB_NOTFOUND) {
+            printf("table %s: reading rows failed after %" PRIu64 ": %s\n", t->name, seen,
+                   mdb_strerror(rc));
+            problems++;
+        }
+        if (seen != t->rows) {
+            printf("table %s: %" PRIu64 " rows read, %" PRIu64 " counted\n", t->name, seen,
+                   t->rows);
+            problems++;
+        }
+        problems += bad_rows;
+        rows += seen;
+    }
+    printf("%s: %u tables, %" PRIu64 " rows, %" PRIu64 " problems\n", problems ? "DAMAGED" : "ok",
+           n, rows, problems);
+    free(ts);
+    store_close(&st);
+    return problems ? 1 : 0;
+}
+
+/* ---------------------------------------------------------------- dump */
+
+static void print_row(uint64_t key, const float *row, const pskv_table_info *info)
+{
+    printf("%" PRIu64 "\t", key);
+    for (uint32_t j = 0; j < info->dim; j++)
+        printf(j ? " %.9g" : "%.9g", (double)row[j]);
+    printf("\t");
+    for (uint32_t j = 0; j < info->state_floats; j++) {
+        if (info->options.optimizer == PSKV_OPT_ADAM && j + 1 == info->state_floats) {
+            uint32_t steps; /* Adam's step count is an integer in the last slot */
+            memcpy(&steps, &row[info->dim + j], sizeof steps);
+            printf(" %" PRIu32, steps);
+        } else {
+            printf(j ? " %.9g" : "%.9g", (double)row[info->dim + j]);
+        }
+    }
+    printf("\n");
+}
+
+static bool row_value_ok(const table *t, uint64_t key, const MDB_val *v)
+{
+    return v->mv_size == (size_t)t->info.row_bytes + PSKV_FMT_CHECK_BYTES &&
+           pskv_fmt_get64((const uint8_t *)v->mv_data + t->info.row_bytes) ==
+               pskv_fmt_row_check(key, v->mv_data, t->info.row_bytes);
+}
+
+static int dump_one(const table *t, MDB_txn *txn, uint64_t key, float *row)
+{
+    uint8_t kb[8];
+    pskv_fmt_key(kb, key);
+    MDB_val k = {8, kb}, v;
+    if (mdb_get(txn, t->dbi, &k, &v) != 0) {
+        printf("%" PRIu64 "\tabsent\n", key);
+        return 0;
+    }
+    if (!row_value_ok(t, key, &v)) {
+        fprintf(stderr, "pskv: row %" PRIu64 " fails its check\n", key);
+        return 1;
+    }
+    memcpy(row, v.mv_data, t->info.row_bytes);
+    print_row(key, row, &t->info);
+    return 0;
+}
+
+static int cmd_dump(const char *dir, const char *name, const char *keys)
+{
+    store st = {0};
+    if (store_open(&st, dir) != 0)
+        return 1;
+    table *ts;
+    uint32_t n;
+    tables_list(&st, &ts, &n);
+    table *t = table_named(ts, n, name);
+    int status = 0;
+    if (t == NULL || !t->schema_ok || !t->has_rows_db) {
+        fprintf(stderr, "pskv: %s: %s\n", name, t == NULL ? "no such table" : "table damaged");
+        status = 1;
+    }
+    float *row = status == 0 ? malloc(t->info.row_bytes) : NULL;
+    if (status == 0)
+        printf("# key\tweights[%u]\tstate[%u]\n", t->info.dim, t->info.state_floats);
+    if (status == 0 && keys != NULL) {
+        for (const char *p = keys; *p && status == 0;) {
+            char *end;
+            errno = 0;
+            uint64_t key = strtoull(p, &end, 0);
+            if (end == p || errno != 0 || (*end != ',' && *end != '\0')) {
+                fprintf(stderr, "pskv: --keys: bad key at \"%s\"\n", p);
+                status = 2;
+                break;
+            }
+            status = dump_one(t, st.txn, key, row);
+            p = *end == ',' ? end + 1 : end;
+        }
+    } else if (status == 0) {
+        MDB_cursor *cur;
+        mdb_cursor_open(st.txn, t->dbi, &cur);
+        MDB_val k, v;
+        uint64_t seen = 0;
+        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && status == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            uint64_t key = k.mv_size == 8 ? pskv_fmt_key_get(k.mv_data) : 0;
+            if (k.mv_size != 8 || !row_value_ok(t, key, &v)) {
+                fprintf(stderr, "pskv: row %" PRIu64 " fails its check\n", key);
+                status = 1;
+                break;
+            }
+            memcpy(row, v.mv_data, t->info.row_bytes);
+            print_row(key, row, &t->info);
+            if (++seen % PROGRESS_EVERY == 0)
+                progress("dump", t->name, seen, t->rows);
+        }
+        progress_end();
+        mdb_cursor_close(cur);
+    }
+    free(row);
+    free(ts);
+    store_close(&st);
+    if (fflush(stdout) != 0)
+        return 1;
+    return status;
+}
+
+/* ---------------------------------------------------------------- backup */
+
+static int cmd_backup(const char *dir, const char *dest)
+{
+    store st = {0};
+    if (store_open(&st, dir) != 0)
+        return 1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data.mdb", dest);
+    int status = 0;
+    if (mkdir(dest, 0755) != 0 && errno != EEXIST) {
+        status = fail(dest, errno);
+    } else if (access(path, F_OK) == 0) {
+        fprintf(stderr, "pskv: %s already holds a store\n", dest);
+        status = 1;
+    } else {
+        if (progress_on)
+            fprintf(stderr, "backup: copying %s to %s (compacting)...", dir, dest);
+        /* The copy runs its own read transaction: the last checkpoint. */
+        int rc = mdb_env_copy2(st.env, dest, MDB_CP_COMPACT);
+        if (progress_on)
+            fprintf(stderr, "\r\033[K");
+        if (rc != 0) {
+            unlink(path);
+            status = fail("backup", rc);
+        }
+    }
+    store_close(&st);
+    return status;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: pskv stat DIR\n"
+                    "       pskv verify DIR\n"
+                    "       pskv dump DIR TABLE [--keys K1,K2,...]\n"
+                    "       pskv backup DIR DEST\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    progress_on = isatty(STDERR_FILENO);
+    if (argc == 3 && strcmp(argv[1], "stat") == 0)
+        return cmd_stat(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "verify") == 0)
+        return cmd_verify(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "dump") == 0)
+        return cmd_dump(argv[2], argv[3], NULL);
+    if (argc == 6 && strcmp(argv[1], "dump") == 0 && strcmp(argv[4], "--keys") == 0)
+        return cmd_dump(argv[2], argv[3], argv[5]);
+    if (argc == 4 && strcmp(argv[1], "backup") == 0)
+        return cmd_backup(argv[2], argv[3]);
+    return usage();
+}
