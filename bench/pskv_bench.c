@@ -48,6 +48,7 @@
 
 #include "pskv_internal.h"
 #include "bench_peers.h"
+#include "bench_checkpoint.h"
 
 #define DIM 64
 #define ROW_FLOATS (2 * DIM) /* weights + adagrad state */
@@ -543,6 +544,31 @@ out:
 /* The disk's own limits through pskv's I/O layer (io_uring, O_DIRECT):
  * sequential write bandwidth, then random reads of several sizes at several
  * queue depths over a file larger than the page cache would help with. */
+double bench_seq_write_rate(pskv__io *io, int fd, uint64_t bytes)
+{
+    const size_t chunk = 1u << 20;
+    uint8_t *buf = aligned_alloc(4096, 64 * chunk);
+    pskv__io_req *req = calloc(64, sizeof *req);
+    if (buf == NULL || req == NULL)
+        return -1;
+    memset(buf, 0x5a, 64 * chunk);
+    double t0 = now(), rate = -1;
+    uint64_t off = 0;
+    for (; off < bytes; off += 64 * chunk) {
+        size_t n = 0;
+        for (; n < 64 && off + n * chunk < bytes; n++)
+            req[n] = (pskv__io_req){.fd = fd, .write = true, .buf = buf + n * chunk, .len = chunk,
+                                    .off = off + n * chunk};
+        if (pskv__io_run(io, req, n) != 0)
+            break;
+    }
+    if (off >= bytes && fdatasync(fd) == 0)
+        rate = (double)bytes / (now() - t0);
+    free(buf);
+    free(req);
+    return rate;
+}
+
 static int workload_device(void)
 {
     const uint64_t file_bytes = cfg.keys * 1024; /* --keys N: N KiB file */
@@ -562,23 +588,15 @@ static int workload_device(void)
     pskv__io *io;
     if (pskv__io_create(getenv("PSKV_IO") && strcmp(getenv("PSKV_IO"), "sync") == 0, 256, &io) != 0)
         return 1;
+    double wbw = bench_seq_write_rate(io, fd, file_bytes);
+    if (wbw < 0) {
+        fprintf(stderr, "pskv-bench: write failed\n");
+        return 1;
+    }
     const size_t chunk = 1u << 20;
     uint8_t *buf = aligned_alloc(4096, 64 * chunk);
     memset(buf, 0x5a, 64 * chunk);
     pskv__io_req *req = calloc(4096, sizeof *req);
-    double t0 = now();
-    for (uint64_t off = 0; off < file_bytes; off += 64 * chunk) {
-        size_t n = 0;
-        for (; n < 64 && off + n * chunk < file_bytes; n++)
-            req[n] = (pskv__io_req){.fd = fd, .write = true, .buf = buf + n * chunk, .len = chunk,
-                                    .off = off + n * chunk};
-        if (pskv__io_run(io, req, n) != 0) {
-            fprintf(stderr, "pskv-bench: write failed\n");
-            return 1;
-        }
-    }
-    fdatasync(fd);
-    double wbw = (double)file_bytes / (now() - t0);
     if (cfg.json)
         printf("{\"workload\":\"device\",\"io\":\"%s\",\"seq_write_bytes_per_s\":%.0f}\n",
                pskv__io_is_uring(io) ? "io_uring" : "sync", wbw);
@@ -937,7 +955,7 @@ static int workload_spill(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
                     "[--reps R] [--peers] [--json]\n");
     exit(2);
 }
@@ -977,6 +995,8 @@ int main(int argc, char **argv)
         return workload_cache();
     if (strcmp(workload, "device") == 0)
         return workload_device();
+    if (strcmp(workload, "checkpoint") == 0)
+        return workload_checkpoint(keys_set ? cfg.keys : 4u << 20, cfg.json);
     if (strcmp(workload, "spill") == 0) {
         if (!keys_set)
             cfg.keys = 16u << 20;

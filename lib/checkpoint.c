@@ -96,14 +96,12 @@ static size_t unique(uint64_t *keys, size_t n)
  * (no reshard), so shard counts are stable. */
 static int begin(ckpt_table *ct, uint32_t nt)
 {
-    uint64_t ***lists = calloc(nt ? nt : 1, sizeof *lists);
-    uint32_t **counts = calloc(nt ? nt : 1, sizeof *counts);
+    pskv__keylist **lists = calloc(nt ? nt : 1, sizeof *lists);
     uint64_t **tmp = calloc(nt ? nt : 1, sizeof *tmp);
-    int rc = lists && counts && tmp ? 0 : PSKV_ENOMEM;
+    int rc = lists && tmp ? 0 : PSKV_ENOMEM;
     for (uint32_t i = 0; i < nt && rc == 0; i++) {
         lists[i] = calloc(ct[i].t->nshards, sizeof **lists);
-        counts[i] = calloc(ct[i].t->nshards, sizeof **counts);
-        rc = lists[i] && counts[i] ? 0 : PSKV_ENOMEM;
+        rc = lists[i] ? 0 : PSKV_ENOMEM;
     }
     if (rc == 0) {
         for (uint32_t i = 0; i < nt; i++)
@@ -113,7 +111,7 @@ static int begin(ckpt_table *ct, uint32_t nt)
             pskv_table *t = ct[i].t;
             size_t total = t->ncarry;
             for (uint32_t sd = 0; sd < t->nshards; sd++)
-                total += t->shards[sd].ndirty;
+                total += t->shards[sd].dirty.count;
             ct[i].keys = malloc((total ? total : 1) * sizeof *ct[i].keys);
             tmp[i] = malloc((total ? total : 1) * sizeof *tmp[i]);
             ct[i].n = total;
@@ -124,10 +122,8 @@ static int begin(ckpt_table *ct, uint32_t nt)
                 pskv_table *t = ct[i].t;
                 for (uint32_t sd = 0; sd < t->nshards; sd++) {
                     pskv__shard *sh = &t->shards[sd];
-                    lists[i][sd] = sh->dirty;
-                    counts[i][sd] = sh->ndirty;
-                    sh->dirty = NULL;
-                    sh->ndirty = sh->dirty_cap = 0;
+                    lists[i][sd] = sh->dirty; /* no call in flight: nothing reserved */
+                    sh->dirty = (pskv__keylist){0};
                 }
                 t->parity ^= 1u;
                 atomic_store(&t->ckpt_active, true);
@@ -149,10 +145,20 @@ static int begin(ckpt_table *ct, uint32_t nt)
         t->carry = NULL;
         t->ncarry = 0;
         for (uint32_t sd = 0; sd < t->nshards; sd++) {
-            if (counts[i][sd] > 0)
-                memcpy(ct[i].keys + at, lists[i][sd], counts[i][sd] * sizeof(uint64_t));
-            at += counts[i][sd];
-            free(lists[i][sd]);
+            pskv__keylist *l = &lists[i][sd];
+            for (uint32_t b = 0; b * PSKV__KEYS_PER_BLOCK < l->count; b++) {
+                uint32_t k = l->count - b * PSKV__KEYS_PER_BLOCK;
+                k = k < PSKV__KEYS_PER_BLOCK ? k : PSKV__KEYS_PER_BLOCK;
+                memcpy(ct[i].keys + at, l->blocks[b], k * sizeof(uint64_t));
+                at += k;
+            }
+            /* Room for the pre-images writers may save: the map must not
+             * rehash under a writer meanwhile. */
+            pskv__shard *sh = &t->shards[sd];
+            pthread_mutex_lock(&sh->lock);
+            pskv__cow_presize(sh, l->count);
+            pthread_mutex_unlock(&sh->lock);
+            pskv__keylist_free(l);
         }
         sort_keys(ct[i].keys, tmp[i], ct[i].n);
         ct[i].n = unique(ct[i].keys, ct[i].n);
@@ -167,12 +173,9 @@ static int begin(ckpt_table *ct, uint32_t nt)
             free(tmp[i]);
         if (lists)
             free(lists[i]);
-        if (counts)
-            free(counts[i]);
     }
     free(tmp);
     free(lists);
-    free(counts);
     return rc;
 }
 
@@ -278,7 +281,7 @@ static void take_pre_image(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i)
     else if (pre->slot & PSKV__COW_SPILLED)
         need_spill_read(c, i, pre->slot & ~PSKV__COW_SPILLED, false);
     else
-        take_bytes(t, c, i, sh->cow_rows + (size_t)pre->slot * t->row_bytes);
+        take_bytes(t, c, i, pskv__cow_row(sh, pre->slot));
 }
 
 /* One key's bytes as of the begin (shard lock held). */

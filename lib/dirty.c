@@ -16,36 +16,59 @@
 
 #include "pskv_internal.h"
 
-/* ---------------------------------------------------------------- reservations */
+/* ---------------------------------------------------------------- key lists */
 
-int pskv__dirty_reserve(pskv__shard *sh, uint32_t k)
+int pskv__keylist_reserve(pskv__keylist *l, uint32_t k)
 {
-    uint64_t need = (uint64_t)sh->ndirty + sh->dirty_reserved + k;
-    if (need > sh->dirty_cap) {
-        uint64_t *d = pskv__array_grow(sh->dirty, &sh->dirty_cap, need, sizeof *d, 64);
-        if (d == NULL)
+    uint64_t need = (uint64_t)l->count + l->reserved + k;
+    while ((uint64_t)l->nblocks * PSKV__KEYS_PER_BLOCK < need) {
+        uint64_t **b = pskv__array_grow(l->blocks, &l->blocks_cap, l->nblocks + 1ull, sizeof *b, 4);
+        if (b == NULL)
             return PSKV_ENOMEM;
-        sh->dirty = d;
+        l->blocks = b;
+        if ((b[l->nblocks] = malloc(PSKV__KEYS_PER_BLOCK * sizeof **b)) == NULL)
+            return PSKV_ENOMEM;
+        l->nblocks++;
     }
-    sh->dirty_reserved += k;
+    l->reserved += k;
     return 0;
 }
 
-void pskv__dirty_unreserve(pskv__shard *sh, uint32_t k) { sh->dirty_reserved -= k; }
+void pskv__keylist_append(pskv__keylist *l, uint64_t key)
+{
+    l->reserved--;
+    l->blocks[l->count / PSKV__KEYS_PER_BLOCK][l->count % PSKV__KEYS_PER_BLOCK] = key;
+    l->count++;
+}
+
+void pskv__keylist_free(pskv__keylist *l)
+{
+    for (uint32_t i = 0; i < l->nblocks; i++)
+        free(l->blocks[i]);
+    free(l->blocks);
+    *l = (pskv__keylist){0};
+}
+
+/* ---------------------------------------------------------------- reservations */
+
+int pskv__dirty_reserve(pskv__shard *sh, uint32_t k) { return pskv__keylist_reserve(&sh->dirty, k); }
+
+void pskv__dirty_unreserve(pskv__shard *sh, uint32_t k) { sh->dirty.reserved -= k; }
 
 int pskv__cow_reserve(pskv__shard *sh, uint32_t k)
 {
     if (k == 0)
         return 0;
     uint64_t need = (uint64_t)sh->cow_count + sh->cow_reserved + k;
-    if (need > sh->cow_cap) {
-        uint32_t cap = sh->cow_cap;
-        /* Grown as an array of rows: elem = row_bytes. */
-        uint8_t *r = pskv__array_grow(sh->cow_rows, &cap, need, sh->row_bytes, 16);
-        if (r == NULL)
+    while ((uint64_t)sh->cow_nblocks * PSKV__COW_BLOCK_ROWS < need) {
+        uint8_t **b = pskv__array_grow(sh->cow_blocks, &sh->cow_blocks_cap, sh->cow_nblocks + 1ull,
+                                       sizeof *b, 4);
+        if (b == NULL)
             return PSKV_ENOMEM;
-        sh->cow_rows = r;
-        sh->cow_cap = cap;
+        sh->cow_blocks = b;
+        if ((b[sh->cow_nblocks] = malloc((size_t)PSKV__COW_BLOCK_ROWS * sh->row_bytes)) == NULL)
+            return PSKV_ENOMEM;
+        sh->cow_nblocks++;
     }
     int rc = pskv__spillmap_reserve(&sh->cow, k);
     if (rc != 0)
@@ -60,13 +83,15 @@ void pskv__cow_unreserve(pskv__shard *sh, uint32_t k)
     pskv__spillmap_unreserve(&sh->cow, k);
 }
 
+void pskv__cow_presize(pskv__shard *sh, uint32_t n)
+{
+    if (pskv__spillmap_reserve(&sh->cow, n) == 0)
+        pskv__spillmap_unreserve(&sh->cow, n); /* the capacity stays */
+}
+
 /* ---------------------------------------------------------------- marking */
 
-static void list_append(pskv__shard *sh, uint64_t key)
-{
-    sh->dirty_reserved--;
-    sh->dirty[sh->ndirty++] = key;
-}
+static void list_append(pskv__shard *sh, uint64_t key) { pskv__keylist_append(&sh->dirty, key); }
 
 static uint64_t hash_of(const pskv__shard *sh, uint64_t key)
 {
@@ -78,7 +103,7 @@ static void cow_save_row(pskv__shard *sh, uint64_t key, const float *row)
 {
     uint32_t at = sh->cow_count++;
     sh->cow_reserved--;
-    memcpy(sh->cow_rows + (size_t)at * sh->row_bytes, row, sh->row_bytes);
+    memcpy(pskv__cow_row(sh, at), row, sh->row_bytes);
     pskv__spillmap_insert_reserved(&sh->cow, key, hash_of(sh, key), at);
 }
 
@@ -163,19 +188,27 @@ bool pskv__tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash)
 
 uint64_t pskv__dirty_dram_bytes(const pskv__shard *sh)
 {
-    return (uint64_t)sh->dirty_cap * sizeof *sh->dirty + pskv__spillmap_bytes(&sh->cow) +
-           (uint64_t)sh->cow_cap * sh->row_bytes + pskv__spillmap_bytes(&sh->tombs);
+    return (uint64_t)sh->dirty.nblocks * PSKV__KEYS_PER_BLOCK * sizeof(uint64_t) +
+           pskv__spillmap_bytes(&sh->cow) +
+           (uint64_t)sh->cow_nblocks * PSKV__COW_BLOCK_ROWS * sh->row_bytes +
+           pskv__spillmap_bytes(&sh->tombs);
+}
+
+static void cow_blocks_free(pskv__shard *sh)
+{
+    for (uint32_t i = 0; i < sh->cow_nblocks; i++)
+        free(sh->cow_blocks[i]);
+    free(sh->cow_blocks);
+    sh->cow_blocks = NULL;
+    sh->cow_nblocks = sh->cow_blocks_cap = 0;
 }
 
 void pskv__dirty_free(pskv__shard *sh)
 {
-    free(sh->dirty);
-    sh->dirty = NULL;
-    sh->ndirty = sh->dirty_cap = sh->dirty_reserved = 0;
+    pskv__keylist_free(&sh->dirty);
     pskv__spillmap_free(&sh->cow);
-    free(sh->cow_rows);
-    sh->cow_rows = NULL;
-    sh->cow_count = sh->cow_cap = sh->cow_reserved = 0;
+    cow_blocks_free(sh);
+    sh->cow_count = sh->cow_reserved = 0;
     pskv__spillmap_free(&sh->tombs);
 }
 
@@ -191,13 +224,18 @@ uint32_t pskv__cow_clear(pskv__shard *sh, uint32_t *slots, uint32_t max)
     }
     if (n == max)
         return n; /* more may follow: the caller frees these and asks again */
+    /* The blocks stay for the next checkpoint: writers that meet pending
+     * rows then copy into memory that is already mapped instead of taking
+     * page faults under the shard lock. Only a surplus beyond twice this
+     * checkpoint's use goes back. */
+    uint32_t used = (sh->cow_count + PSKV__COW_BLOCK_ROWS - 1) / PSKV__COW_BLOCK_ROWS;
+    uint32_t keep = 2 * used + 1 + (sh->cow_reserved + PSKV__COW_BLOCK_ROWS - 1) / PSKV__COW_BLOCK_ROWS;
+    while (sh->cow_nblocks > keep)
+        free(sh->cow_blocks[--sh->cow_nblocks]);
     if (sh->cow_reserved == 0) {
         pskv__spillmap_free(&sh->cow);
-        free(sh->cow_rows);
-        sh->cow_rows = NULL;
-        sh->cow_cap = 0;
     } else {
-        /* A writer holds COW room it will give back: keep the memory. */
+        /* A writer holds COW room it will give back: keep the map. */
         for (uint32_t i = 0; i < sh->cow.cap; i++)
             sh->cow.e[i].slot = PSKV__SLOT_EMPTY;
         sh->cow.count = 0;

@@ -146,6 +146,23 @@ PSKV__HIDDEN void pskv__spillmap_insert_reserved(pskv__spillmap *m, uint64_t key
 PSKV__HIDDEN void pskv__spillmap_remove(pskv__spillmap *m, pskv__spilled *e);
 PSKV__HIDDEN uint64_t pskv__spillmap_bytes(const pskv__spillmap *m);
 
+/* A growing list of keys in fixed blocks: appending never moves or copies
+ * what is there (no stall when many shards grow at once). */
+#define PSKV__KEYS_PER_BLOCK 2048u
+typedef struct pskv__keylist {
+    uint64_t **blocks;
+    uint32_t nblocks, blocks_cap;
+    uint32_t count, reserved;
+} pskv__keylist;
+
+static inline uint64_t pskv__keylist_at(const pskv__keylist *l, uint32_t i)
+{
+    return l->blocks[i / PSKV__KEYS_PER_BLOCK][i % PSKV__KEYS_PER_BLOCK];
+}
+
+/* Pre-images are kept in blocks of this many rows, for the same reason. */
+#define PSKV__COW_BLOCK_ROWS 64u
+
 typedef struct pskv__shard {
     pthread_mutex_t lock;
     pskv__entry *index;   /* open addressing, linear probing */
@@ -168,12 +185,12 @@ typedef struct pskv__shard {
     uint64_t hash_seed;   /* the table's key hash seed, to rehash on growth */
     uint32_t clock_hand;  /* CLOCK position in the index */
     uint64_t created, erased, evicted;
-    /* Checkpoint state of durable tables (checkpoint.c). */
-    uint64_t *dirty;      /* keys written since the last checkpoint began (may repeat) */
-    uint32_t ndirty, dirty_cap, dirty_reserved;
-    pskv__spillmap cow;   /* pending row -> its pre-image in cow_rows */
-    uint8_t *cow_rows;
-    uint32_t cow_count, cow_cap, cow_reserved;
+    /* Checkpoint state of durable tables (checkpoint.c, dirty.c). */
+    pskv__keylist dirty;  /* keys written since the last checkpoint began (may repeat) */
+    pskv__spillmap cow;   /* pending row -> its pre-image, an index into cow_blocks */
+    uint8_t **cow_blocks; /* pre-images, PSKV__COW_BLOCK_ROWS rows per block */
+    uint32_t cow_nblocks, cow_blocks_cap;
+    uint32_t cow_count, cow_reserved;
     pskv__spillmap tombs; /* erased keys LMDB may still hold -> parity of the erase */
 } __attribute__((aligned(64))) pskv__shard;
 
@@ -218,7 +235,7 @@ PSKV__HIDDEN pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key
 
 /* ---------------------------------------------------------------- dirty.c */
 
-/* A COW entry's value: an index into cow_rows, or a spill slot (the
+/* A COW entry's value: an index into cow_blocks, or a spill slot (the
  * pre-image is a spilled record that was erased) with this bit. */
 #define PSKV__COW_SPILLED 0x80000000u
 
@@ -249,6 +266,19 @@ PSKV__HIDDEN bool pskv__tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash)
 PSKV__HIDDEN uint32_t pskv__cow_clear(pskv__shard *sh, uint32_t *slots, uint32_t max);
 PSKV__HIDDEN uint64_t pskv__dirty_dram_bytes(const pskv__shard *sh);
 PSKV__HIDDEN void pskv__dirty_free(pskv__shard *sh);
+/* The pre-image at COW index i. */
+static inline uint8_t *pskv__cow_row(const pskv__shard *sh, uint32_t i)
+{
+    return sh->cow_blocks[i / PSKV__COW_BLOCK_ROWS] +
+           (size_t)(i % PSKV__COW_BLOCK_ROWS) * sh->row_bytes;
+}
+/* Size the COW map for up to n pre-images at once (best effort), so that
+ * it does not rehash while writers run into pending rows. */
+PSKV__HIDDEN void pskv__cow_presize(pskv__shard *sh, uint32_t n);
+/* Key lists: room for k appends (0 or PSKV_ENOMEM), append one, free. */
+PSKV__HIDDEN int pskv__keylist_reserve(pskv__keylist *l, uint32_t k);
+PSKV__HIDDEN void pskv__keylist_append(pskv__keylist *l, uint64_t key);
+PSKV__HIDDEN void pskv__keylist_free(pskv__keylist *l);
 
 /* ---------------------------------------------------------------- io.c */
 

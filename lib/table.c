@@ -338,7 +338,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                                     : c->op == ROW_PUT ? 0 : t->dim * (uint32_t)sizeof(float);
     float *ring[ROWS_AHEAD];
     uint32_t created = 0;
-    const uint32_t dirty0 = sh->ndirty, cow0 = sh->cow_count;
+    const uint32_t dirty0 = sh->dirty.count, cow0 = sh->cow_count;
     pskv__cold cold = {NULL};
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
@@ -392,7 +392,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     if (writer) {
         pskv__shard_unreserve(sh, k - created);
         if (t->durable) {
-            pskv__dirty_unreserve(sh, k - (sh->ndirty - dirty0));
+            pskv__dirty_unreserve(sh, k - (sh->dirty.count - dirty0));
             pskv__cow_unreserve(sh, c->cow_reserved[s] - (sh->cow_count - cow0));
         }
     }
@@ -660,7 +660,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
      * the next checkpoint deletes them there; only rows read back need it. */
     const bool tombs = durable && atomic_load(&t->cold_rows) > 0;
     const bool ckpt = durable && atomic_load(&t->ckpt_active);
-    const uint32_t dirty0 = sh->dirty_reserved, cow0 = sh->cow_reserved,
+    const uint32_t dirty0 = sh->dirty.reserved, cow0 = sh->cow_reserved,
                    tombs0 = sh->tombs.reserved;
     if (durable) {
         int rc = erase_reserve(sh, k, ckpt, tombs);
@@ -709,7 +709,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
     }
     pskv__cold_end(t, &cold);
     if (durable) { /* give back what was not used */
-        pskv__dirty_unreserve(sh, sh->dirty_reserved - dirty0);
+        pskv__dirty_unreserve(sh, sh->dirty.reserved - dirty0);
         if (ckpt)
             pskv__cow_unreserve(sh, sh->cow_reserved - cow0);
         if (tombs)
@@ -777,8 +777,8 @@ static int dirty_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uin
         return PSKV_ENOMEM;
     for (uint32_t s = 0; s < t->nshards; s++) {
         pskv__shard *sh = &t->shards[s];
-        for (uint32_t i = 0; i < sh->ndirty; i++)
-            count[route(t, ring, sh->dirty[i])]++;
+        for (uint32_t i = 0; i < sh->dirty.count; i++)
+            count[route(t, ring, pskv__keylist_at(&sh->dirty, i))]++;
         for (uint32_t i = 0; i < sh->tombs.cap; i++)
             if (sh->tombs.e[i].slot != PSKV__SLOT_EMPTY)
                 count[nto + route(t, ring, sh->tombs.e[i].key)]++;
@@ -794,10 +794,9 @@ static int dirty_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uin
         return rc;
     for (uint32_t s = 0; s < t->nshards; s++) {
         pskv__shard *sh = &t->shards[s];
-        for (uint32_t i = 0; i < sh->ndirty; i++) {
-            pskv__shard *dst = &to[route(t, ring, sh->dirty[i])];
-            dst->dirty_reserved--;
-            dst->dirty[dst->ndirty++] = sh->dirty[i];
+        for (uint32_t i = 0; i < sh->dirty.count; i++) {
+            uint64_t key = pskv__keylist_at(&sh->dirty, i);
+            pskv__keylist_append(&to[route(t, ring, key)].dirty, key);
         }
         for (uint32_t i = 0; i < sh->tombs.cap; i++) {
             pskv__spilled e = sh->tombs.e[i];

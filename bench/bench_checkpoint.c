@@ -1,0 +1,420 @@
+/* pskv-bench checkpoint: what a checkpoint of a durable store costs.
+ *
+ * A table of N rows (dim 64 Adagrad: 512 bytes of row, 520 in LMDB) is
+ * built and checkpointed once; then 1%, 10% and 100% of its rows are
+ * pushed and each time checkpointed. Beside each figure, measured in the
+ * same run:
+ *  - the limit of this design: a bare LMDB write transaction putting the
+ *    same number of 520-byte values, at the same keys in key order, into a
+ *    database of the same size, then committing (fsync);
+ *  - the disk's sequential write rate (1 MiB O_DIRECT writes + fdatasync).
+ * Then a 10% checkpoint runs while a trainer thread pulls and pushes
+ * batches: the longest call during it against the longest call without a
+ * checkpoint. Last, the reopen time (pskv_open + pskv_table_open).
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench_checkpoint.h"
+#include "format.h"
+
+#define DIM 64
+#define BATCH 4096
+#define TRAIN_BATCH 1024
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t id_of(uint64_t i) { return i * 0x9e3779b97f4a7c15ull; }
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return x;
+}
+
+/* The rows changed in a round: every row of index i with
+ * mix(i + round salt) below the fraction. */
+static size_t pick_rows(uint64_t n, double fraction, uint64_t salt, uint64_t *out)
+{
+    size_t m = 0;
+    uint64_t cut = fraction >= 1.0 ? UINT64_MAX : (uint64_t)(fraction * 18446744073709551616.0);
+    for (uint64_t i = 0; i < n; i++)
+        if (fraction >= 1.0 || mix(i ^ salt) < cut)
+            out[m++] = id_of(i);
+    return m;
+}
+
+static void rm_rf(const char *d)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    if (system(cmd) != 0)
+        fprintf(stderr, "pskv-bench: could not remove %s\n", d);
+}
+
+static int push_all(pskv_table *t, const uint64_t *keys, size_t m, float *grads)
+{
+    for (size_t at = 0; at < m; at += BATCH) {
+        size_t n = m - at < BATCH ? m - at : BATCH;
+        if (pskv_push(t, keys + at, n, grads) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- bare LMDB */
+
+typedef struct bare {
+    MDB_env *env;
+    MDB_dbi dbi;
+} bare;
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* One transaction putting the keys (sorted here) with fresh values. */
+static double bare_txn(bare *b, uint64_t *keys, size_t m, uint32_t salt)
+{
+    qsort(keys, m, sizeof *keys, cmp_u64);
+    uint8_t val[DIM * 2 * 4 + 8];
+    double t0 = now_s();
+    MDB_txn *txn;
+    if (mdb_txn_begin(b->env, NULL, 0, &txn) != 0)
+        return -1;
+    for (size_t i = 0; i < m; i++) {
+        uint8_t kb[8];
+        pskv_fmt_key(kb, keys[i]);
+        memset(val, (int)((keys[i] + salt) & 0xff), sizeof val);
+        MDB_val k = {8, kb}, v = {sizeof val, val};
+        if (mdb_put(txn, b->dbi, &k, &v, 0) != 0) {
+            mdb_txn_abort(txn);
+            return -1;
+        }
+    }
+    if (mdb_txn_commit(txn) != 0)
+        return -1;
+    return now_s() - t0;
+}
+
+static int bare_open(bare *b, const char *d, uint64_t map)
+{
+    mkdir(d, 0755);
+    if (mdb_env_create(&b->env) != 0)
+        return -1;
+    mdb_env_set_mapsize(b->env, (size_t)map);
+    MDB_txn *txn;
+    if (mdb_env_open(b->env, d, MDB_NOTLS, 0644) != 0 || mdb_txn_begin(b->env, NULL, 0, &txn) != 0)
+        return -1;
+    if (mdb_dbi_open(txn, NULL, 0, &b->dbi) != 0 || mdb_txn_commit(txn) != 0)
+        return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- trainer */
+
+typedef struct trainer {
+    pskv_table *t;
+    uint64_t n;
+    atomic_bool stop;
+    double max_call, max_at, total; /* max_at: when the longest call began */
+    uint64_t calls;
+    int error;
+    double ckpt_began, max_cpu; /* max_cpu: CPU time of the longest call */
+} trainer;
+
+static void *trainer_main(void *arg)
+{
+    trainer *tr = arg;
+    uint64_t keys[TRAIN_BATCH];
+    float *w = malloc(TRAIN_BATCH * DIM * sizeof(float));
+    uint64_t r = 12345;
+    for (size_t i = 0; i < TRAIN_BATCH * DIM; i++)
+        w[i] = 0.001f;
+    while (!atomic_load(&tr->stop)) {
+        for (int i = 0; i < TRAIN_BATCH; i++)
+            keys[i] = id_of(mix(r++) % tr->n);
+        for (int op = 0; op < 2; op++) {
+            double t0 = now_s();
+            struct timespec c0, c1;
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
+            int rc = op == 0 ? pskv_pull(tr->t, keys, TRAIN_BATCH, w)
+                             : pskv_push(tr->t, keys, TRAIN_BATCH, w);
+            double dt = now_s() - t0;
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+            if (dt > tr->max_call) /* busy in the call, or waiting / preempted? */
+                tr->max_cpu = (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9;
+            if (rc != 0)
+                tr->error = rc;
+            if (dt > tr->max_call) {
+                tr->max_call = dt;
+                tr->max_at = t0;
+            }
+            tr->total += dt;
+            tr->calls++;
+            if (op == 0)
+                for (size_t i = 0; i < TRAIN_BATCH * DIM; i++)
+                    w[i] = 0.001f; /* the pulled weights become small gradients */
+        }
+    }
+    free(w);
+    return NULL;
+}
+
+/* A thread that keeps a core busy copying memory, as a checkpointer does:
+ * the baseline for stalls has the same contention for two cores. */
+static atomic_bool hog_stop;
+static void *hog_main(void *arg)
+{
+    (void)arg;
+    size_t bytes = 64u << 20;
+    char *a = malloc(bytes), *b = malloc(bytes);
+    memset(a, 1, bytes);
+    while (!atomic_load(&hog_stop))
+        memcpy(b, a, bytes);
+    free(a);
+    free(b);
+    return NULL;
+}
+
+/* What runs beside the trainer: 0 or -1, *seconds = its duration. */
+typedef struct beside_job {
+    int kind; /* 0: memcpy thread for `seconds`; 1: checkpoint; 2: bare LMDB transaction */
+    pskv_store *s;
+    bare *b;
+    uint64_t *keys;
+    size_t m;
+    double seconds;
+} beside_job;
+
+static int run_job(beside_job *j)
+{
+    double t0 = now_s();
+    int rc = 0;
+    if (j->kind == 0) {
+        pthread_t hog;
+        atomic_store(&hog_stop, false);
+        if (pthread_create(&hog, NULL, hog_main, NULL) != 0)
+            return -1;
+        struct timespec ts = {(time_t)j->seconds,
+                              (long)((j->seconds - (time_t)j->seconds) * 1e9)};
+        nanosleep(&ts, NULL);
+        atomic_store(&hog_stop, true);
+        pthread_join(hog, NULL);
+    } else if (j->kind == 1) {
+        rc = pskv_checkpoint(j->s);
+    } else {
+        rc = bare_txn(j->b, j->keys, j->m, 7) < 0 ? -1 : 0;
+    }
+    j->seconds = now_s() - t0;
+    return rc;
+}
+
+/* The trainer beside a job; tr->ckpt_began = when the job started. */
+static int train_beside(pskv_table *t, uint64_t n, beside_job *j, trainer *tr)
+{
+    memset(tr, 0, sizeof *tr);
+    tr->t = t;
+    tr->n = n;
+    pthread_t th;
+    if (pthread_create(&th, NULL, trainer_main, tr) != 0)
+        return -1;
+    struct timespec ts = {0, 100000000};
+    nanosleep(&ts, NULL); /* the trainer is running */
+    tr->ckpt_began = now_s();
+    int rc = run_job(j);
+    nanosleep(&ts, NULL);
+    atomic_store(&tr->stop, true);
+    pthread_join(th, NULL);
+    return rc != 0 || tr->error != 0 ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- workload */
+
+int workload_checkpoint(uint64_t n, int json)
+{
+    char dir[] = "pskv-bench-ckpt-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        perror("pskv-bench: mkdtemp");
+        return 1;
+    }
+    char bare_dir[64];
+    snprintf(bare_dir, sizeof bare_dir, "%s/bare", dir);
+    char store_dir[64];
+    snprintf(store_dir, sizeof store_dir, "%s/store", dir);
+    const char *table_cfg = "dim=64 optimizer=adagrad init=uniform:-0.01:0.01 seed=1";
+    const uint32_t value_bytes = DIM * 2 * 4 + 8;
+    uint64_t *keys = malloc(n * sizeof *keys);
+    float *grads = malloc((size_t)BATCH * DIM * sizeof(float));
+    for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
+        grads[i] = (float)((i % 17) + 1) * 1e-3f;
+    pskv_store *s;
+    pskv_table *t;
+    if (pskv_open(store_dir, NULL, &s) != 0 || pskv_table_open(s, "emb", table_cfg, &t) != 0) {
+        fprintf(stderr, "pskv-bench: cannot open a durable store in %s\n", store_dir);
+        return 1;
+    }
+    bare b;
+    if (bare_open(&b, bare_dir, (uint64_t)n * value_bytes * 4 + (1ull << 30)) != 0) {
+        fprintf(stderr, "pskv-bench: cannot open the bare LMDB environment\n");
+        return 1;
+    }
+    /* Disk limit first, while the page cache is quiet. */
+    char seq_path[96];
+    snprintf(seq_path, sizeof seq_path, "%s/seq", dir);
+    int fd = open(seq_path, O_RDWR | O_CREAT | O_DIRECT, 0644);
+    pskv__io *io;
+    double seq = -1;
+    if (fd >= 0 && pskv__io_create(false, 64, &io) == 0) {
+        seq = bench_seq_write_rate(io, fd, 1ull << 30);
+        pskv__io_destroy(io);
+    }
+    if (fd >= 0)
+        close(fd);
+    unlink(seq_path);
+
+    /* Build the table and the bare database alike. */
+    size_t m = pick_rows(n, 1.0, 0, keys);
+    double t0 = now_s();
+    if (push_all(t, keys, m, grads) != 0)
+        return 1;
+    double populate_s = now_s() - t0;
+    t0 = now_s();
+    if (pskv_checkpoint(s) != 0) {
+        fprintf(stderr, "pskv-bench: checkpoint failed\n");
+        return 1;
+    }
+    double first_s = now_s() - t0;
+    double first_bare = bare_txn(&b, keys, m, 0);
+    if (!json)
+        printf("workload checkpoint: %llu rows, dim 64 adagrad (%u bytes per LMDB value), "
+               "disk sequential writes %.0f MB/s\n"
+               "populate %.2f s; first checkpoint (all rows new) %.2f s, bare LMDB %.2f s\n"
+               "%-8s %9s %9s %9s %10s %8s %9s\n",
+               (unsigned long long)n, value_bytes, seq / 1e6, populate_s, first_s, first_bare,
+               "changed", "rows", "pskv s", "MB/s", "bare LMDB", "ratio", "x seqbw");
+    else
+        printf("{\"workload\":\"checkpoint\",\"rows\":%llu,\"seq_write_bytes_per_s\":%.0f,"
+               "\"populate_s\":%.3f,\"first_s\":%.3f,\"first_bare_s\":%.3f}\n",
+               (unsigned long long)n, seq, populate_s, first_s, first_bare);
+    const double fractions[] = {0.01, 0.10, 1.0};
+    double full_s = 0, one_s = 0;
+    for (int f = 0; f < 3; f++) {
+        m = pick_rows(n, fractions[f], 0x5eed + f, keys);
+        if (push_all(t, keys, m, grads) != 0)
+            return 1;
+        t0 = now_s();
+        if (pskv_checkpoint(s) != 0) {
+            fprintf(stderr, "pskv-bench: checkpoint failed\n");
+            return 1;
+        }
+        double ck = now_s() - t0;
+        double lim = bare_txn(&b, keys, m, (uint32_t)f + 1);
+        double mbs = (double)m * value_bytes / ck;
+        if (f == 0)
+            one_s = ck;
+        if (f == 2)
+            full_s = ck;
+        if (json)
+            printf("{\"workload\":\"checkpoint\",\"fraction\":%.2f,\"rows\":%zu,\"seconds\":%.3f,"
+                   "\"bytes_per_s\":%.0f,\"bare_lmdb_s\":%.3f,\"ratio\":%.3f,\"of_seq\":%.3f}\n",
+                   fractions[f], m, ck, mbs, lim, ck / lim, mbs / seq);
+        else
+            printf("%7.0f%% %9zu %9.2f %9.1f %10.2f %7.2fx %8.3fx\n", fractions[f] * 100, m, ck,
+                   mbs / 1e6, lim, ck / lim, mbs / seq);
+    }
+    if (!json)
+        printf("1%% checkpoint / 100%% checkpoint: %.3fx\n", one_s / full_s);
+
+    /* Stalls: the trainer beside a memcpy thread, beside a bare LMDB
+     * transaction of 10% of the rows, and beside two 10% checkpoints (the
+     * trainer's own writes are checkpointed away first). The first
+     * checkpoint with writers running maps the memory for pre-images; the
+     * second (a trainer's steady state) reuses it. */
+    trainer alone, bare_tr, beside[2];
+    beside_job hog = {.kind = 0, .seconds = 2.0};
+    m = pick_rows(n, 0.10, 0xbeef, keys);
+    beside_job lmdb = {.kind = 2, .b = &b, .keys = keys, .m = m};
+    beside_job ck[2] = {{.kind = 1, .s = s}, {.kind = 1, .s = s}};
+    uint64_t ck_rows[2];
+    if (train_beside(t, n, &hog, &alone) != 0 || train_beside(t, n, &lmdb, &bare_tr) != 0) {
+        fprintf(stderr, "pskv-bench: trainer failed\n");
+        return 1;
+    }
+    for (int r = 0; r < 2; r++) {
+        m = pick_rows(n, 0.10, 0xbeef + r, keys);
+        pskv_store_stats ss;
+        if (pskv_checkpoint(s) != 0 || push_all(t, keys, m, grads) != 0 ||
+            train_beside(t, n, &ck[r], &beside[r]) != 0) {
+            fprintf(stderr, "pskv-bench: trainer failed\n");
+            return 1;
+        }
+        pskv_store_stats_get(s, &ss);
+        ck_rows[r] = ss.checkpoint_rows;
+    }
+    if (json) {
+        for (int r = 0; r < 2; r++)
+            printf("{\"workload\":\"checkpoint\",\"loaded\":%d,\"loaded_checkpoint_s\":%.3f,"
+                   "\"rows\":%llu,\"max_call_ms\":%.3f,\"max_call_cpu_ms\":%.3f,"
+                   "\"max_call_bare_lmdb_ms\":%.3f,\"max_call_memcpy_ms\":%.3f,"
+                   "\"mean_call_ms\":%.3f}\n",
+                   r + 1, ck[r].seconds, (unsigned long long)ck_rows[r], beside[r].max_call * 1e3,
+                   beside[r].max_cpu * 1e3, bare_tr.max_call * 1e3, alone.max_call * 1e3,
+                   alone.total / alone.calls * 1e3);
+    } else {
+        printf("trainer (pull+push of %d keys, mean call %.2f ms): longest call\n"
+               "  beside a memcpy thread %.2f ms; beside a bare LMDB transaction of %zu rows "
+               "%.2f ms (%.2f s)\n",
+               TRAIN_BATCH, alone.total / alone.calls * 1e3, alone.max_call * 1e3, m,
+               bare_tr.max_call * 1e3, lmdb.seconds);
+        for (int r = 0; r < 2; r++)
+            printf("  beside %s checkpoint of %llu rows (10%% + the trainer's writes before it) "
+                   "%.2f ms (%.2f ms on CPU), %.3f s into its %.2f s\n",
+                   r ? "the second" : "the first", (unsigned long long)ck_rows[r],
+                   beside[r].max_call * 1e3, beside[r].max_cpu * 1e3,
+                   beside[r].max_at - beside[r].ckpt_began, ck[r].seconds);
+    }
+
+    /* Reopen: metadata only. */
+    pskv_close(s);
+    t0 = now_s();
+    if (pskv_open(store_dir, NULL, &s) != 0 || pskv_table_open(s, "emb", NULL, &t) != 0)
+        return 1;
+    double reopen = now_s() - t0;
+    for (int i = 0; i < BATCH; i++)
+        keys[i] = id_of(mix((uint64_t)i + 99) % n);
+    float *out = malloc((size_t)BATCH * DIM * sizeof(float));
+    t0 = now_s();
+    int rc = pskv_pull(t, keys, BATCH, out);
+    double first_pull = now_s() - t0;
+    if (json)
+        printf("{\"workload\":\"checkpoint\",\"reopen_ms\":%.3f,\"first_pull_ms\":%.3f}\n",
+               reopen * 1e3, first_pull * 1e3);
+    else
+        printf("reopen %.2f ms; first pull of %d rows afterwards (read back from LMDB) %.2f ms\n",
+               reopen * 1e3, BATCH, first_pull * 1e3);
+    pskv_close(s);
+    mdb_env_close(b.env);
+    free(out);
+    free(keys);
+    free(grads);
+    rm_rf(dir);
+    return rc == 0 ? 0 : 1;
+}
