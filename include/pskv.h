@@ -187,16 +187,31 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
  * PSKV_IO=sync makes the spill tier use pread/pwrite instead of io_uring
  * (which is also the fallback when io_uring cannot be set up).
  *
- * Errors: PSKV_EINVAL (bad config, NULL out, spill_max on a memory-only
- * store, dir "" or not a directory), PSKV_EIO (dir cannot be created),
- * PSKV_ENOMEM, PSKV_ENOTSUP (durable directory stores: LMDB persistence is
- * not implemented in this version).
+ * A directory store with the default durability=checkpoint is durable: the
+ * spill tier as above, plus an LMDB environment in dir (data.mdb) that holds
+ * the schema of every table and every row with its optimizer state as of
+ * the last pskv_checkpoint. Opening it reads metadata only; rows come back
+ * from LMDB on first use (a miss in DRAM and the spill file looks there).
+ * After a crash at any instant, the store opens at exactly its last
+ * committed checkpoint. One process at a time owns a directory: a second
+ * open of the same directory, in this process or another, gives
+ * PSKV_EBUSY (tools/pskv reads beside the owner without opening it). Do not
+ * use a store in a child after fork(); open it in the child instead.
+ *
+ * Errors: PSKV_EINVAL (bad config, NULL out, spill_max or map_size on a
+ * memory-only store, dir "" or not a directory), PSKV_EIO (dir cannot be
+ * created or read), PSKV_EBUSY (the directory is open elsewhere),
+ * PSKV_ECORRUPT (data.mdb is truncated, damaged or not a pskv store),
+ * PSKV_EVERSION (written by a format version this build does not read),
+ * PSKV_ENOMEM.
  * On success *out owns the store until pskv_close(). Any thread. */
 PSKV_API int pskv_open(const char *dir, const char *config, pskv_store **out);
 PSKV_API int pskv_open_opts(const char *dir, const pskv_store_options *opts,
                             pskv_store **out);
 
 /* Close the store and every table of it; table handles become invalid.
+ * A durable store checkpoints first; if that checkpoint fails, the previous
+ * one stays on disk (call pskv_checkpoint before closing to see the error).
  * NULL is a no-op. Must not run concurrently with any other call on the store
  * or its tables. */
 PSKV_API void pskv_close(pskv_store *s);
@@ -207,18 +222,24 @@ PSKV_API void pskv_close(pskv_store *s);
  * the open one of that name. Opening an existing table with a config that
  * sets a schema key (dim, optimizer and its hyperparameters, init, seed) to
  * a different value gives PSKV_ESCHEMA; `shards` may differ (use
- * pskv_table_reshard to change it). Creating requires `dim`.
+ * pskv_table_reshard to change it). Creating requires `dim`. On a durable
+ * store, a table persisted earlier is opened with its persisted schema (the
+ * config may then leave the schema keys out), and a new table's schema is
+ * written at once (it waits for a running checkpoint).
  * The table handle is owned by the store: it stays valid until pskv_close()
  * and must not be freed by the caller.
- * Errors: PSKV_EINVAL, PSKV_ESCHEMA, PSKV_ENOMEM. Any thread. */
+ * Errors: PSKV_EINVAL, PSKV_ESCHEMA, PSKV_ENOMEM; on durable stores also
+ * PSKV_ECORRUPT (damaged schema record), PSKV_EIO, PSKV_ENOSPC, PSKV_ERANGE
+ * (more than 1024 tables). Any thread. */
 PSKV_API int pskv_table_open(pskv_store *s, const char *name, const char *config,
                              pskv_table **out);
 PSKV_API int pskv_table_open_opts(pskv_store *s, const char *name,
                                   const pskv_table_options *opts,
                                   pskv_table **out);
 
-/* The open table `name`, without creating it: PSKV_ENOTFOUND if none.
- * Any thread. */
+/* The open table `name`, without creating or opening it: PSKV_ENOTFOUND
+ * if it is not open (a persisted table must be opened with
+ * pskv_table_open first). Any thread. */
 PSKV_API int pskv_table_find(pskv_store *s, const char *name, pskv_table **out);
 
 /* Static facts of a table. Any thread. */
@@ -337,7 +358,8 @@ PSKV_API int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n);
  * creates rows). The call waits only when 64 jobs are already queued. In a
  * memory-only store every row is in DRAM: only the arguments are checked.
  * A failed load is counted in prefetch_errors; the pull that needs the row
- * reads it again and reports its own result.
+ * reads it again and reports its own result. Rows that only LMDB holds
+ * (after a reopen) are not prefetched: the pull reads them.
  * Errors: PSKV_EINVAL, PSKV_ENOMEM. Any thread. */
 PSKV_API int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n);
 
@@ -381,7 +403,9 @@ PSKV_API int pskv_backup(pskv_store *s, const char *dest_dir);
 
 /* Iterate over the rows of a table, shard by shard. Each shard's rows are
  * copied under its lock, so rows of one shard are seen at one instant.
- * Rows written concurrently in other shards may or may not be seen.
+ * Rows written concurrently in other shards may or may not be seen. On a
+ * durable store, rows that only LMDB holds (not used since the reopen) come
+ * last, in key order, each checked under its shard's lock.
  * A reshard during iteration makes pskv_iter_next return PSKV_EBUSY.
  * The iterator is owned by the caller; free it with pskv_iter_destroy.
  * Any thread; one iterator must be used by one thread at a time. */

@@ -238,7 +238,7 @@ static void *grow_quarter(void *items, uint32_t *cap, uint64_t need, size_t elem
     return p;
 }
 
-/* Append one page to the file's extent: 0, PSKV_ENOSPC (spill_max, or 31-bit
+/* Append one page to the file's extent: 0, PSKV_ENOSPC (spill_max, or 29-bit
  * slot numbers), PSKV_ENOMEM. */
 static int grow_page(pskv__spill *sp)
 {

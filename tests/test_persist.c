@@ -3,16 +3,15 @@
  * tiny LMDB map that must grow, damaged files, the directory lock, and
  * backups. */
 #include <fcntl.h>
-#include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "format.h"
 #include "ref_model.h"
 #include "test_common.h"
+#include "test_lmdb.h"
 
 static char dir[64];
 
@@ -128,18 +127,7 @@ END_TEST
 /* Rewrite a meta record of a closed store through LMDB. */
 static void poke_meta(const char *d, const char *name, const void *val, size_t len)
 {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    ck_assert_int_eq(mdb_env_open(env, d, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, PSKV_FMT_META_DB, 0, &dbi), 0);
-    MDB_val k = {strlen(name), (void *)name}, v = {len, (void *)val};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    lmdb_put(d, PSKV_FMT_META_DB, name, strlen(name), val, len);
 }
 
 START_TEST(format_version_refused)
@@ -188,27 +176,7 @@ START_TEST(corrupt_row_detected)
 {
     fresh_dir();
     make_store(100);
-    /* Flip a weight of row 42 inside its LMDB value. */
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "rows/t", 0, &dbi), 0);
-    uint8_t kb[8];
-    pskv_fmt_key(kb, 42);
-    MDB_val k = {8, kb}, v;
-    ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
-    uint8_t buf[64];
-    ck_assert_uint_le(v.mv_size, sizeof buf);
-    memcpy(buf, v.mv_data, v.mv_size);
-    buf[2] ^= 0x40;
-    MDB_val nv = {v.mv_size, buf};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &nv, 0), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    lmdb_damage_row(dir, "t", 42, 2, 0x40); /* a weight of row 42 */
 
     pskv_store *s;
     pskv_table *t;

@@ -2,14 +2,13 @@
  * (clean, and with a damaged row), dump (exact floats, chosen keys) and
  * backup (while the store is open), run as a separate process.
  *   test_tool PATH-TO-pskv */
-#include <lmdb.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "format.h"
 #include "test_common.h"
+#include "test_lmdb.h"
 
 static const char *tool;
 static char dir[64];
@@ -122,25 +121,7 @@ START_TEST(verify_finds_damage)
     pskv_store *s;
     make_store(&s);
     pskv_close(s);
-    /* Damage one row's bytes, keeping LMDB itself intact. */
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, "rows/emb", 0, &dbi), 0);
-    uint8_t kb[8], buf[64];
-    pskv_fmt_key(kb, 3 + 7919u * 5);
-    MDB_val k = {8, kb}, v;
-    ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
-    memcpy(buf, v.mv_data, v.mv_size);
-    buf[5] ^= 0x10;
-    MDB_val nv = {v.mv_size, buf};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &nv, 0), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    lmdb_damage_row(dir, "emb", 3 + 7919u * 5, 5, 0x10); /* LMDB itself stays intact */
     static char out[1 << 16];
     ck_assert_int_eq(run(out, sizeof out, "verify %s", dir), 1);
     char want[96];

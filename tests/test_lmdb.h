@@ -1,0 +1,58 @@
+/* Tests that damage or rewrite a closed durable store through LMDB itself,
+ * keeping the B-tree intact, to check pskv's own checks. */
+#ifndef PSKV_TEST_LMDB_H
+#define PSKV_TEST_LMDB_H
+
+#include <lmdb.h>
+#include <string.h>
+
+#include "format.h"
+#include "test_common.h"
+
+/* Put (key, val) into database db of the store in dir. */
+static inline void lmdb_put(const char *dir, const char *db, const void *key, size_t klen,
+                            const void *val, size_t vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* Flip bits `mask` of byte `at` in the stored row of key in table. */
+static inline void lmdb_damage_row(const char *dir, const char *table, uint64_t key, size_t at,
+                                   uint8_t mask)
+{
+    char db[PSKV_NAME_MAX + 16];
+    snprintf(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, table);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    uint8_t kb[8], buf[1024];
+    pskv_fmt_key(kb, key);
+    MDB_val k = {8, kb}, v;
+    ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+    ck_assert_uint_le(v.mv_size, sizeof buf);
+    ck_assert_uint_lt(at, v.mv_size);
+    size_t len = v.mv_size;
+    memcpy(buf, v.mv_data, len);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    buf[at] ^= mask;
+    lmdb_put(dir, db, kb, 8, buf, len);
+}
+
+#endif
