@@ -10,8 +10,13 @@
  * the planted one are scored on held-out examples: the trained model's AUC
  * should come within 0.01 of the planted model's own AUC.
  *
- *   ctr_demo [--examples N] [--batch B] [--threads T] [--check-gap G]
- * --check-gap makes the exit status 1 when the AUC gap exceeds G. */
+ *   ctr_demo [--examples N] [--batch B] [--threads T] [--check-gap G] [--store DIR]
+ * --check-gap makes the exit status 1 when the AUC gap exceeds G.
+ * --store DIR trains on a durable store in DIR instead of in memory: a
+ * checkpoint at every tenth of the stream while the trainers keep going,
+ * then the store is closed, reopened, and the held-out examples are scored
+ * on the rows read back from disk. Run it again to resume training from the
+ * last checkpoint. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -36,7 +41,8 @@ static struct {
     uint32_t batch;
     int threads;
     double check_gap;
-} cfg = {3000000, 512, 1, -1};
+    const char *store;
+} cfg = {3000000, 512, 1, -1, NULL};
 
 static double now(void)
 {
@@ -205,7 +211,8 @@ static void *train(void *arg)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: ctr_demo [--examples N] [--batch B] [--threads T] [--check-gap G]\n");
+    fprintf(stderr, "usage: ctr_demo [--examples N] [--batch B] [--threads T] [--check-gap G] "
+                    "[--store DIR]\n");
     return 2;
 }
 
@@ -222,6 +229,8 @@ int main(int argc, char **argv)
             cfg.threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "--check-gap") == 0)
             cfg.check_gap = atof(argv[++i]);
+        else if (strcmp(argv[i], "--store") == 0)
+            cfg.store = argv[++i];
         else
             return usage();
     }
@@ -232,12 +241,21 @@ int main(int argc, char **argv)
 
     pskv_store *s;
     pskv_table *t;
-    int rc = pskv_open(NULL, NULL, &s);
+    const char *table_cfg = "dim=1 optimizer=adagrad lr=0.05 init=zeros";
+    int rc = pskv_open(cfg.store, NULL, &s);
     if (rc == 0)
-        rc = pskv_table_open(s, "ctr_lr", "dim=1 optimizer=adagrad lr=0.05 init=zeros", &t);
+        rc = pskv_table_open(s, "ctr_lr", table_cfg, &t);
     if (rc != 0) {
-        fprintf(stderr, "ctr_demo: %s\n", pskv_strerror(rc));
+        fprintf(stderr, "ctr_demo: %s%s%s\n", cfg.store ? cfg.store : "", cfg.store ? ": " : "",
+                pskv_strerror(rc));
         return 1;
+    }
+    if (cfg.store != NULL) {
+        pskv_store_stats ss;
+        pskv_store_stats_get(s, &ss);
+        printf("durable store %s: %llu rows at checkpoint %llu%s\n", cfg.store,
+               (unsigned long long)pskv_table_rows(t), (unsigned long long)ss.checkpoint_seq,
+               ss.checkpoint_seq ? " (training resumes from there)" : "");
     }
     printf("ctr_demo: logistic regression on %llu synthetic clicks, %d fields + bias, "
            "batch %u, %d thread(s), pskv %s\n",
@@ -257,9 +275,23 @@ int main(int argc, char **argv)
         nanosleep(&ts, NULL);
         uint64_t p = progress;
         if (p >= next && p < total) {
-            printf("  %3.0f%%  %9llu examples  %6.0fk examples/s  %zu rows in table\n",
+            printf("  %3.0f%%  %9llu examples  %6.0fk examples/s  %zu rows in table",
                    100.0 * (double)p / (double)total, (unsigned long long)p, p / (now() - t0) / 1e3,
                    (size_t)pskv_table_rows(t));
+            if (cfg.store != NULL) {
+                /* The trainers keep pulling and pushing meanwhile. */
+                double c0 = now();
+                int crc = pskv_checkpoint(s);
+                pskv_store_stats ss;
+                pskv_store_stats_get(s, &ss);
+                if (crc != 0) {
+                    fprintf(stderr, "\nctr_demo: checkpoint: %s\n", pskv_strerror(crc));
+                    return 1;
+                }
+                printf("  checkpoint %llu: %llu rows in %.1f ms", (unsigned long long)ss.checkpoint_seq,
+                       (unsigned long long)ss.checkpoint_rows, (now() - c0) * 1e3);
+            }
+            printf("\n");
             fflush(stdout);
             next += total / 10;
         }
@@ -284,6 +316,23 @@ int main(int argc, char **argv)
            "mean train log-loss %.4f\n",
            (unsigned long long)total, train_s, total / train_s / 1e3, rows / train_s / 1e6,
            loss / (double)total);
+
+    if (cfg.store != NULL) {
+        /* Close (a final checkpoint) and score what reopening gives back. */
+        double c0 = now();
+        pskv_close(s);
+        double close_s = now() - c0;
+        c0 = now();
+        rc = pskv_open(cfg.store, NULL, &s);
+        if (rc == 0)
+            rc = pskv_table_open(s, "ctr_lr", NULL, &t);
+        if (rc != 0) {
+            fprintf(stderr, "ctr_demo: reopen: %s\n", pskv_strerror(rc));
+            return 1;
+        }
+        printf("closed (final checkpoint) in %.1f ms, reopened in %.2f ms: %llu rows on disk\n",
+               close_s * 1e3, (now() - c0) * 1e3, (unsigned long long)pskv_table_rows(t));
+    }
 
     /* Held-out evaluation on stream 2. */
     enum { HELD_OUT = 200000 };
