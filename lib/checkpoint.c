@@ -220,7 +220,10 @@ static int chunk_alloc(chunk *c, uint32_t keys_max, uint32_t shards_max, uint32_
     c->at = malloc(keys_max * sizeof *c->at);
     c->start = malloc(((size_t)shards_max + 1) * sizeof *c->start);
     c->fill = malloc(((size_t)shards_max + 1) * sizeof *c->fill);
-    c->vals = malloc((size_t)keys_max * (row_bytes + PSKV_FMT_CHECK_BYTES));
+    /* Captured rows of any table: a chunk holds at most CHUNK_BYTES of them,
+     * or 16 rows (chunk_keys). */
+    size_t vals_bytes = (size_t)16 * (row_bytes + PSKV_FMT_CHECK_BYTES);
+    c->vals = malloc(vals_bytes > CHUNK_BYTES ? vals_bytes : CHUNK_BYTES);
     c->present = malloc(keys_max);
     c->waiting = malloc(keys_max);
     c->spill_pos = malloc(keys_max * sizeof *c->spill_pos);

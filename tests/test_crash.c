@@ -23,7 +23,9 @@ static unsigned n_kills = 30;
 static uint64_t base_seed = 1;
 static char dir[64];
 
+/* Two tables: a checkpoint must hold both at the same instant. */
 #define TABLE_CFG "dim=8 optimizer=adagrad init=uniform:-0.5:0.5 seed=11 shards=8"
+#define TABLE2_CFG "dim=3 optimizer=adam init=normal:0:0.1 seed=12 shards=3"
 
 enum { MSG_READY = 1, MSG_BEGIN = 2, MSG_DONE = 3 };
 typedef struct msg {
@@ -88,21 +90,27 @@ static const char *store_cfg(unsigned trial)
 static void child_main(int fd, unsigned trial)
 {
     pskv_store *s;
-    pskv_table *t;
-    if (pskv_open(dir, store_cfg(trial), &s) != 0 || pskv_table_open(s, "t", TABLE_CFG, &t) != 0)
+    pskv_table *tt[2];
+    if (pskv_open(dir, store_cfg(trial), &s) != 0 || pskv_table_open(s, "t", TABLE_CFG, &tt[0]) != 0 ||
+        pskv_table_open(s, "u", TABLE2_CFG, &tt[1]) != 0)
         _exit(4);
     enum { MAXB = 32 };
-    ref_model m;
-    ref_open(&m, t, MAXB);
-    store_digest(t, &m, m.row_floats);
+    ref_model mm[2];
+    for (int k = 0; k < 2; k++) {
+        ref_open(&mm[k], tt[k], MAXB);
+        store_digest(tt[k], &mm[k], mm[k].row_floats);
+    }
     pskv_store_stats ss;
     pskv_store_stats_get(s, &ss);
     uint64_t seq = ss.checkpoint_seq;
-    send_msg(fd, MSG_READY, seq, model_digest(&m));
+    send_msg(fd, MSG_READY, seq, model_digest(&mm[0]) + 3 * model_digest(&mm[1]));
     test_rng r = {base_seed * 1000003u + trial};
     uint64_t keys[MAXB];
     float vals[MAXB * 8];
     for (unsigned op = 0;; op++) {
+        int k = rng_below(&r, 3) == 0; /* a third of the ops on the second table */
+        pskv_table *t = tt[k];
+        ref_model *mp = &mm[k];
         uint32_t n = 1 + rng_below(&r, MAXB);
         for (uint32_t i = 0; i < n; i++)
             keys[i] = 1 + rng_below(&r, 3000);
@@ -110,12 +118,12 @@ static void child_main(int fd, unsigned trial)
             vals[i] = rng_float(&r);
         uint32_t kind = rng_below(&r, 100);
         enum ref_op rop = kind < 35 ? REF_PULL : kind < 70 ? REF_PUSH : kind < 88 ? REF_PUT : REF_ERASE;
-        if (!ref_step(&m, t, rop, keys, n, vals)) {
-            fprintf(stderr, "child: %s\n", m.what);
+        if (!ref_step(mp, t, rop, keys, n, vals)) {
+            fprintf(stderr, "child: %s\n", mp->what);
             _exit(5);
         }
         if (rng_below(&r, 40) == 0) {
-            send_msg(fd, MSG_BEGIN, seq + 1, model_digest(&m));
+            send_msg(fd, MSG_BEGIN, seq + 1, model_digest(&mm[0]) + 3 * model_digest(&mm[1]));
             int rc = pskv_checkpoint(s);
             if (rc != 0) {
                 fprintf(stderr, "child: checkpoint returned %d\n", rc);
@@ -178,9 +186,10 @@ START_TEST(kill_at_random_instants)
         close(p[0]);
 
         pskv_store *s;
-        pskv_table *t;
+        pskv_table *t, *u;
         ck_assert_ok(pskv_open(dir, store_cfg(trial), &s));
         ck_assert_ok(pskv_table_open(s, "t", TABLE_CFG, &t));
+        ck_assert_ok(pskv_table_open(s, "u", TABLE2_CFG, &u));
         pskv_store_stats ss;
         ck_assert_ok(pskv_store_stats_get(s, &ss));
         ck_assert_msg(ss.checkpoint_seq >= done && ss.checkpoint_seq <= begun,
@@ -189,9 +198,11 @@ START_TEST(kill_at_random_instants)
                       (unsigned long long)begun);
         if (ss.checkpoint_seq > done)
             in_flight_hits++; /* killed after the commit, before the call returned */
-        pskv_table_info info;
+        pskv_table_info info, info2;
         pskv_table_info_get(t, &info);
-        uint64_t d = store_digest(t, NULL, info.dim + info.state_floats);
+        pskv_table_info_get(u, &info2);
+        uint64_t d = store_digest(t, NULL, info.dim + info.state_floats) +
+                     3 * store_digest(u, NULL, info2.dim + info2.state_floats);
         ck_assert_msg(d == digest_of[ss.checkpoint_seq],
                       "trial %u: checkpoint %llu reopened with different rows", trial,
                       (unsigned long long)ss.checkpoint_seq);
