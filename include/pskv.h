@@ -281,7 +281,10 @@ typedef struct pskv_table_stats {
                                    21 after mass erasure */
     uint64_t rows_cold;     /* durable stores: rows only LMDB holds since the
                                reopen, read back on first use (included in rows) */
-    uint64_t reserved[3];
+    uint64_t cold_lookups;  /* LMDB lookups of keys missing in DRAM and the spill
+                               file (the filter of persisted keys spares most
+                               brand-new keys one) */
+    uint64_t reserved[2];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 

@@ -437,9 +437,14 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk *c, uint6
             rc = capture_chunk(t, c, ct[i].keys + at, n);
             if (rc == 0)
                 rc = write_chunk(t, txn, c);
+            for (uint32_t k = 0; k < n && rc == 0; k++)
+                if (c->present[k]) /* a retry adds them again: harmless */
+                    pskv__keyfilter_add(&t->persisted, c->keys[k]);
         }
         if (rc == 0)
             rc = pskv__persist_put_table(s, txn, t); /* shard count may have changed */
+        if (rc == 0)
+            rc = pskv__persist_put_filters(s, txn, t);
         *rows += ct[i].n;
     }
     if (rc == 0)
@@ -572,6 +577,8 @@ int pskv__checkpoint_run(pskv_store *s)
             finish(ct[i].t, &c, &ct[i], rc == 0);
         chunk_free(&c);
         if (rc == 0 && dirty > 0) {
+            for (uint32_t i = 0; i < nt; i++)
+                pskv__persist_filters_written(ct[i].t);
             s->ckpt_seq++;
             atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
             s->ckpt_unix_ns = time_ns;

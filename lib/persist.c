@@ -126,6 +126,89 @@ int pskv__persist_put_table(pskv_store *s, MDB_txn *txn, const pskv_table *t)
     return rc != 0 ? rc : meta_put(txn, s->meta_dbi, name, config, (size_t)n);
 }
 
+static int filter_record_name(const char *table, uint32_t i, char *buf, size_t len)
+{
+    return pskv__format(buf, len, "%s%s/%u", PSKV_FMT_FILTER_PREFIX, table, i) < 0 ? PSKV_EINVAL
+                                                                                    : 0;
+}
+
+int pskv__persist_put_filters(pskv_store *s, MDB_txn *txn, pskv_table *t)
+{
+    pskv__keyfilter *kf = &t->persisted;
+    char name[PSKV_NAME_MAX + 32];
+    if (kf->drop_records) {
+        for (uint32_t i = 0; i < PSKV_FMT_FILTER_MAX; i++) {
+            if (filter_record_name(t->name, i, name, sizeof name) != 0)
+                return PSKV_EINVAL;
+            MDB_val k = {strlen(name), name};
+            int rc = mdb_del(txn, s->meta_dbi, &k, NULL);
+            if (rc != 0 && rc != MDB_NOTFOUND)
+                return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+        }
+        return 0;
+    }
+    uint32_t n = atomic_load(&kf->n);
+    for (uint32_t i = 0; i < n && kf->valid; i++) {
+        pskv__bloom *b = &kf->f[i];
+        if (!b->dirty)
+            continue;
+        size_t len = pskv__bloom_encoded_bytes(b);
+        uint8_t *buf = malloc(len);
+        if (buf == NULL)
+            return PSKV_ENOMEM;
+        pskv__bloom_encode(b, buf);
+        int rc = filter_record_name(t->name, i, name, sizeof name);
+        if (rc == 0)
+            rc = meta_put(txn, s->meta_dbi, name, buf, len);
+        free(buf);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+void pskv__persist_filters_written(pskv_table *t)
+{
+    pskv__keyfilter *kf = &t->persisted;
+    uint32_t n = atomic_load(&kf->n);
+    for (uint32_t i = 0; i < n; i++)
+        kf->f[i].dirty = false;
+    kf->drop_records = false;
+}
+
+/* The table's filters, in order. A series that is missing while the table
+ * has rows, or damaged, is not trusted: every miss then asks LMDB. */
+static int filters_load(pskv_store *s, MDB_txn *txn, pskv_table *t, uint64_t rows)
+{
+    pskv__keyfilter *kf = &t->persisted;
+    pskv__keyfilter_init(kf, true);
+    char name[PSKV_NAME_MAX + 32];
+    for (uint32_t i = 0; i < PSKV_FMT_FILTER_MAX; i++) {
+        const uint8_t *body;
+        size_t len;
+        int rc = filter_record_name(t->name, i, name, sizeof name);
+        if (rc == 0)
+            rc = meta_get(txn, s->meta_dbi, name, &body, &len);
+        if (rc == PSKV_ENOTFOUND)
+            break;
+        if (rc == 0)
+            rc = pskv__keyfilter_decode(kf, body, len);
+        if (rc == PSKV_ENOMEM)
+            return rc;
+        if (rc != 0) {
+            pskv__keyfilter_free(kf);
+            kf->valid = false;
+            kf->drop_records = true;
+            return 0;
+        }
+    }
+    if (rows > 0 && atomic_load(&kf->n) == 0) {
+        kf->valid = false;
+        kf->drop_records = true;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- open */
 
 /* The data file must hold every page its meta page names: a truncated file
@@ -340,14 +423,20 @@ static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const ch
     MDB_stat st;
     if (rc == 0 && !create)
         rc = pskv__mdb_err(mdb_stat(txn, dbi, &st));
+    if (rc == 0 && !create)
+        rc = filters_load(s, txn, t, st.ms_entries);
+    if (rc == 0 && create)
+        pskv__keyfilter_init(&t->persisted, true);
     if (rc == 0) {
         rc = mdb_txn_commit(txn); /* keeps the handle */
         rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
     } else {
         mdb_txn_abort(txn);
     }
-    if (rc != 0)
+    if (rc != 0) {
+        pskv__keyfilter_free(&t->persisted);
         return rc;
+    }
     t->dbi = dbi;
     atomic_store(&t->cold_rows, create ? 0 : (uint64_t)st.ms_entries);
     return 0;
@@ -384,6 +473,7 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
     uint8_t kb[8];
     pskv_fmt_key(kb, key);
     MDB_val k = {8, kb}, v;
+    atomic_fetch_add_explicit(&t->n_cold_lookups, 1, memory_order_relaxed);
     int rc = mdb_get(c->txn, t->dbi, &k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;

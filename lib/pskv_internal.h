@@ -450,6 +450,35 @@ PSKV__HIDDEN int pskv__prefetch_submit(pskv_table *t, const uint64_t *keys, size
 /* Finish queued jobs and stop the worker; before tables are destroyed. */
 PSKV__HIDDEN void pskv__prefetch_stop(pskv_store *s);
 
+/* ---------------------------------------------------------------- keyfilter.c */
+
+typedef struct pskv__bloom {
+    uint64_t capacity, count; /* keys it is sized for / holds */
+    uint32_t blocks;          /* 64-byte blocks */
+    bool dirty;               /* changed since its record was written */
+    _Atomic uint64_t *words;  /* blocks * 8 */
+} pskv__bloom;
+
+typedef struct pskv__keyfilter {
+    pskv__bloom f[32];  /* PSKV_FMT_FILTER_MAX */
+    atomic_uint n;      /* filters published */
+    bool valid;         /* holds every persisted key; else every miss asks LMDB */
+    bool drop_records;  /* became invalid: the next checkpoint deletes the records */
+} pskv__keyfilter;
+
+PSKV__HIDDEN void pskv__keyfilter_init(pskv__keyfilter *kf, bool valid);
+PSKV__HIDDEN void pskv__keyfilter_free(pskv__keyfilter *kf);
+/* May LMDB hold key? Any thread. */
+PSKV__HIDDEN bool pskv__keyfilter_maybe(const pskv__keyfilter *kf, uint64_t key);
+/* The checkpointer (one at a time): key is being persisted. */
+PSKV__HIDDEN void pskv__keyfilter_add(pskv__keyfilter *kf, uint64_t key);
+PSKV__HIDDEN uint64_t pskv__keyfilter_bytes(const pskv__keyfilter *kf);
+/* Records (format.h): size, encoding, and decoding the next filter of the
+ * series (0, PSKV_ECORRUPT, PSKV_ENOMEM). */
+PSKV__HIDDEN size_t pskv__bloom_encoded_bytes(const pskv__bloom *b);
+PSKV__HIDDEN void pskv__bloom_encode(const pskv__bloom *b, uint8_t *out);
+PSKV__HIDDEN int pskv__keyfilter_decode(pskv__keyfilter *kf, const uint8_t *in, size_t len);
+
 /* ---------------------------------------------------------------- table.c */
 
 struct pskv_table {
@@ -471,7 +500,7 @@ struct pskv_table {
 
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
         n_reshards, n_spill_reads, n_spill_writes, n_prefetch_errors, n_spill_read_ns,
-        n_spill_write_ns;
+        n_spill_write_ns, n_cold_lookups;
 
     pskv__spill *spill; /* directory stores only */
 
@@ -482,6 +511,7 @@ struct pskv_table {
     pthread_mutex_t ckpt_lock;  /* held by a checkpoint; reshard takes it first */
     unsigned dbi;               /* LMDB rows database */
     atomic_uint_fast64_t cold_rows; /* rows only LMDB holds (not yet read back) */
+    pskv__keyfilter persisted;  /* keys LMDB may hold (keyfilter.c) */
     uint64_t *carry;            /* keys of a failed checkpoint, for the next one */
     size_t ncarry;
 };
@@ -555,6 +585,10 @@ PSKV__HIDDEN int pskv__persist_table_schema(pskv_store *s, const char *name,
 /* Open (or create, writing its schema) the table's rows database. */
 PSKV__HIDDEN int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create);
 PSKV__HIDDEN int pskv__persist_put_table(pskv_store *s, struct MDB_txn *txn, const pskv_table *t);
+/* The table's changed filter records (or their deletion, once invalid). */
+PSKV__HIDDEN int pskv__persist_put_filters(pskv_store *s, struct MDB_txn *txn, pskv_table *t);
+/* After a commit: the filters are as written. */
+PSKV__HIDDEN void pskv__persist_filters_written(pskv_table *t);
 PSKV__HIDDEN int pskv__persist_put_checkpoint(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
                                               uint64_t *time_ns);
 /* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */

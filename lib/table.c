@@ -127,6 +127,7 @@ void pskv__table_destroy(pskv_table *t)
     pskv__spill_close(t->spill);
     pthread_rwlock_destroy(&t->layout_lock);
     pthread_mutex_destroy(&t->ckpt_lock);
+    pskv__keyfilter_free(&t->persisted);
     free(t->carry);
     free(t);
 }
@@ -186,8 +187,8 @@ static int cold_fault(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t ke
                       float **row_out)
 {
     if (atomic_load_explicit(&t->cold_rows, memory_order_relaxed) == 0 ||
-        pskv__tombstoned(sh, key, hash))
-        return 0;
+        !pskv__keyfilter_maybe(&t->persisted, key) || pskv__tombstoned(sh, key, hash))
+        return 0; /* brand-new keys mostly stop at the filter */
     const void *bytes;
     int rc = pskv__cold_find(t, c, key, &bytes);
     if (rc <= 0)
@@ -696,7 +697,8 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
             sh->erased++;
             continue;
         }
-        if (tombs && !pskv__tombstoned(sh, p->keys[i], p->hash[i])) {
+        if (tombs && pskv__keyfilter_maybe(&t->persisted, p->keys[i]) &&
+            !pskv__tombstoned(sh, p->keys[i], p->hash[i])) {
             const void *row;
             rc = pskv__cold_find(t, &cold, p->keys[i], &row);
             if (rc == 1) { /* a row only LMDB holds */
@@ -941,7 +943,8 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
     }
     st->rows += atomic_load(&t->cold_rows);
     st->rows_cold = atomic_load(&t->cold_rows);
-    st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard);
+    st->dram_bytes += sizeof *t + (uint64_t)t->nshards * sizeof(pskv__shard) +
+                      pskv__keyfilter_bytes(&t->persisted);
     if (t->spill != NULL) {
         uint64_t alloc_bytes = pskv__spill_dram_bytes(t->spill);
         st->dram_bytes += alloc_bytes;
@@ -969,6 +972,7 @@ int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
     out->spill_read_ns = atomic_load(&mt->n_spill_read_ns);
     out->spill_write_ns = atomic_load(&mt->n_spill_write_ns);
     out->spill_writes = atomic_load(&mt->n_spill_writes);
+    out->cold_lookups = atomic_load(&mt->n_cold_lookups);
     return 0;
 }
 

@@ -232,6 +232,76 @@ START_TEST(second_open_busy)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- filter */
+
+static uint64_t lookups(pskv_table *t)
+{
+    pskv_table_stats st;
+    ck_assert_ok(pskv_table_stats_get(t, &st));
+    return st.cold_lookups;
+}
+
+START_TEST(filter_spares_new_keys)
+{
+    fresh_dir();
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=2", &t));
+    /* Two checkpoints: the second adds to the filter series. */
+    fill(t, 1, 70000, 2, 1.0f);
+    ck_assert_ok(pskv_checkpoint(s));
+    fill(t, 1000000, 70000, 2, 3.0f);
+    pskv_close(s);
+
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ck_assert_uint_eq(pskv_table_rows(t), 140000);
+    /* 20k brand-new keys: a few false "maybe"s ask LMDB, the rest do not. */
+    uint64_t *keys = malloc(20000 * sizeof *keys);
+    float *out = malloc(20000 * 2 * sizeof(float));
+    for (uint32_t i = 0; i < 20000; i++)
+        keys[i] = 5000000 + (uint64_t)i * 7;
+    ck_assert_ok(pskv_pull(t, keys, 20000, out));
+    uint64_t asked = lookups(t);
+    ck_assert_msg(asked < 20000 / 20, "%llu of 20000 new keys asked LMDB", (unsigned long long)asked);
+    /* Every persisted key is still found: the filter has no false "no". */
+    expect_rows(t, 1, 70000, 2, 1.0f);
+    expect_rows(t, 1000000, 70000, 2, 3.0f);
+    ck_assert_uint_eq(pskv_table_rows(t), 160000);
+    free(keys);
+    free(out);
+    pskv_close(s);
+    remove_dir(dir);
+}
+END_TEST
+
+START_TEST(damaged_filter_falls_back)
+{
+    fresh_dir();
+    make_store(3000);
+    uint8_t junk[40] = {1, 2, 3};
+    poke_meta(dir, PSKV_FMT_FILTER_PREFIX "t/0", junk, sizeof junk); /* fails its checksum */
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    uint64_t k = 999999;
+    float w[4];
+    ck_assert_ok(pskv_pull(t, &k, 1, w)); /* a new key: asks LMDB, as without a filter */
+    ck_assert_uint_eq(lookups(t), 1);
+    expect_rows(t, 1, 3000, 4, 0.5f);
+    ck_assert_ok(pskv_checkpoint(s)); /* drops the untrusted records */
+    pskv_close(s);
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ck_assert_uint_eq(pskv_table_rows(t), 3001);
+    expect_rows(t, 1, 3000, 4, 0.5f);
+    pskv_close(s);
+    remove_dir(dir);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- map */
 
 START_TEST(tiny_map_grows)
@@ -459,6 +529,8 @@ int main(void)
     tcase_add_test(tc, truncated_or_garbage_file_refused);
     tcase_add_test(tc, second_open_busy);
     tcase_add_test(tc, tiny_map_grows);
+    tcase_add_test(tc, filter_spares_new_keys);
+    tcase_add_test(tc, damaged_filter_falls_back);
     tcase_add_test(tc, backup_is_last_checkpoint);
     tcase_add_test(tc, checkpoint_during_writes_dram);
     tcase_add_test(tc, checkpoint_during_writes_spill);
