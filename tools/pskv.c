@@ -242,6 +242,62 @@ static int cmd_stat(const char *dir)
     return 0;
 }
 
+/* ---------------------------------------------------------------- filters */
+
+/* A table's filter series of persisted keys (format.h), read into memory. */
+typedef struct filters {
+    uint32_t n;
+    uint64_t *words[PSKV_FMT_FILTER_MAX];
+    uint32_t blocks[PSKV_FMT_FILTER_MAX];
+    bool damaged;
+} filters;
+
+static void filters_read(store *st, const char *table, filters *f)
+{
+    memset(f, 0, sizeof *f);
+    for (uint32_t i = 0; i < PSKV_FMT_FILTER_MAX; i++) {
+        char name[PSKV_NAME_MAX + 32];
+        snprintf(name, sizeof name, "%s%s/%u", PSKV_FMT_FILTER_PREFIX, table, i);
+        size_t len;
+        bool bad;
+        const uint8_t *b = meta_body(st, name, &len, &bad);
+        if (b == NULL) {
+            f->damaged = bad;
+            return;
+        }
+        uint32_t blocks;
+        memcpy(&blocks, b + 16, 4);
+        if (len < PSKV_FMT_FILTER_HEADER || blocks == 0 ||
+            len != PSKV_FMT_FILTER_HEADER + (size_t)blocks * 64) {
+            f->damaged = true;
+            return;
+        }
+        f->words[i] = malloc((size_t)blocks * 64);
+        if (f->words[i] == NULL) {
+            f->damaged = true;
+            return;
+        }
+        memcpy(f->words[i], b + PSKV_FMT_FILTER_HEADER, (size_t)blocks * 64);
+        f->blocks[i] = blocks;
+        f->n = i + 1;
+    }
+}
+
+static bool filters_maybe(const filters *f, uint64_t key)
+{
+    uint64_t h = pskv_fmt_filter_hash(key);
+    for (uint32_t i = 0; i < f->n; i++)
+        if (pskv_fmt_filter_probe(f->words[i], f->blocks[i], h))
+            return true;
+    return false;
+}
+
+static void filters_free(filters *f)
+{
+    for (uint32_t i = 0; i < f->n; i++)
+        free(f->words[i]);
+}
+
 /* ---------------------------------------------------------------- verify */
 
 static int cmd_verify(const char *dir)
@@ -282,10 +338,19 @@ static int cmd_verify(const char *dir)
             problems++;
             continue;
         }
+        /* Every row's key must be in the table's filter of persisted keys
+         * (when it has one: without, the library asks LMDB for every miss). */
+        filters fl;
+        filters_read(&st, t->name, &fl);
+        if (fl.damaged) {
+            printf("table %s: filter of persisted keys damaged (misses will ask LMDB)\n",
+                   t->name);
+            problems++;
+        }
         MDB_cursor *cur;
         mdb_cursor_open(st.txn, t->dbi, &cur);
         MDB_val k, v;
-        uint64_t seen = 0, bad_rows = 0;
+        uint64_t seen = 0, bad_rows = 0, unfiltered = 0;
         int rc;
         for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
              rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -299,6 +364,11 @@ static int cmd_verify(const char *dir)
                     printf("table %s: row %" PRIu64 " fails its check\n", t->name,
                            k.mv_size == 8 ? pskv_fmt_key_get(k.mv_data) : 0);
                 bad_rows++;
+            } else if (fl.n > 0 && !filters_maybe(&fl, pskv_fmt_key_get(k.mv_data))) {
+                if (unfiltered < 20)
+                    printf("table %s: row %" PRIu64 " missing from the filter of persisted keys\n",
+                           t->name, pskv_fmt_key_get(k.mv_data));
+                unfiltered++;
             }
             if (++seen % PROGRESS_EVERY == 0)
                 progress("verify", t->name, seen, t->rows);
@@ -315,8 +385,9 @@ static int cmd_verify(const char *dir)
                    t->rows);
             problems++;
         }
-        problems += bad_rows;
+        problems += bad_rows + unfiltered;
         rows += seen;
+        filters_free(&fl);
     }
     printf("%s: %u tables, %" PRIu64 " rows, %" PRIu64 " problems\n", problems ? "DAMAGED" : "ok",
            n, rows, problems);
