@@ -432,6 +432,7 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk *c, uint6
     for (uint32_t i = 0; i < nt && rc == 0; i++) {
         pskv_table *t = ct[i].t;
         size_t step = (size_t)chunk_keys(t);
+        pskv__keyfilter_expect(&t->persisted, ct[i].n);
         for (size_t at = 0; at < ct[i].n && rc == 0; at += step) {
             uint32_t n = (uint32_t)(ct[i].n - at < step ? ct[i].n - at : step);
             rc = capture_chunk(t, c, ct[i].keys + at, n);

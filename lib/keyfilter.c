@@ -5,8 +5,8 @@
  *
  * A series of blocked Bloom filters (lib/format.h has the layout and the
  * probe): each checkpoint adds the keys it puts to the newest filter, and a
- * full filter gets a successor of twice its capacity, so that no filter is
- * ever rebuilt and a checkpoint rewrites only the filters it added to.
+ * full filter gets a successor of twice its capacity (or of twice the keys
+ * the checkpoint adding to it brings), so that no filter is ever rebuilt and a checkpoint rewrites only the filters it added to.
  * Erased keys stay in (a false "maybe" costs one lookup). A filter that
  * cannot be trusted to hold every persisted key (a damaged record, a
  * failed allocation) makes the whole series invalid: then every miss asks
@@ -101,7 +101,11 @@ void pskv__keyfilter_add(pskv__keyfilter *kf, uint64_t key)
         if (bloom_maybe(&kf->f[i], h))
             return; /* already answers "maybe" */
     if (n == 0 || kf->f[n - 1].count >= kf->f[n - 1].capacity) {
+        /* Twice the last one, or room for what this checkpoint brings:
+         * few filters, so a miss probes few blocks. */
         uint64_t cap = n == 0 ? FIRST_CAPACITY : 2 * kf->f[n - 1].capacity;
+        if (cap < 2 * kf->expected)
+            cap = 2 * kf->expected;
         if (n == PSKV_FMT_FILTER_MAX || bloom_init(&kf->f[n], cap) != 0) {
             kf->valid = false; /* it would miss this key: trust none of it */
             kf->drop_records = true;
@@ -111,6 +115,8 @@ void pskv__keyfilter_add(pskv__keyfilter *kf, uint64_t key)
     }
     bloom_set(&kf->f[n - 1], h);
 }
+
+void pskv__keyfilter_expect(pskv__keyfilter *kf, uint64_t keys) { kf->expected = keys; }
 
 uint64_t pskv__keyfilter_bytes(const pskv__keyfilter *kf)
 {

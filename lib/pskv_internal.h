@@ -464,6 +464,7 @@ typedef struct pskv__keyfilter {
     atomic_uint n;      /* filters published */
     bool valid;         /* holds every persisted key; else every miss asks LMDB */
     bool drop_records;  /* became invalid: the next checkpoint deletes the records */
+    uint64_t expected;  /* keys the running checkpoint may add (sizes a new filter) */
 } pskv__keyfilter;
 
 PSKV__HIDDEN void pskv__keyfilter_init(pskv__keyfilter *kf, bool valid);
@@ -472,6 +473,8 @@ PSKV__HIDDEN void pskv__keyfilter_free(pskv__keyfilter *kf);
 PSKV__HIDDEN bool pskv__keyfilter_maybe(const pskv__keyfilter *kf, uint64_t key);
 /* The checkpointer (one at a time): key is being persisted. */
 PSKV__HIDDEN void pskv__keyfilter_add(pskv__keyfilter *kf, uint64_t key);
+/* The checkpointer: up to `keys` adds follow. */
+PSKV__HIDDEN void pskv__keyfilter_expect(pskv__keyfilter *kf, uint64_t keys);
 PSKV__HIDDEN uint64_t pskv__keyfilter_bytes(const pskv__keyfilter *kf);
 /* Records (format.h): size, encoding, and decoding the next filter of the
  * series (0, PSKV_ECORRUPT, PSKV_ENOMEM). */
