@@ -48,37 +48,46 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* LSD radix sort by bytes, skipping bytes every key shares. */
+/* LSD radix sort by 11-bit digits (6 passes; 2048 buckets stay in cache),
+ * skipping digits every key shares. */
+#define RADIX_BITS 11u
+#define RADIX_PASSES 6u
 static void sort_keys(uint64_t *keys, uint64_t *tmp, size_t n)
 {
     if (n < 4096) {
         qsort(keys, n, sizeof *keys, cmp_u64);
         return;
     }
-    static _Thread_local size_t count[8][256];
-    memset(count, 0, sizeof count);
+    const uint64_t mask = (1u << RADIX_BITS) - 1;
+    size_t (*count)[1u << RADIX_BITS] = calloc(RADIX_PASSES, sizeof *count);
+    if (count == NULL) {
+        qsort(keys, n, sizeof *keys, cmp_u64); /* no memory for counts: slower, same result */
+        return;
+    }
     for (size_t i = 0; i < n; i++)
-        for (unsigned b = 0; b < 8; b++)
-            count[b][(keys[i] >> (8 * b)) & 0xff]++;
+        for (unsigned d = 0; d < RADIX_PASSES; d++)
+            count[d][(keys[i] >> (RADIX_BITS * d)) & mask]++;
     uint64_t *from = keys, *to = tmp;
-    for (unsigned b = 0; b < 8; b++) {
-        size_t *c = count[b];
-        if (c[(from[0] >> (8 * b)) & 0xff] == n)
-            continue; /* every key has the same byte here */
+    for (unsigned d = 0; d < RADIX_PASSES; d++) {
+        size_t *c = count[d];
+        unsigned shift = RADIX_BITS * d;
+        if (c[(from[0] >> shift) & mask] == n)
+            continue; /* every key has the same digit here */
         size_t sum = 0;
-        for (unsigned v = 0; v < 256; v++) {
+        for (unsigned v = 0; v <= mask; v++) {
             size_t k = c[v];
             c[v] = sum;
             sum += k;
         }
         for (size_t i = 0; i < n; i++)
-            to[c[(from[i] >> (8 * b)) & 0xff]++] = from[i];
+            to[c[(from[i] >> shift) & mask]++] = from[i];
         uint64_t *x = from;
         from = to;
         to = x;
     }
     if (from != keys)
         memcpy(keys, from, n * sizeof *keys);
+    free(count);
 }
 
 static size_t unique(uint64_t *keys, size_t n)
@@ -367,11 +376,15 @@ static int capture_chunk(pskv_table *t, chunk *c, const uint64_t *keys, uint32_t
                 continue;
             pskv__shard *sh = &t->shards[s];
             pthread_mutex_lock(&sh->lock);
-            for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++)
+            for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++) {
+                if (j + 8 < c->start[s + 1]) /* the index entry a few keys ahead */
+                    __builtin_prefetch(&sh->index[pskv__index_pos(c->hash[c->at[j + 8]],
+                                                                  sh->index_mask)]);
                 if (c->waiting[c->at[j]]) {
                     capture_key(t, sh, c, c->at[j], parity);
                     waiting += c->waiting[c->at[j]];
                 }
+            }
             pthread_mutex_unlock(&sh->lock);
         }
         rc = read_spilled(t, c);
@@ -438,9 +451,12 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk *c, uint6
             rc = capture_chunk(t, c, ct[i].keys + at, n);
             if (rc == 0)
                 rc = write_chunk(t, txn, c);
-            for (uint32_t k = 0; k < n && rc == 0; k++)
+            for (uint32_t k = 0; k < n && rc == 0; k++) {
+                if (k + 8 < n)
+                    pskv__keyfilter_prefetch(&t->persisted, c->keys[k + 8]);
                 if (c->present[k]) /* a retry adds them again: harmless */
                     pskv__keyfilter_add(&t->persisted, c->keys[k]);
+            }
         }
         if (rc == 0)
             rc = pskv__persist_put_table(s, txn, t); /* shard count may have changed */

@@ -116,6 +116,14 @@ void pskv__keyfilter_add(pskv__keyfilter *kf, uint64_t key)
     bloom_set(&kf->f[n - 1], h);
 }
 
+void pskv__keyfilter_prefetch(const pskv__keyfilter *kf, uint64_t key)
+{
+    uint32_t n = atomic_load_explicit(&kf->n, memory_order_acquire);
+    uint64_t h = pskv_fmt_filter_hash(key);
+    for (uint32_t i = 0; i < n; i++)
+        __builtin_prefetch(kf->f[i].words + (size_t)pskv_fmt_filter_block(h, kf->f[i].blocks) * 8);
+}
+
 void pskv__keyfilter_expect(pskv__keyfilter *kf, uint64_t keys) { kf->expected = keys; }
 
 uint64_t pskv__keyfilter_bytes(const pskv__keyfilter *kf)

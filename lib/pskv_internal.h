@@ -473,6 +473,8 @@ PSKV__HIDDEN void pskv__keyfilter_free(pskv__keyfilter *kf);
 PSKV__HIDDEN bool pskv__keyfilter_maybe(const pskv__keyfilter *kf, uint64_t key);
 /* The checkpointer (one at a time): key is being persisted. */
 PSKV__HIDDEN void pskv__keyfilter_add(pskv__keyfilter *kf, uint64_t key);
+/* Bring the blocks a later add or probe of key touches into cache. */
+PSKV__HIDDEN void pskv__keyfilter_prefetch(const pskv__keyfilter *kf, uint64_t key);
 /* The checkpointer: up to `keys` adds follow. */
 PSKV__HIDDEN void pskv__keyfilter_expect(pskv__keyfilter *kf, uint64_t keys);
 PSKV__HIDDEN uint64_t pskv__keyfilter_bytes(const pskv__keyfilter *kf);
