@@ -36,50 +36,6 @@
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "pskv's file formats are written for little-endian hosts"
-/* Filters of persisted keys: a series of blocked Bloom filters per table,
- * each a number of 64-byte blocks; a key sets PSKV_FMT_FILTER_K bits in the
- * one block its hash picks. Every key in rows/<name> is in some filter of
- * the series (erased keys may stay: a filter only says "maybe"). */
-#define PSKV_FMT_FILTER_K 6u
-#define PSKV_FMT_FILTER_BITS_PER_KEY 12u
-#define PSKV_FMT_FILTER_HEADER 24u
-#define PSKV_FMT_FILTER_MAX 32u /* filters per table */
-
-static inline uint64_t pskv_fmt_filter_hash(uint64_t key)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(key >> (8 * i));
-    return XXH3_64bits_withSeed(b, sizeof b, 0x6b657966696c7472ull /* "keyfiltr" */);
-}
-
-/* The block of a hash (its high 32 bits), and the bits inside it: probe j
- * takes 9 bits of a second mix of the hash, so that they do not follow
- * the block. */
-static inline uint32_t pskv_fmt_filter_block(uint64_t h, uint32_t blocks)
-{
-    return (uint32_t)(((h >> 32) * blocks) >> 32);
-}
-static inline uint64_t pskv_fmt_filter_bits_of(uint64_t h)
-{
-    h ^= h >> 31;
-    h *= 0x94d049bb133111ebull;
-    return h ^ (h >> 29);
-}
-
-/* Is the key maybe in the filter (words: blocks * 8 little-endian u64)? */
-static inline int pskv_fmt_filter_probe(const uint64_t *words, uint32_t blocks, uint64_t h)
-{
-    const uint64_t *b = words + (size_t)pskv_fmt_filter_block(h, blocks) * 8;
-    uint64_t g = pskv_fmt_filter_bits_of(h);
-    for (unsigned j = 0; j < PSKV_FMT_FILTER_K; j++) {
-        uint32_t bit = (uint32_t)(g >> (9 * j)) & 511u;
-        if (!(b[bit >> 6] & (1ull << (bit & 63))))
-            return 0;
-    }
-    return 1;
-}
-
 #endif
 
 static inline void pskv_fmt_put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
