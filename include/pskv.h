@@ -393,6 +393,32 @@ PSKV_API int pskv_table_reshard(pskv_table *t, uint32_t shards);
  * have. Any thread. */
 PSKV_API int pskv_checkpoint(pskv_store *s);
 
+/* The most bytes of metadata one checkpoint carries. */
+#define PSKV_CHECKPOINT_META_MAX ((size_t)256 << 20)
+
+/* pskv_checkpoint, also committing len bytes of the caller's own state in
+ * the same transaction: the trainer's global step, learning-rate schedule,
+ * data-reader position, dense weights and their optimizer state, anything
+ * that must match the rows after a restart. The bytes are copied before
+ * the call returns; meta may be NULL when len is 0. Commits even when no
+ * row changed. pskv_checkpoint and the checkpoint of pskv_close keep the
+ * last metadata as it was (its seq then trails checkpoint_seq).
+ * Errors: those of pskv_checkpoint, and PSKV_EINVAL (meta NULL with len > 0,
+ * len > PSKV_CHECKPOINT_META_MAX). Any thread. */
+PSKV_API int pskv_checkpoint_with_meta(pskv_store *s, const void *meta, size_t len);
+
+/* The metadata committed by the last pskv_checkpoint_with_meta of the
+ * store, as of the last committed checkpoint (also after a reopen): *len =
+ * its length, *seq (may be NULL) = the checkpoint_seq that wrote it, and
+ * the bytes copied to buf when cap >= *len (else PSKV_ERANGE, *len set, buf
+ * untouched: call again with a buffer that large).
+ * Errors: PSKV_EINVAL (len NULL, buf NULL with cap > 0), PSKV_ENOTSUP
+ * (nothing persisted), PSKV_ENOTFOUND (no checkpoint carried metadata),
+ * PSKV_ERANGE, PSKV_ECORRUPT (the record fails its check), PSKV_EIO. Any
+ * thread. */
+PSKV_API int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len,
+                                  uint64_t *seq);
+
 /* Write a consistent, compacted copy of the last committed checkpoint into
  * dest_dir (created if missing; must not hold a store already): a store
  * that pskv_open opens. Training and checkpoints go on meanwhile (a

@@ -411,20 +411,24 @@ static int chunk_keys(const pskv_table *t)
 
 static int mdb_rc(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc); }
 
-/* Put or delete the captured chunk, in key order. */
-static int write_chunk(pskv_table *t, MDB_txn *txn, const chunk *c)
+/* Put or delete the captured chunk, in key order, through the table's
+ * cursor: a put next to the previous one finds its leaf without a descent
+ * from the root. */
+static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c)
 {
     for (uint32_t i = 0; i < c->n; i++) {
         uint8_t kb[8];
         pskv_fmt_key(kb, c->keys[i]);
-        MDB_val k = {8, kb};
+        MDB_val k = {8, kb}, v;
         int rc;
         if (c->present[i]) {
-            MDB_val v = {(size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES, val_of(t, c, i)};
-            rc = mdb_put(txn, t->dbi, &k, &v, 0);
+            v = (MDB_val){(size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES, val_of(t, c, i)};
+            rc = mdb_cursor_put(cur, &k, &v, 0);
         } else {
-            rc = mdb_del(txn, t->dbi, &k, NULL);
-            if (rc == MDB_NOTFOUND)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+            if (rc == 0)
+                rc = mdb_cursor_del(cur, 0);
+            else if (rc == MDB_NOTFOUND)
                 rc = 0; /* erased before it was ever persisted */
         }
         if (rc != 0)
@@ -433,37 +437,138 @@ static int write_chunk(pskv_table *t, MDB_txn *txn, const chunk *c)
     return 0;
 }
 
+/* Capture runs on a helper thread one chunk ahead of the LMDB writes, so
+ * that the writer thread (the checkpoint's bottleneck) only puts. */
+typedef struct pipeline {
+    ckpt_table *ct;
+    uint32_t nt;
+    chunk *c; /* [2]: chunk k of the checkpoint goes to c[k & 1] */
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    bool full[2];
+    bool stop;        /* the writer gave up: capture no more */
+    uint64_t made;    /* chunks captured so far */
+    int capture_rc;   /* first capture error; no chunk after it */
+} pipeline;
+
+static size_t chunks_of(const ckpt_table *ct)
+{
+    size_t step = (size_t)chunk_keys(ct->t);
+    return (ct->n + step - 1) / step;
+}
+
+static void *capture_thread(void *arg)
+{
+    pipeline *p = arg;
+    uint64_t k = 0;
+    for (uint32_t i = 0; i < p->nt; i++) {
+        pskv_table *t = p->ct[i].t;
+        size_t step = (size_t)chunk_keys(t);
+        pskv__keyfilter_expect(&t->persisted, p->ct[i].n);
+        for (size_t at = 0; at < p->ct[i].n; at += step, k++) {
+            chunk *c = &p->c[k & 1];
+            pthread_mutex_lock(&p->lock);
+            while (p->full[k & 1] && !p->stop)
+                pthread_cond_wait(&p->cv, &p->lock);
+            bool stop = p->stop;
+            pthread_mutex_unlock(&p->lock);
+            if (stop)
+                return NULL;
+            uint32_t n = (uint32_t)(p->ct[i].n - at < step ? p->ct[i].n - at : step);
+            int rc = capture_chunk(t, c, p->ct[i].keys + at, n);
+            for (uint32_t j = 0; j < n && rc == 0; j++) {
+                if (j + 8 < n)
+                    pskv__keyfilter_prefetch(&t->persisted, c->keys[j + 8]);
+                if (c->present[j]) /* a retry adds them again: harmless */
+                    pskv__keyfilter_add(&t->persisted, c->keys[j]);
+            }
+            pthread_mutex_lock(&p->lock);
+            if (rc != 0)
+                p->capture_rc = rc;
+            else
+                p->full[k & 1] = true;
+            p->made = k + 1;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->lock);
+            if (rc != 0)
+                return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* The writer's side: chunk k once captured, or the capture's error. */
+static int chunk_wait(pipeline *p, uint64_t k)
+{
+    pthread_mutex_lock(&p->lock);
+    while (!p->full[k & 1] && p->capture_rc == 0)
+        pthread_cond_wait(&p->cv, &p->lock);
+    int rc = p->full[k & 1] ? 0 : p->capture_rc;
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+static void chunk_done(pipeline *p, uint64_t k)
+{
+    pthread_mutex_lock(&p->lock);
+    p->full[k & 1] = false;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Every table's chunks, put through one cursor per table. */
+static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
+{
+    int rc = 0;
+    uint64_t k = 0;
+    *rows = 0;
+    for (uint32_t i = 0; i < p->nt && rc == 0; i++) {
+        pskv_table *t = p->ct[i].t;
+        MDB_cursor *cur = NULL;
+        rc = mdb_rc(mdb_cursor_open(txn, t->dbi, &cur));
+        for (size_t c = chunks_of(&p->ct[i]); c > 0 && rc == 0; c--, k++) {
+            rc = chunk_wait(p, k);
+            if (rc == 0)
+                rc = write_chunk(t, cur, &p->c[k & 1]);
+            chunk_done(p, k);
+        }
+        if (cur != NULL)
+            mdb_cursor_close(cur);
+        if (rc == 0)
+            rc = pskv__persist_put_table(s, txn, t); /* shard count may have changed */
+        if (rc == 0)
+            rc = pskv__persist_put_filters(s, txn, t);
+        *rows += p->ct[i].n;
+    }
+    return rc;
+}
+
 /* The whole transaction, once. PSKV__MAP_FULL asks for a bigger map. */
-static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk *c, uint64_t *rows,
-                     uint64_t *time_ns)
+static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
+                     const pskv__user_meta *meta, uint64_t *rows, uint64_t *time_ns)
 {
     MDB_txn *txn;
     int rc = mdb_rc(mdb_txn_begin(s->env, NULL, 0, &txn));
     if (rc != 0)
         return rc;
-    *rows = 0;
-    for (uint32_t i = 0; i < nt && rc == 0; i++) {
-        pskv_table *t = ct[i].t;
-        size_t step = (size_t)chunk_keys(t);
-        pskv__keyfilter_expect(&t->persisted, ct[i].n);
-        for (size_t at = 0; at < ct[i].n && rc == 0; at += step) {
-            uint32_t n = (uint32_t)(ct[i].n - at < step ? ct[i].n - at : step);
-            rc = capture_chunk(t, c, ct[i].keys + at, n);
-            if (rc == 0)
-                rc = write_chunk(t, txn, c);
-            for (uint32_t k = 0; k < n && rc == 0; k++) {
-                if (k + 8 < n)
-                    pskv__keyfilter_prefetch(&t->persisted, c->keys[k + 8]);
-                if (c->present[k]) /* a retry adds them again: harmless */
-                    pskv__keyfilter_add(&t->persisted, c->keys[k]);
-            }
-        }
-        if (rc == 0)
-            rc = pskv__persist_put_table(s, txn, t); /* shard count may have changed */
-        if (rc == 0)
-            rc = pskv__persist_put_filters(s, txn, t);
-        *rows += ct[i].n;
+    pipeline p = {.ct = ct, .nt = nt, .c = c};
+    pthread_t helper;
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.cv, NULL);
+    if (pthread_create(&helper, NULL, capture_thread, &p) != 0) {
+        rc = PSKV_ENOMEM;
+    } else {
+        rc = write_rows(&p, txn, s, rows);
+        pthread_mutex_lock(&p.lock);
+        p.stop = true; /* after an error: capture nothing more */
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.lock);
+        pthread_join(helper, NULL);
     }
+    pthread_cond_destroy(&p.cv);
+    pthread_mutex_destroy(&p.lock);
+    if (rc == 0 && meta != NULL)
+        rc = pskv__persist_put_user(s, txn, s->ckpt_seq + 1, meta->bytes, meta->len);
     if (rc == 0)
         rc = pskv__persist_put_checkpoint(s, txn, s->ckpt_seq + 1, time_ns);
     if (rc != 0) {
@@ -539,7 +644,7 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
 
 /* ---------------------------------------------------------------- checkpoint */
 
-int pskv__checkpoint_run(pskv_store *s)
+int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
 {
     /* The tables open now (lock order: the table list before ckpt_lock,
      * as table creation takes them). */
@@ -562,24 +667,34 @@ int pskv__checkpoint_run(pskv_store *s)
         if (ct[i].t->nshards > shards_max)
             shards_max = ct[i].t->nshards;
     }
-    chunk c;
-    int rc = chunk_alloc(&c, CHUNK_KEYS_MAX, shards_max, row_max);
+    chunk c[2];
+    int rc = chunk_alloc(&c[0], CHUNK_KEYS_MAX, shards_max, row_max);
+    if (rc == 0) {
+        rc = chunk_alloc(&c[1], CHUNK_KEYS_MAX, shards_max, row_max);
+        if (rc != 0)
+            chunk_free(&c[0]);
+    }
     if (rc == 0) {
         rc = begin(ct, nt);
-        if (rc != 0)
-            chunk_free(&c);
+        if (rc != 0) {
+            chunk_free(&c[0]);
+            chunk_free(&c[1]);
+        }
     }
     if (rc == 0) {
         /* Room for the rows and for the pages LMDB copies on write. */
-        uint64_t need = 1u << 20, rows = 0, time_ns = 0, dirty = 0;
+        uint64_t need = (1u << 20) + (meta ? (uint64_t)meta->len * 2 : 0), rows = 0, time_ns = 0,
+                 dirty = 0;
         for (uint32_t i = 0; i < nt; i++) {
             need += (uint64_t)ct[i].n * (ct[i].t->row_bytes + 64) * 2;
             dirty += ct[i].n;
         }
-        for (int attempt = 0; dirty > 0; attempt++) { /* nothing written: nothing to commit */
+        /* Nothing written and no metadata: nothing to commit. */
+        const bool commit = dirty > 0 || meta != NULL;
+        for (int attempt = 0; commit; attempt++) {
             rc = pskv__persist_reserve_map(s, need);
             if (rc == 0)
-                rc = write_txn(s, ct, nt, &c, &rows, &time_ns);
+                rc = write_txn(s, ct, nt, c, meta, &rows, &time_ns);
             if (rc != PSKV__MAP_FULL)
                 break;
             if (attempt == MAP_RETRIES) {
@@ -591,9 +706,10 @@ int pskv__checkpoint_run(pskv_store *s)
                 break;
         }
         for (uint32_t i = 0; i < nt; i++)
-            finish(ct[i].t, &c, &ct[i], rc == 0);
-        chunk_free(&c);
-        if (rc == 0 && dirty > 0) {
+            finish(ct[i].t, &c[0], &ct[i], rc == 0);
+        chunk_free(&c[0]);
+        chunk_free(&c[1]);
+        if (rc == 0 && commit) {
             for (uint32_t i = 0; i < nt; i++)
                 pskv__persist_filters_written(ct[i].t);
             s->ckpt_seq++;

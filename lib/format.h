@@ -5,6 +5,8 @@
  *   database "meta"
  *     "format"       magic u32 LE | version u32 LE | XXH3-64 LE of both
  *     "checkpoint"   seq u64 LE | unix time ns u64 LE | XXH3-64 LE of both
+ *     "user"         seq u64 LE of the checkpoint that wrote it | the caller's
+ *                    bytes (pskv_checkpoint_with_meta) | XXH3-64 LE of both
  *     "table/<name>" canonical table config string (pskv_table_options_format)
  *                    | XXH3-64 LE of the string
  *     "filter/<name>/<i>"  filter i of the table's persisted keys: capacity u64 |
@@ -31,6 +33,7 @@
 #define PSKV_FMT_FILTER_PREFIX "filter/"
 #define PSKV_FMT_KEY_FORMAT "format"
 #define PSKV_FMT_KEY_CHECKPOINT "checkpoint"
+#define PSKV_FMT_KEY_USER "user"
 #define PSKV_FMT_MAX_TABLES 1024u
 #define PSKV_FMT_CHECK_BYTES 8u
 

@@ -70,18 +70,27 @@ static uint64_t unix_ns(void)
 
 /* ---------------------------------------------------------------- meta records */
 
-/* A meta record: body | XXH3-64 of the body. */
+/* A meta record: head | body | XXH3-64 of both, written in place (no copy
+ * of a large body). */
+static int meta_put2(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *head,
+                     size_t head_len, const void *body, size_t len)
+{
+    MDB_val k = {strlen(name), (void *)name}, v = {head_len + len + PSKV_FMT_CHECK_BYTES, NULL};
+    int rc = mdb_put(txn, dbi, &k, &v, MDB_RESERVE);
+    if (rc != 0)
+        return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+    uint8_t *out = v.mv_data;
+    if (head_len > 0)
+        memcpy(out, head, head_len);
+    if (len > 0)
+        memcpy(out + head_len, body, len);
+    pskv_fmt_put64(out + head_len + len, pskv_fmt_meta_check(out, head_len + len));
+    return 0;
+}
+
 static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *body, size_t len)
 {
-    uint8_t *buf = malloc(len + PSKV_FMT_CHECK_BYTES);
-    if (buf == NULL)
-        return PSKV_ENOMEM;
-    memcpy(buf, body, len);
-    pskv_fmt_put64(buf + len, pskv_fmt_meta_check(body, len));
-    MDB_val k = {strlen(name), (void *)name}, v = {len + PSKV_FMT_CHECK_BYTES, buf};
-    int rc = mdb_put(txn, dbi, &k, &v, 0);
-    free(buf);
-    return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+    return meta_put2(txn, dbi, name, NULL, 0, body, len);
 }
 
 /* The body of a meta record (valid until the transaction ends), checked. */
@@ -109,6 +118,14 @@ int pskv__persist_put_checkpoint(pskv_store *s, MDB_txn *txn, uint64_t seq, uint
     pskv_fmt_put64(body, seq);
     pskv_fmt_put64(body + 8, *time_ns);
     return meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_CHECKPOINT, body, sizeof body);
+}
+
+int pskv__persist_put_user(pskv_store *s, MDB_txn *txn, uint64_t seq, const void *meta,
+                           size_t len)
+{
+    uint8_t head[8];
+    pskv_fmt_put64(head, seq);
+    return meta_put2(txn, s->meta_dbi, PSKV_FMT_KEY_USER, head, sizeof head, meta, len);
 }
 
 static int table_record_name(const char *table, char *buf, size_t len)
@@ -529,6 +546,38 @@ void pskv__cold_end(pskv_table *t, pskv__cold *c)
     mdb_txn_abort(c->txn);
     c->txn = NULL;
     pthread_rwlock_unlock(&t->store->env_lock);
+}
+
+/* ---------------------------------------------------------------- caller's metadata */
+
+int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint64_t *seq)
+{
+    if (s == NULL || len == NULL || (buf == NULL && cap > 0))
+        return PSKV_EINVAL;
+    if (s->env == NULL)
+        return PSKV_ENOTSUP;
+    pthread_rwlock_rdlock(&s->env_lock);
+    MDB_txn *txn;
+    int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc == 0) {
+        const uint8_t *body;
+        size_t n;
+        rc = meta_get(txn, s->meta_dbi, PSKV_FMT_KEY_USER, &body, &n);
+        if (rc == 0 && n < 8)
+            rc = PSKV_ECORRUPT;
+        if (rc == 0) {
+            *len = n - 8;
+            if (seq != NULL)
+                *seq = pskv_fmt_get64(body);
+            if (n - 8 > cap)
+                rc = PSKV_ERANGE;
+            else if (n > 8)
+                memcpy(buf, body + 8, n - 8);
+        }
+        mdb_txn_abort(txn);
+    }
+    pthread_rwlock_unlock(&s->env_lock);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- map, backup */

@@ -596,6 +596,9 @@ PSKV__HIDDEN int pskv__persist_put_filters(pskv_store *s, struct MDB_txn *txn, p
 PSKV__HIDDEN void pskv__persist_filters_written(pskv_table *t);
 PSKV__HIDDEN int pskv__persist_put_checkpoint(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
                                               uint64_t *time_ns);
+/* The caller's metadata record, written by checkpoint seq. */
+PSKV__HIDDEN int pskv__persist_put_user(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
+                                        const void *meta, size_t len);
 /* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */
 PSKV__HIDDEN int pskv__persist_grow(pskv_store *s, uint64_t need);
 /* Grow the map ahead so that `more` bytes fit past what is used. */
@@ -613,7 +616,13 @@ PSKV__HIDDEN void pskv__cold_end(pskv_table *t, pskv__cold *c);
 
 /* ---------------------------------------------------------------- checkpoint.c */
 
-PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s);
+/* meta: the caller's bytes to commit with the rows, or NULL (keep the
+ * record as it is). */
+typedef struct pskv__user_meta {
+    const void *bytes;
+    size_t len;
+} pskv__user_meta;
+PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta);
 /* Tests: called at the checkpoint's instant, with every table's layout
  * lock held exclusive (no row call in flight). */
 PSKV__HIDDEN extern void (*pskv__checkpoint_begin_hook)(void *arg);

@@ -84,7 +84,7 @@ static void store_close(pskv_store *s, bool final_checkpoint)
      * checkpoint stays the state on disk: callers who must know call
      * pskv_checkpoint themselves first. */
     if (s->env != NULL && final_checkpoint)
-        (void)pskv__checkpoint_run(s);
+        (void)pskv__checkpoint_run(s, NULL);
     for (uint32_t i = 0; i < s->ntables; i++)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);
@@ -261,5 +261,15 @@ int pskv_checkpoint(pskv_store *s)
         return PSKV_EINVAL;
     if (s->env == NULL)
         return PSKV_ENOTSUP; /* memory-only and scratch stores persist nothing */
-    return pskv__checkpoint_run(s);
+    return pskv__checkpoint_run(s, NULL);
+}
+
+int pskv_checkpoint_with_meta(pskv_store *s, const void *meta, size_t len)
+{
+    if (s == NULL || (meta == NULL && len > 0) || len > PSKV_CHECKPOINT_META_MAX)
+        return PSKV_EINVAL;
+    if (s->env == NULL)
+        return PSKV_ENOTSUP;
+    pskv__user_meta m = {meta, len};
+    return pskv__checkpoint_run(s, &m);
 }

@@ -4,7 +4,10 @@
  * returns. The parent SIGKILLs it at a random instant, reopens the store
  * and checks that it holds exactly one of the checkpoints that may have
  * committed: at least the last one that returned, at most the one in
- * flight, bit for bit. The next child goes on from the reopened state.
+ * flight, bit for bit. Every other checkpoint carries metadata (its own
+ * sequence number and digest, as a trainer would save its global step):
+ * the reopened store's metadata must be that of the last such checkpoint
+ * it holds. The next child goes on from the reopened state.
  *
  *   test_crash [--kills N] [--seed S]
  * Some trials run with a budget that spills most rows. */
@@ -27,7 +30,7 @@ static char dir[64];
 #define TABLE_CFG "dim=8 optimizer=adagrad init=uniform:-0.5:0.5 seed=11 shards=8"
 #define TABLE2_CFG "dim=3 optimizer=adam init=normal:0:0.1 seed=12 shards=3"
 
-enum { MSG_READY = 1, MSG_BEGIN = 2, MSG_DONE = 3 };
+enum { MSG_READY = 1, MSG_BEGIN = 2, MSG_BEGIN_META = 4, MSG_DONE = 3 };
 typedef struct msg {
     uint64_t type, seq, digest;
 } msg;
@@ -123,15 +126,20 @@ static void child_main(int fd, unsigned trial)
             _exit(5);
         }
         if (rng_below(&r, 40) == 0) {
-            send_msg(fd, MSG_BEGIN, seq + 1, model_digest(&mm[0]) + 3 * model_digest(&mm[1]));
-            int rc = pskv_checkpoint(s);
+            uint64_t digest = model_digest(&mm[0]) + 3 * model_digest(&mm[1]);
+            bool with_meta = rng_below(&r, 2) == 0;
+            send_msg(fd, with_meta ? MSG_BEGIN_META : MSG_BEGIN, seq + 1, digest);
+            uint64_t meta[2] = {seq + 1, digest};
+            int rc = with_meta ? pskv_checkpoint_with_meta(s, meta, sizeof meta)
+                               : pskv_checkpoint(s);
             if (rc != 0) {
                 fprintf(stderr, "child: checkpoint returned %d\n", rc);
                 _exit(6);
             }
             pskv_store_stats_get(s, &ss);
-            /* Nothing written since the last one: nothing to commit. */
-            if (ss.checkpoint_seq != seq + 1 && ss.checkpoint_seq != seq)
+            /* Nothing written since the last one: nothing to commit,
+             * unless it carries metadata. */
+            if (ss.checkpoint_seq != seq + 1 && (with_meta || ss.checkpoint_seq != seq))
                 _exit(7);
             seq = ss.checkpoint_seq;
             send_msg(fd, MSG_DONE, seq, 0);
@@ -146,6 +154,7 @@ START_TEST(kill_at_random_instants)
     test_rng r = {base_seed};
     /* Digest of every checkpoint sequence number announced so far. */
     uint64_t *digest_of = calloc(1, sizeof *digest_of);
+    bool *meta_at = calloc(1, sizeof *meta_at); /* that checkpoint carries metadata */
     size_t known = 1; /* seq 0: the empty store */
     digest_of[0] = 0;
     unsigned in_flight_hits = 0, total_checkpoints = 0;
@@ -171,12 +180,16 @@ START_TEST(kill_at_random_instants)
         waitpid(pid, &status, 0);
         ck_assert_msg(WIFSIGNALED(status), "child ended on its own (status %d)", status);
         while (read(p[0], &mm, sizeof mm) == (ssize_t)sizeof mm) {
-            if (mm.type == MSG_BEGIN) {
+            if (mm.type == MSG_BEGIN || mm.type == MSG_BEGIN_META) {
                 if (mm.seq >= known) {
                     digest_of = realloc(digest_of, (mm.seq + 1) * sizeof *digest_of);
+                    meta_at = realloc(meta_at, (mm.seq + 1) * sizeof *meta_at);
                     known = mm.seq + 1;
                 }
+                /* A checkpoint that commits nothing announces its
+                 * number again with the next one. */
                 digest_of[mm.seq] = mm.digest;
+                meta_at[mm.seq] = mm.type == MSG_BEGIN_META;
                 begun = mm.seq;
             } else if (mm.type == MSG_DONE) {
                 done = mm.seq;
@@ -206,12 +219,30 @@ START_TEST(kill_at_random_instants)
         ck_assert_msg(d == digest_of[ss.checkpoint_seq],
                       "trial %u: checkpoint %llu reopened with different rows", trial,
                       (unsigned long long)ss.checkpoint_seq);
+        uint64_t last_meta = 0;
+        for (uint64_t q = ss.checkpoint_seq; q > 0 && last_meta == 0; q--)
+            if (meta_at[q])
+                last_meta = q;
+        uint64_t meta[2], meta_seq;
+        size_t len;
+        int rc = pskv_checkpoint_meta(s, meta, sizeof meta, &len, &meta_seq);
+        if (last_meta == 0) {
+            ck_assert_err(rc, PSKV_ENOTFOUND);
+        } else {
+            ck_assert_ok(rc);
+            ck_assert_uint_eq(len, sizeof meta);
+            ck_assert_msg(meta_seq == last_meta && meta[0] == last_meta &&
+                              meta[1] == digest_of[last_meta],
+                          "trial %u: metadata of checkpoint %llu, expected %llu", trial,
+                          (unsigned long long)meta_seq, (unsigned long long)last_meta);
+        }
         pskv_close(s);
     }
     fprintf(stderr, "%u kills, %u checkpoints returned, %u kills between commit and return\n",
             n_kills, total_checkpoints, in_flight_hits);
     ck_assert_uint_gt(total_checkpoints, 0);
     free(digest_of);
+    free(meta_at);
     char cmd[96];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     ck_assert_int_eq(system(cmd), 0);

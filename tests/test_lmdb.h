@@ -27,12 +27,10 @@ static inline void lmdb_put(const char *dir, const char *db, const void *key, si
     mdb_env_close(env);
 }
 
-/* Flip bits `mask` of byte `at` in the stored row of key in table. */
-static inline void lmdb_damage_row(const char *dir, const char *table, uint64_t key, size_t at,
-                                   uint8_t mask)
+/* Flip bits `mask` of byte `at` of the value of key in database db. */
+static inline void lmdb_damage_value(const char *dir, const char *db, const void *key,
+                                     size_t klen, size_t at, uint8_t mask)
 {
-    char db[PSKV_NAME_MAX + 16];
-    snprintf(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, table);
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi dbi;
@@ -41,18 +39,28 @@ static inline void lmdb_damage_row(const char *dir, const char *table, uint64_t 
     ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0644), 0);
     ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
     ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
-    uint8_t kb[8], buf[1024];
-    pskv_fmt_key(kb, key);
-    MDB_val k = {8, kb}, v;
+    MDB_val k = {klen, (void *)key}, v;
     ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
-    ck_assert_uint_le(v.mv_size, sizeof buf);
     ck_assert_uint_lt(at, v.mv_size);
     size_t len = v.mv_size;
+    uint8_t *buf = malloc(len);
     memcpy(buf, v.mv_data, len);
     mdb_txn_abort(txn);
     mdb_env_close(env);
     buf[at] ^= mask;
-    lmdb_put(dir, db, kb, 8, buf, len);
+    lmdb_put(dir, db, key, klen, buf, len);
+    free(buf);
+}
+
+/* Flip bits `mask` of byte `at` in the stored row of key in table. */
+static inline void lmdb_damage_row(const char *dir, const char *table, uint64_t key, size_t at,
+                                   uint8_t mask)
+{
+    char db[PSKV_NAME_MAX + 16];
+    snprintf(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, table);
+    uint8_t kb[8];
+    pskv_fmt_key(kb, key);
+    lmdb_damage_value(dir, db, kb, 8, at, mask);
 }
 
 #endif

@@ -64,6 +64,14 @@ START_TEST(stat_verify_dump_backup)
     ck_assert_int_eq(run(out, sizeof out, "verify %s", dir), 0);
     ck_assert_ptr_nonnull(strstr(out, "ok: 2 tables, 1010 rows, 0 problems"));
 
+    /* The trainer's metadata: none yet, then the bytes as given. */
+    ck_assert_int_ne(run(out, sizeof out, "meta %s", dir), 0);
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "step 7\n", 7));
+    ck_assert_int_eq(run(out, sizeof out, "meta %s", dir), 0);
+    ck_assert_str_eq(out, "step 7\n");
+    ck_assert_int_eq(run(out, sizeof out, "stat %s", dir), 0);
+    ck_assert_ptr_nonnull(strstr(out, "checkpoint metadata: 7 bytes, from checkpoint 2"));
+
     /* dump --keys: the floats read back exactly, absent keys say so. */
     pskv_table *a;
     ck_assert_ok(pskv_table_find(s, "emb", &a));

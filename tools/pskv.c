@@ -6,6 +6,8 @@
  *   pskv verify DIR                   format, schemas, every row's checksum
  *   pskv dump DIR TABLE [--keys K,..] rows as text: key, weights, state
  *   pskv backup DIR DEST              compacted copy of the last checkpoint
+ *   pskv meta DIR                     the trainer's checkpoint metadata
+ *                                     (pskv_checkpoint_with_meta) to stdout
  *
  * Exit status: 0 fine, 1 the store has problems (verify) or an operation
  * failed, 2 bad usage. A progress line goes to stderr during long work when
@@ -202,6 +204,12 @@ static void print_checkpoint(store *st)
     gmtime_r(&secs, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
     printf("last checkpoint: %" PRIu64 " at %s\n", seq, when);
+    const uint8_t *u = meta_body(st, PSKV_FMT_KEY_USER, &len, &bad);
+    if (u != NULL && len >= 8)
+        printf("checkpoint metadata: %zu bytes, from checkpoint %" PRIu64 "\n", len - 8,
+               pskv_fmt_get64(u));
+    else if (bad || u != NULL)
+        printf("checkpoint metadata: DAMAGED record\n");
 }
 
 static int cmd_stat(const char *dir)
@@ -321,6 +329,11 @@ static int cmd_verify(const char *dir)
     const uint8_t *c = meta_body(&st, PSKV_FMT_KEY_CHECKPOINT, &len, &bad);
     if (bad || (c != NULL && len != 16)) {
         printf("checkpoint record: damaged\n");
+        problems++;
+    }
+    const uint8_t *u = meta_body(&st, PSKV_FMT_KEY_USER, &len, &bad);
+    if (bad || (u != NULL && len < 8)) {
+        printf("checkpoint metadata record: damaged\n");
         problems++;
     }
     table *ts;
@@ -531,6 +544,30 @@ static int cmd_backup(const char *dir, const char *dest)
     return status;
 }
 
+/* ---------------------------------------------------------------- meta */
+
+static int cmd_meta(const char *dir)
+{
+    store st = {0};
+    if (store_open(&st, dir) != 0)
+        return 1;
+    size_t len;
+    bool bad;
+    const uint8_t *u = meta_body(&st, PSKV_FMT_KEY_USER, &len, &bad);
+    int status = 0;
+    if (u == NULL || len < 8) {
+        fprintf(stderr, "pskv: %s: %s\n", dir,
+                bad || u != NULL ? "checkpoint metadata record is damaged"
+                                 : "no checkpoint carried metadata");
+        status = 1;
+    } else if (fwrite(u + 8, 1, len - 8, stdout) != len - 8 || fflush(stdout) != 0) {
+        fprintf(stderr, "pskv: writing the metadata: %s\n", strerror(errno));
+        status = 1;
+    }
+    store_close(&st);
+    return status;
+}
+
 /* ---------------------------------------------------------------- main */
 
 static int usage(void)
@@ -538,7 +575,8 @@ static int usage(void)
     fprintf(stderr, "usage: pskv stat DIR\n"
                     "       pskv verify DIR\n"
                     "       pskv dump DIR TABLE [--keys K1,K2,...]\n"
-                    "       pskv backup DIR DEST\n");
+                    "       pskv backup DIR DEST\n"
+                    "       pskv meta DIR\n");
     return 2;
 }
 
@@ -555,5 +593,7 @@ int main(int argc, char **argv)
         return cmd_dump(argv[2], argv[3], argv[5]);
     if (argc == 4 && strcmp(argv[1], "backup") == 0)
         return cmd_backup(argv[2], argv[3]);
+    if (argc == 3 && strcmp(argv[1], "meta") == 0)
+        return cmd_meta(argv[2]);
     return usage();
 }
