@@ -446,9 +446,8 @@ typedef struct pipeline {
     pthread_mutex_t lock;
     pthread_cond_t cv;
     bool full[2];
-    bool stop;        /* the writer gave up: capture no more */
-    uint64_t made;    /* chunks captured so far */
-    int capture_rc;   /* first capture error; no chunk after it */
+    bool stop;      /* the writer gave up: capture no more */
+    int capture_rc; /* first capture error; no chunk after it */
 } pipeline;
 
 static size_t chunks_of(const ckpt_table *ct)
@@ -487,7 +486,6 @@ static void *capture_thread(void *arg)
                 p->capture_rc = rc;
             else
                 p->full[k & 1] = true;
-            p->made = k + 1;
             pthread_cond_broadcast(&p->cv);
             pthread_mutex_unlock(&p->lock);
             if (rc != 0)

@@ -72,6 +72,19 @@ static inline uint64_t pskv_fmt_meta_check(const void *body, size_t len)
     return XXH3_64bits(body, len);
 }
 
+/* The body of a "user" record: *seq (the checkpoint that wrote it) and the
+ * caller's bytes. 0, or -1 when the body is too short to be one. */
+static inline int pskv_fmt_user_get(const uint8_t *body, size_t len, uint64_t *seq,
+                                    const uint8_t **bytes, size_t *n)
+{
+    if (len < 8)
+        return -1;
+    *seq = pskv_fmt_get64(body);
+    *bytes = body + 8;
+    *n = len - 8;
+    return 0;
+}
+
 /* Filters of persisted keys: a series of blocked Bloom filters per table,
  * each a number of 64-byte blocks; a key sets PSKV_FMT_FILTER_K bits in the
  * one block its hash picks. Every key in rows/<name> is in some filter of

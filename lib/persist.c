@@ -560,19 +560,20 @@ int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint
     MDB_txn *txn;
     int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
     if (rc == 0) {
-        const uint8_t *body;
-        size_t n;
-        rc = meta_get(txn, s->meta_dbi, PSKV_FMT_KEY_USER, &body, &n);
-        if (rc == 0 && n < 8)
+        const uint8_t *body, *bytes;
+        size_t body_len, n;
+        uint64_t written_by;
+        rc = meta_get(txn, s->meta_dbi, PSKV_FMT_KEY_USER, &body, &body_len);
+        if (rc == 0 && pskv_fmt_user_get(body, body_len, &written_by, &bytes, &n) != 0)
             rc = PSKV_ECORRUPT;
         if (rc == 0) {
-            *len = n - 8;
+            *len = n;
             if (seq != NULL)
-                *seq = pskv_fmt_get64(body);
-            if (n - 8 > cap)
+                *seq = written_by;
+            if (n > cap)
                 rc = PSKV_ERANGE;
-            else if (n > 8)
-                memcpy(buf, body + 8, n - 8);
+            else if (n > 0)
+                memcpy(buf, bytes, n);
         }
         mdb_txn_abort(txn);
     }

@@ -113,6 +113,18 @@ damaged:
     return NULL;
 }
 
+/* The trainer's checkpoint metadata: 1 present (*bytes, *n, *seq), 0
+ * absent, -1 damaged. */
+static int user_meta(store *st, const uint8_t **bytes, size_t *n, uint64_t *seq)
+{
+    size_t len;
+    bool bad;
+    const uint8_t *u = meta_body(st, PSKV_FMT_KEY_USER, &len, &bad);
+    if (u == NULL)
+        return bad ? -1 : 0;
+    return pskv_fmt_user_get(u, len, seq, bytes, n) == 0 ? 1 : -1;
+}
+
 /* ---------------------------------------------------------------- tables */
 
 typedef struct table {
@@ -204,11 +216,12 @@ static void print_checkpoint(store *st)
     gmtime_r(&secs, &tm);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
     printf("last checkpoint: %" PRIu64 " at %s\n", seq, when);
-    const uint8_t *u = meta_body(st, PSKV_FMT_KEY_USER, &len, &bad);
-    if (u != NULL && len >= 8)
-        printf("checkpoint metadata: %zu bytes, from checkpoint %" PRIu64 "\n", len - 8,
-               pskv_fmt_get64(u));
-    else if (bad || u != NULL)
+    const uint8_t *bytes;
+    uint64_t meta_seq;
+    int meta = user_meta(st, &bytes, &len, &meta_seq);
+    if (meta > 0)
+        printf("checkpoint metadata: %zu bytes, from checkpoint %" PRIu64 "\n", len, meta_seq);
+    else if (meta < 0)
         printf("checkpoint metadata: DAMAGED record\n");
 }
 
@@ -331,8 +344,9 @@ static int cmd_verify(const char *dir)
         printf("checkpoint record: damaged\n");
         problems++;
     }
-    const uint8_t *u = meta_body(&st, PSKV_FMT_KEY_USER, &len, &bad);
-    if (bad || (u != NULL && len < 8)) {
+    const uint8_t *bytes;
+    uint64_t meta_seq;
+    if (user_meta(&st, &bytes, &len, &meta_seq) < 0) {
         printf("checkpoint metadata record: damaged\n");
         problems++;
     }
@@ -551,16 +565,16 @@ static int cmd_meta(const char *dir)
     store st = {0};
     if (store_open(&st, dir) != 0)
         return 1;
+    const uint8_t *bytes;
     size_t len;
-    bool bad;
-    const uint8_t *u = meta_body(&st, PSKV_FMT_KEY_USER, &len, &bad);
-    int status = 0;
-    if (u == NULL || len < 8) {
+    uint64_t seq;
+    int meta = user_meta(&st, &bytes, &len, &seq), status = 0;
+    if (meta <= 0) {
         fprintf(stderr, "pskv: %s: %s\n", dir,
-                bad || u != NULL ? "checkpoint metadata record is damaged"
-                                 : "no checkpoint carried metadata");
+                meta < 0 ? "checkpoint metadata record is damaged"
+                         : "no checkpoint carried metadata");
         status = 1;
-    } else if (fwrite(u + 8, 1, len - 8, stdout) != len - 8 || fflush(stdout) != 0) {
+    } else if (fwrite(bytes, 1, len, stdout) != len || fflush(stdout) != 0) {
         fprintf(stderr, "pskv: writing the metadata: %s\n", strerror(errno));
         status = 1;
     }
