@@ -546,7 +546,7 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
                      const pskv__user_meta *meta, uint64_t *rows, uint64_t *time_ns)
 {
     MDB_txn *txn;
-    int rc = mdb_rc(mdb_txn_begin(s->env, NULL, 0, &txn));
+    int rc = pskv__txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
     pipeline p = {.ct = ct, .nt = nt, .c = c};
@@ -703,6 +703,8 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
             if (rc != 0)
                 break;
         }
+        if (rc == PSKV_EIO && pskv__disk_full(s->dir, need))
+            rc = PSKV_ENOSPC;
         for (uint32_t i = 0; i < nt; i++)
             finish(ct[i].t, &c[0], &ct[i], rc == 0);
         chunk_free(&c[0]);

@@ -22,7 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +43,8 @@ int pskv__mdb_err(int rc)
         return PSKV_ENOTFOUND;
     case MDB_MAP_FULL:
     case ENOSPC:
+    case EDQUOT:
+    case EFBIG: /* RLIMIT_FSIZE (with SIGXFSZ ignored) */
         return PSKV_ENOSPC;
     case MDB_INVALID:
     case MDB_CORRUPTED:
@@ -61,11 +66,35 @@ int pskv__mdb_err(int rc)
     }
 }
 
+bool pskv__disk_full(const char *dir, uint64_t need)
+{
+    /* LMDB reports a short write (a full disk, a file-size limit) as EIO:
+     * tell those apart by what is left. */
+    struct statvfs vfs;
+    uint64_t margin = need + (1u << 20);
+    if (statvfs(dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < margin)
+        return true;
+    struct rlimit lim;
+    char path[4096];
+    struct stat st;
+    return getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY &&
+           pskv__format(path, sizeof path, "%s/data.mdb", dir) >= 0 && stat(path, &st) == 0 &&
+           (uint64_t)st.st_size + margin > (uint64_t)lim.rlim_cur;
+}
+
 static uint64_t unix_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int pskv__txn_begin(pskv_store *s, bool write, MDB_txn **txn)
+{
+    if (atomic_load(&s->map_lost))
+        return PSKV_ENOMEM; /* a failed grow left LMDB without a map */
+    int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn);
+    return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
 }
 
 /* ---------------------------------------------------------------- meta records */
@@ -245,26 +274,44 @@ static int check_file_length(pskv_store *s)
     return 0;
 }
 
-/* A new store: the meta database and its format record. */
-static int format_create(pskv_store *s)
+/* A new store: the meta database and its format record, in one write;
+ * PSKV__MAP_FULL asks for a bigger map. */
+static int format_create_once(pskv_store *s)
 {
     MDB_txn *txn;
-    int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, 0, &txn));
+    int rc = pskv__txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
-    rc = pskv__mdb_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->meta_dbi));
+    rc = mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->meta_dbi);
+    rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
     uint8_t body[8];
     uint32_t magic = PSKV_FMT_MAGIC, version = PSKV_FMT_VERSION;
     memcpy(body, &magic, 4);
     memcpy(body + 4, &version, 4);
     if (rc == 0)
         rc = meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, body, sizeof body);
-    if (rc == PSKV__MAP_FULL)
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = mdb_txn_commit(txn);
+    return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+}
+
+static int format_create(pskv_store *s)
+{
+    int rc = 0;
+    for (int attempt = 0;; attempt++) {
+        rc = format_create_once(s);
+        if (rc != PSKV__MAP_FULL || attempt == 16)
+            break;
+        rc = pskv__persist_grow(s, 0); /* map_size may be tiny: it grows */
+        if (rc != 0)
+            break;
+    }
+    if (rc == PSKV_EIO && pskv__disk_full(s->dir, 0))
         rc = PSKV_ENOSPC;
-    if (rc == 0)
-        return pskv__mdb_err(mdb_txn_commit(txn));
-    mdb_txn_abort(txn);
-    return rc;
+    return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
 }
 
 /* An existing store: its format, and the last checkpoint. */
@@ -295,19 +342,6 @@ static int format_check(pskv_store *s, MDB_txn *txn)
         atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
     }
     return rc;
-}
-
-int pskv__lock_dir(pskv_store *s)
-{
-    char path[4096];
-    if (pskv__format(path, sizeof path, "%s/pskv.lock", s->dir) < 0)
-        return PSKV_EINVAL;
-    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (s->lock_fd < 0)
-        return PSKV_EIO;
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0)
-        return errno == EWOULDBLOCK ? PSKV_EBUSY : PSKV_EIO;
-    return 0;
 }
 
 int pskv__persist_open(pskv_store *s)
@@ -342,7 +376,7 @@ int pskv__persist_open(pskv_store *s)
     if (file_bytes > 0 && (rc = check_file_length(s)) != 0)
         return rc;
     MDB_txn *txn;
-    rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    rc = pskv__txn_begin(s, false, &txn);
     if (rc != 0)
         return rc;
     int open_rc = mdb_dbi_open(txn, PSKV_FMT_META_DB, 0, &s->meta_dbi);
@@ -353,7 +387,7 @@ int pskv__persist_open(pskv_store *s)
              * before its first commit (then it is empty) or a foreign
              * LMDB file. Only an empty main database is taken. */
             MDB_stat st;
-            rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+            rc = pskv__txn_begin(s, false, &txn);
             if (rc == 0) {
                 MDB_dbi main_dbi;
                 rc = pskv__mdb_err(mdb_dbi_open(txn, NULL, 0, &main_dbi));
@@ -392,7 +426,7 @@ int pskv__persist_table_schema(pskv_store *s, const char *name, pskv_table_optio
         return rc;
     MDB_txn *txn;
     pthread_rwlock_rdlock(&s->env_lock);
-    rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    rc = pskv__txn_begin(s, false, &txn);
     if (rc == 0) {
         const uint8_t *body;
         size_t len;
@@ -427,7 +461,7 @@ static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const ch
     MDB_txn *txn;
     /* Creating writes the schema at once: a table exists from its first
      * open on, with no rows until the first checkpoint. */
-    int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, create ? 0 : MDB_RDONLY, &txn));
+    int rc = pskv__txn_begin(s, create, &txn);
     if (rc != 0)
         return rc;
     MDB_dbi dbi;
@@ -469,6 +503,8 @@ int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)
             break;
         rc = pskv__persist_grow(s, 0); /* a full map: grow it and write again */
     }
+    if (rc == PSKV_EIO && create && pskv__disk_full(s->dir, 0))
+        rc = PSKV_ENOSPC;
     return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
 }
 
@@ -480,10 +516,10 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
     if (c->txn == NULL) {
         pthread_rwlock_rdlock(&s->env_lock);
         MDB_txn *txn;
-        int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+        int rc = pskv__txn_begin(s, false, &txn);
         if (rc != 0) {
             pthread_rwlock_unlock(&s->env_lock);
-            return pskv__mdb_err(rc);
+            return rc;
         }
         c->txn = txn;
     }
@@ -512,7 +548,7 @@ int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, u
     pthread_rwlock_rdlock(&s->env_lock);
     MDB_txn *txn;
     MDB_cursor *cur;
-    int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    int rc = pskv__txn_begin(s, false, &txn);
     if (rc == 0) {
         rc = pskv__mdb_err(mdb_cursor_open(txn, t->dbi, &cur));
         if (rc == 0) {
@@ -558,7 +594,7 @@ int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint
         return PSKV_ENOTSUP;
     pthread_rwlock_rdlock(&s->env_lock);
     MDB_txn *txn;
-    int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    int rc = pskv__txn_begin(s, false, &txn);
     if (rc == 0) {
         const uint8_t *body, *bytes;
         size_t body_len, n;
@@ -583,18 +619,43 @@ int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint
 
 /* ---------------------------------------------------------------- map, backup */
 
+/* Is there address space for `more` bytes of new mapping? LMDB unmaps the
+ * old map before it maps the grown one and has no way back when that
+ * fails, so a grow is only attempted when it will fit (RLIMIT_AS, or an
+ * exhausted address space). */
+static bool address_space_for(uint64_t more)
+{
+    if (more == 0)
+        return true;
+    void *probe = mmap(NULL, (size_t)more, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+    if (probe == MAP_FAILED)
+        return false;
+    munmap(probe, (size_t)more);
+    return true;
+}
+
 int pskv__persist_grow(pskv_store *s, uint64_t need)
 {
     MDB_envinfo info;
     pthread_rwlock_wrlock(&s->env_lock);
-    int rc = pskv__mdb_err(mdb_env_info(s->env, &info));
+    int rc = atomic_load(&s->map_lost) ? PSKV_ENOMEM : pskv__mdb_err(mdb_env_info(s->env, &info));
     if (rc == 0) {
         uint64_t size = (uint64_t)info.me_mapsize * 2;
         if (size < need)
             size = need;
         long page = sysconf(_SC_PAGESIZE);
         size = (size + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page;
-        rc = pskv__mdb_err(mdb_env_set_mapsize(s->env, (size_t)size));
+        if (!address_space_for(size - (uint64_t)info.me_mapsize)) {
+            rc = PSKV_ENOMEM; /* the old map stays as it was */
+        } else {
+            int mrc = mdb_env_set_mapsize(s->env, (size_t)size);
+            /* Lost the race for the address space after all: LMDB has no
+             * map now, and every later call fails with PSKV_ENOMEM. */
+            if (mrc != 0 && mrc != EINVAL)
+                atomic_store(&s->map_lost, true);
+            rc = pskv__mdb_err(mrc);
+        }
         if (rc == 0)
             atomic_fetch_add(&s->n_map_grows, 1);
     }
@@ -602,46 +663,36 @@ int pskv__persist_grow(pskv_store *s, uint64_t need)
     return rc;
 }
 
-int pskv__persist_reserve_map(pskv_store *s, uint64_t more)
+/* Pages in use (the file's meaningful length); 0 when unknown. Caller
+ * holds env_lock or ckpt_lock (no grow meanwhile). */
+static uint64_t used_bytes(pskv_store *s, uint64_t *map_size)
 {
     MDB_envinfo info;
     MDB_stat st;
-    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
-        return PSKV_EIO;
-    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-    if (used + more <= (uint64_t)info.me_mapsize)
+    if (s->env == NULL || atomic_load(&s->map_lost) || mdb_env_info(s->env, &info) != 0 ||
+        mdb_env_stat(s->env, &st) != 0)
+        return 0;
+    if (map_size != NULL)
+        *map_size = info.me_mapsize;
+    return ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+}
+
+int pskv__persist_reserve_map(pskv_store *s, uint64_t more)
+{
+    uint64_t map = 0, used = used_bytes(s, &map);
+    if (used == 0)
+        return atomic_load(&s->map_lost) ? PSKV_ENOMEM : PSKV_EIO;
+    if (used + more <= map)
         return 0;
     return pskv__persist_grow(s, used + more);
 }
 
 uint64_t pskv__persist_file_bytes(pskv_store *s)
 {
-    MDB_envinfo info;
-    MDB_stat st;
-    if (s->env == NULL || mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
-        return 0;
-    return ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-}
-
-int pskv_backup(pskv_store *s, const char *dest_dir)
-{
-    if (s == NULL || dest_dir == NULL || dest_dir[0] == '\0')
-        return PSKV_EINVAL;
     if (s->env == NULL)
-        return PSKV_ENOTSUP; /* nothing persisted: memory-only or scratch */
-    if (mkdir(dest_dir, 0755) != 0 && errno != EEXIST)
-        return PSKV_EIO;
-    char path[4096];
-    if (pskv__format(path, sizeof path, "%s/data.mdb", dest_dir) < 0)
-        return PSKV_EINVAL;
-    if (access(path, F_OK) == 0)
-        return PSKV_EEXIST; /* never overwrite a store */
-    /* A read transaction of the last committed checkpoint, copied with
-     * compaction; writers and checkpoints go on meanwhile. */
+        return 0;
     pthread_rwlock_rdlock(&s->env_lock);
-    int rc = pskv__mdb_err(mdb_env_copy2(s->env, dest_dir, MDB_CP_COMPACT));
+    uint64_t used = used_bytes(s, NULL);
     pthread_rwlock_unlock(&s->env_lock);
-    if (rc != 0)
-        unlink(path); /* no half copy that looks like a store */
-    return rc;
+    return used;
 }

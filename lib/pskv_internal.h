@@ -564,10 +564,19 @@ struct pskv_store {
     pthread_mutex_t ckpt_lock;  /* one checkpoint at a time */
     uint64_t ckpt_seq, ckpt_unix_ns; /* last committed checkpoint (ckpt_lock) */
     atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed, n_map_grows;
+    atomic_bool map_lost; /* a map grow failed half way: LMDB has no map */
 };
 
 /* Tests: close as a crash leaves a store, without the final checkpoint. */
 PSKV__HIDDEN void pskv__close_abandon(pskv_store *s);
+
+/* ---------------------------------------------------------------- dirlock.c */
+
+/* Exclusive flock on <dir>/pskv.lock: 0 with *fd, PSKV_EBUSY (another
+ * owner) or PSKV_EIO; a failure leaves nothing behind. */
+PSKV__HIDDEN int pskv__dir_lock(const char *dir, int *fd);
+/* Release; remove_file deletes the lock file first (a scratch store). */
+PSKV__HIDDEN void pskv__dir_unlock(const char *dir, int fd, bool remove_file);
 
 /* ---------------------------------------------------------------- persist.c */
 
@@ -580,8 +589,14 @@ typedef struct pskv__cold {
 
 struct MDB_txn;
 PSKV__HIDDEN int pskv__mdb_err(int rc);
-/* Exclusive flock on <dir>/pskv.lock: 0 or PSKV_EBUSY (another open). */
-PSKV__HIDDEN int pskv__lock_dir(pskv_store *s);
+/* A transaction (PSKV__MAP_FULL when a write one finds the map full);
+ * PSKV_ENOMEM once a failed grow has left LMDB without a map. */
+PSKV__HIDDEN int pskv__txn_begin(pskv_store *s, bool write, struct MDB_txn **txn);
+/* After a PSKV_EIO from a write into dir: is it really a full disk or a
+ * file-size limit (LMDB reports short writes as EIO)? need: bytes wanted. */
+PSKV__HIDDEN bool pskv__disk_full(const char *dir, uint64_t need);
+/* Compacted copy of env's last commit into dest_dir (backup.c). */
+PSKV__HIDDEN int pskv__backup_env(struct MDB_env *env, const char *dest_dir);
 PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
 PSKV__HIDDEN void pskv__persist_close(pskv_store *s);
 /* The persisted schema of table name: 0, PSKV_ENOTFOUND or an error. */

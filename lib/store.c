@@ -48,7 +48,7 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
         s->dir = strdup(dir);
         /* One process owns a store directory (its spill files, its LMDB
          * environment): a second open gets PSKV_EBUSY. */
-        int rc = s->dir ? pskv__lock_dir(s) : PSKV_ENOMEM;
+        int rc = s->dir ? pskv__dir_lock(s->dir, &s->lock_fd) : PSKV_ENOMEM;
         if (rc == 0)
             rc = pskv__io_create(force_sync, 64, &s->io);
         if (rc == 0 && opts->durability != PSKV_DURABILITY_NONE)
@@ -89,16 +89,10 @@ static void store_close(pskv_store *s, bool final_checkpoint)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);
     pskv__persist_close(s);
-    if (s->lock_fd >= 0) {
-        /* A scratch store leaves nothing behind, so that its directory can
-         * be removed; a durable one keeps its lock file. */
-        if (s->opts.durability == PSKV_DURABILITY_NONE) {
-            char path[4096];
-            if (pskv__format(path, sizeof path, "%s/pskv.lock", s->dir) >= 0)
-                unlink(path);
-        }
-        close(s->lock_fd); /* releases the directory */
-    }
+    /* A scratch store leaves nothing behind, so that its directory can be
+     * removed; a durable one keeps its lock file. Only a holder gets here
+     * with lock_fd >= 0. */
+    pskv__dir_unlock(s->dir, s->lock_fd, s->opts.durability == PSKV_DURABILITY_NONE);
     pskv__io_destroy(s->io);
     free(s->dir);
     pthread_mutex_destroy(&s->ckpt_lock);

@@ -62,4 +62,62 @@ static inline pskv_table *open_table(pskv_store **s, const char *config)
     return t;
 }
 
+/* Rows first..first+n-1 with values base + i + j/64 (put), and the check
+ * that a table holds exactly those. */
+static inline void test_fill(pskv_table *t, uint64_t first, uint32_t n, uint32_t dim, float base)
+{
+    uint64_t *keys = malloc(n * sizeof *keys);
+    float *vals = malloc((size_t)n * dim * sizeof(float));
+    for (uint32_t i = 0; i < n; i++) {
+        keys[i] = first + i;
+        for (uint32_t j = 0; j < dim; j++)
+            vals[(size_t)i * dim + j] = base + (float)i + (float)j / 64.0f;
+    }
+    ck_assert_ok(pskv_put(t, keys, n, vals));
+    free(keys);
+    free(vals);
+}
+
+/* The first row of first..first+n-1 that does not hold test_fill's values
+ * (or is missing), or -1; a failed call gives -2. No check assertions: this
+ * runs in forked children and over millions of floats. */
+static inline int64_t test_rows_differ(pskv_table *t, uint64_t first, uint32_t n, uint32_t dim,
+                                       float base)
+{
+    uint64_t *keys = malloc(n * sizeof *keys);
+    float *out = malloc((size_t)n * dim * sizeof(float));
+    uint8_t *found = malloc(n);
+    int64_t bad = -1;
+    for (uint32_t i = 0; i < n; i++)
+        keys[i] = first + i;
+    if (keys == NULL || out == NULL || found == NULL || pskv_get(t, keys, n, out, found) != 0)
+        bad = -2;
+    for (uint32_t i = 0; i < n && bad == -1; i++) {
+        if (!found[i])
+            bad = i;
+        for (uint32_t j = 0; j < dim && bad == -1; j++)
+            if (out[(size_t)i * dim + j] != base + (float)i + (float)j / 64.0f)
+                bad = i;
+    }
+    free(keys);
+    free(out);
+    free(found);
+    return bad;
+}
+
+static inline void test_expect_rows(pskv_table *t, uint64_t first, uint32_t n, uint32_t dim,
+                                    float base)
+{
+    int64_t bad = test_rows_differ(t, first, n, dim, base);
+    ck_assert_msg(bad == -1, "%s: key %llu", bad == -2 ? "pskv_get failed" : "row differs",
+                  (unsigned long long)(first + (uint64_t)(bad < 0 ? 0 : bad)));
+}
+
+static inline void test_remove_dir(const char *d)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
 #endif

@@ -21,45 +21,7 @@ static void fresh_dir(void)
     ck_assert_ptr_nonnull(mkdtemp(dir));
 }
 
-static void remove_dir(const char *d)
-{
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
-    ck_assert_int_eq(system(cmd), 0);
-}
-
-static void fill(pskv_table *t, uint64_t first, uint32_t n, uint32_t dim, float base)
-{
-    uint64_t *keys = malloc(n * sizeof *keys);
-    float *vals = malloc((size_t)n * dim * sizeof(float));
-    for (uint32_t i = 0; i < n; i++) {
-        keys[i] = first + i;
-        for (uint32_t j = 0; j < dim; j++)
-            vals[(size_t)i * dim + j] = base + (float)i + (float)j / 64.0f;
-    }
-    ck_assert_ok(pskv_put(t, keys, n, vals));
-    free(keys);
-    free(vals);
-}
-
-static void expect_rows(pskv_table *t, uint64_t first, uint32_t n, uint32_t dim, float base)
-{
-    uint64_t *keys = malloc(n * sizeof *keys);
-    float *out = malloc((size_t)n * dim * sizeof(float));
-    uint8_t *found = malloc(n);
-    for (uint32_t i = 0; i < n; i++)
-        keys[i] = first + i;
-    ck_assert_ok(pskv_get(t, keys, n, out, found));
-    for (uint32_t i = 0; i < n; i++) {
-        ck_assert_msg(found[i], "key %llu missing", (unsigned long long)keys[i]);
-        for (uint32_t j = 0; j < dim; j++)
-            ck_assert_msg(out[(size_t)i * dim + j] == base + (float)i + (float)j / 64.0f,
-                          "key %llu weight %u", (unsigned long long)keys[i], j);
-    }
-    free(keys);
-    free(out);
-    free(found);
-}
+static void remove_dir(const char *d) { test_remove_dir(d); }
 
 /* ---------------------------------------------------------------- schema */
 
@@ -70,7 +32,7 @@ START_TEST(schema_persists)
     pskv_table *t;
     ck_assert_ok(pskv_open(dir, NULL, &s));
     ck_assert_ok(pskv_table_open(s, "emb", "dim=8 optimizer=adam lr=0.002 seed=7 shards=4", &t));
-    fill(t, 100, 50, 8, 1.0f);
+    test_fill(t, 100, 50, 8, 1.0f);
     pskv_close(s); /* checkpoints */
 
     ck_assert_ok(pskv_open(dir, NULL, &s));
@@ -91,7 +53,7 @@ START_TEST(schema_persists)
     ck_assert_ok(pskv_table_stats_get(t, &st));
     ck_assert_uint_eq(st.rows, 50);
     ck_assert_uint_eq(st.rows_cold, 50); /* nothing read back yet: reopen is metadata only */
-    expect_rows(t, 100, 50, 8, 1.0f);
+    test_expect_rows(t, 100, 50, 8, 1.0f);
     ck_assert_ok(pskv_table_stats_get(t, &st));
     ck_assert_uint_eq(st.rows_cold, 0);
     pskv_store_stats ss;
@@ -161,7 +123,7 @@ static void make_store(uint32_t rows)
     pskv_table *t;
     ck_assert_ok(pskv_open(dir, NULL, &s));
     ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
-    fill(t, 1, rows, 4, 0.5f);
+    test_fill(t, 1, rows, 4, 0.5f);
     pskv_close(s);
 }
 
@@ -188,7 +150,7 @@ START_TEST(corrupt_row_detected)
     ck_assert_err(pskv_pull(t, keys + 1, 1, out), PSKV_ECORRUPT);
     float g[4] = {1, 1, 1, 1};
     ck_assert_err(pskv_push(t, keys + 1, 1, g), PSKV_ECORRUPT);
-    expect_rows(t, 43, 50, 4, 0.5f + 42.0f); /* the others are fine */
+    test_expect_rows(t, 43, 50, 4, 0.5f + 42.0f); /* the others are fine */
     pskv_close(s);
     remove_dir(dir);
 }
@@ -249,9 +211,9 @@ START_TEST(filter_spares_new_keys)
     ck_assert_ok(pskv_open(dir, NULL, &s));
     ck_assert_ok(pskv_table_open(s, "t", "dim=2", &t));
     /* Two checkpoints: the second adds to the filter series. */
-    fill(t, 1, 70000, 2, 1.0f);
+    test_fill(t, 1, 70000, 2, 1.0f);
     ck_assert_ok(pskv_checkpoint(s));
-    fill(t, 1000000, 70000, 2, 3.0f);
+    test_fill(t, 1000000, 70000, 2, 3.0f);
     pskv_close(s);
 
     ck_assert_ok(pskv_open(dir, NULL, &s));
@@ -266,8 +228,8 @@ START_TEST(filter_spares_new_keys)
     uint64_t asked = lookups(t);
     ck_assert_msg(asked < 20000 / 20, "%llu of 20000 new keys asked LMDB", (unsigned long long)asked);
     /* Every persisted key is still found: the filter has no false "no". */
-    expect_rows(t, 1, 70000, 2, 1.0f);
-    expect_rows(t, 1000000, 70000, 2, 3.0f);
+    test_expect_rows(t, 1, 70000, 2, 1.0f);
+    test_expect_rows(t, 1000000, 70000, 2, 3.0f);
     ck_assert_uint_eq(pskv_table_rows(t), 160000);
     free(keys);
     free(out);
@@ -290,13 +252,13 @@ START_TEST(damaged_filter_falls_back)
     float w[4];
     ck_assert_ok(pskv_pull(t, &k, 1, w)); /* a new key: asks LMDB, as without a filter */
     ck_assert_uint_eq(lookups(t), 1);
-    expect_rows(t, 1, 3000, 4, 0.5f);
+    test_expect_rows(t, 1, 3000, 4, 0.5f);
     ck_assert_ok(pskv_checkpoint(s)); /* drops the untrusted records */
     pskv_close(s);
     ck_assert_ok(pskv_open(dir, NULL, &s));
     ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
     ck_assert_uint_eq(pskv_table_rows(t), 3001);
-    expect_rows(t, 1, 3000, 4, 0.5f);
+    test_expect_rows(t, 1, 3000, 4, 0.5f);
     pskv_close(s);
     remove_dir(dir);
 }
@@ -311,7 +273,7 @@ START_TEST(tiny_map_grows)
     pskv_table *t;
     ck_assert_ok(pskv_open(dir, "map_size=64K", &s));
     ck_assert_ok(pskv_table_open(s, "t", "dim=32", &t));
-    fill(t, 1000, 20000, 32, 2.0f);
+    test_fill(t, 1000, 20000, 32, 2.0f);
     ck_assert_ok(pskv_checkpoint(s));
     pskv_store_stats ss;
     ck_assert_ok(pskv_store_stats_get(s, &ss));
@@ -321,7 +283,7 @@ START_TEST(tiny_map_grows)
     ck_assert_ok(pskv_open(dir, "map_size=64K", &s));
     ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
     ck_assert_uint_eq(pskv_table_rows(t), 20000);
-    expect_rows(t, 1000, 20000, 32, 2.0f);
+    test_expect_rows(t, 1000, 20000, 32, 2.0f);
     pskv_close(s);
     remove_dir(dir);
 }
@@ -364,7 +326,7 @@ START_TEST(checkpoint_meta_round_trips)
 
     /* Metadata of several MiB in a 64 KiB map: the map grows. */
     ck_assert_ok(pskv_table_open(s, "t", "dim=16", &t));
-    fill(t, 1, 2000, 16, 3.0f);
+    test_fill(t, 1, 2000, 16, 3.0f);
     size_t big_len = (size_t)3 << 20;
     uint8_t *big = malloc(big_len), *back = malloc(big_len);
     for (size_t i = 0; i < big_len; i++)
@@ -375,9 +337,9 @@ START_TEST(checkpoint_meta_round_trips)
     ck_assert_uint_gt(ss.map_grows, 0);
 
     /* A plain checkpoint keeps the metadata of checkpoint 2. */
-    fill(t, 1, 2000, 16, 4.0f);
+    test_fill(t, 1, 2000, 16, 4.0f);
     ck_assert_ok(pskv_checkpoint(s));
-    fill(t, 1, 2000, 16, 5.0f); /* not checkpointed: lost in the crash below */
+    test_fill(t, 1, 2000, 16, 5.0f); /* not checkpointed: lost in the crash below */
     pskv__close_abandon(s);
 
     ck_assert_ok(pskv_open(dir, NULL, &s));
@@ -389,7 +351,7 @@ START_TEST(checkpoint_meta_round_trips)
     ck_assert_uint_eq(seq, 2);
     ck_assert_int_eq(memcmp(big, back, big_len), 0);
     ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
-    expect_rows(t, 1, 2000, 16, 4.0f);
+    test_expect_rows(t, 1, 2000, 16, 4.0f);
 
     /* Empty metadata is metadata. */
     ck_assert_ok(pskv_checkpoint_with_meta(s, NULL, 0));
@@ -443,9 +405,9 @@ START_TEST(backup_is_last_checkpoint)
     pskv_table *t;
     ck_assert_ok(pskv_open(dir, "memory_budget=64K", &s)); /* most rows spilled */
     ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
-    fill(t, 1, 3000, 4, 1.0f);
+    test_fill(t, 1, 3000, 4, 1.0f);
     ck_assert_ok(pskv_checkpoint(s));
-    fill(t, 1, 3000, 4, 5.0f); /* after the checkpoint: not in the backup */
+    test_fill(t, 1, 3000, 4, 5.0f); /* after the checkpoint: not in the backup */
     ck_assert_ok(pskv_backup(s, dest));
     ck_assert_err(pskv_backup(s, dest), PSKV_EEXIST);
     ck_assert_err(pskv_backup(s, NULL), PSKV_EINVAL);
@@ -455,11 +417,11 @@ START_TEST(backup_is_last_checkpoint)
     ck_assert_ok(pskv_open(dest, NULL, &b));
     ck_assert_ok(pskv_table_open(b, "t", NULL, &t));
     ck_assert_uint_eq(pskv_table_rows(t), 3000);
-    expect_rows(t, 1, 3000, 4, 1.0f);
+    test_expect_rows(t, 1, 3000, 4, 1.0f);
     pskv_close(b);
     ck_assert_ok(pskv_open(dir, NULL, &s));
     ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
-    expect_rows(t, 1, 3000, 4, 5.0f); /* close checkpointed the later writes */
+    test_expect_rows(t, 1, 3000, 4, 5.0f); /* close checkpointed the later writes */
     pskv_close(s);
     remove_dir(dir);
     remove_dir(dest);

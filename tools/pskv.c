@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "format.h"
-#include "pskv.h"
+#include "pskv_internal.h"
 
 #define PROGRESS_EVERY 65536u
 
@@ -41,12 +41,6 @@ static void progress_end(void)
 {
     if (progress_on)
         fprintf(stderr, "\r\033[K");
-}
-
-static int fail(const char *what, int rc)
-{
-    fprintf(stderr, "pskv: %s: %s\n", what, rc > 0 ? strerror(rc) : mdb_strerror(rc));
-    return 1;
 }
 
 /* ---------------------------------------------------------------- env */
@@ -534,28 +528,20 @@ static int cmd_backup(const char *dir, const char *dest)
     store st = {0};
     if (store_open(&st, dir) != 0)
         return 1;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/data.mdb", dest);
-    int status = 0;
-    if (mkdir(dest, 0755) != 0 && errno != EEXIST) {
-        status = fail(dest, errno);
-    } else if (access(path, F_OK) == 0) {
-        fprintf(stderr, "pskv: %s already holds a store\n", dest);
-        status = 1;
-    } else {
-        if (progress_on)
-            fprintf(stderr, "backup: copying %s to %s (compacting)...", dir, dest);
-        /* The copy runs its own read transaction: the last checkpoint. */
-        int rc = mdb_env_copy2(st.env, dest, MDB_CP_COMPACT);
-        if (progress_on)
-            fprintf(stderr, "\r\033[K");
-        if (rc != 0) {
-            unlink(path);
-            status = fail("backup", rc);
-        }
-    }
+    if (progress_on)
+        fprintf(stderr, "backup: copying %s to %s (compacting)...", dir, dest);
+    /* The library's backup: it claims DEST first (its lock, then data.mdb
+     * created exclusively) and removes only what it wrote itself. */
+    int rc = pskv__backup_env(st.env, dest);
+    if (progress_on)
+        fprintf(stderr, "\r\033[K");
+    if (rc != 0)
+        fprintf(stderr, "pskv: backup to %s: %s\n", dest,
+                rc == PSKV_EEXIST ? "it already holds a store"
+                : rc == PSKV_EBUSY ? "a store or another backup is using it"
+                                   : pskv_strerror(rc));
     store_close(&st);
-    return status;
+    return rc == 0 ? 0 : 1;
 }
 
 /* ---------------------------------------------------------------- meta */
