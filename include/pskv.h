@@ -284,7 +284,10 @@ typedef struct pskv_table_stats {
     uint64_t cold_lookups;  /* LMDB lookups of keys missing in DRAM and the spill
                                file (the filter of persisted keys spares most
                                brand-new keys one) */
-    uint64_t reserved[2];
+    uint64_t push_nonfinite; /* rows a push left unchanged because their step would
+                                have made a weight or state value Inf/NaN (the
+                                push returned PSKV_ERANGE) */
+    uint64_t reserved[1];
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -326,8 +329,15 @@ PSKV_API int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out
 /* Apply gradients grads[i*dim .. +dim) to the row of keys[i] with the
  * table's optimizer. Gradients of a key appearing several times are summed
  * (in order of appearance) and applied once. Missing rows are created first.
- * Errors: PSKV_EINVAL (NULL arrays with n > 0, or any gradient NaN/Inf: then
- * nothing changes), PSKV_ENOMEM (nothing is applied); with a spill tier also
+ * A push never stores a non-finite value: a row whose step would make a
+ * weight or state value Inf/NaN (finite gradients can overflow: |w| near
+ * FLT_MAX, or a gradient of 3e38 under ftrl) keeps its weights and state as
+ * they were, is counted in push_nonfinite, and the call returns PSKV_ERANGE
+ * once every other row is applied (the one error that leaves other rows
+ * changed: a per-row rule, checked on each row's own result under its lock).
+ * Errors: PSKV_EINVAL (NULL arrays with n > 0, any gradient NaN/Inf, or the
+ * sum of a repeated key's gradients Inf: then nothing changes), PSKV_ERANGE
+ * (above), PSKV_ENOMEM (nothing is applied); with a spill tier also
  * PSKV_EIO, PSKV_ECORRUPT, PSKV_ENOSPC (nothing is applied).
  * Any thread. */
 PSKV_API int pskv_push(pskv_table *t, const uint64_t *keys, size_t n,

@@ -173,3 +173,15 @@ void pskv__optimizer_apply(const pskv__optimizer *opt, float *row, const float *
         break;
     }
 }
+
+bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g, float *save)
+{
+    size_t n = (size_t)opt->dim + opt->state_floats;
+    memcpy(save, row, n * sizeof *row);
+    pskv__optimizer_apply(opt, row, g);
+    /* Adam's last state slot is its integer step count, not a float. */
+    if (!pskv__floats_nonfinite(row, opt->kind == PSKV_OPT_ADAM ? n - 1 : n))
+        return true;
+    memcpy(row, save, n * sizeof *row);
+    return false;
+}

@@ -69,6 +69,11 @@ typedef struct pskv__optimizer {
 PSKV__HIDDEN void pskv__optimizer_setup(pskv__optimizer *opt,
                                         const pskv_table_options *o);
 PSKV__HIDDEN uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim);
+/* One step on row, unless its result (weights or state) would not be
+ * finite: then the row is left as it was and the result is false.
+ * save: room for one row (dim + state_floats floats). */
+PSKV__HIDDEN bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g,
+                                       float *save);
 /* Optimizer state of a freshly created row (state follows the weights). */
 PSKV__HIDDEN void pskv__optimizer_init_state(const pskv__optimizer *opt,
                                              float *state);
@@ -503,6 +508,7 @@ struct pskv_table {
     uint32_t nshards;
     atomic_uint_fast64_t layout_gen;
 
+    atomic_uint_fast64_t n_push_nonfinite;
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
         n_reshards, n_spill_reads, n_spill_writes, n_prefetch_errors, n_spill_read_ns,
         n_spill_write_ns, n_cold_lookups;

@@ -285,6 +285,8 @@ typedef struct row_ctx {
     uint64_t faulted;      /* cold rows read from LMDB */
     uint32_t not_resident; /* keys found spilled or in motion: load and retry */
     const uint32_t *cow_reserved; /* writers: pre-images reserved per shard */
+    float *save;       /* ROW_PUSH: one row, the row before its step */
+    uint64_t nonfinite; /* ROW_PUSH: rows whose step would not be finite */
 } row_ctx;
 
 /* Marks a key whose row is not in DRAM in the pipeline: not used this time. */
@@ -311,7 +313,8 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
         const float *g = c->src + i * dim;
         if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
             g = c->dups->rows + c->dups->summed_row[i] * dim;
-        pskv__optimizer_apply(&t->opt, row, g);
+        if (!pskv__optimizer_step(&t->opt, row, g, c->save))
+            c->nonfinite++; /* left as it was */
         break;
     }
     case ROW_PUT:
@@ -416,7 +419,7 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0, 0, 0, 0, NULL};
+    row_ctx c = {ROW_READ, create, keys, out, found, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0};
     while (rc == 0) {
         c.misses = 0;
         c.not_resident = 0;
@@ -556,7 +559,8 @@ static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, co
         for (size_t j = 0; j < dim; j++)
             sum[j] += g[j];
     }
-    return 0;
+    /* Finite gradients can sum to Inf: refused like a non-finite one. */
+    return pskv__floats_nonfinite(d->rows, (size_t)used * dim) ? PSKV_EINVAL : 0;
 }
 
 static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *src, bool is_push)
@@ -594,13 +598,21 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
             loaded = true;
         }
     }
+    float *save = NULL;
+    if (rc == 0 && is_push && (save = malloc(t->row_bytes)) == NULL)
+        rc = PSKV_ENOMEM;
     if (rc == 0) {
         row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, keys, NULL, NULL, src,
-                     summed ? &dups : NULL, 0, 0, 0, 0, res.cow};
+                     summed ? &dups : NULL, 0, 0, 0, 0, res.cow, save, 0};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         count_add(is_push ? &t->n_pushed : &t->n_put, n);
         created = c.created;
+        if (c.nonfinite > 0) {
+            count_add(&t->n_push_nonfinite, c.nonfinite);
+            rc = PSKV_ERANGE;
+        }
     }
+    free(save);
     free(res.rows);
     free(res.cow);
     free(dups.summed_row);
@@ -973,6 +985,7 @@ int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
     out->spill_write_ns = atomic_load(&mt->n_spill_write_ns);
     out->spill_writes = atomic_load(&mt->n_spill_writes);
     out->cold_lookups = atomic_load(&mt->n_cold_lookups);
+    out->push_nonfinite = atomic_load(&mt->n_push_nonfinite);
     return 0;
 }
 

@@ -4,6 +4,7 @@
  * push results, and damaged records. Each failed on 047e161. */
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -308,6 +309,109 @@ START_TEST(backup_into_live_store_refused)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- 8: non-finite */
+
+static void weights_of(pskv_table *t, uint64_t key, float *w)
+{
+    uint8_t found;
+    ck_assert_ok(pskv_get(t, &key, 1, w, &found));
+    ck_assert(found);
+}
+
+START_TEST(push_never_stores_nonfinite)
+{
+    static const char *configs[] = {
+        "dim=4 optimizer=sgd lr=1",        "dim=4 optimizer=adagrad lr=1",
+        "dim=4 optimizer=rowwise_adagrad", "dim=4 optimizer=adam",
+        "dim=4 optimizer=ftrl lr=0.5",
+    };
+    for (unsigned c = 0; c < sizeof configs / sizeof *configs; c++) {
+        pskv_store *s;
+        pskv_table *bad, *good;
+        ck_assert_ok(pskv_open(NULL, NULL, &s));
+        ck_assert_ok(pskv_table_open(s, "bad", configs[c], &bad));
+        ck_assert_ok(pskv_table_open(s, "good", configs[c], &good));
+        uint64_t keys[3] = {1, 2, 3};
+        float w[12], g[12], big[12], before[4], after[4];
+        for (int j = 0; j < 12; j++) {
+            w[j] = j / 4 == 1 ? FLT_MAX : 0.25f * (float)j;
+            g[j] = 0.125f;
+        }
+        ck_assert_ok(pskv_put(bad, keys, 3, w));
+        ck_assert_ok(pskv_put(good, keys, 3, w));
+        /* A gradient that overflows key 2 (weight FLT_MAX) under every
+         * optimizer: big negative, so w - lr*g passes FLT_MAX. */
+        for (int j = 0; j < 12; j++)
+            big[j] = j / 4 == 1 ? -3e38f : 0.125f;
+        weights_of(bad, 2, before);
+        int rc = pskv_push(bad, keys, 3, big);
+        if (rc == PSKV_ERANGE) {
+            weights_of(bad, 2, after);
+            ck_assert_mem_eq(before, after, sizeof before);
+            pskv_table_stats st;
+            ck_assert_ok(pskv_table_stats_get(bad, &st));
+            ck_assert_uint_eq(st.push_nonfinite, 1);
+            /* Keys 1 and 3 took their step: the same as on the good table. */
+            uint64_t others[2] = {1, 3};
+            float og[8];
+            for (int j = 0; j < 8; j++)
+                og[j] = 0.125f;
+            ck_assert_ok(pskv_push(good, others, 2, og));
+        } else {
+            /* This optimizer bounds the step (adagrad-style normalization):
+             * then the result must be finite. */
+            ck_assert_msg(rc == 0, "%s: push returned %d", configs[c], rc);
+            ck_assert_ok(pskv_push(good, keys, 3, big));
+        }
+        /* Every weight is finite, and later steps match the good table's:
+         * the optimizer state of key 2 was left as it was too. */
+        ck_assert_ok(pskv_push(bad, keys, 3, g));
+        ck_assert_ok(pskv_push(good, keys, 3, g));
+        float wb[12], wg[12];
+        uint8_t found[3];
+        ck_assert_ok(pskv_get(bad, keys, 3, wb, found));
+        ck_assert_ok(pskv_get(good, keys, 3, wg, found));
+        for (int j = 0; j < 12; j++)
+            ck_assert_msg(isfinite(wb[j]), "%s: weight %d is %g", configs[c], j, (double)wb[j]);
+        if (rc == PSKV_ERANGE) {
+            /* key 2 on the good table never saw the big gradient */
+            ck_assert_mem_eq(wb, wg, 4 * sizeof(float));
+            ck_assert_mem_eq(wb + 8, wg + 8, 4 * sizeof(float));
+        } else {
+            ck_assert_mem_eq(wb, wg, sizeof wb);
+        }
+        pskv_close(s);
+    }
+}
+END_TEST
+
+START_TEST(push_nonfinite_sum_refused)
+{
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=2 optimizer=sgd lr=1");
+    uint64_t keys[2] = {7, 7};
+    float g[4] = {FLT_MAX, 1, FLT_MAX, 1}; /* each finite, the sum is Inf */
+    float w0[2], w1[2];
+    ck_assert_ok(pskv_pull(t, keys, 1, w0));
+    ck_assert_err(pskv_push(t, keys, 2, g), PSKV_EINVAL);
+    weights_of(t, 7, w1);
+    ck_assert_mem_eq(w0, w1, sizeof w0);
+    /* The campaign's cases, one by one: no non-finite row, ever. */
+    float w[2] = {FLT_MAX, 0}, neg[2] = {-FLT_MAX, 0};
+    ck_assert_ok(pskv_put(t, keys, 1, w));
+    ck_assert_err(pskv_push(t, keys, 1, neg), PSKV_ERANGE);
+    weights_of(t, 7, w1);
+    ck_assert_mem_eq(w, w1, sizeof w);
+    pskv_close(s);
+    pskv_table *f = open_table(&s, "dim=1 optimizer=ftrl");
+    float huge = 3e38f, out;
+    ck_assert_err(pskv_push(f, keys, 1, &huge), PSKV_ERANGE);
+    ck_assert_ok(pskv_pull(f, keys, 1, &out));
+    ck_assert(isfinite(out));
+    pskv_close(s);
+}
+END_TEST
+
 /* One case per test, so that CK_RUN_CASE=name runs one. */
 #define ADD_CASE(s, name)                                                      \
     do {                                                                       \
@@ -327,5 +431,7 @@ int main(void)
     ADD_CASE(s, tiny_map_new_store);
     ADD_CASE(s, racing_backups_keep_the_winner);
     ADD_CASE(s, backup_into_live_store_refused);
+    ADD_CASE(s, push_never_stores_nonfinite);
+    ADD_CASE(s, push_nonfinite_sum_refused);
     return run_suite(s);
 }
