@@ -38,6 +38,7 @@ typedef struct ckpt_table {
     pskv_table *t;
     uint64_t *keys; /* sorted, unique */
     size_t n;
+    uint64_t count_rows, count_digest; /* its count record once committed */
 } ckpt_table;
 
 /* ---------------------------------------------------------------- sorting */
@@ -411,26 +412,42 @@ static int chunk_keys(const pskv_table *t)
 
 static int mdb_rc(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc); }
 
+/* A table's count record being brought up to date by the transaction. */
+typedef struct row_count {
+    uint64_t rows, digest;
+} row_count;
+
 /* Put or delete the captured chunk, in key order, through the table's
  * cursor: a put next to the previous one finds its leaf without a descent
- * from the root. */
-static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c)
+ * from the root. Each key is looked up first (the replaced value's check
+ * leaves the table digest) and then written at the cursor. */
+static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count *count)
 {
     for (uint32_t i = 0; i < c->n; i++) {
         uint8_t kb[8];
         pskv_fmt_key(kb, c->keys[i]);
-        MDB_val k = {8, kb}, v;
-        int rc;
+        MDB_val k = {8, kb}, old;
+        uint64_t old_check = 0;
+        int rc = mdb_cursor_get(cur, &k, &old, MDB_SET);
+        if (rc == 0 &&
+            pskv_fmt_row_stored_check(old.mv_data, old.mv_size, t->row_bytes, &old_check) != 0)
+            return PSKV_ECORRUPT;
+        if (rc != 0 && rc != MDB_NOTFOUND)
+            return mdb_rc(rc);
+        const bool had = rc == 0;
         if (c->present[i]) {
-            v = (MDB_val){(size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES, val_of(t, c, i)};
-            rc = mdb_cursor_put(cur, &k, &v, 0);
+            uint8_t *val = val_of(t, c, i);
+            MDB_val v = {(size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES, val};
+            rc = mdb_cursor_put(cur, &k, &v, had ? MDB_CURRENT : 0);
+            count->digest += pskv_fmt_get64(val + t->row_bytes);
+            count->rows += !had;
+        } else if (had) {
+            rc = mdb_cursor_del(cur, 0);
+            count->rows--;
         } else {
-            rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
-            if (rc == 0)
-                rc = mdb_cursor_del(cur, 0);
-            else if (rc == MDB_NOTFOUND)
-                rc = 0; /* erased before it was ever persisted */
+            rc = 0; /* erased before it was ever persisted */
         }
+        count->digest -= old_check;
         if (rc != 0)
             return mdb_rc(rc);
     }
@@ -514,7 +531,8 @@ static void chunk_done(pipeline *p, uint64_t k)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Every table's chunks, put through one cursor per table. */
+/* Every table's chunks, put through one cursor per table; each table's
+ * count record follows from the committed one. */
 static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
 {
     int rc = 0;
@@ -523,11 +541,15 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
     for (uint32_t i = 0; i < p->nt && rc == 0; i++) {
         pskv_table *t = p->ct[i].t;
         MDB_cursor *cur = NULL;
+        row_count count;
+        pthread_mutex_lock(&t->count_lock);
+        count = (row_count){t->db_rows, t->db_digest};
+        pthread_mutex_unlock(&t->count_lock);
         rc = mdb_rc(mdb_cursor_open(txn, t->dbi, &cur));
         for (size_t c = chunks_of(&p->ct[i]); c > 0 && rc == 0; c--, k++) {
             rc = chunk_wait(p, k);
             if (rc == 0)
-                rc = write_chunk(t, cur, &p->c[k & 1]);
+                rc = write_chunk(t, cur, &p->c[k & 1], &count);
             chunk_done(p, k);
         }
         if (cur != NULL)
@@ -536,6 +558,10 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
             rc = pskv__persist_put_table(s, txn, t); /* shard count may have changed */
         if (rc == 0)
             rc = pskv__persist_put_filters(s, txn, t);
+        if (rc == 0)
+            rc = pskv__persist_put_count(s, txn, t->name, count.rows, count.digest);
+        p->ct[i].count_rows = count.rows;
+        p->ct[i].count_digest = count.digest;
         *rows += p->ct[i].n;
     }
     return rc;
@@ -543,7 +569,8 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
 
 /* The whole transaction, once. PSKV__MAP_FULL asks for a bigger map. */
 static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
-                     const pskv__user_meta *meta, uint64_t *rows, uint64_t *time_ns)
+                     const pskv__user_meta *meta, uint64_t *rows, uint64_t *time_ns,
+                     uint64_t *txnid)
 {
     MDB_txn *txn;
     int rc = pskv__txn_begin(s, true, &txn);
@@ -573,6 +600,7 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
         mdb_txn_abort(txn);
         return rc;
     }
+    *txnid = mdb_txn_id(txn);
     return mdb_rc(mdb_txn_commit(txn)); /* the atomic point */
 }
 
@@ -682,7 +710,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
     if (rc == 0) {
         /* Room for the rows and for the pages LMDB copies on write. */
         uint64_t need = (1u << 20) + (meta ? (uint64_t)meta->len * 2 : 0), rows = 0, time_ns = 0,
-                 dirty = 0;
+                 dirty = 0, txnid = 0;
         for (uint32_t i = 0; i < nt; i++) {
             need += (uint64_t)ct[i].n * (ct[i].t->row_bytes + 64) * 2;
             dirty += ct[i].n;
@@ -692,7 +720,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
         for (int attempt = 0; commit; attempt++) {
             rc = pskv__persist_reserve_map(s, need);
             if (rc == 0)
-                rc = write_txn(s, ct, nt, c, meta, &rows, &time_ns);
+                rc = write_txn(s, ct, nt, c, meta, &rows, &time_ns, &txnid);
             if (rc != PSKV__MAP_FULL)
                 break;
             if (attempt == MAP_RETRIES) {
@@ -710,9 +738,20 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
         chunk_free(&c[0]);
         chunk_free(&c[1]);
         if (rc == 0 && commit) {
-            for (uint32_t i = 0; i < nt; i++)
-                pskv__persist_filters_written(ct[i].t);
+            for (uint32_t i = 0; i < nt; i++) {
+                pskv_table *t = ct[i].t;
+                pskv__persist_filters_written(t);
+                pthread_mutex_lock(&t->count_lock);
+                t->db_rows = ct[i].count_rows;
+                t->db_digest = ct[i].count_digest;
+                t->db_txnid = txnid;
+                pthread_mutex_unlock(&t->count_lock);
+            }
             s->ckpt_seq++;
+            /* After the commit, never before: a crash in between leaves the
+             * store one ahead of the file, which opens. A failure to write
+             * it only weakens the rollback check until the next one. */
+            (void)pskv__seqfile_write(s->dir, s->ckpt_seq);
             atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
             s->ckpt_unix_ns = time_ns;
             atomic_store(&s->ckpt_last_rows, rows);

@@ -4,7 +4,11 @@
  *
  *   database "meta"
  *     "format"       magic u32 LE | version u32 LE | XXH3-64 LE of both
- *     "checkpoint"   seq u64 LE | unix time ns u64 LE | XXH3-64 LE of both
+ *     "checkpoint"   seq u64 LE | unix time ns u64 LE | XXH3-64 LE of both;
+ *                    written with seq 0 when the store is created (v2)
+ *     "count/<name>" rows u64 LE | digest u64 LE | XXH3-64 LE of both: the
+ *                    table's rows in LMDB as of the checkpoint, and the sum
+ *                    (mod 2^64) of their row checks (order-independent) (v2)
  *     "user"         seq u64 LE of the checkpoint that wrote it | the caller's
  *                    bytes (pskv_checkpoint_with_meta) | XXH3-64 LE of both
  *     "table/<name>" canonical table config string (pskv_table_options_format)
@@ -16,6 +20,13 @@
  *     key   feature id, 8 bytes big-endian (byte order = numeric order)
  *     value weights | optimizer state (float32, little-endian) |
  *           XXH3-64 LE of those bytes seeded with the key
+ *
+ *   file "pskv.seq" beside data.mdb, written after every commit (v2):
+ *     "PSKVSEQ1" | seq u64 LE | XXH3-64 LE of both: the last committed
+ *     checkpoint, which LMDB's unchecked meta pages cannot vouch for.
+ *
+ * Every decoder below takes the bytes and their length and checks both
+ * before it reads; the library and tools/pskv use only these.
  * SPDX-License-Identifier: BSD-2-Clause */
 #ifndef PSKV_FORMAT_H
 #define PSKV_FORMAT_H
@@ -26,11 +37,13 @@
 #include <xxhash.h>
 
 #define PSKV_FMT_MAGIC 0x564b5350u /* "PSKV" */
-#define PSKV_FMT_VERSION 1u
+#define PSKV_FMT_VERSION 2u
+#define PSKV_FMT_VERSION_MIN 1u /* opened and upgraded in place */
 #define PSKV_FMT_META_DB "meta"
 #define PSKV_FMT_ROWS_PREFIX "rows/"
 #define PSKV_FMT_TABLE_PREFIX "table/"
 #define PSKV_FMT_FILTER_PREFIX "filter/"
+#define PSKV_FMT_COUNT_PREFIX "count/"
 #define PSKV_FMT_KEY_FORMAT "format"
 #define PSKV_FMT_KEY_CHECKPOINT "checkpoint"
 #define PSKV_FMT_KEY_USER "user"
@@ -72,6 +85,108 @@ static inline uint64_t pskv_fmt_meta_check(const void *body, size_t len)
     return XXH3_64bits(body, len);
 }
 
+/* A meta record's body: *body, *n (the bytes before the check). 0, or -1
+ * when it is too short or fails its check. */
+static inline int pskv_fmt_meta_open(const void *rec, size_t len, const uint8_t **body, size_t *n)
+{
+    if (len < PSKV_FMT_CHECK_BYTES)
+        return -1;
+    size_t m = len - PSKV_FMT_CHECK_BYTES;
+    if (pskv_fmt_get64((const uint8_t *)rec + m) != pskv_fmt_meta_check(rec, m))
+        return -1;
+    *body = (const uint8_t *)rec;
+    *n = m;
+    return 0;
+}
+
+/* The body of a "format" record: 0 (*magic, *version), or -1. */
+static inline int pskv_fmt_format_get(const uint8_t *body, size_t len, uint32_t *magic,
+                                      uint32_t *version)
+{
+    if (len != 8)
+        return -1;
+    memcpy(magic, body, 4);
+    memcpy(version, body + 4, 4);
+    return 0;
+}
+
+static inline void pskv_fmt_format_put(uint8_t out[8], uint32_t version)
+{
+    uint32_t magic = PSKV_FMT_MAGIC;
+    memcpy(out, &magic, 4);
+    memcpy(out + 4, &version, 4);
+}
+
+/* The body of a "checkpoint" or a "count/<name>" record: two u64. */
+static inline int pskv_fmt_pair_get(const uint8_t *body, size_t len, uint64_t *a, uint64_t *b)
+{
+    if (len != 16)
+        return -1;
+    *a = pskv_fmt_get64(body);
+    *b = pskv_fmt_get64(body + 8);
+    return 0;
+}
+
+static inline void pskv_fmt_pair_put(uint8_t out[16], uint64_t a, uint64_t b)
+{
+    pskv_fmt_put64(out, a);
+    pskv_fmt_put64(out + 8, b);
+}
+
+/* A row value of row_bytes payload for key: 1 when its length and check
+ * are right, *check (its row check, for the table digest) set. */
+static inline int pskv_fmt_row_ok(uint64_t key, const void *val, size_t len, size_t row_bytes,
+                                  uint64_t *check)
+{
+    if (len != row_bytes + PSKV_FMT_CHECK_BYTES)
+        return 0;
+    uint64_t c = pskv_fmt_get64((const uint8_t *)val + row_bytes);
+    if (c != pskv_fmt_row_check(key, val, row_bytes))
+        return 0;
+    if (check != NULL)
+        *check = c;
+    return 1;
+}
+
+/* The row check stored at the end of a row value of len bytes, if the
+ * length can be one (for a digest of values that are being replaced). */
+static inline int pskv_fmt_row_stored_check(const void *val, size_t len, size_t row_bytes,
+                                            uint64_t *check)
+{
+    if (len != row_bytes + PSKV_FMT_CHECK_BYTES)
+        return -1;
+    *check = pskv_fmt_get64((const uint8_t *)val + row_bytes);
+    return 0;
+}
+
+/* Does [p, p + len) lie inside [base, base + span)? LMDB does not check its
+ * node sizes: every value is bounded by the data file before it is read. */
+static inline int pskv_fmt_in_span(const void *base, uint64_t span, const void *p, size_t len)
+{
+    if (base == NULL)
+        return len <= span; /* the map's place is unknown: sizes only */
+    uintptr_t b = (uintptr_t)base, x = (uintptr_t)p;
+    return x >= b && x - b <= span && len <= span - (x - b);
+}
+
+/* The "pskv.seq" file. */
+#define PSKV_FMT_SEQ_MAGIC "PSKVSEQ1"
+#define PSKV_FMT_SEQ_BYTES 24u
+static inline void pskv_fmt_seq_put(uint8_t out[PSKV_FMT_SEQ_BYTES], uint64_t seq)
+{
+    memcpy(out, PSKV_FMT_SEQ_MAGIC, 8);
+    pskv_fmt_put64(out + 8, seq);
+    pskv_fmt_put64(out + 16, pskv_fmt_meta_check(out, 16));
+}
+static inline int pskv_fmt_seq_get(const uint8_t *in, size_t len, uint64_t *seq)
+{
+    if (len != PSKV_FMT_SEQ_BYTES || memcmp(in, PSKV_FMT_SEQ_MAGIC, 8) != 0 ||
+        pskv_fmt_get64(in + 16) != pskv_fmt_meta_check(in, 16))
+        return -1;
+    *seq = pskv_fmt_get64(in + 8);
+    return 0;
+}
+
 /* The body of a "user" record: *seq (the checkpoint that wrote it) and the
  * caller's bytes. 0, or -1 when the body is too short to be one. */
 static inline int pskv_fmt_user_get(const uint8_t *body, size_t len, uint64_t *seq,
@@ -93,6 +208,23 @@ static inline int pskv_fmt_user_get(const uint8_t *body, size_t len, uint64_t *s
 #define PSKV_FMT_FILTER_BITS_PER_KEY 12u
 #define PSKV_FMT_FILTER_HEADER 24u
 #define PSKV_FMT_FILTER_MAX 32u /* filters per table */
+
+/* A filter record's header: 0 (*capacity, *count, *blocks, *bits: the
+ * blocks * 64 bytes that follow), or -1 when the lengths disagree. */
+static inline int pskv_fmt_filter_get(const uint8_t *body, size_t len, uint64_t *capacity,
+                                      uint64_t *count, uint32_t *blocks, const uint8_t **bits)
+{
+    if (len < PSKV_FMT_FILTER_HEADER)
+        return -1;
+    *capacity = pskv_fmt_get64(body);
+    *count = pskv_fmt_get64(body + 8);
+    memcpy(blocks, body + 16, 4);
+    if (*blocks == 0 || *capacity == 0 ||
+        (len - PSKV_FMT_FILTER_HEADER) / 64 != *blocks || (len - PSKV_FMT_FILTER_HEADER) % 64)
+        return -1;
+    *bits = body + PSKV_FMT_FILTER_HEADER;
+    return 0;
+}
 
 static inline uint64_t pskv_fmt_filter_hash(uint64_t key)
 {

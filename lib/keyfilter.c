@@ -154,22 +154,20 @@ void pskv__bloom_encode(const pskv__bloom *b, uint8_t *out)
 
 int pskv__keyfilter_decode(pskv__keyfilter *kf, const uint8_t *in, size_t len)
 {
-    uint32_t n = atomic_load(&kf->n);
-    if (n == PSKV_FMT_FILTER_MAX || len < PSKV_FMT_FILTER_HEADER)
-        return PSKV_ECORRUPT;
-    uint32_t blocks;
-    memcpy(&blocks, in + 16, 4);
-    uint64_t capacity = pskv_fmt_get64(in);
-    if (blocks == 0 || len != PSKV_FMT_FILTER_HEADER + (size_t)blocks * 64 || capacity == 0)
+    uint32_t n = atomic_load(&kf->n), blocks;
+    uint64_t capacity, count;
+    const uint8_t *bits;
+    if (n == PSKV_FMT_FILTER_MAX ||
+        pskv_fmt_filter_get(in, len, &capacity, &count, &blocks, &bits) != 0)
         return PSKV_ECORRUPT;
     pskv__bloom *b = &kf->f[n];
     b->words = malloc((size_t)blocks * 64);
     if (b->words == NULL)
         return PSKV_ENOMEM;
     for (size_t i = 0; i < (size_t)blocks * 8; i++)
-        atomic_init(&b->words[i], pskv_fmt_get64(in + PSKV_FMT_FILTER_HEADER + 8 * i));
+        atomic_init(&b->words[i], pskv_fmt_get64(bits + 8 * i));
     b->capacity = capacity;
-    b->count = pskv_fmt_get64(in + 8);
+    b->count = count;
     b->blocks = blocks;
     b->dirty = false;
     atomic_store_explicit(&kf->n, n + 1, memory_order_release);

@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -122,21 +123,63 @@ static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *bod
     return meta_put2(txn, dbi, name, NULL, 0, body, len);
 }
 
-/* The body of a meta record (valid until the transaction ends), checked. */
-static int meta_get(MDB_txn *txn, MDB_dbi dbi, const char *name, const uint8_t **body,
+const void *pskv__map_find(const char *data_path)
+{
+    /* LMDB does not say where it mapped the file: find the mapping of
+     * that inode. Called at open and after a grow (a remap may move). */
+    struct stat st;
+    if (stat(data_path, &st) != 0)
+        return NULL;
+    FILE *f = fopen("/proc/self/maps", "re");
+    if (f == NULL)
+        return NULL;
+    char line[4352];
+    uintptr_t found = 0;
+    int matches = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        unsigned long start, end, off, ino;
+        unsigned maj, min;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s %lx %x:%x %lu", &start, &end, perms, &off, &maj, &min,
+                   &ino) != 7)
+            continue;
+        if (ino == (unsigned long)st.st_ino && makedev(maj, min) == st.st_dev && off == 0) {
+            found = start;
+            matches++;
+        }
+    }
+    fclose(f);
+    return matches == 1 ? (const void *)found : NULL; /* two maps of it: unknown */
+}
+
+/* The data file's pages as mapped: values are read only inside them (a
+ * span of UINT64_MAX from base NULL when the map could not be found). */
+static void file_span(pskv_store *s, const void **base, uint64_t *span)
+{
+    MDB_envinfo info;
+    *base = NULL;
+    *span = UINT64_MAX;
+    if (s->map_base != NULL && mdb_env_info(s->env, &info) == 0) {
+        *base = s->map_base;
+        *span = ((uint64_t)info.me_last_pgno + 1) * s->db_psize;
+    }
+}
+
+/* The body of a meta record (valid until the transaction ends), checked;
+ * read transactions only (a write one's new pages are not in the map). */
+static int meta_get(pskv_store *s, MDB_txn *txn, const char *name, const uint8_t **body,
                     size_t *len)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
-    int rc = mdb_get(txn, dbi, &k, &v);
+    int rc = mdb_get(txn, s->meta_dbi, &k, &v);
     if (rc != 0)
         return pskv__mdb_err(rc);
-    if (v.mv_size < PSKV_FMT_CHECK_BYTES)
+    const void *base;
+    uint64_t span;
+    file_span(s, &base, &span);
+    if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
+        pskv_fmt_meta_open(v.mv_data, v.mv_size, body, len) != 0)
         return PSKV_ECORRUPT;
-    size_t n = v.mv_size - PSKV_FMT_CHECK_BYTES;
-    if (pskv_fmt_get64((const uint8_t *)v.mv_data + n) != pskv_fmt_meta_check(v.mv_data, n))
-        return PSKV_ECORRUPT;
-    *body = v.mv_data;
-    *len = n;
     return 0;
 }
 
@@ -144,9 +187,23 @@ int pskv__persist_put_checkpoint(pskv_store *s, MDB_txn *txn, uint64_t seq, uint
 {
     uint8_t body[16];
     *time_ns = unix_ns();
-    pskv_fmt_put64(body, seq);
-    pskv_fmt_put64(body + 8, *time_ns);
+    pskv_fmt_pair_put(body, seq, *time_ns);
     return meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_CHECKPOINT, body, sizeof body);
+}
+
+static int count_record_name(const char *table, char *buf, size_t len)
+{
+    return pskv__format(buf, len, "%s%s", PSKV_FMT_COUNT_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
+}
+
+int pskv__persist_put_count(pskv_store *s, MDB_txn *txn, const char *table, uint64_t rows,
+                            uint64_t digest)
+{
+    char name[PSKV_NAME_MAX + 16];
+    uint8_t body[16];
+    pskv_fmt_pair_put(body, rows, digest);
+    int rc = count_record_name(table, name, sizeof name);
+    return rc != 0 ? rc : meta_put(txn, s->meta_dbi, name, body, sizeof body);
 }
 
 int pskv__persist_put_user(pskv_store *s, MDB_txn *txn, uint64_t seq, const void *meta,
@@ -234,7 +291,7 @@ static int filters_load(pskv_store *s, MDB_txn *txn, pskv_table *t, uint64_t row
         size_t len;
         int rc = filter_record_name(t->name, i, name, sizeof name);
         if (rc == 0)
-            rc = meta_get(txn, s->meta_dbi, name, &body, &len);
+            rc = meta_get(s, txn, name, &body, &len);
         if (rc == PSKV_ENOTFOUND)
             break;
         if (rc == 0)
@@ -254,8 +311,6 @@ static int filters_load(pskv_store *s, MDB_txn *txn, pskv_table *t, uint64_t row
     }
     return 0;
 }
-
-/* ---------------------------------------------------------------- open */
 
 /* The data file must hold every page its meta page names: a truncated file
  * would otherwise fault (SIGBUS) on first access through the map. */
@@ -285,11 +340,12 @@ static int format_create_once(pskv_store *s)
     rc = mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->meta_dbi);
     rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
     uint8_t body[8];
-    uint32_t magic = PSKV_FMT_MAGIC, version = PSKV_FMT_VERSION;
-    memcpy(body, &magic, 4);
-    memcpy(body + 4, &version, 4);
+    pskv_fmt_format_put(body, PSKV_FMT_VERSION);
     if (rc == 0)
         rc = meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, body, sizeof body);
+    uint64_t created_ns;
+    if (rc == 0) /* "never checkpointed" is a record too: its absence is damage */
+        rc = pskv__persist_put_checkpoint(s, txn, 0, &created_ns);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
@@ -314,33 +370,226 @@ static int format_create(pskv_store *s)
     return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
 }
 
-/* An existing store: its format, and the last checkpoint. */
-static int format_check(pskv_store *s, MDB_txn *txn)
+/* An existing store: its format, and the last checkpoint. *version is
+ * the store's format version (PSKV_FMT_VERSION_MIN.. are opened). */
+static int format_check(pskv_store *s, MDB_txn *txn, uint32_t *version)
 {
     const uint8_t *body;
     size_t len;
-    int rc = meta_get(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, &body, &len);
-    if (rc == PSKV_ENOTFOUND || (rc == 0 && len != 8))
+    uint32_t magic;
+    int rc = meta_get(s, txn, PSKV_FMT_KEY_FORMAT, &body, &len);
+    if (rc == PSKV_ENOTFOUND || (rc == 0 && pskv_fmt_format_get(body, len, &magic, version) != 0))
         return PSKV_ECORRUPT;
     if (rc != 0)
         return rc;
-    uint32_t magic, version;
-    memcpy(&magic, body, 4);
-    memcpy(&version, body + 4, 4);
     if (magic != PSKV_FMT_MAGIC)
         return PSKV_ECORRUPT;
-    if (version != PSKV_FMT_VERSION)
-        return PSKV_EVERSION; /* no migration exists yet */
-    rc = meta_get(txn, s->meta_dbi, PSKV_FMT_KEY_CHECKPOINT, &body, &len);
+    if (*version < PSKV_FMT_VERSION_MIN || *version > PSKV_FMT_VERSION)
+        return PSKV_EVERSION;
+    rc = meta_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len);
+    if (rc == PSKV_ENOTFOUND && *version == 1)
+        return 0; /* format 1 wrote none before the first checkpoint */
     if (rc == PSKV_ENOTFOUND)
-        return 0; /* never checkpointed */
-    if (rc == 0 && len != 16)
+        return PSKV_ECORRUPT; /* written at creation: gone means damage */
+    uint64_t seq, ns;
+    if (rc == 0 && pskv_fmt_pair_get(body, len, &seq, &ns) != 0)
         return PSKV_ECORRUPT;
     if (rc == 0) {
-        s->ckpt_seq = pskv_fmt_get64(body);
-        s->ckpt_unix_ns = pskv_fmt_get64(body + 8);
+        s->ckpt_seq = seq;
+        s->ckpt_unix_ns = ns;
         atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
     }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- schemas */
+
+/* A schema record's body: the table's canonical config string. */
+static int schema_decode(const uint8_t *body, size_t len, pskv_table_options *o)
+{
+    char *config = malloc(len + 1);
+    if (config == NULL)
+        return PSKV_ENOMEM;
+    memcpy(config, body, len);
+    config[len] = '\0';
+    pskv_table_options_init(o);
+    /* A record that does not parse is damage, not bad input. */
+    int rc = pskv_table_options_parse(o, config) != 0 || pskv_table_options_validate(o) != 0 ||
+                     o->dim == 0
+                 ? PSKV_ECORRUPT
+                 : 0;
+    free(config);
+    return rc;
+}
+
+/* Does anything of table name exist besides its schema record (its rows
+ * database or its count record)? */
+static bool table_traces(pskv_store *s, MDB_txn *txn, const char *name)
+{
+    char db[PSKV_NAME_MAX + 16], rec[PSKV_NAME_MAX + 16];
+    MDB_dbi main_dbi;
+    const uint8_t *body;
+    size_t len;
+    if (pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, name) < 0 ||
+        count_record_name(name, rec, sizeof rec) != 0)
+        return false;
+    MDB_val k = {strlen(db), db}, v;
+    if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 && mdb_get(txn, main_dbi, &k, &v) == 0)
+        return true;
+    return meta_get(s, txn, rec, &body, &len) != PSKV_ENOTFOUND;
+}
+
+/* ---------------------------------------------------------------- upgrade */
+
+/* Format 1 -> 2: a count record per table (a walk over its rows, each
+ * checked) and a checkpoint record, then the format record, in one write
+ * transaction: a crash leaves format 1 as it was. */
+typedef struct upgrade_count {
+    char name[PSKV_NAME_MAX + 1];
+    uint64_t rows, digest;
+} upgrade_count;
+
+static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_count *c)
+{
+    char rec[PSKV_NAME_MAX + 16], db[PSKV_NAME_MAX + 16];
+    const uint8_t *body;
+    size_t len;
+    pskv_table_options o;
+    int rc = pskv__format(rec, sizeof rec, "%s%s", PSKV_FMT_TABLE_PREFIX, table) < 0 ||
+                     pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, table) < 0
+                 ? PSKV_EINVAL
+                 : meta_get(s, txn, rec, &body, &len);
+    if (rc != 0)
+        return rc == PSKV_ENOTFOUND ? PSKV_ECORRUPT : rc;
+    rc = schema_decode(body, len, &o);
+    if (rc != 0)
+        return rc;
+    const size_t row_bytes =
+        ((size_t)o.dim + pskv__optimizer_state_floats(o.optimizer, o.dim)) * sizeof(float);
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    rc = pskv__mdb_err(mdb_dbi_open(txn, db, 0, &dbi));
+    if (rc == PSKV_ENOTFOUND)
+        return PSKV_ECORRUPT;
+    if (rc == 0)
+        rc = pskv__mdb_err(mdb_cursor_open(txn, dbi, &cur));
+    if (rc != 0)
+        return rc;
+    const void *base;
+    uint64_t span;
+    file_span(s, &base, &span);
+    MDB_val k, v;
+    int mrc;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t check;
+        if (k.mv_size != 8 || !pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
+            !pskv_fmt_row_ok(pskv_fmt_key_get(k.mv_data), v.mv_data, v.mv_size, row_bytes,
+                             &check)) {
+            mrc = MDB_CORRUPTED; /* a damaged store is not blessed as format 2 */
+            break;
+        }
+        c->rows++;
+        c->digest += check;
+    }
+    mdb_cursor_close(cur);
+    return mrc == MDB_NOTFOUND ? 0 : pskv__mdb_err(mrc);
+}
+
+static int upgrade_from_1(pskv_store *s)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    upgrade_count *counts = NULL;
+    uint32_t n = 0, cap = 0;
+    int rc = pskv__txn_begin(s, false, &txn);
+    if (rc != 0)
+        return rc;
+    rc = pskv__mdb_err(mdb_cursor_open(txn, s->meta_dbi, &cur));
+    if (rc == 0) {
+        size_t plen = strlen(PSKV_FMT_TABLE_PREFIX);
+        MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
+        int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        for (; mrc == 0 && rc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size <= plen || memcmp(k.mv_data, PSKV_FMT_TABLE_PREFIX, plen) != 0)
+                break;
+            if (k.mv_size - plen > PSKV_NAME_MAX) {
+                rc = PSKV_ECORRUPT;
+                break;
+            }
+            upgrade_count *g = pskv__array_grow(counts, &cap, n + 1ull, sizeof *counts, 8);
+            if (g == NULL) {
+                rc = PSKV_ENOMEM;
+                break;
+            }
+            counts = g;
+            memset(&counts[n], 0, sizeof counts[n]);
+            memcpy(counts[n].name, (const char *)k.mv_data + plen, k.mv_size - plen);
+            n++;
+        }
+        if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+            rc = pskv__mdb_err(mrc);
+        mdb_cursor_close(cur);
+    }
+    uint64_t any_rows = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        rc = upgrade_walk(s, txn, counts[i].name, &counts[i]);
+        any_rows += counts[i].rows;
+    }
+    const uint8_t *body;
+    size_t len;
+    bool has_ckpt = rc == 0 && meta_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len) == 0;
+    mdb_txn_abort(txn);
+    if (rc == 0 && !has_ckpt && any_rows > 0)
+        rc = PSKV_ECORRUPT; /* rows exist only after a checkpoint */
+    for (int attempt = 0; rc == 0 || rc == PSKV__MAP_FULL; attempt++) {
+        if (rc == PSKV__MAP_FULL && (attempt > 16 || (rc = pskv__persist_grow(s, 0)) != 0))
+            break;
+        txn = NULL;
+        rc = pskv__txn_begin(s, true, &txn);
+        for (uint32_t i = 0; i < n && rc == 0; i++)
+            rc = pskv__persist_put_count(s, txn, counts[i].name, counts[i].rows,
+                                         counts[i].digest);
+        uint64_t ns;
+        if (rc == 0 && !has_ckpt)
+            rc = pskv__persist_put_checkpoint(s, txn, 0, &ns);
+        uint8_t fmt[8];
+        pskv_fmt_format_put(fmt, PSKV_FMT_VERSION);
+        if (rc == 0)
+            rc = meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
+        if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+            rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+            if (rc == 0)
+                break;
+        } else if (txn != NULL) {
+            mdb_txn_abort(txn);
+        }
+        txn = NULL;
+    }
+    free(counts);
+    if (rc == 0)
+        s->upgraded = true;
+    if (rc == PSKV_EIO && pskv__disk_full(s->dir, 0))
+        rc = PSKV_ENOSPC;
+    return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
+}
+
+/* ---------------------------------------------------------------- open */
+
+/* The store's seq against pskv.seq: behind it means LMDB opened an older
+ * snapshot than the last commit (a damaged meta page), and is refused. A
+ * missing file (a store of format 1, or one copied without it) is written. */
+static int seq_check(pskv_store *s)
+{
+    uint64_t seq = 0;
+    int rc = pskv__seqfile_read(s->dir, &seq);
+    if (rc == 0 && seq > s->ckpt_seq)
+        return PSKV_ECORRUPT;
+    if (rc == 0 && seq == s->ckpt_seq)
+        return 0;
+    if (rc == 0 || rc == PSKV_ENOTFOUND)
+        return pskv__seqfile_write(s->dir, s->ckpt_seq);
     return rc;
 }
 
@@ -355,6 +604,10 @@ int pskv__persist_open(pskv_store *s)
         if (file_bytes > 0 && file_bytes < 2 * 4096)
             return PSKV_ECORRUPT; /* not even two meta pages */
     }
+    /* pskv.seq is written once the store exists: without its data file
+     * (gone, or emptied) this is a lost store, not a new one. */
+    if (file_bytes == 0 && pskv__seqfile_exists(s->dir))
+        return PSKV_ECORRUPT;
     uint64_t map = s->opts.map_size;
     if (map == 0)
         map = 2 * file_bytes > MAP_MIN ? 2 * file_bytes : MAP_MIN;
@@ -373,6 +626,12 @@ int pskv__persist_open(pskv_store *s)
         return rc;
     int dead = 0;
     mdb_reader_check(s->env, &dead); /* slots of crashed processes */
+    MDB_stat est;
+    if (mdb_env_stat(s->env, &est) != 0)
+        return PSKV_EIO;
+    s->db_psize = est.ms_psize;
+    if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0)
+        s->map_base = pskv__map_find(path);
     if (file_bytes > 0 && (rc = check_file_length(s)) != 0)
         return rc;
     MDB_txn *txn;
@@ -398,15 +657,21 @@ int pskv__persist_open(pskv_store *s)
             if (rc != 0)
                 return rc;
         }
-        return format_create(s);
+        rc = format_create(s);
+        return rc == 0 ? pskv__seqfile_write(s->dir, 0) : rc;
     }
     rc = pskv__mdb_err(open_rc);
+    uint32_t version = 0;
     if (rc == 0)
-        rc = format_check(s, txn);
-    if (rc == 0)
-        return pskv__mdb_err(mdb_txn_commit(txn)); /* keeps the meta handle */
-    mdb_txn_abort(txn);
-    return rc;
+        rc = format_check(s, txn, &version);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    rc = pskv__mdb_err(mdb_txn_commit(txn)); /* keeps the meta handle */
+    if (rc == 0 && version < PSKV_FMT_VERSION)
+        rc = upgrade_from_1(s);
+    return rc == 0 ? seq_check(s) : rc;
 }
 
 void pskv__persist_close(pskv_store *s)
@@ -430,21 +695,11 @@ int pskv__persist_table_schema(pskv_store *s, const char *name, pskv_table_optio
     if (rc == 0) {
         const uint8_t *body;
         size_t len;
-        rc = meta_get(txn, s->meta_dbi, rec, &body, &len);
-        if (rc == 0) {
-            char *config = malloc(len + 1);
-            rc = config ? 0 : PSKV_ENOMEM;
-            if (rc == 0) {
-                memcpy(config, body, len);
-                config[len] = '\0';
-                pskv_table_options_init(o);
-                /* A record that does not parse is damage, not bad input. */
-                if (pskv_table_options_parse(o, config) != 0 ||
-                    pskv_table_options_validate(o) != 0 || o->dim == 0)
-                    rc = PSKV_ECORRUPT;
-                free(config);
-            }
-        }
+        rc = meta_get(s, txn, rec, &body, &len);
+        if (rc == 0)
+            rc = schema_decode(body, len, o);
+        else if (rc == PSKV_ENOTFOUND && table_traces(s, txn, name))
+            rc = PSKV_ECORRUPT; /* its rows or count outlived the schema record */
         mdb_txn_abort(txn);
     }
     pthread_rwlock_unlock(&s->env_lock);
@@ -456,6 +711,21 @@ static int rows_db_name(const char *table, char *buf, size_t len)
     return pskv__format(buf, len, "%s%s", PSKV_FMT_ROWS_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
 }
 
+/* The table's count record (format 2 writes one with every table). */
+static int count_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *rows,
+                      uint64_t *digest)
+{
+    char rec[PSKV_NAME_MAX + 16];
+    const uint8_t *body;
+    size_t len;
+    int rc = count_record_name(table, rec, sizeof rec);
+    if (rc == 0)
+        rc = meta_get(s, txn, rec, &body, &len);
+    if (rc == PSKV_ENOTFOUND || (rc == 0 && pskv_fmt_pair_get(body, len, rows, digest) != 0))
+        rc = PSKV_ECORRUPT;
+    return rc;
+}
+
 static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const char *db)
 {
     MDB_txn *txn;
@@ -465,15 +735,23 @@ static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const ch
     if (rc != 0)
         return rc;
     MDB_dbi dbi;
+    uint64_t txnid = mdb_txn_id(txn); /* a write one: the snapshot it commits */
     rc = mdb_dbi_open(txn, db, create ? MDB_CREATE : 0, &dbi);
     rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
     if (rc == PSKV_ENOTFOUND)
         rc = PSKV_ECORRUPT; /* a schema without its rows database */
     if (rc == 0 && create)
         rc = pskv__persist_put_table(s, txn, t);
+    if (rc == 0 && create)
+        rc = pskv__persist_put_count(s, txn, t->name, 0, 0);
     MDB_stat st;
+    uint64_t rows = 0, digest = 0;
     if (rc == 0 && !create)
         rc = pskv__mdb_err(mdb_stat(txn, dbi, &st));
+    if (rc == 0 && !create)
+        rc = count_load(s, txn, t->name, &rows, &digest);
+    if (rc == 0 && !create && rows != st.ms_entries)
+        rc = PSKV_ECORRUPT; /* LMDB's own count disagrees with the checkpoint's */
     if (rc == 0 && !create)
         rc = filters_load(s, txn, t, st.ms_entries);
     if (rc == 0 && create)
@@ -490,6 +768,11 @@ static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const ch
     }
     t->dbi = dbi;
     atomic_store(&t->cold_rows, create ? 0 : (uint64_t)st.ms_entries);
+    pthread_mutex_lock(&t->count_lock);
+    t->db_rows = rows;
+    t->db_digest = digest;
+    t->db_txnid = txnid;
+    pthread_mutex_unlock(&t->count_lock);
     return 0;
 }
 
@@ -522,6 +805,7 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
             return rc;
         }
         c->txn = txn;
+        file_span(s, &c->base, &c->span);
     }
     uint8_t kb[8];
     pskv_fmt_key(kb, key);
@@ -532,16 +816,15 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
         return 0;
     if (rc != 0)
         return pskv__mdb_err(rc);
-    if (v.mv_size != (size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES ||
-        pskv_fmt_get64((const uint8_t *)v.mv_data + t->row_bytes) !=
-            pskv_fmt_row_check(key, v.mv_data, t->row_bytes))
+    if (!pskv_fmt_in_span(c->base, c->span, v.mv_data, v.mv_size) ||
+        !pskv_fmt_row_ok(key, v.mv_data, v.mv_size, t->row_bytes, NULL))
         return PSKV_ECORRUPT;
     *row = v.mv_data;
     return 1;
 }
 
 int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, uint32_t max,
-                    uint32_t *n)
+                    uint32_t *n, pskv__cold_walk *w)
 {
     pskv_store *s = t->store;
     *n = 0;
@@ -550,20 +833,36 @@ int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, u
     MDB_cursor *cur;
     int rc = pskv__txn_begin(s, false, &txn);
     if (rc == 0) {
+        uint64_t id = mdb_txn_id(txn);
+        if (first) {
+            memset(w, 0, sizeof *w);
+            w->txnid = id;
+            w->one_snapshot = true;
+        } else if (id != w->txnid) {
+            w->one_snapshot = false; /* a checkpoint committed meanwhile */
+        }
+        w->last_txnid = id;
+        const void *base;
+        uint64_t span;
+        file_span(s, &base, &span);
         rc = pskv__mdb_err(mdb_cursor_open(txn, t->dbi, &cur));
         if (rc == 0) {
             uint8_t kb[8];
             pskv_fmt_key(kb, after);
             MDB_val k = {8, kb}, v;
             int mrc = mdb_cursor_get(cur, &k, &v, first ? MDB_FIRST : MDB_SET_RANGE);
-            if (mrc == 0 && !first && pskv_fmt_key_get(k.mv_data) == after)
+            if (mrc == 0 && !first && k.mv_size == 8 && pskv_fmt_key_get(k.mv_data) == after)
                 mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
             while (mrc == 0 && *n < max) {
-                if (k.mv_size != 8) {
+                uint64_t check;
+                if (k.mv_size != 8 || !pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
+                    pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &check) != 0) {
                     mrc = MDB_CORRUPTED;
                     break;
                 }
                 keys[(*n)++] = pskv_fmt_key_get(k.mv_data);
+                w->rows++;
+                w->digest += check;
                 mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
             }
             rc = mrc == MDB_NOTFOUND ? 0 : pskv__mdb_err(mrc);
@@ -574,6 +873,19 @@ int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, u
     pthread_rwlock_unlock(&s->env_lock);
     return rc;
 }
+
+int pskv__cold_walk_check(pskv_table *t, const pskv__cold_walk *w)
+{
+    if (!w->one_snapshot)
+        return 0; /* rows moved meanwhile: nothing exact to compare */
+    pthread_mutex_lock(&t->count_lock);
+    bool known = t->db_txnid == w->txnid;
+    bool same = w->rows == t->db_rows && w->digest == t->db_digest;
+    pthread_mutex_unlock(&t->count_lock);
+    return known && !same ? PSKV_ECORRUPT : 0;
+}
+
+uint64_t pskv__cold_txnid(const pskv__cold *c) { return c->txn ? mdb_txn_id(c->txn) : 0; }
 
 void pskv__cold_end(pskv_table *t, pskv__cold *c)
 {
@@ -599,7 +911,7 @@ int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint
         const uint8_t *body, *bytes;
         size_t body_len, n;
         uint64_t written_by;
-        rc = meta_get(txn, s->meta_dbi, PSKV_FMT_KEY_USER, &body, &body_len);
+        rc = meta_get(s, txn, PSKV_FMT_KEY_USER, &body, &body_len);
         if (rc == 0 && pskv_fmt_user_get(body, body_len, &written_by, &bytes, &n) != 0)
             rc = PSKV_ECORRUPT;
         if (rc == 0) {
@@ -656,6 +968,9 @@ int pskv__persist_grow(pskv_store *s, uint64_t need)
                 atomic_store(&s->map_lost, true);
             rc = pskv__mdb_err(mrc);
         }
+        char path[4096];
+        if (rc == 0 && pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0)
+            s->map_base = pskv__map_find(path); /* the map may have moved */
         if (rc == 0)
             atomic_fetch_add(&s->n_map_grows, 1);
     }

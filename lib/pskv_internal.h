@@ -521,6 +521,10 @@ struct pskv_table {
     atomic_bool ckpt_active;    /* a checkpoint may still need pending rows */
     pthread_mutex_t ckpt_lock;  /* held by a checkpoint; reshard takes it first */
     unsigned dbi;               /* LMDB rows database */
+    /* Its count record as of snapshot db_txnid (count_lock; the
+     * checkpointer writes, under ckpt_lock, and iteration reads). */
+    pthread_mutex_t count_lock;
+    uint64_t db_rows, db_digest, db_txnid;
     atomic_uint_fast64_t cold_rows; /* rows only LMDB holds (not yet read back) */
     pskv__keyfilter persisted;  /* keys LMDB may hold (keyfilter.c) */
     uint64_t *carry;            /* keys of a failed checkpoint, for the next one */
@@ -565,12 +569,15 @@ struct pskv_store {
     /* Persistence (durable directory stores; persist.c, checkpoint.c) */
     struct MDB_env *env;
     unsigned meta_dbi;
+    uint32_t db_psize;          /* LMDB page size */
+    const void *map_base;       /* where LMDB mapped data.mdb (NULL: unknown) */
     int lock_fd;
     pthread_rwlock_t env_lock;  /* read transactions shared; map growth exclusive */
     pthread_mutex_t ckpt_lock;  /* one checkpoint at a time */
     uint64_t ckpt_seq, ckpt_unix_ns; /* last committed checkpoint (ckpt_lock) */
     atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed, n_map_grows;
     atomic_bool map_lost; /* a map grow failed half way: LMDB has no map */
+    bool upgraded;        /* opened a format-1 store and wrote it as 2 */
 };
 
 /* Tests: close as a crash leaves a store, without the final checkpoint. */
@@ -584,6 +591,14 @@ PSKV__HIDDEN int pskv__dir_lock(const char *dir, int *fd);
 /* Release; remove_file deletes the lock file first (a scratch store). */
 PSKV__HIDDEN void pskv__dir_unlock(const char *dir, int fd, bool remove_file);
 
+/* ---------------------------------------------------------------- seqfile.c */
+
+/* <dir>/pskv.seq: 0 (*seq), PSKV_ENOTFOUND, PSKV_ECORRUPT or PSKV_EIO. */
+PSKV__HIDDEN int pskv__seqfile_read(const char *dir, uint64_t *seq);
+/* Replace it, whole or not at all, durably. */
+PSKV__HIDDEN int pskv__seqfile_write(const char *dir, uint64_t seq);
+PSKV__HIDDEN bool pskv__seqfile_exists(const char *dir);
+
 /* ---------------------------------------------------------------- persist.c */
 
 /* Internal result of LMDB writers: the map is full; grow it and retry. */
@@ -591,7 +606,18 @@ PSKV__HIDDEN void pskv__dir_unlock(const char *dir, int fd, bool remove_file);
 
 typedef struct pskv__cold {
     struct MDB_txn *txn; /* begun on first use; holds env_lock shared */
+    const void *base;    /* the data file's pages in the map, for bounds */
+    uint64_t span;
 } pskv__cold;
+
+/* A walk over a table's LMDB rows in batches (iteration): what the cursor
+ * saw, to compare with the table's count record when the walk is whole. */
+typedef struct pskv__cold_walk {
+    uint64_t rows, digest;
+    uint64_t txnid;  /* the snapshot of the first batch */
+    uint64_t last_txnid; /* ...and of the latest one */
+    bool one_snapshot; /* every batch read that snapshot */
+} pskv__cold_walk;
 
 struct MDB_txn;
 PSKV__HIDDEN int pskv__mdb_err(int rc);
@@ -601,6 +627,9 @@ PSKV__HIDDEN int pskv__txn_begin(pskv_store *s, bool write, struct MDB_txn **txn
 /* After a PSKV_EIO from a write into dir: is it really a full disk or a
  * file-size limit (LMDB reports short writes as EIO)? need: bytes wanted. */
 PSKV__HIDDEN bool pskv__disk_full(const char *dir, uint64_t need);
+/* Where this process mapped the file at data_path (one mapping of it at
+ * offset 0), or NULL. */
+PSKV__HIDDEN const void *pskv__map_find(const char *data_path);
 /* Compacted copy of env's last commit into dest_dir (backup.c). */
 PSKV__HIDDEN int pskv__backup_env(struct MDB_env *env, const char *dest_dir);
 PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
@@ -615,6 +644,9 @@ PSKV__HIDDEN int pskv__persist_put_table(pskv_store *s, struct MDB_txn *txn, con
 PSKV__HIDDEN int pskv__persist_put_filters(pskv_store *s, struct MDB_txn *txn, pskv_table *t);
 /* After a commit: the filters are as written. */
 PSKV__HIDDEN void pskv__persist_filters_written(pskv_table *t);
+/* The count record of table: rows in LMDB and the sum of their checks. */
+PSKV__HIDDEN int pskv__persist_put_count(pskv_store *s, struct MDB_txn *txn, const char *table,
+                                         uint64_t rows, uint64_t digest);
 PSKV__HIDDEN int pskv__persist_put_checkpoint(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
                                               uint64_t *time_ns);
 /* The caller's metadata record, written by checkpoint seq. */
@@ -632,8 +664,13 @@ PSKV__HIDDEN int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, con
 /* Up to max keys of the table's LMDB rows in key order, from the first
  * (first) or after `after`; *n = how many (fewer than max at the end). */
 PSKV__HIDDEN int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys,
-                                 uint32_t max, uint32_t *n);
+                                 uint32_t max, uint32_t *n, pskv__cold_walk *w);
+/* After a whole walk: PSKV_ECORRUPT when it read one snapshot and that
+ * snapshot's count record disagrees (rows lost from the B-tree), else 0. */
+PSKV__HIDDEN int pskv__cold_walk_check(pskv_table *t, const pskv__cold_walk *w);
 PSKV__HIDDEN void pskv__cold_end(pskv_table *t, pskv__cold *c);
+/* The snapshot a cold lookup read (0 before the first lookup). */
+PSKV__HIDDEN uint64_t pskv__cold_txnid(const pskv__cold *c);
 
 /* ---------------------------------------------------------------- checkpoint.c */
 

@@ -99,6 +99,7 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     t->nshards = o->shards;
     t->durable = s->env != NULL;
     pthread_mutex_init(&t->ckpt_lock, NULL);
+    pthread_mutex_init(&t->count_lock, NULL);
     if (s->dir != NULL) {
         size_t len = strlen(s->dir) + strlen(name) + 16;
         char *path = malloc(len);
@@ -127,6 +128,7 @@ void pskv__table_destroy(pskv_table *t)
     pskv__spill_close(t->spill);
     pthread_rwlock_destroy(&t->layout_lock);
     pthread_mutex_destroy(&t->ckpt_lock);
+    pthread_mutex_destroy(&t->count_lock);
     pskv__keyfilter_free(&t->persisted);
     free(t->carry);
     free(t);
@@ -1011,6 +1013,7 @@ struct pskv_iter {
     /* After the shards: rows only LMDB holds, in key order. */
     bool cold_started, cold_done;
     uint64_t cold_after;
+    pskv__cold_walk walk; /* what the LMDB cursor saw, against the count record */
 };
 
 int pskv_iter_create(pskv_table *t, pskv_iter **out)
@@ -1140,11 +1143,16 @@ static int iter_load_cold(pskv_iter *it)
     int rc = iter_reserve(it, ITER_COLD_BATCH);
     while (rc == 0 && !it->cold_done) {
         uint32_t n;
-        rc = pskv__cold_keys(t, it->cold_after, !it->cold_started, keys, ITER_COLD_BATCH, &n);
+        rc = pskv__cold_keys(t, it->cold_after, !it->cold_started, keys, ITER_COLD_BATCH, &n,
+                             &it->walk);
         if (rc != 0)
             break;
         it->cold_started = true;
         it->cold_done = n < ITER_COLD_BATCH;
+        /* The whole B-tree walked in one snapshot: rows it lost (a damaged
+         * page) show as a count or digest that differs from the record. */
+        if (it->cold_done && (rc = pskv__cold_walk_check(t, &it->walk)) != 0)
+            break;
         if (n == 0)
             break;
         it->cold_after = keys[n - 1];
@@ -1174,6 +1182,8 @@ static int iter_load_cold(pskv_iter *it)
                     memcpy(it->rows + (size_t)count * t->row_floats, row, t->row_bytes);
                     count++;
                     rc = 0;
+                } else if (rc == 0 && pskv__cold_txnid(&cold) == it->walk.last_txnid) {
+                    rc = PSKV_ECORRUPT; /* the cursor saw it, the lookup cannot find it */
                 }
             }
             pskv__cold_end(t, &cold);
