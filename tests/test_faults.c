@@ -15,7 +15,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pskv_internal.h"
 #include "test_common.h"
+#include "test_damage.h"
 #include "test_lmdb.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -412,6 +414,269 @@ START_TEST(push_nonfinite_sum_refused)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- 3-6: damaged records */
+
+/* A closed store in dir: tables "t" (dim 4, 3000 rows) and "u" (dim 2),
+ * metadata, two checkpoints. */
+static void make_store(const char *d)
+{
+    pskv_store *s;
+    pskv_table *t, *u;
+    ck_assert_ok(pskv_open(d, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
+    ck_assert_ok(pskv_table_open(s, "u", "dim=2", &u));
+    test_fill(t, 1, 3000, 4, 1.0f);
+    test_fill(u, 1, 10, 2, 5.0f);
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "step=1", 6));
+    test_fill(t, 1, 3000, 4, 2.0f);
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "step=2", 6));
+    pskv_close(s);
+}
+
+static void copy_dir(const char *from, const char *to)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", to, from, to);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void data_path(const char *d, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/data.mdb", d);
+}
+
+/* Iterate the whole table: the iterator's final code. */
+static int iterate_all(pskv_table *t, uint64_t *rows)
+{
+    pskv_iter *it;
+    uint64_t key;
+    float w[64], st[64];
+    int rc = pskv_iter_create(t, &it);
+    *rows = 0;
+    if (rc != 0)
+        return rc;
+    while ((rc = pskv_iter_next(it, &key, w, st)) == 1)
+        (*rows)++;
+    pskv_iter_destroy(it);
+    return rc;
+}
+
+typedef struct record_case {
+    const char *dir;
+    const char *record; /* in the meta database */
+    int expect;         /* the first call that reads it must return this */
+} record_case;
+
+/* Open, open both tables, read the metadata, iterate: the first error. */
+static int use_store(const char *d)
+{
+    pskv_store *s;
+    pskv_table *t, *u;
+    char buf[64];
+    size_t len;
+    uint64_t seq, rows;
+    int rc = pskv_open(d, NULL, &s);
+    if (rc != 0)
+        return rc;
+    if ((rc = pskv_table_open(s, "t", NULL, &t)) == 0 &&
+        (rc = pskv_table_open(s, "u", NULL, &u)) == 0 &&
+        (rc = pskv_checkpoint_meta(s, buf, sizeof buf, &len, &seq)) == 0)
+        rc = iterate_all(t, &rows);
+    pskv__close_abandon(s);
+    return rc < 0 ? rc : 0;
+}
+
+static void child_huge_record(void *arg)
+{
+    record_case *c = arg;
+    _exit(use_store(c->dir) == c->expect ? 0 : 1);
+}
+
+START_TEST(damaged_record_sizes_bounded)
+{
+    /* A node size past the data file: every read of the record is
+     * bounded by the file (no SIGBUS/SIGSEGV) and reports damage. */
+    fresh_dir();
+    make_store(dir);
+    char work[96], path[160];
+    snprintf(work, sizeof work, "%s-work", dir);
+    static const struct {
+        const char *record;
+        int expect;
+    } cases[] = {
+        {"format", PSKV_ECORRUPT},  {"checkpoint", PSKV_ECORRUPT}, {"user", PSKV_ECORRUPT},
+        {"table/t", PSKV_ECORRUPT}, {"count/t", PSKV_ECORRUPT},
+        {"filter/t/0", 0}, /* a damaged filter is dropped: every miss asks LMDB */
+    };
+    for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
+        copy_dir(dir, work);
+        data_path(work, path, sizeof path);
+        dmg_file f;
+        ck_assert(dmg_load(path, &f));
+        uint8_t *node = dmg_find_node(&f, dmg_root(&f, PSKV_FMT_META_DB), cases[i].record,
+                                      strlen(cases[i].record), NULL);
+        ck_assert_msg(node != NULL, "record %s not found", cases[i].record);
+        dmg_put16(node + 2, 0x7fff); /* size + 2 GiB */
+        ck_assert(dmg_save(path, &f));
+        free(f.b);
+        record_case c = {work, cases[i].record, cases[i].expect};
+        int status = in_child(child_huge_record, &c);
+        ck_assert_msg(status == 0, "record %s: child ended with %d", cases[i].record, status);
+    }
+    test_remove_dir(work);
+    test_remove_dir(dir);
+}
+END_TEST
+
+static void drop_last_key_fn(const dmg_file *f, uint64_t pgno, void *arg)
+{
+    uint64_t *victim = arg;
+    uint8_t *p = dmg_page(f, pgno);
+    if (*victim == DMG_NONE && (dmg_u16(p + 10) & DMG_P_LEAF) && dmg_nkeys(p) >= 8)
+        *victim = pgno;
+}
+
+START_TEST(vanished_rows_detected)
+{
+    /* One page header's key count one lower: a row vanishes from every
+     * lookup and from the cursor. A full iteration must say so. */
+    fresh_dir();
+    make_store(dir);
+    char path[160];
+    data_path(dir, path, sizeof path);
+    dmg_file f;
+    ck_assert(dmg_load(path, &f));
+    uint64_t victim = DMG_NONE;
+    dmg_walk(&f, dmg_root(&f, PSKV_FMT_ROWS_PREFIX "t"), drop_last_key_fn, &victim);
+    ck_assert(victim != DMG_NONE);
+    uint8_t *p = dmg_page(&f, victim);
+    dmg_put16(p + 12, (uint16_t)(dmg_u16(p + 12) - 2));
+    ck_assert(dmg_save(path, &f));
+    free(f.b);
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    uint64_t rows;
+    ck_assert_err(iterate_all(t, &rows), PSKV_ECORRUPT);
+    pskv_close(s);
+    test_remove_dir(dir);
+}
+END_TEST
+
+START_TEST(rollback_refused)
+{
+    /* The newer meta page's txnid damaged below the older one's: LMDB
+     * opens the previous checkpoint. pskv.seq says that is going back. */
+    fresh_dir();
+    make_store(dir);
+    char path[160];
+    data_path(dir, path, sizeof path);
+    dmg_file f;
+    ck_assert(dmg_load(path, &f));
+    int cur = dmg_meta_current(&f);
+    uint64_t older = dmg_u64(f.b + (size_t)(1 - cur) * DMG_PSIZE + DMG_META_TXNID);
+    dmg_put64(f.b + (size_t)cur * DMG_PSIZE + DMG_META_TXNID, older - 1);
+    ck_assert(dmg_save(path, &f));
+    free(f.b);
+    pskv_store *s;
+    ck_assert_err(pskv_open(dir, NULL, &s), PSKV_ECORRUPT);
+    test_remove_dir(dir);
+}
+END_TEST
+
+START_TEST(lost_records_are_corrupt)
+{
+    fresh_dir();
+    make_store(dir);
+    char work[96], path[160];
+    snprintf(work, sizeof work, "%s-work", dir);
+    pskv_store *s;
+    pskv_table *t;
+    /* No checkpoint record: not "never checkpointed". */
+    copy_dir(dir, work);
+    lmdb_del(work, PSKV_FMT_META_DB, "checkpoint", 10);
+    ck_assert_err(pskv_open(work, NULL, &s), PSKV_ECORRUPT);
+    /* An empty or missing data file beside pskv.seq: not a new store. */
+    copy_dir(dir, work);
+    data_path(work, path, sizeof path);
+    ck_assert_int_eq(truncate(path, 0), 0);
+    ck_assert_err(pskv_open(work, NULL, &s), PSKV_ECORRUPT);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_err(pskv_open(work, NULL, &s), PSKV_ECORRUPT);
+    /* A table whose schema record is gone, or whose count record is. */
+    copy_dir(dir, work);
+    lmdb_del(work, PSKV_FMT_META_DB, "table/t", 7);
+    ck_assert_ok(pskv_open(work, NULL, &s));
+    ck_assert_err(pskv_table_open(s, "t", NULL, &t), PSKV_ECORRUPT);
+    ck_assert_err(pskv_table_open(s, "t", "dim=4", &t), PSKV_ECORRUPT);
+    pskv_close(s);
+    copy_dir(dir, work);
+    lmdb_del(work, PSKV_FMT_META_DB, "count/t", 7);
+    ck_assert_ok(pskv_open(work, NULL, &s));
+    ck_assert_err(pskv_table_open(s, "t", NULL, &t), PSKV_ECORRUPT);
+    pskv_close(s);
+    /* The other table of that store is fine. */
+    ck_assert_ok(pskv_open(work, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "u", NULL, &t));
+    test_expect_rows(t, 1, 10, 2, 5.0f);
+    pskv_close(s);
+    test_remove_dir(work);
+    test_remove_dir(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- format upgrade */
+
+static const char *data_dir; /* tests/data */
+
+START_TEST(format1_store_upgrades)
+{
+    fresh_dir();
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp '%s/format1/data.mdb' '%s/'", data_dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    for (int round = 0; round < 2; round++) { /* upgrade, then open as is */
+        pskv_store *s;
+        pskv_table *e, *b;
+        ck_assert_ok(pskv_open(dir, NULL, &s));
+        pskv_store_stats ss;
+        ck_assert_ok(pskv_store_stats_get(s, &ss));
+        ck_assert_uint_eq(ss.checkpoint_seq, 2);
+        char meta[64];
+        size_t len;
+        uint64_t seq;
+        ck_assert_ok(pskv_checkpoint_meta(s, meta, sizeof meta, &len, &seq));
+        ck_assert_uint_eq(len, 18);
+        ck_assert_uint_eq(seq, 1);
+        ck_assert_str_eq(meta, "format-1 metadata");
+        ck_assert_ok(pskv_table_open(s, "emb", NULL, &e));
+        ck_assert_ok(pskv_table_open(s, "bias", NULL, &b));
+        pskv_table_info info;
+        ck_assert_ok(pskv_table_info_get(e, &info));
+        ck_assert_int_eq(info.options.optimizer, PSKV_OPT_ADAM);
+        ck_assert_uint_eq(pskv_table_rows(e), 299);
+        uint64_t rows;
+        ck_assert_ok(iterate_all(e, &rows)); /* the count record the upgrade wrote */
+        ck_assert_uint_eq(rows, 299);
+        test_expect_rows(e, 1, 299, 4, 1.0f);
+        test_expect_rows(b, 1, 10, 1, 7.0f);
+        uint64_t gone = 300;
+        uint8_t found = 1;
+        float w[4];
+        ck_assert_ok(pskv_get(e, &gone, 1, w, &found));
+        ck_assert(!found);
+        if (round == 1) { /* and it goes on as a current store */
+            test_fill(b, 1, 10, 1, 9.0f);
+            ck_assert_ok(pskv_checkpoint(s));
+        }
+        pskv_close(s);
+    }
+    ck_assert(file_exists(dir, "pskv.seq"));
+    test_remove_dir(dir);
+}
+END_TEST
+
 /* One case per test, so that CK_RUN_CASE=name runs one. */
 #define ADD_CASE(s, name)                                                      \
     do {                                                                       \
@@ -421,8 +686,9 @@ END_TEST
         suite_add_tcase(s, tc_);                                               \
     } while (0)
 
-int main(void)
+int main(int argc, char **argv)
 {
+    data_dir = argc > 1 ? argv[1] : "tests/data";
     Suite *s = suite_create("faults");
     ADD_CASE(s, failed_open_keeps_owner_lock);
     ADD_CASE(s, scratch_owner_keeps_spill_file);
@@ -433,5 +699,10 @@ int main(void)
     ADD_CASE(s, backup_into_live_store_refused);
     ADD_CASE(s, push_never_stores_nonfinite);
     ADD_CASE(s, push_nonfinite_sum_refused);
+    ADD_CASE(s, damaged_record_sizes_bounded);
+    ADD_CASE(s, vanished_rows_detected);
+    ADD_CASE(s, rollback_refused);
+    ADD_CASE(s, lost_records_are_corrupt);
+    ADD_CASE(s, format1_store_upgrades);
     return run_suite(s);
 }

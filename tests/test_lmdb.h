@@ -27,6 +27,23 @@ static inline void lmdb_put(const char *dir, const char *db, const void *key, si
     mdb_env_close(env);
 }
 
+/* Delete key from database db of the store in dir. */
+static inline void lmdb_del(const char *dir, const char *db, const void *key, size_t klen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ck_assert_int_eq(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 8);
+    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k = {klen, (void *)key};
+    ck_assert_int_eq(mdb_del(txn, dbi, &k, NULL), 0);
+    ck_assert_int_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 /* Flip bits `mask` of byte `at` of the value of key in database db. */
 static inline void lmdb_damage_value(const char *dir, const char *db, const void *key,
                                      size_t klen, size_t at, uint8_t mask)
