@@ -314,15 +314,15 @@ static int filters_load(pskv_store *s, MDB_txn *txn, pskv_table *t, uint64_t row
 
 /* The data file must hold every page its meta page names: a truncated file
  * would otherwise fault (SIGBUS) on first access through the map. */
-static int check_file_length(pskv_store *s)
+int pskv__lmdb_file_check(struct MDB_env *env, const char *dir)
 {
     MDB_envinfo info;
     MDB_stat st;
     struct stat fst;
     char path[4096];
-    if (mdb_env_info(s->env, &info) != 0 || mdb_env_stat(s->env, &st) != 0)
+    if (mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &st) != 0)
         return PSKV_EIO;
-    if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) < 0 || stat(path, &fst) != 0)
+    if (pskv__format(path, sizeof path, "%s/data.mdb", dir) < 0 || stat(path, &fst) != 0)
         return PSKV_EIO;
     if ((uint64_t)fst.st_size < ((uint64_t)info.me_last_pgno + 1) * st.ms_psize)
         return PSKV_ECORRUPT;
@@ -632,7 +632,7 @@ int pskv__persist_open(pskv_store *s)
     s->db_psize = est.ms_psize;
     if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0)
         s->map_base = pskv__map_find(path);
-    if (file_bytes > 0 && (rc = check_file_length(s)) != 0)
+    if (file_bytes > 0 && (rc = pskv__lmdb_file_check(s->env, s->dir)) != 0)
         return rc;
     MDB_txn *txn;
     rc = pskv__txn_begin(s, false, &txn);

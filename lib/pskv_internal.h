@@ -627,6 +627,9 @@ PSKV__HIDDEN int pskv__txn_begin(pskv_store *s, bool write, struct MDB_txn **txn
 /* After a PSKV_EIO from a write into dir: is it really a full disk or a
  * file-size limit (LMDB reports short writes as EIO)? need: bytes wanted. */
 PSKV__HIDDEN bool pskv__disk_full(const char *dir, uint64_t need);
+/* 0 when dir/data.mdb holds every page env's meta page names, else
+ * PSKV_ECORRUPT (a truncated file: reading it would fault). */
+PSKV__HIDDEN int pskv__lmdb_file_check(struct MDB_env *env, const char *dir);
 /* Where this process mapped the file at data_path (one mapping of it at
  * offset 0), or NULL. */
 PSKV__HIDDEN const void *pskv__map_find(const char *data_path);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "test_common.h"
+#include "test_damage.h"
 #include "test_lmdb.h"
 
 static const char *tool;
@@ -144,6 +145,106 @@ START_TEST(verify_finds_damage)
 }
 END_TEST
 
+/* The tool on damaged files: it reports, it never crashes (a crash of
+ * LMDB inside it is reported as a damaged B-tree, status 1). */
+static void expect_no_crash(const char *d, bool must_fail_verify)
+{
+    static char out[1 << 16];
+    static const char *cmds[] = {"stat %s", "verify %s", "dump %s emb", "meta %s"};
+    for (unsigned c = 0; c < sizeof cmds / sizeof *cmds; c++) {
+        char args[256];
+        snprintf(args, sizeof args, cmds[c], d);
+        int status = run(out, sizeof out, "%s", args);
+        ck_assert_msg(status == 0 || status == 1, "pskv %s: status %d", args, status);
+        if (c == 1 && must_fail_verify)
+            ck_assert_msg(status == 1 && strstr(out, "DAMAGED") != NULL, "pskv %s said: %s", args,
+                          out);
+    }
+}
+
+START_TEST(tool_survives_damage)
+{
+    pskv_store *s;
+    make_store(&s);
+    pskv_close(s);
+    char work[96], path[160], cmd[320];
+    snprintf(work, sizeof work, "%s-work", dir);
+    snprintf(path, sizeof path, "%s/data.mdb", work);
+    for (int kind = 0; kind < 6; kind++) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", work, dir, work);
+        ck_assert_int_eq(system(cmd), 0);
+        dmg_file f;
+        ck_assert(dmg_load(path, &f));
+        uint64_t rows_root = dmg_root(&f, PSKV_FMT_ROWS_PREFIX "emb");
+        uint64_t meta_root = dmg_root(&f, PSKV_FMT_META_DB);
+        uint8_t *n;
+        switch (kind) {
+        case 0: /* truncated to half: the library says ECORRUPT, the tool too */
+            f.len /= 2;
+            break;
+        case 1: /* truncated to its meta pages */
+            f.len = 2 * DMG_PSIZE;
+            break;
+        case 2: /* a record's size past the file */
+            n = dmg_find_node(&f, meta_root, "checkpoint", 10, NULL);
+            ck_assert_ptr_nonnull(n);
+            dmg_put16(n + 2, 0x7fff);
+            break;
+        case 3: /* a schema record's size past the file */
+            n = dmg_find_node(&f, meta_root, "table/emb", 9, NULL);
+            ck_assert_ptr_nonnull(n);
+            dmg_put16(n + 2, 0x7fff);
+            break;
+        case 4: /* a leaf loses its last key */
+            ck_assert(dmg_page(&f, rows_root) != NULL);
+            {
+                uint8_t *p = dmg_page(&f, rows_root);
+                if (dmg_u16(p + 10) & DMG_P_BRANCH) { /* the first leaf under it */
+                    n = dmg_node(&f, p, 0);
+                    p = dmg_page(&f, dmg_u16(n) | (uint64_t)dmg_u16(n + 2) << 16);
+                }
+                ck_assert(p != NULL && dmg_nkeys(p) >= 2);
+                dmg_put16(p + 12, (uint16_t)(dmg_u16(p + 12) - 2));
+            }
+            break;
+        default: /* the rows' root page zeroed */
+            memset(dmg_page(&f, rows_root), 0, DMG_PSIZE);
+            break;
+        }
+        ck_assert(dmg_save(path, &f));
+        free(f.b);
+        expect_no_crash(work, true);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, work);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Two tool backups into one destination at once: one wins, the other
+ * fails and leaves the winner's copy alone. */
+START_TEST(racing_tool_backups)
+{
+    pskv_store *s;
+    make_store(&s);
+    pskv_close(s);
+    char dest[96], cmd[512];
+    for (int trial = 0; trial < 10; trial++) {
+        snprintf(dest, sizeof dest, "%s/copy-%d", dir, trial);
+        snprintf(cmd, sizeof cmd,
+                 "'%s' backup %s %s 2>/dev/null & a=$!; '%s' backup %s %s 2>/dev/null; b=$?; "
+                 "wait $a; a=$?; exit $((a + b))",
+                 tool, dir, dest, tool, dir, dest);
+        int status = system(cmd);
+        ck_assert(WIFEXITED(status));
+        ck_assert_int_eq(WEXITSTATUS(status), 1); /* one 0, one 1 */
+        static char out[1 << 16];
+        ck_assert_int_eq(run(out, sizeof out, "verify %s", dest), 0);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -156,6 +257,8 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, stat_verify_dump_backup);
     tcase_add_test(tc, verify_finds_damage);
+    tcase_add_test(tc, tool_survives_damage);
+    tcase_add_test(tc, racing_tool_backups);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -12,6 +12,12 @@
  * Exit status: 0 fine, 1 the store has problems (verify) or an operation
  * failed, 2 bad usage. A progress line goes to stderr during long work when
  * stderr is a terminal.
+ *
+ * The tool never trusts the file: records go through the library's
+ * decoders (format.h) with every value bounded by the mapped file, and the
+ * command itself runs in a child process, because LMDB follows B-tree
+ * pages without checking them: a crash there is reported as
+ * "damaged: B-tree" with exit status 1.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <inttypes.h>
@@ -20,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -49,6 +57,8 @@ typedef struct store {
     MDB_env *env;
     MDB_txn *txn; /* one read transaction: a consistent checkpoint */
     MDB_dbi meta;
+    const void *base; /* the file's pages in the map, for bounds */
+    uint64_t span;
 } store;
 
 static int store_open(store *st, const char *dir)
@@ -60,12 +70,22 @@ static int store_open(store *st, const char *dir)
         fprintf(stderr, "pskv: %s: no store here (%s)\n", dir, strerror(errno));
         return 1;
     }
+    if (fs.st_size < 2 * 4096) {
+        fprintf(stderr, "pskv: %s: damaged: data.mdb is %lld bytes, not even two meta pages\n",
+                dir, (long long)fs.st_size);
+        return 1;
+    }
     int rc = mdb_env_create(&st->env);
     if (rc == 0) {
         mdb_env_set_maxdbs(st->env, PSKV_FMT_MAX_TABLES + 1);
         /* The map must cover the file; the writer may grow it meanwhile. */
         mdb_env_set_mapsize(st->env, (size_t)fs.st_size * 2 + (64u << 20));
         rc = mdb_env_open(st->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
+    }
+    if (rc == 0 && pskv__lmdb_file_check(st->env, dir) != 0) {
+        fprintf(stderr, "pskv: %s: damaged: data.mdb is shorter than its pages\n", dir);
+        mdb_env_close(st->env);
+        return 1;
     }
     if (rc == 0) {
         rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->txn);
@@ -76,10 +96,20 @@ static int store_open(store *st, const char *dir)
         rc = mdb_dbi_open(st->txn, PSKV_FMT_META_DB, 0, &st->meta);
     if (rc != 0) {
         fprintf(stderr, "pskv: %s: cannot open the store: %s\n", dir, mdb_strerror(rc));
+        if (st->txn)
+            mdb_txn_abort(st->txn);
         if (st->env)
             mdb_env_close(st->env);
         return 1;
     }
+    MDB_envinfo ei;
+    MDB_stat es;
+    st->base = pskv__map_find(path);
+    st->span = UINT64_MAX;
+    if (st->base != NULL && mdb_env_info(st->env, &ei) == 0 && mdb_env_stat(st->env, &es) == 0)
+        st->span = ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize;
+    else
+        st->base = NULL;
     return 0;
 }
 
@@ -89,22 +119,24 @@ static void store_close(store *st)
     mdb_env_close(st->env);
 }
 
+static bool in_file(const store *st, const MDB_val *v)
+{
+    return pskv_fmt_in_span(st->base, st->span, v->mv_data, v->mv_size);
+}
+
 /* A meta record's body, checked; NULL if absent or damaged (*bad set). */
 static const uint8_t *meta_body(store *st, const char *name, size_t *len, bool *bad)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
+    const uint8_t *body;
     *bad = false;
     if (mdb_get(st->txn, st->meta, &k, &v) != 0)
         return NULL;
-    if (v.mv_size < PSKV_FMT_CHECK_BYTES)
-        goto damaged;
-    *len = v.mv_size - PSKV_FMT_CHECK_BYTES;
-    if (pskv_fmt_get64((const uint8_t *)v.mv_data + *len) != pskv_fmt_meta_check(v.mv_data, *len))
-        goto damaged;
-    return v.mv_data;
-damaged:
-    *bad = true;
-    return NULL;
+    if (!in_file(st, &v) || pskv_fmt_meta_open(v.mv_data, v.mv_size, &body, len) != 0) {
+        *bad = true;
+        return NULL;
+    }
+    return body;
 }
 
 /* The trainer's checkpoint metadata: 1 present (*bytes, *n, *seq), 0
@@ -128,7 +160,9 @@ typedef struct table {
     bool schema_ok;
     MDB_dbi dbi;
     bool has_rows_db;
-    uint64_t rows;
+    uint64_t rows;          /* LMDB's own count */
+    bool count_ok;          /* the count record (format 2) */
+    uint64_t count_rows, count_digest;
 } table;
 
 /* The row layout of a schema: a memory-only table of that config. */
@@ -142,7 +176,30 @@ static bool schema_info(const char *config, pskv_table_info *info)
     return ok;
 }
 
-/* Every table record of the store. */
+static void table_read(store *st, table *t, const MDB_val *v)
+{
+    const uint8_t *body;
+    size_t clen;
+    if (in_file(st, v) && pskv_fmt_meta_open(v->mv_data, v->mv_size, &body, &clen) == 0 &&
+        clen < sizeof t->config) {
+        memcpy(t->config, body, clen);
+        t->config[clen] = '\0';
+        t->schema_ok = strlen(t->config) == clen && schema_info(t->config, &t->info);
+    }
+    char db[PSKV_NAME_MAX + 16], rec[PSKV_NAME_MAX + 16];
+    snprintf(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, t->name);
+    MDB_stat ms;
+    t->has_rows_db = mdb_dbi_open(st->txn, db, 0, &t->dbi) == 0 &&
+                     mdb_stat(st->txn, t->dbi, &ms) == 0;
+    t->rows = t->has_rows_db ? ms.ms_entries : 0;
+    snprintf(rec, sizeof rec, "%s%s", PSKV_FMT_COUNT_PREFIX, t->name);
+    size_t len;
+    bool bad;
+    const uint8_t *c = meta_body(st, rec, &len, &bad);
+    t->count_ok = c != NULL && pskv_fmt_pair_get(c, len, &t->count_rows, &t->count_digest) == 0;
+}
+
+/* Every table record of the store; 1 when listing them failed. */
 static int tables_list(store *st, table **out, uint32_t *n)
 {
     MDB_cursor *cur;
@@ -152,36 +209,31 @@ static int tables_list(store *st, table **out, uint32_t *n)
         return 1;
     size_t plen = strlen(PSKV_FMT_TABLE_PREFIX);
     MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
-    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), status = 0;
     for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size <= plen || memcmp(k.mv_data, PSKV_FMT_TABLE_PREFIX, plen) != 0)
+        if (!in_file(st, &k) || k.mv_size <= plen ||
+            memcmp(k.mv_data, PSKV_FMT_TABLE_PREFIX, plen) != 0)
             break;
+        if (*n >= PSKV_FMT_MAX_TABLES) {
+            status = 1;
+            break;
+        }
         table *grown = realloc(*out, (*n + 1) * sizeof **out);
-        if (grown == NULL)
-            return 1;
+        if (grown == NULL) {
+            status = 1;
+            break;
+        }
         *out = grown;
         table *t = &(*out)[(*n)++];
         memset(t, 0, sizeof *t);
         size_t nl = k.mv_size - plen < PSKV_NAME_MAX ? k.mv_size - plen : PSKV_NAME_MAX;
         memcpy(t->name, (const char *)k.mv_data + plen, nl);
-        size_t clen = v.mv_size >= PSKV_FMT_CHECK_BYTES ? v.mv_size - PSKV_FMT_CHECK_BYTES : 0;
-        bool check = v.mv_size >= PSKV_FMT_CHECK_BYTES && clen < sizeof t->config &&
-                     pskv_fmt_get64((const uint8_t *)v.mv_data + clen) ==
-                         pskv_fmt_meta_check(v.mv_data, clen);
-        if (check) {
-            memcpy(t->config, v.mv_data, clen);
-            t->config[clen] = '\0';
-            t->schema_ok = schema_info(t->config, &t->info);
-        }
-        char db[PSKV_NAME_MAX + 16];
-        snprintf(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, t->name);
-        MDB_stat ms;
-        t->has_rows_db = mdb_dbi_open(st->txn, db, 0, &t->dbi) == 0 &&
-                         mdb_stat(st->txn, t->dbi, &ms) == 0;
-        t->rows = t->has_rows_db ? ms.ms_entries : 0;
+        table_read(st, t, &v);
     }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        status = 1;
     mdb_cursor_close(cur);
-    return 0;
+    return status;
 }
 
 static table *table_named(table *ts, uint32_t n, const char *name)
@@ -199,11 +251,11 @@ static void print_checkpoint(store *st)
     size_t len;
     bool bad;
     const uint8_t *b = meta_body(st, PSKV_FMT_KEY_CHECKPOINT, &len, &bad);
-    if (b == NULL || len != 16) {
-        printf("last checkpoint: %s\n", bad ? "DAMAGED record" : "none");
+    uint64_t seq, ns;
+    if (b == NULL || pskv_fmt_pair_get(b, len, &seq, &ns) != 0) {
+        printf("last checkpoint: %s\n", bad || b != NULL ? "DAMAGED record" : "none");
         return;
     }
-    uint64_t seq = pskv_fmt_get64(b), ns = pskv_fmt_get64(b + 8);
     time_t secs = (time_t)(ns / 1000000000u);
     struct tm tm;
     char when[64];
@@ -232,17 +284,23 @@ static int cmd_stat(const char *dir)
     size_t len;
     bool bad;
     const uint8_t *f = meta_body(&st, PSKV_FMT_KEY_FORMAT, &len, &bad);
-    uint32_t version = 0;
-    if (f != NULL && len == 8)
-        memcpy(&version, f + 4, 4);
-    printf("format: %u%s\n", version, version == PSKV_FMT_VERSION ? "" : " (not supported)");
+    uint32_t magic = 0, version = 0;
+    if (f == NULL || pskv_fmt_format_get(f, len, &magic, &version) != 0)
+        printf("format: DAMAGED record\n");
+    else
+        printf("format: %u%s\n", version,
+               version == PSKV_FMT_VERSION ? ""
+               : version >= PSKV_FMT_VERSION_MIN && version < PSKV_FMT_VERSION
+                   ? " (upgraded when the library opens it)"
+                   : " (not supported)");
     print_checkpoint(&st);
     printf("data file pages in use: %" PRIu64 " bytes (%" PRIu64 " pages of %u)\n",
            ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize, (uint64_t)ei.me_last_pgno + 1,
            es.ms_psize);
     table *ts;
     uint32_t n;
-    tables_list(&st, &ts, &n);
+    if (tables_list(&st, &ts, &n) != 0)
+        printf("tables: listing them failed (damaged meta database)\n");
     printf("tables: %u\n", n);
     for (uint32_t i = 0; i < n; i++) {
         table *t = &ts[i];
@@ -275,15 +333,14 @@ static void filters_read(store *st, const char *table, filters *f)
         snprintf(name, sizeof name, "%s%s/%u", PSKV_FMT_FILTER_PREFIX, table, i);
         size_t len;
         bool bad;
-        const uint8_t *b = meta_body(st, name, &len, &bad);
+        const uint8_t *b = meta_body(st, name, &len, &bad), *bits;
         if (b == NULL) {
             f->damaged = bad;
             return;
         }
+        uint64_t capacity, count;
         uint32_t blocks;
-        memcpy(&blocks, b + 16, 4);
-        if (len < PSKV_FMT_FILTER_HEADER || blocks == 0 ||
-            len != PSKV_FMT_FILTER_HEADER + (size_t)blocks * 64) {
+        if (pskv_fmt_filter_get(b, len, &capacity, &count, &blocks, &bits) != 0) {
             f->damaged = true;
             return;
         }
@@ -292,7 +349,7 @@ static void filters_read(store *st, const char *table, filters *f)
             f->damaged = true;
             return;
         }
-        memcpy(f->words[i], b + PSKV_FMT_FILTER_HEADER, (size_t)blocks * 64);
+        memcpy(f->words[i], bits, (size_t)blocks * 64);
         f->blocks[i] = blocks;
         f->n = i + 1;
     }
@@ -315,27 +372,114 @@ static void filters_free(filters *f)
 
 /* ---------------------------------------------------------------- verify */
 
+/* Every row of a table through one cursor: checksums, the filter, and the
+ * walk's count and digest against the table's count record. */
+static uint64_t verify_rows(store *st, table *t, uint32_t version, uint64_t *rows)
+{
+    uint64_t problems = 0;
+    /* Every row's key must be in the table's filter of persisted keys
+     * (when it has one: without, the library asks LMDB for every miss). */
+    filters fl;
+    filters_read(st, t->name, &fl);
+    if (fl.damaged) {
+        printf("table %s: filter of persisted keys damaged (misses will ask LMDB)\n", t->name);
+        problems++;
+    }
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(st->txn, t->dbi, &cur);
+    if (rc != 0) {
+        printf("table %s: cannot read its rows: %s\n", t->name, mdb_strerror(rc));
+        filters_free(&fl);
+        return problems + 1;
+    }
+    MDB_val k, v;
+    uint64_t seen = 0, bad_rows = 0, unfiltered = 0, digest = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t key = k.mv_size == 8 && in_file(st, &k) ? pskv_fmt_key_get(k.mv_data) : 0,
+                 check = 0;
+        bool ok = k.mv_size == 8 && in_file(st, &k) && in_file(st, &v) &&
+                  pskv_fmt_row_ok(key, v.mv_data, v.mv_size, t->info.row_bytes, &check);
+        if (!ok) {
+            if (bad_rows < 20)
+                printf("table %s: row %" PRIu64 " fails its check\n", t->name, key);
+            bad_rows++;
+            if (in_file(st, &v))
+                pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->info.row_bytes, &check);
+        } else if (fl.n > 0 && !filters_maybe(&fl, key)) {
+            if (unfiltered < 20)
+                printf("table %s: row %" PRIu64 " missing from the filter of persisted keys\n",
+                       t->name, key);
+            unfiltered++;
+        }
+        digest += check;
+        if (++seen % PROGRESS_EVERY == 0)
+            progress("verify", t->name, seen, t->rows);
+    }
+    progress_end();
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) {
+        printf("table %s: reading rows failed after %" PRIu64 ": %s\n", t->name, seen,
+               mdb_strerror(rc));
+        problems++;
+    }
+    if (seen != t->rows) {
+        printf("table %s: %" PRIu64 " rows read, %" PRIu64 " counted by LMDB\n", t->name, seen,
+               t->rows);
+        problems++;
+    }
+    if (version >= 2 && !t->count_ok) {
+        printf("table %s: count record missing or damaged\n", t->name);
+        problems++;
+    } else if (version >= 2 && (seen != t->count_rows || digest != t->count_digest)) {
+        /* Rows lost (or swapped) inside the B-tree: the walk disagrees with
+         * what the last checkpoint recorded. */
+        printf("table %s: %" PRIu64 " rows read, the checkpoint recorded %" PRIu64 "%s\n",
+               t->name, seen, t->count_rows,
+               seen == t->count_rows ? " (but their digest differs)" : "");
+        problems++;
+    }
+    problems += bad_rows + unfiltered;
+    *rows += seen;
+    filters_free(&fl);
+    return problems;
+}
+
 static int cmd_verify(const char *dir)
 {
     store st = {0};
-    if (store_open(&st, dir) != 0)
+    char path[4096];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (store_open(&st, dir) != 0) {
+        if (access(path, F_OK) == 0)
+            printf("DAMAGED: the data file cannot be opened\n");
         return 1;
-    uint64_t problems = 0, rows = 0;
+    }
+    uint64_t problems = 0, rows = 0, seq = 0, ns;
     size_t len;
     bool bad;
     const uint8_t *f = meta_body(&st, PSKV_FMT_KEY_FORMAT, &len, &bad);
     uint32_t magic = 0, version = 0;
-    if (f != NULL && len == 8) {
-        memcpy(&magic, f, 4);
-        memcpy(&version, f + 4, 4);
-    }
-    if (magic != PSKV_FMT_MAGIC || version != PSKV_FMT_VERSION) {
+    if (f == NULL || pskv_fmt_format_get(f, len, &magic, &version) != 0 ||
+        magic != PSKV_FMT_MAGIC || version < PSKV_FMT_VERSION_MIN || version > PSKV_FMT_VERSION) {
         printf("format record: %s\n", f == NULL ? "missing or damaged" : "unsupported version");
         problems++;
     }
     const uint8_t *c = meta_body(&st, PSKV_FMT_KEY_CHECKPOINT, &len, &bad);
-    if (bad || (c != NULL && len != 16)) {
-        printf("checkpoint record: damaged\n");
+    if (bad || (c != NULL && pskv_fmt_pair_get(c, len, &seq, &ns) != 0) ||
+        (c == NULL && version >= 2)) {
+        printf("checkpoint record: %s\n", c == NULL && !bad ? "missing" : "damaged");
+        problems++;
+    }
+    uint64_t file_seq;
+    int seq_rc = pskv__seqfile_read(dir, &file_seq);
+    if (seq_rc == PSKV_ECORRUPT) {
+        printf("pskv.seq: damaged\n");
+        problems++;
+    } else if (seq_rc == 0 && file_seq > seq) {
+        printf("checkpoint %" PRIu64 " is older than the last committed one (%" PRIu64
+               ", pskv.seq): the data file went back\n",
+               seq, file_seq);
         problems++;
     }
     const uint8_t *bytes;
@@ -346,69 +490,21 @@ static int cmd_verify(const char *dir)
     }
     table *ts;
     uint32_t n;
-    tables_list(&st, &ts, &n);
+    if (tables_list(&st, &ts, &n) != 0) {
+        printf("meta database: listing the tables failed\n");
+        problems++;
+    }
     for (uint32_t i = 0; i < n; i++) {
         table *t = &ts[i];
         if (!t->schema_ok) {
             printf("table %s: schema record damaged or invalid\n", t->name);
             problems++;
-            continue;
-        }
-        if (!t->has_rows_db) {
+        } else if (!t->has_rows_db) {
             printf("table %s: rows database missing\n", t->name);
             problems++;
-            continue;
+        } else {
+            problems += verify_rows(&st, t, version, &rows);
         }
-        /* Every row's key must be in the table's filter of persisted keys
-         * (when it has one: without, the library asks LMDB for every miss). */
-        filters fl;
-        filters_read(&st, t->name, &fl);
-        if (fl.damaged) {
-            printf("table %s: filter of persisted keys damaged (misses will ask LMDB)\n",
-                   t->name);
-            problems++;
-        }
-        MDB_cursor *cur;
-        mdb_cursor_open(st.txn, t->dbi, &cur);
-        MDB_val k, v;
-        uint64_t seen = 0, bad_rows = 0, unfiltered = 0;
-        int rc;
-        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            bool ok = k.mv_size == 8 &&
-                      v.mv_size == (size_t)t->info.row_bytes + PSKV_FMT_CHECK_BYTES &&
-                      pskv_fmt_get64((const uint8_t *)v.mv_data + t->info.row_bytes) ==
-                          pskv_fmt_row_check(pskv_fmt_key_get(k.mv_data), v.mv_data,
-                                             t->info.row_bytes);
-            if (!ok) {
-                if (bad_rows < 20)
-                    printf("table %s: row %" PRIu64 " fails its check\n", t->name,
-                           k.mv_size == 8 ? pskv_fmt_key_get(k.mv_data) : 0);
-                bad_rows++;
-            } else if (fl.n > 0 && !filters_maybe(&fl, pskv_fmt_key_get(k.mv_data))) {
-                if (unfiltered < 20)
-                    printf("table %s: row %" PRIu64 " missing from the filter of persisted keys\n",
-                           t->name, pskv_fmt_key_get(k.mv_data));
-                unfiltered++;
-            }
-            if (++seen % PROGRESS_EVERY == 0)
-                progress("verify", t->name, seen, t->rows);
-        }
-        progress_end();
-        mdb_cursor_close(cur);
-        if (rc != MDB_NOTFOUND) {
-            printf("table %s: reading rows failed after %" PRIu64 ": %s\n", t->name, seen,
-                   mdb_strerror(rc));
-            problems++;
-        }
-        if (seen != t->rows) {
-            printf("table %s: %" PRIu64 " rows read, %" PRIu64 " counted\n", t->name, seen,
-                   t->rows);
-            problems++;
-        }
-        problems += bad_rows + unfiltered;
-        rows += seen;
-        filters_free(&fl);
     }
     printf("%s: %u tables, %" PRIu64 " rows, %" PRIu64 " problems\n", problems ? "DAMAGED" : "ok",
            n, rows, problems);
@@ -437,23 +533,22 @@ static void print_row(uint64_t key, const float *row, const pskv_table_info *inf
     printf("\n");
 }
 
-static bool row_value_ok(const table *t, uint64_t key, const MDB_val *v)
+static bool row_value_ok(const store *st, const table *t, uint64_t key, const MDB_val *v)
 {
-    return v->mv_size == (size_t)t->info.row_bytes + PSKV_FMT_CHECK_BYTES &&
-           pskv_fmt_get64((const uint8_t *)v->mv_data + t->info.row_bytes) ==
-               pskv_fmt_row_check(key, v->mv_data, t->info.row_bytes);
+    return in_file(st, v) &&
+           pskv_fmt_row_ok(key, v->mv_data, v->mv_size, t->info.row_bytes, NULL);
 }
 
-static int dump_one(const table *t, MDB_txn *txn, uint64_t key, float *row)
+static int dump_one(const store *st, const table *t, uint64_t key, float *row)
 {
     uint8_t kb[8];
     pskv_fmt_key(kb, key);
     MDB_val k = {8, kb}, v;
-    if (mdb_get(txn, t->dbi, &k, &v) != 0) {
+    if (mdb_get(st->txn, t->dbi, &k, &v) != 0) {
         printf("%" PRIu64 "\tabsent\n", key);
         return 0;
     }
-    if (!row_value_ok(t, key, &v)) {
+    if (!row_value_ok(st, t, key, &v)) {
         fprintf(stderr, "pskv: row %" PRIu64 " fails its check\n", key);
         return 1;
     }
@@ -469,7 +564,7 @@ static int cmd_dump(const char *dir, const char *name, const char *keys)
         return 1;
     table *ts;
     uint32_t n;
-    tables_list(&st, &ts, &n);
+    (void)tables_list(&st, &ts, &n); /* a partial list still finds the table */
     table *t = table_named(ts, n, name);
     int status = 0;
     if (t == NULL || !t->schema_ok || !t->has_rows_db) {
@@ -477,6 +572,10 @@ static int cmd_dump(const char *dir, const char *name, const char *keys)
         status = 1;
     }
     float *row = status == 0 ? malloc(t->info.row_bytes) : NULL;
+    if (status == 0 && row == NULL) {
+        fprintf(stderr, "pskv: out of memory\n");
+        status = 1;
+    }
     if (status == 0)
         printf("# key\tweights[%u]\tstate[%u]\n", t->info.dim, t->info.state_floats);
     if (status == 0 && keys != NULL) {
@@ -489,18 +588,22 @@ static int cmd_dump(const char *dir, const char *name, const char *keys)
                 status = 2;
                 break;
             }
-            status = dump_one(t, st.txn, key, row);
+            status = dump_one(&st, t, key, row);
             p = *end == ',' ? end + 1 : end;
         }
     } else if (status == 0) {
         MDB_cursor *cur;
-        mdb_cursor_open(st.txn, t->dbi, &cur);
+        int crc = mdb_cursor_open(st.txn, t->dbi, &cur);
+        if (crc != 0) {
+            fprintf(stderr, "pskv: %s: cannot read its rows: %s\n", name, mdb_strerror(crc));
+            status = 1;
+        }
         MDB_val k, v;
         uint64_t seen = 0;
-        for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && status == 0;
-             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            uint64_t key = k.mv_size == 8 ? pskv_fmt_key_get(k.mv_data) : 0;
-            if (k.mv_size != 8 || !row_value_ok(t, key, &v)) {
+        for (int rc = status ? MDB_NOTFOUND : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+             rc == 0 && status == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            uint64_t key = k.mv_size == 8 && in_file(&st, &k) ? pskv_fmt_key_get(k.mv_data) : 0;
+            if (k.mv_size != 8 || !in_file(&st, &k) || !row_value_ok(&st, t, key, &v)) {
                 fprintf(stderr, "pskv: row %" PRIu64 " fails its check\n", key);
                 status = 1;
                 break;
@@ -511,7 +614,8 @@ static int cmd_dump(const char *dir, const char *name, const char *keys)
                 progress("dump", t->name, seen, t->rows);
         }
         progress_end();
-        mdb_cursor_close(cur);
+        if (crc == 0)
+            mdb_cursor_close(cur);
     }
     free(row);
     free(ts);
@@ -580,9 +684,8 @@ static int usage(void)
     return 2;
 }
 
-int main(int argc, char **argv)
+static int run_command(int argc, char **argv)
 {
-    progress_on = isatty(STDERR_FILENO);
     if (argc == 3 && strcmp(argv[1], "stat") == 0)
         return cmd_stat(argv[2]);
     if (argc == 3 && strcmp(argv[1], "verify") == 0)
@@ -596,4 +699,42 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "meta") == 0)
         return cmd_meta(argv[2]);
     return usage();
+}
+
+int main(int argc, char **argv)
+{
+    progress_on = isatty(STDERR_FILENO);
+    if (argc < 3)
+        return usage();
+    /* LMDB follows page numbers and node sizes as it finds them: on a
+     * damaged B-tree it can fault. The command runs in a child, and a
+     * child killed by a signal is a damaged store, not a crashed tool. */
+    char dest_file[4096] = "";
+    bool dest_new = false;
+    if (argc == 4 && strcmp(argv[1], "backup") == 0) {
+        snprintf(dest_file, sizeof dest_file, "%s/data.mdb", argv[3]);
+        dest_new = access(dest_file, F_OK) != 0;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return run_command(argc, argv); /* no child to be had: run here */
+    if (pid == 0) {
+        int rc = run_command(argc, argv);
+        _exit(fflush(NULL) == 0 ? rc : 1);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return 1;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    fflush(stdout);
+    fprintf(stderr, "pskv: %s: damaged: B-tree (reading it crashed LMDB with signal %d, %s)\n",
+            argv[2], WTERMSIG(status), strsignal(WTERMSIG(status)));
+    if (strcmp(argv[1], "verify") == 0)
+        printf("DAMAGED: B-tree unreadable\n");
+    if (dest_new)
+        unlink(dest_file); /* the child's half copy */
+    return 1;
 }
