@@ -393,13 +393,23 @@ static uint64_t verify_rows(store *st, table *t, uint32_t version, uint64_t *row
         return problems + 1;
     }
     MDB_val k, v;
-    uint64_t seen = 0, bad_rows = 0, unfiltered = 0, digest = 0;
+    uint64_t seen = 0, bad_rows = 0, unfiltered = 0, unfindable = 0, digest = 0;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         uint64_t key = k.mv_size == 8 && in_file(st, &k) ? pskv_fmt_key_get(k.mv_data) : 0,
                  check = 0;
         bool ok = k.mv_size == 8 && in_file(st, &k) && in_file(st, &v) &&
                   pskv_fmt_row_ok(key, v.mv_data, v.mv_size, t->info.row_bytes, &check);
+        /* The walk follows sibling pages; a lookup descends by the branch
+         * keys. Damage to those makes rows unfindable that the walk sees. */
+        MDB_val found = {0, NULL};
+        if (ok && (mdb_get(st->txn, t->dbi, &k, &found) != 0 || found.mv_data != v.mv_data)) {
+            if (unfindable < 20)
+                printf("table %s: row %" PRIu64 " is in the B-tree, but a lookup does not find "
+                       "it\n",
+                       t->name, key);
+            unfindable++;
+        }
         if (!ok) {
             if (bad_rows < 20)
                 printf("table %s: row %" PRIu64 " fails its check\n", t->name, key);
@@ -439,7 +449,7 @@ static uint64_t verify_rows(store *st, table *t, uint32_t version, uint64_t *row
                seen == t->count_rows ? " (but their digest differs)" : "");
         problems++;
     }
-    problems += bad_rows + unfiltered;
+    problems += bad_rows + unfiltered + unfindable;
     *rows += seen;
     filters_free(&fl);
     return problems;
