@@ -309,7 +309,10 @@ typedef struct pskv_store_stats {
     uint64_t checkpoints_failed; /* checkpoints of this open that returned an error */
     uint64_t db_bytes;           /* pages in use in the LMDB data file */
     uint64_t map_grows;          /* times the LMDB map was grown */
-    uint64_t reserved[4];
+    uint64_t lmdb_reopens;       /* times LMDB's environment was reopened after it
+                                    gave up on a failed write (the checkpoint that
+                                    met the failure returned its error) */
+    uint64_t reserved[3];
 } pskv_store_stats;
 PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
 

@@ -731,6 +731,8 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
             if (rc != 0)
                 break;
         }
+        if (rc != 0 && commit)
+            (void)pskv__persist_recover(s); /* LMDB may have given up on its env */
         if (rc == PSKV_EIO && pskv__disk_full(s->dir, need))
             rc = PSKV_ENOSPC;
         for (uint32_t i = 0; i < nt; i++)

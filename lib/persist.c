@@ -92,7 +92,7 @@ static uint64_t unix_ns(void)
 
 int pskv__txn_begin(pskv_store *s, bool write, MDB_txn **txn)
 {
-    if (atomic_load(&s->map_lost))
+    if (atomic_load(&s->env_lost))
         return PSKV_ENOMEM; /* a failed grow left LMDB without a map */
     int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn);
     return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
@@ -577,6 +577,83 @@ static int upgrade_from_1(pskv_store *s)
 
 /* ---------------------------------------------------------------- open */
 
+/* Create and open the environment with a map of map bytes. */
+static int env_start(pskv_store *s, uint64_t map)
+{
+    char path[4096];
+    int rc = pskv__mdb_err(mdb_env_create(&s->env));
+    if (rc != 0)
+        return rc;
+    mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 1);
+    mdb_env_set_maxreaders(s->env, 1024);
+    mdb_env_set_mapsize(s->env, (size_t)map);
+    rc = pskv__mdb_err(mdb_env_open(s->env, s->dir, MDB_NOTLS, 0644));
+    if (rc != 0)
+        return rc;
+    int dead = 0;
+    mdb_reader_check(s->env, &dead); /* slots of crashed processes */
+    MDB_stat est;
+    if (mdb_env_stat(s->env, &est) != 0)
+        return PSKV_EIO;
+    s->db_psize = est.ms_psize;
+    if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0)
+        s->map_base = pskv__map_find(path);
+    return 0;
+}
+
+/* A kept handle of database name (meta, or a table's rows), opened again. */
+static int dbi_reopen(pskv_store *s, const char *name, unsigned *dbi)
+{
+    MDB_txn *txn;
+    MDB_dbi d;
+    int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    if (rc != 0)
+        return rc;
+    rc = pskv__mdb_err(mdb_dbi_open(txn, name, 0, &d));
+    if (rc == 0)
+        rc = pskv__mdb_err(mdb_txn_commit(txn)); /* keeps the handle */
+    else
+        mdb_txn_abort(txn);
+    if (rc == 0)
+        *dbi = d;
+    return rc == PSKV_ENOTFOUND ? PSKV_ECORRUPT : rc;
+}
+
+int pskv__persist_recover(pskv_store *s)
+{
+    MDB_txn *probe;
+    if (atomic_load(&s->env_lost))
+        return PSKV_EIO;
+    int rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &probe);
+    if (rc == 0)
+        mdb_txn_abort(probe);
+    if (rc != MDB_PANIC)
+        return 0;
+    /* LMDB gave up on this environment (a failed meta page write); the
+     * file holds the last commit. No transaction of ours is open: readers
+     * wait on env_lock, writers on ckpt_lock. */
+    pthread_rwlock_wrlock(&s->env_lock);
+    MDB_envinfo info;
+    uint64_t map = mdb_env_info(s->env, &info) == 0 ? info.me_mapsize : MAP_MIN;
+    mdb_env_close(s->env);
+    s->env = NULL;
+    rc = env_start(s, map);
+    if (rc == 0)
+        rc = dbi_reopen(s, PSKV_FMT_META_DB, &s->meta_dbi);
+    for (uint32_t i = 0; i < s->nattached && rc == 0; i++) {
+        char db[PSKV_NAME_MAX + 16];
+        rc = pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, s->attached[i]->name) < 0
+                 ? PSKV_EINVAL
+                 : dbi_reopen(s, db, &s->attached[i]->dbi);
+    }
+    if (rc != 0)
+        atomic_store(&s->env_lost, true); /* every later call: a clean error */
+    if (rc == 0)
+        atomic_fetch_add(&s->n_env_reopens, 1);
+    pthread_rwlock_unlock(&s->env_lock);
+    return rc;
+}
+
 /* The store's seq against pskv.seq: behind it means LMDB opened an older
  * snapshot than the last commit (a damaged meta page), and is refused. A
  * missing file (a store of format 1, or one copied without it) is written. */
@@ -615,23 +692,9 @@ int pskv__persist_open(pskv_store *s)
         map = file_bytes;
     long page = sysconf(_SC_PAGESIZE);
     map = (map + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page;
-    rc = pskv__mdb_err(mdb_env_create(&s->env));
+    rc = env_start(s, map);
     if (rc != 0)
         return rc;
-    mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 1);
-    mdb_env_set_maxreaders(s->env, 1024);
-    mdb_env_set_mapsize(s->env, (size_t)map);
-    rc = pskv__mdb_err(mdb_env_open(s->env, s->dir, MDB_NOTLS, 0644));
-    if (rc != 0)
-        return rc;
-    int dead = 0;
-    mdb_reader_check(s->env, &dead); /* slots of crashed processes */
-    MDB_stat est;
-    if (mdb_env_stat(s->env, &est) != 0)
-        return PSKV_EIO;
-    s->db_psize = est.ms_psize;
-    if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0)
-        s->map_base = pskv__map_find(path);
     if (file_bytes > 0 && (rc = pskv__lmdb_file_check(s->env, s->dir)) != 0)
         return rc;
     MDB_txn *txn;
@@ -679,6 +742,8 @@ void pskv__persist_close(pskv_store *s)
     if (s->env != NULL)
         mdb_env_close(s->env);
     s->env = NULL;
+    free(s->attached);
+    s->attached = NULL;
 }
 
 /* ---------------------------------------------------------------- tables */
@@ -779,6 +844,13 @@ static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const ch
 int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)
 {
     char db[PSKV_NAME_MAX + 16];
+    /* Room in the list of attached tables first: a failure then changes
+     * nothing. */
+    pskv_table **a = pskv__array_grow(s->attached, &s->attached_cap, s->nattached + 1ull,
+                                      sizeof *a, 4);
+    if (a == NULL)
+        return PSKV_ENOMEM;
+    s->attached = a;
     int rc = rows_db_name(t->name, db, sizeof db);
     for (int attempt = 0; rc == 0; attempt++) {
         rc = table_attach_once(s, t, create, db);
@@ -786,6 +858,12 @@ int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)
             break;
         rc = pskv__persist_grow(s, 0); /* a full map: grow it and write again */
     }
+    if (rc == 0) {
+        s->attached[s->nattached++] = t;
+        return 0;
+    }
+    if (create)
+        (void)pskv__persist_recover(s);
     if (rc == PSKV_EIO && create && pskv__disk_full(s->dir, 0))
         rc = PSKV_ENOSPC;
     return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
@@ -951,7 +1029,7 @@ int pskv__persist_grow(pskv_store *s, uint64_t need)
 {
     MDB_envinfo info;
     pthread_rwlock_wrlock(&s->env_lock);
-    int rc = atomic_load(&s->map_lost) ? PSKV_ENOMEM : pskv__mdb_err(mdb_env_info(s->env, &info));
+    int rc = atomic_load(&s->env_lost) ? PSKV_ENOMEM : pskv__mdb_err(mdb_env_info(s->env, &info));
     if (rc == 0) {
         uint64_t size = (uint64_t)info.me_mapsize * 2;
         if (size < need)
@@ -965,7 +1043,7 @@ int pskv__persist_grow(pskv_store *s, uint64_t need)
             /* Lost the race for the address space after all: LMDB has no
              * map now, and every later call fails with PSKV_ENOMEM. */
             if (mrc != 0 && mrc != EINVAL)
-                atomic_store(&s->map_lost, true);
+                atomic_store(&s->env_lost, true);
             rc = pskv__mdb_err(mrc);
         }
         char path[4096];
@@ -984,7 +1062,7 @@ static uint64_t used_bytes(pskv_store *s, uint64_t *map_size)
 {
     MDB_envinfo info;
     MDB_stat st;
-    if (s->env == NULL || atomic_load(&s->map_lost) || mdb_env_info(s->env, &info) != 0 ||
+    if (s->env == NULL || atomic_load(&s->env_lost) || mdb_env_info(s->env, &info) != 0 ||
         mdb_env_stat(s->env, &st) != 0)
         return 0;
     if (map_size != NULL)
@@ -996,7 +1074,7 @@ int pskv__persist_reserve_map(pskv_store *s, uint64_t more)
 {
     uint64_t map = 0, used = used_bytes(s, &map);
     if (used == 0)
-        return atomic_load(&s->map_lost) ? PSKV_ENOMEM : PSKV_EIO;
+        return atomic_load(&s->env_lost) ? PSKV_ENOMEM : PSKV_EIO;
     if (used + more <= map)
         return 0;
     return pskv__persist_grow(s, used + more);

@@ -575,8 +575,13 @@ struct pskv_store {
     pthread_rwlock_t env_lock;  /* read transactions shared; map growth exclusive */
     pthread_mutex_t ckpt_lock;  /* one checkpoint at a time */
     uint64_t ckpt_seq, ckpt_unix_ns; /* last committed checkpoint (ckpt_lock) */
-    atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed, n_map_grows;
-    atomic_bool map_lost; /* a map grow failed half way: LMDB has no map */
+    atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed, n_map_grows,
+        n_env_reopens;
+    /* LMDB's environment is gone: a map grow failed half way (no map), or
+     * reopening it after a fatal write failed; calls fail cleanly. */
+    atomic_bool env_lost;
+    pskv_table **attached; /* tables with LMDB handles (ckpt_lock) */
+    uint32_t nattached, attached_cap;
     bool upgraded;        /* opened a format-1 store and wrote it as 2 */
 };
 
@@ -655,6 +660,10 @@ PSKV__HIDDEN int pskv__persist_put_checkpoint(pskv_store *s, struct MDB_txn *txn
 /* The caller's metadata record, written by checkpoint seq. */
 PSKV__HIDDEN int pskv__persist_put_user(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
                                         const void *meta, size_t len);
+/* After a failed write transaction (ckpt_lock held): if LMDB marked its
+ * environment fatal (a meta page write failed), reopen it from the file,
+ * which holds the last commit. 0, or the reopen's error (env_lost set). */
+PSKV__HIDDEN int pskv__persist_recover(pskv_store *s);
 /* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */
 PSKV__HIDDEN int pskv__persist_grow(pskv_store *s, uint64_t need);
 /* Grow the map ahead so that `more` bytes fit past what is used. */

@@ -488,6 +488,8 @@ int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *keys, const ui
     if (buf == NULL || req == NULL) {
         free(buf);
         free(req);
+        for (uint32_t i = 0; results != NULL && i < n; i++)
+            results[i] = PSKV_ENOMEM; /* no row was read: none may be installed */
         return PSKV_ENOMEM;
     }
     /* Only the aligned sectors that cover each record. */

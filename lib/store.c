@@ -245,6 +245,7 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
     out->checkpoints_failed = atomic_load(&ms->n_ckpt_failed);
     out->db_bytes = pskv__persist_file_bytes(ms);
     out->map_grows = atomic_load(&ms->n_map_grows);
+    out->lmdb_reopens = atomic_load(&ms->n_env_reopens);
     pthread_mutex_unlock(&ms->lock);
     return 0;
 }
