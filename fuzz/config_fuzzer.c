@@ -6,14 +6,7 @@
 #include <string.h>
 
 #include "pskv.h"
-
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c))                                                              \
-            __builtin_trap();                                                  \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz_target.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

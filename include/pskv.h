@@ -17,7 +17,14 @@
  *    be called concurrently from many threads on the same handle. Functions
  *    that are not marked so must not run concurrently with any other call on
  *    the same handle.
- *  - The library never prints, never aborts and never exits.
+ *  - The library never prints, never aborts and never exits, whatever the
+ *    arguments and whatever the bytes of pskv's own records and files. The
+ *    trust boundary is LMDB's page structure: like LMDB, pskv trusts the
+ *    B-tree pages of its own data.mdb, and LMDB (which validates no page)
+ *    can fault on a damaged one. Everything pskv writes inside the file is
+ *    checksummed and bounded by the file before it is read; `pskv verify`
+ *    checks a store from a child process (docs/API.md, "What pskv promises
+ *    under faults").
  */
 #ifndef PSKV_H
 #define PSKV_H
@@ -201,9 +208,11 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
  * Errors: PSKV_EINVAL (bad config, NULL out, spill_max or map_size on a
  * memory-only store, dir "" or not a directory), PSKV_EIO (dir cannot be
  * created or read), PSKV_EBUSY (the directory is open elsewhere),
- * PSKV_ECORRUPT (data.mdb is truncated, damaged or not a pskv store),
- * PSKV_EVERSION (written by a format version this build does not read),
- * PSKV_ENOMEM.
+ * PSKV_ECORRUPT (data.mdb is truncated, damaged, emptied, not a pskv store,
+ * or at an older checkpoint than pskv.seq names: it went backwards),
+ * PSKV_EVERSION (written by a format version this build does not read; a
+ * store of format 1 is upgraded in place, in one transaction), PSKV_ENOMEM,
+ * PSKV_ENOSPC.
  * On success *out owns the store until pskv_close(). Any thread. */
 PSKV_API int pskv_open(const char *dir, const char *config, pskv_store **out);
 PSKV_API int pskv_open_opts(const char *dir, const pskv_store_options *opts,
@@ -437,8 +446,11 @@ PSKV_API int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *
  * that pskv_open opens. Training and checkpoints go on meanwhile (a
  * checkpoint that must grow the map waits for the copy). Rows written since
  * the last checkpoint are not in the copy: checkpoint first for them.
- * Errors: PSKV_EINVAL, PSKV_ENOTSUP (nothing persisted), PSKV_EEXIST,
- * PSKV_EIO, PSKV_ENOSPC. Any thread. */
+ * The destination is claimed first (its pskv.lock, then data.mdb created
+ * exclusively); a failed backup removes only what it created.
+ * Errors: PSKV_EINVAL, PSKV_ENOTSUP (nothing persisted), PSKV_EEXIST (a
+ * store is there), PSKV_EBUSY (a store is open there, or another backup is
+ * writing there), PSKV_EIO, PSKV_ENOSPC. Any thread. */
 PSKV_API int pskv_backup(pskv_store *s, const char *dest_dir);
 
 /* ---------------------------------------------------------------- iteration */
@@ -447,7 +459,10 @@ PSKV_API int pskv_backup(pskv_store *s, const char *dest_dir);
  * copied under its lock, so rows of one shard are seen at one instant.
  * Rows written concurrently in other shards may or may not be seen. On a
  * durable store, rows that only LMDB holds (not used since the reopen) come
- * last, in key order, each checked under its shard's lock.
+ * last, in key order, each checked under its shard's lock. A whole walk
+ * of those rows that saw one snapshot is checked against the table's count
+ * record: rows a damaged B-tree hid give PSKV_ECORRUPT at the end, and so
+ * does a key the walk saw that a lookup cannot find.
  * A reshard during iteration makes pskv_iter_next return PSKV_EBUSY.
  * The iterator is owned by the caller; free it with pskv_iter_destroy.
  * Any thread; one iterator must be used by one thread at a time. */

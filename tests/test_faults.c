@@ -41,6 +41,17 @@ static bool file_exists(const char *d, const char *name)
     return access(path, F_OK) == 0;
 }
 
+/* Open store d again: its table "t" holds test_fill's rows 1..n. */
+static void expect_reopened(const char *d, uint32_t n, uint32_t dim, float base)
+{
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(d, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, n, dim, base);
+    pskv_close(s);
+}
+
 /* Run fn in a child process; its exit status (or 128 + signal). */
 static int in_child(void (*fn)(void *), void *arg)
 {
@@ -82,10 +93,7 @@ START_TEST(failed_open_keeps_owner_lock)
     ck_assert_int_eq(in_child(child_open_busy, NULL), 0);
     ck_assert_ok(pskv_checkpoint(s));
     pskv_close(s);
-    ck_assert_ok(pskv_open(dir, NULL, &s));
-    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
-    test_expect_rows(t, 1, 100, 4, 1.0f);
-    pskv_close(s);
+    expect_reopened(dir, 100, 4, 1.0f);
     test_remove_dir(dir);
 }
 END_TEST
@@ -279,11 +287,7 @@ START_TEST(racing_backups_keep_the_winner)
         ck_assert(file_exists(dest, "data.mdb"));
     }
     pskv_close(s);
-    pskv_store *b;
-    ck_assert_ok(pskv_open(dest, NULL, &b));
-    ck_assert_ok(pskv_table_open(b, "t", NULL, &t));
-    test_expect_rows(t, 1, 20000, 16, 1.0f);
-    pskv_close(b);
+    expect_reopened(dest, 20000, 16, 1.0f);
     test_remove_dir(dir);
 }
 END_TEST

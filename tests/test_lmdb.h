@@ -9,39 +9,47 @@
 #include "format.h"
 #include "test_common.h"
 
+/* A write transaction on database db of the closed store in dir. */
+typedef struct lmdb_write {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+} lmdb_write;
+
+static inline void lmdb_write_begin(const char *dir, const char *db, lmdb_write *w)
+{
+    ck_assert_int_eq(mdb_env_create(&w->env), 0);
+    mdb_env_set_maxdbs(w->env, 8);
+    ck_assert_int_eq(mdb_env_open(w->env, dir, 0, 0644), 0);
+    ck_assert_int_eq(mdb_txn_begin(w->env, NULL, 0, &w->txn), 0);
+    ck_assert_int_eq(mdb_dbi_open(w->txn, db, 0, &w->dbi), 0);
+}
+
+static inline void lmdb_write_commit(lmdb_write *w)
+{
+    ck_assert_int_eq(mdb_txn_commit(w->txn), 0);
+    mdb_env_close(w->env);
+}
+
 /* Put (key, val) into database db of the store in dir. */
 static inline void lmdb_put(const char *dir, const char *db, const void *key, size_t klen,
                             const void *val, size_t vlen)
 {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    lmdb_write w;
+    lmdb_write_begin(dir, db, &w);
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    ck_assert_int_eq(mdb_put(w.txn, w.dbi, &k, &v, 0), 0);
+    lmdb_write_commit(&w);
 }
 
 /* Delete key from database db of the store in dir. */
 static inline void lmdb_del(const char *dir, const char *db, const void *key, size_t klen)
 {
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    ck_assert_int_eq(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 8);
-    ck_assert_int_eq(mdb_env_open(env, dir, 0, 0644), 0);
-    ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ck_assert_int_eq(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    lmdb_write w;
+    lmdb_write_begin(dir, db, &w);
     MDB_val k = {klen, (void *)key};
-    ck_assert_int_eq(mdb_del(txn, dbi, &k, NULL), 0);
-    ck_assert_int_eq(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    ck_assert_int_eq(mdb_del(w.txn, w.dbi, &k, NULL), 0);
+    lmdb_write_commit(&w);
 }
 
 /* Flip bits `mask` of byte `at` of the value of key in database db. */

@@ -1,0 +1,17 @@
+/* Shared by the fuzz targets: the libFuzzer entry point and the property
+ * check (a trap, which libFuzzer and the replayer both report). */
+#ifndef PSKV_FUZZ_TARGET_H
+#define PSKV_FUZZ_TARGET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHECK(c)                                                               \
+    do {                                                                       \
+        if (!(c))                                                              \
+            __builtin_trap();                                                  \
+    } while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#endif
