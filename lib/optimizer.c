@@ -9,11 +9,7 @@
 
 #include "pskv_internal.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PSKV_NO_CLONES)
-#define KERNEL __attribute__((target_clones("avx2", "default")))
-#else
-#define KERNEL
-#endif
+#define KERNEL PSKV__KERNEL
 
 uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim)
 {
@@ -68,26 +64,47 @@ void pskv__optimizer_init_state(const pskv__optimizer *opt, float *state)
     }
 }
 
-KERNEL static void sgd_apply(float *restrict w, const float *restrict g, uint32_t d, float lr)
+/* Each kernel returns the largest magnitude bits of the values it wrote
+ * (>= 0x7f800000: one is Inf or NaN), kept in registers beside the step
+ * itself, so that checking a result costs no second pass over the row. */
+static inline uint32_t mag(float x)
 {
-    for (uint32_t j = 0; j < d; j++)
-        w[j] -= lr * g[j];
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b & 0x7fffffffu;
+}
+static inline uint32_t most_of(uint32_t a, uint32_t b) { return a > b ? a : b; }
+
+KERNEL static uint32_t sgd_apply(float *restrict w, const float *restrict g, uint32_t d,
+                                 float lr)
+{
+    uint32_t most = 0;
+    for (uint32_t j = 0; j < d; j++) {
+        float wj = w[j] - lr * g[j];
+        w[j] = wj;
+        most = most_of(most, mag(wj));
+    }
+    return most;
 }
 
-KERNEL static void adagrad_apply(float *restrict w, float *restrict s, const float *restrict g,
-                                 uint32_t d, float lr, float eps)
+KERNEL static uint32_t adagrad_apply(float *restrict w, float *restrict s,
+                                     const float *restrict g, uint32_t d, float lr, float eps)
 {
+    uint32_t most = 0;
     for (uint32_t j = 0; j < d; j++) {
         float gj = g[j];
         float sj = s[j] + gj * gj;
         s[j] = sj;
-        w[j] -= lr * gj / (sqrtf(sj) + eps);
+        float wj = w[j] - lr * gj / (sqrtf(sj) + eps);
+        w[j] = wj;
+        most = most_of(most, most_of(mag(sj), mag(wj)));
     }
+    return most;
 }
 
-KERNEL static void rowwise_adagrad_apply(float *restrict w, float *restrict s,
-                                         const float *restrict g, uint32_t d, float lr,
-                                         float eps)
+KERNEL static uint32_t rowwise_adagrad_apply(float *restrict w, float *restrict s,
+                                             const float *restrict g, uint32_t d, float lr,
+                                             float eps)
 {
     float sum = 0.0f;
     for (uint32_t j = 0; j < d; j++)
@@ -95,23 +112,32 @@ KERNEL static void rowwise_adagrad_apply(float *restrict w, float *restrict s,
     float acc = *s + sum / (float)d;
     *s = acc;
     float den = sqrtf(acc) + eps;
-    for (uint32_t j = 0; j < d; j++)
-        w[j] -= lr * g[j] / den;
+    uint32_t most = mag(acc);
+    for (uint32_t j = 0; j < d; j++) {
+        float wj = w[j] - lr * g[j] / den;
+        w[j] = wj;
+        most = most_of(most, mag(wj));
+    }
+    return most;
 }
 
-KERNEL static void adam_apply(float *restrict w, float *restrict m, float *restrict v,
-                              const float *restrict g, uint32_t d, float step, float b1,
-                              float b2, float eps)
+KERNEL static uint32_t adam_apply(float *restrict w, float *restrict m, float *restrict v,
+                                  const float *restrict g, uint32_t d, float step, float b1,
+                                  float b2, float eps)
 {
     float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    uint32_t most = 0;
     for (uint32_t j = 0; j < d; j++) {
         float gj = g[j];
         float mj = b1 * m[j] + c1 * gj;
         float vj = b2 * v[j] + c2 * gj * gj;
         m[j] = mj;
         v[j] = vj;
-        w[j] -= step * mj / (sqrtf(vj) + eps);
+        float wj = w[j] - step * mj / (sqrtf(vj) + eps);
+        w[j] = wj;
+        most = most_of(most, most_of(most_of(mag(mj), mag(vj)), mag(wj)));
     }
+    return most;
 }
 
 /* n^(-lr_power); the common lr_power = -0.5 is a square root. */
@@ -120,12 +146,13 @@ static inline float ftrl_pow(float n, float neg_power, bool is_sqrt)
     return is_sqrt ? sqrtf(n) : powf(n, neg_power);
 }
 
-static void ftrl_apply(float *restrict w, float *restrict n, float *restrict z,
-                       const float *restrict g, uint32_t d, float lr, float l1, float l2,
-                       float lr_power)
+static uint32_t ftrl_apply(float *restrict w, float *restrict n, float *restrict z,
+                           const float *restrict g, uint32_t d, float lr, float l1, float l2,
+                           float lr_power)
 {
     bool is_sqrt = lr_power == -0.5f;
     float p = -lr_power;
+    uint32_t most = 0;
     for (uint32_t j = 0; j < d; j++) {
         float gj = g[j];
         float n_old = n[j];
@@ -139,23 +166,23 @@ static void ftrl_apply(float *restrict w, float *restrict n, float *restrict z,
             w[j] = 0.0f;
         else
             w[j] = (copysignf(l1, zj) - zj) / (pow_new / lr + 2.0f * l2);
+        most = most_of(most, most_of(most_of(mag(zj), mag(n_new)), mag(w[j])));
     }
+    return most;
 }
 
-void pskv__optimizer_apply(const pskv__optimizer *opt, float *row, const float *g)
+/* One step in place; the largest magnitude bits of what it wrote. */
+static uint32_t apply(const pskv__optimizer *opt, float *row, const float *g)
 {
     uint32_t d = opt->dim;
     float *state = row + d;
     switch (opt->kind) {
     case PSKV_OPT_SGD:
-        sgd_apply(row, g, d, opt->lr);
-        break;
+        return sgd_apply(row, g, d, opt->lr);
     case PSKV_OPT_ADAGRAD:
-        adagrad_apply(row, state, g, d, opt->lr, opt->eps);
-        break;
+        return adagrad_apply(row, state, g, d, opt->lr, opt->eps);
     case PSKV_OPT_ROWWISE_ADAGRAD:
-        rowwise_adagrad_apply(row, state, g, d, opt->lr, opt->eps);
-        break;
+        return rowwise_adagrad_apply(row, state, g, d, opt->lr, opt->eps);
     case PSKV_OPT_ADAM: {
         uint32_t t;
         memcpy(&t, &state[2 * d], sizeof t);
@@ -165,23 +192,25 @@ void pskv__optimizer_apply(const pskv__optimizer *opt, float *row, const float *
         /* Bias correction in double once per row. */
         double step = (double)opt->lr * sqrt(1.0 - pow((double)opt->beta2, (double)t)) /
                       (1.0 - pow((double)opt->beta1, (double)t));
-        adam_apply(row, state, state + d, g, d, (float)step, opt->beta1, opt->beta2, opt->eps);
-        break;
+        return adam_apply(row, state, state + d, g, d, (float)step, opt->beta1, opt->beta2,
+                          opt->eps);
     }
     default:
-        ftrl_apply(row, state, state + d, g, d, opt->lr, opt->l1, opt->l2, opt->lr_power);
-        break;
+        return ftrl_apply(row, state, state + d, g, d, opt->lr, opt->l1, opt->l2, opt->lr_power);
     }
+}
+
+void pskv__optimizer_apply(const pskv__optimizer *opt, float *row, const float *g)
+{
+    (void)apply(opt, row, g);
 }
 
 bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g, float *save)
 {
     size_t n = (size_t)opt->dim + opt->state_floats;
     memcpy(save, row, n * sizeof *row);
-    pskv__optimizer_apply(opt, row, g);
-    /* Adam's last state slot is its integer step count, not a float. */
-    if (!pskv__floats_nonfinite(row, opt->kind == PSKV_OPT_ADAM ? n - 1 : n))
+    if (apply(opt, row, g) < 0x7f800000u)
         return true;
-    memcpy(row, save, n * sizeof *row);
+    memcpy(row, save, n * sizeof *row); /* Inf or NaN: as it was */
     return false;
 }

@@ -421,6 +421,15 @@ PSKV__HIDDEN int pskv__plan_build(pskv__plan *p, const pskv_ring *ring,
                                   size_t n, enum pskv__dedup dedup);
 PSKV__HIDDEN void pskv__plan_free(pskv__plan *p);
 
+/* Loops over rows that the compiler vectorizes: on x86-64 an AVX2 clone is
+ * picked at load time (not in sanitizer builds: their runtimes are not
+ * ready when the ifunc resolvers run). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PSKV_NO_CLONES)
+#define PSKV__KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define PSKV__KERNEL
+#endif
+
 /* Any NaN or Inf among n floats? */
 PSKV__HIDDEN bool pskv__floats_nonfinite(const float *v, size_t n);
 

@@ -173,9 +173,15 @@ static int tool_status(const char *args)
 
 /* ---------------------------------------------------------------- damage */
 
+/* The trees of the store, to say where damage landed. */
+enum tree { TREE_MAIN, TREE_META, TREE_ROWS, TREE_NONE, N_TREES };
+static const char *tree_name[] = {"main tree", "meta db", "rows dbs", "elsewhere"};
+
 typedef struct live_pages {
     uint64_t *pgno;
+    uint8_t *tree;
     size_t n, cap;
+    enum tree cur;
 } live_pages;
 
 static void collect_fn(const dmg_file *f, uint64_t pgno, void *arg)
@@ -185,7 +191,9 @@ static void collect_fn(const dmg_file *f, uint64_t pgno, void *arg)
     if (lp->n == lp->cap) {
         lp->cap = lp->cap ? 2 * lp->cap : 64;
         lp->pgno = realloc(lp->pgno, lp->cap * sizeof *lp->pgno);
+        lp->tree = realloc(lp->tree, lp->cap);
     }
+    lp->tree[lp->n] = (uint8_t)lp->cur;
     lp->pgno[lp->n++] = pgno;
 }
 
@@ -194,10 +202,12 @@ static void collect_fn(const dmg_file *f, uint64_t pgno, void *arg)
 static void live(const dmg_file *f, live_pages *lp)
 {
     lp->n = 0;
+    lp->cur = TREE_MAIN;
     dmg_walk(f, dmg_root(f, NULL), collect_fn, lp);
     const char *dbs[] = {PSKV_FMT_META_DB, PSKV_FMT_ROWS_PREFIX "t", PSKV_FMT_ROWS_PREFIX "u"};
     for (unsigned i = 0; i < 3; i++) {
         uint64_t root = dmg_root(f, dbs[i]);
+        lp->cur = i == 0 ? TREE_META : TREE_ROWS;
         if (root != DMG_NONE)
             dmg_walk(f, root, collect_fn, lp);
     }
@@ -205,10 +215,14 @@ static void live(const dmg_file *f, live_pages *lp)
 
 static void flip(uint8_t *p, test_rng *r) { *p ^= (uint8_t)(1u << rng_below(r, 8)); }
 
-/* Damage f by kind; a description into what. */
-static void damage(dmg_file *f, enum kind k, test_rng *r, live_pages *lp, char *what, size_t wl)
+/* Damage f by kind; a description into what, the tree hit into *tree. */
+static void damage(dmg_file *f, enum kind k, test_rng *r, live_pages *lp, char *what, size_t wl,
+                   enum tree *tree)
 {
-    uint64_t pg = lp->pgno[rng_below(r, (uint32_t)lp->n)];
+    uint32_t pick = rng_below(r, (uint32_t)lp->n);
+    uint64_t pg = lp->pgno[pick];
+    *tree = k == K_META_PAGE || k == K_TRUNCATE || k == K_ANY ? TREE_NONE
+                                                              : (enum tree)lp->tree[pick];
     uint8_t *p = dmg_page(f, pg);
     unsigned nk = dmg_nkeys(p);
     uint8_t *node = nk && !(dmg_u16(p + 10) & DMG_P_OVERFLOW) ? dmg_node(f, p, rng_below(r, nk))
@@ -281,7 +295,8 @@ START_TEST(damage_campaign)
     live_pages lp = {0};
     live(&orig, &lp);
     ck_assert_uint_gt(lp.n, 4);
-    unsigned counts[N_KINDS][N_OUTCOMES] = {{0}}, silent_missed = 0, tool_crashes = 0;
+    unsigned counts[N_KINDS][N_OUTCOMES] = {{0}}, by_tree[N_TREES][N_OUTCOMES] = {{0}},
+             silent_missed = 0, tool_crashes = 0;
     test_rng r = {base_seed * 0x9e3779b97f4a7c15ull};
     for (unsigned trial = 0; trial < n_trials; trial++) {
         enum kind k = (enum kind)(trial % N_KINDS);
@@ -290,7 +305,8 @@ START_TEST(damage_campaign)
         ck_assert_int_eq(system(cmd), 0);
         dmg_file f = {malloc(orig.len), orig.len};
         memcpy(f.b, orig.b, orig.len);
-        damage(&f, k, &r, &lp, what, sizeof what);
+        enum tree tree;
+        damage(&f, k, &r, &lp, what, sizeof what, &tree);
         snprintf(path, sizeof path, "%s/data.mdb", work);
         ck_assert(dmg_save(path, &f));
         free(f.b);
@@ -309,6 +325,7 @@ START_TEST(damage_campaign)
         }
         enum outcome o = library_outcome(work);
         counts[k][o]++;
+        by_tree[tree][o]++;
         if (o == SILENT && verify == 0) {
             silent_missed++;
             fprintf(stderr, "trial %u (%s): silent wrong result, and verify says ok\n", trial,
@@ -334,6 +351,12 @@ START_TEST(damage_campaign)
         }
         printf("\n");
     }
+    for (int tr = 0; tr < N_TREES; tr++) {
+        printf("%-14s", tree_name[tr]);
+        for (int o = 0; o < N_OUTCOMES; o++)
+            printf(" %12u", by_tree[tr][o]);
+        printf("\n");
+    }
     printf("%-14s", "all");
     for (int o = 0; o < N_OUTCOMES; o++)
         printf(" %12u", total[o]);
@@ -343,6 +366,7 @@ START_TEST(damage_campaign)
     fflush(stdout);
     free(orig.b);
     free(lp.pgno);
+    free(lp.tree);
     snprintf(args, sizeof args, "rm -rf '%s' '%s'", base, work);
     ck_assert_int_eq(system(args), 0);
     ck_assert_uint_eq(silent_missed, 0);
