@@ -143,6 +143,43 @@ static int op_backup(pskv_table *t, unsigned round)
     return pskv_backup(g_store, backup_dir);
 }
 
+static int op_meta_read(pskv_table *t, unsigned round)
+{
+    (void)t;
+    (void)round;
+    char buf[64];
+    size_t len;
+    uint64_t seq;
+    int rc = pskv_checkpoint_meta(g_store, buf, sizeof buf, &len, &seq);
+    return rc == PSKV_ENOTFOUND ? 0 : rc;
+}
+
+static int op_prefetch(pskv_table *t, unsigned round)
+{
+    uint64_t keys[64];
+    keys_of(round + 5, keys, 64, 13);
+    return pskv_prefetch(t, keys, 64);
+}
+
+/* The ring: create, add nodes, route, remove; all or nothing per call. */
+static int op_ring(pskv_table *t, unsigned round)
+{
+    (void)t;
+    pskv_ring *r = NULL;
+    int rc = pskv_ring_create(64, round, &r);
+    for (uint32_t node = 0; node < 4 && rc == 0; node++)
+        rc = pskv_ring_add(r, node, 1.0 + node);
+    uint64_t keys[32];
+    uint32_t nodes[32];
+    keys_of(round, keys, 32, 17);
+    if (rc == 0)
+        rc = pskv_ring_route(r, keys, 32, nodes);
+    if (rc == 0)
+        rc = pskv_ring_remove(r, 2);
+    pskv_ring_destroy(r);
+    return rc;
+}
+
 typedef struct op {
     const char *name;
     row_op fn;
@@ -158,6 +195,9 @@ static const op ops[] = {
     {"checkpoint_with_meta", op_checkpoint_meta, false, true},
     {"table_open (create)", op_table_create, false, true},
     {"backup", op_backup, false, true},
+    {"checkpoint_meta", op_meta_read, false, true},
+    {"prefetch", op_prefetch, false, true},
+    {"ring", op_ring, false, true},
 };
 #define N_OPS (sizeof ops / sizeof *ops)
 
@@ -351,7 +391,7 @@ START_TEST(every_write_fails_in_turn)
         {INJECT_SYNCS, INJECT_EIO, PSKV_EIO, "fsync EIO"},
         {INJECT_SYNCS, INJECT_ENOSPC, PSKV_ENOSPC, "fsync ENOSPC"},
     };
-    static const unsigned writers[] = {7, 8, 9, 10}; /* checkpoint .. backup */
+    static const unsigned writers[] = {7, 8, 9, 10}; /* checkpoint .. backup in ops[] */
     unsigned sites = 0;
     for (unsigned f = 0; f < sizeof faults / sizeof *faults; f++) {
         io_cls = faults[f].cls;
