@@ -26,6 +26,9 @@ extern void __libc_free(void *);
 
 static atomic_bool oom_armed, oom_fired;
 static atomic_uint_fast64_t oom_left, oom_seen;
+static atomic_int_fast64_t live_blocks; /* allocated and not yet freed */
+
+int64_t inject_live_blocks(void) { return atomic_load(&live_blocks); }
 
 void inject_oom_arm(uint64_t n)
 {
@@ -60,11 +63,36 @@ static bool oom_now(void)
     return true;
 }
 
-void *malloc(size_t n) { return oom_now() ? NULL : __libc_malloc(n); }
-void *calloc(size_t a, size_t b) { return oom_now() ? NULL : __libc_calloc(a, b); }
-void *realloc(void *p, size_t n) { return oom_now() ? NULL : __libc_realloc(p, n); }
-void free(void *p) { __libc_free(p); }
-void *memalign(size_t align, size_t n) { return oom_now() ? NULL : __libc_memalign(align, n); }
+static void *counted(void *p)
+{
+    if (p != NULL)
+        atomic_fetch_add_explicit(&live_blocks, 1, memory_order_relaxed);
+    return p;
+}
+
+void *malloc(size_t n) { return oom_now() ? NULL : counted(__libc_malloc(n)); }
+void *calloc(size_t a, size_t b) { return oom_now() ? NULL : counted(__libc_calloc(a, b)); }
+void *realloc(void *p, size_t n)
+{
+    if (p == NULL)
+        return malloc(n);
+    if (oom_now())
+        return NULL;
+    void *q = __libc_realloc(p, n);
+    if (q == NULL && n == 0)
+        atomic_fetch_sub_explicit(&live_blocks, 1, memory_order_relaxed); /* freed */
+    return q;
+}
+void free(void *p)
+{
+    if (p != NULL)
+        atomic_fetch_sub_explicit(&live_blocks, 1, memory_order_relaxed);
+    __libc_free(p);
+}
+void *memalign(size_t align, size_t n)
+{
+    return oom_now() ? NULL : counted(__libc_memalign(align, n));
+}
 void *aligned_alloc(size_t align, size_t n) { return memalign(align, n); }
 int posix_memalign(void **out, size_t align, size_t n)
 {

@@ -21,6 +21,9 @@ void inject_oom_arm(uint64_t n);
 bool inject_oom_disarm(void);
 /* Allocations since the last arm (armed or not). */
 uint64_t inject_oom_count(void);
+/* Blocks allocated and not freed, over the whole run: a leak on an error
+ * path shows as growth over many failing sites. */
+int64_t inject_live_blocks(void);
 
 void inject_io_arm(const char *dir, enum inject_io_class cls, enum inject_io_kind kind,
                    uint64_t n);

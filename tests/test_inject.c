@@ -305,8 +305,14 @@ static void oom_arm(uint64_t n, const char *target)
     inject_oom_arm(n);
 }
 
+/* Leaks of the failing paths: blocks still allocated after a whole loop
+ * and teardown, beyond what one clean run leaves (lazily made state of
+ * libc and check). */
+#define LEAK_SLACK 16
+
 START_TEST(every_allocation_fails_in_turn)
 {
+    int64_t live0 = inject_live_blocks();
     ctx c;
     setup(&c);
     static const int allowed[] = {PSKV_ENOMEM, 0};
@@ -331,6 +337,10 @@ START_TEST(every_allocation_fails_in_turn)
     }
     printf("allocation failures tested: %u sites over %zu calls\n", sites, N_OPS);
     teardown(&c);
+    int64_t leaked = inject_live_blocks() - live0;
+    printf("blocks left allocated after the loop: %lld\n", (long long)leaked);
+    ck_assert_msg(leaked <= LEAK_SLACK, "%lld blocks leaked over %u failing sites",
+                  (long long)leaked, sites);
 }
 END_TEST
 
@@ -338,6 +348,7 @@ END_TEST
  * nothing changed, or a store that works. */
 START_TEST(open_with_every_allocation_failing)
 {
+    int64_t live0 = inject_live_blocks();
     ctx c;
     setup(&c);
     pskv_close(c.s);
@@ -365,6 +376,10 @@ START_TEST(open_with_every_allocation_failing)
     open_durable(&c);
     compare(&c, "open after the oom loop");
     teardown(&c);
+    int64_t leaked = inject_live_blocks() - live0;
+    printf("blocks left allocated after the open loop: %lld\n", (long long)leaked);
+    ck_assert_msg(leaked <= LEAK_SLACK, "%lld blocks leaked over %u failing opens",
+                  (long long)leaked, sites);
 }
 END_TEST
 
@@ -377,6 +392,7 @@ static void io_arm(uint64_t n, const char *target) { inject_io_arm(target, io_cl
 
 START_TEST(every_write_fails_in_turn)
 {
+    int64_t live0 = inject_live_blocks();
     ctx c;
     setup(&c);
     static const struct {
@@ -414,6 +430,10 @@ START_TEST(every_write_fails_in_turn)
     printf("write failures tested: %u sites; LMDB's environment reopened %llu times\n", sites,
            (unsigned long long)lmdb_reopens);
     teardown(&c);
+    int64_t leaked = inject_live_blocks() - live0;
+    printf("blocks left allocated after the write loop: %lld\n", (long long)leaked);
+    ck_assert_msg(leaked <= LEAK_SLACK, "%lld blocks leaked over %u failing writes",
+                  (long long)leaked, sites);
 }
 END_TEST
 
