@@ -419,33 +419,42 @@ typedef struct row_count {
 
 /* Put or delete the captured chunk, in key order, through the table's
  * cursor: a put next to the previous one finds its leaf without a descent
- * from the root. Each key is looked up first (the replaced value's check
- * leaves the table digest) and then written at the cursor. */
+ * from the root. A put is tried as an insert (MDB_NOOVERWRITE); a key that
+ * exists comes back with its value, whose check leaves the table digest,
+ * and is then replaced at the cursor (MDB_CURRENT): one search either way. */
 static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count *count)
 {
+    const size_t vlen = (size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES;
     for (uint32_t i = 0; i < c->n; i++) {
         uint8_t kb[8];
         pskv_fmt_key(kb, c->keys[i]);
-        MDB_val k = {8, kb}, old;
+        MDB_val k = {8, kb}, v;
         uint64_t old_check = 0;
-        int rc = mdb_cursor_get(cur, &k, &old, MDB_SET);
-        if (rc == 0 &&
-            pskv_fmt_row_stored_check(old.mv_data, old.mv_size, t->row_bytes, &old_check) != 0)
-            return PSKV_ECORRUPT;
-        if (rc != 0 && rc != MDB_NOTFOUND)
-            return mdb_rc(rc);
-        const bool had = rc == 0;
+        int rc;
         if (c->present[i]) {
             uint8_t *val = val_of(t, c, i);
-            MDB_val v = {(size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES, val};
-            rc = mdb_cursor_put(cur, &k, &v, had ? MDB_CURRENT : 0);
+            v = (MDB_val){vlen, val};
+            rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
+            if (rc == 0) {
+                count->rows++;
+            } else if (rc == MDB_KEYEXIST) {
+                if (pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check))
+                    return PSKV_ECORRUPT;
+                v = (MDB_val){vlen, val};
+                rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
+            }
             count->digest += pskv_fmt_get64(val + t->row_bytes);
-            count->rows += !had;
-        } else if (had) {
-            rc = mdb_cursor_del(cur, 0);
-            count->rows--;
         } else {
-            rc = 0; /* erased before it was ever persisted */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
+            if (rc == 0 &&
+                pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check) != 0)
+                return PSKV_ECORRUPT;
+            if (rc == 0) {
+                rc = mdb_cursor_del(cur, 0);
+                count->rows--;
+            } else if (rc == MDB_NOTFOUND) {
+                rc = 0; /* erased before it was ever persisted */
+            }
         }
         count->digest -= old_check;
         if (rc != 0)

@@ -871,6 +871,45 @@ int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)
 
 /* ---------------------------------------------------------------- cold rows */
 
+/* A lookup found no key. In a sound B-tree the keys around it, as a cursor
+ * finds them, are one below and one above it, in order. A damaged branch
+ * key or node sends a lookup to the wrong leaf, or renames a key: the
+ * neighbours then disagree with the key order (or one is the key itself),
+ * and the "absent" is damage. Only misses the filter of persisted keys
+ * could not rule out get here. 0 (absent), or PSKV_ECORRUPT. */
+static int miss_check(pskv_table *t, pskv__cold *c, uint64_t key)
+{
+    MDB_cursor *cur;
+    if (mdb_cursor_open(c->txn, t->dbi, &cur) != 0)
+        return 0; /* no cursor (memory): the miss stands unchecked */
+    uint8_t kb[8];
+    pskv_fmt_key(kb, key);
+    MDB_val k = {8, kb}, v;
+    int rc = 0;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (mrc == 0) {
+        uint64_t above = k.mv_size == 8 ? pskv_fmt_key_get(k.mv_data) : 0;
+        if (k.mv_size != 8 || above <= key)
+            rc = PSKV_ECORRUPT; /* the key itself, or a smaller one, where a larger belongs */
+        mrc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_NEXT) : MDB_NOTFOUND;
+        if (mrc == 0 && (k.mv_size != 8 || pskv_fmt_key_get(k.mv_data) <= above))
+            rc = PSKV_ECORRUPT;
+        k = (MDB_val){8, kb}; /* back to the key's place, then one below */
+        if (rc == 0 && mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) == 0)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+        else
+            mrc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_LAST) : MDB_NOTFOUND;
+    } else if (mrc == MDB_NOTFOUND) {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST); /* every key is below it */
+    }
+    if (rc == 0 && mrc == 0 && (k.mv_size != 8 || pskv_fmt_key_get(k.mv_data) >= key))
+        rc = PSKV_ECORRUPT;
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = pskv__mdb_err(mrc);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
 int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row)
 {
     pskv_store *s = t->store;
@@ -891,7 +930,7 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
     atomic_fetch_add_explicit(&t->n_cold_lookups, 1, memory_order_relaxed);
     int rc = mdb_get(c->txn, t->dbi, &k, &v);
     if (rc == MDB_NOTFOUND)
-        return 0;
+        return miss_check(t, c, key);
     if (rc != 0)
         return pskv__mdb_err(rc);
     if (!pskv_fmt_in_span(c->base, c->span, v.mv_data, v.mv_size) ||
