@@ -1,19 +1,24 @@
-/* A durable store's LMDB environment: opening it safely, the format and
- * schema records, reading rows that live only in LMDB ("cold" rows, after a
- * reopen), growing the map, and backups. The layout is in format.h; the
- * checkpoint that writes rows is in checkpoint.c.
+/* A durable store's LMDB environment: opening it safely, the format,
+ * schema and count records, the format-1 upgrade, reading rows that live
+ * only in LMDB ("cold" rows, after a reopen), growing the map, and
+ * reopening the environment after LMDB gave up on it. The layout and the
+ * record decoders are in format.h; the checkpoint that writes rows is in
+ * checkpoint.c; the directory lock in dirlock.c, pskv.seq in seqfile.c,
+ * backups in backup.c.
  *
  * Rules kept here (docs/DESIGN.md, "Persistence"):
- *  - one process owns a store directory: an exclusive flock on pskv.lock,
- *    so a second pskv_open of the same directory (this process or another)
- *    gets PSKV_EBUSY instead of a second writer;
  *  - no MDB_NOSYNC, MDB_NOMETASYNC or MDB_WRITEMAP: a commit is on disk
  *    when mdb_txn_commit returns;
  *  - MDB_NOTLS: read transactions are not tied to threads (callers use
  *    thread pools);
  *  - stale reader slots of dead processes are cleared at open;
+ *  - every value read through the map is bounded by the data file first
+ *    (LMDB does not check its node sizes);
+ *  - a record that must exist and is gone, a count that disagrees, a store
+ *    behind pskv.seq: PSKV_ECORRUPT, never "new" or "absent";
  *  - the map only grows while no read transaction of this process is open
- *    (env_lock exclusive); readers hold env_lock shared.
+ *    (env_lock exclusive); readers hold env_lock shared; a grow is tried
+ *    only when the address space for it is there.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <fcntl.h>
