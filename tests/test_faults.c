@@ -52,6 +52,19 @@ static void expect_reopened(const char *d, uint32_t n, uint32_t dim, float base)
     pskv_close(s);
 }
 
+/* In a child: the store in dir, reopened, holds test_fill's rows 1..n of
+ * table "t"; 0, or the exit code `code` when it does not. */
+static int reopened_ok_in_child(uint32_t n, uint32_t dim, float base, int code)
+{
+    pskv_store *s;
+    pskv_table *t;
+    if (pskv_open(dir, NULL, &s) != 0 || pskv_table_open(s, "t", NULL, &t) != 0)
+        return code;
+    int64_t bad = test_rows_differ(t, 1, n, dim, base);
+    pskv_close(s);
+    return bad == -1 ? 0 : code + 1;
+}
+
 /* Run fn in a child process; its exit status (or 128 + signal). */
 static int in_child(void (*fn)(void *), void *arg)
 {
@@ -163,12 +176,7 @@ static void child_grow_fails(void *arg)
     if (pskv_checkpoint(s) != 0)
         _exit(15); /* with the address space back, the checkpoint goes through */
     pskv_close(s);
-    if (pskv_open(dir, NULL, &s) != 0 || pskv_table_open(s, "t", NULL, &t) != 0)
-        _exit(16);
-    if (test_rows_differ(t, 1, 150000, 128, 1.0f) != -1)
-        _exit(17);
-    pskv_close(s);
-    _exit(0);
+    _exit(reopened_ok_in_child(150000, 128, 1.0f, 16));
 }
 
 START_TEST(failed_map_grow_stays_usable)
@@ -208,12 +216,7 @@ static void child_file_size_limit(void *arg)
     if (pskv_checkpoint(s) != 0) /* nothing was lost: the next one writes it all */
         _exit(13);
     pskv_close(s);
-    if (pskv_open(dir, NULL, &s) != 0 || pskv_table_open(s, "t", NULL, &t) != 0)
-        _exit(14);
-    if (test_rows_differ(t, 1, 20000, 16, 3.0f) != -1)
-        _exit(15);
-    pskv_close(s);
-    _exit(0);
+    _exit(reopened_ok_in_child(20000, 16, 3.0f, 14));
 }
 
 START_TEST(file_size_limit_is_enospc)

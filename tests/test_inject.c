@@ -310,6 +310,14 @@ static void oom_arm(uint64_t n, const char *target)
  * libc and check). */
 #define LEAK_SLACK 16
 
+static void expect_no_leak(int64_t live0, const char *loop, unsigned sites)
+{
+    int64_t leaked = inject_live_blocks() - live0;
+    printf("blocks left allocated after the %s loop: %lld\n", loop, (long long)leaked);
+    ck_assert_msg(leaked <= LEAK_SLACK, "%lld blocks leaked over %u failing %s sites",
+                  (long long)leaked, sites, loop);
+}
+
 START_TEST(every_allocation_fails_in_turn)
 {
     int64_t live0 = inject_live_blocks();
@@ -337,10 +345,7 @@ START_TEST(every_allocation_fails_in_turn)
     }
     printf("allocation failures tested: %u sites over %zu calls\n", sites, N_OPS);
     teardown(&c);
-    int64_t leaked = inject_live_blocks() - live0;
-    printf("blocks left allocated after the loop: %lld\n", (long long)leaked);
-    ck_assert_msg(leaked <= LEAK_SLACK, "%lld blocks leaked over %u failing sites",
-                  (long long)leaked, sites);
+    expect_no_leak(live0, "allocation", sites);
 }
 END_TEST
 
@@ -376,10 +381,7 @@ START_TEST(open_with_every_allocation_failing)
     open_durable(&c);
     compare(&c, "open after the oom loop");
     teardown(&c);
-    int64_t leaked = inject_live_blocks() - live0;
-    printf("blocks left allocated after the open loop: %lld\n", (long long)leaked);
-    ck_assert_msg(leaked <= LEAK_SLACK, "%lld blocks leaked over %u failing opens",
-                  (long long)leaked, sites);
+    expect_no_leak(live0, "open", sites);
 }
 END_TEST
 
@@ -430,10 +432,7 @@ START_TEST(every_write_fails_in_turn)
     printf("write failures tested: %u sites; LMDB's environment reopened %llu times\n", sites,
            (unsigned long long)lmdb_reopens);
     teardown(&c);
-    int64_t leaked = inject_live_blocks() - live0;
-    printf("blocks left allocated after the write loop: %lld\n", (long long)leaked);
-    ck_assert_msg(leaked <= LEAK_SLACK, "%lld blocks leaked over %u failing writes",
-                  (long long)leaked, sites);
+    expect_no_leak(live0, "write", sites);
 }
 END_TEST
 
