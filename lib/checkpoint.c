@@ -29,7 +29,6 @@
 /* Captured bytes per chunk: bounds the checkpointer's buffer. */
 #define CHUNK_BYTES (4u << 20)
 #define CHUNK_KEYS_MAX 4096u
-#define MAP_RETRIES 16
 
 void (*pskv__checkpoint_begin_hook)(void *arg);
 void *pskv__checkpoint_begin_hook_arg;
@@ -410,7 +409,6 @@ static int chunk_keys(const pskv_table *t)
     return (int)(k < 16 ? 16 : k > CHUNK_KEYS_MAX ? CHUNK_KEYS_MAX : k);
 }
 
-static int mdb_rc(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc); }
 
 /* A table's count record being brought up to date by the transaction. */
 typedef struct row_count {
@@ -458,7 +456,7 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count
         }
         count->digest -= old_check;
         if (rc != 0)
-            return mdb_rc(rc);
+            return pskv__mdb_write_err(rc);
     }
     return 0;
 }
@@ -554,7 +552,7 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
         pthread_mutex_lock(&t->count_lock);
         count = (row_count){t->db_rows, t->db_digest};
         pthread_mutex_unlock(&t->count_lock);
-        rc = mdb_rc(mdb_cursor_open(txn, t->dbi, &cur));
+        rc = pskv__mdb_write_err(mdb_cursor_open(txn, t->dbi, &cur));
         for (size_t c = chunks_of(&p->ct[i]); c > 0 && rc == 0; c--, k++) {
             rc = chunk_wait(p, k);
             if (rc == 0)
@@ -610,7 +608,25 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
         return rc;
     }
     *txnid = mdb_txn_id(txn);
-    return mdb_rc(mdb_txn_commit(txn)); /* the atomic point */
+    return pskv__mdb_write_err(mdb_txn_commit(txn)); /* the atomic point */
+}
+
+/* write_txn's arguments, for pskv__write_growing: room is reserved
+ * ahead for need bytes, then the whole transaction is written. */
+typedef struct txn_args {
+    ckpt_table *ct;
+    uint32_t nt;
+    chunk *c;
+    const pskv__user_meta *meta;
+    uint64_t need, *rows, *time_ns, *txnid;
+} txn_args;
+
+static int txn_once(pskv_store *s, void *arg)
+{
+    const txn_args *a = arg;
+    int rc = pskv__persist_reserve_map(s, a->need);
+    return rc != 0 ? rc
+                   : write_txn(s, a->ct, a->nt, a->c, a->meta, a->rows, a->time_ns, a->txnid);
 }
 
 /* ---------------------------------------------------------------- finish */
@@ -726,24 +742,11 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
         }
         /* Nothing written and no metadata: nothing to commit. */
         const bool commit = dirty > 0 || meta != NULL;
-        for (int attempt = 0; commit; attempt++) {
-            rc = pskv__persist_reserve_map(s, need);
-            if (rc == 0)
-                rc = write_txn(s, ct, nt, c, meta, &rows, &time_ns, &txnid);
-            if (rc != PSKV__MAP_FULL)
-                break;
-            if (attempt == MAP_RETRIES) {
-                rc = PSKV_ENOSPC;
-                break;
-            }
-            rc = pskv__persist_grow(s, 0);
-            if (rc != 0)
-                break;
-        }
+        txn_args a = {ct, nt, c, meta, need, &rows, &time_ns, &txnid};
+        if (commit)
+            rc = pskv__write_growing(s, txn_once, &a, need);
         if (rc != 0 && commit)
             (void)pskv__persist_recover(s); /* LMDB may have given up on its env */
-        if (rc == PSKV_EIO && pskv__disk_full(s->dir, need))
-            rc = PSKV_ENOSPC;
         for (uint32_t i = 0; i < nt; i++)
             finish(ct[i].t, &c[0], &ct[i], rc == 0);
         chunk_free(&c[0]);

@@ -39,6 +39,7 @@
 #include "pskv_internal.h"
 
 #define MAP_MIN (64ull << 20)
+#define MAP_RETRIES 16
 
 int pskv__mdb_err(int rc)
 {
@@ -95,12 +96,30 @@ static uint64_t unix_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+int pskv__mdb_write_err(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc); }
+
 int pskv__txn_begin(pskv_store *s, bool write, MDB_txn **txn)
 {
     if (atomic_load(&s->env_lost))
         return PSKV_ENOMEM; /* a failed grow left LMDB without a map */
-    int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn);
-    return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+    return pskv__mdb_write_err(mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn));
+}
+
+int pskv__write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg), void *arg,
+                        uint64_t need)
+{
+    int rc;
+    for (int attempt = 0;; attempt++) {
+        rc = once(s, arg);
+        if (rc != PSKV__MAP_FULL || attempt == MAP_RETRIES)
+            break;
+        rc = pskv__persist_grow(s, 0); /* a full map: grow it and write again */
+        if (rc != 0)
+            break;
+    }
+    if (rc == PSKV_EIO && pskv__disk_full(s->dir, need))
+        rc = PSKV_ENOSPC;
+    return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
 }
 
 /* ---------------------------------------------------------------- meta records */
@@ -113,7 +132,7 @@ static int meta_put2(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *he
     MDB_val k = {strlen(name), (void *)name}, v = {head_len + len + PSKV_FMT_CHECK_BYTES, NULL};
     int rc = mdb_put(txn, dbi, &k, &v, MDB_RESERVE);
     if (rc != 0)
-        return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+        return pskv__mdb_write_err(rc);
     uint8_t *out = v.mv_data;
     if (head_len > 0)
         memcpy(out, head, head_len);
@@ -196,9 +215,20 @@ int pskv__persist_put_checkpoint(pskv_store *s, MDB_txn *txn, uint64_t seq, uint
     return meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_CHECKPOINT, body, sizeof body);
 }
 
+/* Record and database names of a table (format.h). */
+static int table_record_name(const char *table, char *buf, size_t len)
+{
+    return pskv__format(buf, len, "%s%s", PSKV_FMT_TABLE_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
+}
+
 static int count_record_name(const char *table, char *buf, size_t len)
 {
     return pskv__format(buf, len, "%s%s", PSKV_FMT_COUNT_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
+}
+
+static int rows_db_name(const char *table, char *buf, size_t len)
+{
+    return pskv__format(buf, len, "%s%s", PSKV_FMT_ROWS_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
 }
 
 int pskv__persist_put_count(pskv_store *s, MDB_txn *txn, const char *table, uint64_t rows,
@@ -219,10 +249,6 @@ int pskv__persist_put_user(pskv_store *s, MDB_txn *txn, uint64_t seq, const void
     return meta_put2(txn, s->meta_dbi, PSKV_FMT_KEY_USER, head, sizeof head, meta, len);
 }
 
-static int table_record_name(const char *table, char *buf, size_t len)
-{
-    return pskv__format(buf, len, "%s%s", PSKV_FMT_TABLE_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
-}
 
 int pskv__persist_put_table(pskv_store *s, MDB_txn *txn, const pskv_table *t)
 {
@@ -251,7 +277,7 @@ int pskv__persist_put_filters(pskv_store *s, MDB_txn *txn, pskv_table *t)
             MDB_val k = {strlen(name), name};
             int rc = mdb_del(txn, s->meta_dbi, &k, NULL);
             if (rc != 0 && rc != MDB_NOTFOUND)
-                return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+                return pskv__mdb_write_err(rc);
         }
         return 0;
     }
@@ -335,15 +361,15 @@ int pskv__lmdb_file_check(struct MDB_env *env, const char *dir)
 }
 
 /* A new store: the meta database and its format record, in one write;
- * PSKV__MAP_FULL asks for a bigger map. */
-static int format_create_once(pskv_store *s)
+ * PSKV__MAP_FULL asks for a bigger map (map_size may be tiny: it grows). */
+static int format_create_once(pskv_store *s, void *arg)
 {
+    (void)arg;
     MDB_txn *txn;
     int rc = pskv__txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
-    rc = mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->meta_dbi);
-    rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+    rc = pskv__mdb_write_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->meta_dbi));
     uint8_t body[8];
     pskv_fmt_format_put(body, PSKV_FMT_VERSION);
     if (rc == 0)
@@ -355,24 +381,7 @@ static int format_create_once(pskv_store *s)
         mdb_txn_abort(txn);
         return rc;
     }
-    rc = mdb_txn_commit(txn);
-    return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
-}
-
-static int format_create(pskv_store *s)
-{
-    int rc = 0;
-    for (int attempt = 0;; attempt++) {
-        rc = format_create_once(s);
-        if (rc != PSKV__MAP_FULL || attempt == 16)
-            break;
-        rc = pskv__persist_grow(s, 0); /* map_size may be tiny: it grows */
-        if (rc != 0)
-            break;
-    }
-    if (rc == PSKV_EIO && pskv__disk_full(s->dir, 0))
-        rc = PSKV_ENOSPC;
-    return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
+    return pskv__mdb_write_err(mdb_txn_commit(txn));
 }
 
 /* An existing store: its format, and the last checkpoint. *version is
@@ -435,8 +444,7 @@ static bool table_traces(pskv_store *s, MDB_txn *txn, const char *name)
     MDB_dbi main_dbi;
     const uint8_t *body;
     size_t len;
-    if (pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, name) < 0 ||
-        count_record_name(name, rec, sizeof rec) != 0)
+    if (rows_db_name(name, db, sizeof db) != 0 || count_record_name(name, rec, sizeof rec) != 0)
         return false;
     MDB_val k = {strlen(db), db}, v;
     if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 && mdb_get(txn, main_dbi, &k, &v) == 0)
@@ -460,8 +468,8 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
     const uint8_t *body;
     size_t len;
     pskv_table_options o;
-    int rc = pskv__format(rec, sizeof rec, "%s%s", PSKV_FMT_TABLE_PREFIX, table) < 0 ||
-                     pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, table) < 0
+    int rc = table_record_name(table, rec, sizeof rec) != 0 ||
+                     rows_db_name(table, db, sizeof db) != 0
                  ? PSKV_EINVAL
                  : meta_get(s, txn, rec, &body, &len);
     if (rc != 0)
@@ -499,6 +507,37 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
     }
     mdb_cursor_close(cur);
     return mrc == MDB_NOTFOUND ? 0 : pskv__mdb_err(mrc);
+}
+
+typedef struct upgrade_write {
+    const upgrade_count *counts;
+    uint32_t n;
+    bool has_ckpt;
+} upgrade_write;
+
+/* The upgrade's one write transaction. */
+static int upgrade_write_once(pskv_store *s, void *arg)
+{
+    const upgrade_write *w = arg;
+    MDB_txn *txn;
+    int rc = pskv__txn_begin(s, true, &txn);
+    if (rc != 0)
+        return rc;
+    for (uint32_t i = 0; i < w->n && rc == 0; i++)
+        rc = pskv__persist_put_count(s, txn, w->counts[i].name, w->counts[i].rows,
+                                     w->counts[i].digest);
+    uint64_t ns;
+    if (rc == 0 && !w->has_ckpt)
+        rc = pskv__persist_put_checkpoint(s, txn, 0, &ns);
+    uint8_t fmt[8];
+    pskv_fmt_format_put(fmt, PSKV_FMT_VERSION);
+    if (rc == 0)
+        rc = meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return pskv__mdb_write_err(mdb_txn_commit(txn));
 }
 
 static int upgrade_from_1(pskv_store *s)
@@ -547,37 +586,11 @@ static int upgrade_from_1(pskv_store *s)
     mdb_txn_abort(txn);
     if (rc == 0 && !has_ckpt && any_rows > 0)
         rc = PSKV_ECORRUPT; /* rows exist only after a checkpoint */
-    for (int attempt = 0; rc == 0 || rc == PSKV__MAP_FULL; attempt++) {
-        if (rc == PSKV__MAP_FULL && (attempt > 16 || (rc = pskv__persist_grow(s, 0)) != 0))
-            break;
-        txn = NULL;
-        rc = pskv__txn_begin(s, true, &txn);
-        for (uint32_t i = 0; i < n && rc == 0; i++)
-            rc = pskv__persist_put_count(s, txn, counts[i].name, counts[i].rows,
-                                         counts[i].digest);
-        uint64_t ns;
-        if (rc == 0 && !has_ckpt)
-            rc = pskv__persist_put_checkpoint(s, txn, 0, &ns);
-        uint8_t fmt[8];
-        pskv_fmt_format_put(fmt, PSKV_FMT_VERSION);
-        if (rc == 0)
-            rc = meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
-        if (rc == 0) {
-            rc = mdb_txn_commit(txn);
-            rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
-            if (rc == 0)
-                break;
-        } else if (txn != NULL) {
-            mdb_txn_abort(txn);
-        }
-        txn = NULL;
-    }
-    free(counts);
+    upgrade_write w = {counts, n, has_ckpt};
     if (rc == 0)
-        s->upgraded = true;
-    if (rc == PSKV_EIO && pskv__disk_full(s->dir, 0))
-        rc = PSKV_ENOSPC;
-    return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
+        rc = pskv__write_growing(s, upgrade_write_once, &w, 0);
+    free(counts);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- open */
@@ -647,9 +660,9 @@ int pskv__persist_recover(pskv_store *s)
         rc = dbi_reopen(s, PSKV_FMT_META_DB, &s->meta_dbi);
     for (uint32_t i = 0; i < s->nattached && rc == 0; i++) {
         char db[PSKV_NAME_MAX + 16];
-        rc = pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, s->attached[i]->name) < 0
-                 ? PSKV_EINVAL
-                 : dbi_reopen(s, db, &s->attached[i]->dbi);
+        rc = rows_db_name(s->attached[i]->name, db, sizeof db);
+        if (rc == 0)
+            rc = dbi_reopen(s, db, &s->attached[i]->dbi);
     }
     if (rc != 0)
         atomic_store(&s->env_lost, true); /* every later call: a clean error */
@@ -725,7 +738,7 @@ int pskv__persist_open(pskv_store *s)
             if (rc != 0)
                 return rc;
         }
-        rc = format_create(s);
+        rc = pskv__write_growing(s, format_create_once, NULL, 0);
         return rc == 0 ? pskv__seqfile_write(s->dir, 0) : rc;
     }
     rc = pskv__mdb_err(open_rc);
@@ -776,10 +789,6 @@ int pskv__persist_table_schema(pskv_store *s, const char *name, pskv_table_optio
     return rc;
 }
 
-static int rows_db_name(const char *table, char *buf, size_t len)
-{
-    return pskv__format(buf, len, "%s%s", PSKV_FMT_ROWS_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
-}
 
 /* The table's count record (format 2 writes one with every table). */
 static int count_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *rows,
@@ -796,8 +805,18 @@ static int count_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *
     return rc;
 }
 
-static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const char *db)
+typedef struct attach_args {
+    pskv_table *t;
+    bool create;
+    const char *db;
+} attach_args;
+
+static int table_attach_once(pskv_store *s, void *arg)
 {
+    const attach_args *a = arg;
+    pskv_table *t = a->t;
+    const bool create = a->create;
+    const char *db = a->db;
     MDB_txn *txn;
     /* Creating writes the schema at once: a table exists from its first
      * open on, with no rows until the first checkpoint. */
@@ -807,7 +826,7 @@ static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const ch
     MDB_dbi dbi;
     uint64_t txnid = mdb_txn_id(txn); /* a write one: the snapshot it commits */
     rc = mdb_dbi_open(txn, db, create ? MDB_CREATE : 0, &dbi);
-    rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+    rc = pskv__mdb_write_err(rc);
     if (rc == PSKV_ENOTFOUND)
         rc = PSKV_ECORRUPT; /* a schema without its rows database */
     if (rc == 0 && create)
@@ -828,7 +847,7 @@ static int table_attach_once(pskv_store *s, pskv_table *t, bool create, const ch
         pskv__keyfilter_init(&t->persisted, true);
     if (rc == 0) {
         rc = mdb_txn_commit(txn); /* keeps the handle */
-        rc = rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc);
+        rc = pskv__mdb_write_err(rc);
     } else {
         mdb_txn_abort(txn);
     }
@@ -856,22 +875,18 @@ int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)
     if (a == NULL)
         return PSKV_ENOMEM;
     s->attached = a;
+    attach_args a1 = {t, create, db};
     int rc = rows_db_name(t->name, db, sizeof db);
-    for (int attempt = 0; rc == 0; attempt++) {
-        rc = table_attach_once(s, t, create, db);
-        if (rc != PSKV__MAP_FULL || attempt == 16)
-            break;
-        rc = pskv__persist_grow(s, 0); /* a full map: grow it and write again */
-    }
+    if (rc == 0) /* only a creation writes */
+        rc = create ? pskv__write_growing(s, table_attach_once, &a1, 0)
+                    : table_attach_once(s, &a1);
     if (rc == 0) {
         s->attached[s->nattached++] = t;
         return 0;
     }
     if (create)
         (void)pskv__persist_recover(s);
-    if (rc == PSKV_EIO && create && pskv__disk_full(s->dir, 0))
-        rc = PSKV_ENOSPC;
-    return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
+    return rc;
 }
 
 /* ---------------------------------------------------------------- cold rows */

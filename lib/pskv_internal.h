@@ -591,7 +591,6 @@ struct pskv_store {
     atomic_bool env_lost;
     pskv_table **attached; /* tables with LMDB handles (ckpt_lock) */
     uint32_t nattached, attached_cap;
-    bool upgraded;        /* opened a format-1 store and wrote it as 2 */
 };
 
 /* Tests: close as a crash leaves a store, without the final checkpoint. */
@@ -635,6 +634,14 @@ typedef struct pskv__cold_walk {
 
 struct MDB_txn;
 PSKV__HIDDEN int pskv__mdb_err(int rc);
+/* The same for a write: MDB_MAP_FULL becomes PSKV__MAP_FULL. */
+PSKV__HIDDEN int pskv__mdb_write_err(int rc);
+/* Run once(s, arg), a whole write transaction, until it stops asking for
+ * a bigger map (PSKV__MAP_FULL), growing the map between tries; then a
+ * full map is PSKV_ENOSPC, and so is a PSKV_EIO from a full disk (need:
+ * the bytes the write wanted). */
+PSKV__HIDDEN int pskv__write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg),
+                                     void *arg, uint64_t need);
 /* A transaction (PSKV__MAP_FULL when a write one finds the map full);
  * PSKV_ENOMEM once a failed grow has left LMDB without a map. */
 PSKV__HIDDEN int pskv__txn_begin(pskv_store *s, bool write, struct MDB_txn **txn);
