@@ -132,14 +132,12 @@ void pskv__plan_free(pskv__plan *p)
 
 PSKV__KERNEL bool pskv__floats_nonfinite(const float *v, size_t n)
 {
-    /* Exponent bits all ones means Inf or NaN: the largest magnitude bits
-     * tell. A max-reduction vectorizes (vpmaxud: 8 floats a step). */
+    /* The largest magnitude tells; a max-reduction vectorizes (vpmaxud:
+     * 8 floats a step). */
     uint32_t most = 0;
     for (size_t i = 0; i < n; i++) {
-        uint32_t b;
-        memcpy(&b, &v[i], sizeof b);
-        b &= 0x7fffffffu;
-        most = b > most ? b : most;
+        uint32_t m = pskv__float_mag(v[i]);
+        most = m > most ? m : most;
     }
-    return most >= 0x7f800000u;
+    return most >= PSKV__NONFINITE_MAG;
 }

@@ -65,15 +65,14 @@ void pskv__optimizer_init_state(const pskv__optimizer *opt, float *state)
 }
 
 /* Each kernel returns the largest magnitude bits of the values it wrote
- * (>= 0x7f800000: one is Inf or NaN), kept in registers beside the step
- * itself, so that checking a result costs no second pass over the row. */
-static inline uint32_t mag(float x)
+ * (PSKV__NONFINITE_MAG or more: one is Inf or NaN), kept in registers
+ * beside the step itself, so that checking a result costs no second pass
+ * over the row. */
+static inline uint32_t most_with(uint32_t most, float x)
 {
-    uint32_t b;
-    memcpy(&b, &x, sizeof b);
-    return b & 0x7fffffffu;
+    uint32_t m = pskv__float_mag(x);
+    return m > most ? m : most;
 }
-static inline uint32_t most_of(uint32_t a, uint32_t b) { return a > b ? a : b; }
 
 KERNEL static uint32_t sgd_apply(float *restrict w, const float *restrict g, uint32_t d,
                                  float lr)
@@ -82,7 +81,7 @@ KERNEL static uint32_t sgd_apply(float *restrict w, const float *restrict g, uin
     for (uint32_t j = 0; j < d; j++) {
         float wj = w[j] - lr * g[j];
         w[j] = wj;
-        most = most_of(most, mag(wj));
+        most = most_with(most, wj);
     }
     return most;
 }
@@ -97,7 +96,7 @@ KERNEL static uint32_t adagrad_apply(float *restrict w, float *restrict s,
         s[j] = sj;
         float wj = w[j] - lr * gj / (sqrtf(sj) + eps);
         w[j] = wj;
-        most = most_of(most, most_of(mag(sj), mag(wj)));
+        most = most_with(most_with(most, sj), wj);
     }
     return most;
 }
@@ -112,11 +111,11 @@ KERNEL static uint32_t rowwise_adagrad_apply(float *restrict w, float *restrict 
     float acc = *s + sum / (float)d;
     *s = acc;
     float den = sqrtf(acc) + eps;
-    uint32_t most = mag(acc);
+    uint32_t most = most_with(0, acc);
     for (uint32_t j = 0; j < d; j++) {
         float wj = w[j] - lr * g[j] / den;
         w[j] = wj;
-        most = most_of(most, mag(wj));
+        most = most_with(most, wj);
     }
     return most;
 }
@@ -135,7 +134,7 @@ KERNEL static uint32_t adam_apply(float *restrict w, float *restrict m, float *r
         v[j] = vj;
         float wj = w[j] - step * mj / (sqrtf(vj) + eps);
         w[j] = wj;
-        most = most_of(most, most_of(most_of(mag(mj), mag(vj)), mag(wj)));
+        most = most_with(most_with(most_with(most, mj), vj), wj);
     }
     return most;
 }
@@ -166,7 +165,7 @@ static uint32_t ftrl_apply(float *restrict w, float *restrict n, float *restrict
             w[j] = 0.0f;
         else
             w[j] = (copysignf(l1, zj) - zj) / (pow_new / lr + 2.0f * l2);
-        most = most_of(most, most_of(most_of(mag(zj), mag(n_new)), mag(w[j])));
+        most = most_with(most_with(most_with(most, zj), n_new), w[j]);
     }
     return most;
 }
@@ -209,7 +208,7 @@ bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g
 {
     size_t n = (size_t)opt->dim + opt->state_floats;
     memcpy(save, row, n * sizeof *row);
-    if (apply(opt, row, g) < 0x7f800000u)
+    if (apply(opt, row, g) < PSKV__NONFINITE_MAG)
         return true;
     memcpy(row, save, n * sizeof *row); /* Inf or NaN: as it was */
     return false;

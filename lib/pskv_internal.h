@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "pskv.h"
 
@@ -429,6 +430,17 @@ PSKV__HIDDEN void pskv__plan_free(pskv__plan *p);
 #else
 #define PSKV__KERNEL
 #endif
+
+/* The magnitude bits of a float; PSKV__NONFINITE_MAG or more is Inf or NaN
+ * (all exponent bits set). One definition for the input scan and the
+ * optimizer kernels' checks of what they wrote. */
+#define PSKV__NONFINITE_MAG 0x7f800000u
+static inline uint32_t pskv__float_mag(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b & 0x7fffffffu;
+}
 
 /* Any NaN or Inf among n floats? */
 PSKV__HIDDEN bool pskv__floats_nonfinite(const float *v, size_t n);
