@@ -33,11 +33,16 @@
 void (*pskv__checkpoint_begin_hook)(void *arg);
 void *pskv__checkpoint_begin_hook_arg;
 
+/* A table's count record: rows in LMDB and the sum of their checks. */
+typedef struct row_count {
+    uint64_t rows, digest;
+} row_count;
+
 typedef struct ckpt_table {
     pskv_table *t;
     uint64_t *keys; /* sorted, unique */
     size_t n;
-    uint64_t count_rows, count_digest; /* its count record once committed */
+    row_count count; /* its count record once committed */
 } ckpt_table;
 
 /* ---------------------------------------------------------------- sorting */
@@ -410,11 +415,6 @@ static int chunk_keys(const pskv_table *t)
 }
 
 
-/* A table's count record being brought up to date by the transaction. */
-typedef struct row_count {
-    uint64_t rows, digest;
-} row_count;
-
 /* Put or delete the captured chunk, in key order, through the table's
  * cursor: a put next to the previous one finds its leaf without a descent
  * from the root. A put is tried as an insert (MDB_NOOVERWRITE); a key that
@@ -436,7 +436,7 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count
             if (rc == 0) {
                 count->rows++;
             } else if (rc == MDB_KEYEXIST) {
-                if (pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check))
+                if (pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check) != 0)
                     return PSKV_ECORRUPT;
                 v = (MDB_val){vlen, val};
                 rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
@@ -548,15 +548,15 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
     for (uint32_t i = 0; i < p->nt && rc == 0; i++) {
         pskv_table *t = p->ct[i].t;
         MDB_cursor *cur = NULL;
-        row_count count;
+        row_count *count = &p->ct[i].count; /* from the committed one */
         pthread_mutex_lock(&t->count_lock);
-        count = (row_count){t->db_rows, t->db_digest};
+        *count = (row_count){t->db_rows, t->db_digest};
         pthread_mutex_unlock(&t->count_lock);
         rc = pskv__mdb_write_err(mdb_cursor_open(txn, t->dbi, &cur));
         for (size_t c = chunks_of(&p->ct[i]); c > 0 && rc == 0; c--, k++) {
             rc = chunk_wait(p, k);
             if (rc == 0)
-                rc = write_chunk(t, cur, &p->c[k & 1], &count);
+                rc = write_chunk(t, cur, &p->c[k & 1], count);
             chunk_done(p, k);
         }
         if (cur != NULL)
@@ -566,9 +566,7 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
         if (rc == 0)
             rc = pskv__persist_put_filters(s, txn, t);
         if (rc == 0)
-            rc = pskv__persist_put_count(s, txn, t->name, count.rows, count.digest);
-        p->ct[i].count_rows = count.rows;
-        p->ct[i].count_digest = count.digest;
+            rc = pskv__persist_put_count(s, txn, t->name, count->rows, count->digest);
         *rows += p->ct[i].n;
     }
     return rc;
@@ -756,8 +754,8 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
                 pskv_table *t = ct[i].t;
                 pskv__persist_filters_written(t);
                 pthread_mutex_lock(&t->count_lock);
-                t->db_rows = ct[i].count_rows;
-                t->db_digest = ct[i].count_digest;
+                t->db_rows = ct[i].count.rows;
+                t->db_digest = ct[i].count.digest;
                 t->db_txnid = txnid;
                 pthread_mutex_unlock(&t->count_lock);
             }
