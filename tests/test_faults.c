@@ -452,6 +452,16 @@ static void data_path(const char *d, char *buf, size_t len)
     snprintf(buf, len, "%s/data.mdb", d);
 }
 
+/* A fresh store in dir (make_store) and its data.mdb read into f for
+ * damage; dmg_save(path, f) writes it back. */
+static void store_to_damage(char *path, size_t len, dmg_file *f)
+{
+    fresh_dir();
+    make_store(dir);
+    data_path(dir, path, len);
+    ck_assert(dmg_load(path, f));
+}
+
 /* Iterate the whole table: the iterator's final code. */
 static int iterate_all(pskv_table *t, uint64_t *rows)
 {
@@ -547,12 +557,9 @@ START_TEST(vanished_rows_detected)
 {
     /* One page header's key count one lower: a row vanishes from every
      * lookup and from the cursor. A full iteration must say so. */
-    fresh_dir();
-    make_store(dir);
     char path[160];
-    data_path(dir, path, sizeof path);
     dmg_file f;
-    ck_assert(dmg_load(path, &f));
+    store_to_damage(path, sizeof path, &f);
     uint64_t victim = DMG_NONE;
     dmg_walk(&f, dmg_root(&f, PSKV_FMT_ROWS_PREFIX "t"), drop_last_key_fn, &victim);
     ck_assert(victim != DMG_NONE);
@@ -575,12 +582,9 @@ START_TEST(rollback_refused)
 {
     /* The newer meta page's txnid damaged below the older one's: LMDB
      * opens the previous checkpoint. pskv.seq says that is going back. */
-    fresh_dir();
-    make_store(dir);
     char path[160];
-    data_path(dir, path, sizeof path);
     dmg_file f;
-    ck_assert(dmg_load(path, &f));
+    store_to_damage(path, sizeof path, &f);
     int cur = dmg_meta_current(&f);
     uint64_t older = dmg_u64(f.b + (size_t)(1 - cur) * DMG_PSIZE + DMG_META_TXNID);
     dmg_put64(f.b + (size_t)cur * DMG_PSIZE + DMG_META_TXNID, older - 1);
