@@ -306,30 +306,25 @@ static void capture_key(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i, ui
 {
     const uint32_t pend = pskv__meta_dirty(parity ^ 1u), cur = pskv__meta_dirty(parity);
     c->waiting[i] = 0;
-    pskv__entry *e = pskv__shard_find(sh, c->keys[i], c->hash[i]);
-    if (e != NULL) {
+    pskv__where w = pskv__locate(t, sh, c->keys[i], c->hash[i], false);
+    if (w.e != NULL) {
         /* Pending: unchanged since the begin (rows being written out are
          * stable too). Clean: equal to what LMDB holds. */
-        if ((e->meta & pend) || !(e->meta & cur))
-            take_bytes(t, c, i, pskv__shard_row(sh, e->slot));
+        if ((w.e->meta & pend) || !(w.e->meta & cur))
+            take_bytes(t, c, i, pskv__shard_row(sh, w.e->slot));
         else
             take_pre_image(t, sh, c, i);
-        return;
-    }
-    pskv__spilled *sp = sh->spilled.count
-                            ? pskv__spillmap_find(&sh->spilled, c->keys[i], c->hash[i])
-                            : NULL;
-    if (sp != NULL && !(sp->slot & pskv__spill_dirty(parity))) {
+    } else if (w.sp != NULL && !(w.sp->slot & pskv__spill_dirty(parity))) {
         /* Pending or clean: the record on disk has the bytes we need. */
-        if (sp->slot & PSKV__SPILL_BUSY) {
+        if (w.place == PSKV__LOADING) {
             c->waiting[i] = 1; /* a loader owns it: look again once it is in */
             return;
         }
-        need_spill_read(c, i, sp->slot & PSKV__SPILL_SLOT_MAX, true);
-        sp->slot |= PSKV__SPILL_BUSY;
-        return;
+        need_spill_read(c, i, w.sp->slot & PSKV__SPILL_SLOT_MAX, true);
+        w.sp->slot |= PSKV__SPILL_BUSY;
+    } else {
+        take_pre_image(t, sh, c, i);
     }
-    take_pre_image(t, sh, c, i);
 }
 
 /* Read the chunk's spilled bytes in one batch and release what we marked. */
@@ -630,14 +625,15 @@ static int txn_once(pskv_store *s, void *arg)
 /* ---------------------------------------------------------------- finish */
 
 /* Settle one key's marks and tombstone (shard lock held). */
-static void finish_key(pskv__shard *sh, uint64_t key, uint64_t hash, uint32_t parity, bool ok)
+static void finish_key(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
+                       uint32_t parity, bool ok)
 {
     const uint32_t pend = pskv__meta_dirty(parity ^ 1u), cur = pskv__meta_dirty(parity);
-    pskv__entry *e = pskv__shard_find(sh, key, hash);
+    pskv__where w = pskv__locate(t, sh, key, hash, false);
+    pskv__entry *e = w.e;
+    pskv__spilled *sp = w.sp;
     if (e != NULL && (e->meta & pend))
         e->meta = (e->meta & ~pend) | (ok ? 0 : cur);
-    pskv__spilled *sp = e == NULL && sh->spilled.count ? pskv__spillmap_find(&sh->spilled, key, hash)
-                                                       : NULL;
     if (sp != NULL && (sp->slot & pskv__spill_dirty(parity ^ 1u)))
         sp->slot = (sp->slot & ~pskv__spill_dirty(parity ^ 1u)) | (ok ? 0 : pskv__spill_dirty(parity));
     pskv__spilled *tomb = sh->tombs.count ? pskv__spillmap_find(&sh->tombs, key, hash) : NULL;
@@ -663,7 +659,7 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
             pskv__shard *sh = &t->shards[s];
             pthread_mutex_lock(&sh->lock);
             for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++)
-                finish_key(sh, c->keys[c->at[j]], c->hash[c->at[j]], parity, ok);
+                finish_key(t, sh, c->keys[c->at[j]], c->hash[c->at[j]], parity, ok);
             pthread_mutex_unlock(&sh->lock);
         }
     }

@@ -243,3 +243,45 @@ uint32_t pskv__cow_clear(pskv__shard *sh, uint32_t *slots, uint32_t max)
     sh->cow_count = 0;
     return n;
 }
+
+/* ---------------------------------------------------------------- reshard */
+
+int pskv__dirty_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint32_t nto)
+{
+    uint32_t *count = calloc(2 * (size_t)nto, sizeof *count); /* [dirty | tombs] */
+    if (count == NULL)
+        return PSKV_ENOMEM;
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        for (uint32_t i = 0; i < sh->dirty.count; i++)
+            count[pskv__table_route(t, ring, pskv__keylist_at(&sh->dirty, i))]++;
+        for (uint32_t i = 0; i < sh->tombs.cap; i++)
+            if (sh->tombs.e[i].slot != PSKV__SLOT_EMPTY)
+                count[nto + pskv__table_route(t, ring, sh->tombs.e[i].key)]++;
+    }
+    int rc = 0;
+    for (uint32_t s = 0; s < nto && rc == 0; s++) {
+        rc = pskv__dirty_reserve(&to[s], count[s]);
+        if (rc == 0)
+            rc = pskv__spillmap_reserve(&to[s].tombs, count[nto + s]);
+    }
+    free(count);
+    if (rc != 0)
+        return rc;
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        pskv__shard *sh = &t->shards[s];
+        for (uint32_t i = 0; i < sh->dirty.count; i++) {
+            uint64_t key = pskv__keylist_at(&sh->dirty, i);
+            pskv__keylist_append(&to[pskv__table_route(t, ring, key)].dirty, key);
+        }
+        for (uint32_t i = 0; i < sh->tombs.cap; i++) {
+            pskv__spilled e = sh->tombs.e[i];
+            if (e.slot == PSKV__SLOT_EMPTY)
+                continue;
+            uint64_t h = pskv__key_hash(e.key, t->opts.seed);
+            pskv__spillmap_insert_reserved(&to[pskv__ring_route_hash(ring, h)].tombs, e.key, h,
+                                           e.slot);
+        }
+    }
+    return 0;
+}

@@ -281,6 +281,11 @@ static inline uint8_t *pskv__cow_row(const pskv__shard *sh, uint32_t i)
 /* Size the COW map for up to n pre-images at once (best effort), so that
  * it does not rehash while writers run into pending rows. */
 PSKV__HIDDEN void pskv__cow_presize(pskv__shard *sh, uint32_t n);
+/* A reshard (layout lock exclusive, no checkpoint running: no pre-images,
+ * no pending marks) moves the dirty keys and tombstones of t's shards into
+ * the new shards `to` routed by ring; all or nothing (PSKV_ENOMEM). */
+PSKV__HIDDEN int pskv__dirty_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to,
+                                  uint32_t nto);
 /* Key lists: room for k appends (0 or PSKV_ENOMEM), append one, free. */
 PSKV__HIDDEN int pskv__keylist_reserve(pskv__keylist *l, uint32_t k);
 PSKV__HIDDEN void pskv__keylist_append(pskv__keylist *l, uint64_t key);
@@ -557,6 +562,18 @@ PSKV__HIDDEN int pskv__table_create(pskv_store *s, const char *name,
                                     pskv_table **out);
 PSKV__HIDDEN void pskv__table_destroy(pskv_table *t);
 PSKV__HIDDEN void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st);
+/* The shard of key under ring (the table's, or a reshard's new one). */
+PSKV__HIDDEN uint32_t pskv__table_route(const pskv_table *t, const pskv_ring *ring, uint64_t key);
+/* A ring over shards 0..n-1 and the empty shards themselves (reshard.c
+ * builds a new layout with it), and freeing n shards. */
+PSKV__HIDDEN int pskv__layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
+                                     pskv__shard **shards_out);
+PSKV__HIDDEN void pskv__layout_free(pskv__shard *shards, uint32_t n);
+
+static inline void pskv__count_add(atomic_uint_fast64_t *c, uint64_t v)
+{
+    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
 
 /* ---------------------------------------------------------------- store.c */
 
@@ -725,5 +742,47 @@ PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta
  * lock held exclusive (no row call in flight). */
 PSKV__HIDDEN extern void (*pskv__checkpoint_begin_hook)(void *arg);
 PSKV__HIDDEN extern void *pskv__checkpoint_begin_hook_arg;
+
+/* ---------------------------------------------------------------- tier.c: where a key lives */
+
+/* The one answer to "where is this key's row" (caller holds the shard's
+ * lock). A key is in at most one of the index and the spill map; BUSY
+ * rows belong to whoever marked them (see tier.c). */
+typedef enum pskv__place {
+    PSKV__ABSENT,     /* nowhere (LMDB not asked, or it cannot hold the key) */
+    PSKV__IN_DRAM,    /* w.e: resident and idle */
+    PSKV__EVICTING,   /* w.e: resident, BUSY: being written to the spill file */
+    PSKV__SPILLED,    /* w.sp: in the spill file, idle */
+    PSKV__LOADING,    /* w.sp: in the spill file, BUSY: being read back or iterated */
+    PSKV__MAYBE_COLD, /* only with ask_lmdb: LMDB may hold it, not read back, not erased */
+} pskv__place;
+
+typedef struct pskv__where {
+    pskv__place place;
+    pskv__entry *e;    /* IN_DRAM, EVICTING */
+    pskv__spilled *sp; /* SPILLED, LOADING */
+} pskv__where;
+
+static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t key,
+                                       uint64_t hash, bool ask_lmdb)
+{
+    pskv__where w = {PSKV__ABSENT, NULL, NULL};
+    if ((w.e = pskv__shard_find(sh, key, hash)) != NULL)
+        w.place = w.e->meta & PSKV__META_BUSY ? PSKV__EVICTING : PSKV__IN_DRAM;
+    else if (sh->spilled.count > 0 && (w.sp = pskv__spillmap_find(&sh->spilled, key, hash)))
+        w.place = w.sp->slot & PSKV__SPILL_BUSY ? PSKV__LOADING : PSKV__SPILLED;
+    else if (ask_lmdb && t->durable &&
+             atomic_load_explicit(&t->cold_rows, memory_order_relaxed) > 0 &&
+             pskv__keyfilter_maybe(&t->persisted, key) && !pskv__tombstoned(sh, key, hash))
+        w.place = PSKV__MAYBE_COLD; /* brand-new keys mostly stop at the filter */
+    return w;
+}
+
+/* Read a MAYBE_COLD key's row from LMDB into DRAM as a clean row (shard
+ * lock held; c's transaction must end before the lock is released). 1
+ * with *row_out, 0 if LMDB has no such row, or an error (PSKV_ENOMEM,
+ * PSKV_ECORRUPT, an LMDB error). */
+PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
+                                      uint64_t hash, float **row_out);
 
 #endif

@@ -1,5 +1,7 @@
-/* Moving rows between DRAM and a table's spill file, without holding a
- * shard lock across I/O.
+/* Moving rows between DRAM and the lower tiers: the table's spill file
+ * (load, evict; no shard lock held across I/O) and LMDB's cold rows (read
+ * back on first use), and the one answer to where a key lives
+ * (pskv__locate, in pskv_internal.h).
  *
  * A shard keeps its resident rows in its index and its spilled rows in its
  * spill map (spillmap.c); a key is in one of them at most. A row in motion
@@ -81,26 +83,26 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
         pthread_mutex_lock(&sh->lock);
         for (uint32_t j = p->start[sd]; j < p->start[sd + 1]; j++) {
             uint32_t i = p->order[j];
-            pskv__entry *e = pskv__shard_find(sh, p->keys[i], p->hash[i]);
-            if (e != NULL) {
-                /* Being written out: wait for it. Resident: about to be
-                 * used (this is a pull's or a prefetch's key), so the
-                 * evictor must not pick it in the meantime. */
-                if (e->meta & PSKV__META_BUSY)
-                    others_busy = true;
-                else if (!(e->meta & PSKV__META_REF))
-                    e->meta |= PSKV__META_REF;
-                continue;
+            pskv__where w = pskv__locate(t, sh, p->keys[i], p->hash[i], false);
+            switch (w.place) {
+            case PSKV__IN_DRAM:
+                /* About to be used (this is a pull's or a prefetch's key):
+                 * the evictor must not pick it in the meantime. */
+                if (!(w.e->meta & PSKV__META_REF))
+                    w.e->meta |= PSKV__META_REF;
+                break;
+            case PSKV__EVICTING:
+            case PSKV__LOADING: /* or ours, for a repeated key: the wait ends at once */
+                others_busy = true;
+                break;
+            case PSKV__SPILLED:
+                w.sp->slot |= PSKV__SPILL_BUSY;
+                items[n++] = (load_item){p->keys[i], p->hash[i], sd,
+                                         w.sp->slot & PSKV__SPILL_SLOT_MAX};
+                break;
+            default:
+                break;
             }
-            pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, p->keys[i], p->hash[i]);
-            if (sp == NULL)
-                continue;
-            if (sp->slot & PSKV__SPILL_BUSY) {
-                others_busy = true; /* or ours, for a repeated key: the wait ends at once */
-                continue;
-            }
-            sp->slot |= PSKV__SPILL_BUSY;
-            items[n++] = (load_item){p->keys[i], p->hash[i], sd, sp->slot & PSKV__SPILL_SLOT_MAX};
         }
         pthread_mutex_unlock(&sh->lock);
     }
@@ -177,6 +179,24 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
     if (rc == 0 && others_busy)
         pskv__moved_wait(s, gen);
     return rc;
+}
+
+/* ---------------------------------------------------------------- LMDB */
+
+int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
+                         uint64_t hash, float **row_out)
+{
+    const void *bytes;
+    int rc = pskv__cold_find(t, c, key, &bytes);
+    if (rc <= 0)
+        return rc;
+    if ((rc = pskv__shard_reserve(sh, 1)) != 0)
+        return rc;
+    float *row = pskv__shard_row(sh, pskv__shard_insert_reserved(sh, key, hash));
+    memcpy(row, bytes, t->row_bytes);
+    atomic_fetch_sub_explicit(&t->cold_rows, 1, memory_order_relaxed);
+    *row_out = row;
+    return 1;
 }
 
 /* ---------------------------------------------------------------- evict */

@@ -1,0 +1,262 @@
+/* Iteration over a table's rows: shard by shard (DRAM and spill file, each
+ * shard copied under its lock), then the rows only LMDB holds, in key order.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+struct pskv_iter {
+    pskv_table *t;
+    uint64_t gen;
+    uint32_t next_shard;
+    uint32_t count, pos;
+    size_t cap;
+    uint64_t *keys;
+    float *rows;
+    uint32_t *spill_at, *spill_slot; /* spilled rows of the current shard */
+    /* After the shards: rows only LMDB holds, in key order. */
+    bool cold_started, cold_done;
+    uint64_t cold_after;
+    pskv__cold_walk walk; /* what the LMDB cursor saw, against the count record */
+};
+
+int pskv_iter_create(pskv_table *t, pskv_iter **out)
+{
+    if (t == NULL || out == NULL)
+        return PSKV_EINVAL;
+    pskv_iter *it = calloc(1, sizeof *it);
+    if (it == NULL)
+        return PSKV_ENOMEM;
+    it->t = t;
+    it->gen = atomic_load(&t->layout_gen);
+    *out = it;
+    return 0;
+}
+
+void pskv_iter_destroy(pskv_iter *it)
+{
+    if (it == NULL)
+        return;
+    free(it->keys);
+    free(it->rows);
+    free(it->spill_at);
+    free(it->spill_slot);
+    free(it);
+}
+
+/* Copy the shard's rows into the iterator (shard lock held); spilled rows
+ * are marked BUSY and listed in it->spill_at / it->spill_slot to be read
+ * after the lock is released. Returns the rows found BUSY by others. */
+static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspilled)
+{
+    const pskv_table *t = it->t;
+    uint32_t n = 0, busy = 0;
+    *nspilled = 0;
+    for (uint32_t i = 0; i <= sh->index_mask; i++) {
+        pskv__entry *e = &sh->index[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            continue;
+        if (e->meta & PSKV__META_BUSY) {
+            busy++;
+            continue;
+        }
+        it->keys[n] = e->key;
+        memcpy(it->rows + (size_t)n * t->row_floats, pskv__shard_row(sh, e->slot), t->row_bytes);
+        n++;
+    }
+    for (uint32_t i = 0; i < sh->spilled.cap; i++) {
+        pskv__spilled *e = &sh->spilled.e[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            continue;
+        if (e->slot & PSKV__SPILL_BUSY) {
+            busy++;
+            continue;
+        }
+        it->keys[n] = e->key;
+        it->spill_at[*nspilled] = n;
+        it->spill_slot[(*nspilled)++] = e->slot & PSKV__SPILL_SLOT_MAX;
+        e->slot |= PSKV__SPILL_BUSY;
+        n++;
+    }
+    it->count = n;
+    return busy;
+}
+
+/* Read the spilled rows listed by iter_copy_shard, then release them. */
+static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
+{
+    pskv_table *t = it->t;
+    uint64_t *keys = malloc((size_t)nspilled * sizeof *keys);
+    float **rows = malloc((size_t)nspilled * sizeof *rows);
+    int rc = keys && rows ? 0 : PSKV_ENOMEM;
+    if (rc == 0) {
+        for (uint32_t k = 0; k < nspilled; k++) {
+            keys[k] = it->keys[it->spill_at[k]];
+            rows[k] = it->rows + (size_t)it->spill_at[k] * t->row_floats;
+        }
+        rc = pskv__spill_read(t->spill, nspilled, keys, it->spill_slot, rows, NULL);
+    }
+    pthread_mutex_lock(&sh->lock);
+    for (uint32_t k = 0; k < nspilled; k++) {
+        uint64_t key = it->keys[it->spill_at[k]];
+        pskv__spilled *e =
+            pskv__spillmap_find(&sh->spilled, key, pskv__key_hash(key, sh->hash_seed));
+        e->slot &= ~PSKV__SPILL_BUSY;
+    }
+    pthread_mutex_unlock(&sh->lock);
+    pskv__moved_wake(t->store);
+    free(keys);
+    free(rows);
+    return rc;
+}
+
+static int iter_reserve(pskv_iter *it, uint32_t rows)
+{
+    if (rows <= it->cap)
+        return 0;
+    const pskv_table *t = it->t;
+    uint64_t *k = realloc(it->keys, (size_t)rows * sizeof *k);
+    if (k != NULL)
+        it->keys = k;
+    float *r = realloc(it->rows, (size_t)rows * t->row_bytes);
+    if (r != NULL)
+        it->rows = r;
+    uint32_t *a = realloc(it->spill_at, (size_t)rows * sizeof *a);
+    if (a != NULL)
+        it->spill_at = a;
+    uint32_t *sl = realloc(it->spill_slot, (size_t)rows * sizeof *sl);
+    if (sl != NULL)
+        it->spill_slot = sl;
+    if (k == NULL || r == NULL || a == NULL || sl == NULL)
+        return PSKV_ENOMEM;
+    it->cap = rows;
+    return 0;
+}
+
+#define ITER_COLD_BATCH 1024u
+
+/* The next batch of rows that only LMDB holds (layout lock held): keys
+ * from a cursor, then, shard by shard under the shard's lock, the rows
+ * still cold (not read back, not erased) from a transaction begun under
+ * that lock. 1 loaded, 0 end, <0 error. */
+static int iter_load_cold(pskv_iter *it)
+{
+    pskv_table *t = it->t;
+    uint64_t keys[ITER_COLD_BATCH];
+    uint32_t shard_of[ITER_COLD_BATCH];
+    int rc = iter_reserve(it, ITER_COLD_BATCH);
+    while (rc == 0 && !it->cold_done) {
+        uint32_t n;
+        rc = pskv__cold_keys(t, it->cold_after, !it->cold_started, keys, ITER_COLD_BATCH, &n,
+                             &it->walk);
+        if (rc != 0)
+            break;
+        it->cold_started = true;
+        it->cold_done = n < ITER_COLD_BATCH;
+        /* The whole B-tree walked in one snapshot: rows it lost (a damaged
+         * page) show as a count or digest that differs from the record. */
+        if (it->cold_done && (rc = pskv__cold_walk_check(t, &it->walk)) != 0)
+            break;
+        if (n == 0)
+            break;
+        it->cold_after = keys[n - 1];
+        for (uint32_t i = 0; i < n; i++)
+            shard_of[i] = pskv__table_route(t, t->ring, keys[i]);
+        uint32_t count = 0;
+        for (uint32_t s = 0; s < t->nshards && rc == 0; s++) {
+            pskv__shard *sh = &t->shards[s];
+            pskv__cold cold = {NULL};
+            bool locked = false;
+            for (uint32_t i = 0; i < n && rc == 0; i++) {
+                if (shard_of[i] != s)
+                    continue;
+                if (!locked) {
+                    pthread_mutex_lock(&sh->lock);
+                    locked = true;
+                }
+                uint64_t h = pskv__key_hash(keys[i], t->opts.seed);
+                if (pskv__locate(t, sh, keys[i], h, true).place != PSKV__MAYBE_COLD)
+                    continue; /* seen with the shard, or erased */
+                const void *row;
+                rc = pskv__cold_find(t, &cold, keys[i], &row);
+                if (rc == 1) {
+                    it->keys[count] = keys[i];
+                    memcpy(it->rows + (size_t)count * t->row_floats, row, t->row_bytes);
+                    count++;
+                    rc = 0;
+                } else if (rc == 0 && pskv__cold_txnid(&cold) == it->walk.last_txnid) {
+                    rc = PSKV_ECORRUPT; /* the cursor saw it, the lookup cannot find it */
+                }
+            }
+            pskv__cold_end(t, &cold);
+            if (locked)
+                pthread_mutex_unlock(&sh->lock);
+        }
+        if (rc == 0 && count > 0) {
+            it->count = count;
+            it->pos = 0;
+            return 1;
+        }
+    }
+    return rc;
+}
+
+/* Copy the next shard's rows into the iterator. 1 loaded, 0 end, <0 error. */
+static int iter_load(pskv_iter *it)
+{
+    pskv_table *t = it->t;
+    int rc = 1;
+    pthread_rwlock_rdlock(&t->layout_lock);
+    if (atomic_load(&t->layout_gen) != it->gen) {
+        rc = PSKV_EBUSY;
+    } else if (it->next_shard >= t->nshards) {
+        rc = t->durable ? iter_load_cold(it) : 0;
+    } else {
+        pskv__shard *sh = &t->shards[it->next_shard];
+        for (;;) {
+            uint64_t moved = pskv__moved_gen(t->store);
+            uint32_t nspilled = 0, busy = 0;
+            pthread_mutex_lock(&sh->lock);
+            int err = iter_reserve(it, sh->rows + sh->spilled.count);
+            if (err == 0)
+                busy = iter_copy_shard(it, sh, &nspilled);
+            pthread_mutex_unlock(&sh->lock);
+            if (err == 0 && nspilled > 0)
+                err = iter_read_spilled(it, sh, nspilled);
+            if (err != 0) {
+                rc = err;
+                break;
+            }
+            if (busy == 0)
+                break;
+            /* Rows of this shard were moving between tiers: wait, copy again. */
+            pskv__moved_wait(t->store, moved);
+        }
+        if (rc == 1) {
+            it->pos = 0;
+            it->next_shard++;
+        }
+    }
+    pthread_rwlock_unlock(&t->layout_lock);
+    return rc;
+}
+
+int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights, float *state)
+{
+    if (it == NULL || key == NULL || weights == NULL)
+        return PSKV_EINVAL;
+    while (it->pos >= it->count) {
+        int rc = iter_load(it);
+        if (rc <= 0)
+            return rc;
+    }
+    const pskv_table *t = it->t;
+    const float *row = it->rows + (size_t)it->pos * t->row_floats;
+    *key = it->keys[it->pos];
+    memcpy(weights, row, t->dim * sizeof(float));
+    if (state != NULL && t->state_floats > 0)
+        memcpy(state, row + t->dim, t->state_floats * sizeof(float));
+    it->pos++;
+    return 1;
+}

@@ -1,0 +1,624 @@
+/* The batch row calls: pull, get, push, put, erase, prefetch.
+ *
+ * Every batch call hashes its keys once, groups them by shard (plan.c) and
+ * takes each shard's lock once. Inside a shard it resolves keys in chunks,
+ * prefetching index entries a few keys ahead and rows as soon as their slot
+ * is known, then copies or updates the chunk's rows: the memory misses of a
+ * chunk overlap instead of being paid one after another. Where each key
+ * lives (DRAM, spill file, LMDB) is asked of tier.c.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+/* Software pipeline depths: an index entry is prefetched INDEX_AHEAD keys
+ * before its key is resolved, a row ROWS_AHEAD keys before it is used. */
+#ifndef INDEX_AHEAD
+#define INDEX_AHEAD 16u
+#endif
+#ifndef ROWS_AHEAD
+#define ROWS_AHEAD 16u /* a power of two */
+#endif
+
+/* ---------------------------------------------------------------- helpers */
+
+static void layout_read_lock(pskv_table *t) { pthread_rwlock_rdlock(&t->layout_lock); }
+static void layout_unlock(pskv_table *t) { pthread_rwlock_unlock(&t->layout_lock); }
+
+/* A new row: initial weights (unless the caller overwrites them) and the
+ * optimizer's initial state. */
+static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
+                         bool init_weights)
+{
+    pskv__entry *e = pskv__shard_insert_entry(sh, key, hash);
+    sh->created++;
+    if (t->durable)
+        pskv__row_created(sh, e, t->parity); /* uses a list reservation */
+    float *row = pskv__shard_row(sh, e->slot);
+    if (init_weights)
+        pskv__init_weights(&t->opts, key, row, t->dim);
+    pskv__optimizer_init_state(&t->opt, row + t->dim);
+    return row;
+}
+
+static void prefetch_row(const float *row, uint32_t bytes)
+{
+    const char *p = (const char *)row;
+    for (uint32_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 1, 3);
+}
+
+static void prefetch_index(const pskv__shard *sh, uint64_t hash)
+{
+    __builtin_prefetch(&sh->index[pskv__index_pos(hash, sh->index_mask)], 0, 3);
+}
+
+static int check_row_args(const pskv_table *t, const uint64_t *keys, size_t n, const void *buf)
+{
+    if (t == NULL || (n > 0 && (keys == NULL || buf == NULL)))
+        return PSKV_EINVAL;
+    if (n > UINT32_MAX - 1)
+        return PSKV_EINVAL;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- shard visits */
+
+/* Called with the shard's lock held for the plan's keys of shard s. */
+typedef int (*shard_visit_fn)(pskv_table *t, const pskv__plan *p, uint32_t s, void *ctx);
+
+/* Where this thread starts its walk over the shards: threads that start at
+ * different shards rarely meet on the same lock. */
+static uint32_t walk_start(uint32_t shards)
+{
+    static _Thread_local uint32_t tag;
+    return (uint32_t)(pskv__key_hash((uint64_t)(uintptr_t)&tag, 0) % shards);
+}
+
+/* Visit every shard that has keys in the plan, each under its lock. A
+ * shard whose lock is busy is skipped and visited after the others, so
+ * concurrent batch calls overlap instead of queueing on one shard after
+ * another. Stops at the first error of fn. */
+static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, void *ctx)
+{
+    uint32_t shards = t->nshards;
+    uint32_t first = walk_start(shards);
+    uint32_t busy = 0;
+    int rc = 0;
+    for (uint32_t k = 0; k < shards && rc == 0; k++) {
+        uint32_t s = first + k < shards ? first + k : first + k - shards;
+        if (p->start[s] == p->start[s + 1])
+            continue;
+        pskv__shard *sh = &t->shards[s];
+        if (pthread_mutex_trylock(&sh->lock) != 0) {
+            p->busy[busy++] = s;
+            continue;
+        }
+        rc = fn(t, p, s, ctx);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    for (uint32_t k = 0; k < busy && rc == 0; k++) {
+        pskv__shard *sh = &t->shards[p->busy[k]];
+        pthread_mutex_lock(&sh->lock);
+        rc = fn(t, p, p->busy[k], ctx);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return rc;
+}
+
+/* Account rows a call created and keep the store within its budget; called
+ * with no lock held. */
+static void rows_added(pskv_table *t, uint64_t created, bool loaded)
+{
+    if (created == 0 && !loaded)
+        return;
+    pskv__store_account(t->store, (int64_t)(created * t->row_bytes)); /* loads count themselves */
+    /* Best effort: a failure to evict (spill full) is reported by a later
+     * call's admission check, before it changes anything. */
+    (void)pskv__store_enforce_budget(t->store);
+}
+
+/* ---------------------------------------------------------------- row pipeline */
+
+enum row_op { ROW_READ, ROW_PUSH, ROW_PUT };
+
+/* Gradients of repeated keys, summed in order of appearance into a compact
+ * buffer that holds rows only for keys that repeat; the other keys use the
+ * caller's gradients in place. summed_row[i] names the buffer row of kept
+ * position i, or UINT32_MAX. */
+typedef struct dup_sums {
+    uint32_t *summed_row; /* [n] */
+    float *rows;
+} dup_sums;
+
+
+typedef struct row_ctx {
+    enum row_op op;
+    bool create;       /* ROW_READ: pull (true) or get */
+    float *out;        /* ROW_READ */
+    uint8_t *found;    /* ROW_READ, optional */
+    const float *src;  /* ROW_PUSH: gradients; ROW_PUT: values; by position */
+    const dup_sums *dups; /* ROW_PUSH: sums of repeated keys, or NULL */
+    uint64_t misses;
+    uint64_t created;
+    uint64_t faulted;      /* cold rows read from LMDB */
+    uint32_t not_resident; /* keys found spilled or in motion: load and retry */
+    const uint32_t *cow_reserved; /* writers: pre-images reserved per shard */
+    float *save;       /* ROW_PUSH: one row, the row before its step */
+    uint64_t nonfinite; /* ROW_PUSH: rows whose step would not be finite */
+} row_ctx;
+
+/* Marks a key whose row is not in DRAM in the pipeline: not used this time. */
+static float not_resident_mark;
+#define NOT_RESIDENT (&not_resident_mark)
+
+static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
+{
+    const size_t dim = t->dim;
+    if (row == NOT_RESIDENT)
+        return;
+    switch (c->op) {
+    case ROW_READ:
+        if (row != NULL) {
+            memcpy(c->out + i * dim, row, dim * sizeof(float));
+        } else {
+            memset(c->out + i * dim, 0, dim * sizeof(float));
+            c->misses++;
+        }
+        if (c->found)
+            c->found[i] = row != NULL;
+        break;
+    case ROW_PUSH: {
+        const float *g = c->src + i * dim;
+        if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
+            g = c->dups->rows + c->dups->summed_row[i] * dim;
+        if (!pskv__optimizer_step(&t->opt, row, g, c->save))
+            c->nonfinite++; /* left as it was */
+        break;
+    }
+    case ROW_PUT:
+        memcpy(row, c->src + i * dim, dim * sizeof(float));
+        break;
+    }
+}
+
+/* The keys of shard s (lock held), as a software pipeline: prefetch the
+ * index entry of key j + INDEX_AHEAD, resolve key j (creating it if asked)
+ * and prefetch its row, use the row of key j - ROWS_AHEAD. The memory
+ * misses of many keys are in flight at once instead of one after another.
+ * Writers (push/put) create rows from room reserved beforehand; pull
+ * reserves per created row and may fail with PSKV_ENOMEM (rows created so
+ * far stay, with their initial values). */
+static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    row_ctx *c = arg;
+    pskv__shard *sh = &t->shards[s];
+    const uint32_t *order = p->order + p->start[s];
+    const uint32_t k = p->start[s + 1] - p->start[s];
+    const bool writer = c->op != ROW_READ;
+    const bool create = writer || c->create;
+    const uint32_t prefetch_bytes = c->op == ROW_PUSH ? t->row_bytes
+                                    : c->op == ROW_PUT ? 0 : t->dim * (uint32_t)sizeof(float);
+    float *inflight[ROWS_AHEAD]; /* rows resolved, not yet used */
+    uint32_t created = 0;
+    const uint32_t dirty0 = sh->dirty.count, cow0 = sh->cow_count;
+    pskv__cold cold = {NULL};
+    int rc = 0;
+    for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
+        prefetch_index(sh, p->hash[order[j]]);
+    for (uint32_t j = 0; j < k + ROWS_AHEAD; j++) {
+        if (j >= ROWS_AHEAD)
+            row_use(t, c, order[j - ROWS_AHEAD], inflight[(j - ROWS_AHEAD) & (ROWS_AHEAD - 1)]);
+        if (j >= k)
+            continue;
+        if (j + INDEX_AHEAD < k)
+            prefetch_index(sh, p->hash[order[j + INDEX_AHEAD]]);
+        uint32_t i = order[j];
+        const uint64_t key = p->keys[i];
+        pskv__where w = pskv__locate(t, sh, key, p->hash[i], !writer);
+        float *row = NULL;
+        if (PSKV__LIKELY(w.place == PSKV__IN_DRAM)) {
+            row = pskv__shard_row(sh, w.e->slot);
+            if (!(w.e->meta & PSKV__META_REF)) /* do not dirty the line when set */
+                w.e->meta |= PSKV__META_REF;
+            if (writer && t->durable)
+                pskv__row_written(sh, w.e, t->parity); /* before the row changes */
+        } else if (w.place == PSKV__EVICTING || w.place == PSKV__SPILLED ||
+                   w.place == PSKV__LOADING) {
+            /* Writers checked residency while reserving and evictors leave
+             * shards with reservations alone, so only readers get here. */
+            row = NOT_RESIDENT;
+            c->not_resident++;
+        } else if (w.place == PSKV__MAYBE_COLD && /* readers: writers read theirs while reserving */
+                   (rc = pskv__tier_load_cold(t, sh, &cold, key, p->hash[i], &row)) != 0) {
+            if (rc < 0)
+                break;
+            rc = 0;
+            c->faulted++;
+        } else if (create) {
+            if (!writer && (rc = pskv__shard_reserve(sh, 1)) != 0)
+                break;
+            if (!writer && t->durable && (rc = pskv__dirty_reserve(sh, 1)) != 0) {
+                pskv__shard_unreserve(sh, 1);
+                break;
+            }
+            row = row_create(t, sh, key, p->hash[i], c->op != ROW_PUT);
+            created++;
+        }
+        if (row != NULL && row != NOT_RESIDENT && prefetch_bytes)
+            prefetch_row(row, prefetch_bytes);
+        inflight[j & (ROWS_AHEAD - 1)] = row;
+    }
+    pskv__cold_end(t, &cold);
+    if (writer) {
+        pskv__shard_unreserve(sh, k - created);
+        if (t->durable) {
+            pskv__dirty_unreserve(sh, k - (sh->dirty.count - dirty0));
+            pskv__cow_unreserve(sh, c->cow_reserved[s] - (sh->cow_count - cow0));
+        }
+    }
+    c->created += created;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- pull/get */
+
+static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found,
+                     bool create)
+{
+    /* When cold rows cannot be written out (spill full, I/O error), pull
+     * fails here before anything changes, as it would create rows; get only
+     * reads, so it goes on over the budget. */
+    int rc = create ? pskv__store_admit(t->store) : 0;
+    if (rc != 0)
+        return rc;
+    bool loaded = false;
+    layout_read_lock(t);
+    pskv__plan p;
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    row_ctx c = {ROW_READ, create, out, found, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0};
+    while (rc == 0) {
+        c.misses = 0;
+        c.not_resident = 0;
+        rc = visit_shards(t, &p, shard_rows, &c);
+        if (rc != 0 || c.not_resident == 0)
+            break;
+        /* Some rows were in the spill file or moving: bring them in (one
+         * I/O batch for all of them, no shard lock held) and go again. */
+        rc = pskv__tier_load(t, &p);
+        loaded = true;
+    }
+    pskv__plan_free(&p);
+    layout_unlock(t);
+    rows_added(t, c.created + c.faulted, loaded);
+    if (rc == 0) {
+        pskv__count_add(create ? &t->n_pulled : &t->n_got, n);
+        if (!create)
+            pskv__count_add(&t->n_get_misses, c.misses);
+    }
+    return rc;
+}
+
+int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out)
+{
+    int rc = check_row_args(t, keys, n, out);
+    if (rc != 0 || n == 0)
+        return rc;
+    return read_rows(t, keys, n, out, NULL, true);
+}
+
+int pskv_get(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found)
+{
+    int rc = check_row_args(t, keys, n, out);
+    if (rc != 0 || n == 0)
+        return rc;
+    return read_rows(t, keys, n, out, found, false);
+}
+
+/* ---------------------------------------------------------------- push/put */
+
+static uint32_t plan_count(const pskv__plan *p, uint32_t s) { return p->start[s + 1] - p->start[s]; }
+
+/* Phase 1 of a writing batch: reserve room for every key of every shard (as
+ * if all were new) so that phase 2 cannot fail half-way. */
+/* Internal: a writer found one of its rows spilled or moving. */
+#define NEEDS_LOAD 1
+
+/* What phase 1 reserved per shard. */
+typedef struct reservations {
+    uint8_t *rows;      /* [shards] rows (and dirty-list room) reserved */
+    uint32_t *cow;      /* [shards] pre-images reserved */
+    uint64_t faulted;   /* cold rows read from LMDB meanwhile */
+} reservations;
+
+static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    reservations *r = arg;
+    pskv__shard *sh = &t->shards[s];
+    const bool ckpt = t->durable && atomic_load(&t->ckpt_active);
+    const uint32_t pend = pskv__meta_dirty(t->parity ^ 1u);
+    uint32_t pending = 0;
+    pskv__cold cold = {NULL};
+    int rc = 0;
+    if (t->spill != NULL) {
+        /* Every existing row must be in DRAM before the batch applies;
+         * once room is reserved here, evictors leave this shard alone. */
+        for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
+            uint64_t key = p->keys[p->order[j]], hash = p->hash[p->order[j]];
+            pskv__where w = pskv__locate(t, sh, key, hash, true);
+            if (w.place == PSKV__IN_DRAM) {
+                if (ckpt && (w.e->meta & pend))
+                    pending++;
+            } else if (w.place == PSKV__MAYBE_COLD) {
+                float *row;
+                rc = pskv__tier_load_cold(t, sh, &cold, key, hash, &row); /* clean, not pending */
+                if (rc == 1) {
+                    r->faulted++;
+                    rc = 0;
+                }
+            } else if (w.place != PSKV__ABSENT) {
+                rc = NEEDS_LOAD;
+            }
+        }
+    }
+    pskv__cold_end(t, &cold);
+    uint32_t k = plan_count(p, s);
+    if (rc == 0)
+        rc = pskv__shard_reserve(sh, k);
+    if (rc == 0 && t->durable && (rc = pskv__dirty_reserve(sh, k)) != 0)
+        pskv__shard_unreserve(sh, k);
+    if (rc == 0 && pending > 0 && (rc = pskv__cow_reserve(sh, pending)) != 0) {
+        pskv__shard_unreserve(sh, k);
+        pskv__dirty_unreserve(sh, k);
+    }
+    r->rows[s] = rc == 0;
+    r->cow[s] = rc == 0 ? pending : 0;
+    return rc;
+}
+
+static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    const reservations *r = arg;
+    pskv__shard *sh = &t->shards[s];
+    if (r->rows[s]) {
+        pskv__shard_unreserve(sh, plan_count(p, s));
+        if (t->durable) {
+            pskv__dirty_unreserve(sh, plan_count(p, s));
+            pskv__cow_unreserve(sh, r->cow[s]);
+        }
+    }
+    return 0;
+}
+
+static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, const float *grads,
+                          dup_sums *d)
+{
+    const size_t dim = t->dim;
+    d->summed_row = malloc(n * sizeof *d->summed_row);
+    d->rows = malloc((n - p->m) * dim * sizeof(float)); /* at most n - m keys repeat */
+    if (d->summed_row == NULL || d->rows == NULL)
+        return PSKV_ENOMEM;
+    memset(d->summed_row, 0xff, n * sizeof *d->summed_row);
+    uint32_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = p->kept_of[i];
+        if (k == i)
+            continue;
+        if (d->summed_row[k] == UINT32_MAX) {
+            d->summed_row[k] = used;
+            memcpy(d->rows + used * dim, grads + k * dim, dim * sizeof(float));
+            used++;
+        }
+        float *sum = d->rows + d->summed_row[k] * dim;
+        const float *g = grads + i * dim;
+        for (size_t j = 0; j < dim; j++)
+            sum[j] += g[j];
+    }
+    /* Finite gradients can sum to Inf: refused like a non-finite one. */
+    return pskv__floats_nonfinite(d->rows, (size_t)used * dim) ? PSKV_EINVAL : 0;
+}
+
+static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *src, bool is_push)
+{
+    if (pskv__floats_nonfinite(src, n * t->dim))
+        return PSKV_EINVAL;
+    int rc = pskv__store_admit(t->store);
+    if (rc != 0)
+        return rc;
+    layout_read_lock(t);
+    pskv__plan p;
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
+                          is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
+    bool loaded = false;
+    dup_sums dups = {NULL, NULL};
+    uint64_t created = 0;
+    bool summed = rc == 0 && is_push && p.has_dups;
+    reservations res = {NULL, NULL, 0};
+    if (summed)
+        rc = sum_duplicates(t, &p, n, src, &dups);
+    if (rc == 0) {
+        res.rows = calloc(t->nshards, 1);
+        res.cow = calloc(t->nshards, sizeof *res.cow);
+        rc = res.rows == NULL || res.cow == NULL ? PSKV_ENOMEM : 0;
+    }
+    while (rc == 0) {
+        memset(res.rows, 0, t->nshards);
+        memset(res.cow, 0, t->nshards * sizeof *res.cow);
+        rc = visit_shards(t, &p, reserve_shard, &res);
+        if (rc == 0)
+            break;
+        visit_shards(t, &p, unreserve_shard, &res);
+        if (rc == NEEDS_LOAD) {
+            rc = pskv__tier_load(t, &p); /* then check again */
+            loaded = true;
+        }
+    }
+    float *save = NULL;
+    if (rc == 0 && is_push && (save = malloc(t->row_bytes)) == NULL)
+        rc = PSKV_ENOMEM;
+    if (rc == 0) {
+        row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, NULL, NULL, src,
+                     summed ? &dups : NULL, 0, 0, 0, 0, res.cow, save, 0};
+        visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
+        pskv__count_add(is_push ? &t->n_pushed : &t->n_put, n);
+        created = c.created;
+        if (c.nonfinite > 0) {
+            pskv__count_add(&t->n_push_nonfinite, c.nonfinite);
+            rc = PSKV_ERANGE;
+        }
+    }
+    free(save);
+    free(res.rows);
+    free(res.cow);
+    free(dups.summed_row);
+    free(dups.rows);
+    pskv__plan_free(&p);
+    layout_unlock(t);
+    rows_added(t, created + res.faulted, loaded || res.faulted > 0);
+    return rc;
+}
+
+int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)
+{
+    int rc = check_row_args(t, keys, n, grads);
+    if (rc != 0 || n == 0)
+        return rc;
+    return write_rows(t, keys, n, grads, true);
+}
+
+int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
+{
+    int rc = check_row_args(t, keys, n, values);
+    if (rc != 0 || n == 0)
+        return rc;
+    return write_rows(t, keys, n, values, false);
+}
+
+/* ---------------------------------------------------------------- erase */
+
+typedef struct erase_ctx {
+    uint64_t erased_resident;
+    uint32_t busy;         /* rows in motion: wait and erase again */
+    uint32_t *spill_slots; /* freed spill slots of erased spilled rows */
+    uint32_t nslots;
+} erase_ctx;
+
+/* Durable tables: room for what erasing the shard's k keys may record
+ * (dirty keys, pre-images, tombstones). */
+static int erase_reserve(pskv__shard *sh, uint32_t k, bool ckpt, bool tombs)
+{
+    int rc = pskv__dirty_reserve(sh, k);
+    if (rc == 0 && ckpt && (rc = pskv__cow_reserve(sh, k)) != 0)
+        pskv__dirty_unreserve(sh, k);
+    if (rc == 0 && tombs && (rc = pskv__spillmap_reserve(&sh->tombs, k)) != 0) {
+        pskv__dirty_unreserve(sh, k);
+        if (ckpt)
+            pskv__cow_unreserve(sh, k);
+    }
+    return rc;
+}
+
+static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    erase_ctx *c = arg;
+    pskv__shard *sh = &t->shards[s];
+    const uint32_t k = p->start[s + 1] - p->start[s];
+    const bool durable = t->durable;
+    /* Tombstones keep erased rows from being read back from LMDB before
+     * the next checkpoint deletes them there; only rows read back need it. */
+    const bool tombs = durable && atomic_load(&t->cold_rows) > 0;
+    const bool ckpt = durable && atomic_load(&t->ckpt_active);
+    const uint32_t dirty0 = sh->dirty.reserved, cow0 = sh->cow_reserved,
+                   tombs0 = sh->tombs.reserved;
+    if (durable) {
+        int rc = erase_reserve(sh, k, ckpt, tombs);
+        if (rc != 0)
+            return rc;
+    }
+    pskv__cold cold = {NULL};
+    int rc = 0;
+    for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
+        uint32_t i = p->order[j];
+        const uint64_t key = p->keys[i];
+        pskv__where w = pskv__locate(t, sh, key, p->hash[i], tombs);
+        const void *row;
+        switch (w.place) {
+        case PSKV__EVICTING:
+        case PSKV__LOADING:
+            c->busy++;
+            break;
+        case PSKV__IN_DRAM:
+            if (durable)
+                pskv__row_erased(sh, w.e, t->parity, tombs);
+            pskv__shard_remove(sh, w.e);
+            sh->erased++;
+            c->erased_resident++;
+            break;
+        case PSKV__SPILLED:
+            if (!durable || !pskv__spilled_erased(sh, w.sp, t->parity, tombs))
+                c->spill_slots[c->nslots++] = w.sp->slot & PSKV__SPILL_SLOT_MAX;
+            pskv__spillmap_remove(&sh->spilled, w.sp);
+            sh->erased++;
+            break;
+        case PSKV__MAYBE_COLD:
+            rc = pskv__cold_find(t, &cold, key, &row);
+            if (rc == 1) { /* a row only LMDB holds */
+                pskv__key_erased_cold(sh, key, t->parity);
+                atomic_fetch_sub(&t->cold_rows, 1);
+                sh->erased++;
+                rc = 0;
+            }
+            break;
+        case PSKV__ABSENT:
+            break;
+        }
+    }
+    pskv__cold_end(t, &cold);
+    if (durable) { /* give back what was not used */
+        pskv__dirty_unreserve(sh, sh->dirty.reserved - dirty0);
+        if (ckpt)
+            pskv__cow_unreserve(sh, sh->cow_reserved - cow0);
+        if (tombs)
+            pskv__spillmap_unreserve(&sh->tombs, sh->tombs.reserved - tombs0);
+    }
+    return rc;
+}
+
+int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
+{
+    int rc = check_row_args(t, keys, n, keys);
+    if (rc != 0 || n == 0)
+        return rc;
+    layout_read_lock(t);
+    pskv__plan p;
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_FIRST);
+    erase_ctx c = {0, 0, NULL, 0};
+    if (rc == 0 && t->spill != NULL) {
+        c.spill_slots = malloc(n * sizeof *c.spill_slots);
+        rc = c.spill_slots ? 0 : PSKV_ENOMEM;
+    }
+    while (rc == 0) {
+        uint64_t gen = pskv__moved_gen(t->store);
+        c.busy = 0;
+        rc = visit_shards(t, &p, erase_shard, &c); /* erasing twice is harmless */
+        if (rc != 0 || c.busy == 0)
+            break;
+        pskv__moved_wait(t->store, gen);
+    }
+    if (c.nslots > 0)
+        pskv__spill_free(t->spill, c.spill_slots, c.nslots);
+    free(c.spill_slots);
+    pskv__plan_free(&p);
+    layout_unlock(t);
+    pskv__store_account(t->store, -(int64_t)(c.erased_resident * t->row_bytes));
+    return rc;
+}
+
+int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n)
+{
+    int rc = check_row_args(t, keys, n, keys);
+    if (rc != 0 || n == 0 || t->spill == NULL)
+        return rc; /* memory-only tables keep every row in DRAM */
+    return pskv__prefetch_submit(t, keys, n);
+}
