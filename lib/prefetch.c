@@ -33,8 +33,9 @@ static void job_run(pskv__prefetch_job *j)
     pthread_rwlock_rdlock(&t->layout_lock);
     pskv__plan p;
     int rc = pskv__plan_build(&p, t->ring, t->nshards, j->keys, j->n, PSKV__DEDUP_FIRST);
+    uint64_t loaded = 0;
     if (rc == 0)
-        rc = pskv__tier_load(t, &p);
+        rc = pskv__tier_load(t, &p, &loaded);
     pskv__plan_free(&p);
     pthread_rwlock_unlock(&t->layout_lock);
     if (rc != 0)
@@ -42,8 +43,9 @@ static void job_run(pskv__prefetch_job *j)
     /* Best effort, as after a pull, and only until the next job arrives:
      * its reads are what a pull will wait for; evictions are not. The
      * store stays over budget meanwhile by at most a few jobs' rows (calls
-     * evict themselves past 1/16 over, see pskv__store_admit). */
-    (void)pskv__store_evict(t->store, job_waiting);
+     * evict themselves past 1/16 over, see pskv__budget_admit). */
+    pskv__budget_account(t->store, (int64_t)(loaded * t->row_bytes));
+    (void)pskv__budget_evict(t->store, job_waiting);
 }
 
 static void *worker_main(void *arg)

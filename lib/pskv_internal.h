@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "pskv.h"
 
@@ -376,7 +377,7 @@ PSKV__HIDDEN int pskv__spill_write(pskv__spill *sp, uint32_t n, const uint64_t *
 PSKV__HIDDEN int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *keys,
                                   const uint32_t *slots, float *const *rows, int *results);
 
-/* ---------------------------------------------------------------- evict.c */
+/* ---------------------------------------------------------------- clock.c */
 
 /* The next CLOCK victim of the shard (lock held): moves the hand over at
  * most *steps entries, clearing the reference bits it passes, and returns
@@ -386,22 +387,31 @@ PSKV__HIDDEN int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *k
 PSKV__HIDDEN pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps);
 /* CLOCK sweep over one shard (lock held): clear reference bits, drop rows
  * without one, until max_evict rows are gone or the hand has gone once
- * around. Returns the rows dropped. */
-PSKV__HIDDEN uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict);
+ * around. Returns the rows dropped (the caller accounts them). */
+PSKV__HIDDEN uint32_t pskv__clock_sweep(pskv__shard *sh, uint32_t max_evict);
+
+/* ---------------------------------------------------------------- budget.c */
+
 /* Bring the store's resident bytes back under its budget (no locks held by
  * the caller). 0, or PSKV_ENOSPC / PSKV_EIO when cold rows could not be
  * written to the spill tier (they stay resident). */
-PSKV__HIDDEN int pskv__store_enforce_budget(pskv_store *s);
+PSKV__HIDDEN int pskv__budget_enforce(pskv_store *s);
 /* The same, stopping between eviction batches once yield(s) returns true
  * (the prefetch worker: a queued job's reads come before evictions). */
-PSKV__HIDDEN int pskv__store_evict(pskv_store *s, bool (*yield)(pskv_store *s));
+PSKV__HIDDEN int pskv__budget_evict(pskv_store *s, bool (*yield)(pskv_store *s));
 /* Before a call that may add rows: 0, or the error of an eviction that
  * could not keep up (the store is over budget by more than 1/16). */
-PSKV__HIDDEN int pskv__store_admit(pskv_store *s);
-/* Account rows created (+) or removed (-) by a table call. */
-PSKV__HIDDEN void pskv__store_account(pskv_store *s, int64_t bytes);
-/* Monotonic nanoseconds, for I/O time statistics. */
-PSKV__HIDDEN uint64_t pskv__now_ns(void);
+PSKV__HIDDEN int pskv__budget_admit(pskv_store *s);
+/* Account rows brought into DRAM (+) or removed from it (-). */
+PSKV__HIDDEN void pskv__budget_account(pskv_store *s, int64_t bytes);
+
+/* Monotonic nanoseconds, for time statistics. */
+static inline uint64_t pskv__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ---------------------------------------------------------------- batch.c */
 
@@ -459,9 +469,9 @@ PSKV__HIDDEN void pskv__moved_wake(pskv_store *s);
 PSKV__HIDDEN void pskv__moved_wait(pskv_store *s, uint64_t seen);
 /* Bring the plan's spilled rows back into DRAM (one I/O batch), and wait
  * for rows other callers are moving. Caller holds the layout lock shared and
- * no shard lock. 0, PSKV_EIO, PSKV_ECORRUPT (the row stays spilled and
- * unchanged), PSKV_ENOMEM. */
-PSKV__HIDDEN int pskv__tier_load(pskv_table *t, const pskv__plan *p);
+ * no shard lock, and accounts the rows added to *loaded_rows. 0, PSKV_EIO,
+ * PSKV_ECORRUPT (the row stays spilled and unchanged), PSKV_ENOMEM. */
+PSKV__HIDDEN int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows);
 /* Write up to a batch of cold rows (CLOCK picks them) of the table's shards
  * first, first + 1, ... to the spill file in one I/O batch and free their
  * DRAM. *visited = the shards looked at (the batch filled up or the last
@@ -583,7 +593,7 @@ struct pskv_store {
     pskv_table **tables;
     uint32_t ntables, tables_cap;
 
-    /* DRAM budget (evict.c) */
+    /* DRAM budget (budget.c) */
     atomic_int_fast64_t resident_bytes;
     pthread_mutex_t evict_lock; /* one evictor at a time; guards the hand */
     uint32_t hand_table, hand_shard;

@@ -107,16 +107,16 @@ static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, v
     return rc;
 }
 
-/* Account rows a call created and keep the store within its budget; called
- * with no lock held. */
-static void rows_added(pskv_table *t, uint64_t created, bool loaded)
+/* Account rows a call brought into DRAM (created, or read from the spill
+ * file or LMDB) and keep the store within its budget; no lock held. */
+static void rows_added(pskv_table *t, uint64_t added)
 {
-    if (created == 0 && !loaded)
+    if (added == 0)
         return;
-    pskv__store_account(t->store, (int64_t)(created * t->row_bytes)); /* loads count themselves */
+    pskv__budget_account(t->store, (int64_t)(added * t->row_bytes));
     /* Best effort: a failure to evict (spill full) is reported by a later
      * call's admission check, before it changes anything. */
-    (void)pskv__store_enforce_budget(t->store);
+    (void)pskv__budget_enforce(t->store);
 }
 
 /* ---------------------------------------------------------------- row pipeline */
@@ -270,10 +270,10 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     /* When cold rows cannot be written out (spill full, I/O error), pull
      * fails here before anything changes, as it would create rows; get only
      * reads, so it goes on over the budget. */
-    int rc = create ? pskv__store_admit(t->store) : 0;
+    int rc = create ? pskv__budget_admit(t->store) : 0;
     if (rc != 0)
         return rc;
-    bool loaded = false;
+    uint64_t loaded = 0;
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
@@ -286,12 +286,11 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
             break;
         /* Some rows were in the spill file or moving: bring them in (one
          * I/O batch for all of them, no shard lock held) and go again. */
-        rc = pskv__tier_load(t, &p);
-        loaded = true;
+        rc = pskv__tier_load(t, &p, &loaded);
     }
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_added(t, c.created + c.faulted, loaded);
+    rows_added(t, c.created + c.faulted + loaded);
     if (rc == 0) {
         pskv__count_add(create ? &t->n_pulled : &t->n_got, n);
         if (!create)
@@ -423,14 +422,14 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
 {
     if (pskv__floats_nonfinite(src, n * t->dim))
         return PSKV_EINVAL;
-    int rc = pskv__store_admit(t->store);
+    int rc = pskv__budget_admit(t->store);
     if (rc != 0)
         return rc;
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
                           is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
-    bool loaded = false;
+    uint64_t loaded = 0;
     dup_sums dups = {NULL, NULL};
     uint64_t created = 0;
     bool summed = rc == 0 && is_push && p.has_dups;
@@ -450,8 +449,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
             break;
         visit_shards(t, &p, unreserve_shard, &res);
         if (rc == NEEDS_LOAD) {
-            rc = pskv__tier_load(t, &p); /* then check again */
-            loaded = true;
+            rc = pskv__tier_load(t, &p, &loaded); /* then check again */
         }
     }
     float *save = NULL;
@@ -475,7 +473,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     free(dups.rows);
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_added(t, created + res.faulted, loaded || res.faulted > 0);
+    rows_added(t, created + res.faulted + loaded);
     return rc;
 }
 
@@ -611,7 +609,7 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
     free(c.spill_slots);
     pskv__plan_free(&p);
     layout_unlock(t);
-    pskv__store_account(t->store, -(int64_t)(c.erased_resident * t->row_bytes));
+    pskv__budget_account(t->store, -(int64_t)(c.erased_resident * t->row_bytes));
     return rc;
 }
 

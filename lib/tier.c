@@ -25,13 +25,6 @@
 
 #include "pskv_internal.h"
 
-uint64_t pskv__now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---------------------------------------------------------------- waiting */
 
 uint64_t pskv__moved_gen(pskv_store *s)
@@ -65,7 +58,7 @@ typedef struct load_item {
     uint32_t shard, spill_slot;
 } load_item;
 
-int pskv__tier_load(pskv_table *t, const pskv__plan *p)
+int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
 {
     pskv_store *s = t->store;
     if (t->spill == NULL)
@@ -167,7 +160,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p)
         if (nfreed > 0)
             pskv__spill_free(t->spill, slots, nfreed);
         atomic_fetch_add_explicit(&t->n_spill_reads, loaded, memory_order_relaxed);
-        pskv__store_account(s, (int64_t)loaded * t->row_bytes);
+        *loaded_rows += loaded;
         free(rows);
         free(buf);
         free(results);
@@ -302,7 +295,6 @@ int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited, uint32_t 
     if (io_rc != 0)
         return io_rc;
     atomic_fetch_add_explicit(&t->n_spill_writes, n, memory_order_relaxed);
-    pskv__store_account(t->store, -(int64_t)n * t->row_bytes);
     *evicted = n;
     return rc;
 }

@@ -107,9 +107,9 @@ START_TEST(clock_sweep_second_chance)
     for (uint64_t k = 0; k < 10; k++)
         pskv__shard_insert_reserved(&sh, k, pskv__key_hash(k, 5));
     /* New rows carry a reference bit: the first turn only clears bits. */
-    ck_assert_uint_eq(pskv__shard_clock_sweep(&sh, 3), 0);
+    ck_assert_uint_eq(pskv__clock_sweep(&sh, 3), 0);
     ck_assert_uint_eq(sh.rows, 10);
-    ck_assert_uint_eq(pskv__shard_clock_sweep(&sh, 3), 3);
+    ck_assert_uint_eq(pskv__clock_sweep(&sh, 3), 3);
     ck_assert_uint_eq(sh.rows, 7);
     /* Touch the even keys still present: a turn keeps exactly those. */
     uint32_t touched = 0;
@@ -122,14 +122,14 @@ START_TEST(clock_sweep_second_chance)
             touched++;
         }
     }
-    ck_assert_uint_eq(pskv__shard_clock_sweep(&sh, 100), 7 - touched);
+    ck_assert_uint_eq(pskv__clock_sweep(&sh, 100), 7 - touched);
     for (uint64_t k = 0; k < 10; k++)
         ck_assert_int_eq(pskv__shard_find(&sh, k, pskv__key_hash(k, 5)) != NULL, was_touched[k]);
     /* That turn cleared their bits (their second chance): the next one
      * drops them. */
-    ck_assert_uint_eq(pskv__shard_clock_sweep(&sh, 100), touched);
+    ck_assert_uint_eq(pskv__clock_sweep(&sh, 100), touched);
     ck_assert_uint_eq(sh.rows, 0);
-    ck_assert_uint_eq(pskv__shard_clock_sweep(&sh, 100), 0);
+    ck_assert_uint_eq(pskv__clock_sweep(&sh, 100), 0);
     pskv__shard_free(&sh);
 }
 END_TEST

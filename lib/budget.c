@@ -1,9 +1,9 @@
-/* The DRAM budget: exact accounting of resident row bytes and CLOCK
- * (second-chance) eviction. Every row access sets the row's reference bit
- * in its index entry; the evictor's hand walks the shards of every table
- * in turn and, inside a shard, the index: a set bit is cleared (second
- * chance), a clear bit means the row was not used for a whole turn and is
- * dropped. In a memory-only store a dropped row is gone (cache semantics).
+/* The DRAM budget: exact accounting of resident row bytes, the admission
+ * check, and the eviction loop. The evictor's hand walks the shards of
+ * every table in turn; inside a shard CLOCK (clock.c) picks the rows. In a
+ * memory-only store a dropped row is gone (cache semantics); a directory
+ * store writes it to the spill file (tier.c). Only this file changes the
+ * byte account.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include "pskv_internal.h"
 
@@ -11,39 +11,7 @@
  * loses its coldest rows rather than one shard losing everything. */
 #define EVICT_PER_VISIT 64u
 
-pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
-{
-    while (*steps > 0) {
-        (*steps)--;
-        pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
-        if (e->slot != PSKV__SLOT_EMPTY && !(e->meta & PSKV__META_BUSY)) {
-            if (!(e->meta & PSKV__META_REF))
-                return e; /* the hand stays on it */
-            e->meta &= ~PSKV__META_REF; /* second chance */
-        }
-        sh->clock_hand++;
-    }
-    return NULL;
-}
-
-uint32_t pskv__shard_clock_sweep(pskv__shard *sh, uint32_t max_evict)
-{
-    uint32_t evicted = 0;
-    /* One turn at most per visit: a second turn would take the second
-     * chance away from rows whose bit this visit just cleared. */
-    uint64_t steps = (uint64_t)sh->index_mask + 1;
-    pskv__entry *e;
-    while (evicted < max_evict && sh->rows > 0 && (e = pskv__clock_next(sh, &steps)) != NULL) {
-        /* Backward-shift deletion may move a later entry into this
-         * position: the hand stays to look at it next. */
-        pskv__shard_remove(sh, e);
-        sh->evicted++;
-        evicted++;
-    }
-    return evicted;
-}
-
-void pskv__store_account(pskv_store *s, int64_t bytes)
+void pskv__budget_account(pskv_store *s, int64_t bytes)
 {
     if (bytes != 0)
         atomic_fetch_add_explicit(&s->resident_bytes, bytes, memory_order_relaxed);
@@ -54,7 +22,7 @@ static bool over(pskv_store *s, uint64_t limit)
     return (uint64_t)atomic_load_explicit(&s->resident_bytes, memory_order_relaxed) > limit;
 }
 
-int pskv__store_admit(pskv_store *s)
+int pskv__budget_admit(pskv_store *s)
 {
     /* Calls evict after they add rows; this gate only acts when that has
      * fallen behind by more than 1/16 of the budget, i.e. when evictions
@@ -63,12 +31,12 @@ int pskv__store_admit(pskv_store *s)
     uint64_t budget = s->opts.memory_budget;
     if (budget == 0 || !over(s, budget + budget / 16))
         return 0;
-    return pskv__store_enforce_budget(s);
+    return pskv__budget_enforce(s);
 }
 
-int pskv__store_enforce_budget(pskv_store *s) { return pskv__store_evict(s, NULL); }
+int pskv__budget_enforce(pskv_store *s) { return pskv__budget_evict(s, NULL); }
 
-int pskv__store_evict(pskv_store *s, bool (*yield)(pskv_store *s))
+int pskv__budget_evict(pskv_store *s, bool (*yield)(pskv_store *s))
 {
     uint64_t budget = s->opts.memory_budget;
     if (budget == 0 || !over(s, budget))
@@ -102,10 +70,10 @@ int pskv__store_evict(pskv_store *s, bool (*yield)(pskv_store *s))
             /* Memory-only cache: cold rows are dropped. */
             pskv__shard *sh = &t->shards[shard];
             pthread_mutex_lock(&sh->lock);
-            n = pskv__shard_clock_sweep(sh, EVICT_PER_VISIT);
+            n = pskv__clock_sweep(sh, EVICT_PER_VISIT);
             pthread_mutex_unlock(&sh->lock);
-            pskv__store_account(s, -(int64_t)n * t->row_bytes);
         }
+        pskv__budget_account(s, -(int64_t)n * t->row_bytes);
         if (shard + visited >= t->nshards) {
             s->hand_shard = 0;
             s->hand_table++;
