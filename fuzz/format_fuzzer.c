@@ -22,7 +22,7 @@ static uint8_t *meta_record(const uint8_t *body, size_t n, size_t *len)
         return NULL;
     if (n > 0)
         memcpy(r, body, n);
-    pskv_fmt_put64(r + n, pskv_fmt_meta_check(r, n));
+    pskv_fmt_put64(r + n, pskv_fmt_record_check(r, n));
     return r;
 }
 
@@ -30,7 +30,7 @@ static void meta_records(const uint8_t *in, size_t len, uint8_t sel)
 {
     const uint8_t *body;
     size_t n;
-    if (pskv_fmt_meta_open(in, len, &body, &n) == 0) {
+    if (pskv_fmt_record_open(in, len, &body, &n) == 0) {
         CHECK(n + PSKV_FMT_CHECK_BYTES == len && body == in);
         size_t rlen;
         uint8_t *again = meta_record(body, n, &rlen);
@@ -43,10 +43,10 @@ static void meta_records(const uint8_t *in, size_t len, uint8_t sel)
     uint8_t *r = meta_record(in, len, &rlen);
     if (r == NULL)
         return;
-    CHECK(pskv_fmt_meta_open(r, rlen, &body, &n) == 0 && n == len);
+    CHECK(pskv_fmt_record_open(r, rlen, &body, &n) == 0 && n == len);
     size_t bit = ((size_t)sel * 2654435761u) % (rlen * 8);
     r[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-    CHECK(pskv_fmt_meta_open(r, rlen, &body, &n) != 0);
+    CHECK(pskv_fmt_record_open(r, rlen, &body, &n) != 0);
     free(r);
 }
 

@@ -291,37 +291,37 @@ static void need_spill_read(chunk *c, uint32_t i, uint32_t slot, bool owned)
 /* The pre-image of a key written after the begin, or absent. */
 static void take_pre_image(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i)
 {
-    pskv__spilled *pre = sh->cow.count ? pskv__spillmap_find(&sh->cow, c->keys[i], c->hash[i])
+    pskv__keyval *pre = sh->cow.count ? pskv__keymap_find(&sh->cow, c->keys[i], c->hash[i])
                                        : NULL;
     if (pre == NULL)
         c->present[i] = 0; /* did not exist at the begin: erased */
-    else if (pre->slot & PSKV__COW_SPILLED)
-        need_spill_read(c, i, pre->slot & ~PSKV__COW_SPILLED, false);
+    else if (pre->value & PSKV__COW_SPILLED)
+        need_spill_read(c, i, pre->value & ~PSKV__COW_SPILLED, false);
     else
-        take_bytes(t, c, i, pskv__cow_row(sh, pre->slot));
+        take_bytes(t, c, i, pskv__cow_row(sh, pre->value));
 }
 
 /* One key's bytes as of the begin (shard lock held). */
 static void capture_key(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i, uint32_t parity)
 {
-    const uint32_t pend = pskv__meta_dirty(parity ^ 1u), cur = pskv__meta_dirty(parity);
+    const uint32_t pend = pskv__flag_dirty(parity ^ 1u), cur = pskv__flag_dirty(parity);
     c->waiting[i] = 0;
     pskv__where w = pskv__locate(t, sh, c->keys[i], c->hash[i], false);
     if (w.e != NULL) {
         /* Pending: unchanged since the begin (rows being written out are
          * stable too). Clean: equal to what LMDB holds. */
-        if ((w.e->meta & pend) || !(w.e->meta & cur))
+        if ((w.e->flags & pend) || !(w.e->flags & cur))
             take_bytes(t, c, i, pskv__shard_row(sh, w.e->slot));
         else
             take_pre_image(t, sh, c, i);
-    } else if (w.sp != NULL && !(w.sp->slot & pskv__spill_dirty(parity))) {
+    } else if (w.sp != NULL && !(w.sp->value & pskv__spill_dirty(parity))) {
         /* Pending or clean: the record on disk has the bytes we need. */
         if (w.place == PSKV__LOADING) {
             c->waiting[i] = 1; /* a loader owns it: look again once it is in */
             return;
         }
-        need_spill_read(c, i, w.sp->slot & PSKV__SPILL_SLOT_MAX, true);
-        w.sp->slot |= PSKV__SPILL_BUSY;
+        need_spill_read(c, i, w.sp->value & PSKV__SPILL_SLOT_MAX, true);
+        w.sp->value |= PSKV__SPILL_BUSY;
     } else {
         take_pre_image(t, sh, c, i);
     }
@@ -348,8 +348,8 @@ static int read_spilled(pskv_table *t, chunk *c)
         uint32_t i = c->spill_pos[k];
         pskv__shard *sh = &t->shards[c->shard_of[i]];
         pthread_mutex_lock(&sh->lock);
-        pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, c->keys[i], c->hash[i]);
-        sp->slot &= ~PSKV__SPILL_BUSY;
+        pskv__keyval *sp = pskv__keymap_find(&sh->spilled, c->keys[i], c->hash[i]);
+        sp->value &= ~PSKV__SPILL_BUSY;
         pthread_mutex_unlock(&sh->lock);
     }
     pskv__moved_wake(t->store);
@@ -628,20 +628,20 @@ static int txn_once(pskv_store *s, void *arg)
 static void finish_key(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
                        uint32_t parity, bool ok)
 {
-    const uint32_t pend = pskv__meta_dirty(parity ^ 1u), cur = pskv__meta_dirty(parity);
+    const uint32_t pend = pskv__flag_dirty(parity ^ 1u), cur = pskv__flag_dirty(parity);
     pskv__where w = pskv__locate(t, sh, key, hash, false);
     pskv__entry *e = w.e;
-    pskv__spilled *sp = w.sp;
-    if (e != NULL && (e->meta & pend))
-        e->meta = (e->meta & ~pend) | (ok ? 0 : cur);
-    if (sp != NULL && (sp->slot & pskv__spill_dirty(parity ^ 1u)))
-        sp->slot = (sp->slot & ~pskv__spill_dirty(parity ^ 1u)) | (ok ? 0 : pskv__spill_dirty(parity));
-    pskv__spilled *tomb = sh->tombs.count ? pskv__spillmap_find(&sh->tombs, key, hash) : NULL;
-    if (tomb != NULL && tomb->slot != parity) {
+    pskv__keyval *sp = w.sp;
+    if (e != NULL && (e->flags & pend))
+        e->flags = (e->flags & ~pend) | (ok ? 0 : cur);
+    if (sp != NULL && (sp->value & pskv__spill_dirty(parity ^ 1u)))
+        sp->value = (sp->value & ~pskv__spill_dirty(parity ^ 1u)) | (ok ? 0 : pskv__spill_dirty(parity));
+    pskv__keyval *tomb = sh->tombs.count ? pskv__keymap_find(&sh->tombs, key, hash) : NULL;
+    if (tomb != NULL && tomb->value != parity) {
         if (ok)
-            pskv__spillmap_remove(&sh->tombs, tomb); /* LMDB has deleted it */
+            pskv__keymap_remove(&sh->tombs, tomb); /* LMDB has deleted it */
         else
-            tomb->slot = parity;
+            tomb->value = parity;
     }
 }
 

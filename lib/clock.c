@@ -11,10 +11,10 @@ pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
     while (*steps > 0) {
         (*steps)--;
         pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
-        if (e->slot != PSKV__SLOT_EMPTY && !(e->meta & PSKV__META_BUSY)) {
-            if (!(e->meta & PSKV__META_REF))
+        if (e->slot != PSKV__SLOT_EMPTY && !(e->flags & PSKV__FLAG_BUSY)) {
+            if (!(e->flags & PSKV__FLAG_REF))
                 return e; /* the hand stays on it */
-            e->meta &= ~PSKV__META_REF; /* second chance */
+            e->flags &= ~PSKV__FLAG_REF; /* second chance */
         }
         sh->clock_hand++;
     }

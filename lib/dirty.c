@@ -70,7 +70,7 @@ int pskv__cow_reserve(pskv__shard *sh, uint32_t k)
             return PSKV_ENOMEM;
         sh->cow_nblocks++;
     }
-    int rc = pskv__spillmap_reserve(&sh->cow, k);
+    int rc = pskv__keymap_reserve(&sh->cow, k);
     if (rc != 0)
         return rc;
     sh->cow_reserved += k;
@@ -80,13 +80,13 @@ int pskv__cow_reserve(pskv__shard *sh, uint32_t k)
 void pskv__cow_unreserve(pskv__shard *sh, uint32_t k)
 {
     sh->cow_reserved -= k;
-    pskv__spillmap_unreserve(&sh->cow, k);
+    pskv__keymap_unreserve(&sh->cow, k);
 }
 
 void pskv__cow_presize(pskv__shard *sh, uint32_t n)
 {
-    if (pskv__spillmap_reserve(&sh->cow, n) == 0)
-        pskv__spillmap_unreserve(&sh->cow, n); /* the capacity stays */
+    if (pskv__keymap_reserve(&sh->cow, n) == 0)
+        pskv__keymap_unreserve(&sh->cow, n); /* the capacity stays */
 }
 
 /* ---------------------------------------------------------------- marking */
@@ -104,29 +104,29 @@ static void cow_save_row(pskv__shard *sh, uint64_t key, const float *row)
     uint32_t at = sh->cow_count++;
     sh->cow_reserved--;
     memcpy(pskv__cow_row(sh, at), row, sh->row_bytes);
-    pskv__spillmap_insert_reserved(&sh->cow, key, hash_of(sh, key), at);
+    pskv__keymap_insert_reserved(&sh->cow, key, hash_of(sh, key), at);
 }
 
 void pskv__row_written(pskv__shard *sh, pskv__entry *e, uint32_t parity)
 {
-    const uint32_t cur = pskv__meta_dirty(parity), pend = pskv__meta_dirty(parity ^ 1u);
-    if (PSKV__LIKELY(e->meta & cur))
+    const uint32_t cur = pskv__flag_dirty(parity), pend = pskv__flag_dirty(parity ^ 1u);
+    if (PSKV__LIKELY(e->flags & cur))
         return;
-    if (e->meta & pend) {
+    if (e->flags & pend) {
         cow_save_row(sh, e->key, pskv__shard_row(sh, e->slot));
-        e->meta &= ~pend;
+        e->flags &= ~pend;
     }
-    e->meta |= cur;
+    e->flags |= cur;
     list_append(sh, e->key);
 }
 
 void pskv__row_created(pskv__shard *sh, pskv__entry *e, uint32_t parity)
 {
-    e->meta |= pskv__meta_dirty(parity);
+    e->flags |= pskv__flag_dirty(parity);
     /* Erased and re-created in this generation: the key is listed already. */
     if (sh->tombs.count > 0) {
-        pskv__spilled *t = pskv__spillmap_find(&sh->tombs, e->key, hash_of(sh, e->key));
-        if (t != NULL && t->slot == parity)
+        pskv__keyval *t = pskv__keymap_find(&sh->tombs, e->key, hash_of(sh, e->key));
+        if (t != NULL && t->value == parity)
             return;
     }
     list_append(sh, e->key);
@@ -135,37 +135,37 @@ void pskv__row_created(pskv__shard *sh, pskv__entry *e, uint32_t parity)
 static void tomb_set(pskv__shard *sh, uint64_t key, uint32_t parity)
 {
     uint64_t h = hash_of(sh, key);
-    pskv__spilled *t = pskv__spillmap_find(&sh->tombs, key, h);
+    pskv__keyval *t = pskv__keymap_find(&sh->tombs, key, h);
     if (t != NULL) {
-        t->slot = parity;
-        pskv__spillmap_unreserve(&sh->tombs, 1);
+        t->value = parity;
+        pskv__keymap_unreserve(&sh->tombs, 1);
     } else {
-        pskv__spillmap_insert_reserved(&sh->tombs, key, h, parity);
+        pskv__keymap_insert_reserved(&sh->tombs, key, h, parity);
     }
 }
 
 void pskv__row_erased(pskv__shard *sh, pskv__entry *e, uint32_t parity, bool tomb)
 {
-    const uint32_t cur = pskv__meta_dirty(parity), pend = pskv__meta_dirty(parity ^ 1u);
-    if (e->meta & pend)
+    const uint32_t cur = pskv__flag_dirty(parity), pend = pskv__flag_dirty(parity ^ 1u);
+    if (e->flags & pend)
         cow_save_row(sh, e->key, pskv__shard_row(sh, e->slot));
-    if (!(e->meta & cur))
+    if (!(e->flags & cur))
         list_append(sh, e->key);
     if (tomb)
         tomb_set(sh, e->key, parity);
 }
 
-bool pskv__spilled_erased(pskv__shard *sh, const pskv__spilled *sp, uint32_t parity, bool tomb)
+bool pskv__spilled_erased(pskv__shard *sh, const pskv__keyval *sp, uint32_t parity, bool tomb)
 {
-    uint32_t marks = sp->slot & PSKV__SPILL_DIRTY_ALL;
+    uint32_t marks = sp->value & PSKV__SPILL_DIRTY_ALL;
     uint64_t key = sp->key;
     bool keep_slot = false;
     if (marks & pskv__spill_dirty(parity ^ 1u)) {
         /* The pre-image is the spilled record itself: the slot goes to the
          * COW store and is freed when the checkpoint ends. */
         sh->cow_reserved--;
-        pskv__spillmap_insert_reserved(&sh->cow, key, hash_of(sh, key),
-                                       PSKV__COW_SPILLED | (sp->slot & PSKV__SPILL_SLOT_MAX));
+        pskv__keymap_insert_reserved(&sh->cow, key, hash_of(sh, key),
+                                       PSKV__COW_SPILLED | (sp->value & PSKV__SPILL_SLOT_MAX));
         keep_slot = true;
     }
     if (!(marks & pskv__spill_dirty(parity)))
@@ -183,15 +183,15 @@ void pskv__key_erased_cold(pskv__shard *sh, uint64_t key, uint32_t parity)
 
 bool pskv__tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash)
 {
-    return sh->tombs.count > 0 && pskv__spillmap_find(&sh->tombs, key, hash) != NULL;
+    return sh->tombs.count > 0 && pskv__keymap_find(&sh->tombs, key, hash) != NULL;
 }
 
 uint64_t pskv__dirty_dram_bytes(const pskv__shard *sh)
 {
     return (uint64_t)sh->dirty.nblocks * PSKV__KEYS_PER_BLOCK * sizeof(uint64_t) +
-           pskv__spillmap_bytes(&sh->cow) +
+           pskv__keymap_bytes(&sh->cow) +
            (uint64_t)sh->cow_nblocks * PSKV__COW_BLOCK_ROWS * sh->row_bytes +
-           pskv__spillmap_bytes(&sh->tombs);
+           pskv__keymap_bytes(&sh->tombs);
 }
 
 static void cow_blocks_free(pskv__shard *sh)
@@ -206,20 +206,20 @@ static void cow_blocks_free(pskv__shard *sh)
 void pskv__dirty_free(pskv__shard *sh)
 {
     pskv__keylist_free(&sh->dirty);
-    pskv__spillmap_free(&sh->cow);
+    pskv__keymap_free(&sh->cow);
     cow_blocks_free(sh);
     sh->cow_count = sh->cow_reserved = 0;
-    pskv__spillmap_free(&sh->tombs);
+    pskv__keymap_free(&sh->tombs);
 }
 
 uint32_t pskv__cow_clear(pskv__shard *sh, uint32_t *slots, uint32_t max)
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < sh->cow.cap && n < max; i++) {
-        pskv__spilled *e = &sh->cow.e[i];
-        if (e->slot != PSKV__SLOT_EMPTY && (e->slot & PSKV__COW_SPILLED)) {
-            slots[n++] = e->slot & ~PSKV__COW_SPILLED;
-            e->slot = 0; /* collected: not handed out again */
+        pskv__keyval *e = &sh->cow.e[i];
+        if (e->value != PSKV__SLOT_EMPTY && (e->value & PSKV__COW_SPILLED)) {
+            slots[n++] = e->value & ~PSKV__COW_SPILLED;
+            e->value = 0; /* collected: not handed out again */
         }
     }
     if (n == max)
@@ -233,11 +233,11 @@ uint32_t pskv__cow_clear(pskv__shard *sh, uint32_t *slots, uint32_t max)
     while (sh->cow_nblocks > keep)
         free(sh->cow_blocks[--sh->cow_nblocks]);
     if (sh->cow_reserved == 0) {
-        pskv__spillmap_free(&sh->cow);
+        pskv__keymap_free(&sh->cow);
     } else {
         /* A writer holds COW room it will give back: keep the map. */
         for (uint32_t i = 0; i < sh->cow.cap; i++)
-            sh->cow.e[i].slot = PSKV__SLOT_EMPTY;
+            sh->cow.e[i].value = PSKV__SLOT_EMPTY;
         sh->cow.count = 0;
     }
     sh->cow_count = 0;
@@ -256,14 +256,14 @@ int pskv__dirty_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to
         for (uint32_t i = 0; i < sh->dirty.count; i++)
             count[pskv__table_route(t, ring, pskv__keylist_at(&sh->dirty, i))]++;
         for (uint32_t i = 0; i < sh->tombs.cap; i++)
-            if (sh->tombs.e[i].slot != PSKV__SLOT_EMPTY)
+            if (sh->tombs.e[i].value != PSKV__SLOT_EMPTY)
                 count[nto + pskv__table_route(t, ring, sh->tombs.e[i].key)]++;
     }
     int rc = 0;
     for (uint32_t s = 0; s < nto && rc == 0; s++) {
         rc = pskv__dirty_reserve(&to[s], count[s]);
         if (rc == 0)
-            rc = pskv__spillmap_reserve(&to[s].tombs, count[nto + s]);
+            rc = pskv__keymap_reserve(&to[s].tombs, count[nto + s]);
     }
     free(count);
     if (rc != 0)
@@ -275,12 +275,12 @@ int pskv__dirty_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to
             pskv__keylist_append(&to[pskv__table_route(t, ring, key)].dirty, key);
         }
         for (uint32_t i = 0; i < sh->tombs.cap; i++) {
-            pskv__spilled e = sh->tombs.e[i];
-            if (e.slot == PSKV__SLOT_EMPTY)
+            pskv__keyval e = sh->tombs.e[i];
+            if (e.value == PSKV__SLOT_EMPTY)
                 continue;
             uint64_t h = pskv__key_hash(e.key, t->opts.seed);
-            pskv__spillmap_insert_reserved(&to[pskv__ring_route_hash(ring, h)].tombs, e.key, h,
-                                           e.slot);
+            pskv__keymap_insert_reserved(&to[pskv__ring_route_hash(ring, h)].tombs, e.key, h,
+                                           e.value);
         }
     }
     return 0;

@@ -80,19 +80,19 @@ static inline uint64_t pskv_fmt_row_check(uint64_t key, const void *row, size_t 
 }
 
 /* Checksum of a meta record's body. */
-static inline uint64_t pskv_fmt_meta_check(const void *body, size_t len)
+static inline uint64_t pskv_fmt_record_check(const void *body, size_t len)
 {
     return XXH3_64bits(body, len);
 }
 
 /* A meta record's body: *body, *n (the bytes before the check). 0, or -1
  * when it is too short or fails its check. */
-static inline int pskv_fmt_meta_open(const void *rec, size_t len, const uint8_t **body, size_t *n)
+static inline int pskv_fmt_record_open(const void *rec, size_t len, const uint8_t **body, size_t *n)
 {
     if (len < PSKV_FMT_CHECK_BYTES)
         return -1;
     size_t m = len - PSKV_FMT_CHECK_BYTES;
-    if (pskv_fmt_get64((const uint8_t *)rec + m) != pskv_fmt_meta_check(rec, m))
+    if (pskv_fmt_get64((const uint8_t *)rec + m) != pskv_fmt_record_check(rec, m))
         return -1;
     *body = (const uint8_t *)rec;
     *n = m;
@@ -176,12 +176,12 @@ static inline void pskv_fmt_seq_put(uint8_t out[PSKV_FMT_SEQ_BYTES], uint64_t se
 {
     memcpy(out, PSKV_FMT_SEQ_MAGIC, 8);
     pskv_fmt_put64(out + 8, seq);
-    pskv_fmt_put64(out + 16, pskv_fmt_meta_check(out, 16));
+    pskv_fmt_put64(out + 16, pskv_fmt_record_check(out, 16));
 }
 static inline int pskv_fmt_seq_get(const uint8_t *in, size_t len, uint64_t *seq)
 {
     if (len != PSKV_FMT_SEQ_BYTES || memcmp(in, PSKV_FMT_SEQ_MAGIC, 8) != 0 ||
-        pskv_fmt_get64(in + 16) != pskv_fmt_meta_check(in, 16))
+        pskv_fmt_get64(in + 16) != pskv_fmt_record_check(in, 16))
         return -1;
     *seq = pskv_fmt_get64(in + 8);
     return 0;

@@ -8,7 +8,7 @@
  * either backend see short transfers, EAGAIN, EIO and ENOSPC.
  *
  * io_uring instances are not thread-safe, so the layer keeps a small pool
- * of rings, each behind a mutex; a batch takes one ring and keeps at most
+ * of io_urings, each behind a mutex; a batch takes one and keeps at most
  * `depth` requests in flight. The completion queue has twice the
  * submission queue's entries and in-flight requests never exceed the
  * submission queue, so completions cannot overflow.
@@ -23,20 +23,20 @@
 
 #include "pskv_internal.h"
 
-#define RING_POOL 4u
+#define URING_POOL 4u
 #define MAX_RETRIES 1000u /* EAGAIN/EINTR in a row before giving up with PSKV_EIO */
 
-typedef struct ring_slot {
+typedef struct uring_slot {
     pthread_mutex_t lock;
-    struct io_uring ring;
-} ring_slot;
+    struct io_uring uring;
+} uring_slot;
 
 struct pskv__io {
-    bool uring;
+    bool use_uring;
     unsigned depth;
-    ring_slot rings[RING_POOL];
-    unsigned nrings;
-    atomic_uint next_ring;
+    uring_slot urings[URING_POOL];
+    unsigned nurings;
+    atomic_uint next_uring;
     /* Injected faults (tests): set by one thread while others run I/O. */
     atomic_uint f_eio, f_enospc, f_eagain, f_short, f_short_unit;
     atomic_uint_fast64_t fault_clock;
@@ -53,17 +53,17 @@ int pskv__io_create(bool force_sync, unsigned depth, pskv__io **out)
     io->depth = depth;
     if (!force_sync) {
         struct io_uring_params p;
-        for (unsigned i = 0; i < RING_POOL; i++) {
+        for (unsigned i = 0; i < URING_POOL; i++) {
             memset(&p, 0, sizeof p);
             p.flags = IORING_SETUP_CQSIZE;
             p.cq_entries = 2 * depth;
-            if (io_uring_queue_init_params(depth, &io->rings[i].ring, &p) != 0)
+            if (io_uring_queue_init_params(depth, &io->urings[i].uring, &p) != 0)
                 break;
-            pthread_mutex_init(&io->rings[i].lock, NULL);
-            io->nrings++;
+            pthread_mutex_init(&io->urings[i].lock, NULL);
+            io->nurings++;
         }
-        /* Fewer rings than asked is fine; none means the pread fallback. */
-        io->uring = io->nrings > 0;
+        /* Fewer urings than asked is fine; none means the pread fallback. */
+        io->use_uring = io->nurings > 0;
     }
     *out = io;
     return 0;
@@ -73,14 +73,14 @@ void pskv__io_destroy(pskv__io *io)
 {
     if (io == NULL)
         return;
-    for (unsigned i = 0; i < io->nrings; i++) {
-        io_uring_queue_exit(&io->rings[i].ring);
-        pthread_mutex_destroy(&io->rings[i].lock);
+    for (unsigned i = 0; i < io->nurings; i++) {
+        io_uring_queue_exit(&io->urings[i].uring);
+        pthread_mutex_destroy(&io->urings[i].lock);
     }
     free(io);
 }
 
-bool pskv__io_is_uring(const pskv__io *io) { return io->uring; }
+bool pskv__io_is_uring(const pskv__io *io) { return io->use_uring; }
 
 void pskv__io_set_faults(pskv__io *io, const pskv__io_faults *f)
 {
@@ -205,15 +205,15 @@ static int run_sync(pskv__io *io, pskv__io_req *reqs, size_t n)
     return 0;
 }
 
-static ring_slot *ring_take(pskv__io *io)
+static uring_slot *ring_take(pskv__io *io)
 {
-    unsigned start = atomic_fetch_add(&io->next_ring, 1);
-    for (unsigned k = 0; k < io->nrings; k++) {
-        ring_slot *s = &io->rings[(start + k) % io->nrings];
+    unsigned start = atomic_fetch_add(&io->next_uring, 1);
+    for (unsigned k = 0; k < io->nurings; k++) {
+        uring_slot *s = &io->urings[(start + k) % io->nurings];
         if (pthread_mutex_trylock(&s->lock) == 0)
             return s;
     }
-    ring_slot *s = &io->rings[start % io->nrings];
+    uring_slot *s = &io->urings[start % io->nurings];
     pthread_mutex_lock(&s->lock);
     return s;
 }
@@ -231,8 +231,8 @@ static void prep(struct io_uring_sqe *sqe, pskv__io_req *r, size_t index)
 
 static int run_uring(pskv__io *io, pskv__io_req *reqs, size_t n)
 {
-    ring_slot *slot = ring_take(io);
-    struct io_uring *ring = &slot->ring;
+    uring_slot *slot = ring_take(io);
+    struct io_uring *uring = &slot->uring;
     /* Requests waiting for a submission slot, as a circular queue of
      * indices: each request is queued, in flight or finished. */
     size_t *queue = malloc(n * sizeof *queue);
@@ -247,7 +247,7 @@ static int run_uring(pskv__io *io, pskv__io_req *reqs, size_t n)
     int rc = 0;
     while (finished < n) {
         while (rc == 0 && queued > 0 && inflight < io->depth) {
-            struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+            struct io_uring_sqe *sqe = io_uring_get_sqe(uring);
             if (sqe == NULL)
                 break;
             prep(sqe, &reqs[queue[head]], queue[head]);
@@ -256,19 +256,19 @@ static int run_uring(pskv__io *io, pskv__io_req *reqs, size_t n)
             inflight++;
         }
         if (inflight == 0)
-            break; /* only after a ring failure: nothing more will complete */
+            break; /* only after a uring failure: nothing more will complete */
         /* Submits what is prepared (also SQEs a previous call could not
          * hand over) and waits for at least one completion. */
-        int s = io_uring_submit_and_wait(ring, 1);
+        int s = io_uring_submit_and_wait(uring, 1);
         if (s < 0 && s != -EINTR && s != -EAGAIN && s != -EBUSY && ++failures > MAX_RETRIES) {
-            rc = PSKV_EIO; /* the ring is unusable; what is in flight cannot be reaped */
+            rc = PSKV_EIO; /* the uring is unusable; what is in flight cannot be reaped */
             break;
         }
         struct io_uring_cqe *cqe;
-        while (io_uring_peek_cqe(ring, &cqe) == 0) {
+        while (io_uring_peek_cqe(uring, &cqe) == 0) {
             size_t i = (size_t)io_uring_cqe_get_data64(cqe);
             ssize_t res = cqe->res;
-            io_uring_cqe_seen(ring, cqe);
+            io_uring_cqe_seen(uring, cqe);
             inflight--;
             failures = 0;
             if (io_complete(io, &reqs[i], res)) {
@@ -291,7 +291,7 @@ int pskv__io_run(pskv__io *io, pskv__io_req *reqs, size_t n)
         reqs[i].retries = 0;
         reqs[i].result = 1; /* pending */
     }
-    int rc = io->uring ? run_uring(io, reqs, n) : run_sync(io, reqs, n);
+    int rc = io->use_uring ? run_uring(io, reqs, n) : run_sync(io, reqs, n);
     for (size_t i = 0; i < n; i++) {
         if (reqs[i].result == 1)
             reqs[i].result = rc ? rc : PSKV_EIO; /* never finished */

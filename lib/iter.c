@@ -57,7 +57,7 @@ static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspill
         pskv__entry *e = &sh->index[i];
         if (e->slot == PSKV__SLOT_EMPTY)
             continue;
-        if (e->meta & PSKV__META_BUSY) {
+        if (e->flags & PSKV__FLAG_BUSY) {
             busy++;
             continue;
         }
@@ -66,17 +66,17 @@ static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspill
         n++;
     }
     for (uint32_t i = 0; i < sh->spilled.cap; i++) {
-        pskv__spilled *e = &sh->spilled.e[i];
-        if (e->slot == PSKV__SLOT_EMPTY)
+        pskv__keyval *e = &sh->spilled.e[i];
+        if (e->value == PSKV__SLOT_EMPTY)
             continue;
-        if (e->slot & PSKV__SPILL_BUSY) {
+        if (e->value & PSKV__SPILL_BUSY) {
             busy++;
             continue;
         }
         it->keys[n] = e->key;
         it->spill_at[*nspilled] = n;
-        it->spill_slot[(*nspilled)++] = e->slot & PSKV__SPILL_SLOT_MAX;
-        e->slot |= PSKV__SPILL_BUSY;
+        it->spill_slot[(*nspilled)++] = e->value & PSKV__SPILL_SLOT_MAX;
+        e->value |= PSKV__SPILL_BUSY;
         n++;
     }
     it->count = n;
@@ -100,9 +100,9 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
     pthread_mutex_lock(&sh->lock);
     for (uint32_t k = 0; k < nspilled; k++) {
         uint64_t key = it->keys[it->spill_at[k]];
-        pskv__spilled *e =
-            pskv__spillmap_find(&sh->spilled, key, pskv__key_hash(key, sh->hash_seed));
-        e->slot &= ~PSKV__SPILL_BUSY;
+        pskv__keyval *e =
+            pskv__keymap_find(&sh->spilled, key, pskv__key_hash(key, sh->hash_seed));
+        e->value &= ~PSKV__SPILL_BUSY;
     }
     pthread_mutex_unlock(&sh->lock);
     pskv__moved_wake(t->store);

@@ -122,11 +122,11 @@ int pskv__write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg), vo
     return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
 }
 
-/* ---------------------------------------------------------------- meta records */
+/* ---------------------------------------------------------------- records of the meta database */
 
-/* A meta record: head | body | XXH3-64 of both, written in place (no copy
+/* A record of the meta database: head | body | XXH3-64 of both, written in place (no copy
  * of a large body). */
-static int meta_put2(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *head,
+static int record_put_parts(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *head,
                      size_t head_len, const void *body, size_t len)
 {
     MDB_val k = {strlen(name), (void *)name}, v = {head_len + len + PSKV_FMT_CHECK_BYTES, NULL};
@@ -138,13 +138,13 @@ static int meta_put2(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *he
         memcpy(out, head, head_len);
     if (len > 0)
         memcpy(out + head_len, body, len);
-    pskv_fmt_put64(out + head_len + len, pskv_fmt_meta_check(out, head_len + len));
+    pskv_fmt_put64(out + head_len + len, pskv_fmt_record_check(out, head_len + len));
     return 0;
 }
 
-static int meta_put(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *body, size_t len)
+static int record_put(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *body, size_t len)
 {
-    return meta_put2(txn, dbi, name, NULL, 0, body, len);
+    return record_put_parts(txn, dbi, name, NULL, 0, body, len);
 }
 
 const void *pskv__map_find(const char *data_path)
@@ -189,20 +189,20 @@ static void file_span(pskv_store *s, const void **base, uint64_t *span)
     }
 }
 
-/* The body of a meta record (valid until the transaction ends), checked;
+/* The body of a record (valid until the transaction ends), checked;
  * read transactions only (a write one's new pages are not in the map). */
-static int meta_get(pskv_store *s, MDB_txn *txn, const char *name, const uint8_t **body,
+static int record_get(pskv_store *s, MDB_txn *txn, const char *name, const uint8_t **body,
                     size_t *len)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
-    int rc = mdb_get(txn, s->meta_dbi, &k, &v);
+    int rc = mdb_get(txn, s->records_dbi, &k, &v);
     if (rc != 0)
         return pskv__mdb_err(rc);
     const void *base;
     uint64_t span;
     file_span(s, &base, &span);
     if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
-        pskv_fmt_meta_open(v.mv_data, v.mv_size, body, len) != 0)
+        pskv_fmt_record_open(v.mv_data, v.mv_size, body, len) != 0)
         return PSKV_ECORRUPT;
     return 0;
 }
@@ -212,7 +212,7 @@ int pskv__persist_put_checkpoint(pskv_store *s, MDB_txn *txn, uint64_t seq, uint
     uint8_t body[16];
     *time_ns = unix_ns();
     pskv_fmt_pair_put(body, seq, *time_ns);
-    return meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_CHECKPOINT, body, sizeof body);
+    return record_put(txn, s->records_dbi, PSKV_FMT_KEY_CHECKPOINT, body, sizeof body);
 }
 
 /* Record and database names of a table (format.h). */
@@ -238,7 +238,7 @@ int pskv__persist_put_count(pskv_store *s, MDB_txn *txn, const char *table, uint
     uint8_t body[16];
     pskv_fmt_pair_put(body, rows, digest);
     int rc = count_record_name(table, name, sizeof name);
-    return rc != 0 ? rc : meta_put(txn, s->meta_dbi, name, body, sizeof body);
+    return rc != 0 ? rc : record_put(txn, s->records_dbi, name, body, sizeof body);
 }
 
 int pskv__persist_put_user(pskv_store *s, MDB_txn *txn, uint64_t seq, const void *meta,
@@ -246,7 +246,7 @@ int pskv__persist_put_user(pskv_store *s, MDB_txn *txn, uint64_t seq, const void
 {
     uint8_t head[8];
     pskv_fmt_put64(head, seq);
-    return meta_put2(txn, s->meta_dbi, PSKV_FMT_KEY_USER, head, sizeof head, meta, len);
+    return record_put_parts(txn, s->records_dbi, PSKV_FMT_KEY_USER, head, sizeof head, meta, len);
 }
 
 
@@ -257,7 +257,7 @@ int pskv__persist_put_table(pskv_store *s, MDB_txn *txn, const pskv_table *t)
     if (n < 0)
         return n;
     int rc = table_record_name(t->name, name, sizeof name);
-    return rc != 0 ? rc : meta_put(txn, s->meta_dbi, name, config, (size_t)n);
+    return rc != 0 ? rc : record_put(txn, s->records_dbi, name, config, (size_t)n);
 }
 
 static int filter_record_name(const char *table, uint32_t i, char *buf, size_t len)
@@ -275,7 +275,7 @@ int pskv__persist_put_filters(pskv_store *s, MDB_txn *txn, pskv_table *t)
             if (filter_record_name(t->name, i, name, sizeof name) != 0)
                 return PSKV_EINVAL;
             MDB_val k = {strlen(name), name};
-            int rc = mdb_del(txn, s->meta_dbi, &k, NULL);
+            int rc = mdb_del(txn, s->records_dbi, &k, NULL);
             if (rc != 0 && rc != MDB_NOTFOUND)
                 return pskv__mdb_write_err(rc);
         }
@@ -293,7 +293,7 @@ int pskv__persist_put_filters(pskv_store *s, MDB_txn *txn, pskv_table *t)
         pskv__bloom_encode(b, buf);
         int rc = filter_record_name(t->name, i, name, sizeof name);
         if (rc == 0)
-            rc = meta_put(txn, s->meta_dbi, name, buf, len);
+            rc = record_put(txn, s->records_dbi, name, buf, len);
         free(buf);
         if (rc != 0)
             return rc;
@@ -322,7 +322,7 @@ static int filters_load(pskv_store *s, MDB_txn *txn, pskv_table *t, uint64_t row
         size_t len;
         int rc = filter_record_name(t->name, i, name, sizeof name);
         if (rc == 0)
-            rc = meta_get(s, txn, name, &body, &len);
+            rc = record_get(s, txn, name, &body, &len);
         if (rc == PSKV_ENOTFOUND)
             break;
         if (rc == 0)
@@ -369,11 +369,11 @@ static int format_create_once(pskv_store *s, void *arg)
     int rc = pskv__txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
-    rc = pskv__mdb_write_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->meta_dbi));
+    rc = pskv__mdb_write_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->records_dbi));
     uint8_t body[8];
     pskv_fmt_format_put(body, PSKV_FMT_VERSION);
     if (rc == 0)
-        rc = meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, body, sizeof body);
+        rc = record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, body, sizeof body);
     uint64_t created_ns;
     if (rc == 0) /* "never checkpointed" is a record too: its absence is damage */
         rc = pskv__persist_put_checkpoint(s, txn, 0, &created_ns);
@@ -391,7 +391,7 @@ static int format_check(pskv_store *s, MDB_txn *txn, uint32_t *version)
     const uint8_t *body;
     size_t len;
     uint32_t magic;
-    int rc = meta_get(s, txn, PSKV_FMT_KEY_FORMAT, &body, &len);
+    int rc = record_get(s, txn, PSKV_FMT_KEY_FORMAT, &body, &len);
     if (rc == PSKV_ENOTFOUND || (rc == 0 && pskv_fmt_format_get(body, len, &magic, version) != 0))
         return PSKV_ECORRUPT;
     if (rc != 0)
@@ -400,7 +400,7 @@ static int format_check(pskv_store *s, MDB_txn *txn, uint32_t *version)
         return PSKV_ECORRUPT;
     if (*version < PSKV_FMT_VERSION_MIN || *version > PSKV_FMT_VERSION)
         return PSKV_EVERSION;
-    rc = meta_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len);
+    rc = record_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len);
     if (rc == PSKV_ENOTFOUND && *version == 1)
         return 0; /* format 1 wrote none before the first checkpoint */
     if (rc == PSKV_ENOTFOUND)
@@ -449,7 +449,7 @@ static bool table_traces(pskv_store *s, MDB_txn *txn, const char *name)
     MDB_val k = {strlen(db), db}, v;
     if (mdb_dbi_open(txn, NULL, 0, &main_dbi) == 0 && mdb_get(txn, main_dbi, &k, &v) == 0)
         return true;
-    return meta_get(s, txn, rec, &body, &len) != PSKV_ENOTFOUND;
+    return record_get(s, txn, rec, &body, &len) != PSKV_ENOTFOUND;
 }
 
 /* ---------------------------------------------------------------- upgrade */
@@ -471,7 +471,7 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
     int rc = table_record_name(table, rec, sizeof rec) != 0 ||
                      rows_db_name(table, db, sizeof db) != 0
                  ? PSKV_EINVAL
-                 : meta_get(s, txn, rec, &body, &len);
+                 : record_get(s, txn, rec, &body, &len);
     if (rc != 0)
         return rc == PSKV_ENOTFOUND ? PSKV_ECORRUPT : rc;
     rc = schema_decode(body, len, &o);
@@ -532,7 +532,7 @@ static int upgrade_write_once(pskv_store *s, void *arg)
     uint8_t fmt[8];
     pskv_fmt_format_put(fmt, PSKV_FMT_VERSION);
     if (rc == 0)
-        rc = meta_put(txn, s->meta_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
+        rc = record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
@@ -549,7 +549,7 @@ static int upgrade_from_1(pskv_store *s)
     int rc = pskv__txn_begin(s, false, &txn);
     if (rc != 0)
         return rc;
-    rc = pskv__mdb_err(mdb_cursor_open(txn, s->meta_dbi, &cur));
+    rc = pskv__mdb_err(mdb_cursor_open(txn, s->records_dbi, &cur));
     if (rc == 0) {
         size_t plen = strlen(PSKV_FMT_TABLE_PREFIX);
         MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
@@ -582,7 +582,7 @@ static int upgrade_from_1(pskv_store *s)
     }
     const uint8_t *body;
     size_t len;
-    bool has_ckpt = rc == 0 && meta_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len) == 0;
+    bool has_ckpt = rc == 0 && record_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len) == 0;
     mdb_txn_abort(txn);
     if (rc == 0 && !has_ckpt && any_rows > 0)
         rc = PSKV_ECORRUPT; /* rows exist only after a checkpoint */
@@ -657,7 +657,7 @@ int pskv__persist_recover(pskv_store *s)
     s->env = NULL;
     rc = env_start(s, map);
     if (rc == 0)
-        rc = dbi_reopen(s, PSKV_FMT_META_DB, &s->meta_dbi);
+        rc = dbi_reopen(s, PSKV_FMT_META_DB, &s->records_dbi);
     for (uint32_t i = 0; i < s->nattached && rc == 0; i++) {
         char db[PSKV_NAME_MAX + 16];
         rc = rows_db_name(s->attached[i]->name, db, sizeof db);
@@ -719,7 +719,7 @@ int pskv__persist_open(pskv_store *s)
     rc = pskv__txn_begin(s, false, &txn);
     if (rc != 0)
         return rc;
-    int open_rc = mdb_dbi_open(txn, PSKV_FMT_META_DB, 0, &s->meta_dbi);
+    int open_rc = mdb_dbi_open(txn, PSKV_FMT_META_DB, 0, &s->records_dbi);
     if (open_rc == MDB_NOTFOUND) {
         mdb_txn_abort(txn);
         if (file_bytes > 0) {
@@ -778,7 +778,7 @@ int pskv__persist_table_schema(pskv_store *s, const char *name, pskv_table_optio
     if (rc == 0) {
         const uint8_t *body;
         size_t len;
-        rc = meta_get(s, txn, rec, &body, &len);
+        rc = record_get(s, txn, rec, &body, &len);
         if (rc == 0)
             rc = schema_decode(body, len, o);
         else if (rc == PSKV_ENOTFOUND && table_traces(s, txn, name))
@@ -799,7 +799,7 @@ static int count_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *
     size_t len;
     int rc = count_record_name(table, rec, sizeof rec);
     if (rc == 0)
-        rc = meta_get(s, txn, rec, &body, &len);
+        rc = record_get(s, txn, rec, &body, &len);
     if (rc == PSKV_ENOTFOUND || (rc == 0 && pskv_fmt_pair_get(body, len, rows, digest) != 0))
         rc = PSKV_ECORRUPT;
     return rc;
@@ -1048,7 +1048,7 @@ int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint
         const uint8_t *body, *bytes;
         size_t body_len, n;
         uint64_t written_by;
-        rc = meta_get(s, txn, PSKV_FMT_KEY_USER, &body, &body_len);
+        rc = record_get(s, txn, PSKV_FMT_KEY_USER, &body, &body_len);
         if (rc == 0 && pskv_fmt_user_get(body, body_len, &written_by, &bytes, &n) != 0)
             rc = PSKV_ECORRUPT;
         if (rc == 0) {

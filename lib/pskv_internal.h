@@ -85,36 +85,39 @@ PSKV__HIDDEN void pskv__optimizer_apply(const pskv__optimizer *opt, float *row,
 
 /* ---------------------------------------------------------------- shard.c */
 
-/* Index entry: 16 bytes. slot == PSKV__SLOT_EMPTY marks a free entry. meta is
- * reserved for tier and checkpoint bits. */
+/* Index entry: 16 bytes. slot == PSKV__SLOT_EMPTY marks a free entry;
+ * flags holds the CLOCK, BUSY and checkpoint bits. */
 typedef struct pskv__entry {
     uint64_t key;
     uint32_t slot;
-    uint32_t meta;
+    uint32_t flags;
 } pskv__entry;
 #define PSKV__SLOT_EMPTY UINT32_MAX
-/* meta bits */
-#define PSKV__META_REF 1u     /* CLOCK reference bit: used since the hand last passed */
-#define PSKV__META_BUSY 4u    /* the row is being written to the spill file: wait for it */
+/* flags bits */
+#define PSKV__FLAG_REF 1u     /* CLOCK reference bit: used since the hand last passed */
+#define PSKV__FLAG_BUSY 4u    /* the row is being written to the spill file: wait for it */
 /* Checkpoint marks (durable tables, checkpoint.c): the row was written in
  * the checkpoint generation of parity 0 or 1. The table's current parity
  * marks rows written since the last checkpoint began; the other parity
  * marks rows a running checkpoint has still to persist ("pending"). */
-#define PSKV__META_DIRTY0 8u
-#define PSKV__META_DIRTY_ALL (8u | 16u)
-static inline uint32_t pskv__meta_dirty(uint32_t parity) { return PSKV__META_DIRTY0 << parity; }
+#define PSKV__FLAG_DIRTY0 8u
+#define PSKV__FLAG_DIRTY_ALL (8u | 16u)
+static inline uint32_t pskv__flag_dirty(uint32_t parity) { return PSKV__FLAG_DIRTY0 << parity; }
 
-/* ---------------------------------------------------------------- spillmap.c */
+/* ---------------------------------------------------------------- keymap.c */
 
-/* A spilled row: 12 bytes, packed. slot is the row's spill slot, with
- * PSKV__SPILL_BUSY set while the row is being read back (or read by an
- * iterator); PSKV__SLOT_EMPTY marks a free entry. */
-typedef struct __attribute__((packed)) pskv__spilled {
+/* An entry of a key -> 32-bit value map (keymap.c): 12 bytes, packed;
+ * value == PSKV__SLOT_EMPTY marks a free entry. A shard keeps three: its
+ * spilled rows (value: the spill slot, with PSKV__SPILL_BUSY set while the
+ * row is being read back or iterated, and its checkpoint marks), its
+ * pre-images (value: a COW index, dirty.c) and its tombstones (value: the
+ * parity of the erase, dirty.c). */
+typedef struct __attribute__((packed)) pskv__keyval {
     uint64_t key;
-    uint32_t slot;
-} pskv__spilled;
+    uint32_t value;
+} pskv__keyval;
 #define PSKV__SPILL_BUSY 0x80000000u
-/* The checkpoint marks of a spilled row (as PSKV__META_DIRTY0 << parity). */
+/* The checkpoint marks of a spilled row (as PSKV__FLAG_DIRTY0 << parity). */
 #define PSKV__SPILL_DIRTY0 0x20000000u
 #define PSKV__SPILL_DIRTY_ALL 0x60000000u
 #define PSKV__SPILL_SLOT_MAX 0x1fffffffu /* spill slots per table: 29 bits */
@@ -122,36 +125,36 @@ static inline uint32_t pskv__spill_dirty(uint32_t parity) { return PSKV__SPILL_D
 /* Marks moving with a row between the index and the spill map. */
 static inline uint32_t pskv__marks_to_spill(uint32_t meta)
 {
-    return (meta & PSKV__META_DIRTY_ALL) / PSKV__META_DIRTY0 * PSKV__SPILL_DIRTY0;
+    return (meta & PSKV__FLAG_DIRTY_ALL) / PSKV__FLAG_DIRTY0 * PSKV__SPILL_DIRTY0;
 }
-static inline uint32_t pskv__marks_to_meta(uint32_t slot)
+static inline uint32_t pskv__marks_to_flags(uint32_t slot)
 {
-    return (slot & PSKV__SPILL_DIRTY_ALL) / PSKV__SPILL_DIRTY0 * PSKV__META_DIRTY0;
+    return (slot & PSKV__SPILL_DIRTY_ALL) / PSKV__SPILL_DIRTY0 * PSKV__FLAG_DIRTY0;
 }
 
-typedef struct pskv__spillmap {
-    pskv__spilled *e;
+typedef struct pskv__keymap {
+    pskv__keyval *e;
     uint32_t cap;      /* entries; not a power of two */
     uint32_t count;    /* spilled rows */
-    uint32_t reserved; /* insertions promised by pskv__spillmap_reserve */
+    uint32_t reserved; /* insertions promised by pskv__keymap_reserve */
     uint64_t seed;     /* the table's key hash seed, to rehash */
-} pskv__spillmap;
+} pskv__keymap;
 
 /* All below: caller holds the owning shard's lock. hash is
  * pskv__key_hash(key, seed). */
-PSKV__HIDDEN void pskv__spillmap_init(pskv__spillmap *m, uint64_t seed);
-PSKV__HIDDEN void pskv__spillmap_free(pskv__spillmap *m);
+PSKV__HIDDEN void pskv__keymap_init(pskv__keymap *m, uint64_t seed);
+PSKV__HIDDEN void pskv__keymap_free(pskv__keymap *m);
 /* Room for k more insertions without allocating: 0 or PSKV_ENOMEM. */
-PSKV__HIDDEN int pskv__spillmap_reserve(pskv__spillmap *m, uint32_t k);
-PSKV__HIDDEN void pskv__spillmap_unreserve(pskv__spillmap *m, uint32_t k);
-PSKV__HIDDEN pskv__spilled *pskv__spillmap_find(pskv__spillmap *m, uint64_t key, uint64_t hash);
+PSKV__HIDDEN int pskv__keymap_reserve(pskv__keymap *m, uint32_t k);
+PSKV__HIDDEN void pskv__keymap_unreserve(pskv__keymap *m, uint32_t k);
+PSKV__HIDDEN pskv__keyval *pskv__keymap_find(pskv__keymap *m, uint64_t key, uint64_t hash);
 /* Insert a key known to be absent, using one reservation. */
-PSKV__HIDDEN void pskv__spillmap_insert_reserved(pskv__spillmap *m, uint64_t key, uint64_t hash,
+PSKV__HIDDEN void pskv__keymap_insert_reserved(pskv__keymap *m, uint64_t key, uint64_t hash,
                                                  uint32_t slot);
-/* Remove an entry found by pskv__spillmap_find. Invalidates every other
+/* Remove an entry found by pskv__keymap_find. Invalidates every other
  * entry pointer (entries move; the map may shrink). */
-PSKV__HIDDEN void pskv__spillmap_remove(pskv__spillmap *m, pskv__spilled *e);
-PSKV__HIDDEN uint64_t pskv__spillmap_bytes(const pskv__spillmap *m);
+PSKV__HIDDEN void pskv__keymap_remove(pskv__keymap *m, pskv__keyval *e);
+PSKV__HIDDEN uint64_t pskv__keymap_bytes(const pskv__keymap *m);
 
 /* A growing list of keys in fixed blocks: appending never moves or copies
  * what is there (no stall when many shards grow at once). */
@@ -176,7 +179,7 @@ typedef struct pskv__shard {
     uint32_t index_mask;  /* capacity - 1; capacity is a power of two */
     uint32_t rows;        /* rows in the index: resident, or being evicted (BUSY) */
     uint32_t reserved;    /* rows promised to callers by pskv__shard_reserve */
-    pskv__spillmap spilled; /* rows in the spill file (directory stores) */
+    pskv__keymap spilled; /* rows in the spill file (directory stores) */
     uint8_t **slabs;
     uint32_t nslabs, slabs_cap;
     uint32_t small_slabs; /* slabs[0..small_slabs) are malloc'd one by one */
@@ -194,11 +197,11 @@ typedef struct pskv__shard {
     uint64_t created, erased, evicted;
     /* Checkpoint state of durable tables (checkpoint.c, dirty.c). */
     pskv__keylist dirty;  /* keys written since the last checkpoint began (may repeat) */
-    pskv__spillmap cow;   /* pending row -> its pre-image, an index into cow_blocks */
+    pskv__keymap cow;   /* pending row -> its pre-image, an index into cow_blocks */
     uint8_t **cow_blocks; /* pre-images, PSKV__COW_BLOCK_ROWS rows per block */
     uint32_t cow_nblocks, cow_blocks_cap;
     uint32_t cow_count, cow_reserved;
-    pskv__spillmap tombs; /* erased keys LMDB may still hold -> parity of the erase */
+    pskv__keymap tombs; /* erased keys LMDB may still hold -> parity of the erase */
 } __attribute__((aligned(64))) pskv__shard;
 
 PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed);
@@ -263,7 +266,7 @@ PSKV__HIDDEN void pskv__row_created(pskv__shard *sh, pskv__entry *e, uint32_t pa
 PSKV__HIDDEN void pskv__row_erased(pskv__shard *sh, pskv__entry *e, uint32_t parity, bool tomb);
 /* The same for a spilled row; true if its slot now belongs to the COW
  * store (free it only when the checkpoint ends). */
-PSKV__HIDDEN bool pskv__spilled_erased(pskv__shard *sh, const pskv__spilled *sp, uint32_t parity,
+PSKV__HIDDEN bool pskv__spilled_erased(pskv__shard *sh, const pskv__keyval *sp, uint32_t parity,
                                        bool tomb);
 /* A row that lives only in LMDB was erased (one list, one tombstone). */
 PSKV__HIDDEN void pskv__key_erased_cold(pskv__shard *sh, uint64_t key, uint32_t parity);
@@ -413,7 +416,7 @@ static inline uint64_t pskv__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---------------------------------------------------------------- batch.c */
+/* ---------------------------------------------------------------- plan.c */
 
 /* A batch call's keys hashed and grouped by shard: order[start[s] ..
  * start[s+1]) lists the input positions of shard s. With dedup, only one
@@ -616,7 +619,7 @@ struct pskv_store {
 
     /* Persistence (durable directory stores; persist.c, checkpoint.c) */
     struct MDB_env *env;
-    unsigned meta_dbi;
+    unsigned records_dbi;
     uint32_t db_psize;          /* LMDB page size */
     const void *map_base;       /* where LMDB mapped data.mdb (NULL: unknown) */
     int lock_fd;
@@ -770,7 +773,7 @@ typedef enum pskv__place {
 typedef struct pskv__where {
     pskv__place place;
     pskv__entry *e;    /* IN_DRAM, EVICTING */
-    pskv__spilled *sp; /* SPILLED, LOADING */
+    pskv__keyval *sp; /* SPILLED, LOADING */
 } pskv__where;
 
 static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t key,
@@ -778,9 +781,9 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
 {
     pskv__where w = {PSKV__ABSENT, NULL, NULL};
     if ((w.e = pskv__shard_find(sh, key, hash)) != NULL)
-        w.place = w.e->meta & PSKV__META_BUSY ? PSKV__EVICTING : PSKV__IN_DRAM;
-    else if (sh->spilled.count > 0 && (w.sp = pskv__spillmap_find(&sh->spilled, key, hash)))
-        w.place = w.sp->slot & PSKV__SPILL_BUSY ? PSKV__LOADING : PSKV__SPILLED;
+        w.place = w.e->flags & PSKV__FLAG_BUSY ? PSKV__EVICTING : PSKV__IN_DRAM;
+    else if (sh->spilled.count > 0 && (w.sp = pskv__keymap_find(&sh->spilled, key, hash)))
+        w.place = w.sp->value & PSKV__SPILL_BUSY ? PSKV__LOADING : PSKV__SPILLED;
     else if (ask_lmdb && t->durable &&
              atomic_load_explicit(&t->cold_rows, memory_order_relaxed) > 0 &&
              pskv__keyfilter_maybe(&t->persisted, key) && !pskv__tombstoned(sh, key, hash))

@@ -27,7 +27,7 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
             if (sh->index[i].slot != PSKV__SLOT_EMPTY)
                 count[pskv__ring_route_hash(ring, pskv__key_hash(sh->index[i].key, t->opts.seed))]++;
         for (uint32_t i = 0; i < sh->spilled.cap; i++)
-            if (sh->spilled.e[i].slot != PSKV__SLOT_EMPTY)
+            if (sh->spilled.e[i].value != PSKV__SLOT_EMPTY)
                 count[nto + pskv__ring_route_hash(
                                 ring, pskv__key_hash(sh->spilled.e[i].key, t->opts.seed))]++;
     }
@@ -35,7 +35,7 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
     for (uint32_t s = 0; s < nto && rc == 0; s++) {
         rc = pskv__shard_reserve(&to[s], count[s]);
         if (rc == 0)
-            rc = pskv__spillmap_reserve(&to[s].spilled, count[nto + s]);
+            rc = pskv__keymap_reserve(&to[s].spilled, count[nto + s]);
     }
     free(count);
     if (rc != 0)
@@ -49,16 +49,16 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
             uint64_t h = pskv__key_hash(e.key, t->opts.seed);
             pskv__shard *dst = &to[pskv__ring_route_hash(ring, h)];
             pskv__entry *ne = pskv__shard_insert_entry(dst, e.key, h);
-            ne->meta = e.meta; /* reference bit and checkpoint marks */
+            ne->flags = e.flags; /* reference bit and checkpoint marks */
             memcpy(pskv__shard_row(dst, ne->slot), pskv__shard_row(sh, e.slot), t->row_bytes);
         }
         for (uint32_t i = 0; i < sh->spilled.cap; i++) {
-            pskv__spilled e = sh->spilled.e[i];
-            if (e.slot == PSKV__SLOT_EMPTY)
+            pskv__keyval e = sh->spilled.e[i];
+            if (e.value == PSKV__SLOT_EMPTY)
                 continue;
             uint64_t h = pskv__key_hash(e.key, t->opts.seed);
-            pskv__spillmap_insert_reserved(&to[pskv__ring_route_hash(ring, h)].spilled, e.key, h,
-                                           e.slot);
+            pskv__keymap_insert_reserved(&to[pskv__ring_route_hash(ring, h)].spilled, e.key, h,
+                                           e.value);
         }
     }
     return 0;

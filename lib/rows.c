@@ -220,8 +220,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
         float *row = NULL;
         if (PSKV__LIKELY(w.place == PSKV__IN_DRAM)) {
             row = pskv__shard_row(sh, w.e->slot);
-            if (!(w.e->meta & PSKV__META_REF)) /* do not dirty the line when set */
-                w.e->meta |= PSKV__META_REF;
+            if (!(w.e->flags & PSKV__FLAG_REF)) /* do not dirty the line when set */
+                w.e->flags |= PSKV__FLAG_REF;
             if (writer && t->durable)
                 pskv__row_written(sh, w.e, t->parity); /* before the row changes */
         } else if (w.place == PSKV__EVICTING || w.place == PSKV__SPILLED ||
@@ -336,7 +336,7 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
     reservations *r = arg;
     pskv__shard *sh = &t->shards[s];
     const bool ckpt = t->durable && atomic_load(&t->ckpt_active);
-    const uint32_t pend = pskv__meta_dirty(t->parity ^ 1u);
+    const uint32_t pend = pskv__flag_dirty(t->parity ^ 1u);
     uint32_t pending = 0;
     pskv__cold cold = {NULL};
     int rc = 0;
@@ -347,7 +347,7 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
             uint64_t key = p->keys[p->order[j]], hash = p->hash[p->order[j]];
             pskv__where w = pskv__locate(t, sh, key, hash, true);
             if (w.place == PSKV__IN_DRAM) {
-                if (ckpt && (w.e->meta & pend))
+                if (ckpt && (w.e->flags & pend))
                     pending++;
             } else if (w.place == PSKV__MAYBE_COLD) {
                 float *row;
@@ -509,7 +509,7 @@ static int erase_reserve(pskv__shard *sh, uint32_t k, bool ckpt, bool tombs)
     int rc = pskv__dirty_reserve(sh, k);
     if (rc == 0 && ckpt && (rc = pskv__cow_reserve(sh, k)) != 0)
         pskv__dirty_unreserve(sh, k);
-    if (rc == 0 && tombs && (rc = pskv__spillmap_reserve(&sh->tombs, k)) != 0) {
+    if (rc == 0 && tombs && (rc = pskv__keymap_reserve(&sh->tombs, k)) != 0) {
         pskv__dirty_unreserve(sh, k);
         if (ckpt)
             pskv__cow_unreserve(sh, k);
@@ -555,8 +555,8 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
             break;
         case PSKV__SPILLED:
             if (!durable || !pskv__spilled_erased(sh, w.sp, t->parity, tombs))
-                c->spill_slots[c->nslots++] = w.sp->slot & PSKV__SPILL_SLOT_MAX;
-            pskv__spillmap_remove(&sh->spilled, w.sp);
+                c->spill_slots[c->nslots++] = w.sp->value & PSKV__SPILL_SLOT_MAX;
+            pskv__keymap_remove(&sh->spilled, w.sp);
             sh->erased++;
             break;
         case PSKV__MAYBE_COLD:
@@ -578,7 +578,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
         if (ckpt)
             pskv__cow_unreserve(sh, sh->cow_reserved - cow0);
         if (tombs)
-            pskv__spillmap_unreserve(&sh->tombs, sh->tombs.reserved - tombs0);
+            pskv__keymap_unreserve(&sh->tombs, sh->tombs.reserved - tombs0);
     }
     return rc;
 }

@@ -63,9 +63,9 @@ int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed)
         per_slab &= per_slab - 1; /* round down to a power of two */
     sh->slab_shift = (uint32_t)__builtin_ctz(per_slab);
     sh->free_head = PSKV__SLOT_EMPTY;
-    pskv__spillmap_init(&sh->spilled, hash_seed);
-    pskv__spillmap_init(&sh->cow, hash_seed);
-    pskv__spillmap_init(&sh->tombs, hash_seed);
+    pskv__keymap_init(&sh->spilled, hash_seed);
+    pskv__keymap_init(&sh->cow, hash_seed);
+    pskv__keymap_init(&sh->tombs, hash_seed);
     return 0;
 }
 
@@ -78,7 +78,7 @@ void pskv__shard_free(pskv__shard *sh)
     free(sh->chunks);
     free(sh->slabs);
     free(sh->index);
-    pskv__spillmap_free(&sh->spilled);
+    pskv__keymap_free(&sh->spilled);
     pskv__dirty_free(sh);
     pthread_mutex_destroy(&sh->lock);
 }
@@ -89,7 +89,7 @@ uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
            (uint64_t)sh->nchunks * HUGE_BYTES +
            ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
            (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->chunks_cap * sizeof(void *) +
-           pskv__spillmap_bytes(&sh->spilled) + pskv__dirty_dram_bytes(sh);
+           pskv__keymap_bytes(&sh->spilled) + pskv__dirty_dram_bytes(sh);
 }
 
 static pskv__entry *index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)
@@ -223,7 +223,7 @@ pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t ha
 {
     uint32_t slot = slot_take(sh);
     sh->rows++;
-    return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__META_REF}, hash);
+    return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__FLAG_REF}, hash);
 }
 
 uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)

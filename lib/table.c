@@ -151,7 +151,7 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         pthread_mutex_lock(&sh->lock);
         st->rows += (uint64_t)sh->rows + sh->spilled.count;
         st->dram_bytes += pskv__shard_dram_bytes(sh);
-        st->spill_index_bytes += pskv__spillmap_bytes(&sh->spilled);
+        st->spill_index_bytes += pskv__keymap_bytes(&sh->spilled);
         st->rows_created += sh->created;
         st->rows_erased += sh->erased;
         st->rows_evicted += sh->evicted;

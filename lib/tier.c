@@ -4,8 +4,8 @@
  * (pskv__locate, in pskv_internal.h).
  *
  * A shard keeps its resident rows in its index and its spilled rows in its
- * spill map (spillmap.c); a key is in one of them at most. A row in motion
- * is marked BUSY where it is: PSKV__META_BUSY on the index entry of a row
+ * spill map (keymap.c); a key is in one of them at most. A row in motion
+ * is marked BUSY where it is: PSKV__FLAG_BUSY on the index entry of a row
  * being written out, PSKV__SPILL_BUSY on the spill-map entry of a row being
  * read back (by a loader or an iterator). Whoever sets the bit owns the row
  * until it clears the bit; everybody else leaves BUSY rows alone and, if
@@ -81,17 +81,17 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             case PSKV__IN_DRAM:
                 /* About to be used (this is a pull's or a prefetch's key):
                  * the evictor must not pick it in the meantime. */
-                if (!(w.e->meta & PSKV__META_REF))
-                    w.e->meta |= PSKV__META_REF;
+                if (!(w.e->flags & PSKV__FLAG_REF))
+                    w.e->flags |= PSKV__FLAG_REF;
                 break;
             case PSKV__EVICTING:
             case PSKV__LOADING: /* or ours, for a repeated key: the wait ends at once */
                 others_busy = true;
                 break;
             case PSKV__SPILLED:
-                w.sp->slot |= PSKV__SPILL_BUSY;
+                w.sp->value |= PSKV__SPILL_BUSY;
                 items[n++] = (load_item){p->keys[i], p->hash[i], sd,
-                                         w.sp->slot & PSKV__SPILL_SLOT_MAX};
+                                         w.sp->value & PSKV__SPILL_SLOT_MAX};
                 break;
             default:
                 break;
@@ -135,20 +135,20 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             uint32_t taken = 0;
             for (; k < end; k++) {
                 /* Ours while BUSY: nobody removed or moved it meanwhile. */
-                pskv__spilled *sp = pskv__spillmap_find(&sh->spilled, items[k].key, items[k].hash);
+                pskv__keyval *sp = pskv__keymap_find(&sh->spilled, items[k].key, items[k].hash);
                 if (room == 0 && results[k] == 0) {
                     /* Checkpoint marks as they are now (a checkpoint may
                      * have settled them while the row was read). */
-                    uint32_t marks = pskv__marks_to_meta(sp->slot);
-                    pskv__spillmap_remove(&sh->spilled, sp);
+                    uint32_t marks = pskv__marks_to_flags(sp->value);
+                    pskv__keymap_remove(&sh->spilled, sp);
                     pskv__entry *e = pskv__shard_insert_entry(sh, items[k].key, items[k].hash);
-                    e->meta |= marks;
+                    e->flags |= marks;
                     memcpy(pskv__shard_row(sh, e->slot), rows[k], t->row_bytes);
                     slots[nfreed++] = items[k].spill_slot; /* freed after unlocking */
                     taken++;
                     loaded++;
                 } else {
-                    sp->slot &= ~PSKV__SPILL_BUSY;
+                    sp->value &= ~PSKV__SPILL_BUSY;
                 }
             }
             if (room == 0)
@@ -205,7 +205,7 @@ int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t
 static void clear_busy(pskv__shard *sh, uint64_t key)
 {
     pskv__entry *e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
-    e->meta &= ~PSKV__META_BUSY;
+    e->flags &= ~PSKV__FLAG_BUSY;
 }
 
 /* Pick up to `room` CLOCK victims of one shard, mark them BUSY and reserve
@@ -222,7 +222,7 @@ static uint32_t pick_victims(pskv__shard *sh, uint32_t room, uint64_t *keys, con
         pskv__entry *e;
         while (n < room && (e = pskv__clock_next(sh, &steps)) != NULL) {
             sh->clock_hand++; /* the victim stays in the index, marked */
-            e->meta |= PSKV__META_BUSY;
+            e->flags |= PSKV__FLAG_BUSY;
             keys[n] = e->key;
             /* BUSY keeps writers away and slabs never move: the DRAM row
              * can be written out directly after the lock is released. */
@@ -231,7 +231,7 @@ static uint32_t pick_victims(pskv__shard *sh, uint32_t room, uint64_t *keys, con
         }
         /* Room in the spill map first, so that a written row always has an
          * entry to land in. */
-        if (n > 0 && (*rc = pskv__spillmap_reserve(&sh->spilled, n)) != 0) {
+        if (n > 0 && (*rc = pskv__keymap_reserve(&sh->spilled, n)) != 0) {
             for (uint32_t k = 0; k < n; k++)
                 clear_busy(sh, keys[k]);
             n = 0;
@@ -282,13 +282,13 @@ int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited, uint32_t 
             }
             uint64_t h = pskv__key_hash(keys[k], sh->hash_seed);
             pskv__entry *e = pskv__shard_find(sh, keys[k], h);
-            pskv__spillmap_insert_reserved(&sh->spilled, keys[k], h,
-                                           spill_slots[k] | pskv__marks_to_spill(e->meta));
+            pskv__keymap_insert_reserved(&sh->spilled, keys[k], h,
+                                           spill_slots[k] | pskv__marks_to_spill(e->flags));
             pskv__shard_remove(sh, e);
             sh->evicted++;
         }
         if (io_rc != 0)
-            pskv__spillmap_unreserve(&sh->spilled, end - begin);
+            pskv__keymap_unreserve(&sh->spilled, end - begin);
         pthread_mutex_unlock(&sh->lock);
     }
     pskv__moved_wake(t->store);

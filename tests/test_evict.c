@@ -117,7 +117,7 @@ START_TEST(clock_sweep_second_chance)
     for (uint64_t k = 0; k < 10; k += 2) {
         pskv__entry *e = pskv__shard_find(&sh, k, pskv__key_hash(k, 5));
         if (e != NULL) {
-            e->meta |= PSKV__META_REF;
+            e->flags |= PSKV__FLAG_REF;
             was_touched[k] = true;
             touched++;
         }

@@ -102,7 +102,7 @@ START_TEST(format_version_refused)
     uint32_t magic = PSKV_FMT_MAGIC, version = PSKV_FMT_VERSION + 1;
     memcpy(rec, &magic, 4);
     memcpy(rec + 4, &version, 4);
-    pskv_fmt_put64(rec + 8, pskv_fmt_meta_check(rec, 8));
+    pskv_fmt_put64(rec + 8, pskv_fmt_record_check(rec, 8));
     poke_meta(dir, PSKV_FMT_KEY_FORMAT, rec, sizeof rec);
     ck_assert_err(pskv_open(dir, NULL, &s), PSKV_EVERSION);
     /* A record that fails its checksum is damage. */

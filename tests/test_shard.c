@@ -56,8 +56,8 @@ END_TEST
  * growth and shrinking, with keys crowded into few probe runs. */
 START_TEST(spillmap_against_model)
 {
-    pskv__spillmap m;
-    pskv__spillmap_init(&m, 7);
+    pskv__keymap m;
+    pskv__keymap_init(&m, 7);
     enum { U = 20000 };
     static uint32_t model_slot[U]; /* UINT32_MAX = absent */
     memset(model_slot, 0xff, sizeof model_slot);
@@ -69,20 +69,20 @@ START_TEST(spillmap_against_model)
         uint32_t remove_pct = phase == 0 ? 20 : phase == 1 ? 80 : 50;
         uint64_t key = rng_below(&r, U);
         uint64_t hash = pskv__key_hash(key, 7);
-        pskv__spilled *e = pskv__spillmap_find(&m, key, hash);
+        pskv__keyval *e = pskv__keymap_find(&m, key, hash);
         ck_assert_int_eq(e != NULL, model_slot[key] != UINT32_MAX);
         if (e != NULL)
-            ck_assert_uint_eq(e->slot & ~PSKV__SPILL_BUSY, model_slot[key]);
+            ck_assert_uint_eq(e->value & ~PSKV__SPILL_BUSY, model_slot[key]);
         if (e != NULL && rng_below(&r, 100) < remove_pct) {
-            pskv__spillmap_remove(&m, e);
+            pskv__keymap_remove(&m, e);
             model_slot[key] = UINT32_MAX;
             live--;
         } else if (e != NULL) {
-            e->slot ^= PSKV__SPILL_BUSY; /* a BUSY bit does not disturb lookups */
+            e->value ^= PSKV__SPILL_BUSY; /* a BUSY bit does not disturb lookups */
         } else if (rng_below(&r, 100) >= remove_pct) {
-            ck_assert_ok(pskv__spillmap_reserve(&m, 1));
+            ck_assert_ok(pskv__keymap_reserve(&m, 1));
             uint32_t slot = (uint32_t)op;
-            pskv__spillmap_insert_reserved(&m, key, hash, slot);
+            pskv__keymap_insert_reserved(&m, key, hash, slot);
             model_slot[key] = slot;
             live++;
         }
@@ -91,44 +91,44 @@ START_TEST(spillmap_against_model)
         peak = live > peak ? live : peak;
         if (live > 100) {
             /* 12-byte entries at a load factor of 0.6-0.9 */
-            ck_assert_uint_le(pskv__spillmap_bytes(&m), (uint64_t)live * 20 + 120);
-            ck_assert_uint_ge(pskv__spillmap_bytes(&m) * 9, (uint64_t)live * 12 * 10 - 12 * 10);
+            ck_assert_uint_le(pskv__keymap_bytes(&m), (uint64_t)live * 20 + 120);
+            ck_assert_uint_ge(pskv__keymap_bytes(&m) * 9, (uint64_t)live * 12 * 10 - 12 * 10);
         }
     }
     ck_assert_uint_gt(peak, U / 2);
     for (uint64_t key = 0; key < U; key++) {
-        pskv__spilled *e = pskv__spillmap_find(&m, key, pskv__key_hash(key, 7));
+        pskv__keyval *e = pskv__keymap_find(&m, key, pskv__key_hash(key, 7));
         ck_assert_int_eq(e != NULL, model_slot[key] != UINT32_MAX);
         if (e != NULL)
-            pskv__spillmap_remove(&m, e);
+            pskv__keymap_remove(&m, e);
     }
     ck_assert_uint_eq(m.count, 0);
-    ck_assert_uint_eq(pskv__spillmap_bytes(&m), 0); /* an empty map holds nothing */
-    pskv__spillmap_free(&m);
+    ck_assert_uint_eq(pskv__keymap_bytes(&m), 0); /* an empty map holds nothing */
+    pskv__keymap_free(&m);
 }
 END_TEST
 
 /* While a map only grows, a spilled row costs at most 16 bytes. */
 START_TEST(spillmap_growth_bytes)
 {
-    pskv__spillmap m;
-    pskv__spillmap_init(&m, 1);
+    pskv__keymap m;
+    pskv__keymap_init(&m, 1);
     for (uint64_t k = 0; k < 300000; k++) {
-        ck_assert_ok(pskv__spillmap_reserve(&m, 1));
-        pskv__spillmap_insert_reserved(&m, k, pskv__key_hash(k, 1), (uint32_t)k);
+        ck_assert_ok(pskv__keymap_reserve(&m, 1));
+        pskv__keymap_insert_reserved(&m, k, pskv__key_hash(k, 1), (uint32_t)k);
         if (k >= 64)
-            ck_assert_uint_le(pskv__spillmap_bytes(&m), (k + 1) * 16 + 16);
+            ck_assert_uint_le(pskv__keymap_bytes(&m), (k + 1) * 16 + 16);
     }
     /* a batch reservation is room for all of it */
-    ck_assert_ok(pskv__spillmap_reserve(&m, 5000));
+    ck_assert_ok(pskv__keymap_reserve(&m, 5000));
     uint64_t cap = m.cap;
     for (uint64_t k = 300000; k < 305000; k++)
-        pskv__spillmap_insert_reserved(&m, k, pskv__key_hash(k, 1), (uint32_t)k);
+        pskv__keymap_insert_reserved(&m, k, pskv__key_hash(k, 1), (uint32_t)k);
     ck_assert_uint_eq(m.cap, cap);
     for (uint64_t k = 0; k < 305000; k += 997)
-        ck_assert_uint_eq(pskv__spillmap_find(&m, k, pskv__key_hash(k, 1))->slot, k);
-    ck_assert_ptr_null(pskv__spillmap_find(&m, 305000, pskv__key_hash(305000, 1)));
-    pskv__spillmap_free(&m);
+        ck_assert_uint_eq(pskv__keymap_find(&m, k, pskv__key_hash(k, 1))->value, k);
+    ck_assert_ptr_null(pskv__keymap_find(&m, 305000, pskv__key_hash(305000, 1)));
+    pskv__keymap_free(&m);
 }
 END_TEST
 

@@ -132,7 +132,7 @@ static const uint8_t *meta_body(store *st, const char *name, size_t *len, bool *
     *bad = false;
     if (mdb_get(st->txn, st->meta, &k, &v) != 0)
         return NULL;
-    if (!in_file(st, &v) || pskv_fmt_meta_open(v.mv_data, v.mv_size, &body, len) != 0) {
+    if (!in_file(st, &v) || pskv_fmt_record_open(v.mv_data, v.mv_size, &body, len) != 0) {
         *bad = true;
         return NULL;
     }
@@ -180,7 +180,7 @@ static void table_read(store *st, table *t, const MDB_val *v)
 {
     const uint8_t *body;
     size_t clen;
-    if (in_file(st, v) && pskv_fmt_meta_open(v->mv_data, v->mv_size, &body, &clen) == 0 &&
+    if (in_file(st, v) && pskv_fmt_record_open(v->mv_data, v->mv_size, &body, &clen) == 0 &&
         clen < sizeof t->config) {
         memcpy(t->config, body, clen);
         t->config[clen] = '\0';

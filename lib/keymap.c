@@ -1,6 +1,7 @@
-/* A shard's spilled rows: key -> spill slot, kept apart from the index of
- * resident rows so that a row on disk costs 12 bytes of entry at a high
- * load factor instead of a 16-byte index entry at 0.375-0.75.
+/* A key -> 32-bit value map. A shard uses it for its spilled rows (key ->
+ * spill slot), kept apart from the index of resident rows so that a row on
+ * disk costs 12 bytes of entry at a high load factor instead of a 16-byte
+ * index entry at 0.375-0.75, and for its pre-images and tombstones.
  *
  * Robin Hood linear probing over a capacity that is not a power of two
  * (positions by multiply-shift of the key hash): probe runs stay short at
@@ -23,7 +24,7 @@ static uint32_t home_of(uint32_t cap, uint64_t hash)
     return (uint32_t)(((uint64_t)(uint32_t)hash * cap) >> 32);
 }
 
-static uint32_t entry_home(const pskv__spillmap *m, uint32_t cap, uint64_t key)
+static uint32_t entry_home(const pskv__keymap *m, uint32_t cap, uint64_t key)
 {
     return home_of(cap, pskv__key_hash(key, m->seed));
 }
@@ -34,18 +35,18 @@ static uint32_t distance(uint32_t cap, uint32_t pos, uint32_t home)
 }
 
 /* Robin Hood insertion of an absent key into e[cap] (never full). */
-static void place(const pskv__spillmap *m, pskv__spilled *e, uint32_t cap, pskv__spilled cur,
+static void place(const pskv__keymap *m, pskv__keyval *e, uint32_t cap, pskv__keyval cur,
                   uint64_t hash)
 {
     uint32_t i = home_of(cap, hash), d = 0;
     for (;;) {
-        if (e[i].slot == PSKV__SLOT_EMPTY) {
+        if (e[i].value == PSKV__SLOT_EMPTY) {
             e[i] = cur;
             return;
         }
         uint32_t other = distance(cap, i, entry_home(m, cap, e[i].key));
         if (other < d) { /* the poorer entry takes the place */
-            pskv__spilled t = e[i];
+            pskv__keyval t = e[i];
             e[i] = cur;
             cur = t;
             d = other;
@@ -57,15 +58,15 @@ static void place(const pskv__spillmap *m, pskv__spilled *e, uint32_t cap, pskv_
 
 /* Move every entry into a new array of cap entries; PSKV_ENOMEM leaves the
  * map as it was. */
-static int rebuild(pskv__spillmap *m, uint32_t cap)
+static int rebuild(pskv__keymap *m, uint32_t cap)
 {
-    pskv__spilled *e = malloc((size_t)cap * sizeof *e);
+    pskv__keyval *e = malloc((size_t)cap * sizeof *e);
     if (e == NULL)
         return PSKV_ENOMEM;
     for (uint32_t i = 0; i < cap; i++)
-        e[i].slot = PSKV__SLOT_EMPTY;
+        e[i].value = PSKV__SLOT_EMPTY;
     for (uint32_t i = 0; i < m->cap; i++)
-        if (m->e[i].slot != PSKV__SLOT_EMPTY)
+        if (m->e[i].value != PSKV__SLOT_EMPTY)
             place(m, e, cap, m->e[i], pskv__key_hash(m->e[i].key, m->seed));
     free(m->e);
     m->e = e;
@@ -80,19 +81,19 @@ static uint64_t cap_for(uint64_t n)
     return cap < MAP_MIN ? MAP_MIN : cap;
 }
 
-void pskv__spillmap_init(pskv__spillmap *m, uint64_t seed)
+void pskv__keymap_init(pskv__keymap *m, uint64_t seed)
 {
-    *m = (pskv__spillmap){.seed = seed};
+    *m = (pskv__keymap){.seed = seed};
 }
 
-void pskv__spillmap_free(pskv__spillmap *m)
+void pskv__keymap_free(pskv__keymap *m)
 {
     free(m->e);
     m->e = NULL;
     m->cap = m->count = m->reserved = 0;
 }
 
-int pskv__spillmap_reserve(pskv__spillmap *m, uint32_t k)
+int pskv__keymap_reserve(pskv__keymap *m, uint32_t k)
 {
     uint64_t need = (uint64_t)m->count + m->reserved + k;
     if (need > (uint64_t)m->cap / 10u * 9u) {
@@ -107,17 +108,17 @@ int pskv__spillmap_reserve(pskv__spillmap *m, uint32_t k)
     return 0;
 }
 
-void pskv__spillmap_unreserve(pskv__spillmap *m, uint32_t k) { m->reserved -= k; }
+void pskv__keymap_unreserve(pskv__keymap *m, uint32_t k) { m->reserved -= k; }
 
-pskv__spilled *pskv__spillmap_find(pskv__spillmap *m, uint64_t key, uint64_t hash)
+pskv__keyval *pskv__keymap_find(pskv__keymap *m, uint64_t key, uint64_t hash)
 {
     if (m->count == 0)
         return NULL;
     uint32_t cap = m->cap;
     uint32_t i = home_of(cap, hash), d = 0;
     for (;;) {
-        pskv__spilled *e = &m->e[i];
-        if (e->slot == PSKV__SLOT_EMPTY)
+        pskv__keyval *e = &m->e[i];
+        if (e->value == PSKV__SLOT_EMPTY)
             return NULL;
         if (e->key == key)
             return e;
@@ -128,36 +129,36 @@ pskv__spilled *pskv__spillmap_find(pskv__spillmap *m, uint64_t key, uint64_t has
     }
 }
 
-void pskv__spillmap_insert_reserved(pskv__spillmap *m, uint64_t key, uint64_t hash,
+void pskv__keymap_insert_reserved(pskv__keymap *m, uint64_t key, uint64_t hash,
                                     uint32_t slot)
 {
     m->reserved--;
     m->count++;
-    place(m, m->e, m->cap, (pskv__spilled){key, slot}, hash);
+    place(m, m->e, m->cap, (pskv__keyval){key, slot}, hash);
 }
 
-void pskv__spillmap_remove(pskv__spillmap *m, pskv__spilled *e)
+void pskv__keymap_remove(pskv__keymap *m, pskv__keyval *e)
 {
     uint32_t cap = m->cap;
     uint32_t i = (uint32_t)(e - m->e);
     for (;;) {
         uint32_t j = i + 1 == cap ? 0 : i + 1;
-        pskv__spilled *n = &m->e[j];
-        if (n->slot == PSKV__SLOT_EMPTY || distance(cap, j, entry_home(m, cap, n->key)) == 0)
+        pskv__keyval *n = &m->e[j];
+        if (n->value == PSKV__SLOT_EMPTY || distance(cap, j, entry_home(m, cap, n->key)) == 0)
             break;
         m->e[i] = *n;
         i = j;
     }
-    m->e[i].slot = PSKV__SLOT_EMPTY;
+    m->e[i].value = PSKV__SLOT_EMPTY;
     m->count--;
     uint64_t live = (uint64_t)m->count + m->reserved;
     if (live == 0)
-        pskv__spillmap_free(m); /* an empty map holds no memory */
+        pskv__keymap_free(m); /* an empty map holds no memory */
     else if (cap > MAP_MIN && live < (uint64_t)cap / 10u * 6u)
         (void)rebuild(m, (uint32_t)cap_for(live)); /* no memory: stay larger */
 }
 
-uint64_t pskv__spillmap_bytes(const pskv__spillmap *m)
+uint64_t pskv__keymap_bytes(const pskv__keymap *m)
 {
-    return (uint64_t)m->cap * sizeof(pskv__spilled);
+    return (uint64_t)m->cap * sizeof(pskv__keyval);
 }
