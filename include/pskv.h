@@ -134,8 +134,10 @@ enum pskv_init_kind {
  * optimizer adagrad; lr 0.01 (adam 0.001, ftrl 0.05); eps 1e-10 for adagrad,
  * 1e-8 for rowwise_adagrad and adam; initial_accumulator 0 (ftrl 0.1);
  * beta1 0.9; beta2 0.999; l1 0; l2 0; lr_power -0.5; init zeros; seed 0;
- * shards 64. A negative value in lr/eps/initial_accumulator/beta1/beta2 means
- * "the default of the chosen optimizer" (set by the init function). */
+ * shards 64. The value -1 in lr, eps or initial_accumulator (what the init
+ * function sets) means "the default of the chosen optimizer"; any other
+ * negative value there, and a beta1 or beta2 outside [0, 1), is
+ * PSKV_EINVAL. */
 typedef struct pskv_table_options {
     uint32_t dim;
     int optimizer; /* enum pskv_optimizer */
@@ -388,12 +390,16 @@ PSKV_API int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n);
  * Errors: PSKV_EINVAL, PSKV_ENOMEM. Any thread. */
 PSKV_API int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n);
 
+/* ---------------------------------------------------------------- resharding */
+
 /* Change the table's shard count online: concurrent row calls wait while
  * rows move and then continue; every row is kept, bit for bit. Keys move
  * as the consistent-hash ring dictates (growing from S to S' shards moves
  * about (S'-S)/S' of the rows). Errors: PSKV_EINVAL (shards out of range),
  * PSKV_ENOMEM (the table is left as before). Any thread. */
 PSKV_API int pskv_table_reshard(pskv_table *t, uint32_t shards);
+
+/* ---------------------------------------------------------------- checkpoints and backup */
 
 /* Atomic, point-in-time, incremental checkpoint of every open table of a
  * durable store: one LMDB write transaction with every row written,

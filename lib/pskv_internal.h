@@ -367,7 +367,8 @@ PSKV__HIDDEN uint64_t pskv__spill_dram_bytes(pskv__spill *sp);
 PSKV__HIDDEN uint64_t pskv__spill_rewrites(pskv__spill *sp);
 /* n slots, all or nothing: PSKV_ENOSPC when the cap would be passed. */
 PSKV__HIDDEN int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots);
-PSKV__HIDDEN int pskv__spill_free(pskv__spill *sp, const uint32_t *slots, uint32_t n);
+/* Give slots back (never fails). */
+PSKV__HIDDEN void pskv__spill_free(pskv__spill *sp, const uint32_t *slots, uint32_t n);
 /* Write rows[i] of keys[i] into the allocated slots[i], whole pages in one
  * I/O batch (pages that also hold other allocated slots are read first).
  * 0, PSKV_EIO, PSKV_ENOSPC or PSKV_ENOMEM; on error the contents of

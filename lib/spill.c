@@ -365,13 +365,12 @@ int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots)
     return rc;
 }
 
-int pskv__spill_free(pskv__spill *sp, const uint32_t *slots, uint32_t n)
+void pskv__spill_free(pskv__spill *sp, const uint32_t *slots, uint32_t n)
 {
     pthread_mutex_lock(&sp->lock);
     for (uint32_t i = 0; i < n; i++)
         give_slot(sp, slots[i]);
     pthread_mutex_unlock(&sp->lock);
-    return 0;
 }
 
 /* ---------------------------------------------------------------- I/O */

@@ -113,6 +113,16 @@ static inline void test_expect_rows(pskv_table *t, uint64_t first, uint32_t n, u
                   (unsigned long long)(first + (uint64_t)(bad < 0 ? 0 : bad)));
 }
 
+/* A fresh directory pskv-test-<name>-XXXXXX in the working directory (the
+ * build directory under meson: a real file system, where O_DIRECT works). */
+#define test_mkdtemp(buf, name) test_mkdtemp_((buf), sizeof(buf), (name))
+static inline void test_mkdtemp_(char *buf, size_t cap, const char *name)
+{
+    int n = snprintf(buf, cap, "pskv-test-%s-XXXXXX", name);
+    ck_assert(n > 0 && (size_t)n < cap);
+    ck_assert_ptr_nonnull(mkdtemp(buf));
+}
+
 static inline void test_remove_dir(const char *d)
 {
     char cmd[4200];

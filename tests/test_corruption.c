@@ -280,8 +280,7 @@ static void damage(dmg_file *f, enum kind k, test_rng *r, live_pages *lp, char *
 START_TEST(damage_campaign)
 {
     char base[64], work[96], path[160], args[256];
-    strcpy(base, "pskv-test-corruption-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(base));
+    test_mkdtemp(base, "corruption");
     make_store(base);
     snprintf(work, sizeof work, "%s-work", base);
     snprintf(path, sizeof path, "%s/data.mdb", base);

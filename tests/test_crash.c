@@ -149,8 +149,7 @@ static void child_main(int fd, unsigned trial)
 
 START_TEST(kill_at_random_instants)
 {
-    strcpy(dir, "pskv-test-crash-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "crash");
     test_rng r = {base_seed};
     /* Digest of every checkpoint sequence number announced so far. */
     uint64_t *digest_of = calloc(1, sizeof *digest_of);

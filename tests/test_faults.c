@@ -30,8 +30,7 @@ static char dir[64];
 
 static void fresh_dir(void)
 {
-    strcpy(dir, "pskv-test-faults-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "faults");
 }
 
 static bool file_exists(const char *d, const char *name)

@@ -241,8 +241,7 @@ static void reopen(ctx *c, const char *when)
 
 static void setup(ctx *c)
 {
-    strcpy(dir, "pskv-test-inject-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "inject");
     snprintf(backup_dir, sizeof backup_dir, "%s-backup", dir);
     memset(c, 0, sizeof *c);
     open_durable(c);
@@ -444,8 +443,7 @@ START_TEST(upgrade_survives_write_faults)
     unsigned sites = 0;
     for (unsigned k = 0; k < 2; k++) {
         for (uint64_t n = 1; n < 100; n++) {
-            strcpy(dir, "pskv-test-inject-XXXXXX");
-            ck_assert_ptr_nonnull(mkdtemp(dir));
+            test_mkdtemp(dir, "inject");
             char cmd[512];
             snprintf(cmd, sizeof cmd, "cp '%s/format1/data.mdb' '%s/'", data_dir, dir);
             ck_assert_int_eq(system(cmd), 0);

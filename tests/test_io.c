@@ -20,8 +20,7 @@ static char path[128];
 
 static int open_file(void)
 {
-    strcpy(dir, "pskv-test-io-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "io");
     snprintf(path, sizeof path, "%s/spill", dir);
     int fd = open(path, O_RDWR | O_CREAT | O_DIRECT, 0600);
     if (fd < 0) /* a file system without O_DIRECT: still test the logic */

@@ -76,11 +76,7 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
     if (spill || durable) {
         /* room for about 24 rows of the widest table: most rows live in the
          * spill file and nearly every call loads or evicts */
-        strcpy(dir, "pskv-test-model-XXXXXX");
-        if (mkdtemp(dir) == NULL) {
-            snprintf(what, len, "mkdtemp");
-            return false;
-        }
+        test_mkdtemp(dir, "model");
         if (spill)
             snprintf(store_cfg, sizeof store_cfg, "durability=%s memory_budget=%u",
                      durable ? "checkpoint" : "none", 24u * (dim * 3 + 1) * 4);

@@ -17,8 +17,7 @@ static char dir[64];
 
 static void fresh_dir(void)
 {
-    strcpy(dir, "pskv-test-persist-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "persist");
 }
 
 static void remove_dir(const char *d) { test_remove_dir(d); }

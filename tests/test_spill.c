@@ -13,8 +13,7 @@ static char dir[64], path[128];
 
 static pskv__spill *make(pskv__io *io, uint32_t row_bytes, uint64_t max_bytes)
 {
-    strcpy(dir, "pskv-test-spill-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "spill");
     snprintf(path, sizeof path, "%s/t.spill", dir);
     pskv__spill *sp;
     ck_assert_ok(pskv__spill_open(path, row_bytes, max_bytes, NULL, io, &sp));
@@ -75,7 +74,7 @@ static void round_trips(bool sync, uint32_t row_floats)
     uint64_t used, bytes_before, bytes_after;
     pskv__spill_usage(sp, &used, &bytes_before);
     ck_assert_uint_eq(used, N);
-    ck_assert_ok(pskv__spill_free(sp, slots, N / 2));
+    pskv__spill_free(sp, slots, N / 2);
     uint32_t again[N / 2];
     ck_assert_ok(pskv__spill_alloc(sp, N / 2, again));
     pskv__spill_usage(sp, &used, &bytes_after);
@@ -129,7 +128,7 @@ START_TEST(cap_is_all_or_nothing)
     for (int i = 0; i < 14; i++)
         for (int j = 0; j < i; j++)
             ck_assert_uint_ne(slots[i], slots[j]);
-    ck_assert_ok(pskv__spill_free(sp, slots + 3, 2));
+    pskv__spill_free(sp, slots + 3, 2);
     ck_assert_ok(pskv__spill_alloc(sp, 2, slots + 3)); /* holes are reused at the cap */
     done(sp);
     pskv__io_destroy(io);
@@ -204,7 +203,7 @@ START_TEST(holes_are_refilled)
             pick[k] = i;
             freed[k] = slots[i];
         }
-        ck_assert_ok(pskv__spill_free(sp, freed, N / 10));
+        pskv__spill_free(sp, freed, N / 10);
         ck_assert_ok(pskv__spill_alloc(sp, N / 10, fresh));
         for (uint32_t k = 0; k < N / 10; k++) {
             uint32_t i = pick[k];

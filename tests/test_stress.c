@@ -265,11 +265,11 @@ static void *budget_worker(void *arg)
 static void budget_run(bool spill)
 {
     enum { ROW = DIM * 4 * 2, BUDGET_ROWS = 3000 }; /* dim 4 adagrad: 32-byte rows */
-    char cfg[96], dir[64] = "pskv-test-stress-XXXXXX";
+    char cfg[96], dir[64] = "";
     snprintf(cfg, sizeof cfg, "memory_budget=%u%s", BUDGET_ROWS * ROW,
              spill ? " durability=none" : "");
     if (spill)
-        ck_assert_ptr_nonnull(mkdtemp(dir));
+        test_mkdtemp(dir, "stress");
     budget_iters = rounds * (spill ? 8 : 200);
     ck_assert_ok(pskv_open(spill ? dir : NULL, cfg, &budget_store));
     ck_assert_ok(pskv_table_open(budget_store, "c", "dim=4 shards=8", &table));
@@ -324,8 +324,8 @@ static void *spill_worker(void *arg)
 
 START_TEST(spill_under_concurrency)
 {
-    char dir[64] = "pskv-test-stress-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char dir[64];
+    test_mkdtemp(dir, "stress");
     pskv_store *s;
     /* sgd dim 4: 16-byte rows; room for 100 of 1000 shared keys */
     ck_assert_ok(pskv_open(dir, "durability=none memory_budget=1600", &s));
@@ -348,8 +348,8 @@ END_TEST
  * LMDB. */
 START_TEST(durable_under_concurrency)
 {
-    char dir[64] = "pskv-test-stress-XXXXXX";
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char dir[64];
+    test_mkdtemp(dir, "stress");
     pskv_store *s;
     ck_assert_ok(pskv_open(dir, "memory_budget=1600", &s));
     ck_assert_ok(pskv_table_open(s, "t", "dim=4 optimizer=sgd lr=1 init=zeros shards=8", &table));

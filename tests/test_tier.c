@@ -15,8 +15,7 @@ static char dir[64];
 
 static pskv_table *open_spilling(pskv_store **s, const char *extra)
 {
-    strcpy(dir, "pskv-test-tier-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "tier");
     char cfg[128];
     snprintf(cfg, sizeof cfg, "durability=none memory_budget=3200 %s", extra); /* 100 rows */
     ck_assert_ok(pskv_open(dir, cfg, s));
@@ -296,8 +295,7 @@ START_TEST(directory_store_args)
     pskv_store *s;
     ck_assert_err(pskv_open("", "durability=none", &s), PSKV_EINVAL);
     ck_assert_err(pskv_open("pskv-no-such-parent/x/y", "durability=none", &s), PSKV_EIO);
-    strcpy(dir, "pskv-test-tier-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "tier");
     ck_assert_ok(pskv_open(dir, "durability=none", &s)); /* no budget: nothing spills */
     ck_assert_err(pskv_checkpoint(s), PSKV_ENOTSUP);      /* scratch: nothing persists */
     ck_assert_err(pskv_backup(s, "pskv-test-tier-backup"), PSKV_ENOTSUP);

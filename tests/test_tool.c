@@ -34,8 +34,7 @@ static int run(char *out, size_t len, const char *fmt, ...)
 
 static void make_store(pskv_store **s)
 {
-    strcpy(dir, "pskv-test-tool-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(dir));
+    test_mkdtemp(dir, "tool");
     pskv_table *a, *b;
     ck_assert_ok(pskv_open(dir, NULL, s));
     ck_assert_ok(pskv_table_open(*s, "emb", "dim=3 optimizer=adam init=normal:0:0.1 seed=5", &a));
