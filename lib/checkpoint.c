@@ -125,7 +125,7 @@ static int begin(ckpt_table *ct, uint32_t nt)
             pskv_table *t = ct[i].t;
             size_t total = t->ncarry;
             for (uint32_t sd = 0; sd < t->nshards; sd++)
-                total += t->shards[sd].dirty.count;
+                total += pskv__dirty_listed(&t->shards[sd]);
             ct[i].keys = malloc((total ? total : 1) * sizeof *ct[i].keys);
             tmp[i] = malloc((total ? total : 1) * sizeof *tmp[i]);
             ct[i].n = total;
@@ -135,9 +135,7 @@ static int begin(ckpt_table *ct, uint32_t nt)
             for (uint32_t i = 0; i < nt; i++) {
                 pskv_table *t = ct[i].t;
                 for (uint32_t sd = 0; sd < t->nshards; sd++) {
-                    pskv__shard *sh = &t->shards[sd];
-                    lists[i][sd] = sh->dirty; /* no call in flight: nothing reserved */
-                    sh->dirty = (pskv__keylist){0};
+                    pskv__dirty_take(&t->shards[sd], &lists[i][sd]);
                 }
                 t->parity ^= 1u;
                 atomic_store(&t->ckpt_active, true);
@@ -170,7 +168,7 @@ static int begin(ckpt_table *ct, uint32_t nt)
              * rehash under a writer meanwhile. */
             pskv__shard *sh = &t->shards[sd];
             pthread_mutex_lock(&sh->lock);
-            pskv__cow_presize(sh, l->count);
+            pskv__dirty_presize(sh, l->count);
             pthread_mutex_unlock(&sh->lock);
             pskv__keylist_free(l);
         }
@@ -288,42 +286,23 @@ static void need_spill_read(chunk *c, uint32_t i, uint32_t slot, bool owned)
     c->present[i] = 1;
 }
 
-/* The pre-image of a key written after the begin, or absent. */
-static void take_pre_image(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i)
-{
-    pskv__keyval *pre = sh->cow.count ? pskv__keymap_find(&sh->cow, c->keys[i], c->hash[i])
-                                       : NULL;
-    if (pre == NULL)
-        c->present[i] = 0; /* did not exist at the begin: erased */
-    else if (pre->value & PSKV__COW_SPILLED)
-        need_spill_read(c, i, pre->value & ~PSKV__COW_SPILLED, false);
-    else
-        take_bytes(t, c, i, pskv__cow_row(sh, pre->value));
-}
-
-/* One key's bytes as of the begin (shard lock held). */
+/* One key's bytes as of the begin (shard lock held), as dirty.c finds them. */
 static void capture_key(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i, uint32_t parity)
 {
-    const uint32_t pend = pskv__flag_dirty(parity ^ 1u), cur = pskv__flag_dirty(parity);
-    c->waiting[i] = 0;
-    pskv__where w = pskv__locate(t, sh, c->keys[i], c->hash[i], false);
-    if (w.e != NULL) {
-        /* Pending: unchanged since the begin (rows being written out are
-         * stable too). Clean: equal to what LMDB holds. */
-        if ((w.e->flags & pend) || !(w.e->flags & cur))
-            take_bytes(t, c, i, pskv__shard_row(sh, w.e->slot));
-        else
-            take_pre_image(t, sh, c, i);
-    } else if (w.sp != NULL && !(w.sp->value & pskv__spill_dirty(parity))) {
-        /* Pending or clean: the record on disk has the bytes we need. */
-        if (w.place == PSKV__LOADING) {
-            c->waiting[i] = 1; /* a loader owns it: look again once it is in */
-            return;
-        }
-        need_spill_read(c, i, w.sp->value & PSKV__SPILL_SLOT_MAX, true);
-        w.sp->value |= PSKV__SPILL_BUSY;
-    } else {
-        take_pre_image(t, sh, c, i);
+    pskv__capture cap = pskv__dirty_capture(t, sh, c->keys[i], c->hash[i], parity);
+    c->waiting[i] = cap.kind == PSKV__CAPTURE_WAIT;
+    switch (cap.kind) {
+    case PSKV__CAPTURE_BYTES:
+        take_bytes(t, c, i, cap.bytes);
+        break;
+    case PSKV__CAPTURE_SPILL:
+        need_spill_read(c, i, cap.slot, cap.owned);
+        break;
+    case PSKV__CAPTURE_ERASED:
+        c->present[i] = 0;
+        break;
+    case PSKV__CAPTURE_WAIT:
+        break;
     }
 }
 
@@ -624,27 +603,6 @@ static int txn_once(pskv_store *s, void *arg)
 
 /* ---------------------------------------------------------------- finish */
 
-/* Settle one key's marks and tombstone (shard lock held). */
-static void finish_key(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
-                       uint32_t parity, bool ok)
-{
-    const uint32_t pend = pskv__flag_dirty(parity ^ 1u), cur = pskv__flag_dirty(parity);
-    pskv__where w = pskv__locate(t, sh, key, hash, false);
-    pskv__entry *e = w.e;
-    pskv__keyval *sp = w.sp;
-    if (e != NULL && (e->flags & pend))
-        e->flags = (e->flags & ~pend) | (ok ? 0 : cur);
-    if (sp != NULL && (sp->value & pskv__spill_dirty(parity ^ 1u)))
-        sp->value = (sp->value & ~pskv__spill_dirty(parity ^ 1u)) | (ok ? 0 : pskv__spill_dirty(parity));
-    pskv__keyval *tomb = sh->tombs.count ? pskv__keymap_find(&sh->tombs, key, hash) : NULL;
-    if (tomb != NULL && tomb->value != parity) {
-        if (ok)
-            pskv__keymap_remove(&sh->tombs, tomb); /* LMDB has deleted it */
-        else
-            tomb->value = parity;
-    }
-}
-
 static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
 {
     pthread_rwlock_rdlock(&t->layout_lock);
@@ -659,7 +617,7 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
             pskv__shard *sh = &t->shards[s];
             pthread_mutex_lock(&sh->lock);
             for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++)
-                finish_key(t, sh, c->keys[c->at[j]], c->hash[c->at[j]], parity, ok);
+                pskv__dirty_settle(t, sh, c->keys[c->at[j]], c->hash[c->at[j]], parity, ok);
             pthread_mutex_unlock(&sh->lock);
         }
     }
@@ -667,12 +625,12 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
     for (uint32_t s = 0; s < t->nshards; s++) {
         pskv__shard *sh = &t->shards[s];
         pthread_mutex_lock(&sh->lock);
-        uint32_t nslots = pskv__cow_clear(sh, c->spill_slot, CHUNK_KEYS_MAX);
+        uint32_t nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, CHUNK_KEYS_MAX);
         pthread_mutex_unlock(&sh->lock);
         while (nslots > 0) { /* pre-images that were spilled records */
             pskv__spill_free(t->spill, c->spill_slot, nslots);
             pthread_mutex_lock(&sh->lock);
-            nslots = pskv__cow_clear(sh, c->spill_slot, CHUNK_KEYS_MAX);
+            nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, CHUNK_KEYS_MAX);
             pthread_mutex_unlock(&sh->lock);
         }
     }

@@ -34,7 +34,7 @@ static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t 
     pskv__entry *e = pskv__shard_insert_entry(sh, key, hash);
     sh->created++;
     if (t->durable)
-        pskv__row_created(sh, e, t->parity); /* uses a list reservation */
+        pskv__dirty_created(sh, e, t->parity); /* uses a list reservation */
     float *row = pskv__shard_row(sh, e->slot);
     if (init_weights)
         pskv__init_weights(&t->opts, key, row, t->dim);
@@ -202,7 +202,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                                     : c->op == ROW_PUT ? 0 : t->dim * (uint32_t)sizeof(float);
     float *inflight[ROWS_AHEAD]; /* rows resolved, not yet used */
     uint32_t created = 0;
-    const uint32_t dirty0 = sh->dirty.count, cow0 = sh->cow_count;
+    const pskv__dirty_room at_start = pskv__dirty_reserved(sh);
     pskv__cold cold = {NULL};
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
@@ -223,7 +223,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
             if (!(w.e->flags & PSKV__FLAG_REF)) /* do not dirty the line when set */
                 w.e->flags |= PSKV__FLAG_REF;
             if (writer && t->durable)
-                pskv__row_written(sh, w.e, t->parity); /* before the row changes */
+                pskv__dirty_written(sh, w.e, t->parity); /* before the row changes */
         } else if (w.place == PSKV__EVICTING || w.place == PSKV__SPILLED ||
                    w.place == PSKV__LOADING) {
             /* Writers checked residency while reserving and evictors leave
@@ -239,7 +239,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
         } else if (create) {
             if (!writer && (rc = pskv__shard_reserve(sh, 1)) != 0)
                 break;
-            if (!writer && t->durable && (rc = pskv__dirty_reserve(sh, 1)) != 0) {
+            if (!writer && t->durable &&
+                (rc = pskv__dirty_reserve(sh, (pskv__dirty_room){1, 0, 0})) != 0) {
                 pskv__shard_unreserve(sh, 1);
                 break;
             }
@@ -254,8 +255,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     if (writer) {
         pskv__shard_unreserve(sh, k - created);
         if (t->durable) {
-            pskv__dirty_unreserve(sh, k - (sh->dirty.count - dirty0));
-            pskv__cow_unreserve(sh, c->cow_reserved[s] - (sh->cow_count - cow0));
+            pskv__dirty_release_unused(sh, (pskv__dirty_room){k, c->cow_reserved[s], 0},
+                                       at_start);
         }
     }
     c->created += created;
@@ -336,7 +337,6 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
     reservations *r = arg;
     pskv__shard *sh = &t->shards[s];
     const bool ckpt = t->durable && atomic_load(&t->ckpt_active);
-    const uint32_t pend = pskv__flag_dirty(t->parity ^ 1u);
     uint32_t pending = 0;
     pskv__cold cold = {NULL};
     int rc = 0;
@@ -347,7 +347,7 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
             uint64_t key = p->keys[p->order[j]], hash = p->hash[p->order[j]];
             pskv__where w = pskv__locate(t, sh, key, hash, true);
             if (w.place == PSKV__IN_DRAM) {
-                if (ckpt && (w.e->flags & pend))
+                if (ckpt && pskv__dirty_pending(w.e, t->parity))
                     pending++;
             } else if (w.place == PSKV__MAYBE_COLD) {
                 float *row;
@@ -365,12 +365,9 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
     uint32_t k = plan_count(p, s);
     if (rc == 0)
         rc = pskv__shard_reserve(sh, k);
-    if (rc == 0 && t->durable && (rc = pskv__dirty_reserve(sh, k)) != 0)
+    if (rc == 0 && t->durable &&
+        (rc = pskv__dirty_reserve(sh, (pskv__dirty_room){k, pending, 0})) != 0)
         pskv__shard_unreserve(sh, k);
-    if (rc == 0 && pending > 0 && (rc = pskv__cow_reserve(sh, pending)) != 0) {
-        pskv__shard_unreserve(sh, k);
-        pskv__dirty_unreserve(sh, k);
-    }
     r->rows[s] = rc == 0;
     r->cow[s] = rc == 0 ? pending : 0;
     return rc;
@@ -383,8 +380,7 @@ static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void 
     if (r->rows[s]) {
         pskv__shard_unreserve(sh, plan_count(p, s));
         if (t->durable) {
-            pskv__dirty_unreserve(sh, plan_count(p, s));
-            pskv__cow_unreserve(sh, r->cow[s]);
+            pskv__dirty_unreserve(sh, (pskv__dirty_room){plan_count(p, s), r->cow[s], 0});
         }
     }
     return 0;
@@ -502,21 +498,6 @@ typedef struct erase_ctx {
     uint32_t nslots;
 } erase_ctx;
 
-/* Durable tables: room for what erasing the shard's k keys may record
- * (dirty keys, pre-images, tombstones). */
-static int erase_reserve(pskv__shard *sh, uint32_t k, bool ckpt, bool tombs)
-{
-    int rc = pskv__dirty_reserve(sh, k);
-    if (rc == 0 && ckpt && (rc = pskv__cow_reserve(sh, k)) != 0)
-        pskv__dirty_unreserve(sh, k);
-    if (rc == 0 && tombs && (rc = pskv__keymap_reserve(&sh->tombs, k)) != 0) {
-        pskv__dirty_unreserve(sh, k);
-        if (ckpt)
-            pskv__cow_unreserve(sh, k);
-    }
-    return rc;
-}
-
 static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
     erase_ctx *c = arg;
@@ -527,13 +508,15 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
      * the next checkpoint deletes them there; only rows read back need it. */
     const bool tombs = durable && atomic_load(&t->cold_rows) > 0;
     const bool ckpt = durable && atomic_load(&t->ckpt_active);
-    const uint32_t dirty0 = sh->dirty.reserved, cow0 = sh->cow_reserved,
-                   tombs0 = sh->tombs.reserved;
+    /* Room for what erasing the shard's k keys may record: dirty keys,
+     * pre-images, tombstones. */
+    const pskv__dirty_room held = {k, ckpt ? k : 0, tombs ? k : 0};
     if (durable) {
-        int rc = erase_reserve(sh, k, ckpt, tombs);
+        int rc = pskv__dirty_reserve(sh, held);
         if (rc != 0)
             return rc;
     }
+    const pskv__dirty_room at_start = pskv__dirty_reserved(sh);
     pskv__cold cold = {NULL};
     int rc = 0;
     for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
@@ -548,13 +531,13 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
             break;
         case PSKV__IN_DRAM:
             if (durable)
-                pskv__row_erased(sh, w.e, t->parity, tombs);
+                pskv__dirty_erased(sh, w.e, t->parity, tombs);
             pskv__shard_remove(sh, w.e);
             sh->erased++;
             c->erased_resident++;
             break;
         case PSKV__SPILLED:
-            if (!durable || !pskv__spilled_erased(sh, w.sp, t->parity, tombs))
+            if (!durable || !pskv__dirty_erased_spilled(sh, w.sp, t->parity, tombs))
                 c->spill_slots[c->nslots++] = w.sp->value & PSKV__SPILL_SLOT_MAX;
             pskv__keymap_remove(&sh->spilled, w.sp);
             sh->erased++;
@@ -562,7 +545,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
         case PSKV__MAYBE_COLD:
             rc = pskv__cold_find(t, &cold, key, &row);
             if (rc == 1) { /* a row only LMDB holds */
-                pskv__key_erased_cold(sh, key, t->parity);
+                pskv__dirty_erased_cold(sh, key, t->parity);
                 atomic_fetch_sub(&t->cold_rows, 1);
                 sh->erased++;
                 rc = 0;
@@ -573,13 +556,8 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
         }
     }
     pskv__cold_end(t, &cold);
-    if (durable) { /* give back what was not used */
-        pskv__dirty_unreserve(sh, sh->dirty.reserved - dirty0);
-        if (ckpt)
-            pskv__cow_unreserve(sh, sh->cow_reserved - cow0);
-        if (tombs)
-            pskv__keymap_unreserve(&sh->tombs, sh->tombs.reserved - tombs0);
-    }
+    if (durable) /* give back what was not used */
+        pskv__dirty_release_unused(sh, held, at_start);
     return rc;
 }
 

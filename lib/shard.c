@@ -64,8 +64,6 @@ int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed)
     sh->slab_shift = (uint32_t)__builtin_ctz(per_slab);
     sh->free_head = PSKV__SLOT_EMPTY;
     pskv__keymap_init(&sh->spilled, hash_seed);
-    pskv__keymap_init(&sh->cow, hash_seed);
-    pskv__keymap_init(&sh->tombs, hash_seed);
     return 0;
 }
 
@@ -79,7 +77,6 @@ void pskv__shard_free(pskv__shard *sh)
     free(sh->slabs);
     free(sh->index);
     pskv__keymap_free(&sh->spilled);
-    pskv__dirty_free(sh);
     pthread_mutex_destroy(&sh->lock);
 }
 
@@ -89,7 +86,7 @@ uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
            (uint64_t)sh->nchunks * HUGE_BYTES +
            ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
            (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->chunks_cap * sizeof(void *) +
-           pskv__keymap_bytes(&sh->spilled) + pskv__dirty_dram_bytes(sh);
+           pskv__keymap_bytes(&sh->spilled);
 }
 
 static pskv__entry *index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)

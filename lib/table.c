@@ -18,8 +18,10 @@ void pskv__layout_free(pskv__shard *shards, uint32_t n)
 {
     if (shards == NULL)
         return;
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n; i++) {
+        pskv__dirty_free(&shards[i]);
         pskv__shard_free(&shards[i]);
+    }
     free(shards);
 }
 
@@ -37,7 +39,8 @@ int pskv__layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
     }
     uint32_t made = 0;
     for (; rc == 0 && made < n; made++)
-        rc = pskv__shard_init(&shards[made], t->row_bytes, t->opts.seed);
+        if ((rc = pskv__shard_init(&shards[made], t->row_bytes, t->opts.seed)) == 0)
+            pskv__dirty_init(&shards[made]); /* allocates nothing */
     if (rc != 0) {
         if (shards != NULL && made > 0)
             made--; /* the failed init cleaned up after itself */
@@ -150,7 +153,7 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         pskv__shard *sh = &t->shards[s];
         pthread_mutex_lock(&sh->lock);
         st->rows += (uint64_t)sh->rows + sh->spilled.count;
-        st->dram_bytes += pskv__shard_dram_bytes(sh);
+        st->dram_bytes += pskv__shard_dram_bytes(sh) + pskv__dirty_dram_bytes(sh);
         st->spill_index_bytes += pskv__keymap_bytes(&sh->spilled);
         st->rows_created += sh->created;
         st->rows_erased += sh->erased;

@@ -441,7 +441,7 @@ static void make_store(const char *d)
 
 static void copy_dir(const char *from, const char *to)
 {
-    char cmd[256];
+    char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", to, from, to);
     ck_assert_int_eq(system(cmd), 0);
 }
