@@ -328,6 +328,7 @@ static int read_spilled(pskv_table *t, chunk *c)
         pskv__shard *sh = &t->shards[c->shard_of[i]];
         pthread_mutex_lock(&sh->lock);
         pskv__keyval *sp = pskv__keymap_find(&sh->spilled, c->keys[i], c->hash[i]);
+        PSKV__ASSERT(sp != NULL && (sp->value & PSKV__SPILL_BUSY)); /* ours while BUSY */
         sp->value &= ~PSKV__SPILL_BUSY;
         pthread_mutex_unlock(&sh->lock);
     }

@@ -93,6 +93,8 @@ void pskv__dirty_release_unused(pskv__shard *sh, pskv__dirty_room held, pskv__di
 {
     /* Every use of room lowers the shard's reservation by one. */
     pskv__dirty_room now = pskv__dirty_reserved(sh);
+    PSKV__ASSERT(at_start.list - now.list <= held.list && at_start.cow - now.cow <= held.cow &&
+                 at_start.tombs - now.tombs <= held.tombs);
     pskv__dirty_unreserve(sh, (pskv__dirty_room){held.list - (at_start.list - now.list),
                                                  held.cow - (at_start.cow - now.cow),
                                                  held.tombs - (at_start.tombs - now.tombs)});
@@ -124,6 +126,7 @@ static uint64_t hash_of(const pskv__shard *sh, uint64_t key)
 static void cow_save_row(pskv__shard *sh, uint64_t key, const float *row)
 {
     uint32_t at = sh->ck.cow_count++;
+    PSKV__ASSERT(sh->ck.cow_reserved > 0);
     sh->ck.cow_reserved--;
     memcpy(cow_row(sh, at), row, sh->row_bytes);
     pskv__keymap_insert_reserved(&sh->ck.cow, key, hash_of(sh, key), at);
@@ -185,6 +188,7 @@ bool pskv__dirty_erased_spilled(pskv__shard *sh, const pskv__keyval *sp, uint32_
     if (marks & pskv__spill_dirty(parity ^ 1u)) {
         /* The pre-image is the spilled record itself: the slot goes to the
          * COW store and is freed when the checkpoint ends. */
+        PSKV__ASSERT(sh->ck.cow_reserved > 0);
         sh->ck.cow_reserved--;
         pskv__keymap_insert_reserved(&sh->ck.cow, key, hash_of(sh, key),
                                        COW_SPILLED | (sp->value & PSKV__SPILL_SLOT_MAX));

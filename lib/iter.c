@@ -102,6 +102,7 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
         uint64_t key = it->keys[it->spill_at[k]];
         pskv__keyval *e =
             pskv__keymap_find(&sh->spilled, key, pskv__key_hash(key, sh->hash_seed));
+        PSKV__ASSERT(e != NULL && (e->value & PSKV__SPILL_BUSY)); /* ours while BUSY */
         e->value &= ~PSKV__SPILL_BUSY;
     }
     pthread_mutex_unlock(&sh->lock);

@@ -24,6 +24,7 @@ int pskv__keylist_reserve(pskv__keylist *l, uint32_t k)
 
 void pskv__keylist_append(pskv__keylist *l, uint64_t key)
 {
+    PSKV__ASSERT(l->reserved > 0);
     l->reserved--;
     l->blocks[l->count / PSKV__KEYS_PER_BLOCK][l->count % PSKV__KEYS_PER_BLOCK] = key;
     l->count++;

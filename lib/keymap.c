@@ -132,6 +132,7 @@ pskv__keyval *pskv__keymap_find(pskv__keymap *m, uint64_t key, uint64_t hash)
 void pskv__keymap_insert_reserved(pskv__keymap *m, uint64_t key, uint64_t hash,
                                     uint32_t slot)
 {
+    PSKV__ASSERT(m->reserved > 0);
     m->reserved--;
     m->count++;
     place(m, m->e, m->cap, (pskv__keyval){key, slot}, hash);

@@ -1,4 +1,6 @@
-/* Private declarations shared between the files of lib/. Never installed.
+/* The core private header of lib/: the shared structs (table, store,
+ * shard) and the declarations of the files that use them. Self-contained
+ * modules have their own small headers, included here. Never installed.
  * SPDX-License-Identifier: BSD-2-Clause */
 #ifndef PSKV_INTERNAL_H
 #define PSKV_INTERNAL_H
@@ -13,9 +15,15 @@
 
 #include "pskv.h"
 
-#define PSKV__HIDDEN __attribute__((visibility("hidden")))
-#define PSKV__LIKELY(x) __builtin_expect(!!(x), 1)
-#define PSKV__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#include "common.h"
+#include "io.h"
+#include "keyfilter.h"
+#include "keylist.h"
+#include "keymap.h"
+#include "optimizer.h"
+#include "options.h"
+#include "plan.h"
+#include "spill.h"
 
 /* ---------------------------------------------------------------- array.c */
 
@@ -40,48 +48,11 @@ PSKV__HIDDEN uint64_t pskv__ring_seed(const pskv_ring *r);
 PSKV__HIDDEN int pskv__ring_create_uniform(unsigned vnodes, uint64_t seed, uint32_t nodes,
                                            pskv_ring **out);
 
-/* ---------------------------------------------------------------- options.c */
-
-/* Schema keys (everything but shards) equal? */
-PSKV__HIDDEN bool pskv__table_schema_equal(const pskv_table_options *a,
-                                           const pskv_table_options *b);
-/* Replace the "optimizer default" sentinels (negative lr, eps,
- * initial_accumulator) by the defaults of o->optimizer. */
-PSKV__HIDDEN void pskv__table_options_resolve(pskv_table_options *o);
-/* Locale-independent float parsing and formatting ("C" numeric locale). */
-PSKV__HIDDEN int pskv__parse_float(const char *s, size_t len, float *out);
-PSKV__HIDDEN int pskv__format(char *buf, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* ---------------------------------------------------------------- init.c */
 
 /* Fill w[dim] with the key-seeded initial weights of the options. */
 PSKV__HIDDEN void pskv__init_weights(const pskv_table_options *o, uint64_t key,
                                      float *w, uint32_t dim);
-
-/* ---------------------------------------------------------------- optimizer.c */
-
-typedef struct pskv__optimizer {
-    int kind;
-    uint32_t dim;
-    uint32_t state_floats;
-    float lr, eps, initial_accumulator, beta1, beta2, l1, l2, lr_power;
-} pskv__optimizer;
-
-PSKV__HIDDEN void pskv__optimizer_setup(pskv__optimizer *opt,
-                                        const pskv_table_options *o);
-PSKV__HIDDEN uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim);
-/* One step on row, unless its result (weights or state) would not be
- * finite: then the row is left as it was and the result is false.
- * save: room for one row (dim + state_floats floats). */
-PSKV__HIDDEN bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g,
-                                       float *save);
-/* Optimizer state of a freshly created row (state follows the weights). */
-PSKV__HIDDEN void pskv__optimizer_init_state(const pskv__optimizer *opt,
-                                             float *state);
-/* row = [w dim][state]; g = gradient[dim], already summed over duplicates. */
-PSKV__HIDDEN void pskv__optimizer_apply(const pskv__optimizer *opt, float *row,
-                                        const float *g);
 
 /* ---------------------------------------------------------------- shard.c */
 
@@ -92,7 +63,6 @@ typedef struct pskv__entry {
     uint32_t slot;
     uint32_t flags;
 } pskv__entry;
-#define PSKV__SLOT_EMPTY UINT32_MAX
 /* flags bits */
 #define PSKV__FLAG_REF 1u     /* CLOCK reference bit: used since the hand last passed */
 #define PSKV__FLAG_BUSY 4u    /* the row is being written to the spill file: wait for it */
@@ -106,16 +76,6 @@ static inline uint32_t pskv__flag_dirty(uint32_t parity) { return PSKV__FLAG_DIR
 
 /* ---------------------------------------------------------------- keymap.c */
 
-/* An entry of a key -> 32-bit value map (keymap.c): 12 bytes, packed;
- * value == PSKV__SLOT_EMPTY marks a free entry. A shard keeps three: its
- * spilled rows (value: the spill slot, with PSKV__SPILL_BUSY set while the
- * row is being read back or iterated, and its checkpoint marks), its
- * pre-images (value: a COW index, dirty.c) and its tombstones (value: the
- * parity of the erase, dirty.c). */
-typedef struct __attribute__((packed)) pskv__keyval {
-    uint64_t key;
-    uint32_t value;
-} pskv__keyval;
 #define PSKV__SPILL_BUSY 0x80000000u
 /* The checkpoint marks of a spilled row (as PSKV__FLAG_DIRTY0 << parity). */
 #define PSKV__SPILL_DIRTY0 0x20000000u
@@ -130,44 +90,6 @@ static inline uint32_t pskv__marks_to_spill(uint32_t meta)
 static inline uint32_t pskv__marks_to_flags(uint32_t slot)
 {
     return (slot & PSKV__SPILL_DIRTY_ALL) / PSKV__SPILL_DIRTY0 * PSKV__FLAG_DIRTY0;
-}
-
-typedef struct pskv__keymap {
-    pskv__keyval *e;
-    uint32_t cap;      /* entries; not a power of two */
-    uint32_t count;    /* spilled rows */
-    uint32_t reserved; /* insertions promised by pskv__keymap_reserve */
-    uint64_t seed;     /* the table's key hash seed, to rehash */
-} pskv__keymap;
-
-/* All below: caller holds the owning shard's lock. hash is
- * pskv__key_hash(key, seed). */
-PSKV__HIDDEN void pskv__keymap_init(pskv__keymap *m, uint64_t seed);
-PSKV__HIDDEN void pskv__keymap_free(pskv__keymap *m);
-/* Room for k more insertions without allocating: 0 or PSKV_ENOMEM. */
-PSKV__HIDDEN int pskv__keymap_reserve(pskv__keymap *m, uint32_t k);
-PSKV__HIDDEN void pskv__keymap_unreserve(pskv__keymap *m, uint32_t k);
-PSKV__HIDDEN pskv__keyval *pskv__keymap_find(pskv__keymap *m, uint64_t key, uint64_t hash);
-/* Insert a key known to be absent, using one reservation. */
-PSKV__HIDDEN void pskv__keymap_insert_reserved(pskv__keymap *m, uint64_t key, uint64_t hash,
-                                                 uint32_t slot);
-/* Remove an entry found by pskv__keymap_find. Invalidates every other
- * entry pointer (entries move; the map may shrink). */
-PSKV__HIDDEN void pskv__keymap_remove(pskv__keymap *m, pskv__keyval *e);
-PSKV__HIDDEN uint64_t pskv__keymap_bytes(const pskv__keymap *m);
-
-/* A growing list of keys in fixed blocks: appending never moves or copies
- * what is there (no stall when many shards grow at once). */
-#define PSKV__KEYS_PER_BLOCK 2048u
-typedef struct pskv__keylist {
-    uint64_t **blocks;
-    uint32_t nblocks, blocks_cap;
-    uint32_t count, reserved;
-} pskv__keylist;
-
-static inline uint64_t pskv__keylist_at(const pskv__keylist *l, uint32_t i)
-{
-    return l->blocks[i / PSKV__KEYS_PER_BLOCK][i % PSKV__KEYS_PER_BLOCK];
 }
 
 /* Pre-images are kept in blocks of this many rows, for the same reason. */
@@ -339,98 +261,6 @@ PSKV__HIDDEN uint32_t pskv__dirty_drop_pre_images(pskv__shard *sh, uint32_t *slo
 PSKV__HIDDEN int pskv__dirty_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to,
                                   uint32_t nto);
 
-/* Key lists (keylist.c): room for k appends (0 or PSKV_ENOMEM), append
- * one, free. */
-PSKV__HIDDEN int pskv__keylist_reserve(pskv__keylist *l, uint32_t k);
-PSKV__HIDDEN void pskv__keylist_append(pskv__keylist *l, uint64_t key);
-PSKV__HIDDEN void pskv__keylist_free(pskv__keylist *l);
-
-/* ---------------------------------------------------------------- io.c */
-
-typedef struct pskv__io pskv__io;
-
-/* One positioned transfer. For O_DIRECT files buf, len and off must follow
- * the file's alignment (pskv__io_dio_align). After pskv__io_run, result is
- * 0, PSKV_EIO or PSKV_ENOSPC. */
-typedef struct pskv__io_req {
-    int fd;
-    bool write;
-    void *buf;
-    size_t len;
-    uint64_t off;
-    /* progress, set by pskv__io_run */
-    size_t done;
-    unsigned retries;
-    int result;
-} pskv__io_req;
-
-/* Faults injected into completions (tests): every Nth transfer fails with
- * EIO / ENOSPC (writes) / EAGAIN, or reports a short transfer cut to a
- * multiple of short_unit bytes (default 512). 0 disables each. */
-typedef struct pskv__io_faults {
-    uint32_t eio_every, enospc_every, eagain_every, short_every;
-    uint32_t short_unit;
-} pskv__io_faults;
-
-typedef struct pskv__io_stats_t {
-    uint64_t reads, writes, bytes_read, bytes_written, retries, short_transfers;
-} pskv__io_stats_t;
-
-/* force_sync: use pread/pwrite even when io_uring works. depth: requests
- * in flight per batch (1..4096). */
-PSKV__HIDDEN int pskv__io_create(bool force_sync, unsigned depth, pskv__io **out);
-PSKV__HIDDEN void pskv__io_destroy(pskv__io *io);
-PSKV__HIDDEN bool pskv__io_is_uring(const pskv__io *io);
-/* Run every request to completion (short transfers continued, EAGAIN and
- * EINTR retried) and return 0 or the first request's error. Returns only
- * when the kernel no longer touches any buffer. Any thread. */
-PSKV__HIDDEN int pskv__io_run(pskv__io *io, pskv__io_req *reqs, size_t n);
-PSKV__HIDDEN void pskv__io_set_faults(pskv__io *io, const pskv__io_faults *f);
-PSKV__HIDDEN void pskv__io_stats(const pskv__io *io, pskv__io_stats_t *st);
-/* O_DIRECT alignment of fd's file (statx STATX_DIOALIGN, else 4096). */
-PSKV__HIDDEN uint32_t pskv__io_dio_align(int fd);
-
-/* ---------------------------------------------------------------- spill.c */
-
-typedef struct pskv__spill pskv__spill;
-
-/* Create (truncate) the spill file at path for rows of row_bytes. max_bytes
- * (0 = none) caps *shared_bytes, the extents of all files sharing that
- * counter (a store's spill_max), or of this file alone when it is NULL.
- * Errors: PSKV_EINVAL, PSKV_ENOMEM, PSKV_EIO, PSKV_ENOSPC, PSKV_ENOTSUP (no
- * O_DIRECT on this file system). */
-PSKV__HIDDEN int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
-                                  atomic_uint_fast64_t *shared_bytes, pskv__io *io,
-                                  pskv__spill **out);
-/* Close and remove the file (spill files are scratch). */
-PSKV__HIDDEN void pskv__spill_close(pskv__spill *sp);
-/* A record: row + key + checksum. */
-PSKV__HIDDEN uint32_t pskv__spill_slot_bytes(const pskv__spill *sp);
-/* Bytes one record read transfers (the aligned sectors covering it). */
-PSKV__HIDDEN uint32_t pskv__spill_read_bytes(const pskv__spill *sp);
-/* Byte offset of a slot's record in the file. */
-PSKV__HIDDEN uint64_t pskv__spill_slot_offset(const pskv__spill *sp, uint32_t slot);
-PSKV__HIDDEN void pskv__spill_usage(pskv__spill *sp, uint64_t *used_slots, uint64_t *file_bytes);
-/* DRAM of the allocation state (a bit per slot, 2 bytes per page). */
-PSKV__HIDDEN uint64_t pskv__spill_dram_bytes(pskv__spill *sp);
-/* Pages read back so that their free records could be filled. */
-PSKV__HIDDEN uint64_t pskv__spill_rewrites(pskv__spill *sp);
-/* n slots, all or nothing: PSKV_ENOSPC when the cap would be passed. */
-PSKV__HIDDEN int pskv__spill_alloc(pskv__spill *sp, uint32_t n, uint32_t *slots);
-/* Give slots back (never fails). */
-PSKV__HIDDEN void pskv__spill_free(pskv__spill *sp, const uint32_t *slots, uint32_t n);
-/* Write rows[i] of keys[i] into the allocated slots[i], whole pages in one
- * I/O batch (pages that also hold other allocated slots are read first).
- * 0, PSKV_EIO, PSKV_ENOSPC or PSKV_ENOMEM; on error the contents of
- * slots[] are undefined and every other slot is unchanged. */
-PSKV__HIDDEN int pskv__spill_write(pskv__spill *sp, uint32_t n, const uint64_t *keys,
-                                   const float *const *rows, const uint32_t *slots);
-/* Read slots[i] (which must hold keys[i]) into rows[i], one I/O batch,
- * each checked: results[i] (optional) = 0, PSKV_EIO or PSKV_ECORRUPT. The
- * return value is 0 or the first error. Any thread. */
-PSKV__HIDDEN int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *keys,
-                                  const uint32_t *slots, float *const *rows, int *results);
-
 /* ---------------------------------------------------------------- clock.c */
 
 /* The next CLOCK victim of the shard (lock held): moves the hand over at
@@ -467,53 +297,6 @@ static inline uint64_t pskv__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---------------------------------------------------------------- plan.c */
-
-/* A batch call's keys hashed and grouped by shard: order[start[s] ..
- * start[s+1]) lists the input positions of shard s. With dedup, only one
- * position per distinct key is listed (the first or the last occurrence)
- * and kept_of[i] names the listed position that stands for input i. */
-enum pskv__dedup { PSKV__DEDUP_NONE, PSKV__DEDUP_FIRST, PSKV__DEDUP_LAST };
-typedef struct pskv__plan {
-    const uint64_t *keys; /* [n] the caller's keys */
-    uint64_t *hash;    /* [n] key hash of every input */
-    uint32_t *order;   /* [m] */
-    uint32_t *start;   /* [shards + 1] */
-    uint32_t *kept_of; /* [n], only with dedup */
-    uint32_t *busy;    /* [shards] scratch for the shard walk */
-    uint32_t m;        /* positions listed */
-    bool has_dups;
-    void *mem;
-} pskv__plan;
-
-PSKV__HIDDEN int pskv__plan_build(pskv__plan *p, const pskv_ring *ring,
-                                  uint32_t shards, const uint64_t *keys,
-                                  size_t n, enum pskv__dedup dedup);
-PSKV__HIDDEN void pskv__plan_free(pskv__plan *p);
-
-/* Loops over rows that the compiler vectorizes: on x86-64 an AVX2 clone is
- * picked at load time (not in sanitizer builds: their runtimes are not
- * ready when the ifunc resolvers run). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PSKV_NO_CLONES)
-#define PSKV__KERNEL __attribute__((target_clones("avx2", "default")))
-#else
-#define PSKV__KERNEL
-#endif
-
-/* The magnitude bits of a float; PSKV__NONFINITE_MAG or more is Inf or NaN
- * (all exponent bits set). One definition for the input scan and the
- * optimizer kernels' checks of what they wrote. */
-#define PSKV__NONFINITE_MAG 0x7f800000u
-static inline uint32_t pskv__float_mag(float x)
-{
-    uint32_t b;
-    memcpy(&b, &x, sizeof b);
-    return b & 0x7fffffffu;
-}
-
-/* Any NaN or Inf among n floats? */
-PSKV__HIDDEN bool pskv__floats_nonfinite(const float *v, size_t n);
-
 /* ---------------------------------------------------------------- tier.c */
 
 /* The store's "rows moved" generation: read it before looking for BUSY
@@ -544,40 +327,6 @@ PSKV__HIDDEN void pskv__prefetch_init(pskv_store *s);
 PSKV__HIDDEN int pskv__prefetch_submit(pskv_table *t, const uint64_t *keys, size_t n);
 /* Finish queued jobs and stop the worker; before tables are destroyed. */
 PSKV__HIDDEN void pskv__prefetch_stop(pskv_store *s);
-
-/* ---------------------------------------------------------------- keyfilter.c */
-
-typedef struct pskv__bloom {
-    uint64_t capacity, count; /* keys it is sized for / holds */
-    uint32_t blocks;          /* 64-byte blocks */
-    bool dirty;               /* changed since its record was written */
-    _Atomic uint64_t *words;  /* blocks * 8 */
-} pskv__bloom;
-
-typedef struct pskv__keyfilter {
-    pskv__bloom f[32];  /* PSKV_FMT_FILTER_MAX */
-    atomic_uint n;      /* filters published */
-    bool valid;         /* holds every persisted key; else every miss asks LMDB */
-    bool drop_records;  /* became invalid: the next checkpoint deletes the records */
-    uint64_t expected;  /* keys the running checkpoint may add (sizes a new filter) */
-} pskv__keyfilter;
-
-PSKV__HIDDEN void pskv__keyfilter_init(pskv__keyfilter *kf, bool valid);
-PSKV__HIDDEN void pskv__keyfilter_free(pskv__keyfilter *kf);
-/* May LMDB hold key? Any thread. */
-PSKV__HIDDEN bool pskv__keyfilter_maybe(const pskv__keyfilter *kf, uint64_t key);
-/* The checkpointer (one at a time): key is being persisted. */
-PSKV__HIDDEN void pskv__keyfilter_add(pskv__keyfilter *kf, uint64_t key);
-/* Bring the blocks a later add or probe of key touches into cache. */
-PSKV__HIDDEN void pskv__keyfilter_prefetch(const pskv__keyfilter *kf, uint64_t key);
-/* The checkpointer: up to `keys` adds follow. */
-PSKV__HIDDEN void pskv__keyfilter_expect(pskv__keyfilter *kf, uint64_t keys);
-PSKV__HIDDEN uint64_t pskv__keyfilter_bytes(const pskv__keyfilter *kf);
-/* Records (format.h): size, encoding, and decoding the next filter of the
- * series (0, PSKV_ECORRUPT, PSKV_ENOMEM). */
-PSKV__HIDDEN size_t pskv__bloom_encoded_bytes(const pskv__bloom *b);
-PSKV__HIDDEN void pskv__bloom_encode(const pskv__bloom *b, uint8_t *out);
-PSKV__HIDDEN int pskv__keyfilter_decode(pskv__keyfilter *kf, const uint8_t *in, size_t len);
 
 /* ---------------------------------------------------------------- table.c */
 

@@ -205,6 +205,7 @@ static uint32_t slot_take(pskv__shard *sh)
     } else {
         slot = sh->slots_high++;
     }
+    PSKV__ASSERT(sh->reserved > 0);
     sh->reserved--;
     return slot;
 }

@@ -136,6 +136,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             for (; k < end; k++) {
                 /* Ours while BUSY: nobody removed or moved it meanwhile. */
                 pskv__keyval *sp = pskv__keymap_find(&sh->spilled, items[k].key, items[k].hash);
+                PSKV__ASSERT(sp != NULL && (sp->value & PSKV__SPILL_BUSY));
                 if (room == 0 && results[k] == 0) {
                     /* Checkpoint marks as they are now (a checkpoint may
                      * have settled them while the row was read). */
@@ -205,6 +206,7 @@ int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t
 static void clear_busy(pskv__shard *sh, uint64_t key)
 {
     pskv__entry *e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
+    PSKV__ASSERT(e != NULL && (e->flags & PSKV__FLAG_BUSY)); /* ours while BUSY */
     e->flags &= ~PSKV__FLAG_BUSY;
 }
 

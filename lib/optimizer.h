@@ -1,0 +1,60 @@
+/* The optimizers' row kernels (optimizer.c) and the float checks they share
+ * with the input scan of push and put.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#ifndef PSKV_OPTIMIZER_H
+#define PSKV_OPTIMIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common.h"
+#include "pskv.h"
+
+typedef struct pskv__optimizer {
+    int kind;
+    uint32_t dim;
+    uint32_t state_floats;
+    float lr, eps, initial_accumulator, beta1, beta2, l1, l2, lr_power;
+} pskv__optimizer;
+
+PSKV__HIDDEN void pskv__optimizer_setup(pskv__optimizer *opt,
+                                        const pskv_table_options *o);
+PSKV__HIDDEN uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim);
+/* One step on row, unless its result (weights or state) would not be
+ * finite: then the row is left as it was and the result is false.
+ * save: room for one row (dim + state_floats floats). */
+PSKV__HIDDEN bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g,
+                                       float *save);
+/* Optimizer state of a freshly created row (state follows the weights). */
+PSKV__HIDDEN void pskv__optimizer_init_state(const pskv__optimizer *opt,
+                                             float *state);
+/* row = [w dim][state]; g = gradient[dim], already summed over duplicates. */
+PSKV__HIDDEN void pskv__optimizer_apply(const pskv__optimizer *opt, float *row,
+                                        const float *g);
+
+/* Loops over rows that the compiler vectorizes: on x86-64 an AVX2 clone is
+ * picked at load time (not in sanitizer builds: their runtimes are not
+ * ready when the ifunc resolvers run). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PSKV_NO_CLONES)
+#define PSKV__KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define PSKV__KERNEL
+#endif
+
+/* The magnitude bits of a float; PSKV__NONFINITE_MAG or more is Inf or NaN
+ * (all exponent bits set). One definition for the input scan and the
+ * optimizer kernels' checks of what they wrote. */
+#define PSKV__NONFINITE_MAG 0x7f800000u
+static inline uint32_t pskv__float_mag(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b & 0x7fffffffu;
+}
+
+/* Any NaN or Inf among n floats? */
+PSKV__HIDDEN bool pskv__floats_nonfinite(const float *v, size_t n);
+
+#endif
