@@ -30,6 +30,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "format.h" /* the little-endian field helpers */
 #include "pskv_internal.h"
 
 #define TRAILER 16u
@@ -64,24 +65,10 @@ struct pskv__spill {
     uint64_t rewrites;          /* pages read back to fill their holes */
 };
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
 static uint64_t record_checksum(uint64_t key, const uint8_t *row, uint32_t row_bytes)
 {
     uint8_t k[8];
-    put_le64(k, key);
+    pskv_fmt_put64(k, key);
     return XXH3_64bits_withSeed(row, row_bytes, XXH3_64bits(k, sizeof k));
 }
 
@@ -445,8 +432,8 @@ int pskv__spill_write(pskv__spill *sp, uint32_t n, const uint64_t *keys, const f
                 p++;
             uint8_t *dst = buf + (size_t)p * pb + (size_t)(slot % k) * sp->rec_bytes;
             memcpy(dst, rows[i], sp->row_bytes);
-            put_le64(dst + sp->row_bytes, keys[i]);
-            put_le64(dst + sp->row_bytes + 8, record_checksum(keys[i], dst, sp->row_bytes));
+            pskv_fmt_put64(dst + sp->row_bytes, keys[i]);
+            pskv_fmt_put64(dst + sp->row_bytes + 8, record_checksum(keys[i], dst, sp->row_bytes));
         }
         /* Consecutive pages are contiguous in the buffer: one transfer. */
         uint32_t nreq = 0;
@@ -504,8 +491,8 @@ int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *keys, const ui
         uint64_t off = pskv__spill_slot_offset(sp, slots[i]);
         const uint8_t *src = buf + (size_t)i * span + (off - req[i].off);
         int r = req[i].result;
-        if (r == 0 && (get_le64(src + sp->row_bytes) != keys[i] ||
-                       get_le64(src + sp->row_bytes + 8) !=
+        if (r == 0 && (pskv_fmt_get64(src + sp->row_bytes) != keys[i] ||
+                       pskv_fmt_get64(src + sp->row_bytes + 8) !=
                            record_checksum(keys[i], src, sp->row_bytes)))
             r = PSKV_ECORRUPT;
         if (r == 0)
