@@ -23,21 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bench_checkpoint.h"
+#include "bench.h"
 #include "format.h"
 
-#define DIM 64
-#define BATCH 4096
 #define TRAIN_BATCH 1024
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t id_of(uint64_t i) { return i * 0x9e3779b97f4a7c15ull; }
 
 static uint64_t mix(uint64_t x)
 {
@@ -55,7 +44,7 @@ static size_t pick_rows(uint64_t n, double fraction, uint64_t salt, uint64_t *ou
     uint64_t cut = fraction >= 1.0 ? UINT64_MAX : (uint64_t)(fraction * 18446744073709551616.0);
     for (uint64_t i = 0; i < n; i++)
         if (fraction >= 1.0 || mix(i ^ salt) < cut)
-            out[m++] = id_of(i);
+            out[m++] = bench_scramble(i);
     return m;
 }
 
@@ -96,7 +85,7 @@ static double bare_txn(bare *b, uint64_t *keys, size_t m, uint32_t salt)
 {
     qsort(keys, m, sizeof *keys, cmp_u64);
     uint8_t val[DIM * 2 * 4 + 8];
-    double t0 = now_s();
+    double t0 = bench_now();
     MDB_txn *txn;
     MDB_cursor *cur;
     if (mdb_txn_begin(b->env, NULL, 0, &txn) != 0)
@@ -117,7 +106,7 @@ static double bare_txn(bare *b, uint64_t *keys, size_t m, uint32_t salt)
     }
     if (mdb_txn_commit(txn) != 0)
         return -1;
-    return now_s() - t0;
+    return bench_now() - t0;
 }
 
 static int bare_open(bare *b, const char *d, uint64_t map)
@@ -156,14 +145,14 @@ static void *trainer_main(void *arg)
         w[i] = 0.001f;
     while (!atomic_load(&tr->stop)) {
         for (int i = 0; i < TRAIN_BATCH; i++)
-            keys[i] = id_of(mix(r++) % tr->n);
+            keys[i] = bench_scramble(mix(r++) % tr->n);
         for (int op = 0; op < 2; op++) {
-            double t0 = now_s();
+            double t0 = bench_now();
             struct timespec c0, c1;
             clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
             int rc = op == 0 ? pskv_pull(tr->t, keys, TRAIN_BATCH, w)
                              : pskv_push(tr->t, keys, TRAIN_BATCH, w);
-            double dt = now_s() - t0;
+            double dt = bench_now() - t0;
             clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
             if (dt > tr->max_call) /* busy in the call, or waiting / preempted? */
                 tr->max_cpu = (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9;
@@ -212,7 +201,7 @@ typedef struct beside_job {
 
 static int run_job(beside_job *j)
 {
-    double t0 = now_s();
+    double t0 = bench_now();
     int rc = 0;
     if (j->kind == 0) {
         pthread_t hog;
@@ -229,7 +218,7 @@ static int run_job(beside_job *j)
     } else {
         rc = bare_txn(j->b, j->keys, j->m, 7) < 0 ? -1 : 0;
     }
-    j->seconds = now_s() - t0;
+    j->seconds = bench_now() - t0;
     return rc;
 }
 
@@ -244,7 +233,7 @@ static int train_beside(pskv_table *t, uint64_t n, beside_job *j, trainer *tr)
         return -1;
     struct timespec ts = {0, 100000000};
     nanosleep(&ts, NULL); /* the trainer is running */
-    tr->ckpt_began = now_s();
+    tr->ckpt_began = bench_now();
     int rc = run_job(j);
     nanosleep(&ts, NULL);
     atomic_store(&tr->stop, true);
@@ -298,16 +287,16 @@ int workload_checkpoint(uint64_t n, int json)
 
     /* Build the table and the bare database alike. */
     size_t m = pick_rows(n, 1.0, 0, keys);
-    double t0 = now_s();
+    double t0 = bench_now();
     if (push_all(t, keys, m, grads) != 0)
         return 1;
-    double populate_s = now_s() - t0;
-    t0 = now_s();
+    double populate_s = bench_now() - t0;
+    t0 = bench_now();
     if (pskv_checkpoint(s) != 0) {
         fprintf(stderr, "pskv-bench: checkpoint failed\n");
         return 1;
     }
-    double first_s = now_s() - t0;
+    double first_s = bench_now() - t0;
     double first_bare = bare_txn(&b, keys, m, 0);
     if (!json)
         printf("workload checkpoint: %llu rows, dim 64 adagrad (%u bytes per LMDB value), "
@@ -326,12 +315,12 @@ int workload_checkpoint(uint64_t n, int json)
         m = pick_rows(n, fractions[f], 0x5eed + f, keys);
         if (push_all(t, keys, m, grads) != 0)
             return 1;
-        t0 = now_s();
+        t0 = bench_now();
         if (pskv_checkpoint(s) != 0) {
             fprintf(stderr, "pskv-bench: checkpoint failed\n");
             return 1;
         }
-        double ck = now_s() - t0;
+        double ck = bench_now() - t0;
         double lim = bare_txn(&b, keys, m, (uint32_t)f + 1);
         double mbs = (double)m * value_bytes / ck;
         if (f == 0)
@@ -400,16 +389,16 @@ int workload_checkpoint(uint64_t n, int json)
 
     /* Reopen: metadata only. */
     pskv_close(s);
-    t0 = now_s();
+    t0 = bench_now();
     if (pskv_open(store_dir, NULL, &s) != 0 || pskv_table_open(s, "emb", NULL, &t) != 0)
         return 1;
-    double reopen = now_s() - t0;
+    double reopen = bench_now() - t0;
     for (int i = 0; i < BATCH; i++)
-        keys[i] = id_of(mix((uint64_t)i + 99) % n);
+        keys[i] = bench_scramble(mix((uint64_t)i + 99) % n);
     float *out = malloc((size_t)BATCH * DIM * sizeof(float));
-    t0 = now_s();
+    t0 = bench_now();
     int rc = pskv_pull(t, keys, BATCH, out);
-    double first_pull = now_s() - t0;
+    double first_pull = bench_now() - t0;
     /* Brand-new keys after the reopen: each still asks LMDB (no filter of
      * persisted keys yet), against the same pull on a table with nothing
      * persisted. */
@@ -421,10 +410,10 @@ int workload_checkpoint(uint64_t n, int json)
         double best = 1e9;
         for (int rep = 0; rep < 5 && rc == 0; rep++) {
             for (int i = 0; i < BATCH; i++)
-                keys[i] = id_of(n + 1 + (uint64_t)rep * BATCH + (uint64_t)i) ^ (uint64_t)k << 63;
-            t0 = now_s();
+                keys[i] = bench_scramble(n + 1 + (uint64_t)rep * BATCH + (uint64_t)i) ^ (uint64_t)k << 63;
+            t0 = bench_now();
             rc = pskv_pull(nt, keys, BATCH, out);
-            double dt = now_s() - t0;
+            double dt = bench_now() - t0;
             best = dt < best ? dt : best;
         }
         new_ms[k] = best * 1e3;

@@ -1,0 +1,56 @@
+/* What the files of pskv-bench share: the run's options, helpers
+ * (bench_util.c) and one entry point per workload (workload_*.c).
+ * SPDX-License-Identifier: BSD-2-Clause */
+#ifndef PSKV_BENCH_H
+#define PSKV_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pskv_internal.h"
+
+#define DIM 64
+#define ROW_FLOATS (2 * DIM) /* weights + adagrad state */
+#define BATCH 4096
+#define LR 0.01f
+#define EPS 1e-10f
+
+/* Set from the command line by main (pskv_bench.c). */
+struct bench_cfg {
+    uint64_t keys;
+    unsigned batches, reps;
+    int json, peers;
+    uint64_t budget; /* spill workload */
+    unsigned warm;   /* spill workload: warm-up batches before timing */
+};
+extern struct bench_cfg bench_cfg;
+
+/* Monotonic seconds. */
+double bench_now(void);
+/* The median of v[n] (sorts v). */
+double bench_median(double *v, unsigned n);
+/* Scrambled ids: rank -> a key spread over 64 bits. */
+static inline uint64_t bench_scramble(uint64_t rank) { return rank * 0x9e3779b97f4a7c15ull; }
+/* count Zipf(theta) ranks below n, deterministic in seed (exits when out of memory). */
+uint32_t *bench_zipf_trace(uint64_t n, size_t count, double theta, uint64_t seed);
+/* Random O_DIRECT transfers of `size` bytes at `depth` over the first
+ * file_bytes of fd for about 2 s (writes: 0 reads, 1 writes, 2 mixed):
+ * transfers/s, or -1 when one fails. */
+double bench_random_io_rate(pskv__io *io, int fd, uint64_t file_bytes, uint32_t size,
+                            uint32_t depth, int writes, uint64_t *rng);
+/* Sequential 1 MiB O_DIRECT writes of bytes into fd, then fdatasync:
+ * bytes per second, or -1 on error. */
+double bench_seq_write_rate(pskv__io *io, int fd, uint64_t bytes);
+
+/* The workloads: 0 on success. */
+int workload_dram(void);
+int workload_cache(void);
+int workload_device(void);
+int workload_spill(void);
+/* Checkpoints of a keys-row table (dim 64 Adagrad) after 1%, 10% and 100%
+ * of the rows changed, beside a bare LMDB transaction of the same rows and
+ * the disk's sequential write rate; pull/push stalls during a checkpoint;
+ * reopen time. 0 or 1. */
+int workload_checkpoint(uint64_t keys, int json);
+
+#endif
