@@ -23,7 +23,8 @@ static locale_t c_locale_get(void)
     return c_locale;
 }
 
-int pskv__parse_float(const char *s, size_t len, float *out)
+/* Locale-independent float parsing ("C" numeric locale). */
+static int parse_float(const char *s, size_t len, float *out)
 {
     char buf[64];
     if (len == 0 || len >= sizeof buf)
@@ -336,7 +337,7 @@ static int parse_init(const char *s, size_t len, pskv_table_options *o)
         p++; /* skip ':' */
         const char *next = memchr(p, ':', (size_t)(end - p));
         const char *stop = next ? next : end;
-        if (pskv__parse_float(p, (size_t)(stop - p), &args[i]) != 0)
+        if (parse_float(p, (size_t)(stop - p), &args[i]) != 0)
             return PSKV_EINVAL;
         p = next;
     }
@@ -398,7 +399,7 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
         }
         if (fdst != NULL) {
             float v;
-            rc = pskv__parse_float(t.val, t.vlen, &v);
+            rc = parse_float(t.val, t.vlen, &v);
             /* -1 is the "optimizer default" sentinel of the struct form;
              * a config string must name a real value. */
             if (rc == 0 && v == -1.0f && (fdst == &n.lr || fdst == &n.eps ||

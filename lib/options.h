@@ -15,8 +15,7 @@ PSKV__HIDDEN bool pskv__table_schema_equal(const pskv_table_options *a,
 /* Replace the "optimizer default" sentinels (negative lr, eps,
  * initial_accumulator) by the defaults of o->optimizer. */
 PSKV__HIDDEN void pskv__table_options_resolve(pskv_table_options *o);
-/* Locale-independent float parsing and formatting ("C" numeric locale). */
-PSKV__HIDDEN int pskv__parse_float(const char *s, size_t len, float *out);
+/* Locale-independent formatting ("C" numeric locale). */
 PSKV__HIDDEN int pskv__format(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

@@ -38,6 +38,9 @@
 #include "format.h"
 #include "pskv_internal.h"
 
+/* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */
+static int persist_grow(pskv_store *s, uint64_t need);
+
 #define MAP_MIN (64ull << 20)
 #define MAP_RETRIES 16
 
@@ -113,7 +116,7 @@ int pskv__write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg), vo
         rc = once(s, arg);
         if (rc != PSKV__MAP_FULL || attempt == MAP_RETRIES)
             break;
-        rc = pskv__persist_grow(s, 0); /* a full map: grow it and write again */
+        rc = persist_grow(s, 0); /* a full map: grow it and write again */
         if (rc != 0)
             break;
     }
@@ -1084,7 +1087,7 @@ static bool address_space_for(uint64_t more)
     return true;
 }
 
-int pskv__persist_grow(pskv_store *s, uint64_t need)
+static int persist_grow(pskv_store *s, uint64_t need)
 {
     MDB_envinfo info;
     pthread_rwlock_wrlock(&s->env_lock);
@@ -1136,7 +1139,7 @@ int pskv__persist_reserve_map(pskv_store *s, uint64_t more)
         return atomic_load(&s->env_lost) ? PSKV_ENOMEM : PSKV_EIO;
     if (used + more <= map)
         return 0;
-    return pskv__persist_grow(s, used + more);
+    return persist_grow(s, used + more);
 }
 
 uint64_t pskv__persist_file_bytes(pskv_store *s)

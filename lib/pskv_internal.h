@@ -522,8 +522,6 @@ PSKV__HIDDEN int pskv__persist_put_user(pskv_store *s, struct MDB_txn *txn, uint
  * environment fatal (a meta page write failed), reopen it from the file,
  * which holds the last commit. 0, or the reopen's error (env_lost set). */
 PSKV__HIDDEN int pskv__persist_recover(pskv_store *s);
-/* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */
-PSKV__HIDDEN int pskv__persist_grow(pskv_store *s, uint64_t need);
 /* Grow the map ahead so that `more` bytes fit past what is used. */
 PSKV__HIDDEN int pskv__persist_reserve_map(pskv_store *s, uint64_t more);
 PSKV__HIDDEN uint64_t pskv__persist_file_bytes(pskv_store *s);
