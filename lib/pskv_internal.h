@@ -577,9 +577,9 @@ typedef struct pskv__where {
 static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t key,
                                        uint64_t hash, bool ask_lmdb)
 {
-    pskv__where w = {PSKV__ABSENT, NULL, NULL};
-    if ((w.e = pskv__shard_find(sh, key, hash)) != NULL)
-        w.place = w.e->flags & PSKV__FLAG_BUSY ? PSKV__EVICTING : PSKV__IN_DRAM;
+    pskv__where w = {PSKV__ABSENT, pskv__shard_find(sh, key, hash), NULL};
+    if (PSKV__LIKELY(w.e != NULL))
+        w.place = PSKV__UNLIKELY(w.e->flags & PSKV__FLAG_BUSY) ? PSKV__EVICTING : PSKV__IN_DRAM;
     else if (sh->spilled.count > 0 && (w.sp = pskv__keymap_find(&sh->spilled, key, hash)))
         w.place = w.sp->value & PSKV__SPILL_BUSY ? PSKV__LOADING : PSKV__SPILLED;
     else if (ask_lmdb && t->durable &&
