@@ -103,6 +103,13 @@ static void rows(const uint8_t *in, size_t len, uint8_t sel)
     }
     if (pskv_fmt_row_stored_check(in, len, row_bytes, &check) == 0)
         CHECK(len == row_bytes + PSKV_FMT_CHECK_BYTES);
+    /* Table keys: a name is copied whole, or refused. */
+    char name[PSKV_FMT_NAME_MAX + 1];
+    int is_table = pskv_fmt_table_key(in, len, name);
+    if (is_table == 1)
+        CHECK(strlen(name) <= len - (sizeof PSKV_FMT_TABLE_PREFIX - 1));
+    else if (is_table < 0)
+        CHECK(len - (sizeof PSKV_FMT_TABLE_PREFIX - 1) > PSKV_FMT_NAME_MAX);
     /* Spans: [in, in+len) is inside itself, never inside less. */
     CHECK(pskv_fmt_in_span(in, len, in, len));
     if (len > 0)

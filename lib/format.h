@@ -73,6 +73,24 @@ static inline uint64_t pskv_fmt_key_get(const uint8_t in[8])
     return __builtin_bswap64(pskv_fmt_get64(in));
 }
 
+/* A key of the meta database that names a table's schema record
+ * ("table/<name>", name 1..PSKV_FMT_NAME_MAX bytes): 1 with the name
+ * copied and NUL-terminated, 0 when the key is no such key (the walk over
+ * the prefix is done), -1 when the name is too long (damage). */
+#define PSKV_FMT_NAME_MAX 255u /* == PSKV_NAME_MAX */
+static inline int pskv_fmt_table_key(const void *key, size_t len,
+                                     char name[PSKV_FMT_NAME_MAX + 1])
+{
+    const size_t plen = sizeof PSKV_FMT_TABLE_PREFIX - 1;
+    if (len <= plen || memcmp(key, PSKV_FMT_TABLE_PREFIX, plen) != 0)
+        return 0;
+    if (len - plen > PSKV_FMT_NAME_MAX)
+        return -1;
+    memcpy(name, (const char *)key + plen, len - plen);
+    name[len - plen] = '\0';
+    return 1;
+}
+
 /* Checksum of a row value's payload (row_bytes bytes before the check). */
 static inline uint64_t pskv_fmt_row_check(uint64_t key, const void *row, size_t row_bytes)
 {

@@ -41,6 +41,8 @@
 /* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */
 static int persist_grow(pskv_store *s, uint64_t need);
 
+_Static_assert(PSKV_FMT_NAME_MAX == PSKV_NAME_MAX, "format.h and pskv.h agree on table names");
+
 #define MAP_MIN (64ull << 20)
 #define MAP_RETRIES 16
 
@@ -558,9 +560,11 @@ static int upgrade_from_1(pskv_store *s)
         MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
         int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
         for (; mrc == 0 && rc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (k.mv_size <= plen || memcmp(k.mv_data, PSKV_FMT_TABLE_PREFIX, plen) != 0)
+            char name[PSKV_FMT_NAME_MAX + 1];
+            int is_table = pskv_fmt_table_key(k.mv_data, k.mv_size, name);
+            if (is_table == 0)
                 break;
-            if (k.mv_size - plen > PSKV_NAME_MAX) {
+            if (is_table < 0) {
                 rc = PSKV_ECORRUPT;
                 break;
             }
@@ -571,7 +575,7 @@ static int upgrade_from_1(pskv_store *s)
             }
             counts = g;
             memset(&counts[n], 0, sizeof counts[n]);
-            memcpy(counts[n].name, (const char *)k.mv_data + plen, k.mv_size - plen);
+            memcpy(counts[n].name, name, strlen(name) + 1);
             n++;
         }
         if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)

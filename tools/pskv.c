@@ -211,8 +211,11 @@ static int tables_list(store *st, table **out, uint32_t *n)
     MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
     int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), status = 0;
     for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (!in_file(st, &k) || k.mv_size <= plen ||
-            memcmp(k.mv_data, PSKV_FMT_TABLE_PREFIX, plen) != 0)
+        char name[PSKV_FMT_NAME_MAX + 1];
+        int is_table = in_file(st, &k) ? pskv_fmt_table_key(k.mv_data, k.mv_size, name) : 0;
+        if (is_table < 0)
+            status = 1; /* a name too long: damage */
+        if (is_table <= 0)
             break;
         if (*n >= PSKV_FMT_MAX_TABLES) {
             status = 1;
@@ -226,8 +229,7 @@ static int tables_list(store *st, table **out, uint32_t *n)
         *out = grown;
         table *t = &(*out)[(*n)++];
         memset(t, 0, sizeof *t);
-        size_t nl = k.mv_size - plen < PSKV_NAME_MAX ? k.mv_size - plen : PSKV_NAME_MAX;
-        memcpy(t->name, (const char *)k.mv_data + plen, nl);
+        memcpy(t->name, name, strlen(name) + 1);
         table_read(st, t, &v);
     }
     if (rc != 0 && rc != MDB_NOTFOUND)
