@@ -327,9 +327,7 @@ static int read_spilled(pskv_table *t, chunk *c)
         uint32_t i = c->spill_pos[k];
         pskv__shard *sh = &t->shards[c->shard_of[i]];
         pthread_mutex_lock(&sh->lock);
-        pskv__keyval *sp = pskv__keymap_find(&sh->spilled, c->keys[i], c->hash[i]);
-        PSKV__ASSERT(sp != NULL && (sp->value & PSKV__SPILL_BUSY)); /* ours while BUSY */
-        sp->value &= ~PSKV__SPILL_BUSY;
+        pskv__tier_spilled_release(sh, c->keys[i], c->hash[i]);
         pthread_mutex_unlock(&sh->lock);
     }
     pskv__moved_wake(t->store);

@@ -100,10 +100,7 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
     pthread_mutex_lock(&sh->lock);
     for (uint32_t k = 0; k < nspilled; k++) {
         uint64_t key = it->keys[it->spill_at[k]];
-        pskv__keyval *e =
-            pskv__keymap_find(&sh->spilled, key, pskv__key_hash(key, sh->hash_seed));
-        PSKV__ASSERT(e != NULL && (e->value & PSKV__SPILL_BUSY)); /* ours while BUSY */
-        e->value &= ~PSKV__SPILL_BUSY;
+        pskv__tier_spilled_release(sh, key, pskv__key_hash(key, sh->hash_seed));
     }
     pthread_mutex_unlock(&sh->lock);
     pskv__moved_wake(t->store);

@@ -304,6 +304,10 @@ static inline uint64_t pskv__now_ns(void)
 PSKV__HIDDEN uint64_t pskv__moved_gen(pskv_store *s);
 PSKV__HIDDEN void pskv__moved_wake(pskv_store *s);
 PSKV__HIDDEN void pskv__moved_wait(pskv_store *s, uint64_t seen);
+/* A reader that marked a spilled row BUSY to read its record (an iterator,
+ * a checkpoint's capture) gives it back (shard lock held); wake the
+ * waiters with pskv__moved_wake after the last one. */
+PSKV__HIDDEN void pskv__tier_spilled_release(pskv__shard *sh, uint64_t key, uint64_t hash);
 /* Bring the plan's spilled rows back into DRAM (one I/O batch), and wait
  * for rows other callers are moving. Caller holds the layout lock shared and
  * no shard lock, and accounts the rows added to *loaded_rows. 0, PSKV_EIO,

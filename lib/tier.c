@@ -51,6 +51,15 @@ void pskv__moved_wait(pskv_store *s, uint64_t seen)
     pthread_mutex_unlock(&s->moved_lock);
 }
 
+/* ---------------------------------------------------------------- BUSY */
+
+void pskv__tier_spilled_release(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    pskv__keyval *sp = pskv__keymap_find(&sh->spilled, key, hash);
+    PSKV__ASSERT(sp != NULL && (sp->value & PSKV__SPILL_BUSY)); /* ours while BUSY */
+    sp->value &= ~PSKV__SPILL_BUSY;
+}
+
 /* ---------------------------------------------------------------- load */
 
 typedef struct load_item {
