@@ -529,6 +529,10 @@ PSKV__HIDDEN int pskv__persist_recover(pskv_store *s);
 /* Grow the map ahead so that `more` bytes fit past what is used. */
 PSKV__HIDDEN int pskv__persist_reserve_map(pskv_store *s, uint64_t more);
 PSKV__HIDDEN uint64_t pskv__persist_file_bytes(pskv_store *s);
+/* The data file's pages as mapped: values are read only inside them (a
+ * span of UINT64_MAX from base NULL when the map could not be found). */
+PSKV__HIDDEN void pskv__persist_file_span(pskv_store *s, const void **base, uint64_t *span);
+/* cold.c: */
 /* A cold row of key (*row valid until pskv__cold_end; checked): 1 found, 0 absent, or PSKV_ECORRUPT / an
  * LMDB error. Call pskv__cold_end before releasing the shard lock under
  * which the lookups ran (a later commit may delete what it saw). */
