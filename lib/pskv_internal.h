@@ -379,8 +379,6 @@ PSKV__HIDDEN int pskv__table_create(pskv_store *s, const char *name,
                                     pskv_table **out);
 PSKV__HIDDEN void pskv__table_destroy(pskv_table *t);
 PSKV__HIDDEN void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st);
-/* The shard of key under ring (the table's, or a reshard's new one). */
-PSKV__HIDDEN uint32_t pskv__table_route(const pskv_table *t, const pskv_ring *ring, uint64_t key);
 /* A ring over shards 0..n-1 and the empty shards themselves (reshard.c
  * builds a new layout with it), and freeing n shards. */
 PSKV__HIDDEN int pskv__layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
@@ -390,6 +388,12 @@ PSKV__HIDDEN void pskv__layout_free(pskv__shard *shards, uint32_t n);
 static inline void pskv__count_add(atomic_uint_fast64_t *c, uint64_t v)
 {
     atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+/* The shard of key under ring (the table's, or a reshard's new one). */
+static inline uint32_t pskv__table_route(const pskv_table *t, const pskv_ring *ring, uint64_t key)
+{
+    return pskv__ring_route_hash(ring, pskv__key_hash(key, t->opts.seed));
 }
 
 /* ---------------------------------------------------------------- store.c */

@@ -123,11 +123,6 @@ void pskv__table_destroy(pskv_table *t)
     free(t);
 }
 
-uint32_t pskv__table_route(const pskv_table *t, const pskv_ring *ring, uint64_t key)
-{
-    return pskv__ring_route_hash(ring, pskv__key_hash(key, t->opts.seed));
-}
-
 /* ---------------------------------------------------------------- info, stats */
 
 int pskv_table_info_get(const pskv_table *t, pskv_table_info *out)
