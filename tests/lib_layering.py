@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""No dependency circle among the files of lib/: a file calls functions of
+another only if that one does not call back, directly or round about.
+Calls through the static inlines of the headers count for the file that
+uses them. Usage: lib_layering.py LIB_DIR. Exit 1 and the circle when
+there is one."""
+import os
+import re
+import sys
+
+lib = sys.argv[1]
+srcs = {f: open(os.path.join(lib, f)).read() for f in os.listdir(lib) if f.endswith('.c')}
+hdrs = {f: open(os.path.join(lib, f)).read() for f in os.listdir(lib) if f.endswith('.h')}
+call = re.compile(r'\b(pskv_{1,2}\w+)\(')
+define = re.compile(r'^[a-z_][\w \*]*?\b(pskv_{1,2}\w+)\([^;]*$', re.M)
+inline = re.compile(r'^static inline [\w \*]*?\b(pskv_{1,2}\w+)\(', re.M)
+
+defined_in = {}
+for f, s in srcs.items():
+    for name in define.findall(s):
+        defined_in.setdefault(name, f)
+# What each header inline calls (bodies: from its line to the next line
+# that starts with '}').
+inline_calls = {}
+for s in hdrs.values():
+    for m in inline.finditer(s):
+        end = s.find('\n}', m.end())
+        inline_calls[m.group(1)] = set(call.findall(s[m.end():end]))
+
+
+def calls_of(s):
+    out, todo = set(), set(call.findall(s))
+    while todo:
+        c = todo.pop()
+        if c not in out:
+            out.add(c)
+            todo |= inline_calls.get(c, set())
+    return out
+
+
+graph = {f: {defined_in[c] for c in calls_of(s) if c in defined_in and defined_in[c] != f}
+         for f, s in srcs.items()}
+
+state, stack = {}, []
+
+
+def visit(f):
+    state[f] = 1
+    stack.append(f)
+    for g in sorted(graph[f]):
+        if state.get(g) == 1:
+            print('circle: ' + ' -> '.join(stack[stack.index(g):] + [g]))
+            sys.exit(1)
+        if g not in state:
+            visit(g)
+    stack.pop()
+    state[f] = 2
+
+
+for f in sorted(graph):
+    if f not in state:
+        visit(f)
+print('%d files of lib/, no circle' % len(graph))
