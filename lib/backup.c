@@ -40,10 +40,10 @@ int pskv__backup_env(struct MDB_env *env, const char *dest_dir)
     }
     if (rc == 0) {
         /* Its own read transaction: the last committed checkpoint. */
-        rc = pskv__mdb_err(mdb_env_copyfd2(env, fd, MDB_CP_COMPACT));
+        rc = pskv__persist_err(mdb_env_copyfd2(env, fd, MDB_CP_COMPACT));
         if (rc == 0 && fsync(fd) != 0)
             rc = errno == ENOSPC ? PSKV_ENOSPC : PSKV_EIO;
-        if (rc == PSKV_EIO && pskv__disk_full(dest_dir, 0))
+        if (rc == PSKV_EIO && pskv__persist_disk_full(dest_dir, 0))
             rc = PSKV_ENOSPC;
         close(fd);
         if (rc != 0)

@@ -330,7 +330,7 @@ static int read_spilled(pskv_table *t, chunk *c)
         pskv__tier_spilled_release(sh, c->keys[i], c->hash[i]);
         pthread_mutex_unlock(&sh->lock);
     }
-    pskv__moved_wake(t->store);
+    pskv__tier_moved_wake(t->store);
     c->nspill = 0;
     free(keys);
     free(rows);
@@ -346,7 +346,7 @@ static int capture_chunk(pskv_table *t, chunk *c, const uint64_t *keys, uint32_t
     memset(c->waiting, 1, n);
     int rc = 0;
     for (;;) {
-        uint64_t gen = pskv__moved_gen(t->store);
+        uint64_t gen = pskv__tier_moved_gen(t->store);
         uint32_t waiting = 0;
         c->nspill = 0;
         for (uint32_t s = 0; s < t->nshards; s++) {
@@ -368,7 +368,7 @@ static int capture_chunk(pskv_table *t, chunk *c, const uint64_t *keys, uint32_t
         rc = read_spilled(t, c);
         if (rc != 0 || waiting == 0)
             break;
-        pskv__moved_wait(t->store, gen);
+        pskv__tier_moved_wait(t->store, gen);
     }
     pthread_rwlock_unlock(&t->layout_lock);
     for (uint32_t i = 0; i < n && rc == 0; i++)
@@ -429,7 +429,7 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count
         }
         count->digest -= old_check;
         if (rc != 0)
-            return pskv__mdb_write_err(rc);
+            return pskv__persist_write_err(rc);
     }
     return 0;
 }
@@ -525,7 +525,7 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
         pthread_mutex_lock(&t->count_lock);
         *count = (row_count){t->db_rows, t->db_digest};
         pthread_mutex_unlock(&t->count_lock);
-        rc = pskv__mdb_write_err(mdb_cursor_open(txn, t->dbi, &cur));
+        rc = pskv__persist_write_err(mdb_cursor_open(txn, t->dbi, &cur));
         for (size_t c = chunks_of(&p->ct[i]); c > 0 && rc == 0; c--, k++) {
             rc = chunk_wait(p, k);
             if (rc == 0)
@@ -551,7 +551,7 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
                      uint64_t *txnid)
 {
     MDB_txn *txn;
-    int rc = pskv__txn_begin(s, true, &txn);
+    int rc = pskv__persist_txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
     pipeline p = {.ct = ct, .nt = nt, .c = c};
@@ -579,10 +579,10 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
         return rc;
     }
     *txnid = mdb_txn_id(txn);
-    return pskv__mdb_write_err(mdb_txn_commit(txn)); /* the atomic point */
+    return pskv__persist_write_err(mdb_txn_commit(txn)); /* the atomic point */
 }
 
-/* write_txn's arguments, for pskv__write_growing: room is reserved
+/* write_txn's arguments, for pskv__persist_write_growing: room is reserved
  * ahead for need bytes, then the whole transaction is written. */
 typedef struct txn_args {
     ckpt_table *ct;
@@ -695,7 +695,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
         const bool commit = dirty > 0 || meta != NULL;
         txn_args a = {ct, nt, c, meta, need, &rows, &time_ns, &txnid};
         if (commit)
-            rc = pskv__write_growing(s, txn_once, &a, need);
+            rc = pskv__persist_write_growing(s, txn_once, &a, need);
         if (rc != 0 && commit)
             (void)pskv__persist_recover(s); /* LMDB may have given up on its env */
         for (uint32_t i = 0; i < nt; i++)

@@ -207,7 +207,7 @@ void pskv__dirty_erased_cold(pskv__shard *sh, uint64_t key, uint32_t parity)
     list_append(sh, key);
 }
 
-bool pskv__tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash)
+bool pskv__dirty_tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash)
 {
     return sh->ck.tombs.count > 0 && pskv__keymap_find(&sh->ck.tombs, key, hash) != NULL;
 }

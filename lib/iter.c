@@ -103,7 +103,7 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
         pskv__tier_spilled_release(sh, key, pskv__key_hash(key, sh->hash_seed));
     }
     pthread_mutex_unlock(&sh->lock);
-    pskv__moved_wake(t->store);
+    pskv__tier_moved_wake(t->store);
     free(keys);
     free(rows);
     return rc;
@@ -213,7 +213,7 @@ static int iter_load(pskv_iter *it)
     } else {
         pskv__shard *sh = &t->shards[it->next_shard];
         for (;;) {
-            uint64_t moved = pskv__moved_gen(t->store);
+            uint64_t moved = pskv__tier_moved_gen(t->store);
             uint32_t nspilled = 0, busy = 0;
             pthread_mutex_lock(&sh->lock);
             int err = iter_reserve(it, sh->rows + sh->spilled.count);
@@ -229,7 +229,7 @@ static int iter_load(pskv_iter *it)
             if (busy == 0)
                 break;
             /* Rows of this shard were moving between tiers: wait, copy again. */
-            pskv__moved_wait(t->store, moved);
+            pskv__tier_moved_wait(t->store, moved);
         }
         if (rc == 1) {
             it->pos = 0;

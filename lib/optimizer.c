@@ -213,3 +213,16 @@ bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g
     memcpy(row, save, n * sizeof *row); /* Inf or NaN: as it was */
     return false;
 }
+
+/* The input scan of push and put (rows.c). */
+PSKV__KERNEL bool pskv__floats_nonfinite(const float *v, size_t n)
+{
+    /* The largest magnitude tells; a max-reduction vectorizes (vpmaxud:
+     * 8 floats a step). */
+    uint32_t most = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t m = pskv__float_mag(v[i]);
+        most = m > most ? m : most;
+    }
+    return most >= PSKV__NONFINITE_MAG;
+}

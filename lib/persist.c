@@ -46,7 +46,7 @@ _Static_assert(PSKV_FMT_NAME_MAX == PSKV_NAME_MAX, "format.h and pskv.h agree on
 #define MAP_MIN (64ull << 20)
 #define MAP_RETRIES 16
 
-int pskv__mdb_err(int rc)
+int pskv__persist_err(int rc)
 {
     switch (rc) {
     case 0:
@@ -78,7 +78,7 @@ int pskv__mdb_err(int rc)
     }
 }
 
-bool pskv__disk_full(const char *dir, uint64_t need)
+bool pskv__persist_disk_full(const char *dir, uint64_t need)
 {
     /* LMDB reports a short write (a full disk, a file-size limit) as EIO:
      * tell those apart by what is left. */
@@ -101,16 +101,16 @@ static uint64_t unix_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int pskv__mdb_write_err(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__mdb_err(rc); }
+int pskv__persist_write_err(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__persist_err(rc); }
 
-int pskv__txn_begin(pskv_store *s, bool write, MDB_txn **txn)
+int pskv__persist_txn_begin(pskv_store *s, bool write, MDB_txn **txn)
 {
     if (atomic_load(&s->env_lost))
         return PSKV_ENOMEM; /* a failed grow left LMDB without a map */
-    return pskv__mdb_write_err(mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn));
+    return pskv__persist_write_err(mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn));
 }
 
-int pskv__write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg), void *arg,
+int pskv__persist_write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg), void *arg,
                         uint64_t need)
 {
     int rc;
@@ -122,7 +122,7 @@ int pskv__write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg), vo
         if (rc != 0)
             break;
     }
-    if (rc == PSKV_EIO && pskv__disk_full(s->dir, need))
+    if (rc == PSKV_EIO && pskv__persist_disk_full(s->dir, need))
         rc = PSKV_ENOSPC;
     return rc == PSKV__MAP_FULL ? PSKV_ENOSPC : rc;
 }
@@ -137,7 +137,7 @@ static int record_put_parts(MDB_txn *txn, MDB_dbi dbi, const char *name, const v
     MDB_val k = {strlen(name), (void *)name}, v = {head_len + len + PSKV_FMT_CHECK_BYTES, NULL};
     int rc = mdb_put(txn, dbi, &k, &v, MDB_RESERVE);
     if (rc != 0)
-        return pskv__mdb_write_err(rc);
+        return pskv__persist_write_err(rc);
     uint8_t *out = v.mv_data;
     if (head_len > 0)
         memcpy(out, head, head_len);
@@ -152,7 +152,7 @@ static int record_put(MDB_txn *txn, MDB_dbi dbi, const char *name, const void *b
     return record_put_parts(txn, dbi, name, NULL, 0, body, len);
 }
 
-const void *pskv__map_find(const char *data_path)
+const void *pskv__persist_map_find(const char *data_path)
 {
     /* LMDB does not say where it mapped the file: find the mapping of
      * that inode. Called at open and after a grow (a remap may move). */
@@ -202,7 +202,7 @@ static int record_get(pskv_store *s, MDB_txn *txn, const char *name, const uint8
     MDB_val k = {strlen(name), (void *)name}, v;
     int rc = mdb_get(txn, s->records_dbi, &k, &v);
     if (rc != 0)
-        return pskv__mdb_err(rc);
+        return pskv__persist_err(rc);
     const void *base;
     uint64_t span;
     pskv__persist_file_span(s, &base, &span);
@@ -282,7 +282,7 @@ int pskv__persist_put_filters(pskv_store *s, MDB_txn *txn, pskv_table *t)
             MDB_val k = {strlen(name), name};
             int rc = mdb_del(txn, s->records_dbi, &k, NULL);
             if (rc != 0 && rc != MDB_NOTFOUND)
-                return pskv__mdb_write_err(rc);
+                return pskv__persist_write_err(rc);
         }
         return 0;
     }
@@ -350,7 +350,7 @@ static int filters_load(pskv_store *s, MDB_txn *txn, pskv_table *t, uint64_t row
 
 /* The data file must hold every page its meta page names: a truncated file
  * would otherwise fault (SIGBUS) on first access through the map. */
-int pskv__lmdb_file_check(struct MDB_env *env, const char *dir)
+int pskv__persist_file_check(struct MDB_env *env, const char *dir)
 {
     MDB_envinfo info;
     MDB_stat st;
@@ -371,10 +371,10 @@ static int format_create_once(pskv_store *s, void *arg)
 {
     (void)arg;
     MDB_txn *txn;
-    int rc = pskv__txn_begin(s, true, &txn);
+    int rc = pskv__persist_txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
-    rc = pskv__mdb_write_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->records_dbi));
+    rc = pskv__persist_write_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->records_dbi));
     uint8_t body[8];
     pskv_fmt_format_put(body, PSKV_FMT_VERSION);
     if (rc == 0)
@@ -386,7 +386,7 @@ static int format_create_once(pskv_store *s, void *arg)
         mdb_txn_abort(txn);
         return rc;
     }
-    return pskv__mdb_write_err(mdb_txn_commit(txn));
+    return pskv__persist_write_err(mdb_txn_commit(txn));
 }
 
 /* An existing store: its format, and the last checkpoint. *version is
@@ -486,11 +486,11 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
         ((size_t)o.dim + pskv__optimizer_state_floats(o.optimizer, o.dim)) * sizeof(float);
     MDB_dbi dbi;
     MDB_cursor *cur;
-    rc = pskv__mdb_err(mdb_dbi_open(txn, db, 0, &dbi));
+    rc = pskv__persist_err(mdb_dbi_open(txn, db, 0, &dbi));
     if (rc == PSKV_ENOTFOUND)
         return PSKV_ECORRUPT;
     if (rc == 0)
-        rc = pskv__mdb_err(mdb_cursor_open(txn, dbi, &cur));
+        rc = pskv__persist_err(mdb_cursor_open(txn, dbi, &cur));
     if (rc != 0)
         return rc;
     const void *base;
@@ -511,7 +511,7 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
         c->digest += check;
     }
     mdb_cursor_close(cur);
-    return mrc == MDB_NOTFOUND ? 0 : pskv__mdb_err(mrc);
+    return mrc == MDB_NOTFOUND ? 0 : pskv__persist_err(mrc);
 }
 
 typedef struct upgrade_write {
@@ -525,7 +525,7 @@ static int upgrade_write_once(pskv_store *s, void *arg)
 {
     const upgrade_write *w = arg;
     MDB_txn *txn;
-    int rc = pskv__txn_begin(s, true, &txn);
+    int rc = pskv__persist_txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
     for (uint32_t i = 0; i < w->n && rc == 0; i++)
@@ -542,7 +542,7 @@ static int upgrade_write_once(pskv_store *s, void *arg)
         mdb_txn_abort(txn);
         return rc;
     }
-    return pskv__mdb_write_err(mdb_txn_commit(txn));
+    return pskv__persist_write_err(mdb_txn_commit(txn));
 }
 
 static int upgrade_from_1(pskv_store *s)
@@ -551,10 +551,10 @@ static int upgrade_from_1(pskv_store *s)
     MDB_cursor *cur;
     upgrade_count *counts = NULL;
     uint32_t n = 0, cap = 0;
-    int rc = pskv__txn_begin(s, false, &txn);
+    int rc = pskv__persist_txn_begin(s, false, &txn);
     if (rc != 0)
         return rc;
-    rc = pskv__mdb_err(mdb_cursor_open(txn, s->records_dbi, &cur));
+    rc = pskv__persist_err(mdb_cursor_open(txn, s->records_dbi, &cur));
     if (rc == 0) {
         size_t plen = strlen(PSKV_FMT_TABLE_PREFIX);
         MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
@@ -579,7 +579,7 @@ static int upgrade_from_1(pskv_store *s)
             n++;
         }
         if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
-            rc = pskv__mdb_err(mrc);
+            rc = pskv__persist_err(mrc);
         mdb_cursor_close(cur);
     }
     uint64_t any_rows = 0;
@@ -595,7 +595,7 @@ static int upgrade_from_1(pskv_store *s)
         rc = PSKV_ECORRUPT; /* rows exist only after a checkpoint */
     upgrade_write w = {counts, n, has_ckpt};
     if (rc == 0)
-        rc = pskv__write_growing(s, upgrade_write_once, &w, 0);
+        rc = pskv__persist_write_growing(s, upgrade_write_once, &w, 0);
     free(counts);
     return rc;
 }
@@ -606,13 +606,13 @@ static int upgrade_from_1(pskv_store *s)
 static int env_start(pskv_store *s, uint64_t map)
 {
     char path[4096];
-    int rc = pskv__mdb_err(mdb_env_create(&s->env));
+    int rc = pskv__persist_err(mdb_env_create(&s->env));
     if (rc != 0)
         return rc;
     mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 1);
     mdb_env_set_maxreaders(s->env, 1024);
     mdb_env_set_mapsize(s->env, (size_t)map);
-    rc = pskv__mdb_err(mdb_env_open(s->env, s->dir, MDB_NOTLS, 0644));
+    rc = pskv__persist_err(mdb_env_open(s->env, s->dir, MDB_NOTLS, 0644));
     if (rc != 0)
         return rc;
     int dead = 0;
@@ -622,7 +622,7 @@ static int env_start(pskv_store *s, uint64_t map)
         return PSKV_EIO;
     s->db_psize = est.ms_psize;
     if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0)
-        s->map_base = pskv__map_find(path);
+        s->map_base = pskv__persist_map_find(path);
     return 0;
 }
 
@@ -631,12 +631,12 @@ static int dbi_reopen(pskv_store *s, const char *name, unsigned *dbi)
 {
     MDB_txn *txn;
     MDB_dbi d;
-    int rc = pskv__mdb_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
+    int rc = pskv__persist_err(mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn));
     if (rc != 0)
         return rc;
-    rc = pskv__mdb_err(mdb_dbi_open(txn, name, 0, &d));
+    rc = pskv__persist_err(mdb_dbi_open(txn, name, 0, &d));
     if (rc == 0)
-        rc = pskv__mdb_err(mdb_txn_commit(txn)); /* keeps the handle */
+        rc = pskv__persist_err(mdb_txn_commit(txn)); /* keeps the handle */
     else
         mdb_txn_abort(txn);
     if (rc == 0)
@@ -720,10 +720,10 @@ int pskv__persist_open(pskv_store *s)
     rc = env_start(s, map);
     if (rc != 0)
         return rc;
-    if (file_bytes > 0 && (rc = pskv__lmdb_file_check(s->env, s->dir)) != 0)
+    if (file_bytes > 0 && (rc = pskv__persist_file_check(s->env, s->dir)) != 0)
         return rc;
     MDB_txn *txn;
-    rc = pskv__txn_begin(s, false, &txn);
+    rc = pskv__persist_txn_begin(s, false, &txn);
     if (rc != 0)
         return rc;
     int open_rc = mdb_dbi_open(txn, PSKV_FMT_META_DB, 0, &s->records_dbi);
@@ -734,10 +734,10 @@ int pskv__persist_open(pskv_store *s)
              * before its first commit (then it is empty) or a foreign
              * LMDB file. Only an empty main database is taken. */
             MDB_stat st;
-            rc = pskv__txn_begin(s, false, &txn);
+            rc = pskv__persist_txn_begin(s, false, &txn);
             if (rc == 0) {
                 MDB_dbi main_dbi;
-                rc = pskv__mdb_err(mdb_dbi_open(txn, NULL, 0, &main_dbi));
+                rc = pskv__persist_err(mdb_dbi_open(txn, NULL, 0, &main_dbi));
                 if (rc == 0 && mdb_stat(txn, main_dbi, &st) == 0 && st.ms_entries > 0)
                     rc = PSKV_ECORRUPT;
                 mdb_txn_abort(txn);
@@ -745,10 +745,10 @@ int pskv__persist_open(pskv_store *s)
             if (rc != 0)
                 return rc;
         }
-        rc = pskv__write_growing(s, format_create_once, NULL, 0);
+        rc = pskv__persist_write_growing(s, format_create_once, NULL, 0);
         return rc == 0 ? pskv__seqfile_write(s->dir, 0) : rc;
     }
-    rc = pskv__mdb_err(open_rc);
+    rc = pskv__persist_err(open_rc);
     uint32_t version = 0;
     if (rc == 0)
         rc = format_check(s, txn, &version);
@@ -756,7 +756,7 @@ int pskv__persist_open(pskv_store *s)
         mdb_txn_abort(txn);
         return rc;
     }
-    rc = pskv__mdb_err(mdb_txn_commit(txn)); /* keeps the meta handle */
+    rc = pskv__persist_err(mdb_txn_commit(txn)); /* keeps the meta handle */
     if (rc == 0 && version < PSKV_FMT_VERSION)
         rc = upgrade_from_1(s);
     return rc == 0 ? seq_check(s) : rc;
@@ -781,7 +781,7 @@ int pskv__persist_table_schema(pskv_store *s, const char *name, pskv_table_optio
         return rc;
     MDB_txn *txn;
     pthread_rwlock_rdlock(&s->env_lock);
-    rc = pskv__txn_begin(s, false, &txn);
+    rc = pskv__persist_txn_begin(s, false, &txn);
     if (rc == 0) {
         const uint8_t *body;
         size_t len;
@@ -827,13 +827,13 @@ static int table_attach_once(pskv_store *s, void *arg)
     MDB_txn *txn;
     /* Creating writes the schema at once: a table exists from its first
      * open on, with no rows until the first checkpoint. */
-    int rc = pskv__txn_begin(s, create, &txn);
+    int rc = pskv__persist_txn_begin(s, create, &txn);
     if (rc != 0)
         return rc;
     MDB_dbi dbi;
     uint64_t txnid = mdb_txn_id(txn); /* a write one: the snapshot it commits */
     rc = mdb_dbi_open(txn, db, create ? MDB_CREATE : 0, &dbi);
-    rc = pskv__mdb_write_err(rc);
+    rc = pskv__persist_write_err(rc);
     if (rc == PSKV_ENOTFOUND)
         rc = PSKV_ECORRUPT; /* a schema without its rows database */
     if (rc == 0 && create)
@@ -843,7 +843,7 @@ static int table_attach_once(pskv_store *s, void *arg)
     MDB_stat st;
     uint64_t rows = 0, digest = 0;
     if (rc == 0 && !create)
-        rc = pskv__mdb_err(mdb_stat(txn, dbi, &st));
+        rc = pskv__persist_err(mdb_stat(txn, dbi, &st));
     if (rc == 0 && !create)
         rc = count_load(s, txn, t->name, &rows, &digest);
     if (rc == 0 && !create && rows != st.ms_entries)
@@ -854,7 +854,7 @@ static int table_attach_once(pskv_store *s, void *arg)
         pskv__keyfilter_init(&t->persisted, true);
     if (rc == 0) {
         rc = mdb_txn_commit(txn); /* keeps the handle */
-        rc = pskv__mdb_write_err(rc);
+        rc = pskv__persist_write_err(rc);
     } else {
         mdb_txn_abort(txn);
     }
@@ -885,7 +885,7 @@ int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)
     attach_args a1 = {t, create, db};
     int rc = rows_db_name(t->name, db, sizeof db);
     if (rc == 0) /* only a creation writes */
-        rc = create ? pskv__write_growing(s, table_attach_once, &a1, 0)
+        rc = create ? pskv__persist_write_growing(s, table_attach_once, &a1, 0)
                     : table_attach_once(s, &a1);
     if (rc == 0) {
         s->attached[s->nattached++] = t;
@@ -906,7 +906,7 @@ int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint
         return PSKV_ENOTSUP;
     pthread_rwlock_rdlock(&s->env_lock);
     MDB_txn *txn;
-    int rc = pskv__txn_begin(s, false, &txn);
+    int rc = pskv__persist_txn_begin(s, false, &txn);
     if (rc == 0) {
         const uint8_t *body, *bytes;
         size_t body_len, n;
@@ -951,7 +951,7 @@ static int persist_grow(pskv_store *s, uint64_t need)
 {
     MDB_envinfo info;
     pthread_rwlock_wrlock(&s->env_lock);
-    int rc = atomic_load(&s->env_lost) ? PSKV_ENOMEM : pskv__mdb_err(mdb_env_info(s->env, &info));
+    int rc = atomic_load(&s->env_lost) ? PSKV_ENOMEM : pskv__persist_err(mdb_env_info(s->env, &info));
     if (rc == 0) {
         uint64_t size = (uint64_t)info.me_mapsize * 2;
         if (size < need)
@@ -966,11 +966,11 @@ static int persist_grow(pskv_store *s, uint64_t need)
              * map now, and every later call fails with PSKV_ENOMEM. */
             if (mrc != 0 && mrc != EINVAL)
                 atomic_store(&s->env_lost, true);
-            rc = pskv__mdb_err(mrc);
+            rc = pskv__persist_err(mrc);
         }
         char path[4096];
         if (rc == 0 && pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0)
-            s->map_base = pskv__map_find(path); /* the map may have moved */
+            s->map_base = pskv__persist_map_find(path); /* the map may have moved */
         if (rc == 0)
             atomic_fetch_add(&s->n_map_grows, 1);
     }

@@ -129,15 +129,3 @@ void pskv__plan_free(pskv__plan *p)
     free(p->mem);
     p->mem = NULL;
 }
-
-PSKV__KERNEL bool pskv__floats_nonfinite(const float *v, size_t n)
-{
-    /* The largest magnitude tells; a max-reduction vectorizes (vpmaxud:
-     * 8 floats a step). */
-    uint32_t most = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t m = pskv__float_mag(v[i]);
-        most = m > most ? m : most;
-    }
-    return most >= PSKV__NONFINITE_MAG;
-}

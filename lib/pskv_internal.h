@@ -218,7 +218,7 @@ PSKV__HIDDEN bool pskv__dirty_erased_spilled(pskv__shard *sh, const pskv__keyval
 /* A row that lives only in LMDB was erased (one list, one tombstone). */
 PSKV__HIDDEN void pskv__dirty_erased_cold(pskv__shard *sh, uint64_t key, uint32_t parity);
 /* Erased since LMDB last saw it: not to be read back from there. */
-PSKV__HIDDEN bool pskv__tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash);
+PSKV__HIDDEN bool pskv__dirty_tombstoned(pskv__shard *sh, uint64_t key, uint64_t hash);
 
 /* The checkpoint's instant (layout lock exclusive, no call in flight):
  * hand the shard's dirty list to the checkpoint (*out) and start an empty
@@ -301,12 +301,12 @@ static inline uint64_t pskv__now_ns(void)
 
 /* The store's "rows moved" generation: read it before looking for BUSY
  * rows, wait for it to change after finding some. */
-PSKV__HIDDEN uint64_t pskv__moved_gen(pskv_store *s);
-PSKV__HIDDEN void pskv__moved_wake(pskv_store *s);
-PSKV__HIDDEN void pskv__moved_wait(pskv_store *s, uint64_t seen);
+PSKV__HIDDEN uint64_t pskv__tier_moved_gen(pskv_store *s);
+PSKV__HIDDEN void pskv__tier_moved_wake(pskv_store *s);
+PSKV__HIDDEN void pskv__tier_moved_wait(pskv_store *s, uint64_t seen);
 /* A reader that marked a spilled row BUSY to read its record (an iterator,
  * a checkpoint's capture) gives it back (shard lock held); wake the
- * waiters with pskv__moved_wake after the last one. */
+ * waiters with pskv__tier_moved_wake after the last one. */
 PSKV__HIDDEN void pskv__tier_spilled_release(pskv__shard *sh, uint64_t key, uint64_t hash);
 /* Bring the plan's spilled rows back into DRAM (one I/O batch), and wait
  * for rows other callers are moving. Caller holds the layout lock shared and
@@ -483,27 +483,27 @@ typedef struct pskv__cold_walk {
 } pskv__cold_walk;
 
 struct MDB_txn;
-PSKV__HIDDEN int pskv__mdb_err(int rc);
+PSKV__HIDDEN int pskv__persist_err(int rc);
 /* The same for a write: MDB_MAP_FULL becomes PSKV__MAP_FULL. */
-PSKV__HIDDEN int pskv__mdb_write_err(int rc);
+PSKV__HIDDEN int pskv__persist_write_err(int rc);
 /* Run once(s, arg), a whole write transaction, until it stops asking for
  * a bigger map (PSKV__MAP_FULL), growing the map between tries; then a
  * full map is PSKV_ENOSPC, and so is a PSKV_EIO from a full disk (need:
  * the bytes the write wanted). */
-PSKV__HIDDEN int pskv__write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg),
+PSKV__HIDDEN int pskv__persist_write_growing(pskv_store *s, int (*once)(pskv_store *s, void *arg),
                                      void *arg, uint64_t need);
 /* A transaction (PSKV__MAP_FULL when a write one finds the map full);
  * PSKV_ENOMEM once a failed grow has left LMDB without a map. */
-PSKV__HIDDEN int pskv__txn_begin(pskv_store *s, bool write, struct MDB_txn **txn);
+PSKV__HIDDEN int pskv__persist_txn_begin(pskv_store *s, bool write, struct MDB_txn **txn);
 /* After a PSKV_EIO from a write into dir: is it really a full disk or a
  * file-size limit (LMDB reports short writes as EIO)? need: bytes wanted. */
-PSKV__HIDDEN bool pskv__disk_full(const char *dir, uint64_t need);
+PSKV__HIDDEN bool pskv__persist_disk_full(const char *dir, uint64_t need);
 /* 0 when dir/data.mdb holds every page env's meta page names, else
  * PSKV_ECORRUPT (a truncated file: reading it would fault). */
-PSKV__HIDDEN int pskv__lmdb_file_check(struct MDB_env *env, const char *dir);
+PSKV__HIDDEN int pskv__persist_file_check(struct MDB_env *env, const char *dir);
 /* Where this process mapped the file at data_path (one mapping of it at
  * offset 0), or NULL. */
-PSKV__HIDDEN const void *pskv__map_find(const char *data_path);
+PSKV__HIDDEN const void *pskv__persist_map_find(const char *data_path);
 /* Compacted copy of env's last commit into dest_dir (backup.c). */
 PSKV__HIDDEN int pskv__backup_env(struct MDB_env *env, const char *dest_dir);
 PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
@@ -596,7 +596,7 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
         w.place = w.sp->value & PSKV__SPILL_BUSY ? PSKV__LOADING : PSKV__SPILLED;
     else if (ask_lmdb && t->durable &&
              atomic_load_explicit(&t->cold_rows, memory_order_relaxed) > 0 &&
-             pskv__keyfilter_maybe(&t->persisted, key) && !pskv__tombstoned(sh, key, hash))
+             pskv__keyfilter_maybe(&t->persisted, key) && !pskv__dirty_tombstoned(sh, key, hash))
         w.place = PSKV__MAYBE_COLD; /* brand-new keys mostly stop at the filter */
     return w;
 }

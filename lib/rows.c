@@ -575,12 +575,12 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
         rc = c.spill_slots ? 0 : PSKV_ENOMEM;
     }
     while (rc == 0) {
-        uint64_t gen = pskv__moved_gen(t->store);
+        uint64_t gen = pskv__tier_moved_gen(t->store);
         c.busy = 0;
         rc = visit_shards(t, &p, erase_shard, &c); /* erasing twice is harmless */
         if (rc != 0 || c.busy == 0)
             break;
-        pskv__moved_wait(t->store, gen);
+        pskv__tier_moved_wait(t->store, gen);
     }
     if (c.nslots > 0)
         pskv__spill_free(t->spill, c.spill_slots, c.nslots);

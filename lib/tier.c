@@ -27,7 +27,7 @@
 
 /* ---------------------------------------------------------------- waiting */
 
-uint64_t pskv__moved_gen(pskv_store *s)
+uint64_t pskv__tier_moved_gen(pskv_store *s)
 {
     pthread_mutex_lock(&s->moved_lock);
     uint64_t g = s->moved_gen;
@@ -35,7 +35,7 @@ uint64_t pskv__moved_gen(pskv_store *s)
     return g;
 }
 
-void pskv__moved_wake(pskv_store *s)
+void pskv__tier_moved_wake(pskv_store *s)
 {
     pthread_mutex_lock(&s->moved_lock);
     s->moved_gen++;
@@ -43,7 +43,7 @@ void pskv__moved_wake(pskv_store *s)
     pthread_mutex_unlock(&s->moved_lock);
 }
 
-void pskv__moved_wait(pskv_store *s, uint64_t seen)
+void pskv__tier_moved_wait(pskv_store *s, uint64_t seen)
 {
     pthread_mutex_lock(&s->moved_lock);
     while (s->moved_gen == seen)
@@ -72,7 +72,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
     pskv_store *s = t->store;
     if (t->spill == NULL)
         return 0;
-    uint64_t gen = pskv__moved_gen(s);
+    uint64_t gen = pskv__tier_moved_gen(s);
     load_item *items = malloc((size_t)p->m * sizeof *items);
     if (items == NULL)
         return PSKV_ENOMEM;
@@ -176,11 +176,11 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
         free(results);
         free(slots);
         free(ks);
-        pskv__moved_wake(s);
+        pskv__tier_moved_wake(s);
     }
     free(items);
     if (rc == 0 && others_busy)
-        pskv__moved_wait(s, gen);
+        pskv__tier_moved_wait(s, gen);
     return rc;
 }
 
@@ -302,7 +302,7 @@ int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited, uint32_t 
             pskv__keymap_unreserve(&sh->spilled, end - begin);
         pthread_mutex_unlock(&sh->lock);
     }
-    pskv__moved_wake(t->store);
+    pskv__tier_moved_wake(t->store);
     if (io_rc != 0)
         return io_rc;
     atomic_fetch_add_explicit(&t->n_spill_writes, n, memory_order_relaxed);

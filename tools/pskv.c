@@ -82,7 +82,7 @@ static int store_open(store *st, const char *dir)
         mdb_env_set_mapsize(st->env, (size_t)fs.st_size * 2 + (64u << 20));
         rc = mdb_env_open(st->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
     }
-    if (rc == 0 && pskv__lmdb_file_check(st->env, dir) != 0) {
+    if (rc == 0 && pskv__persist_file_check(st->env, dir) != 0) {
         fprintf(stderr, "pskv: %s: damaged: data.mdb is shorter than its pages\n", dir);
         mdb_env_close(st->env);
         return 1;
@@ -104,7 +104,7 @@ static int store_open(store *st, const char *dir)
     }
     MDB_envinfo ei;
     MDB_stat es;
-    st->base = pskv__map_find(path);
+    st->base = pskv__persist_map_find(path);
     st->span = UINT64_MAX;
     if (st->base != NULL && mdb_env_info(st->env, &ei) == 0 && mdb_env_stat(st->env, &es) == 0)
         st->span = ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize;
