@@ -202,7 +202,9 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                                     : c->op == ROW_PUT ? 0 : t->dim * (uint32_t)sizeof(float);
     float *inflight[ROWS_AHEAD]; /* rows resolved, not yet used */
     uint32_t created = 0;
-    const pskv__dirty_room at_start = pskv__dirty_reserved(sh);
+    /* Writers of durable tables give back the checkpoint room they did not use. */
+    const bool give_back = writer && t->durable;
+    const pskv__dirty_room at_start = give_back ? pskv__dirty_reserved(sh) : (pskv__dirty_room){0};
     pskv__cold cold = {NULL};
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
@@ -254,10 +256,9 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     pskv__cold_end(t, &cold);
     if (writer) {
         pskv__shard_unreserve(sh, k - created);
-        if (t->durable) {
+        if (give_back)
             pskv__dirty_release_unused(sh, (pskv__dirty_room){k, c->cow_reserved[s], 0},
                                        at_start);
-        }
     }
     c->created += created;
     return rc;
@@ -511,12 +512,13 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
     /* Room for what erasing the shard's k keys may record: dirty keys,
      * pre-images, tombstones. */
     const pskv__dirty_room held = {k, ckpt ? k : 0, tombs ? k : 0};
+    pskv__dirty_room at_start = {0};
     if (durable) {
         int rc = pskv__dirty_reserve(sh, held);
         if (rc != 0)
             return rc;
+        at_start = pskv__dirty_reserved(sh);
     }
-    const pskv__dirty_room at_start = pskv__dirty_reserved(sh);
     pskv__cold cold = {NULL};
     int rc = 0;
     for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
