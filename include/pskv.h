@@ -89,6 +89,7 @@ typedef struct pskv_store pskv_store;
 typedef struct pskv_table pskv_table;
 typedef struct pskv_ring pskv_ring;
 typedef struct pskv_iter pskv_iter;
+typedef struct pskv_ckpt pskv_ckpt;
 
 /* ---------------------------------------------------------------- options */
 
@@ -405,7 +406,9 @@ PSKV_API int pskv_table_reshard(pskv_table *t, uint32_t shards);
  * durable store: one LMDB write transaction with every row written,
  * created or erased since the previous checkpoint, each row's weights and
  * optimizer state together as they were at one instant near the start of
- * the call, across all tables. Row calls keep running meanwhile: the
+ * the call, across all tables. It is pskv_checkpoint_start (without
+ * metadata: the last metadata record stays as it is) followed by
+ * pskv_checkpoint_wait; the instant is the one described there. Row calls keep running meanwhile: the
  * instant waits only for the row calls already in flight, and rows written
  * after it are copied first (their pre-images take DRAM outside the budget
  * until the checkpoint ends). The commit is the atomic point: after a
@@ -424,7 +427,8 @@ PSKV_API int pskv_checkpoint(pskv_store *s);
 /* The most bytes of metadata one checkpoint carries. */
 #define PSKV_CHECKPOINT_META_MAX ((size_t)256 << 20)
 
-/* pskv_checkpoint, also committing len bytes of the caller's own state in
+/* pskv_checkpoint_start with metadata, then pskv_checkpoint_wait:
+ * pskv_checkpoint, also committing len bytes of the caller's own state in
  * the same transaction: the trainer's global step, learning-rate schedule,
  * data-reader position, dense weights and their optimizer state, anything
  * that must match the rows after a restart. The bytes are copied before
@@ -434,6 +438,48 @@ PSKV_API int pskv_checkpoint(pskv_store *s);
  * Errors: those of pskv_checkpoint, and PSKV_EINVAL (meta NULL with len > 0,
  * len > PSKV_CHECKPOINT_META_MAX). Any thread. */
 PSKV_API int pskv_checkpoint_with_meta(pskv_store *s, const void *meta, size_t len);
+
+/* Asynchronous checkpoint: take the checkpoint's instant, copy the
+ * caller's len bytes of metadata (committed with the rows, as by
+ * pskv_checkpoint_with_meta; meta may be NULL when len is 0, which commits
+ * an empty record), and return as soon as the instant has been taken,
+ * while a thread of the checkpoint writes and commits the transaction.
+ *
+ * The guarantee, exactly: every row call (pull, push, put, erase, and a
+ * get's or prefetch's loads) that returned before pskv_checkpoint_start
+ * was called is in the checkpoint; no row call that starts after it
+ * returns is. A call running concurrently with the start is in it whole or
+ * not at all (the instant waits for the calls in flight on each table;
+ * across threads there is no order to promise). The rows and the metadata
+ * are then fixed: the caller may go on training and change its own state
+ * at once. Later writes cost a copy of each row's bytes as of the instant
+ * (its pre-image: DRAM outside the budget until the commit).
+ *
+ * Checkpoints run one at a time: a start while another checkpoint is
+ * writing waits for its commit first. Opening a new table waits too (its
+ * schema goes through a write transaction of its own); row calls,
+ * iteration, stats and pskv_checkpoint_meta do not. pskv_close waits for
+ * the commit. Every started checkpoint must be waited for with
+ * pskv_checkpoint_wait, exactly once (also after pskv_close), which frees
+ * the handle.
+ * Errors (then no checkpoint was started and *out is NULL): PSKV_EINVAL
+ * (NULL s or out, meta NULL with len > 0, len > PSKV_CHECKPOINT_META_MAX),
+ * PSKV_ENOTSUP (memory-only or durability=none store), PSKV_ENOMEM. The
+ * transaction's own errors come from pskv_checkpoint_wait. Any thread. */
+PSKV_API int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len,
+                                   pskv_ckpt **out);
+
+/* Wait for the commit of c, return its result (0, or an error of
+ * pskv_checkpoint: after one, nothing is lost and the next checkpoint
+ * writes what this one would have), set *seq (may be NULL) to the store's
+ * checkpoint_seq after it (the seq this checkpoint committed as, when it
+ * succeeded), and free c. Any thread, once per handle. */
+PSKV_API int pskv_checkpoint_wait(pskv_ckpt *c, uint64_t *seq);
+
+/* 1 when c's commit has ended (pskv_checkpoint_wait will not block), 0
+ * while it is being written; PSKV_EINVAL for NULL. Any thread, until c is
+ * waited for. */
+PSKV_API int pskv_checkpoint_done(pskv_ckpt *c);
 
 /* The metadata committed by the last pskv_checkpoint_with_meta of the
  * store, as of the last committed checkpoint (also after a reopen): *len =

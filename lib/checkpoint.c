@@ -104,11 +104,51 @@ static size_t unique(uint64_t *keys, size_t n)
     return m;
 }
 
+/* ---------------------------------------------------------------- jobs */
+
+/* An asynchronous checkpoint (pskv_checkpoint_start): the thread that runs
+ * it, and what the caller waits for. The thread owns the store's
+ * ckpt_lock from before the instant until after the commit; the caller
+ * owns the handle. */
+enum job_stage { JOB_STARTING, JOB_TAKEN, JOB_DONE };
+
+struct pskv_ckpt {
+    pskv_store *s;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    enum job_stage stage;
+    int taken_rc;    /* the instant's result: not 0, and no instant was taken */
+    int rc;          /* JOB_DONE: the checkpoint's result */
+    uint64_t seq;    /* JOB_DONE: the store's checkpoint_seq after it */
+    bool has_meta;   /* false: keep the metadata record as it is */
+    pskv__user_meta meta; /* a copy the job owns */
+};
+
+static void job_advance(pskv_ckpt *job, enum job_stage stage, int rc)
+{
+    if (job == NULL)
+        return;
+    pthread_mutex_lock(&job->lock);
+    if (job->stage < JOB_TAKEN)
+        job->taken_rc = rc;
+    if (job->stage < stage)
+        job->stage = stage;
+    if (stage == JOB_DONE)
+        job->rc = rc;
+    pthread_cond_broadcast(&job->cv);
+    pthread_mutex_unlock(&job->lock);
+}
+
+static void instant_taken(pskv_ckpt *job, int rc) { job_advance(job, JOB_TAKEN, rc); }
+
 /* ---------------------------------------------------------------- begin */
 
 /* The instant of the checkpoint. Called with every table's ckpt_lock held
- * (no reshard), so shard counts are stable. */
-static int begin(ckpt_table *ct, uint32_t nt)
+ * (no reshard), so shard counts are stable. taken(job, rc) is told as soon
+ * as the layout locks are released: the instant is then fixed (rc == 0) or
+ * was never taken (rc != 0, nothing changed). */
+static int begin(ckpt_table *ct, uint32_t nt, pskv_ckpt *job)
 {
     pskv__keylist **lists = calloc(nt ? nt : 1, sizeof *lists);
     uint64_t **tmp = calloc(nt ? nt : 1, sizeof *tmp);
@@ -146,6 +186,7 @@ static int begin(ckpt_table *ct, uint32_t nt)
         for (uint32_t i = 0; i < nt; i++)
             pthread_rwlock_unlock(&ct[i].t->layout_lock);
     }
+    instant_taken(job, rc);
     /* Outside the locks: merge, sort, deduplicate. */
     for (uint32_t i = 0; i < nt && rc == 0; i++) {
         pskv_table *t = ct[i].t;
@@ -646,7 +687,8 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
 
 /* ---------------------------------------------------------------- checkpoint */
 
-int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
+int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job,
+                         uint64_t *seq_out)
 {
     /* The tables open now (lock order: the table list before ckpt_lock,
      * as table creation takes them). */
@@ -657,8 +699,10 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
         for (uint32_t i = 0; i < nt; i++)
             ct[i].t = s->tables[i];
     pthread_mutex_unlock(&s->lock);
-    if (ct == NULL)
+    if (ct == NULL) {
+        instant_taken(job, PSKV_ENOMEM);
         return PSKV_ENOMEM;
+    }
     pthread_mutex_lock(&s->ckpt_lock);
     uint64_t t0 = pskv__now_ns();
     uint32_t row_max = 0, shards_max = 1;
@@ -677,7 +721,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
             chunk_free(&c[0]);
     }
     if (rc == 0) {
-        rc = begin(ct, nt);
+        rc = begin(ct, nt, job);
         if (rc != 0) {
             chunk_free(&c[0]);
             chunk_free(&c[1]);
@@ -725,9 +769,91 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta)
             atomic_fetch_add(&s->n_ckpt_failed, 1);
         }
     }
+    instant_taken(job, rc); /* no-op unless an allocation failed before it */
     for (uint32_t i = 0; i < nt; i++)
         pthread_mutex_unlock(&ct[i].t->ckpt_lock);
     free(ct);
+    if (seq_out != NULL)
+        *seq_out = s->ckpt_seq;
+    if (job != NULL) { /* ended before the next checkpoint can begin */
+        pthread_mutex_lock(&job->lock);
+        job->seq = s->ckpt_seq;
+        pthread_mutex_unlock(&job->lock);
+        job_advance(job, JOB_DONE, rc);
+    }
     pthread_mutex_unlock(&s->ckpt_lock);
     return rc;
 }
+
+/* ---------------------------------------------------------------- asynchronous */
+
+static void *job_main(void *arg)
+{
+    pskv_ckpt *job = arg;
+    /* Tells the job it is done; the store is not touched after the run:
+     * pskv_close may free it. */
+    (void)pskv__checkpoint_run(job->s, job->has_meta ? &job->meta : NULL, job, NULL);
+    return NULL;
+}
+
+static void job_free(pskv_ckpt *job)
+{
+    pthread_cond_destroy(&job->cv);
+    pthread_mutex_destroy(&job->lock);
+    free((void *)job->meta.bytes);
+    free(job);
+}
+
+int pskv__checkpoint_start(pskv_store *s, const void *meta, size_t len, bool has_meta,
+                           pskv_ckpt **out)
+{
+    pskv_ckpt *job = calloc(1, sizeof *job);
+    void *copy = has_meta ? malloc(len ? len : 1) : NULL;
+    if (job == NULL || (has_meta && copy == NULL)) {
+        free(job);
+        free(copy);
+        return PSKV_ENOMEM;
+    }
+    if (len > 0)
+        memcpy(copy, meta, len);
+    job->s = s;
+    job->has_meta = has_meta;
+    job->meta = (pskv__user_meta){copy, has_meta ? len : 0};
+    pthread_mutex_init(&job->lock, NULL);
+    pthread_cond_init(&job->cv, NULL);
+    if (pthread_create(&job->thread, NULL, job_main, job) != 0) {
+        job_free(job);
+        return PSKV_ENOMEM;
+    }
+    pthread_mutex_lock(&job->lock);
+    while (job->stage == JOB_STARTING)
+        pthread_cond_wait(&job->cv, &job->lock);
+    int rc = job->taken_rc;
+    pthread_mutex_unlock(&job->lock);
+    if (rc != 0) { /* no instant: the job ends without a transaction */
+        pthread_join(job->thread, NULL);
+        job_free(job);
+        return rc;
+    }
+    *out = job;
+    return 0;
+}
+
+int pskv__checkpoint_wait(pskv_ckpt *job, uint64_t *seq)
+{
+    pthread_join(job->thread, NULL);
+    int rc = job->rc;
+    if (seq != NULL)
+        *seq = job->seq;
+    job_free(job);
+    return rc;
+}
+
+bool pskv__checkpoint_done(pskv_ckpt *job)
+{
+    pthread_mutex_lock(&job->lock);
+    bool done = job->stage == JOB_DONE;
+    pthread_mutex_unlock(&job->lock);
+    return done;
+}
+

@@ -560,7 +560,17 @@ typedef struct pskv__user_meta {
     const void *bytes;
     size_t len;
 } pskv__user_meta;
-PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta);
+/* The whole checkpoint on the calling thread; job (may be NULL) is told
+ * when the instant has been taken; *seq_out (may be NULL) = checkpoint_seq
+ * after it. */
+PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job,
+                                      uint64_t *seq_out);
+/* pskv_checkpoint_start, also for pskv_checkpoint (has_meta false: keep
+ * the metadata record). Arguments already checked. */
+PSKV__HIDDEN int pskv__checkpoint_start(pskv_store *s, const void *meta, size_t len,
+                                        bool has_meta, pskv_ckpt **out);
+PSKV__HIDDEN int pskv__checkpoint_wait(pskv_ckpt *job, uint64_t *seq);
+PSKV__HIDDEN bool pskv__checkpoint_done(pskv_ckpt *job);
 /* Tests: called at the checkpoint's instant, with every table's layout
  * lock held exclusive (no row call in flight). */
 PSKV__HIDDEN extern void (*pskv__checkpoint_begin_hook)(void *arg);

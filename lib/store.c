@@ -84,7 +84,11 @@ static void store_close(pskv_store *s, bool final_checkpoint)
      * checkpoint stays the state on disk: callers who must know call
      * pskv_checkpoint themselves first. */
     if (s->env != NULL && final_checkpoint)
-        (void)pskv__checkpoint_run(s, NULL);
+        (void)pskv__checkpoint_run(s, NULL, NULL, NULL);
+    /* An asynchronous checkpoint still writing owns ckpt_lock until its
+     * commit; its handle outlives the store. */
+    pthread_mutex_lock(&s->ckpt_lock);
+    pthread_mutex_unlock(&s->ckpt_lock);
     for (uint32_t i = 0; i < s->ntables; i++)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);
@@ -256,15 +260,35 @@ int pskv_checkpoint(pskv_store *s)
         return PSKV_EINVAL;
     if (s->env == NULL)
         return PSKV_ENOTSUP; /* memory-only and scratch stores persist nothing */
-    return pskv__checkpoint_run(s, NULL);
+    pskv_ckpt *c;
+    int rc = pskv__checkpoint_start(s, NULL, 0, false, &c);
+    return rc != 0 ? rc : pskv__checkpoint_wait(c, NULL);
+}
+
+int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len, pskv_ckpt **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (s == NULL || out == NULL || (meta == NULL && len > 0) || len > PSKV_CHECKPOINT_META_MAX)
+        return PSKV_EINVAL;
+    if (s->env == NULL)
+        return PSKV_ENOTSUP;
+    return pskv__checkpoint_start(s, meta, len, true, out);
+}
+
+int pskv_checkpoint_wait(pskv_ckpt *c, uint64_t *seq)
+{
+    return c == NULL ? PSKV_EINVAL : pskv__checkpoint_wait(c, seq);
+}
+
+int pskv_checkpoint_done(pskv_ckpt *c)
+{
+    return c == NULL ? PSKV_EINVAL : pskv__checkpoint_done(c) ? 1 : 0;
 }
 
 int pskv_checkpoint_with_meta(pskv_store *s, const void *meta, size_t len)
 {
-    if (s == NULL || (meta == NULL && len > 0) || len > PSKV_CHECKPOINT_META_MAX)
-        return PSKV_EINVAL;
-    if (s->env == NULL)
-        return PSKV_ENOTSUP;
-    pskv__user_meta m = {meta, len};
-    return pskv__checkpoint_run(s, &m);
+    pskv_ckpt *c;
+    int rc = pskv_checkpoint_start(s, meta, len, &c);
+    return rc != 0 ? rc : pskv_checkpoint_wait(c, NULL);
 }

@@ -554,7 +554,31 @@ static bool model_matches(const wop *log, uint32_t n, pskv_table *durable_t, cha
     return ok;
 }
 
-static void checkpoint_during_writes(const char *store_cfg, unsigned rounds)
+/* The second checkpoint of a round: blocking, or started while the writer
+ * runs and waited for after it has done `during` more calls. The contract
+ * bounds the instant: every call finished before the start was called is
+ * in, none begun after it returned. */
+static void second_checkpoint(pskv_store *s, writer *w, bool async, uint32_t during)
+{
+    if (!async) {
+        ck_assert_ok(pskv_checkpoint(s));
+        return;
+    }
+    pskv_ckpt *c = NULL;
+    uint32_t done_before = atomic_load(&w->finished);
+    ck_assert_ok(pskv_checkpoint_start(s, &done_before, sizeof done_before, &c));
+    uint32_t begun_after = atomic_load(&w->started);
+    ck_assert_uint_le(done_before, atomic_load(&hook_finished));
+    ck_assert_uint_ge(begun_after, atomic_load(&hook_started));
+    uint32_t more = begun_after + during;
+    while (atomic_load(&w->finished) < more && w->rc == 0 && pskv_checkpoint_done(c) == 0)
+        usleep(100);
+    uint64_t seq = 0;
+    ck_assert_ok(pskv_checkpoint_wait(c, &seq));
+    ck_assert_uint_eq(seq, 2);
+}
+
+static void checkpoint_during_writes(const char *store_cfg, unsigned rounds, bool async)
 {
     fresh_dir();
     wop *log = malloc(W_OPS_MAX * sizeof *log);
@@ -584,7 +608,7 @@ static void checkpoint_during_writes(const char *store_cfg, unsigned rounds)
         uint32_t after_first = atomic_load(&w.finished);
         while (atomic_load(&w.finished) < after_first + 300 && w.rc == 0)
             usleep(200);
-        ck_assert_ok(pskv_checkpoint(s));
+        second_checkpoint(s, &w, async, 2000);
         uint32_t lo = atomic_load(&hook_finished), hi = atomic_load(&hook_started);
         uint32_t more = atomic_load(&w.finished) + 300;
         while (atomic_load(&w.finished) < more && w.rc == 0)
@@ -608,12 +632,109 @@ static void checkpoint_during_writes(const char *store_cfg, unsigned rounds)
     remove_dir(dir);
 }
 
-START_TEST(checkpoint_during_writes_dram) { checkpoint_during_writes(NULL, 4); }
+START_TEST(checkpoint_during_writes_dram) { checkpoint_during_writes(NULL, 4, false); }
 END_TEST
 
 START_TEST(checkpoint_during_writes_spill)
 {
-    checkpoint_during_writes("memory_budget=16K", 4); /* ~240 of 3000 rows resident */
+    checkpoint_during_writes("memory_budget=16K", 4, false); /* ~240 of 3000 rows resident */
+}
+END_TEST
+
+START_TEST(async_checkpoint_during_writes_dram) { checkpoint_during_writes(NULL, 4, true); }
+END_TEST
+
+START_TEST(async_checkpoint_during_writes_spill)
+{
+    checkpoint_during_writes("memory_budget=16K", 4, true);
+}
+END_TEST
+
+/* One thread: calls before the start are in, calls after it returned are
+ * not, however much they rewrite while the transaction is written; the
+ * metadata is the copy taken at the start. */
+static void async_checkpoint_is_the_instant(const char *store_cfg)
+{
+    fresh_dir();
+    pskv_store *s;
+    pskv_table *t;
+    const char *cfg = "dim=6 optimizer=adam seed=3 init=uniform:-1:1";
+    ck_assert_ok(pskv_open(dir, store_cfg, &s));
+    ck_assert_ok(pskv_table_open(s, "t", cfg, &t));
+    wop *log = malloc(6000 * sizeof *log);
+    test_rng r = {5};
+    float out[W_KEYS * W_DIM];
+    for (uint32_t i = 0; i < 6000; i++)
+        make_op(&r, &log[i]);
+    for (uint32_t i = 0; i < 2000; i++)
+        ck_assert_ok(apply_op(t, &log[i], out));
+    ck_assert_ok(pskv_checkpoint(s));
+    for (uint32_t i = 2000; i < 4000; i++)
+        ck_assert_ok(apply_op(t, &log[i], out));
+    char meta[32] = "after op 4000";
+    pskv_ckpt *c = NULL;
+    ck_assert_err(pskv_checkpoint_start(s, NULL, 3, &c), PSKV_EINVAL);
+    ck_assert_ptr_null(c);
+    ck_assert_err(pskv_checkpoint_start(s, meta, sizeof meta, NULL), PSKV_EINVAL);
+    ck_assert_ok(pskv_checkpoint_start(s, meta, sizeof meta, &c));
+    memset(meta, 'x', sizeof meta); /* copied at the start */
+    for (uint32_t i = 4000; i < 6000; i++) /* while the transaction is written */
+        ck_assert_ok(apply_op(t, &log[i], out));
+    int done = pskv_checkpoint_done(c);
+    ck_assert(done == 0 || done == 1);
+    uint64_t seq = 0;
+    ck_assert_ok(pskv_checkpoint_wait(c, &seq));
+    ck_assert_uint_eq(seq, 2);
+    ck_assert_err(pskv_checkpoint_wait(NULL, &seq), PSKV_EINVAL);
+    ck_assert_err(pskv_checkpoint_done(NULL), PSKV_EINVAL);
+    pskv__close_abandon(s); /* a crash: only the checkpoint survives */
+
+    ck_assert_ok(pskv_open(dir, store_cfg, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    char what[200] = "";
+    ck_assert_msg(model_matches(log, 4000, t, what), "async checkpoint differs: %s", what);
+    size_t len = 0;
+    char back[32];
+    ck_assert_ok(pskv_checkpoint_meta(s, back, sizeof back, &len, &seq));
+    ck_assert_uint_eq(len, sizeof back);
+    ck_assert_uint_eq(seq, 2);
+    ck_assert_str_eq(back, "after op 4000");
+
+    /* A start while another checkpoint writes waits for it; close waits for
+     * a checkpoint still being written, and the handle outlives the store. */
+    pskv_ckpt *c1, *c2;
+    for (uint32_t i = 0; i < 500; i++)
+        ck_assert_ok(apply_op(t, &log[i], out));
+    ck_assert_ok(pskv_checkpoint_start(s, "a", 1, &c1));
+    ck_assert_ok(pskv_checkpoint_start(s, "b", 1, &c2));
+    ck_assert_int_eq(pskv_checkpoint_done(c1), 1); /* ended before c2 began */
+    pskv_close(s);
+    uint64_t seq1 = 0, seq2 = 0;
+    ck_assert_ok(pskv_checkpoint_wait(c2, &seq2));
+    ck_assert_ok(pskv_checkpoint_wait(c1, &seq1));
+    ck_assert_uint_eq(seq1, 3);
+    ck_assert_uint_eq(seq2, 4);
+    ck_assert_ok(pskv_open(dir, store_cfg, &s));
+    ck_assert_ok(pskv_checkpoint_meta(s, back, sizeof back, &len, &seq));
+    ck_assert_uint_eq(len, 1);
+    ck_assert_int_eq(back[0], 'b');
+    pskv_close(s);
+
+    /* Stores that persist nothing. */
+    ck_assert_ok(pskv_open(NULL, NULL, &s));
+    ck_assert_err(pskv_checkpoint_start(s, NULL, 0, &c), PSKV_ENOTSUP);
+    ck_assert_ptr_null(c);
+    pskv_close(s);
+    free(log);
+    remove_dir(dir);
+}
+
+START_TEST(async_checkpoint_is_the_instant_dram) { async_checkpoint_is_the_instant(NULL); }
+END_TEST
+
+START_TEST(async_checkpoint_is_the_instant_spill)
+{
+    async_checkpoint_is_the_instant("memory_budget=16K");
 }
 END_TEST
 
@@ -637,6 +758,10 @@ int main(void)
     tcase_add_test(tc, backup_is_last_checkpoint);
     tcase_add_test(tc, checkpoint_during_writes_dram);
     tcase_add_test(tc, checkpoint_during_writes_spill);
+    tcase_add_test(tc, async_checkpoint_during_writes_dram);
+    tcase_add_test(tc, async_checkpoint_during_writes_spill);
+    tcase_add_test(tc, async_checkpoint_is_the_instant_dram);
+    tcase_add_test(tc, async_checkpoint_is_the_instant_spill);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
