@@ -108,7 +108,11 @@ typedef struct pskv_store_options {
     uint64_t map_size;      /* initial LMDB map of a durable store; 0 = twice the
                                data file, at least 64 MiB. The map grows on
                                demand either way. */
-    uint32_t reserved[13];  /* must be zero */
+    uint32_t at_seq_set;    /* 1: open a durable store at checkpoint at_seq */
+    uint64_t at_seq;        /* (config "at_seq=N"): the last committed checkpoint,
+                               or the one before it, which rolls the store
+                               back for good (see pskv_open) */
+    uint32_t reserved[9];   /* must be zero */
 } pskv_store_options;
 
 enum pskv_optimizer {

@@ -434,7 +434,8 @@ static int chunk_keys(const pskv_table *t)
  * from the root. A put is tried as an insert (MDB_NOOVERWRITE); a key that
  * exists comes back with its value, whose check leaves the table digest,
  * and is then replaced at the cursor (MDB_CURRENT): one search either way. */
-static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count *count)
+static int write_chunk(pskv_table *t, MDB_cursor *cur, pskv__undo *undo, uint32_t ti,
+                       const chunk *c, row_count *count, uint8_t *old)
 {
     const size_t vlen = (size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES;
     for (uint32_t i = 0; i < c->n; i++) {
@@ -442,6 +443,8 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count
         pskv_fmt_key(kb, c->keys[i]);
         MDB_val k = {8, kb}, v;
         uint64_t old_check = 0;
+        size_t old_len = 0; /* the stored value before, for the undo (0: none) */
+        bool changed = true;
         int rc;
         if (c->present[i]) {
             uint8_t *val = val_of(t, c, i);
@@ -452,6 +455,8 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count
             } else if (rc == MDB_KEYEXIST) {
                 if (pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check) != 0)
                     return PSKV_ECORRUPT;
+                memcpy(old, v.mv_data, vlen); /* before the put reuses its page */
+                old_len = vlen;
                 v = (MDB_val){vlen, val};
                 rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
             }
@@ -462,13 +467,18 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, const chunk *c, row_count
                 pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check) != 0)
                 return PSKV_ECORRUPT;
             if (rc == 0) {
+                memcpy(old, v.mv_data, vlen);
+                old_len = vlen;
                 rc = mdb_cursor_del(cur, 0);
                 count->rows--;
             } else if (rc == MDB_NOTFOUND) {
                 rc = 0; /* erased before it was ever persisted */
+                changed = false;
             }
         }
         count->digest -= old_check;
+        if (rc == 0 && changed)
+            rc = pskv__undo_row(undo, ti, c->keys[i], old, old_len);
         if (rc != 0)
             return pskv__persist_write_err(rc);
     }
@@ -554,10 +564,17 @@ static void chunk_done(pipeline *p, uint64_t k)
 
 /* Every table's chunks, put through one cursor per table; each table's
  * count record follows from the committed one. */
-static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
+static int write_rows(pipeline *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s,
+                      uint64_t *rows)
 {
     int rc = 0;
     uint64_t k = 0;
+    uint32_t row_max = 0;
+    for (uint32_t i = 0; i < p->nt; i++)
+        row_max = p->ct[i].t->row_bytes > row_max ? p->ct[i].t->row_bytes : row_max;
+    uint8_t *old = malloc((size_t)row_max + PSKV_FMT_CHECK_BYTES);
+    if (old == NULL)
+        return PSKV_ENOMEM;
     *rows = 0;
     for (uint32_t i = 0; i < p->nt && rc == 0; i++) {
         pskv_table *t = p->ct[i].t;
@@ -570,7 +587,7 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
         for (size_t c = chunks_of(&p->ct[i]); c > 0 && rc == 0; c--, k++) {
             rc = chunk_wait(p, k);
             if (rc == 0)
-                rc = write_chunk(t, cur, &p->c[k & 1], count);
+                rc = write_chunk(t, cur, undo, i, &p->c[k & 1], count, old);
             chunk_done(p, k);
         }
         if (cur != NULL)
@@ -583,6 +600,24 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv_store *s, uint64_t *rows)
             rc = pskv__persist_put_count(s, txn, t->name, count->rows, count->digest);
         *rows += p->ct[i].n;
     }
+    free(old);
+    return rc;
+}
+
+/* The undo header's table list: each table's committed count record. */
+static int undo_end(pskv_store *s, pskv__undo *undo, const ckpt_table *ct, uint32_t nt)
+{
+    pskv__undo_table *ut = calloc(nt ? nt : 1, sizeof *ut);
+    if (ut == NULL)
+        return PSKV_ENOMEM;
+    for (uint32_t i = 0; i < nt; i++) {
+        pskv_table *t = ct[i].t;
+        pthread_mutex_lock(&t->count_lock);
+        ut[i] = (pskv__undo_table){t->name, t->db_rows, t->db_digest};
+        pthread_mutex_unlock(&t->count_lock);
+    }
+    int rc = pskv__undo_end(s, undo, ut, nt);
+    free(ut);
     return rc;
 }
 
@@ -592,9 +627,16 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
                      uint64_t *txnid)
 {
     MDB_txn *txn;
+    pskv__undo undo;
     int rc = pskv__persist_txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
+    rc = pskv__undo_begin(s, txn, meta != NULL, &undo);
+    if (rc != 0) {
+        pskv__undo_free(&undo);
+        mdb_txn_abort(txn);
+        return rc;
+    }
     pipeline p = {.ct = ct, .nt = nt, .c = c};
     pthread_t helper;
     pthread_mutex_init(&p.lock, NULL);
@@ -602,7 +644,7 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
     if (pthread_create(&helper, NULL, capture_thread, &p) != 0) {
         rc = PSKV_ENOMEM;
     } else {
-        rc = write_rows(&p, txn, s, rows);
+        rc = write_rows(&p, txn, &undo, s, rows);
         pthread_mutex_lock(&p.lock);
         p.stop = true; /* after an error: capture nothing more */
         pthread_cond_broadcast(&p.cv);
@@ -611,6 +653,9 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
     }
     pthread_cond_destroy(&p.cv);
     pthread_mutex_destroy(&p.lock);
+    if (rc == 0)
+        rc = undo_end(s, &undo, ct, nt);
+    pskv__undo_free(&undo);
     if (rc == 0 && meta != NULL)
         rc = pskv__persist_put_user(s, txn, s->ckpt_seq + 1, meta->bytes, meta->len);
     if (rc == 0)
@@ -732,7 +777,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
         uint64_t need = (1u << 20) + (meta ? (uint64_t)meta->len * 2 : 0), rows = 0, time_ns = 0,
                  dirty = 0, txnid = 0;
         for (uint32_t i = 0; i < nt; i++) {
-            need += (uint64_t)ct[i].n * (ct[i].t->row_bytes + 64) * 2;
+            need += (uint64_t)ct[i].n * (ct[i].t->row_bytes + 64) * 3; /* rows, undo, copies */
             dirty += ct[i].n;
         }
         /* Nothing written and no metadata: nothing to commit. */

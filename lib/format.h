@@ -218,6 +218,118 @@ static inline int pskv_fmt_user_get(const uint8_t *body, size_t len, uint64_t *s
     return 0;
 }
 
+/* The undo database: the pre-images of the last checkpoint, so that a
+ * store can be reopened at the checkpoint before it (at_seq). Written in
+ * the checkpoint's own transaction, after emptying the previous one.
+ *   key   table index u32 BE | feature id u64 BE (the index into the
+ *         header's table list; sorts by table, then key: written in order)
+ *   value the row's stored value before the checkpoint (weights | state |
+ *         row check, as in rows/<name>), or empty: the row did not exist
+ *   key   PSKV_FMT_UNDO_TABLE_NONE | 0: the header, a record (body | XXH3-64):
+ *         from u64 | to u64 | to's unix time ns u64 | user u32 | tables u32 |
+ *         per table: name length u16 | name | rows u64 | digest u64 (its
+ *         count record before the checkpoint)
+ *   key   PSKV_FMT_UNDO_TABLE_NONE | 1: the "user" record's stored value
+ *         before the checkpoint (present when user == PSKV_FMT_UNDO_USER_WAS)
+ * "pskv.rollback" beside data.mdb exists only while a rollback runs:
+ *   "PSKVRBK1" | from u64 LE | to u64 LE | XXH3-64 LE of all before. */
+#define PSKV_FMT_UNDO_DB "undo"
+#define PSKV_FMT_UNDO_KEY_BYTES 12u
+#define PSKV_FMT_UNDO_TABLE_NONE 0xffffffffu
+#define PSKV_FMT_UNDO_HEAD_BYTES 32u
+enum {
+    PSKV_FMT_UNDO_USER_KEPT = 0, /* the checkpoint did not write "user" */
+    PSKV_FMT_UNDO_USER_NONE = 1, /* it wrote the first one: delete it */
+    PSKV_FMT_UNDO_USER_WAS = 2,  /* it replaced one: the old value is kept */
+};
+
+static inline void pskv_fmt_undo_key(uint8_t out[PSKV_FMT_UNDO_KEY_BYTES], uint32_t table,
+                                     uint64_t key)
+{
+    uint32_t be = __builtin_bswap32(table);
+    memcpy(out, &be, 4);
+    pskv_fmt_key(out + 4, key);
+}
+static inline int pskv_fmt_undo_key_get(const void *k, size_t len, uint32_t *table,
+                                        uint64_t *key)
+{
+    if (len != PSKV_FMT_UNDO_KEY_BYTES)
+        return -1;
+    uint32_t be;
+    memcpy(&be, k, 4);
+    *table = __builtin_bswap32(be);
+    *key = pskv_fmt_key_get((const uint8_t *)k + 4);
+    return 0;
+}
+
+typedef struct pskv_fmt_undo_head {
+    uint64_t from, to, to_ns;
+    uint32_t user, tables;
+} pskv_fmt_undo_head;
+
+static inline void pskv_fmt_undo_head_put(uint8_t out[PSKV_FMT_UNDO_HEAD_BYTES],
+                                          const pskv_fmt_undo_head *h)
+{
+    pskv_fmt_put64(out, h->from);
+    pskv_fmt_put64(out + 8, h->to);
+    pskv_fmt_put64(out + 16, h->to_ns);
+    memcpy(out + 24, &h->user, 4);
+    memcpy(out + 28, &h->tables, 4);
+}
+static inline int pskv_fmt_undo_head_get(const uint8_t *body, size_t len, pskv_fmt_undo_head *h)
+{
+    if (len < PSKV_FMT_UNDO_HEAD_BYTES)
+        return -1;
+    h->from = pskv_fmt_get64(body);
+    h->to = pskv_fmt_get64(body + 8);
+    h->to_ns = pskv_fmt_get64(body + 16);
+    memcpy(&h->user, body + 24, 4);
+    memcpy(&h->tables, body + 28, 4);
+    return h->user <= PSKV_FMT_UNDO_USER_WAS && h->to + 1 == h->from ? 0 : -1;
+}
+/* Table entry at *at of a header body of len bytes: 0 with the name
+ * (NUL-terminated) and its count, *at moved past it; -1 when it does not
+ * fit or the name is not one. */
+static inline int pskv_fmt_undo_table_get(const uint8_t *body, size_t len, size_t *at,
+                                          char name[PSKV_FMT_NAME_MAX + 1], uint64_t *rows,
+                                          uint64_t *digest)
+{
+    uint16_t n;
+    if (*at > len || len - *at < 2)
+        return -1;
+    memcpy(&n, body + *at, 2);
+    if (n == 0 || n > PSKV_FMT_NAME_MAX || len - *at - 2 < (size_t)n + 16 ||
+        memchr(body + *at + 2, '\0', n) != NULL || memchr(body + *at + 2, '/', n) != NULL)
+        return -1;
+    memcpy(name, body + *at + 2, n);
+    name[n] = '\0';
+    *rows = pskv_fmt_get64(body + *at + 2 + n);
+    *digest = pskv_fmt_get64(body + *at + 2 + n + 8);
+    *at += 2 + (size_t)n + 16;
+    return 0;
+}
+
+#define PSKV_FMT_ROLLBACK_MAGIC "PSKVRBK1"
+#define PSKV_FMT_ROLLBACK_BYTES 32u
+static inline void pskv_fmt_rollback_put(uint8_t out[PSKV_FMT_ROLLBACK_BYTES], uint64_t from,
+                                         uint64_t to)
+{
+    memcpy(out, PSKV_FMT_ROLLBACK_MAGIC, 8);
+    pskv_fmt_put64(out + 8, from);
+    pskv_fmt_put64(out + 16, to);
+    pskv_fmt_put64(out + 24, pskv_fmt_record_check(out, 24));
+}
+static inline int pskv_fmt_rollback_get(const uint8_t *in, size_t len, uint64_t *from,
+                                        uint64_t *to)
+{
+    if (len != PSKV_FMT_ROLLBACK_BYTES || memcmp(in, PSKV_FMT_ROLLBACK_MAGIC, 8) != 0 ||
+        pskv_fmt_get64(in + 24) != pskv_fmt_record_check(in, 24))
+        return -1;
+    *from = pskv_fmt_get64(in + 8);
+    *to = pskv_fmt_get64(in + 16);
+    return 0;
+}
+
 /* Filters of persisted keys: a series of blocked Bloom filters per table,
  * each a number of 64-byte blocks; a key sets PSKV_FMT_FILTER_K bits in the
  * one block its hash picks. Every key in rows/<name> is in some filter of

@@ -168,9 +168,9 @@ void pskv_store_options_init(pskv_store_options *o)
     o->durability = PSKV_DURABILITY_DEFAULT;
 }
 
-enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_COUNT };
+enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_COUNT };
 static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability",
-                                                 "map_size"};
+                                                 "map_size", "at_seq"};
 
 static int key_index(const char *const *names, int count, const token *t)
 {
@@ -204,6 +204,10 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
             break;
         case SK_MAP_SIZE:
             rc = parse_size(t.val, t.vlen, &n.map_size);
+            break;
+        case SK_AT_SEQ:
+            rc = parse_u64(t.val, t.vlen, &n.at_seq);
+            n.at_seq_set = 1;
             break;
         default:
             rc = 0;

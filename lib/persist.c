@@ -214,9 +214,14 @@ static int record_get(pskv_store *s, MDB_txn *txn, const char *name, const uint8
 
 int pskv__persist_put_checkpoint(pskv_store *s, MDB_txn *txn, uint64_t seq, uint64_t *time_ns)
 {
-    uint8_t body[16];
     *time_ns = unix_ns();
-    pskv_fmt_pair_put(body, seq, *time_ns);
+    return pskv__persist_put_checkpoint_at(s, txn, seq, *time_ns);
+}
+
+int pskv__persist_put_checkpoint_at(pskv_store *s, MDB_txn *txn, uint64_t seq, uint64_t time_ns)
+{
+    uint8_t body[16];
+    pskv_fmt_pair_put(body, seq, time_ns);
     return record_put(txn, s->records_dbi, PSKV_FMT_KEY_CHECKPOINT, body, sizeof body);
 }
 
@@ -609,7 +614,7 @@ static int env_start(pskv_store *s, uint64_t map)
     int rc = pskv__persist_err(mdb_env_create(&s->env));
     if (rc != 0)
         return rc;
-    mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 1);
+    mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 2); /* + meta and undo */
     mdb_env_set_maxreaders(s->env, 1024);
     mdb_env_set_mapsize(s->env, (size_t)map);
     rc = pskv__persist_err(mdb_env_open(s->env, s->dir, MDB_NOTLS, 0644));
@@ -665,6 +670,8 @@ int pskv__persist_recover(pskv_store *s)
     rc = env_start(s, map);
     if (rc == 0)
         rc = dbi_reopen(s, PSKV_FMT_META_DB, &s->records_dbi);
+    if (rc == 0)
+        rc = dbi_reopen(s, PSKV_FMT_UNDO_DB, &s->undo_dbi);
     for (uint32_t i = 0; i < s->nattached && rc == 0; i++) {
         char db[PSKV_NAME_MAX + 16];
         rc = rows_db_name(s->attached[i]->name, db, sizeof db);
@@ -684,16 +691,59 @@ int pskv__persist_recover(pskv_store *s)
  * missing file (a store of format 1, or one copied without it) is written. */
 static int seq_check(pskv_store *s)
 {
-    uint64_t seq = 0;
+    uint64_t seq = 0, from = 0, to = 0;
     int rc = pskv__seqfile_read(s->dir, &seq);
+    int intent = pskv__seqfile_rollback_read(s->dir, &from, &to);
+    if (intent == 0 && rc == 0 && seq == from && s->ckpt_seq == to) {
+        /* A rollback committed and was stopped before it moved pskv.seq. */
+        rc = pskv__seqfile_write(s->dir, to);
+        if (rc == 0)
+            pskv__seqfile_rollback_remove(s->dir);
+        return rc;
+    }
     if (rc == 0 && seq > s->ckpt_seq)
         return PSKV_ECORRUPT;
+    if (intent != PSKV_ENOTFOUND && (rc == 0 || rc == PSKV_ENOTFOUND))
+        pskv__seqfile_rollback_remove(s->dir); /* never began, or damaged: not a licence */
     if (rc == 0 && seq == s->ckpt_seq)
         return 0;
     if (rc == 0 || rc == PSKV_ENOTFOUND)
         return pskv__seqfile_write(s->dir, s->ckpt_seq);
     return rc;
 }
+
+/* The undo database (undo.c), created in its own transaction on a store
+ * that has none yet (new, or written by a release without it). */
+static int undo_create_once(pskv_store *s, void *arg)
+{
+    (void)arg;
+    MDB_txn *txn;
+    int rc = pskv__persist_txn_begin(s, true, &txn);
+    if (rc != 0)
+        return rc;
+    rc = pskv__persist_write_err(mdb_dbi_open(txn, PSKV_FMT_UNDO_DB, MDB_CREATE, &s->undo_dbi));
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return pskv__persist_write_err(mdb_txn_commit(txn));
+}
+
+static int undo_attach(pskv_store *s)
+{
+    MDB_txn *txn;
+    int rc = pskv__persist_txn_begin(s, false, &txn);
+    if (rc != 0)
+        return rc;
+    int orc = mdb_dbi_open(txn, PSKV_FMT_UNDO_DB, 0, &s->undo_dbi);
+    if (orc == 0)
+        return pskv__persist_err(mdb_txn_commit(txn)); /* keeps the handle */
+    mdb_txn_abort(txn);
+    if (orc != MDB_NOTFOUND)
+        return pskv__persist_err(orc);
+    return pskv__persist_write_growing(s, undo_create_once, NULL, 0);
+}
+
 
 int pskv__persist_open(pskv_store *s)
 {
@@ -746,6 +796,8 @@ int pskv__persist_open(pskv_store *s)
                 return rc;
         }
         rc = pskv__persist_write_growing(s, format_create_once, NULL, 0);
+        if (rc == 0)
+            rc = undo_attach(s);
         return rc == 0 ? pskv__seqfile_write(s->dir, 0) : rc;
     }
     rc = pskv__persist_err(open_rc);
@@ -759,6 +811,8 @@ int pskv__persist_open(pskv_store *s)
     rc = pskv__persist_err(mdb_txn_commit(txn)); /* keeps the meta handle */
     if (rc == 0 && version < PSKV_FMT_VERSION)
         rc = upgrade_from_1(s);
+    if (rc == 0)
+        rc = undo_attach(s);
     return rc == 0 ? seq_check(s) : rc;
 }
 

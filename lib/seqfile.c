@@ -9,7 +9,11 @@
  *    commit a crash interrupted, never behind it), by write, fsync, rename
  *    and a directory fsync, so the file is always whole;
  *  - a store created by this release writes it at creation, so a data file
- *    that is empty or gone while the file exists is damage, not a new store.
+ *    that is empty or gone while the file exists is damage, not a new store;
+ *  - a deliberate rollback (at_seq, undo.c) first writes pskv.rollback
+ *    naming the seqs it goes from and to: a store found at `to` while this
+ *    file names `from` finished its rollback before a crash and is taken;
+ *    then pskv.seq is rewritten and pskv.rollback removed.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,37 +28,37 @@ static int seq_path(const char *dir, const char *name, char *buf, size_t len)
     return pskv__format(buf, len, "%s/%s", dir, name) < 0 ? PSKV_EINVAL : 0;
 }
 
-int pskv__seqfile_read(const char *dir, uint64_t *seq)
+/* Read <dir>/name, up to cap bytes: *n. ENOTFOUND, EIO. */
+static int file_read(const char *dir, const char *name, uint8_t *buf, size_t cap, size_t *n)
 {
     char path[4096];
-    uint8_t buf[PSKV_FMT_SEQ_BYTES + 1];
-    int rc = seq_path(dir, "pskv.seq", path, sizeof path);
+    int rc = seq_path(dir, name, path, sizeof path);
     if (rc != 0)
         return rc;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? PSKV_ENOTFOUND : PSKV_EIO;
-    ssize_t n = read(fd, buf, sizeof buf);
+    ssize_t got = read(fd, buf, cap);
     close(fd);
-    if (n < 0)
+    if (got < 0)
         return PSKV_EIO;
-    return pskv_fmt_seq_get(buf, (size_t)n, seq) == 0 ? 0 : PSKV_ECORRUPT;
+    *n = (size_t)got;
+    return 0;
 }
 
-int pskv__seqfile_write(const char *dir, uint64_t seq)
+/* Replace <dir>/name with len bytes, whole or not at all, durably. */
+static int file_replace(const char *dir, const char *name, const uint8_t *buf, size_t len)
 {
     char path[4096], tmp[4096];
-    int rc = seq_path(dir, "pskv.seq", path, sizeof path);
+    int rc = seq_path(dir, name, path, sizeof path);
     if (rc == 0)
-        rc = seq_path(dir, "pskv.seq.tmp", tmp, sizeof tmp);
+        rc = pskv__format(tmp, sizeof tmp, "%s/%s.tmp", dir, name) < 0 ? PSKV_EINVAL : 0;
     if (rc != 0)
         return rc;
-    uint8_t buf[PSKV_FMT_SEQ_BYTES];
-    pskv_fmt_seq_put(buf, seq);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return errno == ENOSPC ? PSKV_ENOSPC : PSKV_EIO;
-    bool ok = write(fd, buf, sizeof buf) == (ssize_t)sizeof buf && fsync(fd) == 0;
+    bool ok = write(fd, buf, len) == (ssize_t)len && fsync(fd) == 0;
     int err = errno;
     close(fd);
     if (ok && rename(tmp, path) == 0) {
@@ -68,6 +72,52 @@ int pskv__seqfile_write(const char *dir, uint64_t seq)
     err = ok ? errno : err;
     unlink(tmp);
     return err == ENOSPC || err == EFBIG || err == EDQUOT ? PSKV_ENOSPC : PSKV_EIO;
+}
+
+int pskv__seqfile_read(const char *dir, uint64_t *seq)
+{
+    uint8_t buf[PSKV_FMT_SEQ_BYTES + 1];
+    size_t n = 0;
+    int rc = file_read(dir, "pskv.seq", buf, sizeof buf, &n);
+    if (rc != 0)
+        return rc;
+    return pskv_fmt_seq_get(buf, n, seq) == 0 ? 0 : PSKV_ECORRUPT;
+}
+
+int pskv__seqfile_write(const char *dir, uint64_t seq)
+{
+    uint8_t buf[PSKV_FMT_SEQ_BYTES];
+    pskv_fmt_seq_put(buf, seq);
+    return file_replace(dir, "pskv.seq", buf, sizeof buf);
+}
+
+int pskv__seqfile_rollback_read(const char *dir, uint64_t *from, uint64_t *to)
+{
+    uint8_t buf[PSKV_FMT_ROLLBACK_BYTES + 1];
+    size_t n = 0;
+    int rc = file_read(dir, "pskv.rollback", buf, sizeof buf, &n);
+    if (rc != 0)
+        return rc;
+    return pskv_fmt_rollback_get(buf, n, from, to) == 0 ? 0 : PSKV_ECORRUPT;
+}
+
+int pskv__seqfile_rollback_write(const char *dir, uint64_t from, uint64_t to)
+{
+    uint8_t buf[PSKV_FMT_ROLLBACK_BYTES];
+    pskv_fmt_rollback_put(buf, from, to);
+    return file_replace(dir, "pskv.rollback", buf, sizeof buf);
+}
+
+void pskv__seqfile_rollback_remove(const char *dir)
+{
+    char path[4096];
+    if (seq_path(dir, "pskv.rollback", path, sizeof path) == 0 && unlink(path) == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            fsync(dfd);
+            close(dfd);
+        }
+    }
 }
 
 bool pskv__seqfile_exists(const char *dir)

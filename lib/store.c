@@ -23,6 +23,9 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
         return PSKV_EINVAL; /* a memory-only store has no spill tier */
     if (dir == NULL && opts->map_size != 0)
         return PSKV_EINVAL; /* nothing is persisted */
+    if (opts->at_seq_set > 1 ||
+        (opts->at_seq_set && (dir == NULL || opts->durability == PSKV_DURABILITY_NONE)))
+        return PSKV_EINVAL; /* only a durable store has checkpoints to open at */
     if (dir != NULL && (dir[0] == '\0' || (mkdir(dir, 0755) != 0 && errno != EEXIST)))
         return dir[0] == '\0' ? PSKV_EINVAL : PSKV_EIO;
     if (dir != NULL) {
@@ -53,6 +56,10 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
             rc = pskv__io_create(force_sync, 64, &s->io);
         if (rc == 0 && opts->durability != PSKV_DURABILITY_NONE)
             rc = pskv__persist_open(s);
+        /* At the checkpoint asked for: the last one, or the one before it,
+         * rolled back to for good. */
+        if (rc == 0 && opts->at_seq_set && opts->at_seq != s->ckpt_seq)
+            rc = pskv__undo_rollback(s, opts->at_seq);
         if (rc != 0) {
             pskv__close_abandon(s); /* nothing to checkpoint */
             return rc;

@@ -738,6 +738,175 @@ START_TEST(async_checkpoint_is_the_instant_spill)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- at_seq */
+
+static pskv_store *open_at(const char *store_cfg, const char *at, int expect)
+{
+    char cfg[128];
+    snprintf(cfg, sizeof cfg, "%s %s", store_cfg ? store_cfg : "", at ? at : "");
+    pskv_store *s = NULL;
+    ck_assert_err(pskv_open(dir, cfg, &s), expect);
+    return s;
+}
+
+static uint64_t seq_of(pskv_store *s)
+{
+    pskv_store_stats ss;
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    return ss.checkpoint_seq;
+}
+
+static void write_file(const char *name, const void *buf, size_t len)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+}
+
+static bool file_exists(const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* Checkpoint 1 after ops [0, 2000), checkpoint 2 after ops [2000, 4000)
+ * and a second table made after checkpoint 1; at_seq=1 gives back
+ * checkpoint 1 exactly, for good; at_seq=2 (the last) changes nothing. */
+static void rollback_one_checkpoint(const char *store_cfg)
+{
+    fresh_dir();
+    pskv_store *s;
+    pskv_table *t, *u;
+    const char *cfg = "dim=6 optimizer=adam seed=3 init=uniform:-1:1";
+    wop *log = malloc(4000 * sizeof *log);
+    test_rng r = {11};
+    float out[W_KEYS * W_DIM];
+    for (uint32_t i = 0; i < 4000; i++)
+        make_op(&r, &log[i]);
+    s = open_at(store_cfg, NULL, 0);
+    ck_assert_ok(pskv_table_open(s, "t", cfg, &t));
+    for (uint32_t i = 0; i < 2000; i++)
+        ck_assert_ok(apply_op(t, &log[i], out));
+    ck_assert_ok(pskv_checkpoint(s)); /* seq 1, no metadata */
+    for (uint32_t i = 2000; i < 4000; i++)
+        ck_assert_ok(apply_op(t, &log[i], out));
+    ck_assert_ok(pskv_table_open(s, "u", "dim=4", &u));
+    test_fill(u, 1, 500, 4, 2.0f);
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "two", 3)); /* seq 2 */
+    pskv__close_abandon(s);
+
+    /* Neither the last nor the one before: nothing changes. */
+    pskv_store_options o;
+    pskv_store_options_init(&o);
+    ck_assert_ok(pskv_store_options_parse(&o, "at_seq=0"));
+    ck_assert_uint_eq(o.at_seq_set, 1);
+    ck_assert_err(pskv_open(NULL, "at_seq=0", &s), PSKV_EINVAL);
+    ck_assert_err(pskv_open(dir, "durability=none at_seq=1", &s), PSKV_EINVAL);
+    ck_assert_err(pskv_open(dir, "at_seq=x", &s), PSKV_EINVAL);
+    open_at(store_cfg, "at_seq=0", PSKV_ENOTFOUND);
+    open_at(store_cfg, "at_seq=3", PSKV_ENOTFOUND);
+    s = open_at(store_cfg, "at_seq=2", 0); /* the last one: as it is */
+    ck_assert_uint_eq(seq_of(s), 2);
+    ck_assert_ok(pskv_table_open(s, "u", NULL, &u));
+    test_expect_rows(u, 1, 500, 4, 2.0f);
+    pskv__close_abandon(s);
+
+    s = open_at(store_cfg, "at_seq=1", 0);
+    ck_assert_uint_eq(seq_of(s), 1);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    char what[200] = "";
+    ck_assert_msg(model_matches(log, 2000, t, what), "rolled back: %s", what);
+    ck_assert_ok(pskv_table_open(s, "u", NULL, &u)); /* its schema stays, its rows go */
+    ck_assert_uint_eq(pskv_table_rows(u), 0);
+    size_t len;
+    ck_assert_err(pskv_checkpoint_meta(s, NULL, 0, &len, NULL), PSKV_ENOTFOUND);
+    ck_assert(!file_exists("pskv.rollback"));
+    pskv_close(s);
+
+    /* For good: checkpoint 2 is gone, and there is no undo to go further. */
+    open_at(store_cfg, "at_seq=2", PSKV_ENOTFOUND);
+    open_at(store_cfg, "at_seq=0", PSKV_ENOTFOUND);
+    s = open_at(store_cfg, NULL, 0);
+    ck_assert_uint_eq(seq_of(s), 1);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ck_assert_msg(model_matches(log, 2000, t, what), "reopened: %s", what);
+    uint64_t verify_rows = 0;
+    pskv_iter *it;
+    ck_assert_ok(pskv_iter_create(t, &it)); /* the count record agrees with the rows */
+    uint64_t key;
+    float w[W_DIM];
+    int rc;
+    while ((rc = pskv_iter_next(it, &key, w, NULL)) == 1)
+        verify_rows++;
+    ck_assert_int_eq(rc, 0);
+    pskv_iter_destroy(it);
+    ck_assert_uint_eq(verify_rows, pskv_table_rows(t));
+
+    /* Training goes on from checkpoint 1: the next commit is seq 2 again,
+     * with metadata where checkpoint 1 had none; rolling it back restores
+     * the previous metadata record (here: a copy of seq 2's). */
+    for (uint32_t i = 2000; i < 2500; i++)
+        ck_assert_ok(apply_op(t, &log[i], out));
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "again", 5)); /* seq 2 */
+    for (uint32_t i = 2500; i < 3000; i++)
+        ck_assert_ok(apply_op(t, &log[i], out));
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "three", 5)); /* seq 3 */
+    pskv__close_abandon(s);
+    s = open_at(store_cfg, "at_seq=2", 0);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    char back[8];
+    uint64_t seq;
+    ck_assert_ok(pskv_checkpoint_meta(s, back, sizeof back, &len, &seq));
+    ck_assert_uint_eq(len, 5);
+    ck_assert_uint_eq(seq, 2);
+    ck_assert_int_eq(memcmp(back, "again", 5), 0);
+    wop *log2 = malloc(2500 * sizeof *log2);
+    memcpy(log2, log, 2500 * sizeof *log2);
+    ck_assert_msg(model_matches(log2, 2500, t, what), "second rollback: %s", what);
+    free(log2);
+    pskv__close_abandon(s);
+
+    /* A rollback stopped after its commit, before pskv.seq moved: the
+     * intent names the step, so the store at the older seq is taken. */
+    uint8_t seqbuf[PSKV_FMT_SEQ_BYTES], intent[PSKV_FMT_ROLLBACK_BYTES];
+    pskv_fmt_seq_put(seqbuf, 3);
+    pskv_fmt_rollback_put(intent, 3, 2);
+    write_file("pskv.seq", seqbuf, sizeof seqbuf);
+    write_file("pskv.rollback", intent, sizeof intent);
+    s = open_at(store_cfg, NULL, 0);
+    ck_assert_uint_eq(seq_of(s), 2);
+    ck_assert(!file_exists("pskv.rollback"));
+    pskv__close_abandon(s);
+    /* Without an intent that names this very step it is damage. */
+    pskv_fmt_rollback_put(intent, 4, 2);
+    write_file("pskv.seq", seqbuf, sizeof seqbuf);
+    write_file("pskv.rollback", intent, sizeof intent);
+    open_at(store_cfg, NULL, PSKV_ECORRUPT);
+    write_file("pskv.rollback", "junk", 4);
+    open_at(store_cfg, NULL, PSKV_ECORRUPT);
+    /* An intent at the store's own seq never began: dropped. */
+    pskv_fmt_seq_put(seqbuf, 2);
+    pskv_fmt_rollback_put(intent, 2, 1);
+    write_file("pskv.seq", seqbuf, sizeof seqbuf);
+    write_file("pskv.rollback", intent, sizeof intent);
+    s = open_at(store_cfg, NULL, 0);
+    ck_assert_uint_eq(seq_of(s), 2);
+    ck_assert(!file_exists("pskv.rollback"));
+    pskv_close(s);
+    free(log);
+    remove_dir(dir);
+}
+
+START_TEST(rollback_one_checkpoint_dram) { rollback_one_checkpoint(NULL); }
+END_TEST
+
+START_TEST(rollback_one_checkpoint_spill) { rollback_one_checkpoint("memory_budget=16K"); }
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("persist");
@@ -762,6 +931,8 @@ int main(void)
     tcase_add_test(tc, async_checkpoint_during_writes_spill);
     tcase_add_test(tc, async_checkpoint_is_the_instant_dram);
     tcase_add_test(tc, async_checkpoint_is_the_instant_spill);
+    tcase_add_test(tc, rollback_one_checkpoint_dram);
+    tcase_add_test(tc, rollback_one_checkpoint_spill);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

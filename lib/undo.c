@@ -1,0 +1,349 @@
+/* One generation of undo: what the last checkpoint changed, so that a
+ * durable store can be reopened at the checkpoint before it (store config
+ * at_seq=N), the step a job of several instances takes back to the last
+ * checkpoint that every instance committed.
+ *
+ *   record   inside the checkpoint's own transaction (checkpoint.c calls
+ *            in): the previous generation is emptied, then each row the
+ *            checkpoint overwrites or deletes leaves its stored value and
+ *            each row it creates an empty value, in key order (appends);
+ *            last the header (the seqs, every table's count record before,
+ *            the "user" record before). Commit makes rows and undo one.
+ *   rollback at open, before any table is attached: pskv.rollback (the
+ *            intent) is written, then one write transaction puts the old
+ *            values back, deletes the created rows, restores the count,
+ *            user and checkpoint records and empties the undo; then
+ *            pskv.seq takes the older seq and the intent goes. A crash at
+ *            any point leaves the store at `from` (redo by opening at_seq
+ *            again) or at `to` with the intent (taken as a finished
+ *            rollback: seqfile.c).
+ * Layout in format.h. Tables opened after the target checkpoint keep
+ * their schema records (their rows go): a rollback moves rows and
+ * records, not schemas.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <lmdb.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+#include "pskv_internal.h"
+
+/* ---------------------------------------------------------------- record */
+
+/* The "user" record as stored (read before the transaction changes the
+ * meta database: then it lies in the map, bounded by the file). */
+static int user_stored(pskv_store *s, MDB_txn *txn, MDB_val *v)
+{
+    MDB_val k = {strlen(PSKV_FMT_KEY_USER), PSKV_FMT_KEY_USER};
+    int rc = mdb_get(txn, s->records_dbi, &k, v);
+    if (rc == MDB_NOTFOUND) {
+        *v = (MDB_val){0, NULL};
+        return 0;
+    }
+    if (rc != 0)
+        return pskv__persist_write_err(rc);
+    const void *base;
+    uint64_t span;
+    pskv__persist_file_span(s, &base, &span);
+    return pskv_fmt_in_span(base, span, v->mv_data, v->mv_size) ? 0 : PSKV_ECORRUPT;
+}
+
+int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *u)
+{
+    memset(u, 0, sizeof *u);
+    u->user_state = PSKV_FMT_UNDO_USER_KEPT;
+    if (writes_user) {
+        MDB_val user;
+        int rc = user_stored(s, txn, &user);
+        if (rc != 0)
+            return rc;
+        u->user_state = user.mv_data ? PSKV_FMT_UNDO_USER_WAS : PSKV_FMT_UNDO_USER_NONE;
+        if (user.mv_data != NULL) {
+            u->user = malloc(user.mv_size ? user.mv_size : 1);
+            if (u->user == NULL)
+                return PSKV_ENOMEM;
+            memcpy(u->user, user.mv_data, user.mv_size);
+            u->user_len = user.mv_size;
+        }
+    }
+    int rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0));
+    if (rc == 0)
+        rc = pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi, &u->cur));
+    return rc;
+}
+
+void pskv__undo_free(pskv__undo *u)
+{
+    if (u->cur != NULL)
+        mdb_cursor_close(u->cur);
+    free(u->user);
+    memset(u, 0, sizeof *u);
+}
+
+int pskv__undo_row(pskv__undo *u, uint32_t table, uint64_t key, const void *old, size_t len)
+{
+    uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
+    pskv_fmt_undo_key(kb, table, key);
+    MDB_val k = {sizeof kb, kb}, v = {len, (void *)(len ? old : "")};
+    return pskv__persist_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
+}
+
+int pskv__undo_end(pskv_store *s, pskv__undo *u, const pskv__undo_table *tables, uint32_t nt)
+{
+    size_t len = PSKV_FMT_UNDO_HEAD_BYTES + PSKV_FMT_CHECK_BYTES;
+    for (uint32_t i = 0; i < nt; i++)
+        len += 2 + strlen(tables[i].name) + 16;
+    pskv_fmt_undo_head h = {
+        .from = s->ckpt_seq + 1,
+        .to = s->ckpt_seq,
+        .to_ns = s->ckpt_unix_ns,
+        .user = u->user_state,
+        .tables = nt,
+    };
+    uint8_t *body = malloc(len);
+    if (body == NULL)
+        return PSKV_ENOMEM;
+    pskv_fmt_undo_head_put(body, &h);
+    size_t at = PSKV_FMT_UNDO_HEAD_BYTES;
+    for (uint32_t i = 0; i < nt; i++) {
+        uint16_t n = (uint16_t)strlen(tables[i].name);
+        memcpy(body + at, &n, 2);
+        memcpy(body + at + 2, tables[i].name, n);
+        pskv_fmt_put64(body + at + 2 + n, tables[i].rows);
+        pskv_fmt_put64(body + at + 2 + n + 8, tables[i].digest);
+        at += 2 + (size_t)n + 16;
+    }
+    pskv_fmt_put64(body + at, pskv_fmt_record_check(body, at));
+    uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
+    pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 0);
+    MDB_val k = {sizeof kb, kb}, v = {len, body};
+    int rc = pskv__persist_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
+    free(body);
+    if (rc == 0 && h.user == PSKV_FMT_UNDO_USER_WAS) {
+        pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 1);
+        k = (MDB_val){sizeof kb, kb};
+        v = (MDB_val){u->user_len, u->user};
+        rc = pskv__persist_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- rollback */
+
+/* The header of the undo generation in txn: 0 with a copy of its body,
+ * PSKV_ENOTFOUND (none, or not one from `from` to `to`), PSKV_ECORRUPT. */
+static int head_read(pskv_store *s, MDB_txn *txn, uint64_t from, uint64_t to, uint8_t **body,
+                     size_t *len, pskv_fmt_undo_head *h)
+{
+    uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
+    pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 0);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(txn, s->undo_dbi, &k, &v);
+    if (rc != 0)
+        return pskv__persist_err(rc);
+    const void *base;
+    uint64_t span;
+    const uint8_t *b;
+    size_t n;
+    pskv__persist_file_span(s, &base, &span);
+    if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
+        pskv_fmt_record_open(v.mv_data, v.mv_size, &b, &n) != 0 ||
+        pskv_fmt_undo_head_get(b, n, h) != 0)
+        return PSKV_ECORRUPT;
+    if (h->from != from || h->to != to)
+        return PSKV_ENOTFOUND; /* an older generation (a release without undo wrote since) */
+    *body = malloc(n);
+    if (*body == NULL)
+        return PSKV_ENOMEM;
+    memcpy(*body, b, n);
+    *len = n;
+    return 0;
+}
+
+typedef struct rollback {
+    uint64_t to;
+    uint64_t to_ns; /* out */
+} rollback;
+
+static int table_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
+{
+    char db[PSKV_NAME_MAX + 16];
+    if (pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, name) < 0)
+        return PSKV_ECORRUPT;
+    int rc = pskv__persist_err(mdb_dbi_open(txn, db, 0, dbi));
+    return rc == PSKV_ENOTFOUND ? PSKV_ECORRUPT : rc; /* undo names a table that is gone */
+}
+
+/* Put every old value back and delete every created row. */
+static int restore_rows(pskv_store *s, MDB_txn *txn, const MDB_dbi *dbis, uint32_t nt)
+{
+    MDB_cursor *cur;
+    int rc = pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi, &cur));
+    if (rc != 0)
+        return rc;
+    const void *base;
+    uint64_t span;
+    pskv__persist_file_span(s, &base, &span);
+    uint8_t *copy = NULL;
+    size_t copy_cap = 0;
+    MDB_val k, v;
+    int mrc;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint32_t ti;
+        uint64_t key;
+        if (pskv_fmt_undo_key_get(k.mv_data, k.mv_size, &ti, &key) != 0 ||
+            !pskv_fmt_in_span(base, span, v.mv_data, v.mv_size)) {
+            rc = PSKV_ECORRUPT;
+            break;
+        }
+        if (ti == PSKV_FMT_UNDO_TABLE_NONE)
+            break; /* header and user record: the end of the rows */
+        if (ti >= nt) {
+            rc = PSKV_ECORRUPT;
+            break;
+        }
+        uint8_t kb[8];
+        pskv_fmt_key(kb, key);
+        MDB_val rk = {8, kb};
+        if (v.mv_size == 0) {
+            int d = mdb_del(txn, dbis[ti], &rk, NULL);
+            rc = d == MDB_NOTFOUND ? 0 : pskv__persist_write_err(d);
+            continue;
+        }
+        if (v.mv_size > copy_cap) { /* out of the page before the put moves it */
+            free(copy);
+            copy_cap = v.mv_size;
+            copy = malloc(copy_cap);
+            if (copy == NULL) {
+                rc = PSKV_ENOMEM;
+                break;
+            }
+        }
+        memcpy(copy, v.mv_data, v.mv_size);
+        MDB_val rv = {v.mv_size, copy};
+        rc = pskv__persist_write_err(mdb_put(txn, dbis[ti], &rk, &rv, 0));
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = pskv__persist_write_err(mrc);
+    free(copy);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+static int user_restore(pskv_store *s, MDB_txn *txn, uint32_t user)
+{
+    MDB_val uk = {strlen(PSKV_FMT_KEY_USER), PSKV_FMT_KEY_USER};
+    if (user == PSKV_FMT_UNDO_USER_KEPT)
+        return 0;
+    if (user == PSKV_FMT_UNDO_USER_NONE) {
+        int rc = mdb_del(txn, s->records_dbi, &uk, NULL);
+        return rc == MDB_NOTFOUND ? 0 : pskv__persist_write_err(rc);
+    }
+    uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
+    pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 1);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(txn, s->undo_dbi, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PSKV_ECORRUPT; /* the header says it is there */
+    if (rc != 0)
+        return pskv__persist_write_err(rc);
+    const void *base;
+    uint64_t span;
+    pskv__persist_file_span(s, &base, &span);
+    if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size))
+        return PSKV_ECORRUPT;
+    void *copy = malloc(v.mv_size ? v.mv_size : 1);
+    if (copy == NULL)
+        return PSKV_ENOMEM;
+    memcpy(copy, v.mv_data, v.mv_size);
+    MDB_val uv = {v.mv_size, copy};
+    rc = pskv__persist_write_err(mdb_put(txn, s->records_dbi, &uk, &uv, 0));
+    free(copy);
+    return rc;
+}
+
+/* The whole rollback transaction, once (PSKV__MAP_FULL: grow, again). */
+static int rollback_once(pskv_store *s, void *arg)
+{
+    rollback *r = arg;
+    MDB_txn *txn;
+    int rc = pskv__persist_txn_begin(s, true, &txn);
+    if (rc != 0)
+        return rc;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    pskv_fmt_undo_head h;
+    MDB_dbi *dbis = NULL;
+    rc = head_read(s, txn, r->to + 1, r->to, &body, &len, &h);
+    if (rc == 0 && (uint64_t)h.tables * 18 > len)
+        rc = PSKV_ECORRUPT; /* more tables than the header can hold */
+    if (rc == 0) {
+        dbis = calloc(h.tables ? h.tables : 1, sizeof *dbis);
+        rc = dbis ? 0 : PSKV_ENOMEM;
+    }
+    size_t at = PSKV_FMT_UNDO_HEAD_BYTES;
+    for (uint32_t i = 0; i < h.tables && rc == 0; i++) {
+        char name[PSKV_FMT_NAME_MAX + 1];
+        uint64_t rows, digest;
+        rc = pskv_fmt_undo_table_get(body, len, &at, name, &rows, &digest) == 0 ? 0
+                                                                                 : PSKV_ECORRUPT;
+        if (rc == 0)
+            rc = table_dbi(txn, name, &dbis[i]);
+        if (rc == 0)
+            rc = pskv__persist_put_count(s, txn, name, rows, digest);
+    }
+    if (rc == 0)
+        rc = restore_rows(s, txn, dbis, h.tables);
+    if (rc == 0)
+        rc = user_restore(s, txn, h.user);
+    uint64_t ns = h.to_ns;
+    if (rc == 0)
+        rc = pskv__persist_put_checkpoint_at(s, txn, r->to, ns);
+    if (rc == 0)
+        rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0)); /* for good */
+    free(body);
+    free(dbis);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    r->to_ns = ns;
+    return pskv__persist_write_err(mdb_txn_commit(txn));
+}
+
+int pskv__undo_rollback(pskv_store *s, uint64_t to)
+{
+    if (s->ckpt_seq == 0 || to != s->ckpt_seq - 1)
+        return PSKV_ENOTFOUND;
+    /* Is there an undo for exactly this step? Asked before anything is
+     * written. */
+    MDB_txn *txn;
+    int rc = pskv__persist_txn_begin(s, false, &txn);
+    if (rc != 0)
+        return rc;
+    uint8_t *body = NULL;
+    size_t len;
+    pskv_fmt_undo_head h;
+    rc = head_read(s, txn, s->ckpt_seq, to, &body, &len, &h);
+    mdb_txn_abort(txn);
+    free(body);
+    if (rc != 0)
+        return rc;
+    rc = pskv__seqfile_rollback_write(s->dir, s->ckpt_seq, to);
+    if (rc != 0)
+        return rc;
+    rollback r = {.to = to};
+    rc = pskv__persist_write_growing(s, rollback_once, &r, 1u << 20);
+    if (rc != 0) {
+        (void)pskv__persist_recover(s);
+        return rc; /* the store stays at its seq; the intent is harmless */
+    }
+    s->ckpt_seq = to;
+    s->ckpt_unix_ns = r.to_ns;
+    atomic_store(&s->ckpt_seq_pub, to);
+    rc = pskv__seqfile_write(s->dir, to);
+    if (rc == 0)
+        pskv__seqfile_rollback_remove(s->dir);
+    return rc;
+}
