@@ -7,7 +7,10 @@
  * flight, bit for bit. Every other checkpoint carries metadata (its own
  * sequence number and digest, as a trainer would save its global step):
  * the reopened store's metadata must be that of the last such checkpoint
- * it holds. The next child goes on from the reopened state.
+ * it holds. Every other trial then rolls the store back one checkpoint
+ * (at_seq) in a second child, killed at a random instant too: the store
+ * must then hold the checkpoint before, exactly, and never the later one
+ * again. The next child goes on from the reopened state.
  *
  *   test_crash [--kills N] [--seed S]
  * Some trials run with a budget that spills most rows. */
@@ -130,8 +133,16 @@ static void child_main(int fd, unsigned trial)
             bool with_meta = rng_below(&r, 2) == 0;
             send_msg(fd, with_meta ? MSG_BEGIN_META : MSG_BEGIN, seq + 1, digest);
             uint64_t meta[2] = {seq + 1, digest};
-            int rc = with_meta ? pskv_checkpoint_with_meta(s, meta, sizeof meta)
+            int rc;
+            if (with_meta && rng_below(&r, 2) == 0) { /* asynchronous: start, then wait */
+                pskv_ckpt *c;
+                rc = pskv_checkpoint_start(s, meta, sizeof meta, &c);
+                if (rc == 0)
+                    rc = pskv_checkpoint_wait(c, NULL);
+            } else {
+                rc = with_meta ? pskv_checkpoint_with_meta(s, meta, sizeof meta)
                                : pskv_checkpoint(s);
+            }
             if (rc != 0) {
                 fprintf(stderr, "child: checkpoint returned %d\n", rc);
                 _exit(6);
@@ -147,6 +158,94 @@ static void child_main(int fd, unsigned trial)
     }
 }
 
+/* The store holds checkpoint seq exactly: its rows, and the metadata of
+ * the last checkpoint up to seq that carried some. */
+static void check_store(pskv_store *s, unsigned trial, uint64_t seq, const uint64_t *digest_of,
+                        const bool *meta_at)
+{
+    pskv_table *t, *u;
+    ck_assert_ok(pskv_table_open(s, "t", TABLE_CFG, &t));
+    ck_assert_ok(pskv_table_open(s, "u", TABLE2_CFG, &u));
+    pskv_table_info info, info2;
+    pskv_table_info_get(t, &info);
+    pskv_table_info_get(u, &info2);
+    uint64_t d = store_digest(t, NULL, info.dim + info.state_floats) +
+                 3 * store_digest(u, NULL, info2.dim + info2.state_floats);
+    ck_assert_msg(d == digest_of[seq], "trial %u: checkpoint %llu reopened with different rows",
+                  trial, (unsigned long long)seq);
+    uint64_t last_meta = 0;
+    for (uint64_t q = seq; q > 0 && last_meta == 0; q--)
+        if (meta_at[q])
+            last_meta = q;
+    uint64_t meta[2], meta_seq;
+    size_t len;
+    int rc = pskv_checkpoint_meta(s, meta, sizeof meta, &len, &meta_seq);
+    if (last_meta == 0) {
+        ck_assert_err(rc, PSKV_ENOTFOUND);
+    } else {
+        ck_assert_ok(rc);
+        ck_assert_uint_eq(len, sizeof meta);
+        ck_assert_msg(meta_seq == last_meta && meta[0] == last_meta &&
+                          meta[1] == digest_of[last_meta],
+                      "trial %u: metadata of checkpoint %llu, expected %llu", trial,
+                      (unsigned long long)meta_seq, (unsigned long long)last_meta);
+    }
+}
+
+static uint64_t seq_of(pskv_store *s)
+{
+    pskv_store_stats ss;
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    return ss.checkpoint_seq;
+}
+
+/* Roll the store at seq back to seq - 1 in a child killed at a random
+ * instant (often during the rollback's transaction or its pskv.seq
+ * update); then it is at seq (the kill came first: roll back here) or at
+ * seq - 1, and holds checkpoint seq - 1 exactly. */
+static bool rollback_killed(unsigned trial, test_rng *r, uint64_t seq, const uint64_t *digest_of,
+                            const bool *meta_at)
+{
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "%s at_seq=%llu", store_cfg(trial) ? store_cfg(trial) : "",
+             (unsigned long long)(seq - 1));
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        pskv_store *s;
+        if (pskv_open(dir, cfg, &s) != 0)
+            _exit(4);
+        pskv__close_abandon(s);
+        _exit(0);
+    }
+    struct timespec ts = {0, (long)rng_below(r, 30000) * 1000L};
+    nanosleep(&ts, NULL);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert_msg(WIFSIGNALED(status) || WEXITSTATUS(status) == 0,
+                  "trial %u: rollback child failed (status %d)", trial, status);
+    pskv_store *s;
+    ck_assert_ok(pskv_open(dir, store_cfg(trial), &s));
+    uint64_t at = seq_of(s);
+    ck_assert_msg(at == seq || at == seq - 1, "trial %u: store at %llu after a rollback of %llu",
+                  trial, (unsigned long long)at, (unsigned long long)seq);
+    bool finished_by_child = at == seq - 1;
+    if (at == seq) { /* the commit never happened: the undo is still there */
+        check_store(s, trial, seq, digest_of, meta_at);
+        pskv__close_abandon(s);
+        ck_assert_ok(pskv_open(dir, cfg, &s));
+    }
+    ck_assert_uint_eq(seq_of(s), seq - 1);
+    check_store(s, trial, seq - 1, digest_of, meta_at);
+    pskv_close(s);
+    /* For good: the later checkpoint cannot come back. */
+    snprintf(cfg, sizeof cfg, "%s at_seq=%llu", store_cfg(trial) ? store_cfg(trial) : "",
+             (unsigned long long)seq);
+    ck_assert_err(pskv_open(dir, cfg, &s), PSKV_ENOTFOUND);
+    return finished_by_child;
+}
+
 START_TEST(kill_at_random_instants)
 {
     test_mkdtemp(dir, "crash");
@@ -156,7 +255,8 @@ START_TEST(kill_at_random_instants)
     bool *meta_at = calloc(1, sizeof *meta_at); /* that checkpoint carries metadata */
     size_t known = 1; /* seq 0: the empty store */
     digest_of[0] = 0;
-    unsigned in_flight_hits = 0, total_checkpoints = 0;
+    unsigned in_flight_hits = 0, total_checkpoints = 0, rollbacks = 0, rollbacks_in_child = 0;
+    bool can_roll = false; /* the store's last commit was a checkpoint (it has an undo) */
     for (unsigned trial = 0; trial < n_kills; trial++) {
         int p[2];
         ck_assert_int_eq(pipe(p), 0);
@@ -171,7 +271,7 @@ START_TEST(kill_at_random_instants)
         msg mm;
         ck_assert_int_eq(read(p[0], &mm, sizeof mm), (ssize_t)sizeof mm);
         ck_assert_uint_eq(mm.type, MSG_READY);
-        uint64_t done = mm.seq, begun = mm.seq;
+        uint64_t done = mm.seq, begun = mm.seq, ready = mm.seq;
         struct timespec ts = {0, (long)(1 + rng_below(&r, 60)) * 1000000L};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
@@ -198,47 +298,30 @@ START_TEST(kill_at_random_instants)
         close(p[0]);
 
         pskv_store *s;
-        pskv_table *t, *u;
         ck_assert_ok(pskv_open(dir, store_cfg(trial), &s));
-        ck_assert_ok(pskv_table_open(s, "t", TABLE_CFG, &t));
-        ck_assert_ok(pskv_table_open(s, "u", TABLE2_CFG, &u));
-        pskv_store_stats ss;
-        ck_assert_ok(pskv_store_stats_get(s, &ss));
-        ck_assert_msg(ss.checkpoint_seq >= done && ss.checkpoint_seq <= begun,
+        uint64_t seq = seq_of(s);
+        ck_assert_msg(seq >= done && seq <= begun,
                       "trial %u: store at checkpoint %llu, child finished %llu and began %llu",
-                      trial, (unsigned long long)ss.checkpoint_seq, (unsigned long long)done,
+                      trial, (unsigned long long)seq, (unsigned long long)done,
                       (unsigned long long)begun);
-        if (ss.checkpoint_seq > done)
+        if (seq > done)
             in_flight_hits++; /* killed after the commit, before the call returned */
-        pskv_table_info info, info2;
-        pskv_table_info_get(t, &info);
-        pskv_table_info_get(u, &info2);
-        uint64_t d = store_digest(t, NULL, info.dim + info.state_floats) +
-                     3 * store_digest(u, NULL, info2.dim + info2.state_floats);
-        ck_assert_msg(d == digest_of[ss.checkpoint_seq],
-                      "trial %u: checkpoint %llu reopened with different rows", trial,
-                      (unsigned long long)ss.checkpoint_seq);
-        uint64_t last_meta = 0;
-        for (uint64_t q = ss.checkpoint_seq; q > 0 && last_meta == 0; q--)
-            if (meta_at[q])
-                last_meta = q;
-        uint64_t meta[2], meta_seq;
-        size_t len;
-        int rc = pskv_checkpoint_meta(s, meta, sizeof meta, &len, &meta_seq);
-        if (last_meta == 0) {
-            ck_assert_err(rc, PSKV_ENOTFOUND);
-        } else {
-            ck_assert_ok(rc);
-            ck_assert_uint_eq(len, sizeof meta);
-            ck_assert_msg(meta_seq == last_meta && meta[0] == last_meta &&
-                              meta[1] == digest_of[last_meta],
-                          "trial %u: metadata of checkpoint %llu, expected %llu", trial,
-                          (unsigned long long)meta_seq, (unsigned long long)last_meta);
-        }
+        check_store(s, trial, seq, digest_of, meta_at);
         pskv_close(s);
+        can_roll = seq > ready || can_roll;
+        /* Every other trial goes back one checkpoint, as a rank ahead of
+         * the others does. */
+        if (trial % 2 == 1 && seq > 0 && can_roll) {
+            rollbacks_in_child += rollback_killed(trial, &r, seq, digest_of, meta_at);
+            rollbacks++;
+            can_roll = false;
+        }
     }
-    fprintf(stderr, "%u kills, %u checkpoints returned, %u kills between commit and return\n",
-            n_kills, total_checkpoints, in_flight_hits);
+    fprintf(stderr,
+            "%u kills, %u checkpoints returned, %u kills between commit and return, "
+            "%u rollbacks (%u finished before the kill)\n",
+            n_kills, total_checkpoints, in_flight_hits, rollbacks, rollbacks_in_child);
+    ck_assert_uint_gt(rollbacks, 0);
     ck_assert_uint_gt(total_checkpoints, 0);
     free(digest_of);
     free(meta_at);
