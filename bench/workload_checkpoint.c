@@ -10,7 +10,10 @@
  *  - the disk's sequential write rate (1 MiB O_DIRECT writes + fdatasync).
  * Then a 10% checkpoint runs while a trainer thread pulls and pushes
  * batches: the longest call during it against the longest call without a
- * checkpoint. Last, the reopen time (pskv_open + pskv_table_open).
+ * checkpoint, and beside an asynchronous one (with the time its start
+ * takes: the instant). Then a rollback by one 10% checkpoint (reopen at
+ * at_seq) against that checkpoint's time. Last, the reopen time
+ * (pskv_open + pskv_table_open).
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <fcntl.h>
 #include <lmdb.h>
@@ -404,6 +407,34 @@ int workload_checkpoint(uint64_t n, int json)
                (unsigned long long)ck_rows[2], async_tr.max_call * 1e3,
                async_tr.max_call / bare_tr.max_call, ck[2].instant * 1e3, ck[2].seconds);
     }
+
+    /* Rollback: a 10% checkpoint, then the store reopened at the one
+     * before it (at_seq), against that checkpoint's own time. */
+    m = pick_rows(n, 0.10, 0xfeed, keys);
+    pskv_store_stats ss;
+    if (pskv_checkpoint(s) != 0 || push_all(t, keys, m, grads) != 0)
+        return 1;
+    t0 = bench_now();
+    if (pskv_checkpoint(s) != 0 || pskv_store_stats_get(s, &ss) != 0)
+        return 1;
+    double ck10 = bench_now() - t0;
+    pskv_close(s);
+    char at_cfg[64];
+    snprintf(at_cfg, sizeof at_cfg, "at_seq=%llu", (unsigned long long)ss.checkpoint_seq - 1);
+    t0 = bench_now();
+    if (pskv_open(store_dir, at_cfg, &s) != 0) {
+        fprintf(stderr, "pskv-bench: rollback failed\n");
+        return 1;
+    }
+    double rollback_s = bench_now() - t0;
+    if (json)
+        printf("{\"workload\":\"checkpoint\",\"rollback_rows\":%zu,\"rollback_s\":%.3f,"
+               "\"its_checkpoint_s\":%.3f,\"rollback_vs_checkpoint\":%.3f}\n",
+               m, rollback_s, ck10, rollback_s / ck10);
+    else
+        printf("rollback of a checkpoint of %zu rows (open at_seq=%llu) %.2f s, the checkpoint "
+               "took %.2f s: %.2fx\n",
+               m, (unsigned long long)ss.checkpoint_seq - 1, rollback_s, ck10, rollback_s / ck10);
 
     /* Reopen: metadata only. */
     pskv_close(s);
