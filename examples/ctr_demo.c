@@ -279,17 +279,25 @@ int main(int argc, char **argv)
                    100.0 * (double)p / (double)total, (unsigned long long)p, p / (now() - t0) / 1e3,
                    (size_t)pskv_table_rows(t));
             if (cfg.store != NULL) {
-                /* The trainers keep pulling and pushing meanwhile. */
+                /* The trainers keep pulling and pushing meanwhile: the
+                 * start returns once the instant is taken, with the
+                 * examples seen so far as the checkpoint's metadata. */
                 double c0 = now();
-                int crc = pskv_checkpoint(s);
+                pskv_ckpt *c;
+                uint64_t seen = p, seq = 0;
+                int crc = pskv_checkpoint_start(s, &seen, sizeof seen, &c);
+                double instant = now() - c0;
+                if (crc == 0)
+                    crc = pskv_checkpoint_wait(c, &seq);
                 pskv_store_stats ss;
                 pskv_store_stats_get(s, &ss);
                 if (crc != 0) {
                     fprintf(stderr, "\nctr_demo: checkpoint: %s\n", pskv_strerror(crc));
                     return 1;
                 }
-                printf("  checkpoint %llu: %llu rows in %.1f ms", (unsigned long long)ss.checkpoint_seq,
-                       (unsigned long long)ss.checkpoint_rows, (now() - c0) * 1e3);
+                printf("  checkpoint %llu: %llu rows, instant after %.2f ms, committed in %.1f ms",
+                       (unsigned long long)seq, (unsigned long long)ss.checkpoint_rows,
+                       instant * 1e3, (now() - c0) * 1e3);
             }
             printf("\n");
             fflush(stdout);
