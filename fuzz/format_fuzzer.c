@@ -74,6 +74,37 @@ static void bodies(const uint8_t *in, size_t len)
         pskv_fmt_seq_put(out, seq);
         CHECK(len == PSKV_FMT_SEQ_BYTES && memcmp(out, in, len) == 0);
     }
+    uint64_t to;
+    if (pskv_fmt_rollback_get(in, len, &seq, &to) == 0) {
+        uint8_t out[PSKV_FMT_ROLLBACK_BYTES];
+        pskv_fmt_rollback_put(out, seq, to);
+        CHECK(len == PSKV_FMT_ROLLBACK_BYTES && memcmp(out, in, len) == 0);
+    }
+    /* Undo keys and the undo header with its table list, as the rollback
+     * reads them. */
+    uint32_t table;
+    uint64_t key;
+    if (pskv_fmt_undo_key_get(in, len, &table, &key) == 0) {
+        uint8_t out[PSKV_FMT_UNDO_KEY_BYTES];
+        pskv_fmt_undo_key(out, table, key);
+        CHECK(len == PSKV_FMT_UNDO_KEY_BYTES && memcmp(out, in, len) == 0);
+    }
+    pskv_fmt_undo_head h;
+    if (pskv_fmt_undo_head_get(in, len, &h) == 0) {
+        CHECK(len >= PSKV_FMT_UNDO_HEAD_BYTES && h.to + 1 == h.from);
+        size_t at = PSKV_FMT_UNDO_HEAD_BYTES;
+        char name[PSKV_FMT_NAME_MAX + 1];
+        uint64_t rows, digest;
+        for (uint32_t i = 0; i < h.tables; i++) {
+            size_t before = at;
+            if (pskv_fmt_undo_table_get(in, len, &at, name, &rows, &digest) != 0) {
+                CHECK(at == before);
+                break;
+            }
+            CHECK(at <= len && at > before && strlen(name) == at - before - 18 &&
+                  strchr(name, '/') == NULL);
+        }
+    }
 }
 
 static void filters(const uint8_t *in, size_t len, uint8_t sel)
