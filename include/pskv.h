@@ -175,6 +175,13 @@ PSKV_API int pskv_table_options_parse(pskv_table_options *o, const char *config)
 PSKV_API int pskv_table_options_format(const pskv_table_options *o, char *buf,
                                        size_t len);
 
+/* The same string with only the keys that matter for *o: dim, optimizer,
+ * the hyperparameters its optimizer reads, init, seed, shards (what
+ * tools/pskv prints). Parsing it gives options with the same schema.
+ * Floats in both strings are the shortest decimal that parses back to the
+ * same float (0.005, not 0.00499999989). Any thread. */
+PSKV_API int pskv_table_options_describe(const pskv_table_options *o, char *buf, size_t len);
+
 /* Check *o for consistency (ranges, reserved zero). 0 or PSKV_EINVAL. */
 PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
 
@@ -237,7 +244,8 @@ PSKV_API void pskv_close(pskv_store *s);
 /* Create the table `name` (1..PSKV_NAME_MAX bytes, no NUL, no '/'), or return
  * the open one of that name. Opening an existing table with a config that
  * sets a schema key (dim, optimizer and its hyperparameters, init, seed) to
- * a different value gives PSKV_ESCHEMA; `shards` may differ (use
+ * a different value gives PSKV_ESCHEMA (hyperparameters its optimizer does
+ * not read are not compared); `shards` may differ (use
  * pskv_table_reshard to change it). Creating requires `dim`. On a durable
  * store, a table persisted earlier is opened with its persisted schema (the
  * config may then leave the schema keys out), and a new table's schema is
@@ -257,6 +265,34 @@ PSKV_API int pskv_table_open_opts(pskv_store *s, const char *name,
  * if it is not open (a persisted table must be opened with
  * pskv_table_open first). Any thread. */
 PSKV_API int pskv_table_find(pskv_store *s, const char *name, pskv_table **out);
+
+/* A table a store holds, opened or not. */
+typedef struct pskv_table_desc {
+    char name[PSKV_NAME_MAX + 1];
+    pskv_table_options options; /* its schema (shards: as last persisted) */
+    uint32_t dim, state_floats, row_bytes;
+    int open;        /* 1: open in this store (pskv_store_tables only) */
+    uint64_t rows;   /* durable stores: rows in LMDB as of the last checkpoint;
+                        otherwise rows now */
+    uint64_t reserved[4];
+} pskv_table_desc;
+
+/* The tables of s, in name order: on a durable store every table it holds
+ * (persisted schemas, opened in this process or not), otherwise the open
+ * tables. *n = how many; out[0 .. *n) filled when cap >= *n, else
+ * PSKV_ERANGE with *n set and out untouched (call with cap 0 to size).
+ * Errors: PSKV_EINVAL (s or n NULL, out NULL with cap > 0), PSKV_ERANGE,
+ * PSKV_ECORRUPT (a damaged schema or count record), PSKV_ENOMEM, PSKV_EIO.
+ * Any thread. */
+PSKV_API int pskv_store_tables(pskv_store *s, pskv_table_desc *out, size_t cap, size_t *n);
+
+/* The same for the durable store in dir without opening it: LMDB is read
+ * read-only beside its owner, which may be training in another process
+ * (tools/pskv stat uses this). open is 0 in every entry. Not for a
+ * directory this process has open (PSKV_EBUSY: use pskv_store_tables).
+ * Errors: those of pskv_store_tables, PSKV_ENOTFOUND (no store in dir),
+ * PSKV_EVERSION, PSKV_EBUSY. Any thread. */
+PSKV_API int pskv_dir_tables(const char *dir, pskv_table_desc *out, size_t cap, size_t *n);
 
 /* Static facts of a table. Any thread. */
 typedef struct pskv_table_info {

@@ -12,6 +12,8 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,6 +21,54 @@
 #include "pskv_internal.h"
 
 #define LOCK_ATTEMPTS 64
+
+/* The lock files this process holds (device, inode): a reader that would
+ * open LMDB beside an owner asks first, since a second environment on one
+ * file in one process breaks LMDB's locks. */
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct held {
+    dev_t dev;
+    ino_t ino;
+} *held;
+static uint32_t nheld, held_cap;
+
+static void held_note(const struct stat *st, bool add)
+{
+    pthread_mutex_lock(&held_lock);
+    if (add) {
+        struct held *grown = pskv__array_grow(held, &held_cap, nheld + 1ull, sizeof *held, 4);
+        if (grown != NULL) { /* without room the check is weaker, not wrong */
+            held = grown;
+            held[nheld++] = (struct held){st->st_dev, st->st_ino};
+        }
+    } else {
+        for (uint32_t i = 0; i < nheld; i++)
+            if (held[i].dev == st->st_dev && held[i].ino == st->st_ino) {
+                held[i] = held[--nheld];
+                break;
+            }
+        if (nheld == 0) {
+            free(held);
+            held = NULL;
+            held_cap = 0;
+        }
+    }
+    pthread_mutex_unlock(&held_lock);
+}
+
+bool pskv__dir_held_here(const char *dir)
+{
+    char path[4096];
+    struct stat st;
+    if (pskv__format(path, sizeof path, "%s/pskv.lock", dir) < 0 || stat(path, &st) != 0)
+        return false;
+    bool found = false;
+    pthread_mutex_lock(&held_lock);
+    for (uint32_t i = 0; i < nheld && !found; i++)
+        found = held[i].dev == st.st_dev && held[i].ino == st.st_ino;
+    pthread_mutex_unlock(&held_lock);
+    return found;
+}
 
 static int lock_path(const char *dir, char *path, size_t len)
 {
@@ -46,6 +96,7 @@ int pskv__dir_lock(const char *dir, int *fd_out)
         }
         if (stat(path, &named) == 0 && named.st_dev == held.st_dev &&
             named.st_ino == held.st_ino) {
+            held_note(&held, true);
             *fd_out = fd;
             return 0;
         }
@@ -59,6 +110,9 @@ void pskv__dir_unlock(const char *dir, int fd, bool remove_file)
     if (fd < 0)
         return;
     char path[4096];
+    struct stat st;
+    if (fstat(fd, &st) == 0)
+        held_note(&st, false);
     if (remove_file && lock_path(dir, path, sizeof path) == 0)
         unlink(path); /* still held: no one else can have it */
     close(fd);

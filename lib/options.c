@@ -423,41 +423,114 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
     return 0;
 }
 
-int pskv_table_options_format(const pskv_table_options *o, char *buf, size_t len)
+/* The shortest decimal that parses back to exactly v (6 to 9 digits). */
+static void float_short(char out[32], float v)
 {
-    if (o == NULL || buf == NULL || pskv_table_options_validate(o) != 0)
+    for (int digits = 6; digits <= 9; digits++) {
+        float back;
+        int n = pskv__format(out, 32, "%.*g", digits, (double)v);
+        if (n > 0 && parse_float(out, (size_t)n, &back) == 0 && back == v)
+            return;
+    }
+    (void)pskv__format(out, 32, "%.9g", (double)v); /* 9 digits always round-trip */
+}
+
+/* The hyperparameters each optimizer reads (lr: all of them). */
+enum { USES_EPS = 1, USES_ACC = 2, USES_BETAS = 4, USES_FTRL = 8 };
+static const unsigned optimizer_uses[N_OPTIMIZERS] = {
+    [PSKV_OPT_SGD] = 0,
+    [PSKV_OPT_ADAGRAD] = USES_EPS | USES_ACC,
+    [PSKV_OPT_ROWWISE_ADAGRAD] = USES_EPS | USES_ACC,
+    [PSKV_OPT_ADAM] = USES_EPS | USES_BETAS,
+    [PSKV_OPT_FTRL] = USES_ACC | USES_FTRL,
+};
+
+/* Append to buf at *at; a failure sticks in *rc. */
+static void append(char *buf, size_t len, size_t *at, int *rc, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void append(char *buf, size_t len, size_t *at, int *rc, const char *fmt, ...)
+{
+    if (*rc < 0)
+        return;
+    char piece[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(piece, sizeof piece, fmt, ap); /* only %s, %u, %llu: no locale */
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof piece || *at + (size_t)n >= len) {
+        *rc = n < 0 ? PSKV_EINVAL : PSKV_ERANGE;
+        return;
+    }
+    memcpy(buf + *at, piece, (size_t)n + 1);
+    *at += (size_t)n;
+}
+
+/* The table config string: every key (all), or the keys the optimizer
+ * reads (and dim, init, seed, shards). Floats in their shortest exact
+ * form. */
+static int options_write(const pskv_table_options *o, char *buf, size_t len, bool all)
+{
+    if (o == NULL || buf == NULL || len == 0 || pskv_table_options_validate(o) != 0)
         return PSKV_EINVAL;
     pskv_table_options r = *o;
     pskv__table_options_resolve(&r);
-    char init[80];
-    int rc;
+    const unsigned uses = all ? ~0u : optimizer_uses[r.optimizer];
+    char a[32], b[32];
+    size_t at = 0;
+    int rc = 0;
+    buf[0] = '\0';
+    if (r.dim != 0)
+        append(buf, len, &at, &rc, "dim=%u ", r.dim);
+    float_short(a, r.lr);
+    append(buf, len, &at, &rc, "optimizer=%s lr=%s", optimizer_names[r.optimizer], a);
+    if (uses & USES_EPS) {
+        float_short(a, r.eps);
+        append(buf, len, &at, &rc, " eps=%s", a);
+    }
+    if (uses & USES_ACC) {
+        float_short(a, r.initial_accumulator);
+        append(buf, len, &at, &rc, " initial_accumulator=%s", a);
+    }
+    if (uses & USES_BETAS) {
+        float_short(a, r.beta1);
+        float_short(b, r.beta2);
+        append(buf, len, &at, &rc, " beta1=%s beta2=%s", a, b);
+    }
+    if (uses & USES_FTRL) {
+        float_short(a, r.l1);
+        float_short(b, r.l2);
+        append(buf, len, &at, &rc, " l1=%s l2=%s", a, b);
+        float_short(a, r.lr_power);
+        append(buf, len, &at, &rc, " lr_power=%s", a);
+    }
+    float_short(a, r.init_a);
+    float_short(b, r.init_b);
     switch (r.init) {
     case PSKV_INIT_ZEROS:
-        rc = pskv__format(init, sizeof init, "zeros");
+        append(buf, len, &at, &rc, " init=zeros");
         break;
     case PSKV_INIT_CONSTANT:
-        rc = pskv__format(init, sizeof init, "constant:%.9g", (double)r.init_a);
+        append(buf, len, &at, &rc, " init=constant:%s", a);
         break;
     case PSKV_INIT_UNIFORM:
-        rc = pskv__format(init, sizeof init, "uniform:%.9g:%.9g", (double)r.init_a, (double)r.init_b);
+        append(buf, len, &at, &rc, " init=uniform:%s:%s", a, b);
         break;
     default:
-        rc = pskv__format(init, sizeof init, "normal:%.9g:%.9g", (double)r.init_a, (double)r.init_b);
+        append(buf, len, &at, &rc, " init=normal:%s:%s", a, b);
         break;
     }
-    if (rc < 0)
-        return rc;
-    char dim[24] = "";
-    if (r.dim != 0)
-        pskv__format(dim, sizeof dim, "dim=%u ", r.dim);
-    return pskv__format(buf, len,
-                        "%soptimizer=%s lr=%.9g eps=%.9g initial_accumulator=%.9g "
-                        "beta1=%.9g beta2=%.9g l1=%.9g l2=%.9g lr_power=%.9g init=%s "
-                        "seed=%llu shards=%u",
-                        dim, optimizer_names[r.optimizer], (double)r.lr, (double)r.eps,
-                        (double)r.initial_accumulator, (double)r.beta1, (double)r.beta2,
-                        (double)r.l1, (double)r.l2, (double)r.lr_power, init,
-                        (unsigned long long)r.seed, r.shards);
+    append(buf, len, &at, &rc, " seed=%llu shards=%u", (unsigned long long)r.seed, r.shards);
+    return rc < 0 ? rc : (int)at;
+}
+
+int pskv_table_options_format(const pskv_table_options *o, char *buf, size_t len)
+{
+    return options_write(o, buf, len, true);
+}
+
+int pskv_table_options_describe(const pskv_table_options *o, char *buf, size_t len)
+{
+    return options_write(o, buf, len, false);
 }
 
 bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_options *b)
@@ -467,8 +540,13 @@ bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_opti
     pskv__table_options_resolve(&y);
     bool init_args = x.init == PSKV_INIT_ZEROS ||
                      (x.init_a == y.init_a && (x.init == PSKV_INIT_CONSTANT || x.init_b == y.init_b));
-    return x.dim == y.dim && x.optimizer == y.optimizer && x.lr == y.lr && x.eps == y.eps &&
-           x.initial_accumulator == y.initial_accumulator && x.beta1 == y.beta1 &&
-           x.beta2 == y.beta2 && x.l1 == y.l1 && x.l2 == y.l2 && x.lr_power == y.lr_power &&
-           x.init == y.init && init_args && x.seed == y.seed;
+    if (x.dim != y.dim || x.optimizer != y.optimizer || x.lr != y.lr || x.init != y.init ||
+        !init_args || x.seed != y.seed)
+        return false;
+    /* Keys the optimizer does not read are not part of the schema. */
+    const unsigned uses = optimizer_uses[x.optimizer];
+    return (!(uses & USES_EPS) || x.eps == y.eps) &&
+           (!(uses & USES_ACC) || x.initial_accumulator == y.initial_accumulator) &&
+           (!(uses & USES_BETAS) || (x.beta1 == y.beta1 && x.beta2 == y.beta2)) &&
+           (!(uses & USES_FTRL) || (x.l1 == y.l1 && x.l2 == y.l2 && x.lr_power == y.lr_power));
 }

@@ -607,8 +607,9 @@ static int upgrade_from_1(pskv_store *s)
 
 /* ---------------------------------------------------------------- open */
 
-/* Create and open the environment with a map of map bytes. */
-static int env_start(pskv_store *s, uint64_t map)
+/* Create and open the environment with a map of map bytes (readonly: a
+ * reader beside the owner, which may be another process). */
+static int env_start_as(pskv_store *s, uint64_t map, bool readonly)
 {
     char path[4096];
     int rc = pskv__persist_err(mdb_env_create(&s->env));
@@ -617,11 +618,13 @@ static int env_start(pskv_store *s, uint64_t map)
     mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 2); /* + meta and undo */
     mdb_env_set_maxreaders(s->env, 1024);
     mdb_env_set_mapsize(s->env, (size_t)map);
-    rc = pskv__persist_err(mdb_env_open(s->env, s->dir, MDB_NOTLS, 0644));
+    rc = pskv__persist_err(
+        mdb_env_open(s->env, s->dir, MDB_NOTLS | (readonly ? MDB_RDONLY : 0), 0644));
     if (rc != 0)
         return rc;
     int dead = 0;
-    mdb_reader_check(s->env, &dead); /* slots of crashed processes */
+    if (!readonly)
+        mdb_reader_check(s->env, &dead); /* slots of crashed processes */
     MDB_stat est;
     if (mdb_env_stat(s->env, &est) != 0)
         return PSKV_EIO;
@@ -630,6 +633,8 @@ static int env_start(pskv_store *s, uint64_t map)
         s->map_base = pskv__persist_map_find(path);
     return 0;
 }
+
+static int env_start(pskv_store *s, uint64_t map) { return env_start_as(s, map, false); }
 
 /* A kept handle of database name (meta, or a table's rows), opened again. */
 static int dbi_reopen(pskv_store *s, const char *name, unsigned *dbi)
@@ -823,6 +828,125 @@ void pskv__persist_close(pskv_store *s)
     s->env = NULL;
     free(s->attached);
     s->attached = NULL;
+}
+
+/* ---------------------------------------------------------------- catalog */
+
+int pskv__persist_open_reader(pskv_store *s)
+{
+    char path[4096];
+    struct stat fst;
+    if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) < 0)
+        return PSKV_EINVAL;
+    if (stat(path, &fst) != 0)
+        return errno == ENOENT ? PSKV_ENOTFOUND : PSKV_EIO;
+    if (fst.st_size < 2 * 4096)
+        return PSKV_ECORRUPT;
+    /* The owner may grow the map meanwhile: a map twice the file, and
+     * LMDB's own size when it says the map was resized. */
+    int rc = env_start_as(s, (uint64_t)fst.st_size * 2 + MAP_MIN, true);
+    if (rc == 0)
+        rc = pskv__persist_file_check(s->env, s->dir);
+    MDB_txn *txn = NULL;
+    if (rc == 0) {
+        int mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+        if (mrc == MDB_MAP_RESIZED && mdb_env_set_mapsize(s->env, 0) == 0)
+            mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+        rc = pskv__persist_err(mrc);
+    }
+    if (rc != 0)
+        return rc;
+    rc = pskv__persist_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, 0, &s->records_dbi));
+    uint32_t version = 0;
+    if (rc == PSKV_ENOTFOUND)
+        rc = PSKV_ECORRUPT; /* pages, but not a pskv store */
+    if (rc == 0)
+        rc = format_check(s, txn, &version);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return pskv__persist_err(mdb_txn_commit(txn)); /* keeps the handle */
+}
+
+static int count_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *rows,
+                      uint64_t *digest);
+
+/* One schema record at the cursor: the table's description. */
+static int table_desc(pskv_store *s, MDB_txn *txn, const char *name, const MDB_val *v,
+                      pskv_table_desc *d)
+{
+    const void *base;
+    uint64_t span;
+    const uint8_t *body;
+    size_t len;
+    memset(d, 0, sizeof *d);
+    memcpy(d->name, name, strlen(name) + 1);
+    pskv__persist_file_span(s, &base, &span);
+    if (!pskv_fmt_in_span(base, span, v->mv_data, v->mv_size) ||
+        pskv_fmt_record_open(v->mv_data, v->mv_size, &body, &len) != 0)
+        return PSKV_ECORRUPT;
+    int rc = schema_decode(body, len, &d->options);
+    uint64_t digest;
+    if (rc == 0)
+        rc = count_load(s, txn, name, &d->rows, &digest);
+    d->dim = d->options.dim;
+    d->state_floats = pskv__optimizer_state_floats(d->options.optimizer, d->options.dim);
+    d->row_bytes = (d->dim + d->state_floats) * (uint32_t)sizeof(float);
+    return rc;
+}
+
+int pskv__persist_tables(pskv_store *s, pskv_table_desc **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    pthread_rwlock_rdlock(&s->env_lock);
+    int rc = pskv__persist_txn_begin(s, false, &txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&s->env_lock);
+        return rc;
+    }
+    rc = pskv__persist_err(mdb_cursor_open(txn, s->records_dbi, &cur));
+    const void *base;
+    uint64_t span;
+    pskv__persist_file_span(s, &base, &span);
+    size_t plen = strlen(PSKV_FMT_TABLE_PREFIX);
+    uint32_t cap = 0;
+    MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
+    int mrc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
+    for (; mrc == 0 && rc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        char name[PSKV_FMT_NAME_MAX + 1];
+        int is_table = pskv_fmt_in_span(base, span, k.mv_data, k.mv_size)
+                           ? pskv_fmt_table_key(k.mv_data, k.mv_size, name)
+                           : -1;
+        if (is_table < 0 || *n >= PSKV_FMT_MAX_TABLES)
+            rc = PSKV_ECORRUPT; /* a name too long, or more tables than a store holds */
+        if (is_table <= 0 || rc != 0)
+            break;
+        pskv_table_desc *grown = pskv__array_grow(*out, &cap, *n + 1, sizeof **out, 8);
+        if (grown == NULL) {
+            rc = PSKV_ENOMEM;
+            break;
+        }
+        *out = grown;
+        rc = table_desc(s, txn, name, &v, &(*out)[*n]);
+        if (rc == 0)
+            (*n)++;
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = pskv__persist_err(mrc);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->env_lock);
+    if (rc != 0) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------- tables */

@@ -452,6 +452,8 @@ PSKV__HIDDEN void pskv__close_abandon(pskv_store *s);
 /* Exclusive flock on <dir>/pskv.lock: 0 with *fd, PSKV_EBUSY (another
  * owner) or PSKV_EIO; a failure leaves nothing behind. */
 PSKV__HIDDEN int pskv__dir_lock(const char *dir, int *fd);
+/* Does this process hold dir's lock (an open store, a backup)? */
+PSKV__HIDDEN bool pskv__dir_held_here(const char *dir);
 /* Release; remove_file deletes the lock file first (a scratch store). */
 PSKV__HIDDEN void pskv__dir_unlock(const char *dir, int fd, bool remove_file);
 
@@ -514,6 +516,13 @@ PSKV__HIDDEN const void *pskv__persist_map_find(const char *data_path);
 PSKV__HIDDEN int pskv__backup_env(struct MDB_env *env, const char *dest_dir);
 PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
 PSKV__HIDDEN void pskv__persist_close(pskv_store *s);
+/* Open s->dir's environment read-only beside its owner (s holds only dir
+ * and what this sets; close with pskv__persist_close): 0, PSKV_ENOTFOUND
+ * (no data file), PSKV_ECORRUPT, PSKV_EVERSION, an LMDB error. */
+PSKV__HIDDEN int pskv__persist_open_reader(pskv_store *s);
+/* Every table the store holds, in name order, from its schema and count
+ * records: *out (malloc'd) and *n. */
+PSKV__HIDDEN int pskv__persist_tables(pskv_store *s, pskv_table_desc **out, size_t *n);
 /* The persisted schema of table name: 0, PSKV_ENOTFOUND or an error. */
 PSKV__HIDDEN int pskv__persist_table_schema(pskv_store *s, const char *name,
                                             pskv_table_options *o);

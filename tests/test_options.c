@@ -1,6 +1,7 @@
 /* Config strings, typed options, error names and the version call. */
 #include <string.h>
 
+#include "options.h"
 #include "test_common.h"
 
 START_TEST(store_options_parse)
@@ -93,6 +94,59 @@ START_TEST(table_options_format_roundtrip)
 }
 END_TEST
 
+/* The shortest exact floats, and only the keys an optimizer reads. */
+START_TEST(table_options_describe)
+{
+    pskv_table_options o, back;
+    char buf[512];
+    pskv_table_options_init(&o);
+    ck_assert_ok(pskv_table_options_parse(&o, "dim=8 optimizer=adagrad lr=0.005 seed=3"));
+    ck_assert_int_gt(pskv_table_options_describe(&o, buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "dim=8 optimizer=adagrad lr=0.005 eps=1e-10 initial_accumulator=0 "
+                          "init=zeros seed=3 shards=64");
+    ck_assert_int_gt(pskv_table_options_format(&o, buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "dim=8 optimizer=adagrad lr=0.005 eps=1e-10 initial_accumulator=0 "
+                          "beta1=0.9 beta2=0.999 l1=0 l2=0 lr_power=-0.5 init=zeros seed=3 "
+                          "shards=64");
+    pskv_table_options_init(&o);
+    ck_assert_ok(pskv_table_options_parse(
+        &o, "dim=2 optimizer=ftrl lr=0.1 l1=0.25 init=uniform:-0.01:0.01"));
+    ck_assert_int_gt(pskv_table_options_describe(&o, buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "dim=2 optimizer=ftrl lr=0.1 initial_accumulator=0.1 l1=0.25 l2=0 "
+                          "lr_power=-0.5 init=uniform:-0.01:0.01 seed=0 shards=64");
+    /* Parsing the short form gives the same schema; every float of a
+     * random-ish value comes back exactly from the canonical form. */
+    pskv_table_options_init(&back);
+    ck_assert_ok(pskv_table_options_parse(&back, buf));
+    ck_assert(pskv__table_schema_equal(&o, &back));
+    for (uint32_t i = 1; i < 2000; i++) {
+        pskv_table_options_init(&o);
+        o.dim = 4;
+        o.lr = (float)i * 0.000731f;
+        o.init = PSKV_INIT_NORMAL;
+        o.init_b = 1.0f / (float)i;
+        ck_assert_int_gt(pskv_table_options_format(&o, buf, sizeof buf), 0);
+        pskv_table_options_init(&back);
+        ck_assert_ok(pskv_table_options_parse(&back, buf));
+        ck_assert(back.lr == o.lr && back.init_b == o.init_b);
+    }
+    ck_assert_err(pskv_table_options_describe(&o, buf, 10), PSKV_ERANGE);
+    ck_assert_err(pskv_table_options_describe(NULL, buf, sizeof buf), PSKV_EINVAL);
+
+    /* A key the optimizer does not read is not part of the schema. */
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(NULL, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "sgd", "dim=2 optimizer=sgd beta1=0.5", &t));
+    ck_assert_ok(pskv_table_open(s, "sgd", "beta1=0.3 l1=2", &t));
+    ck_assert_err(pskv_table_open(s, "sgd", "lr=0.02", &t), PSKV_ESCHEMA);
+    ck_assert_ok(pskv_table_open(s, "adam", "dim=2 optimizer=adam beta1=0.5", &t));
+    ck_assert_err(pskv_table_open(s, "adam", "beta1=0.3", &t), PSKV_ESCHEMA);
+    ck_assert_ok(pskv_table_open(s, "adam", "l1=0.3", &t));
+    pskv_close(s);
+}
+END_TEST
+
 START_TEST(errors_and_version)
 {
     ck_assert_str_eq(pskv_err_name(PSKV_EINVAL), "PSKV_EINVAL");
@@ -149,6 +203,7 @@ int main(void)
     tcase_add_test(tc, store_options_parse);
     tcase_add_test(tc, table_options_parse);
     tcase_add_test(tc, table_options_format_roundtrip);
+    tcase_add_test(tc, table_options_describe);
     tcase_add_test(tc, errors_and_version);
     tcase_add_test(tc, feature_ids);
     tcase_add_test(tc, store_open_errors);

@@ -738,6 +738,67 @@ START_TEST(async_checkpoint_is_the_instant_spill)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- listing */
+
+START_TEST(tables_listed)
+{
+    fresh_dir();
+    pskv_store *s;
+    pskv_table *t;
+    pskv_table_desc d[4];
+    size_t n = 99;
+    ck_assert_err(pskv_dir_tables(dir, d, 4, &n), PSKV_ENOTFOUND); /* no store yet */
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_store_tables(s, d, 4, &n));
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ok(pskv_table_open(s, "zeta", "dim=3 optimizer=adam shards=4", &t));
+    test_fill(t, 1, 100, 3, 1.0f);
+    ck_assert_ok(pskv_table_open(s, "alpha", "dim=5 optimizer=sgd", &t));
+    ck_assert_ok(pskv_checkpoint(s));
+    ck_assert_err(pskv_dir_tables(dir, d, 4, &n), PSKV_EBUSY); /* open in this process */
+    pskv_close(s);
+
+    /* Beside no owner, and through a reopened store that opened one. */
+    ck_assert_err(pskv_dir_tables(dir, d, 1, &n), PSKV_ERANGE);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_ok(pskv_dir_tables(dir, NULL, 0, &n) == PSKV_ERANGE ? 0 : -1);
+    ck_assert_ok(pskv_dir_tables(dir, d, 4, &n));
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(d[0].name, "alpha");
+    ck_assert_str_eq(d[1].name, "zeta");
+    ck_assert_uint_eq(d[1].dim, 3);
+    ck_assert_uint_eq(d[1].state_floats, 7); /* adam: m, v and the step */
+    ck_assert_uint_eq(d[1].row_bytes, 40);
+    ck_assert_uint_eq(d[1].rows, 100);
+    ck_assert_uint_eq(d[1].options.shards, 4);
+    ck_assert_int_eq(d[1].options.optimizer, PSKV_OPT_ADAM);
+    ck_assert_int_eq(d[0].open + d[1].open, 0);
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "zeta", NULL, &t));
+    ck_assert_ok(pskv_store_tables(s, d, 4, &n));
+    ck_assert_uint_eq(n, 2);
+    ck_assert_int_eq(d[0].open, 0); /* alpha: persisted, not opened */
+    ck_assert_int_eq(d[1].open, 1);
+    ck_assert_err(pskv_store_tables(s, NULL, 1, &n), PSKV_EINVAL);
+    ck_assert_err(pskv_store_tables(NULL, d, 4, &n), PSKV_EINVAL);
+    pskv_close(s);
+    ck_assert_err(pskv_dir_tables(NULL, d, 4, &n), PSKV_EINVAL);
+
+    /* A memory-only store lists its open tables, with their rows now. */
+    ck_assert_ok(pskv_open(NULL, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "m2", "dim=2", &t));
+    test_fill(t, 1, 7, 2, 1.0f);
+    ck_assert_ok(pskv_table_open(s, "m1", "dim=1", &t));
+    ck_assert_ok(pskv_store_tables(s, d, 4, &n));
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(d[0].name, "m1");
+    ck_assert_uint_eq(d[1].rows, 7);
+    ck_assert_int_eq(d[1].open, 1);
+    pskv_close(s);
+    remove_dir(dir);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- at_seq */
 
 static pskv_store *open_at(const char *store_cfg, const char *at, int expect)
@@ -931,6 +992,7 @@ int main(void)
     tcase_add_test(tc, async_checkpoint_during_writes_spill);
     tcase_add_test(tc, async_checkpoint_is_the_instant_dram);
     tcase_add_test(tc, async_checkpoint_is_the_instant_spill);
+    tcase_add_test(tc, tables_listed);
     tcase_add_test(tc, rollback_one_checkpoint_dram);
     tcase_add_test(tc, rollback_one_checkpoint_spill);
     suite_add_tcase(s, tc);

@@ -275,9 +275,20 @@ static void print_checkpoint(store *st)
 
 static int cmd_stat(const char *dir)
 {
+    /* The library's listing first: it opens LMDB itself, and one process
+     * must not hold two environments of one file at once. */
+    size_t n = 0;
+    pskv_table_desc *ts = NULL;
+    int list_rc = pskv_dir_tables(dir, NULL, 0, &n);
+    if (list_rc == PSKV_ERANGE) {
+        ts = calloc(n ? n : 1, sizeof *ts);
+        list_rc = ts == NULL ? PSKV_ENOMEM : pskv_dir_tables(dir, ts, n, &n);
+    }
     store st = {0};
-    if (store_open(&st, dir) != 0)
+    if (store_open(&st, dir) != 0) {
+        free(ts);
         return 1;
+    }
     MDB_envinfo ei;
     MDB_stat es;
     mdb_env_info(st.env, &ei);
@@ -299,18 +310,20 @@ static int cmd_stat(const char *dir)
     printf("data file pages in use: %" PRIu64 " bytes (%" PRIu64 " pages of %u)\n",
            ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize, (uint64_t)ei.me_last_pgno + 1,
            es.ms_psize);
-    table *ts;
-    uint32_t n;
-    if (tables_list(&st, &ts, &n) != 0)
-        printf("tables: listing them failed (damaged meta database)\n");
-    printf("tables: %u\n", n);
-    for (uint32_t i = 0; i < n; i++) {
-        table *t = &ts[i];
-        uint64_t row_bytes = t->schema_ok ? t->info.row_bytes : 0;
-        printf("  %s: %" PRIu64 " rows, %" PRIu64 " bytes of rows (%" PRIu64
-               " per row), dim %u, %s\n",
-               t->name, t->rows, t->rows * row_bytes, row_bytes, t->schema_ok ? t->info.dim : 0,
-               t->schema_ok ? t->config : "DAMAGED schema");
+    if (list_rc != 0) {
+        printf("tables: listing them failed: DAMAGED (%s)\n", pskv_strerror(list_rc));
+        free(ts);
+        store_close(&st);
+        return 1;
+    }
+    printf("tables: %zu\n", n);
+    for (size_t i = 0; i < n; i++) {
+        const pskv_table_desc *t = &ts[i];
+        char config[1024];
+        if (pskv_table_options_describe(&t->options, config, sizeof config) < 0)
+            snprintf(config, sizeof config, "(schema too long to print)");
+        printf("  %s: %" PRIu64 " rows, %" PRIu64 " bytes of rows (%u per row), %s\n", t->name,
+               t->rows, t->rows * t->row_bytes, t->row_bytes, config);
     }
     free(ts);
     store_close(&st);
