@@ -246,8 +246,9 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = pskv_table_open(s, "ctr_lr", table_cfg, &t);
     if (rc != 0) {
-        fprintf(stderr, "ctr_demo: %s%s%s\n", cfg.store ? cfg.store : "", cfg.store ? ": " : "",
-                pskv_strerror(rc));
+        fprintf(stderr, "ctr_demo: %s%s%s%s%s\n", cfg.store ? cfg.store : "",
+                cfg.store ? ": " : "", pskv_strerror(rc), pskv_last_error()[0] ? ": " : "",
+                pskv_last_error());
         return 1;
     }
     if (cfg.store != NULL) {

@@ -55,7 +55,7 @@ extern "C" {
     X(EEXIST, -4, "already exists")                                            \
     X(ESCHEMA, -5, "configuration contradicts the table's schema")            \
     X(ENOTSUP, -6, "not supported by this build or store kind")                \
-    X(EBUSY, -7, "resource busy; retry")                                       \
+    X(EBUSY, -7, "busy: owned or in use elsewhere (pskv_last_error says by whom)") \
     X(EIO, -8, "I/O error")                                                    \
     X(ECORRUPT, -9, "data failed its checksum or format check")                \
     X(ENOSPC, -10, "spill or disk space cap reached")                          \
@@ -75,6 +75,17 @@ PSKV_API const char *pskv_strerror(int err);
 /* Name of a code, e.g. "PSKV_EINVAL"; "PSKV_OK" for 0; "PSKV_UNKNOWN" for
  * others. Static string. Any thread. */
 PSKV_API const char *pskv_err_name(int err);
+
+/* What the last failed call of this thread said about its error, beyond
+ * its code: the key and value that were wrong and what was expected
+ * ("unknown table key 'optimiser' (did you mean 'optimizer'?)"), which
+ * schema key a reopen contradicts, which process owns a directory. ""
+ * when it said nothing. Config parsing, pskv_open, pskv_table_open, the
+ * checkpoint, backup, listing and row calls clear it when they start, so
+ * it never describes an older call than the last of those. The string
+ * stays valid until the thread's next pskv call. Any thread (each its
+ * own). */
+PSKV_API const char *pskv_last_error(void);
 
 /* ---------------------------------------------------------------- version */
 

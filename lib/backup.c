@@ -56,6 +56,7 @@ int pskv__backup_env(struct MDB_env *env, const char *dest_dir)
 
 int pskv_backup(pskv_store *s, const char *dest_dir)
 {
+    pskv__detail_clear();
     if (s == NULL || dest_dir == NULL || dest_dir[0] == '\0')
         return PSKV_EINVAL;
     if (s->env == NULL)

@@ -39,6 +39,7 @@ static int by_name(const void *a, const void *b)
 
 int pskv_store_tables(pskv_store *s, pskv_table_desc *out, size_t cap, size_t *n)
 {
+    pskv__detail_clear();
     if (s == NULL || n == NULL || (out == NULL && cap > 0))
         return PSKV_EINVAL;
     pskv_table_desc *d = NULL;
@@ -75,6 +76,7 @@ int pskv_store_tables(pskv_store *s, pskv_table_desc *out, size_t cap, size_t *n
 
 int pskv_dir_tables(const char *dir, pskv_table_desc *out, size_t cap, size_t *n)
 {
+    pskv__detail_clear();
     if (dir == NULL || dir[0] == '\0' || n == NULL || (out == NULL && cap > 0))
         return PSKV_EINVAL;
     if (pskv__dir_held_here(dir))

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -75,6 +76,26 @@ static int lock_path(const char *dir, char *path, size_t len)
     return pskv__format(path, len, "%s/pskv.lock", dir) < 0 ? PSKV_EINVAL : 0;
 }
 
+/* The detail of PSKV_EBUSY: this process, or the pid the owner wrote. */
+static void busy_detail(const char *dir, int fd)
+{
+    if (pskv__dir_held_here(dir)) {
+        pskv__fail(PSKV_EBUSY, "'%s' is already open in this process (one owner per store "
+                               "directory; share that pskv_store)", dir);
+        return;
+    }
+    char buf[24] = "";
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    long pid = n > 0 ? strtol(buf, NULL, 10) : 0;
+    if (pid > 0)
+        pskv__fail(PSKV_EBUSY, "'%s' is owned by another process (pid %ld): one process at a "
+                               "time opens a store directory; tools/pskv reads beside it", dir,
+                   pid);
+    else
+        pskv__fail(PSKV_EBUSY, "'%s' is owned by another process (a store or a backup writing "
+                               "there): one process at a time opens a store directory", dir);
+}
+
 int pskv__dir_lock(const char *dir, int *fd_out)
 {
     char path[4096];
@@ -86,6 +107,8 @@ int pskv__dir_lock(const char *dir, int *fd_out)
             return errno == ENOSPC || errno == EDQUOT ? PSKV_ENOSPC : PSKV_EIO;
         if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
             rc = errno == EWOULDBLOCK ? PSKV_EBUSY : PSKV_EIO;
+            if (rc == PSKV_EBUSY)
+                busy_detail(dir, fd);
             close(fd);
             return rc;
         }
@@ -97,6 +120,12 @@ int pskv__dir_lock(const char *dir, int *fd_out)
         if (stat(path, &named) == 0 && named.st_dev == held.st_dev &&
             named.st_ino == held.st_ino) {
             held_note(&held, true);
+            /* Who owns it, for a second opener's error message. */
+            char pid[24];
+            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+            if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)n, 0) != n) {
+                /* only a message is lost */
+            }
             *fd_out = fd;
             return 0;
         }

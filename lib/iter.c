@@ -23,6 +23,7 @@ struct pskv_iter {
 
 int pskv_iter_create(pskv_table *t, pskv_iter **out)
 {
+    pskv__detail_clear();
     if (t == NULL || out == NULL)
         return PSKV_EINVAL;
     pskv_iter *it = calloc(1, sizeof *it);

@@ -1,6 +1,7 @@
 /* Store and table options: defaults, config-string parsing, validation and
  * the canonical config string (used for schemas and round trips).
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <ctype.h>
 #include <locale.h>
 #include <math.h>
 #include <stdarg.h>
@@ -82,7 +83,8 @@ static int next_token(const char **p, token *t)
         s++;
     const char *eq = memchr(begin, '=', (size_t)(s - begin));
     if (eq == NULL || eq == begin || eq + 1 == s)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "'%.*s' is not key=value%s", (int)(s - begin), begin,
+                          eq != NULL && eq + 1 == s ? " (no value after '=')" : "");
     t->key = begin;
     t->klen = (size_t)(eq - begin);
     t->val = eq + 1;
@@ -126,27 +128,38 @@ static int parse_u64(const char *s, size_t len, uint64_t *out)
     return 0;
 }
 
-/* Bytes with an optional K/M/G/T or KiB/MiB/GiB/TiB suffix (powers of 1024). */
-static int parse_size(const char *s, size_t len, uint64_t *out)
+/* Bytes with an optional K/M/G/T or KiB/MiB/GiB/TiB suffix (powers of
+ * 1024, any case). "GB" and the like are refused: 10^9 or 2^30? */
+static int parse_size(const char *s, size_t len, uint64_t *out, const char **why)
 {
     static const char units[] = "KMGT";
     size_t digits = 0;
     while (digits < len && s[digits] >= '0' && s[digits] <= '9')
         digits++;
     uint64_t v;
+    *why = "expected bytes: digits with an optional K, M, G, T or KiB, MiB, GiB, TiB suffix "
+           "(powers of 1024)";
     if (parse_u64(s, digits, &v) != 0)
         return PSKV_EINVAL;
     const char *u = s + digits;
     size_t ulen = len - digits;
     unsigned shift = 0;
     if (ulen > 0) {
-        const char *pos = memchr(units, u[0], 4);
-        if (pos == NULL || !(ulen == 1 || (ulen == 3 && u[1] == 'i' && u[2] == 'B')))
+        const char *pos = memchr(units, toupper((unsigned char)u[0]), 4);
+        if (pos != NULL && ulen == 2 && (u[1] == 'B' || u[1] == 'b')) {
+            *why = "a suffix like GB is ambiguous (10^9 or 2^30 bytes?): write G or GiB "
+                   "(powers of 1024) or the bytes in full";
+            return PSKV_EINVAL;
+        }
+        if (pos == NULL || !(ulen == 1 || (ulen == 3 && (u[1] == 'i' || u[1] == 'I') &&
+                                            (u[2] == 'B' || u[2] == 'b'))))
             return PSKV_EINVAL;
         shift = 10u * (unsigned)(pos - units + 1);
     }
-    if (shift && v > (UINT64_MAX >> shift))
+    if (shift && v > (UINT64_MAX >> shift)) {
+        *why = "too large for 64 bits";
         return PSKV_EINVAL;
+    }
     *out = v << shift;
     return 0;
 }
@@ -160,6 +173,54 @@ static int parse_dim_like(const char *s, size_t len, uint32_t lo, uint32_t hi, u
     return 0;
 }
 
+/* ---------------------------------------------------------------- details */
+
+enum table_key {
+    TK_DIM, TK_OPTIMIZER, TK_LR, TK_EPS, TK_INITIAL_ACC, TK_BETA1, TK_BETA2, TK_L1, TK_L2,
+    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_COUNT
+};
+static const char *const table_keys[TK_COUNT] = {
+    "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
+    "lr_power", "init", "seed", "shards"};
+enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_COUNT };
+static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability",
+                                                 "map_size", "at_seq"};
+
+/* PSKV_EINVAL for a value, with what was expected. */
+static int bad_value(const token *t, const char *expected)
+{
+    bool semicolon = memchr(t->val, ';', t->vlen) != NULL;
+    return pskv__fail(PSKV_EINVAL, "%.*s: %s%s", (int)(t->klen + 1 + t->vlen), t->key,
+                      expected ? expected : "malformed value",
+                      semicolon ? " (separate keys with spaces or commas, not ';')" : "");
+}
+
+/* PSKV_EINVAL for a value that is none of names, naming a near one. */
+static int bad_choice(const token *t, const char *const *names, int count)
+{
+    char list[160] = "";
+    size_t at = 0;
+    for (int i = 0; i < count && at < sizeof list; i++)
+        at += (size_t)snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", names[i]);
+    const char *near = pskv__near(t->val, t->vlen, names, count);
+    return pskv__fail(PSKV_EINVAL, "%.*s: expected one of %s%s%s%s",
+                      (int)(t->klen + 1 + t->vlen), t->key, list,
+                      near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+}
+
+/* PSKV_EINVAL for an unknown key: a near miss, or a key of the other kind. */
+static int unknown_key(const token *t, const char *kind, const char *const *names, int count,
+                       const char *const *other, int other_count)
+{
+    for (int i = 0; i < other_count; i++)
+        if (tok_is(t->key, t->klen, other[i]))
+            return pskv__fail(PSKV_EINVAL, "'%s' is a %s key, not a %s key", other[i],
+                              kind[0] == 's' ? "table" : "store", kind);
+    const char *near = pskv__near(t->key, t->klen, names, count);
+    return pskv__fail(PSKV_EINVAL, "unknown %s key '%.*s'%s%s%s", kind, (int)t->klen, t->key,
+                      near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
+}
+
 /* ---------------------------------------------------------------- store */
 
 void pskv_store_options_init(pskv_store_options *o)
@@ -167,10 +228,6 @@ void pskv_store_options_init(pskv_store_options *o)
     memset(o, 0, sizeof *o);
     o->durability = PSKV_DURABILITY_DEFAULT;
 }
-
-enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_COUNT };
-static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability",
-                                                 "map_size", "at_seq"};
 
 static int key_index(const char *const *names, int count, const token *t)
 {
@@ -182,8 +239,9 @@ static int key_index(const char *const *names, int count, const token *t)
 
 int pskv_store_options_parse(pskv_store_options *o, const char *config)
 {
+    pskv__detail_clear();
     if (o == NULL)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "no options to parse into (NULL)");
     if (config == NULL)
         return 0;
     pskv_store_options n = *o;
@@ -192,35 +250,41 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
     int rc;
     while ((rc = next_token(&config, &t)) == 1) {
         int k = key_index(store_keys, SK_COUNT, &t);
-        if (k < 0 || (seen & (1u << k)))
-            return PSKV_EINVAL;
+        if (k < 0)
+            return unknown_key(&t, "store", store_keys, SK_COUNT, table_keys, TK_COUNT);
+        if (seen & (1u << k))
+            return pskv__fail(PSKV_EINVAL, "'%.*s' is given twice", (int)t.klen, t.key);
         seen |= 1u << k;
+        const char *why = NULL;
         switch (k) {
         case SK_MEMORY_BUDGET:
-            rc = parse_size(t.val, t.vlen, &n.memory_budget);
+            rc = parse_size(t.val, t.vlen, &n.memory_budget, &why);
             break;
         case SK_SPILL_MAX:
-            rc = parse_size(t.val, t.vlen, &n.spill_max);
+            rc = parse_size(t.val, t.vlen, &n.spill_max, &why);
             break;
         case SK_MAP_SIZE:
-            rc = parse_size(t.val, t.vlen, &n.map_size);
+            rc = parse_size(t.val, t.vlen, &n.map_size, &why);
             break;
         case SK_AT_SEQ:
             rc = parse_u64(t.val, t.vlen, &n.at_seq);
+            why = "expected a checkpoint seq (an unsigned integer)";
             n.at_seq_set = 1;
             break;
-        default:
+        default: {
+            static const char *const kinds[] = {"checkpoint", "none"};
             rc = 0;
             if (tok_is(t.val, t.vlen, "checkpoint"))
                 n.durability = PSKV_DURABILITY_CHECKPOINT;
             else if (tok_is(t.val, t.vlen, "none"))
                 n.durability = PSKV_DURABILITY_NONE;
             else
-                rc = PSKV_EINVAL;
+                return bad_choice(&t, kinds, 2);
             break;
         }
+        }
         if (rc != 0)
-            return PSKV_EINVAL;
+            return bad_value(&t, why);
     }
     if (rc < 0)
         return rc;
@@ -266,54 +330,73 @@ void pskv__table_options_resolve(pskv_table_options *o)
 
 static bool sentinel_or(float v, bool ok) { return v == -1.0f || ok; }
 
+static void float_short(char out[32], float v);
+static int options_write(const pskv_table_options *o, char *buf, size_t len, bool all);
+
+/* PSKV_EINVAL naming the field, its value and the range it must be in. */
+static int out_of_range(const char *key, float v, const char *range)
+{
+    char val[32];
+    float_short(val, v);
+    return pskv__fail(PSKV_EINVAL, "%s=%s: expected %s", key, val, range);
+}
+
 int pskv_table_options_validate(const pskv_table_options *o)
 {
     if (o == NULL)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "no table options (NULL)");
     for (size_t i = 0; i < sizeof o->reserved / sizeof o->reserved[0]; i++)
         if (o->reserved[i] != 0)
-            return PSKV_EINVAL;
+            return pskv__fail(PSKV_EINVAL, "pskv_table_options.reserved[%zu] is not zero "
+                                           "(initialize with pskv_table_options_init)", i);
+    static const char *const fnames[] = {"lr", "eps", "initial_accumulator", "beta1", "beta2",
+                                         "l1", "l2", "lr_power", "init (first argument)",
+                                         "init (second argument)"};
     const float fs[] = {o->lr, o->eps, o->initial_accumulator, o->beta1, o->beta2,
                         o->l1, o->l2, o->lr_power, o->init_a, o->init_b};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
         if (!isfinite(fs[i]))
-            return PSKV_EINVAL;
-    if (o->dim > PSKV_DIM_MAX || o->shards < 1 || o->shards > PSKV_SHARDS_MAX)
-        return PSKV_EINVAL;
+            return pskv__fail(PSKV_EINVAL, "%s is not a finite number", fnames[i]);
+    if (o->dim > PSKV_DIM_MAX)
+        return pskv__fail(PSKV_EINVAL, "dim=%u: expected 1..4096", o->dim);
+    if (o->shards < 1 || o->shards > PSKV_SHARDS_MAX)
+        return pskv__fail(PSKV_EINVAL, "shards=%u: expected 1..4096", o->shards);
     if (o->optimizer < 0 || o->optimizer >= N_OPTIMIZERS)
-        return PSKV_EINVAL;
-    if (!sentinel_or(o->lr, o->lr > 0) || !sentinel_or(o->eps, o->eps > 0) ||
-        !sentinel_or(o->initial_accumulator, o->initial_accumulator >= 0))
-        return PSKV_EINVAL;
-    if (!(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1))
-        return PSKV_EINVAL;
-    if (o->l1 < 0 || o->l2 < 0 || o->lr_power > 0)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "optimizer %d is not an enum pskv_optimizer", o->optimizer);
+    if (!sentinel_or(o->lr, o->lr > 0))
+        return out_of_range("lr", o->lr, "a value > 0 (or -1 in the struct: the default)");
+    if (!sentinel_or(o->eps, o->eps > 0))
+        return out_of_range("eps", o->eps, "a value > 0 (or -1 in the struct: the default)");
+    if (!sentinel_or(o->initial_accumulator, o->initial_accumulator >= 0))
+        return out_of_range("initial_accumulator", o->initial_accumulator,
+                            "a value >= 0 (or -1 in the struct: the default)");
+    if (!(o->beta1 >= 0 && o->beta1 < 1))
+        return out_of_range("beta1", o->beta1, "a value in [0, 1)");
+    if (!(o->beta2 >= 0 && o->beta2 < 1))
+        return out_of_range("beta2", o->beta2, "a value in [0, 1)");
+    if (o->l1 < 0)
+        return out_of_range("l1", o->l1, "a value >= 0");
+    if (o->l2 < 0)
+        return out_of_range("l2", o->l2, "a value >= 0");
+    if (o->lr_power > 0)
+        return out_of_range("lr_power", o->lr_power, "a value <= 0");
     switch (o->init) {
     case PSKV_INIT_ZEROS:
     case PSKV_INIT_CONSTANT:
         break;
     case PSKV_INIT_UNIFORM:
         if (!(o->init_a < o->init_b))
-            return PSKV_EINVAL;
+            return pskv__fail(PSKV_EINVAL, "init=uniform:LO:HI needs LO < HI");
         break;
     case PSKV_INIT_NORMAL:
         if (!(o->init_b >= 0))
-            return PSKV_EINVAL;
+            return pskv__fail(PSKV_EINVAL, "init=normal:MEAN:STD needs STD >= 0");
         break;
     default:
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "init %d is not an enum pskv_init_kind", o->init);
     }
     return 0;
 }
-
-enum table_key {
-    TK_DIM, TK_OPTIMIZER, TK_LR, TK_EPS, TK_INITIAL_ACC, TK_BETA1, TK_BETA2, TK_L1, TK_L2,
-    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_COUNT
-};
-static const char *const table_keys[TK_COUNT] = {
-    "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
-    "lr_power", "init", "seed", "shards"};
 
 /* "constant:V", "uniform:LO:HI", "normal:MEAN:STD", "zeros" */
 static int parse_init(const char *s, size_t len, pskv_table_options *o)
@@ -357,8 +440,9 @@ static int parse_init(const char *s, size_t len, pskv_table_options *o)
 
 int pskv_table_options_parse(pskv_table_options *o, const char *config)
 {
+    pskv__detail_clear();
     if (o == NULL)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "no options to parse into (NULL)");
     if (config == NULL)
         return 0;
     pskv_table_options n = *o;
@@ -367,16 +451,21 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
     int rc;
     while ((rc = next_token(&config, &t)) == 1) {
         int k = key_index(table_keys, TK_COUNT, &t);
-        if (k < 0 || (seen & (1u << k)))
-            return PSKV_EINVAL;
+        if (k < 0)
+            return unknown_key(&t, "table", table_keys, TK_COUNT, store_keys, SK_COUNT);
+        if (seen & (1u << k))
+            return pskv__fail(PSKV_EINVAL, "'%.*s' is given twice", (int)t.klen, t.key);
         seen |= 1u << k;
         float *fdst = NULL;
+        const char *why = NULL;
         switch (k) {
         case TK_DIM:
             rc = parse_dim_like(t.val, t.vlen, 1, PSKV_DIM_MAX, &n.dim);
+            why = "expected an integer in 1..4096";
             break;
         case TK_SHARDS:
             rc = parse_dim_like(t.val, t.vlen, 1, PSKV_SHARDS_MAX, &n.shards);
+            why = "expected an integer in 1..4096";
             break;
         case TK_OPTIMIZER:
             rc = PSKV_EINVAL;
@@ -385,12 +474,16 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
                     n.optimizer = i;
                     rc = 0;
                 }
+            if (rc != 0)
+                return bad_choice(&t, optimizer_names, N_OPTIMIZERS);
             break;
         case TK_INIT:
             rc = parse_init(t.val, t.vlen, &n);
+            why = "expected zeros, constant:V, uniform:LO:HI or normal:MEAN:STD";
             break;
         case TK_SEED:
             rc = parse_u64(t.val, t.vlen, &n.seed);
+            why = "expected an unsigned 64-bit integer (decimal or 0x hex)";
             break;
         case TK_LR: fdst = &n.lr; break;
         case TK_EPS: fdst = &n.eps; break;
@@ -406,19 +499,22 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
             rc = parse_float(t.val, t.vlen, &v);
             /* -1 is the "optimizer default" sentinel of the struct form;
              * a config string must name a real value. */
+            why = "expected a finite number";
             if (rc == 0 && v == -1.0f && (fdst == &n.lr || fdst == &n.eps ||
-                                          fdst == &n.initial_accumulator))
+                                          fdst == &n.initial_accumulator)) {
                 rc = PSKV_EINVAL;
+                why = "-1 is not a value (leave the key out for the optimizer's default)";
+            }
             if (rc == 0)
                 *fdst = v;
         }
         if (rc != 0)
-            return PSKV_EINVAL;
+            return bad_value(&t, why);
     }
     if (rc < 0)
         return rc;
     if (pskv_table_options_validate(&n) != 0)
-        return PSKV_EINVAL;
+        return PSKV_EINVAL; /* its detail says which */
     *o = n;
     return 0;
 }
@@ -531,6 +627,39 @@ int pskv_table_options_format(const pskv_table_options *o, char *buf, size_t len
 int pskv_table_options_describe(const pskv_table_options *o, char *buf, size_t len)
 {
     return options_write(o, buf, len, false);
+}
+
+/* The first schema key where want differs from have, as "key=want" and
+ * "key=have" (both resolved); false when the schemas agree. */
+bool pskv__table_schema_diff(const pskv_table_options *have, const pskv_table_options *want,
+                             char *want_s, char *have_s, size_t len)
+{
+    if (pskv__table_schema_equal(have, want))
+        return false;
+    pskv_table_options x = *have, y = *want;
+    pskv__table_options_resolve(&x);
+    pskv__table_options_resolve(&y);
+    /* The two canonical strings, key by key: the first token that differs. */
+    char a[1024], b[1024];
+    x.shards = y.shards = 1; /* never part of the schema */
+    if (options_write(&x, a, sizeof a, false) < 0 || options_write(&y, b, sizeof b, false) < 0) {
+        snprintf(want_s, len, "(options)");
+        snprintf(have_s, len, "(schema)");
+        return true;
+    }
+    const char *pa = a, *pb = b;
+    token ta, tb;
+    while (next_token(&pa, &ta) == 1 && next_token(&pb, &tb) == 1) {
+        if (ta.klen + ta.vlen != tb.klen + tb.vlen ||
+            memcmp(ta.key, tb.key, ta.klen + 1 + ta.vlen) != 0) {
+            snprintf(have_s, len, "%.*s", (int)(ta.klen + 1 + ta.vlen), ta.key);
+            snprintf(want_s, len, "%.*s", (int)(tb.klen + 1 + tb.vlen), tb.key);
+            return true;
+        }
+    }
+    snprintf(have_s, len, "%s", a);
+    snprintf(want_s, len, "%s", b);
+    return true;
 }
 
 bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_options *b)

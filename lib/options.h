@@ -10,6 +10,11 @@
 #include "pskv.h"
 
 /* Schema keys (everything but shards) equal? */
+/* The first schema key where want differs from have ("key=value" of
+ * each, into buffers of len); false when they agree. */
+PSKV__HIDDEN bool pskv__table_schema_diff(const pskv_table_options *have,
+                                          const pskv_table_options *want, char *want_s,
+                                          char *have_s, size_t len);
 PSKV__HIDDEN bool pskv__table_schema_equal(const pskv_table_options *a,
                                            const pskv_table_options *b);
 /* Replace the "optimizer default" sentinels (negative lr, eps,

@@ -1078,6 +1078,7 @@ int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)
 
 int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *len, uint64_t *seq)
 {
+    pskv__detail_clear();
     if (s == NULL || len == NULL || (buf == NULL && cap > 0))
         return PSKV_EINVAL;
     if (s->env == NULL)

@@ -447,6 +447,16 @@ struct pskv_store {
 /* Tests: close as a crash leaves a store, without the final checkpoint. */
 PSKV__HIDDEN void pskv__close_abandon(pskv_store *s);
 
+/* ---------------------------------------------------------------- errors.c */
+
+/* The calling thread's detail message (pskv_last_error): cleared at the
+ * start of the calls that can set one; pskv__fail sets it and returns code. */
+PSKV__HIDDEN void pskv__detail_clear(void);
+PSKV__HIDDEN int pskv__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The name in names[count] that word[len] is a near miss of, or NULL. */
+PSKV__HIDDEN const char *pskv__near(const char *word, size_t len, const char *const *names,
+                                    int count);
+
 /* ---------------------------------------------------------------- dirlock.c */
 
 /* Exclusive flock on <dir>/pskv.lock: 0 with *fd, PSKV_EBUSY (another

@@ -66,6 +66,7 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
 
 int pskv_table_reshard(pskv_table *t, uint32_t shards)
 {
+    pskv__detail_clear();
     if (t == NULL || shards < 1 || shards > PSKV_SHARDS_MAX)
         return PSKV_EINVAL;
     /* Wait for a running checkpoint first, without blocking row calls. */

@@ -7,6 +7,7 @@
  * chunk overlap instead of being paid one after another. Where each key
  * lives (DRAM, spill file, LMDB) is asked of tier.c.
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,11 +57,27 @@ static void prefetch_index(const pskv__shard *sh, uint64_t hash)
 
 static int check_row_args(const pskv_table *t, const uint64_t *keys, size_t n, const void *buf)
 {
+    pskv__detail_clear();
     if (t == NULL || (n > 0 && (keys == NULL || buf == NULL)))
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "%s is NULL", t == NULL ? "the table"
+                                                     : keys == NULL ? "keys" : "the row buffer");
     if (n > UINT32_MAX - 1)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "%zu keys in one call: at most %u", n, UINT32_MAX - 1);
     return 0;
+}
+
+/* PSKV_EINVAL naming the first non-finite value of rows[n][dim]. */
+static int nonfinite_detail(const uint64_t *keys, const float *rows, size_t n, uint32_t dim,
+                            const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < dim; j++)
+            if (!isfinite(rows[i * dim + j]))
+                return pskv__fail(PSKV_EINVAL, "%s %zu (key %llu), value %u is %s: nothing "
+                                               "was changed", what, i,
+                                  (unsigned long long)keys[i], j,
+                                  isnan(rows[i * dim + j]) ? "NaN" : "infinite");
+    return PSKV_EINVAL;
 }
 
 /* ---------------------------------------------------------------- shard visits */
@@ -412,13 +429,16 @@ static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, co
             sum[j] += g[j];
     }
     /* Finite gradients can sum to Inf: refused like a non-finite one. */
-    return pskv__floats_nonfinite(d->rows, (size_t)used * dim) ? PSKV_EINVAL : 0;
+    return pskv__floats_nonfinite(d->rows, (size_t)used * dim)
+               ? pskv__fail(PSKV_EINVAL, "the gradients of a repeated key sum to an infinite "
+                                         "value: nothing was changed")
+               : 0;
 }
 
 static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *src, bool is_push)
 {
     if (pskv__floats_nonfinite(src, n * t->dim))
-        return PSKV_EINVAL;
+        return nonfinite_detail(keys, src, n, t->dim, is_push ? "gradient row" : "value row");
     int rc = pskv__budget_admit(t->store);
     if (rc != 0)
         return rc;
@@ -460,7 +480,10 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
         created = c.created;
         if (c.nonfinite > 0) {
             pskv__count_add(&t->n_push_nonfinite, c.nonfinite);
-            rc = PSKV_ERANGE;
+            rc = pskv__fail(PSKV_ERANGE, "%llu rows kept their weights and state: their step "
+                                         "would have made a value infinite or NaN (the other "
+                                         "rows were applied)",
+                            (unsigned long long)c.nonfinite);
         }
     }
     free(save);

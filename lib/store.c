@@ -11,27 +11,35 @@
 
 int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store **out)
 {
+    pskv__detail_clear();
     if (out == NULL || opts == NULL)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "pskv_open: %s is NULL", out == NULL ? "out" : "opts");
     *out = NULL;
     for (size_t i = 0; i < sizeof opts->reserved / sizeof opts->reserved[0]; i++)
         if (opts->reserved[i] != 0)
-            return PSKV_EINVAL;
+            return pskv__fail(PSKV_EINVAL, "pskv_store_options.reserved[%zu] is not zero "
+                                           "(initialize with pskv_store_options_init)", i);
     if (opts->durability < PSKV_DURABILITY_DEFAULT || opts->durability > PSKV_DURABILITY_NONE)
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "durability %d is not an enum pskv_durability",
+                          opts->durability);
     if (dir == NULL && opts->spill_max != 0)
-        return PSKV_EINVAL; /* a memory-only store has no spill tier */
+        return pskv__fail(PSKV_EINVAL, "spill_max: a memory-only store (no directory) has no "
+                                       "spill tier");
     if (dir == NULL && opts->map_size != 0)
-        return PSKV_EINVAL; /* nothing is persisted */
+        return pskv__fail(PSKV_EINVAL, "map_size: a memory-only store (no directory) persists "
+                                       "nothing");
     if (opts->at_seq_set > 1 ||
         (opts->at_seq_set && (dir == NULL || opts->durability == PSKV_DURABILITY_NONE)))
-        return PSKV_EINVAL; /* only a durable store has checkpoints to open at */
-    if (dir != NULL && (dir[0] == '\0' || (mkdir(dir, 0755) != 0 && errno != EEXIST)))
-        return dir[0] == '\0' ? PSKV_EINVAL : PSKV_EIO;
+        return pskv__fail(PSKV_EINVAL, "at_seq: only a durable directory store has checkpoints "
+                                       "to open at");
+    if (dir != NULL && dir[0] == '\0')
+        return pskv__fail(PSKV_EINVAL, "the directory is \"\" (NULL makes a memory-only store)");
+    if (dir != NULL && mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return pskv__fail(PSKV_EIO, "cannot create directory '%s': %s", dir, strerror(errno));
     if (dir != NULL) {
         struct stat st;
         if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-            return PSKV_EINVAL;
+            return pskv__fail(PSKV_EINVAL, "'%s' is not a directory", dir);
     }
     pskv_store *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -58,8 +66,16 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
             rc = pskv__persist_open(s);
         /* At the checkpoint asked for: the last one, or the one before it,
          * rolled back to for good. */
-        if (rc == 0 && opts->at_seq_set && opts->at_seq != s->ckpt_seq)
+        if (rc == 0 && opts->at_seq_set && opts->at_seq != s->ckpt_seq) {
             rc = pskv__undo_rollback(s, opts->at_seq);
+            if (rc == PSKV_ENOTFOUND)
+                pskv__fail(rc, "at_seq=%llu: the store is at checkpoint %llu and can be opened "
+                               "only there%s",
+                           (unsigned long long)opts->at_seq, (unsigned long long)s->ckpt_seq,
+                           s->ckpt_seq == 0 ? ""
+                                            : " or at the one before it, when its undo is kept "
+                                              "(no rollback since the last checkpoint)");
+        }
         if (rc != 0) {
             pskv__close_abandon(s); /* nothing to checkpoint */
             return rc;
@@ -127,6 +143,16 @@ static bool name_valid(const char *name)
     return len >= 1 && len <= PSKV_NAME_MAX && strchr(name, '/') == NULL;
 }
 
+/* PSKV_ESCHEMA, saying which key contradicts what. */
+static int schema_conflict(const char *name, const pskv_table_options *have,
+                           const pskv_table_options *want, const char *whose)
+{
+    char w[128], h[128];
+    pskv__table_schema_diff(have, want, w, h, sizeof w);
+    return pskv__fail(PSKV_ESCHEMA, "table '%s': %s contradicts %s schema (%s)", name, w, whose,
+                      h);
+}
+
 static pskv_table *table_lookup(const pskv_store *s, const char *name)
 {
     for (uint32_t i = 0; i < s->ntables; i++)
@@ -143,7 +169,7 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     pskv_table *t = table_lookup(s, name);
     if (t != NULL) {
         if (!pskv__table_schema_equal(&t->opts, requested))
-            return PSKV_ESCHEMA;
+            return schema_conflict(name, &t->opts, requested, "the open table's");
         *out = t;
         return 0;
     }
@@ -152,13 +178,16 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
         pskv_table_options schema;
         int rc = pskv__persist_table_schema(s, name, &schema);
         if (rc != 0 && rc != PSKV_ENOTFOUND)
-            return rc;
+            return rc == PSKV_ECORRUPT
+                       ? pskv__fail(rc, "table '%s': its schema record is damaged", name)
+                       : rc;
         persisted = rc == 0;
         if (persisted && !pskv__table_schema_equal(&schema, requested))
-            return PSKV_ESCHEMA;
+            return schema_conflict(name, &schema, requested, "the persisted");
     }
-    if (requested->dim == 0)
-        return PSKV_EINVAL; /* creating needs a dim */
+    if (requested->dim == 0) /* creating needs a dim */
+        return pskv__fail(PSKV_EINVAL, "table '%s' does not exist yet: creating it needs dim=N "
+                                       "(1..4096)", name);
     pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,
                                        sizeof *nt, 4);
     if (nt == NULL)
@@ -181,11 +210,26 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     return 0;
 }
 
+/* The arguments every table open checks: PSKV_EINVAL with a detail. */
+static int table_args(const pskv_store *s, const char *name, pskv_table **out)
+{
+    pskv__detail_clear();
+    if (s == NULL || out == NULL)
+        return pskv__fail(PSKV_EINVAL, "%s is NULL", s == NULL ? "the store" : "out");
+    if (!name_valid(name))
+        return pskv__fail(PSKV_EINVAL, "table name %s%.64s%s: expected 1..255 bytes without '/'",
+                          name ? "'" : "", name ? name : "NULL", name ? "'" : "");
+    return 0;
+}
+
 int pskv_table_open_opts(pskv_store *s, const char *name, const pskv_table_options *opts,
                          pskv_table **out)
 {
-    if (s == NULL || out == NULL || !name_valid(name) || pskv_table_options_validate(opts) != 0)
-        return PSKV_EINVAL;
+    int arc = table_args(s, name, out);
+    if (arc != 0)
+        return arc;
+    if (pskv_table_options_validate(opts) != 0)
+        return PSKV_EINVAL; /* its detail says which field */
     pthread_mutex_lock(&s->lock);
     int rc = table_open_locked(s, name, opts, out);
     pthread_mutex_unlock(&s->lock);
@@ -194,8 +238,9 @@ int pskv_table_open_opts(pskv_store *s, const char *name, const pskv_table_optio
 
 int pskv_table_open(pskv_store *s, const char *name, const char *config, pskv_table **out)
 {
-    if (s == NULL || out == NULL || !name_valid(name))
-        return PSKV_EINVAL;
+    int arc = table_args(s, name, out);
+    if (arc != 0)
+        return arc;
     pthread_mutex_lock(&s->lock);
     pskv_table *t = table_lookup(s, name);
     pskv_table_options o;
@@ -263,10 +308,13 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
 
 int pskv_checkpoint(pskv_store *s)
 {
+    pskv__detail_clear();
     if (s == NULL)
         return PSKV_EINVAL;
-    if (s->env == NULL)
-        return PSKV_ENOTSUP; /* memory-only and scratch stores persist nothing */
+    if (s->env == NULL) /* memory-only and scratch stores persist nothing */
+        return pskv__fail(PSKV_ENOTSUP, "a %s store persists nothing: checkpoints need a "
+                                        "directory store with durability=checkpoint",
+                          s->dir ? "durability=none" : "memory-only");
     pskv_ckpt *c;
     int rc = pskv__checkpoint_start(s, NULL, 0, false, &c);
     return rc != 0 ? rc : pskv__checkpoint_wait(c, NULL);
@@ -274,6 +322,7 @@ int pskv_checkpoint(pskv_store *s)
 
 int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len, pskv_ckpt **out)
 {
+    pskv__detail_clear();
     if (out != NULL)
         *out = NULL;
     if (s == NULL || out == NULL || (meta == NULL && len > 0) || len > PSKV_CHECKPOINT_META_MAX)

@@ -1,4 +1,5 @@
 /* Config strings, typed options, error names and the version call. */
+#include <math.h>
 #include <string.h>
 
 #include "options.h"
@@ -147,6 +148,83 @@ START_TEST(table_options_describe)
 }
 END_TEST
 
+/* The detail of a failed call names the key, the value and what was
+ * expected (the cases a new user met). */
+static void expect_detail(int rc, int code, const char *text)
+{
+    ck_assert_int_eq(rc, code);
+    ck_assert_msg(strstr(pskv_last_error(), text) != NULL, "detail '%s' lacks '%s'",
+                  pskv_last_error(), text);
+}
+
+START_TEST(error_details)
+{
+    pskv_table_options o;
+    pskv_store_options so;
+    pskv_table_options_init(&o);
+    pskv_store_options_init(&so);
+    expect_detail(pskv_table_options_parse(&o, "dim=8 optimiser=adam"), PSKV_EINVAL,
+                  "unknown table key 'optimiser' (did you mean 'optimizer'?)");
+    expect_detail(pskv_table_options_parse(&o, "optimizer=Adam"), PSKV_EINVAL,
+                  "optimizer=Adam: expected one of sgd, adagrad, rowwise_adagrad, adam, ftrl "
+                  "(did you mean 'adam'?)");
+    expect_detail(pskv_table_options_parse(&o, "dim=8; lr=0.1"), PSKV_EINVAL,
+                  "dim=8;: expected an integer in 1..4096 (separate keys with spaces or "
+                  "commas, not ';')");
+    expect_detail(pskv_table_options_parse(&o, "lr=0.1 lr=0.2"), PSKV_EINVAL,
+                  "'lr' is given twice");
+    expect_detail(pskv_table_options_parse(&o, "beta1=1.5"), PSKV_EINVAL,
+                  "beta1=1.5: expected a value in [0, 1)");
+    expect_detail(pskv_table_options_parse(&o, "dim"), PSKV_EINVAL, "'dim' is not key=value");
+    expect_detail(pskv_table_options_parse(&o, "memory_budget=1G"), PSKV_EINVAL,
+                  "'memory_budget' is a store key, not a table key");
+    expect_detail(pskv_table_options_parse(&o, "init=gauss:0:1"), PSKV_EINVAL,
+                  "expected zeros, constant:V, uniform:LO:HI or normal:MEAN:STD");
+    expect_detail(pskv_table_options_parse(&o, "colour=red"), PSKV_EINVAL,
+                  "unknown table key 'colour'");
+    ck_assert_ptr_null(strstr(pskv_last_error(), "did you mean"));
+    ck_assert_ok(pskv_table_options_parse(&o, "dim=8"));
+    ck_assert_str_eq(pskv_last_error(), ""); /* a call that starts clears it */
+
+    /* Sizes: any case, K..T or KiB..TiB; "GB" is refused, saying why. */
+    expect_detail(pskv_store_options_parse(&so, "memory_budget=8GB"), PSKV_EINVAL,
+                  "memory_budget=8GB: a suffix like GB is ambiguous (10^9 or 2^30 bytes?)");
+    expect_detail(pskv_store_options_parse(&so, "memory_budget=8 GB"), PSKV_EINVAL,
+                  "'GB' is not key=value");
+    expect_detail(pskv_store_options_parse(&so, "memory_budget=lots"), PSKV_EINVAL,
+                  "expected bytes: digits with an optional K, M, G, T");
+    expect_detail(pskv_store_options_parse(&so, "durabilty=none"), PSKV_EINVAL,
+                  "(did you mean 'durability'?)");
+    expect_detail(pskv_store_options_parse(&so, "durability=None"), PSKV_EINVAL,
+                  "(did you mean 'none'?)");
+    ck_assert_ok(pskv_store_options_parse(&so, "memory_budget=8g spill_max=2gib map_size=1m"));
+    ck_assert_uint_eq(so.memory_budget, 8ull << 30);
+    ck_assert_uint_eq(so.spill_max, 2ull << 30);
+    ck_assert_uint_eq(so.map_size, 1ull << 20);
+
+    /* Opening. */
+    pskv_store *s;
+    pskv_table *t;
+    expect_detail(pskv_open(NULL, "spill_max=1G", &s), PSKV_EINVAL,
+                  "spill_max: a memory-only store (no directory) has no spill tier");
+    ck_assert_ok(pskv_open(NULL, NULL, &s));
+    expect_detail(pskv_table_open(s, "emb", "optimizer=adam", &t), PSKV_EINVAL,
+                  "table 'emb' does not exist yet: creating it needs dim=N");
+    ck_assert_ok(pskv_table_open(s, "emb", "dim=4 lr=0.05", &t));
+    expect_detail(pskv_table_open(s, "emb", "lr=0.1", &t), PSKV_ESCHEMA,
+                  "table 'emb': lr=0.1 contradicts the open table's schema (lr=0.05)");
+    expect_detail(pskv_table_open(s, "a/b", "dim=4", &t), PSKV_EINVAL,
+                  "expected 1..255 bytes without '/'");
+    float nan_row[8] = {0, 1, 2, 3, 4, 5, NAN, 7};
+    uint64_t keys[2] = {10, 20};
+    expect_detail(pskv_push(t, keys, 2, nan_row), PSKV_EINVAL,
+                  "gradient row 1 (key 20), value 2 is NaN: nothing was changed");
+    expect_detail(pskv_pull(t, NULL, 2, nan_row), PSKV_EINVAL, "keys is NULL");
+    expect_detail(pskv_checkpoint(s), PSKV_ENOTSUP, "a memory-only store persists nothing");
+    pskv_close(s);
+}
+END_TEST
+
 START_TEST(errors_and_version)
 {
     ck_assert_str_eq(pskv_err_name(PSKV_EINVAL), "PSKV_EINVAL");
@@ -204,6 +282,7 @@ int main(void)
     tcase_add_test(tc, table_options_parse);
     tcase_add_test(tc, table_options_format_roundtrip);
     tcase_add_test(tc, table_options_describe);
+    tcase_add_test(tc, error_details);
     tcase_add_test(tc, errors_and_version);
     tcase_add_test(tc, feature_ids);
     tcase_add_test(tc, store_open_errors);

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ref_model.h"
@@ -219,8 +220,39 @@ START_TEST(second_open_busy)
     pskv_store *s, *s2;
     ck_assert_ok(pskv_open(dir, NULL, &s));
     ck_assert_err(pskv_open(dir, NULL, &s2), PSKV_EBUSY);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "is already open in this process"));
     ck_assert_err(pskv_open(dir, "durability=none", &s2), PSKV_EBUSY);
     pskv_close(s);
+    /* Another process owns it: the detail names its pid. */
+    int go[2], done[2];
+    ck_assert_int_eq(pipe(go), 0);
+    ck_assert_int_eq(pipe(done), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char c = 0;
+        pskv_store *cs;
+        int rc = pskv_open(dir, NULL, &cs);
+        if (write(go[1], &c, 1) != 1 || read(done[0], &c, 1) != 1)
+            _exit(3);
+        if (rc == 0)
+            pskv__close_abandon(cs);
+        _exit(rc == 0 ? 0 : 2);
+    }
+    char c;
+    ck_assert_int_eq(read(go[0], &c, 1), 1);
+    ck_assert_err(pskv_open(dir, NULL, &s2), PSKV_EBUSY);
+    char want[64];
+    snprintf(want, sizeof want, "is owned by another process (pid %ld)", (long)pid);
+    ck_assert_msg(strstr(pskv_last_error(), want) != NULL, "%s", pskv_last_error());
+    ck_assert_int_eq(write(done[1], &c, 1), 1);
+    int status;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (int i = 0; i < 2; i++) {
+        close(go[i]);
+        close(done[i]);
+    }
     ck_assert_ok(pskv_open(dir, NULL, &s2));
     pskv_close(s2);
     remove_dir(dir);

@@ -311,7 +311,8 @@ static int cmd_stat(const char *dir)
            ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize, (uint64_t)ei.me_last_pgno + 1,
            es.ms_psize);
     if (list_rc != 0) {
-        printf("tables: listing them failed: DAMAGED (%s)\n", pskv_strerror(list_rc));
+        printf("tables: listing them failed: DAMAGED (%s%s%s)\n", pskv_strerror(list_rc),
+               pskv_last_error()[0] ? ": " : "", pskv_last_error());
         free(ts);
         store_close(&st);
         return 1;
@@ -666,7 +667,8 @@ static int cmd_backup(const char *dir, const char *dest)
         fprintf(stderr, "\r\033[K");
     if (rc != 0)
         fprintf(stderr, "pskv: backup to %s: %s\n", dest,
-                rc == PSKV_EEXIST ? "it already holds a store"
+                rc == PSKV_EEXIST  ? "it already holds a store"
+                : pskv_last_error()[0] ? pskv_last_error()
                 : rc == PSKV_EBUSY ? "a store or another backup is using it"
                                    : pskv_strerror(rc));
     store_close(&st);
