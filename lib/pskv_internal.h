@@ -131,7 +131,10 @@ typedef struct pskv__shard {
     pskv__ckpt_state ck;  /* durable tables: owned by dirty.c */
 } __attribute__((aligned(64))) pskv__shard;
 
-PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed);
+/* slab_bytes: the row slabs' size (0: 64 KiB, the most); a shard's first
+ * row costs one slab. */
+PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint32_t slab_bytes,
+                                  uint64_t hash_seed);
 PSKV__HIDDEN void pskv__shard_free(pskv__shard *sh);
 
 static inline float *pskv__shard_row(const pskv__shard *sh, uint32_t slot)

@@ -1,6 +1,7 @@
 /* A shard: the unit of locking. An open-addressing index (linear probing,
  * 16-byte entries, backward-shift deletion, no tombstones) from key to a
- * slot, and fixed-size row slots in 64 KiB slabs with a free list.
+ * slot, and fixed-size row slots in slabs of 64 KiB (less under a small
+ * memory budget: table.c picks) with a free list.
  *
  * Creating rows is split in two steps so that a batch call can fail with
  * PSKV_ENOMEM before it changes anything: pskv__shard_reserve() allocates
@@ -45,7 +46,7 @@ static pskv__entry *index_alloc(uint32_t cap)
     return e;
 }
 
-int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed)
+int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint32_t slab_bytes, uint64_t hash_seed)
 {
     memset(sh, 0, sizeof *sh);
     if (pthread_mutex_init(&sh->lock, NULL) != 0)
@@ -58,7 +59,9 @@ int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint64_t hash_seed)
     sh->index_mask = INDEX_MIN - 1;
     sh->row_bytes = row_bytes;
     sh->hash_seed = hash_seed;
-    uint32_t per_slab = row_bytes >= SLAB_BYTES ? 1 : SLAB_BYTES / row_bytes;
+    if (slab_bytes == 0 || slab_bytes > SLAB_BYTES)
+        slab_bytes = SLAB_BYTES;
+    uint32_t per_slab = row_bytes >= slab_bytes ? 1 : slab_bytes / row_bytes;
     while (per_slab & (per_slab - 1))
         per_slab &= per_slab - 1; /* round down to a power of two */
     sh->slab_shift = (uint32_t)__builtin_ctz(per_slab);

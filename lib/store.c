@@ -188,6 +188,14 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     if (requested->dim == 0) /* creating needs a dim */
         return pskv__fail(PSKV_EINVAL, "table '%s' does not exist yet: creating it needs dim=N "
                                        "(1..4096)", name);
+    uint64_t row_bytes = ((uint64_t)requested->dim +
+                          pskv__optimizer_state_floats(requested->optimizer, requested->dim)) *
+                         sizeof(float);
+    if (s->opts.memory_budget > 0 && s->opts.memory_budget < row_bytes)
+        return pskv__fail(PSKV_EINVAL, "table '%s': memory_budget=%llu cannot hold one of its "
+                                       "rows (%llu bytes of weights and optimizer state)",
+                          name, (unsigned long long)s->opts.memory_budget,
+                          (unsigned long long)row_bytes);
     pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,
                                        sizeof *nt, 4);
     if (nt == NULL)

@@ -25,6 +25,22 @@ void pskv__layout_free(pskv__shard *shards, uint32_t n)
     free(shards);
 }
 
+/* Slabs of 64 KiB, unless the store's budget is small for n shards: a
+ * shard's first row costs a slab, so under a budget below 4 slabs per
+ * shard they shrink (to 4 KiB at least): 64 shards under a 256 KiB budget
+ * took 4.2 MB of slabs for 512 rows of 128 bytes. */
+static uint32_t slab_bytes_for(const pskv_table *t, uint32_t n)
+{
+    uint64_t budget = t->store->opts.memory_budget;
+    uint32_t slab = 64u << 10;
+    if (budget == 0)
+        return slab;
+    uint64_t per_shard = budget / n;
+    while (slab > (4u << 10) && (uint64_t)slab * 4 > per_shard)
+        slab /= 2;
+    return slab;
+}
+
 /* A ring over shards 0..n-1 and the empty shards themselves. */
 int pskv__layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
                          pskv__shard **shards_out)
@@ -39,7 +55,8 @@ int pskv__layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
     }
     uint32_t made = 0;
     for (; rc == 0 && made < n; made++)
-        if ((rc = pskv__shard_init(&shards[made], t->row_bytes, t->opts.seed)) == 0)
+        if ((rc = pskv__shard_init(&shards[made], t->row_bytes, slab_bytes_for(t, n),
+                                   t->opts.seed)) == 0)
             pskv__dirty_init(&shards[made]); /* allocates nothing */
     if (rc != 0) {
         if (shards != NULL && made > 0)

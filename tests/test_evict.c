@@ -99,10 +99,35 @@ START_TEST(accounting_exact_across_tables)
 }
 END_TEST
 
+/* A budget must hold a row; a small one keeps a table's DRAM small. */
+START_TEST(small_budgets)
+{
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(NULL, "memory_budget=100", &s));
+    ck_assert_err(pskv_table_open(s, "emb", "dim=16", &t), PSKV_EINVAL); /* 128-byte rows */
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "memory_budget=100 cannot hold one"));
+    ck_assert_ok(pskv_table_open(s, "small", "dim=8", &t)); /* 64 bytes fit */
+    pskv_close(s);
+
+    /* 512 rows of 128 bytes in 64 shards under 256 KiB: the slabs shrink
+     * (64 KiB slabs took 4.2 MB); the budget holds every row. */
+    ck_assert_ok(pskv_open(NULL, "memory_budget=256K", &s));
+    ck_assert_ok(pskv_table_open(s, "emb", "dim=16", &t));
+    test_fill(t, 1, 512, 16, 1.0f);
+    pskv_store_stats ss;
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    ck_assert_uint_eq(ss.rows, 512);
+    ck_assert_uint_lt(ss.dram_bytes, 512u << 10);
+    test_expect_rows(t, 1, 512, 16, 1.0f);
+    pskv_close(s);
+}
+END_TEST
+
 START_TEST(clock_sweep_second_chance)
 {
     pskv__shard sh;
-    ck_assert_ok(pskv__shard_init(&sh, 8, 5));
+    ck_assert_ok(pskv__shard_init(&sh, 8, 0, 5));
     ck_assert_ok(pskv__shard_reserve(&sh, 10));
     for (uint64_t k = 0; k < 10; k++)
         pskv__shard_insert_reserved(&sh, k, pskv__key_hash(k, 5));
@@ -143,6 +168,7 @@ int main(void)
     tcase_add_test(tc, hot_rows_survive);
     tcase_add_test(tc, accounting_exact_across_tables);
     tcase_add_test(tc, clock_sweep_second_chance);
+    tcase_add_test(tc, small_budgets);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -9,7 +9,7 @@
 START_TEST(index_against_model)
 {
     pskv__shard sh;
-    ck_assert_ok(pskv__shard_init(&sh, 12, 99));
+    ck_assert_ok(pskv__shard_init(&sh, 12, 0, 99));
     enum { U = 3000 };
     static uint32_t model_val[U]; /* 0 = absent, else value stored in row[0] */
     memset(model_val, 0, sizeof model_val);
@@ -135,7 +135,7 @@ END_TEST
 START_TEST(reserve_accounting)
 {
     pskv__shard sh;
-    ck_assert_ok(pskv__shard_init(&sh, 4096 * 4, 1));
+    ck_assert_ok(pskv__shard_init(&sh, 4096 * 4, 0, 1));
     ck_assert_ok(pskv__shard_reserve(&sh, 100));
     ck_assert_uint_ge(((uint64_t)sh.nslabs << sh.slab_shift) - sh.slots_high, 100);
     ck_assert_uint_ge((sh.index_mask + 1) / 4 * 3, 100);
