@@ -586,6 +586,16 @@ PSKV_API void pskv_iter_destroy(pskv_iter *it); /* NULL is a no-op */
  * Any thread. */
 PSKV_API uint64_t pskv_feature_id(const char *ns, const void *data, size_t len);
 
+/* The same for n byte strings packed back to back, in one call:
+ * ids[i] = pskv_feature_id(ns, data + offsets[i], offsets[i+1] - offsets[i])
+ * (offsets: n + 1 entries, non-decreasing, as Arrow and torch's
+ * EmbeddingBag offsets lay them out; data may be NULL when every string is
+ * empty). The namespace is hashed once per call. Errors: PSKV_EINVAL
+ * (NULL arrays with n > 0, decreasing offsets: then ids is untouched).
+ * Any thread. */
+PSKV_API int pskv_feature_ids(const char *ns, const void *data, const uint64_t *offsets,
+                              size_t n, uint64_t *ids);
+
 /* ---------------------------------------------------------------- ring */
 
 #define PSKV_RING_DEFAULT_VNODES 1024u

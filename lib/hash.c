@@ -26,3 +26,29 @@ uint64_t pskv_feature_id(const char *ns, const void *data, size_t len)
         len = 0;
     return XXH3_64bits_withSeed(data, len, seed);
 }
+
+int pskv_feature_ids(const char *ns, const void *data, const uint64_t *offsets, size_t n,
+                     uint64_t *ids)
+{
+    pskv__detail_clear();
+    if (n > 0 && (offsets == NULL || ids == NULL))
+        return pskv__fail(PSKV_EINVAL, "%s is NULL", offsets == NULL ? "offsets" : "ids");
+    if (n == 0)
+        return 0;
+    if (offsets[n] > offsets[0] && data == NULL)
+        return pskv__fail(PSKV_EINVAL, "data is NULL with %llu bytes to hash",
+                          (unsigned long long)(offsets[n] - offsets[0]));
+    for (size_t i = 0; i < n; i++) /* checked first: nothing is written on an error */
+        if (offsets[i + 1] < offsets[i])
+            return pskv__fail(PSKV_EINVAL, "offsets[%zu] = %llu is below offsets[%zu] = %llu",
+                              i + 1, (unsigned long long)offsets[i + 1], i,
+                              (unsigned long long)offsets[i]);
+    if (ns == NULL)
+        ns = "";
+    const uint64_t seed = XXH3_64bits(ns, strlen(ns)); /* once for the batch */
+    const uint8_t *bytes = data;
+    for (size_t i = 0; i < n; i++)
+        ids[i] = XXH3_64bits_withSeed(bytes ? bytes + offsets[i] : NULL,
+                                      (size_t)(offsets[i + 1] - offsets[i]), seed);
+    return 0;
+}

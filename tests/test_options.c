@@ -253,6 +253,36 @@ START_TEST(feature_ids)
 }
 END_TEST
 
+/* The batched form gives the ids of one call per string. */
+START_TEST(feature_ids_batched)
+{
+    const char *words[] = {"", "user:42", "item:7", "", "a much longer string of bytes"};
+    char packed[128];
+    uint64_t offsets[6] = {0}, ids[5], at = 0;
+    for (int i = 0; i < 5; i++) {
+        memcpy(packed + at, words[i], strlen(words[i]));
+        at += strlen(words[i]);
+        offsets[i + 1] = at;
+    }
+    ck_assert_ok(pskv_feature_ids("ctr", packed, offsets, 5, ids));
+    for (int i = 0; i < 5; i++)
+        ck_assert_uint_eq(ids[i], pskv_feature_id("ctr", words[i], strlen(words[i])));
+    ck_assert_ok(pskv_feature_ids(NULL, packed, offsets + 1, 1, ids));
+    ck_assert_uint_eq(ids[0], pskv_feature_id(NULL, "user:42", 7));
+    uint64_t empty[3] = {0, 0, 0};
+    ck_assert_ok(pskv_feature_ids("ns", NULL, empty, 2, ids));
+    ck_assert_uint_eq(ids[1], pskv_feature_id("ns", NULL, 0));
+    ck_assert_ok(pskv_feature_ids("ns", NULL, NULL, 0, NULL));
+    uint64_t bad[3] = {0, 5, 4};
+    ids[0] = 77;
+    ck_assert_err(pskv_feature_ids("ns", packed, bad, 2, ids), PSKV_EINVAL);
+    ck_assert_uint_eq(ids[0], 77);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "offsets[2] = 4 is below offsets[1] = 5"));
+    ck_assert_err(pskv_feature_ids("ns", NULL, offsets, 5, ids), PSKV_EINVAL);
+    ck_assert_err(pskv_feature_ids("ns", packed, NULL, 5, ids), PSKV_EINVAL);
+}
+END_TEST
+
 START_TEST(store_open_errors)
 {
     pskv_store *s = (pskv_store *)1;
@@ -285,6 +315,7 @@ int main(void)
     tcase_add_test(tc, error_details);
     tcase_add_test(tc, errors_and_version);
     tcase_add_test(tc, feature_ids);
+    tcase_add_test(tc, feature_ids_batched);
     tcase_add_test(tc, store_open_errors);
     suite_add_tcase(s, tc);
     return run_suite(s);
