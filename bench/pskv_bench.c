@@ -29,7 +29,11 @@
  * the coldest key to the hottest, then --warm batches (default 256) of the
  * training loop; RocksDB warms its block cache on the same keys.
  *
- *   pskv-bench [dram|cache|device|spill|checkpoint] [--keys N] [--budget BYTES] [--batches B] [--warm B]
+ * Workload `filesize`: data.mdb's size and its parts (rows B-tree and its
+ * fill, undo, meta records, free pages) over 50 checkpoints of 10% changed
+ * rows (workload_filesize.c).
+ *
+ *   pskv-bench [dram|cache|device|spill|checkpoint|filesize] [--keys N] [--budget BYTES] [--batches B] [--warm B]
  *              [--reps R] [--peers] [--json]
  * Each dram figure is the median of R runs over the same trace. Each
  * workload lives in its own file (workload_*.c), the shared helpers in
@@ -43,7 +47,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
                     "[--reps R] [--peers] [--json]\n");
     exit(2);
 }
@@ -85,6 +89,8 @@ int main(int argc, char **argv)
         return workload_device();
     if (strcmp(workload, "checkpoint") == 0)
         return workload_checkpoint(keys_set ? bench_cfg.keys : 4u << 20, bench_cfg.json);
+    if (strcmp(workload, "filesize") == 0)
+        return workload_filesize(keys_set ? bench_cfg.keys : 500000u, bench_cfg.json);
     if (strcmp(workload, "spill") == 0) {
         if (!keys_set)
             bench_cfg.keys = 16u << 20;
