@@ -146,6 +146,39 @@ int workload_filesize(uint64_t n, int json)
     if (rc != 0)
         fprintf(stderr, "pskv-bench: %s %s\n", pskv_strerror(rc), pskv_last_error());
     pskv_close(s);
+    /* Between runs: compaction in place, and how fast the file comes back. */
+    uint64_t before = 0, after = 0;
+    double t0 = bench_now();
+    if (rc == 0)
+        rc = pskv_compact(dir, &before, &after);
+    double compact_s = bench_now() - t0;
+    if (rc == 0) {
+        if (json)
+            printf("{\"workload\":\"filesize\",\"compact_before\":%llu,\"compact_after\":%llu,"
+                   "\"compact_s\":%.3f,\"after_ratio\":%.3f}\n",
+                   (unsigned long long)before, (unsigned long long)after, compact_s,
+                   after / 1e6 / payload_mb);
+        else
+            printf("pskv_compact: %.1f MB -> %.1f MB (%.2fx the payload) in %.2f s\n",
+                   before / 1e6, after / 1e6, after / 1e6 / payload_mb, compact_s);
+    }
+    if (rc == 0 && (rc = pskv_open(dir, NULL, &s)) == 0 &&
+        (rc = pskv_table_open(s, "emb", NULL, &t)) == 0) {
+        for (int round = 1; round <= 3 && rc == 0; round++) {
+            for (uint64_t i = 0; i < changed; i++) {
+                rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                pick[i] = keys[(rng >> 33) % n];
+            }
+            for (uint64_t at = 0; at < changed && rc == 0; at += BATCH)
+                rc = pskv_push(t, pick + at, changed - at < BATCH ? changed - at : BATCH, grads);
+            if (rc == 0)
+                rc = pskv_checkpoint(s);
+            if (rc == 0 && take_apart(s, t, dir, &l) == 0 && !json)
+                printf("  checkpoint %d after the compaction: %.1f MB (%.2fx)\n", round,
+                       l.file / 1e6, l.file / 1e6 / payload_mb);
+        }
+        pskv_close(s);
+    }
     free(pick);
     free(keys);
     free(grads);

@@ -556,6 +556,23 @@ PSKV_API int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *
  * writing there), PSKV_EIO, PSKV_ENOSPC. Any thread. */
 PSKV_API int pskv_backup(pskv_store *s, const char *dest_dir);
 
+/* Compact the durable store in dir in place, between runs: data.mdb is
+ * rewritten with only its live pages (LMDB's compacting copy of the last
+ * committed checkpoint, renamed over the old file; a crash at any point
+ * leaves one or the other, the same checkpoint either way: rows, metadata,
+ * seq and the undo of at_seq are kept). LMDB's copy-on-write makes a file
+ * settle at about the live pages plus two checkpoints' worth of rewritten
+ * pages (docs/DESIGN.md, "Data file size"): compaction takes that back
+ * until the next checkpoints. *before / *after (may be NULL): the file's
+ * bytes. Takes the directory's lock for its duration: not while a store
+ * is open there (PSKV_EBUSY, pskv_last_error names the owner); run no
+ * reader (tools/pskv) during it.
+ * Errors: PSKV_EINVAL, PSKV_ENOTFOUND (no store in dir), PSKV_EBUSY,
+ * PSKV_ECORRUPT, PSKV_EVERSION (format 1: open it once to upgrade),
+ * PSKV_EIO, PSKV_ENOSPC (room for the copy is needed beside the file).
+ * Any thread. */
+PSKV_API int pskv_compact(const char *dir, uint64_t *before, uint64_t *after);
+
 /* ---------------------------------------------------------------- iteration */
 
 /* Iterate over the rows of a table, shard by shard. Each shard's rows are

@@ -853,6 +853,17 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
             (void)pskv__seqfile_write(s->dir, s->ckpt_seq);
             atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
             s->ckpt_unix_ns = time_ns;
+            uint64_t tick;
+            if (pskv__persist_tick(s, &tick) == 0) {
+                for (uint32_t i = 0; i < nt; i++) { /* the same rows, a later snapshot */
+                    pskv_table *t = ct[i].t;
+                    pthread_mutex_lock(&t->count_lock);
+                    t->db_txnid = tick;
+                    pthread_mutex_unlock(&t->count_lock);
+                }
+            } else {
+                (void)pskv__persist_recover(s); /* costs file space only */
+            }
             atomic_store(&s->ckpt_last_rows, rows);
             atomic_store(&s->ckpt_last_ns, pskv__now_ns() - t0);
         } else if (rc != 0) {

@@ -225,6 +225,28 @@ int pskv__persist_put_checkpoint_at(pskv_store *s, MDB_txn *txn, uint64_t seq, u
     return record_put(txn, s->records_dbi, PSKV_FMT_KEY_CHECKPOINT, body, sizeof body);
 }
 
+/* A small write transaction right after a checkpoint commits: the
+ * checkpoint record put again as it is. LMDB reuses a page only once two
+ * later transactions have committed (the last commit stays readable), so
+ * without it the next checkpoint could not reuse the pages this one
+ * freed, and the data file would settle at the live pages plus two
+ * checkpoints' worth of rewritten pages instead of one (docs/DESIGN.md,
+ * "Data file size"). The store's state does not change. */
+int pskv__persist_tick(pskv_store *s, uint64_t *txnid)
+{
+    MDB_txn *txn;
+    int rc = pskv__persist_txn_begin(s, true, &txn);
+    if (rc != 0)
+        return rc;
+    rc = pskv__persist_put_checkpoint_at(s, txn, s->ckpt_seq, s->ckpt_unix_ns);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    *txnid = mdb_txn_id(txn);
+    return pskv__persist_write_err(mdb_txn_commit(txn));
+}
+
 /* Record and database names of a table (format.h). */
 static int table_record_name(const char *table, char *buf, size_t len)
 {

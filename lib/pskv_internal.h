@@ -551,6 +551,10 @@ PSKV__HIDDEN int pskv__persist_put_count(pskv_store *s, struct MDB_txn *txn, con
                                          uint64_t rows, uint64_t digest);
 PSKV__HIDDEN int pskv__persist_put_checkpoint(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
                                               uint64_t *time_ns);
+/* After a checkpoint's commit: a small transaction so that the next one
+ * may reuse the pages this one freed; *txnid = its snapshot (the same
+ * rows). Failing it costs file space only. */
+PSKV__HIDDEN int pskv__persist_tick(pskv_store *s, uint64_t *txnid);
 PSKV__HIDDEN int pskv__persist_put_checkpoint_at(pskv_store *s, struct MDB_txn *txn,
                                                  uint64_t seq, uint64_t time_ns);
 /* The caller's metadata record, written by checkpoint seq. */

@@ -580,7 +580,9 @@ END_TEST
 START_TEST(rollback_refused)
 {
     /* The newer meta page's txnid damaged below the older one's: LMDB
-     * opens the previous checkpoint. pskv.seq says that is going back. */
+     * opens the older meta page. Each checkpoint is followed by a small
+     * transaction that leaves its rows as they are (persist.c, the tick),
+     * so that page is still the last checkpoint: same seq, same rows. */
     char path[160];
     dmg_file f;
     store_to_damage(path, sizeof path, &f);
@@ -590,6 +592,23 @@ START_TEST(rollback_refused)
     ck_assert(dmg_save(path, &f));
     free(f.b);
     pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    pskv_store_stats ss;
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    ck_assert_uint_eq(ss.checkpoint_seq, 2);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 3000, 4, 2.0f);
+    pskv__close_abandon(s);
+    /* A store behind pskv.seq went back to an older checkpoint: refused. */
+    uint8_t buf[PSKV_FMT_SEQ_BYTES];
+    char seq_path[160];
+    snprintf(seq_path, sizeof seq_path, "%s/pskv.seq", dir);
+    pskv_fmt_seq_put(buf, 3);
+    FILE *fp = fopen(seq_path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(buf, 1, sizeof buf, fp), sizeof buf);
+    fclose(fp);
     ck_assert_err(pskv_open(dir, NULL, &s), PSKV_ECORRUPT);
     test_remove_dir(dir);
 }

@@ -831,6 +831,82 @@ START_TEST(tables_listed)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- compaction */
+
+static uint64_t seq_of(pskv_store *s);
+
+static uint64_t data_bytes(void)
+{
+    char path[128];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    ck_assert_int_eq(stat(path, &st), 0);
+    return (uint64_t)st.st_size;
+}
+
+START_TEST(compaction_keeps_the_checkpoint)
+{
+    fresh_dir();
+    pskv_store *s;
+    pskv_table *t;
+    uint64_t before = 0, after = 0;
+    ck_assert_err(pskv_compact(dir, &before, &after), PSKV_ENOTFOUND);
+    ck_assert_err(pskv_compact(NULL, &before, &after), PSKV_EINVAL);
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=16", &t));
+    /* Rounds of rewrites leave free pages behind. */
+    for (int round = 0; round < 6; round++) {
+        test_fill(t, 1, 20000, 16, (float)round);
+        ck_assert_ok(pskv_checkpoint_with_meta(s, &round, sizeof round));
+    }
+    ck_assert_err(pskv_compact(dir, &before, &after), PSKV_EBUSY); /* open here */
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "close the store first"));
+    pskv_close(s);
+
+    /* A copy a crashed compaction left behind is replaced. */
+    char stale[128];
+    snprintf(stale, sizeof stale, "%s/data.mdb.compact", dir);
+    int fd = open(stale, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "junk", 4), 4);
+    close(fd);
+    uint64_t file_before = data_bytes();
+    ck_assert_ok(pskv_compact(dir, &before, &after));
+    ck_assert_uint_eq(before, file_before);
+    ck_assert_uint_eq(after, data_bytes());
+    ck_assert_uint_lt(after, before);
+    ck_assert_int_ne(access(stale, F_OK), 0);
+
+    /* The same checkpoint: rows, metadata, seq, and its undo. */
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_uint_eq(seq_of(s), 6);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 20000, 16, 5.0f);
+    int round = -1;
+    size_t len;
+    ck_assert_ok(pskv_checkpoint_meta(s, &round, sizeof round, &len, NULL));
+    ck_assert_int_eq(round, 5);
+    pskv_close(s); /* nothing written: no commit */
+    ck_assert_ok(pskv_compact(dir, NULL, NULL)); /* again: the same checkpoint */
+    /* The undo of checkpoint 6 came through both: back to checkpoint 5. */
+    ck_assert_ok(pskv_open(dir, "at_seq=5", &s));
+    ck_assert_uint_eq(seq_of(s), 5);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 20000, 16, 4.0f);
+    ck_assert_ok(pskv_checkpoint_meta(s, &round, sizeof round, &len, NULL));
+    ck_assert_int_eq(round, 4);
+    test_fill(t, 1, 100, 16, 9.0f); /* training goes on */
+    ck_assert_ok(pskv_checkpoint(s));
+    pskv_close(s);
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_uint_eq(seq_of(s), 6);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 100, 16, 9.0f);
+    pskv_close(s);
+    remove_dir(dir);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- at_seq */
 
 static pskv_store *open_at(const char *store_cfg, const char *at, int expect)
@@ -1025,6 +1101,7 @@ int main(void)
     tcase_add_test(tc, async_checkpoint_is_the_instant_dram);
     tcase_add_test(tc, async_checkpoint_is_the_instant_spill);
     tcase_add_test(tc, tables_listed);
+    tcase_add_test(tc, compaction_keeps_the_checkpoint);
     tcase_add_test(tc, rollback_one_checkpoint_dram);
     tcase_add_test(tc, rollback_one_checkpoint_spill);
     suite_add_tcase(s, tc);

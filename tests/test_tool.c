@@ -111,7 +111,22 @@ START_TEST(stat_verify_dump_backup)
     snprintf(dest, sizeof dest, "%s-copy", dir);
     ck_assert_int_eq(run(out, sizeof out, "backup %s %s", dir, dest), 0);
     ck_assert_int_ne(run(out, sizeof out, "backup %s %s", dir, dest), 0); /* never overwrites */
+    /* compact: not beside the owner (it names it), then between runs. */
+    char cmd_err[512];
+    snprintf(cmd_err, sizeof cmd_err, "'%s' compact %s 2>&1", tool, dir);
+    FILE *pe = popen(cmd_err, "r");
+    ck_assert_ptr_nonnull(pe);
+    out[fread(out, 1, sizeof out - 1, pe)] = '\0';
+    int st_compact = pclose(pe);
+    ck_assert(WIFEXITED(st_compact) && WEXITSTATUS(st_compact) == 1);
+    char owner[64];
+    snprintf(owner, sizeof owner, "owned by another process (pid %ld)", (long)getpid());
+    ck_assert_msg(strstr(out, owner) != NULL, "%s", out);
     pskv_close(s);
+    ck_assert_int_eq(run(out, sizeof out, "compact %s", dir), 0);
+    ck_assert_ptr_nonnull(strstr(out, "compacted "));
+    ck_assert_int_eq(run(out, sizeof out, "verify %s", dir), 0);
+    ck_assert_ptr_nonnull(strstr(out, "ok: 2 tables, 1010 rows, 0 problems"));
     pskv_store *b;
     pskv_table *bt;
     ck_assert_ok(pskv_open(dest, NULL, &b));

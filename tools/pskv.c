@@ -1,6 +1,6 @@
 /* pskv: look into a durable store's directory without opening it for
  * writing (the library may have it open meanwhile: LMDB readers do not
- * block it, and it does not block them).
+ * block it, and it does not block them); compact it between runs.
  *
  *   pskv stat DIR                     tables, rows, bytes, last checkpoint
  *   pskv verify DIR                   format, schemas, every row's checksum
@@ -8,6 +8,9 @@
  *   pskv backup DIR DEST              compacted copy of the last checkpoint
  *   pskv meta DIR                     the trainer's checkpoint metadata
  *                                     (pskv_checkpoint_with_meta) to stdout
+ *   pskv compact DIR                  data.mdb rewritten with its live pages
+ *                                     only, in place (between runs: it takes
+ *                                     the directory's lock, like a store)
  *
  * Exit status: 0 fine, 1 the store has problems (verify) or an operation
  * failed, 2 bad usage. A progress line goes to stderr during long work when
@@ -699,6 +702,25 @@ static int cmd_meta(const char *dir)
     return status;
 }
 
+/* ---------------------------------------------------------------- compact */
+
+static int cmd_compact(const char *dir)
+{
+    uint64_t before = 0, after = 0;
+    if (progress_on)
+        fprintf(stderr, "compact: rewriting %s/data.mdb with its live pages...", dir);
+    int rc = pskv_compact(dir, &before, &after);
+    if (progress_on)
+        fprintf(stderr, "\r\033[K");
+    if (rc != 0) {
+        fprintf(stderr, "pskv: compact %s: %s%s%s\n", dir, pskv_strerror(rc),
+                pskv_last_error()[0] ? ": " : "", pskv_last_error());
+        return 1;
+    }
+    printf("compacted %s: data.mdb %" PRIu64 " -> %" PRIu64 " bytes\n", dir, before, after);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- main */
 
 static int usage(void)
@@ -707,6 +729,7 @@ static int usage(void)
                     "       pskv verify DIR\n"
                     "       pskv dump DIR TABLE [--keys K1,K2,...]\n"
                     "       pskv backup DIR DEST\n"
+                    "       pskv compact DIR\n"
                     "       pskv meta DIR\n");
     return 2;
 }
@@ -725,6 +748,8 @@ static int run_command(int argc, char **argv)
         return cmd_backup(argv[2], argv[3]);
     if (argc == 3 && strcmp(argv[1], "meta") == 0)
         return cmd_meta(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "compact") == 0)
+        return cmd_compact(argv[2]);
     return usage();
 }
 
