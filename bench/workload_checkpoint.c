@@ -7,7 +7,9 @@
  *  - the limit of this design: a bare LMDB write transaction putting the
  *    same number of 520-byte values, at the same keys in key order, into a
  *    database of the same size, then committing (fsync);
- *  - the disk's sequential write rate (1 MiB O_DIRECT writes + fdatasync).
+ *  - the disk's sequential write rate (1 MiB O_DIRECT writes + fdatasync);
+ *  - the same checkpoints of a second store opened with undo=off (no
+ *    pre-images kept for at_seq): what the undo costs.
  * Then a 10% checkpoint runs while a trainer thread pulls and pushes
  * batches: the longest call during it against the longest call without a
  * checkpoint, and beside an asynchronous one (with the time its start
@@ -271,10 +273,15 @@ int workload_checkpoint(uint64_t n, int json)
     float *grads = malloc((size_t)BATCH * DIM * sizeof(float));
     for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
         grads[i] = (float)((i % 17) + 1) * 1e-3f;
-    pskv_store *s;
-    pskv_table *t;
-    if (pskv_open(store_dir, NULL, &s) != 0 || pskv_table_open(s, "emb", table_cfg, &t) != 0) {
-        fprintf(stderr, "pskv-bench: cannot open a durable store in %s\n", store_dir);
+    pskv_store *s, *s0;
+    pskv_table *t, *t0;
+    char noundo_dir[64];
+    snprintf(noundo_dir, sizeof noundo_dir, "%s/noundo", dir);
+    if (pskv_open(store_dir, NULL, &s) != 0 || pskv_table_open(s, "emb", table_cfg, &t) != 0 ||
+        pskv_open(noundo_dir, "undo=off", &s0) != 0 ||
+        pskv_table_open(s0, "emb", table_cfg, &t0) != 0) {
+        fprintf(stderr, "pskv-bench: cannot open a durable store in %s: %s\n", store_dir,
+                pskv_last_error());
         return 1;
     }
     bare b;
@@ -309,13 +316,17 @@ int workload_checkpoint(uint64_t n, int json)
     }
     double first_s = bench_now() - t0;
     double first_bare = bare_txn(&b, keys, m, 0);
+    /* The same store keeping no undo (undo=off): what the undo costs. */
+    if (push_all(t0, keys, m, grads) != 0 || pskv_checkpoint(s0) != 0)
+        return 1;
     if (!json)
         printf("workload checkpoint: %llu rows, dim 64 adagrad (%u bytes per LMDB value), "
                "disk sequential writes %.0f MB/s\n"
                "populate %.2f s; first checkpoint (all rows new) %.2f s, bare LMDB %.2f s\n"
-               "%-8s %9s %9s %9s %10s %8s %9s\n",
+               "%-8s %9s %9s %9s %10s %8s %9s %10s %8s\n",
                (unsigned long long)n, value_bytes, seq / 1e6, populate_s, first_s, first_bare,
-               "changed", "rows", "pskv s", "MB/s", "bare LMDB", "ratio", "x seqbw");
+               "changed", "rows", "pskv s", "MB/s", "bare LMDB", "ratio", "x seqbw",
+               "undo=off s", "ratio");
     else
         printf("{\"workload\":\"checkpoint\",\"rows\":%llu,\"seq_write_bytes_per_s\":%.0f,"
                "\"populate_s\":%.3f,\"first_s\":%.3f,\"first_bare_s\":%.3f}\n",
@@ -333,6 +344,12 @@ int workload_checkpoint(uint64_t n, int json)
         }
         double ck = bench_now() - t0;
         double lim = bare_txn(&b, keys, m, (uint32_t)f + 1);
+        if (push_all(t0, keys, m, grads) != 0)
+            return 1;
+        t0 = bench_now();
+        if (pskv_checkpoint(s0) != 0)
+            return 1;
+        double ck0 = bench_now() - t0;
         double mbs = (double)m * value_bytes / ck;
         if (f == 0)
             one_s = ck;
@@ -340,14 +357,17 @@ int workload_checkpoint(uint64_t n, int json)
             full_s = ck;
         if (json)
             printf("{\"workload\":\"checkpoint\",\"fraction\":%.2f,\"rows\":%zu,\"seconds\":%.3f,"
-                   "\"bytes_per_s\":%.0f,\"bare_lmdb_s\":%.3f,\"ratio\":%.3f,\"of_seq\":%.3f}\n",
-                   fractions[f], m, ck, mbs, lim, ck / lim, mbs / seq);
+                   "\"bytes_per_s\":%.0f,\"bare_lmdb_s\":%.3f,\"ratio\":%.3f,\"of_seq\":%.3f,"
+                   "\"undo_off_s\":%.3f,\"undo_off_ratio\":%.3f}\n",
+                   fractions[f], m, ck, mbs, lim, ck / lim, mbs / seq, ck0, ck0 / lim);
         else
-            printf("%7.0f%% %9zu %9.2f %9.1f %10.2f %7.2fx %8.3fx\n", fractions[f] * 100, m, ck,
-                   mbs / 1e6, lim, ck / lim, mbs / seq);
+            printf("%7.0f%% %9zu %9.2f %9.1f %10.2f %7.2fx %8.3fx %10.2f %7.2fx\n",
+                   fractions[f] * 100, m, ck, mbs / 1e6, lim, ck / lim, mbs / seq, ck0,
+                   ck0 / lim);
     }
     if (!json)
         printf("1%% checkpoint / 100%% checkpoint: %.3fx\n", one_s / full_s);
+    pskv_close(s0); /* only the figures above use it */
 
     /* Stalls: the trainer beside a memcpy thread, beside a bare LMDB
      * transaction of 10% of the rows, and beside two 10% checkpoints (the

@@ -120,6 +120,9 @@ typedef struct pskv_store_options {
                                data file, at least 64 MiB. The map grows on
                                demand either way. */
     uint32_t at_seq_set;    /* 1: open a durable store at checkpoint at_seq */
+    uint32_t undo_off;      /* 1 (config "undo=off"): checkpoints keep no undo; they
+                               write each row once, and at_seq reaches only the
+                               last checkpoint. Default: one generation kept */
     uint64_t at_seq;        /* (config "at_seq=N"): the last committed checkpoint,
                                or the one before it, which rolls the store
                                back for good (see pskv_open) */

@@ -182,9 +182,11 @@ enum table_key {
 static const char *const table_keys[TK_COUNT] = {
     "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
     "lr_power", "init", "seed", "shards"};
-enum store_key { SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_COUNT };
+enum store_key {
+    SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_UNDO, SK_COUNT
+};
 static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability",
-                                                 "map_size", "at_seq"};
+                                                 "map_size", "at_seq", "undo"};
 
 /* PSKV_EINVAL for a value, with what was expected. */
 static int bad_value(const token *t, const char *expected)
@@ -271,6 +273,17 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
             why = "expected a checkpoint seq (an unsigned integer)";
             n.at_seq_set = 1;
             break;
+        case SK_UNDO: {
+            static const char *const onoff[] = {"on", "off"};
+            rc = 0;
+            if (tok_is(t.val, t.vlen, "on"))
+                n.undo_off = 0;
+            else if (tok_is(t.val, t.vlen, "off"))
+                n.undo_off = 1;
+            else
+                return bad_choice(&t, onoff, 2);
+            break;
+        }
         default: {
             static const char *const kinds[] = {"checkpoint", "none"};
             rc = 0;

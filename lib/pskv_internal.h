@@ -600,6 +600,7 @@ typedef struct pskv__undo {
     void *user;
     size_t user_len;
     uint32_t user_state; /* PSKV_FMT_UNDO_USER_* */
+    bool off;            /* the store keeps no undo (undo=off) */
 } pskv__undo;
 /* First thing in the checkpoint's transaction: keep the "user" record
  * (writes_user: the checkpoint writes one), empty the previous

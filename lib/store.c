@@ -28,6 +28,8 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
     if (dir == NULL && opts->map_size != 0)
         return pskv__fail(PSKV_EINVAL, "map_size: a memory-only store (no directory) persists "
                                        "nothing");
+    if (opts->undo_off > 1)
+        return pskv__fail(PSKV_EINVAL, "undo_off is %u: expected 0 or 1", opts->undo_off);
     if (opts->at_seq_set > 1 ||
         (opts->at_seq_set && (dir == NULL || opts->durability == PSKV_DURABILITY_NONE)))
         return pskv__fail(PSKV_EINVAL, "at_seq: only a durable directory store has checkpoints "

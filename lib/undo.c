@@ -52,6 +52,9 @@ int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *
 {
     memset(u, 0, sizeof *u);
     u->user_state = PSKV_FMT_UNDO_USER_KEPT;
+    u->off = s->opts.undo_off != 0;
+    if (u->off) /* none kept: the previous generation goes (it would not match anyway) */
+        return pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0));
     if (writes_user) {
         MDB_val user;
         int rc = user_stored(s, txn, &user);
@@ -82,6 +85,8 @@ void pskv__undo_free(pskv__undo *u)
 
 int pskv__undo_row(pskv__undo *u, uint32_t table, uint64_t key, const void *old, size_t len)
 {
+    if (u->off)
+        return 0;
     uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
     pskv_fmt_undo_key(kb, table, key);
     MDB_val k = {sizeof kb, kb}, v = {len, (void *)(len ? old : "")};
@@ -90,6 +95,8 @@ int pskv__undo_row(pskv__undo *u, uint32_t table, uint64_t key, const void *old,
 
 int pskv__undo_end(pskv_store *s, pskv__undo *u, const pskv__undo_table *tables, uint32_t nt)
 {
+    if (u->off)
+        return 0;
     size_t len = PSKV_FMT_UNDO_HEAD_BYTES + PSKV_FMT_CHECK_BYTES;
     for (uint32_t i = 0; i < nt; i++)
         len += 2 + strlen(tables[i].name) + 16;
@@ -186,6 +193,8 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, const MDB_dbi *dbis, uint32
     pskv__persist_file_span(s, &base, &span);
     uint8_t *copy = NULL;
     size_t copy_cap = 0;
+    MDB_cursor *rows = NULL;
+    uint32_t cur_table = PSKV_FMT_UNDO_TABLE_NONE;
     MDB_val k, v;
     int mrc;
     for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && rc == 0;
@@ -205,9 +214,20 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, const MDB_dbi *dbis, uint32
         }
         uint8_t kb[8];
         pskv_fmt_key(kb, key);
-        MDB_val rk = {8, kb};
+        MDB_val rk = {8, kb}, rv;
+        if (ti != cur_table) { /* one cursor per table: puts in key order stay on their leaf */
+            if (rows != NULL)
+                mdb_cursor_close(rows);
+            rows = NULL;
+            cur_table = ti;
+            rc = pskv__persist_write_err(mdb_cursor_open(txn, dbis[ti], &rows));
+            if (rc != 0)
+                break;
+        }
         if (v.mv_size == 0) {
-            int d = mdb_del(txn, dbis[ti], &rk, NULL);
+            int d = mdb_cursor_get(rows, &rk, &rv, MDB_SET);
+            if (d == 0)
+                d = mdb_cursor_del(rows, 0);
             rc = d == MDB_NOTFOUND ? 0 : pskv__persist_write_err(d);
             continue;
         }
@@ -221,11 +241,13 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, const MDB_dbi *dbis, uint32
             }
         }
         memcpy(copy, v.mv_data, v.mv_size);
-        MDB_val rv = {v.mv_size, copy};
-        rc = pskv__persist_write_err(mdb_put(txn, dbis[ti], &rk, &rv, 0));
+        rv = (MDB_val){v.mv_size, copy};
+        rc = pskv__persist_write_err(mdb_cursor_put(rows, &rk, &rv, 0));
     }
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
         rc = pskv__persist_write_err(mrc);
+    if (rows != NULL)
+        mdb_cursor_close(rows);
     free(copy);
     mdb_cursor_close(cur);
     return rc;

@@ -1070,6 +1070,37 @@ static void rollback_one_checkpoint(const char *store_cfg)
     remove_dir(dir);
 }
 
+/* undo=off: checkpoints keep no undo, so at_seq reaches only the last one;
+ * a later open with the default keeps one again. */
+START_TEST(undo_off_keeps_none)
+{
+    fresh_dir();
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_err(pskv_open(dir, "undo=maybe", &s), PSKV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "undo=maybe: expected one of on, off"));
+    s = open_at("undo=off", NULL, 0);
+    ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
+    test_fill(t, 1, 500, 4, 1.0f);
+    ck_assert_ok(pskv_checkpoint(s)); /* 1 */
+    test_fill(t, 1, 500, 4, 2.0f);
+    ck_assert_ok(pskv_checkpoint(s)); /* 2 */
+    pskv_close(s);
+    open_at("undo=off", "at_seq=1", PSKV_ENOTFOUND);
+    open_at(NULL, "at_seq=1", PSKV_ENOTFOUND);
+    s = open_at(NULL, "at_seq=2", 0);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_fill(t, 1, 500, 4, 3.0f);
+    ck_assert_ok(pskv_checkpoint(s)); /* 3, with undo */
+    pskv_close(s);
+    s = open_at(NULL, "at_seq=2", 0);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 500, 4, 2.0f);
+    pskv_close(s);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(rollback_one_checkpoint_dram) { rollback_one_checkpoint(NULL); }
 END_TEST
 
@@ -1102,6 +1133,7 @@ int main(void)
     tcase_add_test(tc, async_checkpoint_is_the_instant_spill);
     tcase_add_test(tc, tables_listed);
     tcase_add_test(tc, compaction_keeps_the_checkpoint);
+    tcase_add_test(tc, undo_off_keeps_none);
     tcase_add_test(tc, rollback_one_checkpoint_dram);
     tcase_add_test(tc, rollback_one_checkpoint_spill);
     suite_add_tcase(s, tc);
