@@ -274,12 +274,12 @@ int workload_checkpoint(uint64_t n, int json)
     for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
         grads[i] = (float)((i % 17) + 1) * 1e-3f;
     pskv_store *s, *s0;
-    pskv_table *t, *t0;
+    pskv_table *t, *tn;
     char noundo_dir[64];
     snprintf(noundo_dir, sizeof noundo_dir, "%s/noundo", dir);
     if (pskv_open(store_dir, NULL, &s) != 0 || pskv_table_open(s, "emb", table_cfg, &t) != 0 ||
         pskv_open(noundo_dir, "undo=off", &s0) != 0 ||
-        pskv_table_open(s0, "emb", table_cfg, &t0) != 0) {
+        pskv_table_open(s0, "emb", table_cfg, &tn) != 0) {
         fprintf(stderr, "pskv-bench: cannot open a durable store in %s: %s\n", store_dir,
                 pskv_last_error());
         return 1;
@@ -317,7 +317,7 @@ int workload_checkpoint(uint64_t n, int json)
     double first_s = bench_now() - t0;
     double first_bare = bare_txn(&b, keys, m, 0);
     /* The same store keeping no undo (undo=off): what the undo costs. */
-    if (push_all(t0, keys, m, grads) != 0 || pskv_checkpoint(s0) != 0)
+    if (push_all(tn, keys, m, grads) != 0 || pskv_checkpoint(s0) != 0)
         return 1;
     if (!json)
         printf("workload checkpoint: %llu rows, dim 64 adagrad (%u bytes per LMDB value), "
@@ -344,7 +344,7 @@ int workload_checkpoint(uint64_t n, int json)
         }
         double ck = bench_now() - t0;
         double lim = bare_txn(&b, keys, m, (uint32_t)f + 1);
-        if (push_all(t0, keys, m, grads) != 0)
+        if (push_all(tn, keys, m, grads) != 0)
             return 1;
         t0 = bench_now();
         if (pskv_checkpoint(s0) != 0)
