@@ -81,21 +81,15 @@ int pskv_dir_tables(const char *dir, pskv_table_desc *out, size_t cap, size_t *n
         return PSKV_EINVAL;
     if (pskv__dir_held_here(dir))
         return PSKV_EBUSY; /* a second LMDB environment in one process breaks its locks */
-    pskv_store *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return PSKV_ENOMEM;
-    pthread_rwlock_init(&s->env_lock, NULL);
-    s->dir = (char *)dir;
+    pskv_store *s = NULL;
     pskv_table_desc *d = NULL;
     size_t count = 0;
-    int rc = pskv__persist_open_reader(s);
+    int rc = pskv__persist_reader(dir, &s);
     if (rc == 0)
         rc = pskv__persist_tables(s, &d, &count);
     if (rc == 0)
         rc = hand_out(d, count, out, cap, n);
     free(d);
-    pskv__persist_close(s);
-    pthread_rwlock_destroy(&s->env_lock);
-    free(s);
+    pskv__persist_reader_close(s);
     return rc;
 }

@@ -47,12 +47,8 @@ static int file_size(const char *path, uint64_t *bytes)
 /* Step 2: the compact copy of dir's last commit into tmp. */
 static int copy_compact(const char *dir, const char *tmp)
 {
-    pskv_store *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return PSKV_ENOMEM;
-    pthread_rwlock_init(&s->env_lock, NULL);
-    s->dir = (char *)dir;
-    int rc = pskv__persist_open_reader(s);
+    pskv_store *s = NULL;
+    int rc = pskv__persist_reader(dir, &s);
     int fd = -1;
     if (rc == 0) {
         unlink(tmp); /* a copy a crashed compaction left */
@@ -70,9 +66,7 @@ static int copy_compact(const char *dir, const char *tmp)
         close(fd);
     if (rc != 0 && fd >= 0)
         unlink(tmp);
-    pskv__persist_close(s);
-    pthread_rwlock_destroy(&s->env_lock);
-    free(s);
+    pskv__persist_reader_close(s);
     return rc;
 }
 

@@ -854,7 +854,34 @@ void pskv__persist_close(pskv_store *s)
 
 /* ---------------------------------------------------------------- catalog */
 
-int pskv__persist_open_reader(pskv_store *s)
+static int open_reader(pskv_store *s);
+
+int pskv__persist_reader(const char *dir, pskv_store **out)
+{
+    pskv_store *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return PSKV_ENOMEM;
+    pthread_rwlock_init(&s->env_lock, NULL);
+    s->dir = (char *)dir; /* borrowed: pskv__persist_reader_close does not free it */
+    int rc = open_reader(s);
+    if (rc != 0) {
+        pskv__persist_reader_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void pskv__persist_reader_close(pskv_store *s)
+{
+    if (s == NULL)
+        return;
+    pskv__persist_close(s);
+    pthread_rwlock_destroy(&s->env_lock);
+    free(s);
+}
+
+static int open_reader(pskv_store *s)
 {
     char path[4096];
     struct stat fst;

@@ -529,10 +529,11 @@ PSKV__HIDDEN const void *pskv__persist_map_find(const char *data_path);
 PSKV__HIDDEN int pskv__backup_env(struct MDB_env *env, const char *dest_dir);
 PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
 PSKV__HIDDEN void pskv__persist_close(pskv_store *s);
-/* Open s->dir's environment read-only beside its owner (s holds only dir
- * and what this sets; close with pskv__persist_close): 0, PSKV_ENOTFOUND
- * (no data file), PSKV_ECORRUPT, PSKV_EVERSION, an LMDB error. */
-PSKV__HIDDEN int pskv__persist_open_reader(pskv_store *s);
+/* A store handle holding only dir's environment, opened read-only beside
+ * its owner (listing, compaction; dir is borrowed): 0, PSKV_ENOTFOUND (no
+ * data file), PSKV_ECORRUPT, PSKV_EVERSION, PSKV_ENOMEM, an LMDB error. */
+PSKV__HIDDEN int pskv__persist_reader(const char *dir, pskv_store **out);
+PSKV__HIDDEN void pskv__persist_reader_close(pskv_store *s);
 /* Every table the store holds, in name order, from its schema and count
  * records: *out (malloc'd) and *n. */
 PSKV__HIDDEN int pskv__persist_tables(pskv_store *s, pskv_table_desc **out, size_t *n);
