@@ -19,13 +19,9 @@
  *            with the keys carried to the next checkpoint (failure);
  *            pre-images and committed tombstones dropped.
  * SPDX-License-Identifier: BSD-2-Clause */
-#include <errno.h>
 #include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "format.h"
 #include "pskv_internal.h"
@@ -544,24 +540,9 @@ static size_t chunks_of(const ckpt_table *ct)
     return (ct->n + step - 1) / step;
 }
 
-/* The checkpoint's threads yield to the caller's: on a machine whose cores
- * the trainers keep busy, a checkpoint's writer and capture helper would
- * otherwise take turns with them and stretch their calls (measured: the
- * longest pull/push beside a checkpoint). A lower priority (nice +10, as
- * far as 19) for this thread only; failing to lower it changes nothing. */
-static void yield_to_callers(void)
-{
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    errno = 0;
-    int now = getpriority(PRIO_PROCESS, (id_t)tid);
-    if (errno == 0)
-        (void)setpriority(PRIO_PROCESS, (id_t)tid, now + 10 > 19 ? 19 : now + 10);
-}
-
 static void *capture_thread(void *arg)
 {
     pipeline *p = arg;
-    yield_to_callers();
     uint64_t k = 0;
     for (uint32_t i = 0; i < p->nt; i++) {
         pskv_table *t = p->ct[i].t;
@@ -910,7 +891,6 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
 static void *job_main(void *arg)
 {
     pskv_ckpt *job = arg;
-    yield_to_callers();
     /* Tells the job it is done; the store is not touched after the run:
      * pskv_close may free it. */
     (void)pskv__checkpoint_run(job->s, job->has_meta ? &job->meta : NULL, job, NULL);
