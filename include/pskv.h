@@ -228,13 +228,20 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
  * the last pskv_checkpoint. Opening it reads metadata only; rows come back
  * from LMDB on first use (a miss in DRAM and the spill file looks there).
  * After a crash at any instant, the store opens at exactly its last
- * committed checkpoint. One process at a time owns a directory: a second
+ * committed checkpoint. With at_seq=N it opens at checkpoint N: the last
+ * committed one (nothing changes), or the one before it, to which the
+ * store is rolled back for good (one write transaction, crash-safe; the
+ * protocol for jobs of several stores is in docs/API.md); any other N is
+ * PSKV_ENOTFOUND and changes nothing. undo=off keeps no undo (at_seq then
+ * reaches only the last checkpoint). One process at a time owns a directory: a second
  * open of the same directory, in this process or another, gives
  * PSKV_EBUSY (tools/pskv reads beside the owner without opening it). Do not
  * use a store in a child after fork(); open it in the child instead.
  *
- * Errors: PSKV_EINVAL (bad config, NULL out, spill_max or map_size on a
- * memory-only store, dir "" or not a directory), PSKV_EIO (dir cannot be
+ * Errors: PSKV_EINVAL (bad config, NULL out, spill_max, map_size or at_seq
+ * on a memory-only store, at_seq on a scratch store, dir "" or not a
+ * directory), PSKV_ENOTFOUND (at_seq names no checkpoint this store can
+ * open at), PSKV_EIO (dir cannot be
  * created or read), PSKV_EBUSY (the directory is open elsewhere),
  * PSKV_ECORRUPT (data.mdb is truncated, damaged, emptied, not a pskv store,
  * or at an older checkpoint than pskv.seq names: it went backwards),
