@@ -54,5 +54,7 @@ int workload_spill(void);
 int workload_checkpoint(uint64_t keys, int json);
 /* data.mdb's size and its parts over 50 checkpoints of 10% changed rows. */
 int workload_filesize(uint64_t keys, int json);
+/* Feature ids of n strings: per call, batched, and an XXH3 loop. */
+int workload_ids(uint64_t keys, int json);
 
 #endif
