@@ -125,7 +125,8 @@ struct pskv_ckpt {
     pskv__user_meta meta; /* a copy the job owns */
 };
 
-static void job_advance(pskv_ckpt *job, enum job_stage stage, int rc)
+/* seq: the store's checkpoint_seq, with JOB_DONE. */
+static void job_advance(pskv_ckpt *job, enum job_stage stage, int rc, uint64_t seq)
 {
     if (job == NULL)
         return;
@@ -134,13 +135,15 @@ static void job_advance(pskv_ckpt *job, enum job_stage stage, int rc)
         job->taken_rc = rc;
     if (job->stage < stage)
         job->stage = stage;
-    if (stage == JOB_DONE)
+    if (stage == JOB_DONE) {
         job->rc = rc;
+        job->seq = seq;
+    }
     pthread_cond_broadcast(&job->cv);
     pthread_mutex_unlock(&job->lock);
 }
 
-static void instant_taken(pskv_ckpt *job, int rc) { job_advance(job, JOB_TAKEN, rc); }
+static void instant_taken(pskv_ckpt *job, int rc) { job_advance(job, JOB_TAKEN, rc, 0); }
 
 /* ---------------------------------------------------------------- begin */
 
@@ -777,8 +780,7 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
 
 /* ---------------------------------------------------------------- checkpoint */
 
-int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job,
-                         uint64_t *seq_out)
+int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job)
 {
     /* The tables open now (lock order: the table list before ckpt_lock,
      * as table creation takes them). */
@@ -874,14 +876,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
     for (uint32_t i = 0; i < nt; i++)
         pthread_mutex_unlock(&ct[i].t->ckpt_lock);
     free(ct);
-    if (seq_out != NULL)
-        *seq_out = s->ckpt_seq;
-    if (job != NULL) { /* ended before the next checkpoint can begin */
-        pthread_mutex_lock(&job->lock);
-        job->seq = s->ckpt_seq;
-        pthread_mutex_unlock(&job->lock);
-        job_advance(job, JOB_DONE, rc);
-    }
+    job_advance(job, JOB_DONE, rc, s->ckpt_seq); /* before the next checkpoint can begin */
     pthread_mutex_unlock(&s->ckpt_lock);
     return rc;
 }
@@ -893,7 +888,7 @@ static void *job_main(void *arg)
     pskv_ckpt *job = arg;
     /* Tells the job it is done; the store is not touched after the run:
      * pskv_close may free it. */
-    (void)pskv__checkpoint_run(job->s, job->has_meta ? &job->meta : NULL, job, NULL);
+    (void)pskv__checkpoint_run(job->s, job->has_meta ? &job->meta : NULL, job);
     return NULL;
 }
 

@@ -30,11 +30,6 @@
 
 #include "pskv_internal.h"
 
-static int path_of(const char *dir, const char *name, char *buf, size_t len)
-{
-    return pskv__format(buf, len, "%s/%s", dir, name) < 0 ? PSKV_EINVAL : 0;
-}
-
 static int file_size(const char *path, uint64_t *bytes)
 {
     struct stat st;
@@ -79,11 +74,11 @@ int pskv_compact(const char *dir, uint64_t *before, uint64_t *after)
         return pskv__fail(PSKV_EBUSY, "'%s' is open in this process: close the store first "
                                       "(compaction runs between runs)", dir);
     char data[4096], tmp[4096], lockf[4096];
-    int rc = path_of(dir, "data.mdb", data, sizeof data);
+    int rc = pskv__dir_path(dir, "data.mdb", data, sizeof data);
     if (rc == 0)
-        rc = path_of(dir, "data.mdb.compact", tmp, sizeof tmp);
+        rc = pskv__dir_path(dir, "data.mdb.compact", tmp, sizeof tmp);
     if (rc == 0)
-        rc = path_of(dir, "lock.mdb", lockf, sizeof lockf);
+        rc = pskv__dir_path(dir, "lock.mdb", lockf, sizeof lockf);
     uint64_t was = 0, now = 0;
     if (rc == 0 && (rc = file_size(data, &was)) == PSKV_ENOTFOUND)
         return pskv__fail(rc, "no store in '%s' (no data.mdb)", dir);
@@ -98,13 +93,8 @@ int pskv_compact(const char *dir, uint64_t *before, uint64_t *after)
         rc = PSKV_EIO;
     if (rc == 0 && rename(tmp, data) != 0)
         rc = PSKV_EIO;
-    if (rc == 0) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0 || fsync(dfd) != 0)
-            rc = PSKV_EIO;
-        if (dfd >= 0)
-            close(dfd);
-    }
+    if (rc == 0)
+        rc = pskv__dir_sync(dir);
     if (rc != 0)
         unlink(tmp); /* the old data.mdb stays */
     if (rc == 0)

@@ -23,6 +23,11 @@
 
 #define LOCK_ATTEMPTS 64
 
+static int lock_path(const char *dir, char *path, size_t len)
+{
+    return pskv__format(path, len, "%s/pskv.lock", dir) < 0 ? PSKV_EINVAL : 0;
+}
+
 /* The lock files this process holds (device, inode): a reader that would
  * open LMDB beside an owner asks first, since a second environment on one
  * file in one process breaks LMDB's locks. */
@@ -61,7 +66,7 @@ bool pskv__dir_held_here(const char *dir)
 {
     char path[4096];
     struct stat st;
-    if (pskv__format(path, sizeof path, "%s/pskv.lock", dir) < 0 || stat(path, &st) != 0)
+    if (lock_path(dir, path, sizeof path) != 0 || stat(path, &st) != 0)
         return false;
     bool found = false;
     pthread_mutex_lock(&held_lock);
@@ -69,11 +74,6 @@ bool pskv__dir_held_here(const char *dir)
         found = held[i].dev == st.st_dev && held[i].ino == st.st_ino;
     pthread_mutex_unlock(&held_lock);
     return found;
-}
-
-static int lock_path(const char *dir, char *path, size_t len)
-{
-    return pskv__format(path, len, "%s/pskv.lock", dir) < 0 ? PSKV_EINVAL : 0;
 }
 
 /* The detail of PSKV_EBUSY: this process, or the pid the owner wrote. */

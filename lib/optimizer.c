@@ -22,6 +22,11 @@ uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim)
     }
 }
 
+uint32_t pskv__optimizer_row_bytes(int kind, uint32_t dim)
+{
+    return (dim + pskv__optimizer_state_floats(kind, dim)) * (uint32_t)sizeof(float);
+}
+
 void pskv__optimizer_setup(pskv__optimizer *opt, const pskv_table_options *o)
 {
     pskv_table_options r = *o;

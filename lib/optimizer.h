@@ -22,6 +22,8 @@ typedef struct pskv__optimizer {
 PSKV__HIDDEN void pskv__optimizer_setup(pskv__optimizer *opt,
                                         const pskv_table_options *o);
 PSKV__HIDDEN uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim);
+/* A row's payload: dim weights and the state, in bytes. */
+PSKV__HIDDEN uint32_t pskv__optimizer_row_bytes(int kind, uint32_t dim);
 /* One step on row, unless its result (weights or state) would not be
  * finite: then the row is left as it was and the result is false.
  * save: room for one row (dim + state_floats floats). */

@@ -650,9 +650,8 @@ bool pskv__table_schema_diff(const pskv_table_options *have, const pskv_table_op
     if (pskv__table_schema_equal(have, want))
         return false;
     pskv_table_options x = *have, y = *want;
-    pskv__table_options_resolve(&x);
-    pskv__table_options_resolve(&y);
-    /* The two canonical strings, key by key: the first token that differs. */
+    /* The two described strings (options_write resolves defaults), key by
+     * key: the first token that differs. */
     char a[1024], b[1024];
     x.shards = y.shards = 1; /* never part of the schema */
     if (options_write(&x, a, sizeof a, false) < 0 || options_write(&y, b, sizeof b, false) < 0) {

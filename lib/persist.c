@@ -509,8 +509,7 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
     rc = schema_decode(body, len, &o);
     if (rc != 0)
         return rc;
-    const size_t row_bytes =
-        ((size_t)o.dim + pskv__optimizer_state_floats(o.optimizer, o.dim)) * sizeof(float);
+    const size_t row_bytes = pskv__optimizer_row_bytes(o.optimizer, o.dim);
     MDB_dbi dbi;
     MDB_cursor *cur;
     rc = pskv__persist_err(mdb_dbi_open(txn, db, 0, &dbi));
@@ -941,7 +940,7 @@ static int table_desc(pskv_store *s, MDB_txn *txn, const char *name, const MDB_v
         rc = count_load(s, txn, name, &d->rows, &digest);
     d->dim = d->options.dim;
     d->state_floats = pskv__optimizer_state_floats(d->options.optimizer, d->options.dim);
-    d->row_bytes = (d->dim + d->state_floats) * (uint32_t)sizeof(float);
+    d->row_bytes = pskv__optimizer_row_bytes(d->options.optimizer, d->options.dim);
     return rc;
 }
 

@@ -472,6 +472,10 @@ PSKV__HIDDEN void pskv__dir_unlock(const char *dir, int fd, bool remove_file);
 
 /* ---------------------------------------------------------------- seqfile.c */
 
+/* "<dir>/<name>" into buf[len]: 0 or PSKV_EINVAL (too long). */
+PSKV__HIDDEN int pskv__dir_path(const char *dir, const char *name, char *buf, size_t len);
+/* fsync the directory itself (a rename or unlink in it): 0 or PSKV_EIO. */
+PSKV__HIDDEN int pskv__dir_sync(const char *dir);
 /* <dir>/pskv.seq: 0 (*seq), PSKV_ENOTFOUND, PSKV_ECORRUPT or PSKV_EIO. */
 PSKV__HIDDEN int pskv__seqfile_read(const char *dir, uint64_t *seq);
 /* Replace it, whole or not at all, durably. */
@@ -630,10 +634,8 @@ typedef struct pskv__user_meta {
     size_t len;
 } pskv__user_meta;
 /* The whole checkpoint on the calling thread; job (may be NULL) is told
- * when the instant has been taken; *seq_out (may be NULL) = checkpoint_seq
- * after it. */
-PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job,
-                                      uint64_t *seq_out);
+ * when the instant has been taken and when the checkpoint has ended. */
+PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job);
 /* pskv_checkpoint_start, also for pskv_checkpoint (has_meta false: keep
  * the metadata record). Arguments already checked. */
 PSKV__HIDDEN int pskv__checkpoint_start(pskv_store *s, const void *meta, size_t len,

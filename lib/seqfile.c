@@ -23,16 +23,25 @@
 #include "format.h"
 #include "pskv_internal.h"
 
-static int seq_path(const char *dir, const char *name, char *buf, size_t len)
+int pskv__dir_path(const char *dir, const char *name, char *buf, size_t len)
 {
     return pskv__format(buf, len, "%s/%s", dir, name) < 0 ? PSKV_EINVAL : 0;
+}
+
+int pskv__dir_sync(const char *dir)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : PSKV_EIO;
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
 }
 
 /* Read <dir>/name, up to cap bytes: *n. ENOTFOUND, EIO. */
 static int file_read(const char *dir, const char *name, uint8_t *buf, size_t cap, size_t *n)
 {
     char path[4096];
-    int rc = seq_path(dir, name, path, sizeof path);
+    int rc = pskv__dir_path(dir, name, path, sizeof path);
     if (rc != 0)
         return rc;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -50,7 +59,7 @@ static int file_read(const char *dir, const char *name, uint8_t *buf, size_t cap
 static int file_replace(const char *dir, const char *name, const uint8_t *buf, size_t len)
 {
     char path[4096], tmp[4096];
-    int rc = seq_path(dir, name, path, sizeof path);
+    int rc = pskv__dir_path(dir, name, path, sizeof path);
     if (rc == 0)
         rc = pskv__format(tmp, sizeof tmp, "%s/%s.tmp", dir, name) < 0 ? PSKV_EINVAL : 0;
     if (rc != 0)
@@ -62,11 +71,7 @@ static int file_replace(const char *dir, const char *name, const uint8_t *buf, s
     int err = errno;
     close(fd);
     if (ok && rename(tmp, path) == 0) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd); /* the rename itself */
-            close(dfd);
-        }
+        (void)pskv__dir_sync(dir); /* the rename itself */
         return 0;
     }
     err = ok ? errno : err;
@@ -111,17 +116,12 @@ int pskv__seqfile_rollback_write(const char *dir, uint64_t from, uint64_t to)
 void pskv__seqfile_rollback_remove(const char *dir)
 {
     char path[4096];
-    if (seq_path(dir, "pskv.rollback", path, sizeof path) == 0 && unlink(path) == 0) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-    }
+    if (pskv__dir_path(dir, "pskv.rollback", path, sizeof path) == 0 && unlink(path) == 0)
+        (void)pskv__dir_sync(dir);
 }
 
 bool pskv__seqfile_exists(const char *dir)
 {
     char path[4096];
-    return seq_path(dir, "pskv.seq", path, sizeof path) == 0 && access(path, F_OK) == 0;
+    return pskv__dir_path(dir, "pskv.seq", path, sizeof path) == 0 && access(path, F_OK) == 0;
 }

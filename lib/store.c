@@ -109,7 +109,7 @@ static void store_close(pskv_store *s, bool final_checkpoint)
      * checkpoint stays the state on disk: callers who must know call
      * pskv_checkpoint themselves first. */
     if (s->env != NULL && final_checkpoint)
-        (void)pskv__checkpoint_run(s, NULL, NULL, NULL);
+        (void)pskv__checkpoint_run(s, NULL, NULL);
     /* An asynchronous checkpoint still writing owns ckpt_lock until its
      * commit; its handle outlives the store. */
     pthread_mutex_lock(&s->ckpt_lock);
@@ -190,9 +190,7 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     if (requested->dim == 0) /* creating needs a dim */
         return pskv__fail(PSKV_EINVAL, "table '%s' does not exist yet: creating it needs dim=N "
                                        "(1..4096)", name);
-    uint64_t row_bytes = ((uint64_t)requested->dim +
-                          pskv__optimizer_state_floats(requested->optimizer, requested->dim)) *
-                         sizeof(float);
+    uint64_t row_bytes = pskv__optimizer_row_bytes(requested->optimizer, requested->dim);
     if (s->opts.memory_budget > 0 && s->opts.memory_budget < row_bytes)
         return pskv__fail(PSKV_EINVAL, "table '%s': memory_budget=%llu cannot hold one of its "
                                        "rows (%llu bytes of weights and optimizer state)",
@@ -316,15 +314,21 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
     return 0;
 }
 
+/* PSKV_ENOTSUP for a store that persists nothing (memory-only, scratch). */
+static int persists_nothing(const pskv_store *s)
+{
+    return pskv__fail(PSKV_ENOTSUP, "a %s store persists nothing: checkpoints need a "
+                                    "directory store with durability=checkpoint",
+                      s->dir ? "durability=none" : "memory-only");
+}
+
 int pskv_checkpoint(pskv_store *s)
 {
     pskv__detail_clear();
     if (s == NULL)
         return PSKV_EINVAL;
-    if (s->env == NULL) /* memory-only and scratch stores persist nothing */
-        return pskv__fail(PSKV_ENOTSUP, "a %s store persists nothing: checkpoints need a "
-                                        "directory store with durability=checkpoint",
-                          s->dir ? "durability=none" : "memory-only");
+    if (s->env == NULL)
+        return persists_nothing(s);
     pskv_ckpt *c;
     int rc = pskv__checkpoint_start(s, NULL, 0, false, &c);
     return rc != 0 ? rc : pskv__checkpoint_wait(c, NULL);
@@ -338,7 +342,7 @@ int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len, pskv_ckpt
     if (s == NULL || out == NULL || (meta == NULL && len > 0) || len > PSKV_CHECKPOINT_META_MAX)
         return PSKV_EINVAL;
     if (s->env == NULL)
-        return PSKV_ENOTSUP;
+        return persists_nothing(s);
     return pskv__checkpoint_start(s, meta, len, true, out);
 }
 

@@ -53,11 +53,15 @@ int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *
     memset(u, 0, sizeof *u);
     u->user_state = PSKV_FMT_UNDO_USER_KEPT;
     u->off = s->opts.undo_off != 0;
-    if (u->off) /* none kept: the previous generation goes (it would not match anyway) */
-        return pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0));
+    /* The previous generation goes (with undo=off too: it would not match).
+     * The drop changes the main database, not the meta one the "user"
+     * record below is read from. */
+    int rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0));
+    if (rc != 0 || u->off)
+        return rc;
     if (writes_user) {
         MDB_val user;
-        int rc = user_stored(s, txn, &user);
+        rc = user_stored(s, txn, &user);
         if (rc != 0)
             return rc;
         u->user_state = user.mv_data ? PSKV_FMT_UNDO_USER_WAS : PSKV_FMT_UNDO_USER_NONE;
@@ -69,10 +73,7 @@ int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *
             u->user_len = user.mv_size;
         }
     }
-    int rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0));
-    if (rc == 0)
-        rc = pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi, &u->cur));
-    return rc;
+    return pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi, &u->cur));
 }
 
 void pskv__undo_free(pskv__undo *u)
