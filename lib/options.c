@@ -231,12 +231,22 @@ void pskv_store_options_init(pskv_store_options *o)
     o->durability = PSKV_DURABILITY_DEFAULT;
 }
 
-static int key_index(const char *const *names, int count, const token *t)
+/* The index of t's key in names[count] (a key of this kind, here once,
+ * marked in *seen), or PSKV_EINVAL saying why not: unknown (a near miss,
+ * or a key of the other kind) or given twice. */
+static int key_of(const token *t, const char *kind, const char *const *names, int count,
+                  const char *const *other, int other_count, uint32_t *seen)
 {
-    for (int i = 0; i < count; i++)
+    int k = -1;
+    for (int i = 0; i < count && k < 0; i++)
         if (tok_is(t->key, t->klen, names[i]))
-            return i;
-    return -1;
+            k = i;
+    if (k < 0)
+        return unknown_key(t, kind, names, count, other, other_count);
+    if (*seen & (1u << k))
+        return pskv__fail(PSKV_EINVAL, "'%.*s' is given twice", (int)t->klen, t->key);
+    *seen |= 1u << k;
+    return k;
 }
 
 int pskv_store_options_parse(pskv_store_options *o, const char *config)
@@ -251,12 +261,9 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
     token t;
     int rc;
     while ((rc = next_token(&config, &t)) == 1) {
-        int k = key_index(store_keys, SK_COUNT, &t);
+        int k = key_of(&t, "store", store_keys, SK_COUNT, table_keys, TK_COUNT, &seen);
         if (k < 0)
-            return unknown_key(&t, "store", store_keys, SK_COUNT, table_keys, TK_COUNT);
-        if (seen & (1u << k))
-            return pskv__fail(PSKV_EINVAL, "'%.*s' is given twice", (int)t.klen, t.key);
-        seen |= 1u << k;
+            return k;
         const char *why = NULL;
         switch (k) {
         case SK_MEMORY_BUDGET:
@@ -463,12 +470,9 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
     token t;
     int rc;
     while ((rc = next_token(&config, &t)) == 1) {
-        int k = key_index(table_keys, TK_COUNT, &t);
+        int k = key_of(&t, "table", table_keys, TK_COUNT, store_keys, SK_COUNT, &seen);
         if (k < 0)
-            return unknown_key(&t, "table", table_keys, TK_COUNT, store_keys, SK_COUNT);
-        if (seen & (1u << k))
-            return pskv__fail(PSKV_EINVAL, "'%.*s' is given twice", (int)t.klen, t.key);
-        seen |= 1u << k;
+            return k;
         float *fdst = NULL;
         const char *why = NULL;
         switch (k) {
