@@ -60,7 +60,8 @@ extern "C" {
     X(ECORRUPT, -9, "data failed its checksum or format check")                \
     X(ENOSPC, -10, "spill or disk space cap reached")                          \
     X(EVERSION, -11, "format version not supported")                           \
-    X(ERANGE, -12, "value out of range")
+    X(ERANGE, -12, "value out of range")                                      \
+    X(ESTALE, -13, "cursor older than the table's change log: export again from 0")
 
 enum pskv_error {
 #define PSKV__ERR_ENUM(name, code, msg) PSKV_##name = (code),
@@ -126,7 +127,10 @@ typedef struct pskv_store_options {
     uint64_t at_seq;        /* (config "at_seq=N"): the last committed checkpoint,
                                or the one before it, which rolls the store
                                back for good (see pskv_open) */
-    uint32_t reserved[9];   /* must be zero */
+    uint64_t changes;       /* (config "changes=N"): change log entries kept per
+                               table for delta exports (pskv_export_open); 0 =
+                               the default, 1048576 (16 MiB at most) */
+    uint32_t reserved[7];   /* must be zero */
 } pskv_store_options;
 
 enum pskv_optimizer {
@@ -327,6 +331,17 @@ PSKV_API int pskv_table_info_get(const pskv_table *t, pskv_table_info *out);
 
 /* Number of rows in the table. Any thread (a racing count is approximate). */
 PSKV_API uint64_t pskv_table_rows(const pskv_table *t);
+
+/* The table's version: the last one a row change was stamped with. Every
+ * change of a row (created by pull, push, put or apply, written by push,
+ * put or apply, erased, or dropped by a memory-only store's budget) takes
+ * the next version; the rows one call changes in one shard share one.
+ * Rows keep their version in DRAM, the spill file and LMDB. A durable table
+ * goes on from its last checkpoint's version after a clean pskv_close, and
+ * jumps 2^40 past it after a crash or a rollback (past any version the
+ * lost run handed out: cursors from it get PSKV_ESTALE). 0 for NULL. Any
+ * thread. */
+PSKV_API uint64_t pskv_table_version(const pskv_table *t);
 
 /* Counters since the table was opened. Any thread; each field is exact, the
  * set is not a snapshot when other threads are writing. */

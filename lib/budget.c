@@ -70,7 +70,7 @@ int pskv__budget_evict(pskv_store *s, bool (*yield)(pskv_store *s))
             /* Memory-only cache: cold rows are dropped. */
             pskv__shard *sh = &t->shards[shard];
             pthread_mutex_lock(&sh->lock);
-            n = pskv__clock_sweep(sh, EVICT_PER_VISIT);
+            n = pskv__clock_sweep(t, sh, EVICT_PER_VISIT);
             pthread_mutex_unlock(&sh->lock);
         }
         pskv__budget_account(s, -(int64_t)n * t->row_bytes);

@@ -27,7 +27,7 @@ static void describe_open(const pskv_table *t, pskv_table_desc *d)
     d->options.shards = t->nshards;
     d->dim = t->opts.dim;
     d->state_floats = t->state_floats;
-    d->row_bytes = t->row_bytes;
+    d->row_bytes = t->payload_bytes;
     d->rows = pskv_table_rows(t);
     d->open = 1;
 }

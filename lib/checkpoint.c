@@ -43,6 +43,8 @@ typedef struct ckpt_table {
     uint64_t *keys; /* sorted, unique */
     size_t n;
     row_count count; /* its count record once committed */
+    uint64_t version; /* the table's version at the instant */
+    bool final;       /* pskv_close's checkpoint: no version follows it */
 } ckpt_table;
 
 /* ---------------------------------------------------------------- sorting */
@@ -182,6 +184,7 @@ static int begin(ckpt_table *ct, uint32_t nt, pskv_ckpt *job)
                 }
                 t->parity ^= 1u;
                 atomic_store(&t->ckpt_active, true);
+                ct[i].version = atomic_load(&t->version);
             }
             if (pskv__checkpoint_begin_hook != NULL)
                 pskv__checkpoint_begin_hook(pskv__checkpoint_begin_hook_arg);
@@ -646,6 +649,8 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s
             rc = pskv__persist_put_filters(s, txn, t);
         if (rc == 0)
             rc = pskv__persist_put_count(s, txn, t->name, count->rows, count->digest);
+        if (rc == 0)
+            rc = pskv__persist_put_version(s, txn, t->name, p->ct[i].version, p->ct[i].final);
         *rows += p->ct[i].n;
     }
     free(old);
@@ -734,6 +739,24 @@ static int txn_once(pskv_store *s, void *arg)
                    : write_txn(s, a->ct, a->nt, a->c, a->meta, a->rows, a->time_ns, a->txnid);
 }
 
+/* pskv_close with nothing to commit: the version records, as of the
+ * last checkpoint, marked clean. */
+static int clean_once(pskv_store *s, void *arg)
+{
+    const txn_args *a = arg;
+    MDB_txn *txn;
+    int rc = pskv__persist_txn_begin(s, true, &txn);
+    if (rc != 0)
+        return rc;
+    for (uint32_t i = 0; i < a->nt && rc == 0; i++)
+        rc = pskv__persist_put_version(s, txn, a->ct[i].t->name, a->ct[i].version, true);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return pskv__persist_write_err(mdb_txn_commit(txn));
+}
+
 /* ---------------------------------------------------------------- finish */
 
 static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
@@ -780,7 +803,7 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
 
 /* ---------------------------------------------------------------- checkpoint */
 
-int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job)
+int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job, bool final)
 {
     /* The tables open now (lock order: the table list before ckpt_lock,
      * as table creation takes them). */
@@ -789,7 +812,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
     ckpt_table *ct = calloc(nt ? nt : 1, sizeof *ct);
     if (ct != NULL)
         for (uint32_t i = 0; i < nt; i++)
-            ct[i].t = s->tables[i];
+            ct[i] = (ckpt_table){.t = s->tables[i], .final = final};
     pthread_mutex_unlock(&s->lock);
     if (ct == NULL) {
         instant_taken(job, PSKV_ENOMEM);
@@ -870,6 +893,10 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
             atomic_store(&s->ckpt_last_ns, pskv__now_ns() - t0);
         } else if (rc != 0) {
             atomic_fetch_add(&s->n_ckpt_failed, 1);
+        } else if (final) {
+            /* Nothing to commit: the close still says that no version
+             * follows the last checkpoint's (no seq, no undo changes). */
+            rc = pskv__persist_write_growing(s, clean_once, &a, 0);
         }
     }
     instant_taken(job, rc); /* no-op unless an allocation failed before it */
@@ -888,7 +915,7 @@ static void *job_main(void *arg)
     pskv_ckpt *job = arg;
     /* Tells the job it is done; the store is not touched after the run:
      * pskv_close may free it. */
-    (void)pskv__checkpoint_run(job->s, job->has_meta ? &job->meta : NULL, job);
+    (void)pskv__checkpoint_run(job->s, job->has_meta ? &job->meta : NULL, job, false);
     return NULL;
 }
 

@@ -21,9 +21,10 @@ pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
     return NULL;
 }
 
-uint32_t pskv__clock_sweep(pskv__shard *sh, uint32_t max_evict)
+uint32_t pskv__clock_sweep(pskv_table *t, pskv__shard *sh, uint32_t max_evict)
 {
     uint32_t evicted = 0;
+    uint64_t version = 0;
     /* One turn at most per visit: a second turn would take the second
      * chance away from rows whose bit this visit just cleared. */
     uint64_t steps = (uint64_t)sh->index_mask + 1;
@@ -31,7 +32,10 @@ uint32_t pskv__clock_sweep(pskv__shard *sh, uint32_t max_evict)
     while (evicted < max_evict && sh->rows > 0 && (e = pskv__clock_next(sh, &steps)) != NULL) {
         /* Backward-shift deletion may move a later entry into this
          * position: the hand stays to look at it next. */
+        uint64_t key = e->key;
         pskv__shard_remove(sh, e);
+        /* A memory-only row dropped is gone: exports send its tombstone. */
+        pskv__row_changed(t, sh, key, NULL, pskv__visit_version(t, &version));
         sh->evicted++;
         evicted++;
     }

@@ -16,10 +16,15 @@
  *     "filter/<name>/<i>"  filter i of the table's persisted keys: capacity u64 |
  *                    count u64 | blocks u32 | 0 u32 | blocks * 64 bytes of bits |
  *                    XXH3-64 LE of all before (see pskv_fmt_filter_probe)
+ *     "version/<name>" version u64 LE | clean u64 LE | XXH3-64 LE of both:
+ *                    the table's version at the checkpoint that wrote it;
+ *                    clean 1 only from the final checkpoint of pskv_close,
+ *                    cleared when the table is opened again (v3)
  *   database "rows/<name>", one per table
  *     key   feature id, 8 bytes big-endian (byte order = numeric order)
  *     value weights | optimizer state (float32, little-endian) |
- *           XXH3-64 LE of those bytes seeded with the key
+ *           version u64 LE (v3) | XXH3-64 LE of those bytes seeded with
+ *           the key
  *
  *   file "pskv.seq" beside data.mdb, written after every commit (v2):
  *     "PSKVSEQ1" | seq u64 LE | XXH3-64 LE of both: the last committed
@@ -37,13 +42,15 @@
 #include <xxhash.h>
 
 #define PSKV_FMT_MAGIC 0x564b5350u /* "PSKV" */
-#define PSKV_FMT_VERSION 2u
+#define PSKV_FMT_VERSION 3u
 #define PSKV_FMT_VERSION_MIN 1u /* opened and upgraded in place */
+#define PSKV_FMT_VERSION_BYTES 8u /* a row's version, after its state (v3) */
 #define PSKV_FMT_META_DB "meta"
 #define PSKV_FMT_ROWS_PREFIX "rows/"
 #define PSKV_FMT_TABLE_PREFIX "table/"
 #define PSKV_FMT_FILTER_PREFIX "filter/"
 #define PSKV_FMT_COUNT_PREFIX "count/"
+#define PSKV_FMT_VERSION_PREFIX "version/"
 #define PSKV_FMT_KEY_FORMAT "format"
 #define PSKV_FMT_KEY_CHECKPOINT "checkpoint"
 #define PSKV_FMT_KEY_USER "user"

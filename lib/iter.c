@@ -21,6 +21,13 @@ struct pskv_iter {
     pskv__cold_walk walk; /* what the LMDB cursor saw, against the count record */
 };
 
+/* Row n of the iterator's copy (rows are row_bytes apart: weights, state,
+ * version). */
+static float *iter_row(const pskv_iter *it, size_t n)
+{
+    return (float *)(void *)((uint8_t *)it->rows + n * it->t->row_bytes);
+}
+
 int pskv_iter_create(pskv_table *t, pskv_iter **out)
 {
     pskv__detail_clear();
@@ -63,7 +70,7 @@ static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspill
             continue;
         }
         it->keys[n] = e->key;
-        memcpy(it->rows + (size_t)n * t->row_floats, pskv__shard_row(sh, e->slot), t->row_bytes);
+        memcpy(iter_row(it, n), pskv__shard_row(sh, e->slot), t->row_bytes);
         n++;
     }
     for (uint32_t i = 0; i < sh->spilled.cap; i++) {
@@ -94,7 +101,7 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
     if (rc == 0) {
         for (uint32_t k = 0; k < nspilled; k++) {
             keys[k] = it->keys[it->spill_at[k]];
-            rows[k] = it->rows + (size_t)it->spill_at[k] * t->row_floats;
+            rows[k] = iter_row(it, it->spill_at[k]);
         }
         rc = pskv__spill_read(t->spill, nspilled, keys, it->spill_slot, rows, NULL);
     }
@@ -181,7 +188,7 @@ static int iter_load_cold(pskv_iter *it)
                 rc = pskv__cold_find(t, &cold, keys[i], &row);
                 if (rc == 1) {
                     it->keys[count] = keys[i];
-                    memcpy(it->rows + (size_t)count * t->row_floats, row, t->row_bytes);
+                    memcpy(iter_row(it, count), row, t->row_bytes);
                     count++;
                     rc = 0;
                 } else if (rc == 0 && pskv__cold_txnid(&cold) == it->walk.last_txnid) {
@@ -251,7 +258,7 @@ int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights, float *state)
             return rc;
     }
     const pskv_table *t = it->t;
-    const float *row = it->rows + (size_t)it->pos * t->row_floats;
+    const float *row = iter_row(it, it->pos);
     *key = it->keys[it->pos];
     memcpy(weights, row, t->dim * sizeof(float));
     if (state != NULL && t->state_floats > 0)

@@ -183,10 +183,11 @@ static const char *const table_keys[TK_COUNT] = {
     "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
     "lr_power", "init", "seed", "shards"};
 enum store_key {
-    SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_UNDO, SK_COUNT
+    SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_UNDO, SK_CHANGES,
+    SK_COUNT
 };
 static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability",
-                                                 "map_size", "at_seq", "undo"};
+                                                 "map_size", "at_seq", "undo", "changes"};
 
 /* PSKV_EINVAL for a value, with what was expected. */
 static int bad_value(const token *t, const char *expected)
@@ -279,6 +280,10 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
             rc = parse_u64(t.val, t.vlen, &n.at_seq);
             why = "expected a checkpoint seq (an unsigned integer)";
             n.at_seq_set = 1;
+            break;
+        case SK_CHANGES:
+            rc = parse_u64(t.val, t.vlen, &n.changes);
+            why = "expected a count of change log entries (an unsigned integer)";
             break;
         case SK_UNDO: {
             static const char *const onoff[] = {"on", "off"};

@@ -273,6 +273,45 @@ int pskv__persist_put_count(pskv_store *s, MDB_txn *txn, const char *table, uint
     return rc != 0 ? rc : record_put(txn, s->records_dbi, name, body, sizeof body);
 }
 
+static int version_record_name(const char *table, char *buf, size_t len)
+{
+    return pskv__format(buf, len, "%s%s", PSKV_FMT_VERSION_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
+}
+
+int pskv__persist_put_version(pskv_store *s, MDB_txn *txn, const char *table, uint64_t version,
+                              bool clean)
+{
+    char name[PSKV_NAME_MAX + 16];
+    uint8_t body[16];
+    pskv_fmt_pair_put(body, version, clean ? 1 : 0);
+    int rc = version_record_name(table, name, sizeof name);
+    return rc != 0 ? rc : record_put(txn, s->records_dbi, name, body, sizeof body);
+}
+
+/* The table's version record: 0 (*version, *clean), PSKV_ENOTFOUND (a
+ * table no checkpoint of format 3 has written), PSKV_ECORRUPT. */
+static int version_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *version,
+                        bool *clean)
+{
+    char name[PSKV_NAME_MAX + 16];
+    const uint8_t *body;
+    size_t len;
+    uint64_t flag;
+    int rc = version_record_name(table, name, sizeof name);
+    if (rc == 0)
+        rc = record_get(s, txn, name, &body, &len);
+    if (rc == 0 && (pskv_fmt_pair_get(body, len, version, &flag) != 0 || flag > 1))
+        rc = PSKV_ECORRUPT;
+    *clean = rc == 0 && flag == 1;
+    return rc;
+}
+
+int pskv__persist_version_get(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *version,
+                              bool *clean)
+{
+    return version_load(s, txn, table, version, clean);
+}
+
 int pskv__persist_put_user(pskv_store *s, MDB_txn *txn, uint64_t seq, const void *meta,
                            size_t len)
 {
@@ -561,7 +600,7 @@ static int upgrade_write_once(pskv_store *s, void *arg)
     if (rc == 0 && !w->has_ckpt)
         rc = pskv__persist_put_checkpoint(s, txn, 0, &ns);
     uint8_t fmt[8];
-    pskv_fmt_format_put(fmt, PSKV_FMT_VERSION);
+    pskv_fmt_format_put(fmt, 2);
     if (rc == 0)
         rc = record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
     if (rc != 0) {
@@ -571,7 +610,9 @@ static int upgrade_write_once(pskv_store *s, void *arg)
     return pskv__persist_write_err(mdb_txn_commit(txn));
 }
 
-static int upgrade_from_1(pskv_store *s)
+/* Every table's name and rows, each row checked (format 1 or 2 values),
+ * in one read transaction; *has_ckpt: a checkpoint record exists. */
+static int upgrade_scan(pskv_store *s, upgrade_count **out, uint32_t *nout, bool *has_ckpt)
 {
     MDB_txn *txn;
     MDB_cursor *cur;
@@ -608,20 +649,154 @@ static int upgrade_from_1(pskv_store *s)
             rc = pskv__persist_err(mrc);
         mdb_cursor_close(cur);
     }
-    uint64_t any_rows = 0;
-    for (uint32_t i = 0; i < n && rc == 0; i++) {
+    for (uint32_t i = 0; i < n && rc == 0; i++)
         rc = upgrade_walk(s, txn, counts[i].name, &counts[i]);
-        any_rows += counts[i].rows;
-    }
     const uint8_t *body;
     size_t len;
-    bool has_ckpt = rc == 0 && record_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len) == 0;
+    *has_ckpt = rc == 0 && record_get(s, txn, PSKV_FMT_KEY_CHECKPOINT, &body, &len) == 0;
     mdb_txn_abort(txn);
-    if (rc == 0 && !has_ckpt && any_rows > 0)
-        rc = PSKV_ECORRUPT; /* rows exist only after a checkpoint */
+    if (rc != 0) {
+        free(counts);
+        return rc;
+    }
+    *out = counts;
+    *nout = n;
+    return 0;
+}
+
+static int upgrade_from_1(pskv_store *s, const upgrade_count *counts, uint32_t n, bool has_ckpt)
+{
+    uint64_t any_rows = 0;
+    for (uint32_t i = 0; i < n; i++)
+        any_rows += counts[i].rows;
+    if (!has_ckpt && any_rows > 0)
+        return PSKV_ECORRUPT; /* rows exist only after a checkpoint */
     upgrade_write w = {counts, n, has_ckpt};
+    return pskv__persist_write_growing(s, upgrade_write_once, &w, 0);
+}
+
+/* Format 2 -> 3: every row value gains its version (0) after the state,
+ * its check taken again over both; the count records follow; the undo
+ * (format-2 values) is emptied, so at_seq reaches only the upgraded
+ * checkpoint. One write transaction: a crash leaves format 2 as it was.
+ * The rows were checked by upgrade_scan from the same snapshot. */
+typedef struct upgrade_rows {
+    upgrade_count *counts;
+    uint32_t n;
+} upgrade_rows;
+
+static int upgrade_table_rows(pskv_store *s, MDB_txn *txn, upgrade_count *c, uint8_t **buf,
+                              size_t *buf_cap)
+{
+    char rec[PSKV_NAME_MAX + 16], db[PSKV_NAME_MAX + 16];
+    MDB_val k, v;
+    int rc = table_record_name(c->name, rec, sizeof rec) != 0 ||
+                     rows_db_name(c->name, db, sizeof db) != 0
+                 ? PSKV_EINVAL
+                 : 0;
+    MDB_val rk = {strlen(rec), rec};
     if (rc == 0)
-        rc = pskv__persist_write_growing(s, upgrade_write_once, &w, 0);
+        rc = pskv__persist_err(mdb_get(txn, s->records_dbi, &rk, &v));
+    pskv_table_options o;
+    if (rc == 0)
+        rc = v.mv_size < PSKV_FMT_CHECK_BYTES ? PSKV_ECORRUPT
+                                              : schema_decode(v.mv_data, v.mv_size -
+                                                                             PSKV_FMT_CHECK_BYTES,
+                                                              &o);
+    if (rc != 0)
+        return rc == PSKV_ENOTFOUND ? PSKV_ECORRUPT : rc;
+    const size_t payload = pskv__optimizer_row_bytes(o.optimizer, o.dim);
+    const size_t stored = payload + PSKV_FMT_VERSION_BYTES;
+    if (*buf_cap < stored + PSKV_FMT_CHECK_BYTES) {
+        uint8_t *nb = realloc(*buf, stored + PSKV_FMT_CHECK_BYTES);
+        if (nb == NULL)
+            return PSKV_ENOMEM;
+        *buf = nb;
+        *buf_cap = stored + PSKV_FMT_CHECK_BYTES;
+    }
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    rc = pskv__persist_write_err(mdb_dbi_open(txn, db, 0, &dbi));
+    if (rc == 0)
+        rc = pskv__persist_write_err(mdb_cursor_open(txn, dbi, &cur));
+    if (rc != 0)
+        return rc == PSKV_ENOTFOUND ? PSKV_ECORRUPT : rc;
+    c->rows = 0;
+    c->digest = 0;
+    /* Each row is replaced by a longer value: the cursor seeks again past
+     * the last key converted rather than trust its place across a put. */
+    uint8_t last[8];
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (mrc == 0) {
+        if (k.mv_size != 8 || v.mv_size != payload + PSKV_FMT_CHECK_BYTES) {
+            mrc = MDB_CORRUPTED;
+            break;
+        }
+        uint8_t *nv = *buf;
+        memcpy(last, k.mv_data, 8);
+        memcpy(nv, v.mv_data, payload);
+        memset(nv + payload, 0, PSKV_FMT_VERSION_BYTES);
+        uint64_t check = pskv_fmt_row_check(pskv_fmt_key_get(last), nv, stored);
+        pskv_fmt_put64(nv + stored, check);
+        MDB_val key = {8, last}, nval = {stored + PSKV_FMT_CHECK_BYTES, nv};
+        mrc = mdb_put(txn, dbi, &key, &nval, 0);
+        if (mrc != 0)
+            break;
+        c->rows++;
+        c->digest += check;
+        k = (MDB_val){8, last};
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (mrc == 0 && k.mv_size == 8 && memcmp(k.mv_data, last, 8) == 0)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (mrc != MDB_NOTFOUND)
+        return pskv__persist_write_err(mrc);
+    return pskv__persist_put_count(s, txn, c->name, c->rows, c->digest);
+}
+
+static int upgrade_rows_once(pskv_store *s, void *arg)
+{
+    upgrade_rows *u = arg;
+    MDB_txn *txn;
+    uint8_t *buf = NULL;
+    size_t buf_cap = 0;
+    int rc = pskv__persist_txn_begin(s, true, &txn);
+    if (rc != 0)
+        return rc;
+    for (uint32_t i = 0; i < u->n && rc == 0; i++)
+        rc = upgrade_table_rows(s, txn, &u->counts[i], &buf, &buf_cap);
+    free(buf);
+    MDB_dbi undo;
+    int urc = rc == 0 ? mdb_dbi_open(txn, PSKV_FMT_UNDO_DB, 0, &undo) : 0;
+    if (rc == 0 && urc == 0)
+        rc = pskv__persist_write_err(mdb_drop(txn, undo, 0));
+    else if (rc == 0 && urc != MDB_NOTFOUND)
+        rc = pskv__persist_write_err(urc);
+    uint8_t fmt[8];
+    pskv_fmt_format_put(fmt, 3);
+    if (rc == 0)
+        rc = record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return pskv__persist_write_err(mdb_txn_commit(txn));
+}
+
+/* Open a store of an older format as the current one, one step at a time
+ * (each step one transaction). */
+static int upgrade(pskv_store *s, uint32_t version)
+{
+    upgrade_count *counts = NULL;
+    uint32_t n = 0;
+    bool has_ckpt = false;
+    int rc = upgrade_scan(s, &counts, &n, &has_ckpt);
+    if (rc == 0 && version == 1)
+        rc = upgrade_from_1(s, counts, n, has_ckpt);
+    upgrade_rows u = {counts, n};
+    if (rc == 0)
+        rc = pskv__persist_write_growing(s, upgrade_rows_once, &u, 0);
     free(counts);
     return rc;
 }
@@ -836,7 +1011,7 @@ int pskv__persist_open(pskv_store *s)
     }
     rc = pskv__persist_err(mdb_txn_commit(txn)); /* keeps the meta handle */
     if (rc == 0 && version < PSKV_FMT_VERSION)
-        rc = upgrade_from_1(s);
+        rc = upgrade(s, version);
     if (rc == 0)
         rc = undo_attach(s);
     return rc == 0 ? seq_check(s) : rc;
@@ -1053,7 +1228,7 @@ static int table_attach_once(pskv_store *s, void *arg)
     MDB_txn *txn;
     /* Creating writes the schema at once: a table exists from its first
      * open on, with no rows until the first checkpoint. */
-    int rc = pskv__persist_txn_begin(s, create, &txn);
+    int rc = pskv__persist_txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
     MDB_dbi dbi;
@@ -1078,6 +1253,20 @@ static int table_attach_once(pskv_store *s, void *arg)
         rc = filters_load(s, txn, t, st.ms_entries);
     if (rc == 0 && create)
         pskv__keyfilter_init(&t->persisted, true);
+    /* Versions go on from the last checkpoint's after a clean close; after
+     * a crash or a rollback they jump past any version the lost run handed
+     * out. Either way this run is not clean until its close says so. */
+    uint64_t version = 0;
+    bool clean = create;
+    if (rc == 0 && !create) {
+        rc = version_load(s, txn, t->name, &version, &clean);
+        if (rc == PSKV_ENOTFOUND)
+            rc = 0; /* upgraded from format 2: no cursor can predate it */
+    }
+    if (rc == 0 && !clean)
+        version += PSKV__VERSION_JUMP;
+    if (rc == 0)
+        rc = pskv__persist_put_version(s, txn, t->name, version, false);
     if (rc == 0) {
         rc = mdb_txn_commit(txn); /* keeps the handle */
         rc = pskv__persist_write_err(rc);
@@ -1089,6 +1278,8 @@ static int table_attach_once(pskv_store *s, void *arg)
         return rc;
     }
     t->dbi = dbi;
+    atomic_store(&t->version, version);
+    atomic_store(&t->changes_floor, version);
     atomic_store(&t->cold_rows, create ? 0 : (uint64_t)st.ms_entries);
     pthread_mutex_lock(&t->count_lock);
     t->db_rows = rows;

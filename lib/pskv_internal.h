@@ -74,6 +74,28 @@ typedef struct pskv__entry {
 #define PSKV__FLAG_DIRTY_ALL (8u | 16u)
 static inline uint32_t pskv__flag_dirty(uint32_t parity) { return PSKV__FLAG_DIRTY0 << parity; }
 
+/* ---------------------------------------------------------------- changes.c */
+
+/* Every row carries the version of its last change in the 8 bytes after
+ * its weights and state (little-endian; DRAM, spill file and LMDB alike). */
+#define PSKV__VERSION_BYTES 8u
+/* A durable table reopened after a crash or a rollback continues this far
+ * past its last checkpoint's version, beyond any version the lost run can
+ * have handed out (2^40 shard visits between two checkpoints). */
+#define PSKV__VERSION_JUMP (1ull << 40)
+/* Change log entries per table unless the store says (changes=N). */
+#define PSKV__CHANGES_DEFAULT (1u << 20)
+
+typedef struct pskv__change {
+    uint64_t key, version;
+} pskv__change;
+/* A shard's change log (changes.c): entries in version order. */
+typedef struct pskv__changes {
+    pskv__change *e;
+    uint32_t len, cap;
+    uint64_t floor; /* entries at versions <= floor may have been dropped */
+} pskv__changes;
+
 /* ---------------------------------------------------------------- keymap.c */
 
 #define PSKV__SPILL_BUSY 0x80000000u
@@ -129,6 +151,7 @@ typedef struct pskv__shard {
     uint32_t clock_hand;  /* CLOCK position in the index */
     uint64_t created, erased, evicted;
     pskv__ckpt_state ck;  /* durable tables: owned by dirty.c */
+    pskv__changes log;    /* keys changed, in version order (changes.c) */
 } __attribute__((aligned(64))) pskv__shard;
 
 /* slab_bytes: the row slabs' size (0: 64 KiB, the most); a shard's first
@@ -172,6 +195,21 @@ PSKV__HIDDEN uint64_t pskv__shard_dram_bytes(const pskv__shard *sh);
 /* Insert like pskv__shard_insert_reserved and return the new entry (valid
  * until the index changes). */
 PSKV__HIDDEN pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t hash);
+
+/* All below, changes.c: caller holds the shard's lock. */
+/* Key changed (or vanished) at version; the log keeps at most max entries. */
+PSKV__HIDDEN void pskv__changes_add(pskv__shard *sh, uint64_t key, uint64_t version,
+                                    uint32_t max);
+/* Keys changed after since (may repeat; malloc'd *keys, or NULL when
+ * none): 0, PSKV_ESTALE (since is below the log's floor), PSKV_ENOMEM. */
+PSKV__HIDDEN int pskv__changes_collect(const pskv__changes *c, uint64_t since, uint64_t **keys,
+                                       uint32_t *n);
+PSKV__HIDDEN void pskv__changes_free(pskv__changes *c);
+PSKV__HIDDEN uint64_t pskv__changes_bytes(const pskv__changes *c);
+/* A reshard (layout lock exclusive) moves the logs into the new shards:
+ * 0 or PSKV_ENOMEM (the new shards' logs are freed with them). */
+PSKV__HIDDEN int pskv__changes_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to,
+                                    uint32_t nto);
 
 /* ---------------------------------------------------------------- dirty.c */
 
@@ -274,8 +312,9 @@ PSKV__HIDDEN int pskv__dirty_move(const pskv_table *t, const pskv_ring *ring, ps
 PSKV__HIDDEN pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps);
 /* CLOCK sweep over one shard (lock held): clear reference bits, drop rows
  * without one, until max_evict rows are gone or the hand has gone once
- * around. Returns the rows dropped (the caller accounts them). */
-PSKV__HIDDEN uint32_t pskv__clock_sweep(pskv__shard *sh, uint32_t max_evict);
+ * around. Returns the rows dropped (the caller accounts them); each is
+ * logged as gone (changes.c). */
+PSKV__HIDDEN uint32_t pskv__clock_sweep(pskv_table *t, pskv__shard *sh, uint32_t max_evict);
 
 /* ---------------------------------------------------------------- budget.c */
 
@@ -345,7 +384,15 @@ struct pskv_table {
     uint32_t dim;
     uint32_t state_floats;
     uint32_t row_floats;
-    uint32_t row_bytes;
+    uint32_t payload_bytes; /* weights + state */
+    uint32_t row_bytes;     /* payload + version: a row in DRAM, spill file, LMDB */
+
+    /* Versions (changes.c, export.c): the last one handed out; exports
+     * need since >= changes_floor (the table's first version this run, or
+     * above, once logs drop entries); changes_max: log entries per shard. */
+    atomic_uint_fast64_t version;
+    atomic_uint_fast64_t changes_floor;
+    uint32_t changes_max;
 
     /* Row calls hold it shared; reshard holds it exclusive. */
     pthread_rwlock_t layout_lock;
@@ -397,6 +444,43 @@ static inline void pskv__count_add(atomic_uint_fast64_t *c, uint64_t v)
 static inline uint32_t pskv__table_route(const pskv_table *t, const pskv_ring *ring, uint64_t key)
 {
     return pskv__ring_route_hash(ring, pskv__key_hash(key, t->opts.seed));
+}
+
+/* ---------------------------------------------------------------- row versions */
+
+static inline uint64_t pskv__row_version(const pskv_table *t, const void *row)
+{
+    uint64_t v;
+    memcpy(&v, (const uint8_t *)row + t->payload_bytes, sizeof v);
+    return v;
+}
+
+static inline void pskv__row_stamp(const pskv_table *t, void *row, uint64_t v)
+{
+    memcpy((uint8_t *)row + t->payload_bytes, &v, sizeof v);
+}
+
+/* The version of one shard visit's changes, taken at its first change
+ * with the shard's lock held: the rows a call changes in one shard share
+ * it, and a shard's versions grow in the order of its visits. */
+static inline uint64_t pskv__visit_version(pskv_table *t, uint64_t *v)
+{
+    if (*v == 0)
+        *v = atomic_fetch_add_explicit(&t->version, 1, memory_order_relaxed) + 1;
+    return *v;
+}
+
+/* Key's row changed at version v (row NULL: the row is gone); shard lock
+ * held. A row changed twice in one visit is logged once. */
+static inline void pskv__row_changed(pskv_table *t, pskv__shard *sh, uint64_t key, void *row,
+                                     uint64_t v)
+{
+    if (row != NULL) {
+        if (pskv__row_version(t, row) == v)
+            return;
+        pskv__row_stamp(t, row, v);
+    }
+    pskv__changes_add(sh, key, v, t->changes_max);
 }
 
 /* ---------------------------------------------------------------- store.c */
@@ -562,6 +646,14 @@ PSKV__HIDDEN int pskv__persist_put_checkpoint(pskv_store *s, struct MDB_txn *txn
 PSKV__HIDDEN int pskv__persist_tick(pskv_store *s, uint64_t *txnid);
 PSKV__HIDDEN int pskv__persist_put_checkpoint_at(pskv_store *s, struct MDB_txn *txn,
                                                  uint64_t seq, uint64_t time_ns);
+/* The table's version record (clean: written by the close's final
+ * checkpoint: no version was handed out after it). */
+PSKV__HIDDEN int pskv__persist_put_version(pskv_store *s, struct MDB_txn *txn, const char *table,
+                                           uint64_t version, bool clean);
+/* The record: 0 (*version, *clean), PSKV_ENOTFOUND, PSKV_ECORRUPT; read
+ * before the transaction writes (records are bounds-checked in the map). */
+PSKV__HIDDEN int pskv__persist_version_get(pskv_store *s, struct MDB_txn *txn, const char *table,
+                                           uint64_t *version, bool *clean);
 /* The caller's metadata record, written by checkpoint seq. */
 PSKV__HIDDEN int pskv__persist_put_user(pskv_store *s, struct MDB_txn *txn, uint64_t seq,
                                         const void *meta, size_t len);
@@ -634,8 +726,10 @@ typedef struct pskv__user_meta {
     size_t len;
 } pskv__user_meta;
 /* The whole checkpoint on the calling thread; job (may be NULL) is told
- * when the instant has been taken and when the checkpoint has ended. */
-PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job);
+ * when the instant has been taken and when the checkpoint has ended.
+ * final: pskv_close's (no row call follows; the version records say so). */
+PSKV__HIDDEN int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job,
+                                      bool final);
 /* pskv_checkpoint_start, also for pskv_checkpoint (has_meta false: keep
  * the metadata record). Arguments already checked. */
 PSKV__HIDDEN int pskv__checkpoint_start(pskv_store *s, const void *meta, size_t len,

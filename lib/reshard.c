@@ -18,6 +18,9 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
         if (rc != 0)
             return rc;
     }
+    int lrc = pskv__changes_move(t, ring, to, nto);
+    if (lrc != 0)
+        return lrc;
     uint32_t *count = calloc(2 * (size_t)nto, sizeof *count); /* [resident | spilled] */
     if (count == NULL)
         return PSKV_ENOMEM;

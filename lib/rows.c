@@ -30,7 +30,7 @@ static void layout_unlock(pskv_table *t) { pthread_rwlock_unlock(&t->layout_lock
 /* A new row: initial weights (unless the caller overwrites them) and the
  * optimizer's initial state. */
 static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
-                         bool init_weights)
+                         bool init_weights, uint64_t version)
 {
     pskv__entry *e = pskv__shard_insert_entry(sh, key, hash);
     sh->created++;
@@ -40,6 +40,8 @@ static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t 
     if (init_weights)
         pskv__init_weights(&t->opts, key, row, t->dim);
     pskv__optimizer_init_state(&t->opt, row + t->dim);
+    pskv__row_stamp(t, row, 0);
+    pskv__row_changed(t, sh, key, row, version);
     return row;
 }
 
@@ -164,6 +166,10 @@ typedef struct row_ctx {
     const uint32_t *cow_reserved; /* writers: pre-images reserved per shard */
     float *save;       /* ROW_PUSH: one row, the row before its step */
     uint64_t nonfinite; /* ROW_PUSH: rows whose step would not be finite */
+    /* The shard visit under way: its shard, the plan's keys, its version. */
+    pskv__shard *sh;
+    const uint64_t *keys;
+    uint64_t version;
 } row_ctx;
 
 /* Marks a key whose row is not in DRAM in the pipeline: not used this time. */
@@ -190,14 +196,18 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
         const float *g = c->src + i * dim;
         if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
             g = c->dups->rows + c->dups->summed_row[i] * dim;
-        if (!pskv__optimizer_step(&t->opt, row, g, c->save))
+        if (!pskv__optimizer_step(&t->opt, row, g, c->save)) {
             c->nonfinite++; /* left as it was */
+            return;
+        }
         break;
     }
     case ROW_PUT:
         memcpy(row, c->src + i * dim, dim * sizeof(float));
         break;
     }
+    if (c->op != ROW_READ) /* the row is in cache now */
+        pskv__row_changed(t, c->sh, c->keys[i], row, pskv__visit_version(t, &c->version));
 }
 
 /* The keys of shard s (lock held), as a software pipeline: prefetch the
@@ -223,6 +233,9 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     const bool give_back = writer && t->durable;
     const pskv__dirty_room at_start = give_back ? pskv__dirty_reserved(sh) : (pskv__dirty_room){0};
     pskv__cold cold = {NULL};
+    c->sh = sh;
+    c->keys = p->keys;
+    c->version = 0; /* of this visit's changes, taken at the first */
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
         prefetch_index(sh, p->hash[order[j]]);
@@ -243,6 +256,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                 w.e->flags |= PSKV__FLAG_REF;
             if (writer && t->durable)
                 pskv__dirty_written(sh, w.e, t->parity); /* before the row changes */
+
         } else if (w.place == PSKV__EVICTING || w.place == PSKV__SPILLED ||
                    w.place == PSKV__LOADING) {
             /* Writers checked residency while reserving and evictors leave
@@ -263,7 +277,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                 pskv__shard_unreserve(sh, 1);
                 break;
             }
-            row = row_create(t, sh, key, p->hash[i], c->op != ROW_PUT);
+            row = row_create(t, sh, key, p->hash[i], c->op != ROW_PUT,
+                             pskv__visit_version(t, &c->version));
             created++;
         }
         if (row != NULL && row != NOT_RESIDENT && prefetch_bytes)
@@ -296,7 +311,7 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {ROW_READ, create, out, found, NULL, NULL, 0, 0, 0, 0, NULL, NULL, 0};
+    row_ctx c = {.op = ROW_READ, .create = create, .out = out, .found = found};
     while (rc == 0) {
         c.misses = 0;
         c.not_resident = 0;
@@ -473,8 +488,8 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     if (rc == 0 && is_push && (save = malloc(t->row_bytes)) == NULL)
         rc = PSKV_ENOMEM;
     if (rc == 0) {
-        row_ctx c = {is_push ? ROW_PUSH : ROW_PUT, true, NULL, NULL, src,
-                     summed ? &dups : NULL, 0, 0, 0, 0, res.cow, save, 0};
+        row_ctx c = {.op = is_push ? ROW_PUSH : ROW_PUT, .create = true, .src = src,
+                     .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         pskv__count_add(is_push ? &t->n_pushed : &t->n_put, n);
         created = c.created;
@@ -543,6 +558,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
         at_start = pskv__dirty_reserved(sh);
     }
     pskv__cold cold = {NULL};
+    uint64_t version = 0;
     int rc = 0;
     for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
         uint32_t i = p->order[j];
@@ -558,6 +574,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
             if (durable)
                 pskv__dirty_erased(sh, w.e, t->parity, tombs);
             pskv__shard_remove(sh, w.e);
+            pskv__row_changed(t, sh, key, NULL, pskv__visit_version(t, &version));
             sh->erased++;
             c->erased_resident++;
             break;
@@ -565,6 +582,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
             if (!durable || !pskv__dirty_erased_spilled(sh, w.sp, t->parity, tombs))
                 c->spill_slots[c->nslots++] = w.sp->value & PSKV__SPILL_SLOT_MAX;
             pskv__keymap_remove(&sh->spilled, w.sp);
+            pskv__row_changed(t, sh, key, NULL, pskv__visit_version(t, &version));
             sh->erased++;
             break;
         case PSKV__MAYBE_COLD:
@@ -572,6 +590,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
             if (rc == 1) { /* a row only LMDB holds */
                 pskv__dirty_erased_cold(sh, key, t->parity);
                 atomic_fetch_sub(&t->cold_rows, 1);
+                pskv__row_changed(t, sh, key, NULL, pskv__visit_version(t, &version));
                 sh->erased++;
                 rc = 0;
             }

@@ -109,7 +109,7 @@ static void store_close(pskv_store *s, bool final_checkpoint)
      * checkpoint stays the state on disk: callers who must know call
      * pskv_checkpoint themselves first. */
     if (s->env != NULL && final_checkpoint)
-        (void)pskv__checkpoint_run(s, NULL, NULL);
+        (void)pskv__checkpoint_run(s, NULL, NULL, true);
     /* An asynchronous checkpoint still writing owns ckpt_lock until its
      * commit; its handle outlives the store. */
     pthread_mutex_lock(&s->ckpt_lock);
@@ -190,10 +190,11 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     if (requested->dim == 0) /* creating needs a dim */
         return pskv__fail(PSKV_EINVAL, "table '%s' does not exist yet: creating it needs dim=N "
                                        "(1..4096)", name);
-    uint64_t row_bytes = pskv__optimizer_row_bytes(requested->optimizer, requested->dim);
+    uint64_t row_bytes = pskv__optimizer_row_bytes(requested->optimizer, requested->dim) +
+                         PSKV__VERSION_BYTES;
     if (s->opts.memory_budget > 0 && s->opts.memory_budget < row_bytes)
         return pskv__fail(PSKV_EINVAL, "table '%s': memory_budget=%llu cannot hold one of its "
-                                       "rows (%llu bytes of weights and optimizer state)",
+                                       "rows (%llu bytes of weights, optimizer state and version)",
                           name, (unsigned long long)s->opts.memory_budget,
                           (unsigned long long)row_bytes);
     pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,

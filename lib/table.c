@@ -84,7 +84,11 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     t->dim = o->dim;
     t->state_floats = t->opt.state_floats;
     t->row_floats = t->dim + t->state_floats;
-    t->row_bytes = t->row_floats * (uint32_t)sizeof(float);
+    t->payload_bytes = t->row_floats * (uint32_t)sizeof(float);
+    t->row_bytes = t->payload_bytes + PSKV__VERSION_BYTES;
+    uint64_t changes = s->opts.changes ? s->opts.changes : PSKV__CHANGES_DEFAULT;
+    uint64_t per_shard = changes / o->shards;
+    t->changes_max = per_shard > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)per_shard;
 
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -151,7 +155,7 @@ int pskv_table_info_get(const pskv_table *t, pskv_table_info *out)
     memset(out, 0, sizeof *out);
     out->dim = t->dim;
     out->state_floats = t->state_floats;
-    out->row_bytes = t->row_bytes;
+    out->row_bytes = t->payload_bytes;
     out->shards = t->nshards;
     out->options = t->opts;
     pthread_rwlock_unlock(&mt->layout_lock);
@@ -183,7 +187,7 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         st->spill_index_bytes += alloc_bytes;
     }
     pthread_rwlock_unlock(&t->layout_lock);
-    st->row_bytes = st->rows * t->row_bytes;
+    st->row_bytes = st->rows * t->payload_bytes;
 }
 
 int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
@@ -215,4 +219,9 @@ uint64_t pskv_table_rows(const pskv_table *t)
     if (pskv_table_stats_get(t, &st) != 0)
         return 0;
     return st.rows;
+}
+
+uint64_t pskv_table_version(const pskv_table *t)
+{
+    return t == NULL ? 0 : atomic_load(&((pskv_table *)t)->version);
 }

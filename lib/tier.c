@@ -120,7 +120,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             rc = PSKV_ENOMEM;
         } else {
             for (uint32_t k = 0; k < n; k++) {
-                rows[k] = buf + (size_t)k * t->row_floats;
+                rows[k] = (float *)(void *)((uint8_t *)buf + (size_t)k * t->row_bytes);
                 ks[k] = items[k].key;
                 slots[k] = items[k].spill_slot;
             }

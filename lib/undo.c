@@ -305,7 +305,25 @@ static int rollback_once(pskv_store *s, void *arg)
         dbis = calloc(h.tables ? h.tables : 1, sizeof *dbis);
         rc = dbis ? 0 : PSKV_ENOMEM;
     }
+    /* A version record that claims a clean close no longer describes the
+     * rows: read them all first, while every record still lies in the map
+     * (pages this transaction writes are not in it). */
+    uint64_t *versions = calloc(h.tables ? h.tables : 1, sizeof *versions);
+    bool *clean = calloc(h.tables ? h.tables : 1, sizeof *clean);
+    if (rc == 0 && (versions == NULL || clean == NULL))
+        rc = PSKV_ENOMEM;
     size_t at = PSKV_FMT_UNDO_HEAD_BYTES;
+    for (uint32_t i = 0; i < h.tables && rc == 0; i++) {
+        char name[PSKV_FMT_NAME_MAX + 1];
+        uint64_t rows, digest;
+        rc = pskv_fmt_undo_table_get(body, len, &at, name, &rows, &digest) == 0 ? 0
+                                                                                 : PSKV_ECORRUPT;
+        if (rc == 0)
+            rc = pskv__persist_version_get(s, txn, name, &versions[i], &clean[i]);
+        if (rc == PSKV_ENOTFOUND)
+            rc = 0;
+    }
+    at = PSKV_FMT_UNDO_HEAD_BYTES;
     for (uint32_t i = 0; i < h.tables && rc == 0; i++) {
         char name[PSKV_FMT_NAME_MAX + 1];
         uint64_t rows, digest;
@@ -315,7 +333,11 @@ static int rollback_once(pskv_store *s, void *arg)
             rc = table_dbi(txn, name, &dbis[i]);
         if (rc == 0)
             rc = pskv__persist_put_count(s, txn, name, rows, digest);
+        if (rc == 0 && clean[i])
+            rc = pskv__persist_put_version(s, txn, name, versions[i], false);
     }
+    free(versions);
+    free(clean);
     if (rc == 0)
         rc = restore_rows(s, txn, dbis, h.tables);
     if (rc == 0)

@@ -16,8 +16,8 @@ static uint64_t resident(pskv_store *s)
 START_TEST(budget_held_after_every_call)
 {
     pskv_store *s;
-    /* dim 30 adagrad: 240-byte rows; budget for 1000 of them */
-    ck_assert_ok(pskv_open(NULL, "memory_budget=240000", &s));
+    /* dim 30 adagrad: 240-byte rows and an 8-byte version; budget for 1000 of them */
+    ck_assert_ok(pskv_open(NULL, "memory_budget=248000", &s));
     pskv_table *t;
     ck_assert_ok(pskv_table_open(s, "t", "dim=30 shards=8", &t));
     uint64_t keys[100];
@@ -26,14 +26,14 @@ START_TEST(budget_held_after_every_call)
         for (int i = 0; i < 100; i++)
             keys[i] = b * 100 + (uint64_t)i;
         ck_assert_ok(pskv_pull(t, keys, 100, rows));
-        ck_assert_uint_le(resident(s), 240000);
+        ck_assert_uint_le(resident(s), 248000);
     }
     pskv_store_stats st;
     pskv_table_stats ts;
     ck_assert_ok(pskv_store_stats_get(s, &st));
     ck_assert_ok(pskv_table_stats_get(t, &ts));
-    ck_assert_uint_eq(st.resident_bytes, ts.rows * 240);
-    ck_assert_uint_eq(st.memory_budget, 240000);
+    ck_assert_uint_eq(st.resident_bytes, ts.rows * 248);
+    ck_assert_uint_eq(st.memory_budget, 248000);
     ck_assert_uint_eq(ts.rows_created, 20000);
     ck_assert_uint_eq(ts.rows_evicted, 20000 - ts.rows);
     ck_assert_uint_eq(st.rows_evicted, ts.rows_evicted);
@@ -75,8 +75,8 @@ START_TEST(accounting_exact_across_tables)
     pskv_store *s;
     ck_assert_ok(pskv_open(NULL, "memory_budget=1M", &s));
     pskv_table *a, *b;
-    ck_assert_ok(pskv_table_open(s, "a", "dim=5 optimizer=adam", &a)); /* 64 B */
-    ck_assert_ok(pskv_table_open(s, "b", "dim=100 optimizer=sgd shards=3", &b)); /* 400 B */
+    ck_assert_ok(pskv_table_open(s, "a", "dim=5 optimizer=adam", &a)); /* 64 B + version */
+    ck_assert_ok(pskv_table_open(s, "b", "dim=100 optimizer=sgd shards=3", &b)); /* 400 B + version */
     test_rng r = {3};
     static float vals[64 * 100];
     uint64_t keys[64];
@@ -92,7 +92,7 @@ START_TEST(accounting_exact_across_tables)
         case 3: ck_assert_ok(pskv_erase(t, keys, n)); break;
         default: ck_assert_ok(pskv_table_reshard(t, 1 + rng_below(&r, 9))); break;
         }
-        ck_assert_uint_eq(resident(s), pskv_table_rows(a) * 64 + pskv_table_rows(b) * 400);
+        ck_assert_uint_eq(resident(s), pskv_table_rows(a) * 72 + pskv_table_rows(b) * 408);
         ck_assert_uint_le(resident(s), 1u << 20);
     }
     pskv_close(s);
@@ -127,14 +127,16 @@ END_TEST
 START_TEST(clock_sweep_second_chance)
 {
     pskv__shard sh;
+    static pskv_table tab; /* what a sweep reads of its table: versions, log size */
+    tab.changes_max = 64;
     ck_assert_ok(pskv__shard_init(&sh, 8, 0, 5));
     ck_assert_ok(pskv__shard_reserve(&sh, 10));
     for (uint64_t k = 0; k < 10; k++)
         pskv__shard_insert_reserved(&sh, k, pskv__key_hash(k, 5));
     /* New rows carry a reference bit: the first turn only clears bits. */
-    ck_assert_uint_eq(pskv__clock_sweep(&sh, 3), 0);
+    ck_assert_uint_eq(pskv__clock_sweep(&tab, &sh, 3), 0);
     ck_assert_uint_eq(sh.rows, 10);
-    ck_assert_uint_eq(pskv__clock_sweep(&sh, 3), 3);
+    ck_assert_uint_eq(pskv__clock_sweep(&tab, &sh, 3), 3);
     ck_assert_uint_eq(sh.rows, 7);
     /* Touch the even keys still present: a turn keeps exactly those. */
     uint32_t touched = 0;
@@ -147,14 +149,16 @@ START_TEST(clock_sweep_second_chance)
             touched++;
         }
     }
-    ck_assert_uint_eq(pskv__clock_sweep(&sh, 100), 7 - touched);
+    ck_assert_uint_eq(pskv__clock_sweep(&tab, &sh, 100), 7 - touched);
     for (uint64_t k = 0; k < 10; k++)
         ck_assert_int_eq(pskv__shard_find(&sh, k, pskv__key_hash(k, 5)) != NULL, was_touched[k]);
     /* That turn cleared their bits (their second chance): the next one
      * drops them. */
-    ck_assert_uint_eq(pskv__clock_sweep(&sh, 100), touched);
+    ck_assert_uint_eq(pskv__clock_sweep(&tab, &sh, 100), touched);
     ck_assert_uint_eq(sh.rows, 0);
-    ck_assert_uint_eq(pskv__clock_sweep(&sh, 100), 0);
+    ck_assert_uint_eq(pskv__clock_sweep(&tab, &sh, 100), 0);
+    /* Every row dropped is in the change log, for exports' tombstones. */
+    ck_assert_uint_eq(sh.log.len, 10);
     pskv__shard_free(&sh);
 }
 END_TEST

@@ -62,7 +62,10 @@ typedef struct store {
     MDB_dbi meta;
     const void *base; /* the file's pages in the map, for bounds */
     uint64_t span;
+    uint32_t format;  /* the format record's version (0: unreadable) */
 } store;
+
+static bool in_file(const store *st, const MDB_val *v);
 
 static int store_open(store *st, const char *dir)
 {
@@ -113,6 +116,14 @@ static int store_open(store *st, const char *dir)
         st->span = ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize;
     else
         st->base = NULL;
+    MDB_val fk = {strlen(PSKV_FMT_KEY_FORMAT), PSKV_FMT_KEY_FORMAT}, fv;
+    const uint8_t *body;
+    size_t blen;
+    uint32_t magic;
+    if (mdb_get(st->txn, st->meta, &fk, &fv) != 0 || !in_file(st, &fv) ||
+        pskv_fmt_record_open(fv.mv_data, fv.mv_size, &body, &blen) != 0 ||
+        pskv_fmt_format_get(body, blen, &magic, &st->format) != 0)
+        st->format = 0;
     return 0;
 }
 
@@ -155,6 +166,13 @@ static int user_meta(store *st, const uint8_t **bytes, size_t *n, uint64_t *seq)
 }
 
 /* ---------------------------------------------------------------- tables */
+
+/* The bytes of a row value before its check: payload, and from format 3
+ * on the row's version. */
+static size_t stored_bytes(const store *st, const pskv_table_info *info)
+{
+    return info->row_bytes + (st->format >= 3 ? PSKV_FMT_VERSION_BYTES : 0);
+}
 
 typedef struct table {
     char name[PSKV_NAME_MAX + 1];
@@ -418,7 +436,7 @@ static uint64_t verify_rows(store *st, table *t, uint32_t version, uint64_t *row
         uint64_t key = k.mv_size == 8 && in_file(st, &k) ? pskv_fmt_key_get(k.mv_data) : 0,
                  check = 0;
         bool ok = k.mv_size == 8 && in_file(st, &k) && in_file(st, &v) &&
-                  pskv_fmt_row_ok(key, v.mv_data, v.mv_size, t->info.row_bytes, &check);
+                  pskv_fmt_row_ok(key, v.mv_data, v.mv_size, stored_bytes(st, &t->info), &check);
         /* The walk follows sibling pages; a lookup descends by the branch
          * keys. Damage to those makes rows unfindable that the walk sees. */
         MDB_val found = {0, NULL};
@@ -434,7 +452,7 @@ static uint64_t verify_rows(store *st, table *t, uint32_t version, uint64_t *row
                 printf("table %s: row %" PRIu64 " fails its check\n", t->name, key);
             bad_rows++;
             if (in_file(st, &v))
-                pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->info.row_bytes, &check);
+                pskv_fmt_row_stored_check(v.mv_data, v.mv_size, stored_bytes(st, &t->info), &check);
         } else if (fl.n > 0 && !filters_maybe(&fl, key)) {
             if (unfiltered < 20)
                 printf("table %s: row %" PRIu64 " missing from the filter of persisted keys\n",
@@ -565,7 +583,7 @@ static void print_row(uint64_t key, const float *row, const pskv_table_info *inf
 static bool row_value_ok(const store *st, const table *t, uint64_t key, const MDB_val *v)
 {
     return in_file(st, v) &&
-           pskv_fmt_row_ok(key, v->mv_data, v->mv_size, t->info.row_bytes, NULL);
+           pskv_fmt_row_ok(key, v->mv_data, v->mv_size, stored_bytes(st, &t->info), NULL);
 }
 
 static int dump_one(const store *st, const table *t, uint64_t key, float *row)
@@ -581,7 +599,7 @@ static int dump_one(const store *st, const table *t, uint64_t key, float *row)
         fprintf(stderr, "pskv: row %" PRIu64 " fails its check\n", key);
         return 1;
     }
-    memcpy(row, v.mv_data, t->info.row_bytes);
+    memcpy(row, v.mv_data, t->info.row_bytes); /* the payload */
     print_row(key, row, &t->info);
     return 0;
 }
@@ -637,7 +655,7 @@ static int cmd_dump(const char *dir, const char *name, const char *keys)
                 status = 1;
                 break;
             }
-            memcpy(row, v.mv_data, t->info.row_bytes);
+            memcpy(row, v.mv_data, t->info.row_bytes); /* the payload */
             print_row(key, row, &t->info);
             if (++seen % PROGRESS_EVERY == 0)
                 progress("dump", t->name, seen, t->rows);

@@ -1,0 +1,165 @@
+/* The change log of a shard: which keys changed at which version, so that
+ * a delta export (export.c) costs what changed since its cursor, not the
+ * table's size.
+ *
+ * Each shard keeps (key, version) pairs in version order: versions are
+ * taken under the shard's lock (pskv__visit_version), so appends to one
+ * shard come in increasing order. A key changed again is appended again;
+ * when the log is full it is compacted to the newest pair of each key, and
+ * if it is still more than half full the oldest pairs go and the shard's
+ * floor rises to the newest version dropped: exports from a cursor below
+ * it get PSKV_ESTALE. The log never fails a row call: without memory it
+ * drops its oldest half instead.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pskv_internal.h"
+
+#define LOG_MIN 64u
+
+void pskv__changes_free(pskv__changes *c)
+{
+    free(c->e);
+    memset(c, 0, sizeof *c);
+}
+
+uint64_t pskv__changes_bytes(const pskv__changes *c) { return (uint64_t)c->cap * sizeof *c->e; }
+
+/* Drop the oldest entries so that keep remain; the floor rises. */
+static void drop_oldest(pskv__changes *c, uint32_t keep)
+{
+    if (c->len <= keep)
+        return;
+    uint32_t drop = c->len - keep;
+    if (c->e[drop - 1].version > c->floor)
+        c->floor = c->e[drop - 1].version;
+    memmove(c->e, c->e + drop, (size_t)keep * sizeof *c->e);
+    c->len = keep;
+}
+
+/* Keep the newest entry of each key (order kept): 0, or PSKV_ENOMEM with
+ * the log unchanged. */
+static int compact(pskv__changes *c, uint64_t seed)
+{
+    pskv__keymap seen;
+    pskv__keymap_init(&seen, seed);
+    if (pskv__keymap_reserve(&seen, c->len) != 0) {
+        pskv__keymap_free(&seen);
+        return PSKV_ENOMEM;
+    }
+    uint32_t out = c->len; /* fill from the end, newest first */
+    for (uint32_t i = c->len; i-- > 0;) {
+        uint64_t key = c->e[i].key, h = pskv__key_hash(key, seed);
+        if (pskv__keymap_find(&seen, key, h) != NULL)
+            continue;
+        pskv__keymap_insert_reserved(&seen, key, h, 0);
+        c->e[--out] = c->e[i];
+    }
+    pskv__keymap_free(&seen);
+    uint32_t kept = c->len - out;
+    memmove(c->e, c->e + out, (size_t)kept * sizeof *c->e);
+    c->len = kept;
+    return 0;
+}
+
+void pskv__changes_add(pskv__shard *sh, uint64_t key, uint64_t version, uint32_t max)
+{
+    pskv__changes *c = &sh->log;
+    if (PSKV__UNLIKELY(c->len == c->cap)) {
+        uint32_t want = c->cap < LOG_MIN ? LOG_MIN : c->cap * 2;
+        if (want > max)
+            want = max < LOG_MIN ? LOG_MIN : max;
+        pskv__change *ne = want > c->cap ? realloc(c->e, (size_t)want * sizeof *ne) : NULL;
+        if (ne != NULL) {
+            c->e = ne;
+            c->cap = want;
+        } else if (c->cap == 0) {
+            /* No memory for a log at all: every cursor so far is stale. */
+            c->floor = version;
+            return;
+        } else {
+            if (compact(c, sh->hash_seed) != 0 || c->len > c->cap / 2)
+                drop_oldest(c, c->cap / 2);
+        }
+    }
+    c->e[c->len++] = (pskv__change){key, version};
+}
+
+/* First entry with version > since (entries are in version order). */
+static uint32_t first_after(const pskv__changes *c, uint64_t since)
+{
+    uint32_t lo = 0, hi = c->len;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->e[mid].version <= since)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int pskv__changes_collect(const pskv__changes *c, uint64_t since, uint64_t **keys, uint32_t *n)
+{
+    *keys = NULL;
+    *n = 0;
+    if (since < c->floor)
+        return PSKV_ESTALE;
+    uint32_t from = first_after(c, since), k = c->len - from;
+    if (k == 0)
+        return 0;
+    uint64_t *out = malloc((size_t)k * sizeof *out);
+    if (out == NULL)
+        return PSKV_ENOMEM;
+    for (uint32_t i = 0; i < k; i++)
+        out[i] = c->e[from + i].key;
+    *keys = out;
+    *n = k;
+    return 0;
+}
+
+static int by_version(const void *a, const void *b)
+{
+    uint64_t x = ((const pskv__change *)a)->version, y = ((const pskv__change *)b)->version;
+    return (x > y) - (x < y);
+}
+
+int pskv__changes_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint32_t nto)
+{
+    uint32_t *count = calloc(nto, sizeof *count);
+    if (count == NULL)
+        return PSKV_ENOMEM;
+    uint64_t floor = 0;
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        const pskv__changes *c = &t->shards[s].log;
+        floor = c->floor > floor ? c->floor : floor;
+        for (uint32_t i = 0; i < c->len; i++)
+            count[pskv__table_route(t, ring, c->e[i].key)]++;
+    }
+    int rc = 0;
+    for (uint32_t s = 0; s < nto && rc == 0; s++) {
+        pskv__changes *d = &to[s].log;
+        uint32_t cap = count[s] < LOG_MIN ? LOG_MIN : count[s];
+        d->e = malloc((size_t)cap * sizeof *d->e);
+        d->cap = d->e ? cap : 0;
+        d->floor = floor; /* the oldest cursor every old shard could serve */
+        rc = d->e ? 0 : PSKV_ENOMEM;
+    }
+    free(count);
+    if (rc != 0)
+        return rc; /* the caller frees the new shards, logs included */
+    for (uint32_t s = 0; s < t->nshards; s++) {
+        const pskv__changes *c = &t->shards[s].log;
+        for (uint32_t i = 0; i < c->len; i++) {
+            pskv__changes *d = &to[pskv__table_route(t, ring, c->e[i].key)].log;
+            d->e[d->len++] = c->e[i];
+        }
+    }
+    /* Each new shard's entries come from several old logs: back into
+     * version order (qsort is not stable; the order of one version's keys
+     * does not matter). */
+    for (uint32_t s = 0; s < nto; s++)
+        qsort(to[s].log.e, to[s].log.len, sizeof *to[s].log.e, by_version);
+    return 0;
+}
