@@ -670,6 +670,114 @@ PSKV_API uint32_t pskv_ring_nodes(const pskv_ring *r);
 
 PSKV_API void pskv_ring_destroy(pskv_ring *r); /* NULL is a no-op */
 
+/* ---------------------------------------------------------------- moving rows between instances */
+
+/* pskv has no network code: these calls turn rows into chunks (bytes the
+ * caller sends with MPI, torch.distributed, a file...) and chunks back into
+ * rows. One chunk format carries everything (docs/FORMAT.md, "Chunks"):
+ * delta exports, migrations, pulled rows, gradients. Chunks are checked
+ * (XXH3-64, every length) before anything is read from them. */
+
+enum pskv_codec {
+    PSKV_CODEC_FP32 = 0, /* bit exact */
+    PSKV_CODEC_FP16 = 1, /* round to nearest even: relative error <= 2^-11 (|x| >= 2^-14) */
+    PSKV_CODEC_BF16 = 2, /* round to nearest even: relative error <= 2^-8 */
+    PSKV_CODEC_INT8 = 3, /* per row: scale = max |x| / 127, error <= scale / 2 */
+};
+enum pskv_chunk_kind {
+    PSKV_CHUNK_ROWS = 1,   /* rows of a table (pskv_export_next) */
+    PSKV_CHUNK_VALUES = 2, /* the caller's arrays (pskv_chunk_encode) */
+};
+
+typedef struct pskv_export pskv_export;
+
+/* A delta export of t: the rows changed after version `since` and the
+ * tombstones of keys erased (or dropped by a memory-only store's budget)
+ * after it, as chunks. since = 0 exports every row (a portable dump: any
+ * shard count, any machine; no tombstones: apply it to an empty table).
+ * config: "payload=weights|rows codec=fp32|fp16|bf16|int8 lz4=on|off
+ * chunk_bytes=SIZE" (defaults: rows, fp32, off, 1 MiB); payload=rows carries
+ * the optimizer state (fp32 whatever the codec), weights only the weights.
+ * The cost of a delta follows the rows changed since `since`, not the table
+ * size, while `since` is within the table's change log: every change of
+ * this run, unless the log (store option changes=N, entries per table)
+ * dropped its oldest entries, and after a clean pskv_close the version it
+ * ended at. An older cursor gets PSKV_ESTALE: export from 0 again (and
+ * start the consumer's table empty).
+ * Writers keep running: the export holds each shard's lock for one visit.
+ * A change that happens during the export may be in it and in the next.
+ * Each consumer keeps its own cursor (pskv_export_version).
+ * Errors: PSKV_EINVAL, PSKV_ESTALE, PSKV_ENOMEM. Any thread; one export
+ * handle is used by one thread at a time. */
+PSKV_API int pskv_export_open(pskv_table *t, uint64_t since, const char *config,
+                              pskv_export **out);
+/* Only keys that r routes to node (migration); before the first
+ * pskv_export_next. The ring is copied. Errors: PSKV_EINVAL, PSKV_ENOMEM. */
+PSKV_API int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node);
+/* The next chunk into buf[cap]: 1 with *len, 0 when the export is
+ * complete, PSKV_ERANGE with *len = the bytes needed when cap is too small
+ * (nothing consumed: call again with a bigger buffer). A chunk is at most
+ * chunk_bytes unless one row alone is bigger. Errors: PSKV_EINVAL,
+ * PSKV_ENOMEM, PSKV_EIO / PSKV_ECORRUPT (a row could not be read),
+ * PSKV_ESTALE (the change log dropped entries this export still needed),
+ * PSKV_EBUSY (the table was resharded meanwhile: export again from the
+ * same since). */
+PSKV_API int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len);
+/* The cursor for this consumer's next export: the table's version when the
+ * export was opened. 0 for NULL. */
+PSKV_API uint64_t pskv_export_version(const pskv_export *e);
+PSKV_API void pskv_export_close(pskv_export *e); /* NULL is a no-op */
+
+enum { PSKV_APPLY_REPLACE = 0, PSKV_APPLY_PUSH = 1, PSKV_APPLY_ADD = 2 };
+/* Apply one chunk to t. The checksum, format and schema are checked before
+ * anything changes: PSKV_ECORRUPT (damaged, truncated, malformed),
+ * PSKV_ESCHEMA (another dim, or optimizer state of another layout),
+ * PSKV_EVERSION (a newer chunk format). Then, all rows or none:
+ *   REPLACE  write the rows as sent (weights, and the optimizer state when
+ *            the chunk carries it; a new row without state gets the
+ *            optimizer's initial state); tombstones erase. Idempotent.
+ *   PUSH     the values are gradients for the table's optimizer (repeated
+ *            keys summed), as pskv_push (PSKV_ERANGE as there).
+ *   ADD      the values are added to the weights (rows created like pull).
+ * Applied rows take t's own versions: a replica can be exported in turn.
+ * Known limit: REPLACE erases its tombstones after writing its rows; an
+ * erase failing then (PSKV_ENOMEM, PSKV_EIO) leaves the rows written: apply
+ * the chunk again. Errors also: PSKV_EINVAL, PSKV_ENOMEM, PSKV_ENOSPC.
+ * Thread-safe like pskv_put. */
+PSKV_API int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode);
+
+/* One chunk of n rows from the caller's arrays (keys may repeat; values
+ * n x dim floats, finite): config "codec=fp32|fp16|bf16|int8 lz4=on|off"
+ * (defaults fp32, off). 0 with *len; PSKV_ERANGE with *len = the size
+ * needed when cap is too small, or when a value does not fit the codec
+ * (fp16 beyond 65504). Errors: PSKV_EINVAL, PSKV_ENOMEM. Any thread. */
+PSKV_API int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float *values,
+                               const char *config, void *buf, size_t cap, size_t *len);
+
+typedef struct pskv_chunk_info {
+    uint32_t kind;         /* enum pskv_chunk_kind */
+    uint32_t codec;        /* enum pskv_codec */
+    uint32_t dim;
+    uint32_t state_floats; /* optimizer state per row (0: weights only) */
+    int optimizer;         /* enum pskv_optimizer when state_floats > 0, else -1 */
+    uint32_t rows;         /* rows with values (keys may repeat) */
+    uint32_t tombstones;   /* keys erased */
+    uint64_t since, version; /* an export's range (0, 0 from pskv_chunk_encode) */
+    uint32_t lz4;          /* 1: the body is lz4-compressed */
+    size_t bytes;          /* the chunk's length */
+} pskv_chunk_info;
+/* Check a chunk (checksum, header, lengths) and describe it, to size the
+ * arrays of pskv_chunk_decode. Errors: PSKV_EINVAL, PSKV_ECORRUPT,
+ * PSKV_EVERSION. Any thread. */
+PSKV_API int pskv_chunk_info_get(const void *chunk, size_t len, pskv_chunk_info *out);
+/* Decode a chunk into the caller's arrays, sized by pskv_chunk_info_get:
+ * keys[rows] (ascending), values[rows * dim] (as fp32), state[rows *
+ * state_floats] (may be NULL), tombstones[tombstones]. Errors: those of
+ * pskv_chunk_info_get, PSKV_ECORRUPT (a body that does not decode),
+ * PSKV_ENOMEM. Any thread. */
+PSKV_API int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *values,
+                               float *state, uint64_t *tombstones);
+
 #ifdef __cplusplus
 }
 #endif

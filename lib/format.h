@@ -398,4 +398,17 @@ static inline int pskv_fmt_filter_probe(const uint64_t *words, uint32_t blocks, 
     return 1;
 }
 
+/* A chunk (chunk.c; docs/FORMAT.md, "Chunks"): the 64-byte header
+ *   0 "PSKC" | 4 version u16 | 6 kind u8 | 7 codec u8 | 8 flags u32 |
+ *  12 dim u32 | 16 state floats u32 | 20 optimizer u32 | 24 rows u32 |
+ *  28 tombstones u32 | 32 since u64 | 40 version u64 | 48 schema
+ *  fingerprint u64 | 56 body bytes u32 | 60 unpacked body bytes u32
+ * then the body (lz4 when flagged) and XXH3-64 of everything before. */
+#define PSKV_FMT_CHUNK_MAGIC "PSKC"
+#define PSKV_FMT_CHUNK_VERSION 1u
+#define PSKV_FMT_CHUNK_HEAD 64u
+#define PSKV_FMT_CHUNK_LZ4 1u
+#define PSKV_FMT_CHUNK_STATE 2u
+#define PSKV_FMT_CHUNK_RAW_MAX (1u << 30)
+
 #endif

@@ -700,3 +700,69 @@ bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_opti
            (!(uses & USES_BETAS) || (x.beta1 == y.beta1 && x.beta2 == y.beta2)) &&
            (!(uses & USES_FTRL) || (x.l1 == y.l1 && x.l2 == y.l2 && x.lr_power == y.lr_power));
 }
+
+/* ---------------------------------------------------------------- transfers */
+
+enum transfer_key { XK_PAYLOAD, XK_CODEC, XK_LZ4, XK_CHUNK_BYTES, XK_COUNT };
+static const char *const transfer_keys[XK_COUNT] = {"payload", "codec", "lz4", "chunk_bytes"};
+
+int pskv__transfer_options_parse(const char *config, bool export, pskv__transfer_options *o)
+{
+    static const char *const codecs[] = {"fp32", "fp16", "bf16", "int8"};
+    static const char *const onoff[] = {"on", "off"};
+    static const char *const payloads[] = {"weights", "rows"};
+    if (config == NULL)
+        return 0;
+    pskv__transfer_options n = *o;
+    uint32_t seen = 0;
+    token t;
+    int rc;
+    const int count = export ? XK_COUNT : XK_LZ4 + 1;
+    while ((rc = next_token(&config, &t)) == 1) {
+        int k = key_of(&t, export ? "export" : "chunk", transfer_keys, XK_COUNT, NULL, 0, &seen);
+        if (k < 0)
+            return k;
+        if (k >= count || (!export && k == XK_PAYLOAD))
+            return pskv__fail(PSKV_EINVAL, "'%.*s' is an export key: pskv_chunk_encode takes "
+                                           "codec and lz4", (int)t.klen, t.key);
+        const char *why = NULL;
+        switch (k) {
+        case XK_PAYLOAD:
+            if (tok_is(t.val, t.vlen, "weights"))
+                n.whole_rows = false;
+            else if (tok_is(t.val, t.vlen, "rows"))
+                n.whole_rows = true;
+            else
+                return bad_choice(&t, payloads, 2);
+            break;
+        case XK_CODEC: {
+            int c = -1;
+            for (int i = 0; i < 4; i++)
+                if (tok_is(t.val, t.vlen, codecs[i]))
+                    c = i;
+            if (c < 0)
+                return bad_choice(&t, codecs, 4);
+            n.codec = (uint32_t)c;
+            break;
+        }
+        case XK_LZ4:
+            if (tok_is(t.val, t.vlen, "on"))
+                n.lz4 = true;
+            else if (tok_is(t.val, t.vlen, "off"))
+                n.lz4 = false;
+            else
+                return bad_choice(&t, onoff, 2);
+            break;
+        default:
+            if (parse_size(t.val, t.vlen, &n.chunk_bytes, &why) != 0)
+                return bad_value(&t, why ? why : "expected a size (e.g. 1M)");
+            if (n.chunk_bytes < 4096 || n.chunk_bytes > (1u << 30))
+                return bad_value(&t, "expected a size from 4K to 1G");
+            break;
+        }
+    }
+    if (rc < 0)
+        return rc; /* next_token said why */
+    *o = n;
+    return 0;
+}

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 #include "pskv.h"
@@ -20,6 +21,18 @@ PSKV__HIDDEN bool pskv__table_schema_equal(const pskv_table_options *a,
 /* Replace the "optimizer default" sentinels (negative lr, eps,
  * initial_accumulator) by the defaults of o->optimizer. */
 PSKV__HIDDEN void pskv__table_options_resolve(pskv_table_options *o);
+/* Options of a transfer (pskv_export_open, pskv_chunk_encode):
+ * "payload=weights|rows codec=fp32|fp16|bf16|int8 lz4=on|off
+ * chunk_bytes=SIZE"; export false allows codec and lz4 only. Defaults are
+ * the caller's. 0 or PSKV_EINVAL with a detail. */
+typedef struct pskv__transfer_options {
+    uint32_t codec;
+    bool lz4;
+    bool whole_rows;     /* payload=rows */
+    uint64_t chunk_bytes;
+} pskv__transfer_options;
+PSKV__HIDDEN int pskv__transfer_options_parse(const char *config, bool export,
+                                              pskv__transfer_options *o);
 /* Locale-independent formatting ("C" numeric locale). */
 PSKV__HIDDEN int pskv__format(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

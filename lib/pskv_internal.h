@@ -44,6 +44,8 @@ PSKV__HIDDEN uint64_t pskv__key_hash(uint64_t key, uint64_t seed);
  * ring must have at least one node. */
 PSKV__HIDDEN uint32_t pskv__ring_route_hash(const pskv_ring *r, uint64_t hash);
 PSKV__HIDDEN uint64_t pskv__ring_seed(const pskv_ring *r);
+/* A copy of r (the same routes): 0 or PSKV_ENOMEM. */
+PSKV__HIDDEN int pskv__ring_copy(const pskv_ring *r, pskv_ring **out);
 /* A ring of nodes 0..nodes-1 of weight 1, built in one pass. */
 PSKV__HIDDEN int pskv__ring_create_uniform(unsigned vnodes, uint64_t seed, uint32_t nodes,
                                            pskv_ring **out);
@@ -446,6 +448,20 @@ static inline uint32_t pskv__table_route(const pskv_table *t, const pskv_ring *r
     return pskv__ring_route_hash(ring, pskv__key_hash(key, t->opts.seed));
 }
 
+/* ---------------------------------------------------------------- rows.c (for apply) */
+
+/* Read whole rows (weights then state, row_floats each) as pskv_get
+ * reads weights (found[i] 0: absent, zeros). */
+PSKV__HIDDEN int pskv__get_rows(pskv_table *t, const uint64_t *keys, size_t n, float *rows,
+                                uint8_t *found);
+/* Write whole rows (weights then state, row_floats each), as pskv_put
+ * writes weights: all or nothing, repeated keys the last wins. */
+PSKV__HIDDEN int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *rows);
+/* Add values[n][dim] to the rows' weights (created like pull first;
+ * repeated keys summed); PSKV_ERANGE for rows whose sum is not finite
+ * (they stay as they were; the others are applied), as pskv_push. */
+PSKV__HIDDEN int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const float *values);
+
 /* ---------------------------------------------------------------- row versions */
 
 static inline uint64_t pskv__row_version(const pskv_table *t, const void *row)
@@ -782,5 +798,28 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
  * PSKV_ECORRUPT, an LMDB error). */
 PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
                                       uint64_t hash, float **row_out);
+
+/* ---------------------------------------------------------------- chunk.c */
+
+typedef struct pskv__chunk_spec {
+    uint32_t kind, codec;
+    bool lz4;
+    uint32_t dim;
+    uint32_t state_floats; /* carried per row (0: weights only) */
+    int optimizer;
+    uint64_t since, version;
+} pskv__chunk_spec;
+/* n rows (keys ascending, may repeat; rows[i]: dim weights, then the state
+ * when the spec carries it) and ntombs tombstones (ascending) as one chunk
+ * into buf[cap]: 0 with *len, PSKV_ERANGE with *len = the size needed (or
+ * a value out of the codec's range), PSKV_ENOMEM. */
+PSKV__HIDDEN int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys,
+                                   const float *const *rows, uint32_t n, const uint64_t *tombs,
+                                   uint32_t ntombs, void *buf, size_t cap, size_t *len);
+/* The most bytes such a chunk takes (lz4 off). */
+PSKV__HIDDEN size_t pskv__chunk_bound(const pskv__chunk_spec *sp, uint32_t n, uint32_t ntombs);
+/* Check a chunk and read its header (pskv_chunk_info_get, without
+ * clearing the error detail). */
+PSKV__HIDDEN int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info);
 
 #endif

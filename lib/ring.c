@@ -85,6 +85,28 @@ uint32_t pskv_ring_nodes(const pskv_ring *r) { return r ? r->nnodes : 0; }
 
 uint64_t pskv__ring_seed(const pskv_ring *r) { return r->seed; }
 
+int pskv__ring_copy(const pskv_ring *r, pskv_ring **out)
+{
+    pskv_ring *c;
+    int rc = pskv_ring_create(r->vnodes, r->seed, &c);
+    if (rc != 0)
+        return rc;
+    c->nodes = malloc((r->nnodes ? r->nnodes : 1) * sizeof *c->nodes);
+    rc = c->nodes ? 0 : PSKV_ENOMEM;
+    if (rc == 0) {
+        memcpy(c->nodes, r->nodes, r->nnodes * sizeof *c->nodes);
+        c->nodes_cap = r->nnodes ? r->nnodes : 1;
+        rc = ring_rebuild(c, c->nodes, r->nnodes);
+    }
+    if (rc != 0) {
+        pskv_ring_destroy(c);
+        return rc;
+    }
+    c->nnodes = r->nnodes;
+    *out = c;
+    return 0;
+}
+
 int pskv__ring_create_uniform(unsigned vnodes, uint64_t seed, uint32_t nodes, pskv_ring **out)
 {
     pskv_ring *r;

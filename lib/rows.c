@@ -140,7 +140,9 @@ static void rows_added(pskv_table *t, uint64_t added)
 
 /* ---------------------------------------------------------------- row pipeline */
 
-enum row_op { ROW_READ, ROW_PUSH, ROW_PUT };
+/* ROW_PUT_ROWS writes weights and state (an apply of whole rows);
+ * ROW_ADD adds values to the weights (an apply in ADD mode). */
+enum row_op { ROW_READ, ROW_PUSH, ROW_PUT, ROW_PUT_ROWS, ROW_ADD };
 
 /* Gradients of repeated keys, summed in order of appearance into a compact
  * buffer that holds rows only for keys that repeat; the other keys use the
@@ -155,6 +157,7 @@ typedef struct dup_sums {
 typedef struct row_ctx {
     enum row_op op;
     bool create;       /* ROW_READ: pull (true) or get */
+    bool whole;        /* ROW_READ: weights and state (row_floats per row) */
     float *out;        /* ROW_READ */
     uint8_t *found;    /* ROW_READ, optional */
     const float *src;  /* ROW_PUSH: gradients; ROW_PUT: values; by position */
@@ -182,16 +185,18 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
     if (row == NOT_RESIDENT)
         return;
     switch (c->op) {
-    case ROW_READ:
+    case ROW_READ: {
+        const size_t w = c->whole ? t->row_floats : dim; /* floats out per row */
         if (row != NULL) {
-            memcpy(c->out + i * dim, row, dim * sizeof(float));
+            memcpy(c->out + i * w, row, w * sizeof(float));
         } else {
-            memset(c->out + i * dim, 0, dim * sizeof(float));
+            memset(c->out + i * w, 0, w * sizeof(float));
             c->misses++;
         }
         if (c->found)
             c->found[i] = row != NULL;
         break;
+    }
     case ROW_PUSH: {
         const float *g = c->src + i * dim;
         if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
@@ -205,6 +210,25 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
     case ROW_PUT:
         memcpy(row, c->src + i * dim, dim * sizeof(float));
         break;
+    case ROW_PUT_ROWS:
+        memcpy(row, c->src + i * t->row_floats, t->payload_bytes);
+        break;
+    case ROW_ADD: {
+        const float *g = c->src + i * dim;
+        if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
+            g = c->dups->rows + c->dups->summed_row[i] * dim;
+        bool finite = true;
+        for (size_t j = 0; j < dim; j++) {
+            c->save[j] = row[j] + g[j];
+            finite = finite && isfinite(c->save[j]);
+        }
+        if (!finite) {
+            c->nonfinite++; /* left as it was */
+            return;
+        }
+        memcpy(row, c->save, dim * sizeof(float));
+        break;
+    }
     }
     if (c->op != ROW_READ) /* the row is in cache now */
         pskv__row_changed(t, c->sh, c->keys[i], row, pskv__visit_version(t, &c->version));
@@ -225,8 +249,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     const uint32_t k = p->start[s + 1] - p->start[s];
     const bool writer = c->op != ROW_READ;
     const bool create = writer || c->create;
-    const uint32_t prefetch_bytes = c->op == ROW_PUSH ? t->row_bytes
-                                    : c->op == ROW_PUT ? 0 : t->dim * (uint32_t)sizeof(float);
+    const uint32_t prefetch_bytes = c->op == ROW_PUSH || c->op == ROW_ADD ? t->row_bytes
+                                    : c->op == ROW_READ ? t->dim * (uint32_t)sizeof(float) : 0;
     float *inflight[ROWS_AHEAD]; /* rows resolved, not yet used */
     uint32_t created = 0;
     /* Writers of durable tables give back the checkpoint room they did not use. */
@@ -277,7 +301,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                 pskv__shard_unreserve(sh, 1);
                 break;
             }
-            row = row_create(t, sh, key, p->hash[i], c->op != ROW_PUT,
+            row = row_create(t, sh, key, p->hash[i], c->op != ROW_PUT && c->op != ROW_PUT_ROWS,
                              pskv__visit_version(t, &c->version));
             created++;
         }
@@ -299,7 +323,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 /* ---------------------------------------------------------------- pull/get */
 
 static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found,
-                     bool create)
+                     bool create, bool whole)
 {
     /* When cold rows cannot be written out (spill full, I/O error), pull
      * fails here before anything changes, as it would create rows; get only
@@ -311,7 +335,7 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {.op = ROW_READ, .create = create, .out = out, .found = found};
+    row_ctx c = {.op = ROW_READ, .create = create, .whole = whole, .out = out, .found = found};
     while (rc == 0) {
         c.misses = 0;
         c.not_resident = 0;
@@ -338,7 +362,7 @@ int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out)
     int rc = check_row_args(t, keys, n, out);
     if (rc != 0 || n == 0)
         return rc;
-    return read_rows(t, keys, n, out, NULL, true);
+    return read_rows(t, keys, n, out, NULL, true, false);
 }
 
 int pskv_get(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found)
@@ -346,7 +370,12 @@ int pskv_get(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t 
     int rc = check_row_args(t, keys, n, out);
     if (rc != 0 || n == 0)
         return rc;
-    return read_rows(t, keys, n, out, found, false);
+    return read_rows(t, keys, n, out, found, false, false);
+}
+
+int pskv__get_rows(pskv_table *t, const uint64_t *keys, size_t n, float *rows, uint8_t *found)
+{
+    return n == 0 ? 0 : read_rows(t, keys, n, rows, found, false, true);
 }
 
 /* ---------------------------------------------------------------- push/put */
@@ -450,21 +479,26 @@ static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, co
                : 0;
 }
 
-static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *src, bool is_push)
+/* A writing batch: op is ROW_PUSH, ROW_PUT, ROW_PUT_ROWS or ROW_ADD (src
+ * rows of dim floats, or of weights and state for ROW_PUT_ROWS). */
+static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *src,
+                      enum row_op op)
 {
-    if (pskv__floats_nonfinite(src, n * t->dim))
-        return nonfinite_detail(keys, src, n, t->dim, is_push ? "gradient row" : "value row");
+    const bool is_push = op == ROW_PUSH, sums = op == ROW_PUSH || op == ROW_ADD;
+    const uint32_t stride = op == ROW_PUT_ROWS ? t->row_floats : t->dim;
+    if (pskv__floats_nonfinite(src, n * stride))
+        return nonfinite_detail(keys, src, n, stride, is_push ? "gradient row" : "value row");
     int rc = pskv__budget_admit(t->store);
     if (rc != 0)
         return rc;
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
-                          is_push ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
+                          sums ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
     uint64_t loaded = 0;
     dup_sums dups = {NULL, NULL};
     uint64_t created = 0;
-    bool summed = rc == 0 && is_push && p.has_dups;
+    bool summed = rc == 0 && sums && p.has_dups;
     reservations res = {NULL, NULL, 0};
     if (summed)
         rc = sum_duplicates(t, &p, n, src, &dups);
@@ -485,10 +519,10 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
         }
     }
     float *save = NULL;
-    if (rc == 0 && is_push && (save = malloc(t->row_bytes)) == NULL)
+    if (rc == 0 && sums && (save = malloc(t->row_bytes)) == NULL)
         rc = PSKV_ENOMEM;
     if (rc == 0) {
-        row_ctx c = {.op = is_push ? ROW_PUSH : ROW_PUT, .create = true, .src = src,
+        row_ctx c = {.op = op, .create = true, .src = src,
                      .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         pskv__count_add(is_push ? &t->n_pushed : &t->n_put, n);
@@ -517,7 +551,17 @@ int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)
     int rc = check_row_args(t, keys, n, grads);
     if (rc != 0 || n == 0)
         return rc;
-    return write_rows(t, keys, n, grads, true);
+    return write_rows(t, keys, n, grads, ROW_PUSH);
+}
+
+int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *rows)
+{
+    return n == 0 ? 0 : write_rows(t, keys, n, rows, ROW_PUT_ROWS);
+}
+
+int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
+{
+    return n == 0 ? 0 : write_rows(t, keys, n, values, ROW_ADD);
 }
 
 int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
@@ -525,7 +569,7 @@ int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
     int rc = check_row_args(t, keys, n, values);
     if (rc != 0 || n == 0)
         return rc;
-    return write_rows(t, keys, n, values, false);
+    return write_rows(t, keys, n, values, ROW_PUT);
 }
 
 /* ---------------------------------------------------------------- erase */

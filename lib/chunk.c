@@ -1,0 +1,536 @@
+/* The chunk: the one format of everything that moves between instances
+ * (delta exports, migrations, pulled rows, gradients). docs/FORMAT.md,
+ * "Chunks", describes the bytes; this file is their one encoder and
+ * decoder.
+ *
+ * A chunk comes from another machine: nothing in it is trusted. The
+ * checksum (XXH3-64 over everything before it) is checked first, then
+ * every field, length and count against the chunk's size before anything
+ * is read or allocated, so that no chunk makes the decoder read outside it
+ * or allocate more than its own size can justify (lz4 expands at most 255
+ * times).
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <lz4.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "format.h"
+#include "pskv_internal.h"
+
+/* ---------------------------------------------------------------- codecs */
+
+/* Value bytes per row of dim weights. */
+static size_t codec_bytes(uint32_t codec, uint32_t dim)
+{
+    switch (codec) {
+    case PSKV_CODEC_FP32: return (size_t)dim * 4;
+    case PSKV_CODEC_FP16:
+    case PSKV_CODEC_BF16: return (size_t)dim * 2;
+    default: return 4 + (size_t)dim; /* int8: the row's scale, then dim bytes */
+    }
+}
+
+/* fp16 with round-to-nearest-even; |f| must be below 65520 (else it
+ * rounds to infinity: the encoder refuses it first). */
+static uint16_t f32_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax < 0x38800000u) { /* below 2^-14: a subnormal half (exact scaling) */
+        float a;
+        memcpy(&a, &ax, 4);
+        return (uint16_t)(sign | (uint16_t)lrintf(a * 16777216.0f));
+    }
+    uint32_t r = ax - 0x38000000u; /* exponent bias 127 -> 15 */
+    r += 0xfffu + ((r >> 13) & 1u);
+    return (uint16_t)(sign | (r >> 13));
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) {
+        float f = (float)m * (1.0f / 16777216.0f);
+        return sign ? -f : f;
+    }
+    uint32_t x = e == 31 ? sign | 0x7f800000u | (m << 13) : sign | ((e + 112u) << 23) | (m << 13);
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    x += 0x7fffu + ((x >> 16) & 1u);
+    return (uint16_t)(x >> 16);
+}
+
+static float bf16_to_f32(uint16_t h)
+{
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+/* Encode one row's dim weights: 0, or -1 when a value does not fit the
+ * codec (fp16 beyond 65504, bf16 rounding to infinity). */
+static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out)
+{
+    switch (codec) {
+    case PSKV_CODEC_FP32:
+        memcpy(out, w, (size_t)dim * 4);
+        return 0;
+    case PSKV_CODEC_FP16:
+        for (uint32_t j = 0; j < dim; j++) {
+            if (!(fabsf(w[j]) < 65520.0f))
+                return -1;
+            uint16_t h = f32_to_f16(w[j]);
+            memcpy(out + 2 * j, &h, 2);
+        }
+        return 0;
+    case PSKV_CODEC_BF16:
+        for (uint32_t j = 0; j < dim; j++) {
+            uint16_t h = f32_to_bf16(w[j]);
+            if ((h & 0x7f80u) == 0x7f80u)
+                return -1;
+            memcpy(out + 2 * j, &h, 2);
+        }
+        return 0;
+    default: { /* int8, symmetric: q = round(w / scale), scale = max |w| / 127 */
+        float amax = 0.0f;
+        for (uint32_t j = 0; j < dim; j++)
+            amax = fabsf(w[j]) > amax ? fabsf(w[j]) : amax;
+        float scale = amax / 127.0f;
+        memcpy(out, &scale, 4);
+        for (uint32_t j = 0; j < dim; j++) {
+            long q = scale > 0.0f ? lrintf(w[j] / scale) : 0;
+            q = q > 127 ? 127 : q < -127 ? -127 : q;
+            out[4 + j] = (uint8_t)(int8_t)q;
+        }
+        return 0;
+    }
+    }
+}
+
+/* Decode one row: 0, or -1 for a value no encoder writes (not finite, a
+ * negative or non-finite scale, -128). */
+static int decode_row(uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
+{
+    switch (codec) {
+    case PSKV_CODEC_FP32:
+        memcpy(w, in, (size_t)dim * 4);
+        break;
+    case PSKV_CODEC_FP16:
+    case PSKV_CODEC_BF16:
+        for (uint32_t j = 0; j < dim; j++) {
+            uint16_t h;
+            memcpy(&h, in + 2 * j, 2);
+            w[j] = codec == PSKV_CODEC_FP16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
+        break;
+    default: {
+        float scale;
+        memcpy(&scale, in, 4);
+        if (!(scale >= 0.0f) || !isfinite(scale))
+            return -1;
+        for (uint32_t j = 0; j < dim; j++) {
+            int8_t q = (int8_t)in[4 + j];
+            if (q == -128)
+                return -1;
+            w[j] = (float)q * scale;
+        }
+        return 0;
+    }
+    }
+    for (uint32_t j = 0; j < dim; j++)
+        if (!isfinite(w[j]))
+            return -1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- varints */
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *varint_put(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+/* 0 with *v and *at advanced, or -1 (past end, or longer than 10 bytes or
+ * 64 bits). */
+static int varint_get(const uint8_t *p, size_t end, size_t *at, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*at >= end)
+            return -1;
+        uint8_t b = p[(*at)++];
+        if (shift == 63 && b > 1)
+            return -1;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Sorted keys as differences from the one before (the first from 0). */
+static size_t keys_len(const uint64_t *keys, uint32_t n)
+{
+    size_t len = 0;
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        len += varint_len(keys[i] - prev);
+        prev = keys[i];
+    }
+    return len;
+}
+
+static uint8_t *keys_put(uint8_t *p, const uint64_t *keys, uint32_t n)
+{
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        p = varint_put(p, keys[i] - prev);
+        prev = keys[i];
+    }
+    return p;
+}
+
+static int keys_get(const uint8_t *p, size_t end, size_t *at, uint64_t *keys, uint32_t n)
+{
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t d;
+        if (varint_get(p, end, at, &d) != 0 || d > UINT64_MAX - prev)
+            return -1;
+        prev += d;
+        if (keys != NULL)
+            keys[i] = prev;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- header */
+
+static uint64_t schema_print(uint32_t dim, uint32_t state_floats, uint32_t optimizer)
+{
+    uint32_t s[3] = {dim, state_floats, state_floats ? optimizer : 0};
+    return XXH3_64bits(s, sizeof s);
+}
+
+static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static void header_put(uint8_t *h, const pskv__chunk_spec *sp, uint32_t flags, uint32_t n,
+                       uint32_t ntombs, size_t body, size_t raw)
+{
+    memcpy(h, PSKV_FMT_CHUNK_MAGIC, 4);
+    uint16_t version = PSKV_FMT_CHUNK_VERSION;
+    memcpy(h + 4, &version, 2);
+    h[6] = (uint8_t)sp->kind;
+    h[7] = (uint8_t)sp->codec;
+    put32(h + 8, flags);
+    put32(h + 12, sp->dim);
+    put32(h + 16, sp->state_floats);
+    put32(h + 20, sp->state_floats ? (uint32_t)sp->optimizer : 0);
+    put32(h + 24, n);
+    put32(h + 28, ntombs);
+    pskv_fmt_put64(h + 32, sp->since);
+    pskv_fmt_put64(h + 40, sp->version);
+    pskv_fmt_put64(h + 48, schema_print(sp->dim, sp->state_floats, (uint32_t)sp->optimizer));
+    put32(h + 56, (uint32_t)body);
+    put32(h + 60, (uint32_t)raw);
+}
+
+/* ---------------------------------------------------------------- encode */
+
+size_t pskv__chunk_bound(const pskv__chunk_spec *sp, uint32_t n, uint32_t ntombs)
+{
+    return PSKV_FMT_CHUNK_HEAD + PSKV_FMT_CHECK_BYTES + (size_t)ntombs * 10 +
+           (size_t)n * (10 + codec_bytes(sp->codec, sp->dim) + (size_t)sp->state_floats * 4);
+}
+
+int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const float *const *rows,
+                      uint32_t n, const uint64_t *tombs, uint32_t ntombs, void *buf, size_t cap,
+                      size_t *len)
+{
+    const size_t vb = codec_bytes(sp->codec, sp->dim), sb = (size_t)sp->state_floats * 4;
+    const size_t raw_len = keys_len(keys, n) + keys_len(tombs, ntombs) + (size_t)n * (vb + sb);
+    if (raw_len > PSKV_FMT_CHUNK_RAW_MAX)
+        return pskv__fail(PSKV_ERANGE, "a chunk of %u rows would hold %zu bytes: at most %u",
+                          n, raw_len, (unsigned)PSKV_FMT_CHUNK_RAW_MAX);
+    uint8_t *raw = malloc(raw_len ? raw_len : 1);
+    if (raw == NULL)
+        return PSKV_ENOMEM;
+    uint8_t *p = keys_put(raw, keys, n);
+    p = keys_put(p, tombs, ntombs);
+    for (uint32_t i = 0; i < n; i++, p += vb)
+        if (encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
+            free(raw);
+            return pskv__fail(PSKV_ERANGE, "key %llu: a value is out of the range of codec %s",
+                              (unsigned long long)keys[i],
+                              sp->codec == PSKV_CODEC_FP16 ? "fp16" : "bf16");
+        }
+    for (uint32_t i = 0; i < n && sb > 0; i++, p += sb)
+        memcpy(p, rows[i] + sp->dim, sb);
+    /* lz4 when asked, and only when it gains. */
+    uint8_t *packed = NULL;
+    size_t body_len = raw_len;
+    uint32_t flags = sp->state_floats ? PSKV_FMT_CHUNK_STATE : 0;
+    if (sp->lz4 && raw_len > 0) {
+        int bound = LZ4_compressBound((int)raw_len);
+        packed = bound > 0 ? malloc((size_t)bound) : NULL;
+        if (packed == NULL) {
+            free(raw);
+            return PSKV_ENOMEM;
+        }
+        int got = LZ4_compress_default((const char *)raw, (char *)packed, (int)raw_len, bound);
+        if (got > 0 && (size_t)got < raw_len) {
+            body_len = (size_t)got;
+            flags |= PSKV_FMT_CHUNK_LZ4;
+        }
+    }
+    const size_t total = PSKV_FMT_CHUNK_HEAD + body_len + PSKV_FMT_CHECK_BYTES;
+    *len = total;
+    int rc = 0;
+    if (total > cap) {
+        rc = PSKV_ERANGE; /* *len says how much */
+    } else {
+        uint8_t *out = buf;
+        header_put(out, sp, flags, n, ntombs, body_len, raw_len);
+        memcpy(out + PSKV_FMT_CHUNK_HEAD, flags & PSKV_FMT_CHUNK_LZ4 ? packed : raw, body_len);
+        pskv_fmt_put64(out + total - PSKV_FMT_CHECK_BYTES,
+                       XXH3_64bits(out, total - PSKV_FMT_CHECK_BYTES));
+    }
+    free(raw);
+    free(packed);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- decode */
+
+int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
+{
+    const uint8_t *c = chunk;
+    if (chunk == NULL || info == NULL)
+        return pskv__fail(PSKV_EINVAL, "%s is NULL", chunk == NULL ? "the chunk" : "info");
+    if (len < PSKV_FMT_CHUNK_HEAD + PSKV_FMT_CHECK_BYTES)
+        return pskv__fail(PSKV_ECORRUPT, "a chunk of %zu bytes: shorter than its header", len);
+    if (memcmp(c, PSKV_FMT_CHUNK_MAGIC, 4) != 0)
+        return pskv__fail(PSKV_ECORRUPT, "not a pskv chunk (no PSKC magic)");
+    if (pskv_fmt_get64(c + len - PSKV_FMT_CHECK_BYTES) !=
+        XXH3_64bits(c, len - PSKV_FMT_CHECK_BYTES))
+        return pskv__fail(PSKV_ECORRUPT, "the chunk fails its checksum (damaged or truncated)");
+    uint16_t version;
+    memcpy(&version, c + 4, 2);
+    if (version != PSKV_FMT_CHUNK_VERSION)
+        return pskv__fail(version > PSKV_FMT_CHUNK_VERSION ? PSKV_EVERSION : PSKV_ECORRUPT,
+                          "chunk format %u: this build reads %u", version,
+                          PSKV_FMT_CHUNK_VERSION);
+    pskv_chunk_info in = {0};
+    in.kind = c[6];
+    in.codec = c[7];
+    uint32_t flags = get32(c + 8);
+    in.dim = get32(c + 12);
+    in.state_floats = get32(c + 16);
+    in.optimizer = (int)get32(c + 20);
+    in.rows = get32(c + 24);
+    in.tombstones = get32(c + 28);
+    in.since = pskv_fmt_get64(c + 32);
+    in.version = pskv_fmt_get64(c + 40);
+    uint64_t print = pskv_fmt_get64(c + 48);
+    size_t body = get32(c + 56), raw = get32(c + 60);
+    in.lz4 = (flags & PSKV_FMT_CHUNK_LZ4) != 0;
+    in.bytes = len;
+    const char *bad = NULL;
+    if (in.kind != PSKV_CHUNK_ROWS && in.kind != PSKV_CHUNK_VALUES)
+        bad = "unknown kind";
+    else if (in.codec > PSKV_CODEC_INT8)
+        bad = "unknown codec";
+    else if (flags & ~(uint32_t)(PSKV_FMT_CHUNK_LZ4 | PSKV_FMT_CHUNK_STATE))
+        bad = "unknown flags";
+    else if (in.dim < 1 || in.dim > PSKV_DIM_MAX)
+        bad = "dim out of range";
+    else if (((flags & PSKV_FMT_CHUNK_STATE) != 0) != (in.state_floats > 0))
+        bad = "state flag and state size disagree";
+    else if (in.state_floats > 0 &&
+             (in.optimizer < PSKV_OPT_SGD || in.optimizer > PSKV_OPT_FTRL ||
+              in.state_floats != pskv__optimizer_state_floats(in.optimizer, in.dim)))
+        bad = "optimizer state layout unknown";
+    else if (print != schema_print(in.dim, in.state_floats, (uint32_t)in.optimizer))
+        bad = "schema fingerprint disagrees with the header";
+    else if (in.since > in.version)
+        bad = "version range reversed";
+    else if (body != len - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES)
+        bad = "body length disagrees with the chunk's";
+    else if (in.lz4 ? raw > (uint64_t)body * 255 + 16 || raw > PSKV_FMT_CHUNK_RAW_MAX
+                    : raw != body)
+        bad = "unpacked length out of range";
+    if (bad == NULL) {
+        /* Every row costs a key byte and its values at least, at most ten
+         * key bytes and its values: the counts must fit the body. */
+        uint64_t per = codec_bytes(in.codec, in.dim) + (uint64_t)in.state_floats * 4;
+        uint64_t least = (uint64_t)in.rows * (1 + per) + in.tombstones;
+        uint64_t most = (uint64_t)in.rows * (10 + per) + (uint64_t)in.tombstones * 10;
+        if (raw < least || raw > most)
+            bad = "row counts disagree with the body's length";
+    }
+    if (bad != NULL)
+        return pskv__fail(PSKV_ECORRUPT, "chunk header: %s", bad);
+    if (in.state_floats == 0)
+        in.optimizer = -1;
+    *info = in;
+    return 0;
+}
+
+int pskv_chunk_info_get(const void *chunk, size_t len, pskv_chunk_info *out)
+{
+    pskv__detail_clear();
+    return pskv__chunk_open(chunk, len, out);
+}
+
+int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *values, float *state,
+                      uint64_t *tombstones)
+{
+    pskv__detail_clear();
+    pskv_chunk_info in;
+    int rc = pskv__chunk_open(chunk, len, &in);
+    if (rc != 0)
+        return rc;
+    if ((in.rows > 0 && (keys == NULL || values == NULL)) ||
+        (in.tombstones > 0 && tombstones == NULL))
+        return pskv__fail(PSKV_EINVAL, "the chunk has %u rows and %u tombstones: %s is NULL",
+                          in.rows, in.tombstones,
+                          in.rows > 0 && keys == NULL     ? "keys"
+                          : in.rows > 0 && values == NULL ? "values"
+                                                          : "tombstones");
+    const uint8_t *body = (const uint8_t *)chunk + PSKV_FMT_CHUNK_HEAD;
+    size_t raw_len = get32((const uint8_t *)chunk + 60);
+    uint8_t *unpacked = NULL;
+    if (in.lz4) {
+        unpacked = malloc(raw_len ? raw_len : 1);
+        if (unpacked == NULL)
+            return PSKV_ENOMEM;
+        int got = LZ4_decompress_safe((const char *)body, (char *)unpacked,
+                                      (int)(len - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES),
+                                      (int)raw_len);
+        if (got < 0 || (size_t)got != raw_len) {
+            free(unpacked);
+            return pskv__fail(PSKV_ECORRUPT, "the chunk's lz4 body does not unpack");
+        }
+        body = unpacked;
+    }
+    const size_t vb = codec_bytes(in.codec, in.dim), sb = (size_t)in.state_floats * 4;
+    size_t at = 0;
+    if (keys_get(body, raw_len, &at, keys, in.rows) != 0 ||
+        keys_get(body, raw_len, &at, tombstones, in.tombstones) != 0 ||
+        raw_len - at != (size_t)in.rows * (vb + sb))
+        rc = pskv__fail(PSKV_ECORRUPT, "the chunk's keys do not fill its body");
+    for (uint32_t i = 0; i < in.rows && rc == 0; i++, at += vb)
+        if (decode_row(in.codec, body + at, in.dim, values + (size_t)i * in.dim) != 0)
+            rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: a value no encoder writes", i);
+    for (uint32_t i = 0; i < in.rows && rc == 0 && sb > 0; i++, at += sb) {
+        float *st = state != NULL ? state + (size_t)i * in.state_floats : NULL;
+        for (uint32_t j = 0; j < in.state_floats; j++) {
+            float f;
+            memcpy(&f, body + at + 4 * j, 4);
+            if (!isfinite(f)) {
+                rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: state not finite", i);
+                break;
+            }
+            if (st != NULL)
+                st[j] = f;
+        }
+    }
+    free(unpacked);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- caller's arrays */
+
+typedef struct keyed {
+    uint64_t key;
+    uint32_t at;
+} keyed;
+
+static int by_key_then_at(const void *a, const void *b)
+{
+    const keyed *x = a, *y = b;
+    if (x->key != y->key)
+        return (x->key > y->key) - (x->key < y->key);
+    return (x->at > y->at) - (x->at < y->at);
+}
+
+int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float *values,
+                      const char *config, void *buf, size_t cap, size_t *len)
+{
+    pskv__detail_clear();
+    if (len == NULL || (n > 0 && (keys == NULL || values == NULL)) || (cap > 0 && buf == NULL))
+        return pskv__fail(PSKV_EINVAL, "%s is NULL", len == NULL    ? "len"
+                                                     : buf == NULL  ? "buf"
+                                                     : keys == NULL ? "keys"
+                                                                    : "values");
+    if (dim < 1 || dim > PSKV_DIM_MAX)
+        return pskv__fail(PSKV_EINVAL, "dim=%u: expected 1..%u", dim, PSKV_DIM_MAX);
+    if (n > UINT32_MAX - 1)
+        return pskv__fail(PSKV_EINVAL, "%zu rows in one chunk: at most %u", n, UINT32_MAX - 1);
+    pskv__transfer_options xo = {PSKV_CODEC_FP32, false, false, 0};
+    int rc = pskv__transfer_options_parse(config, false, &xo);
+    if (rc != 0)
+        return rc;
+    pskv__chunk_spec sp = {.kind = PSKV_CHUNK_VALUES, .codec = xo.codec, .lz4 = xo.lz4, .dim = dim};
+    for (size_t i = 0; i < n * dim; i++)
+        if (!isfinite(values[i]))
+            return pskv__fail(PSKV_EINVAL, "row %zu (key %llu): a value is not finite", i / dim,
+                              (unsigned long long)keys[i / dim]);
+    keyed *order = malloc((n ? n : 1) * sizeof *order);
+    uint64_t *sorted = malloc((n ? n : 1) * sizeof *sorted);
+    const float **rows = malloc((n ? n : 1) * sizeof *rows);
+    if (order == NULL || sorted == NULL || rows == NULL) {
+        free(order);
+        free(sorted);
+        free(rows);
+        return PSKV_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = (keyed){keys[i], (uint32_t)i};
+    /* Keys in order; a repeated key keeps the order it was given in. */
+    qsort(order, n, sizeof *order, by_key_then_at);
+    for (size_t i = 0; i < n; i++) {
+        sorted[i] = order[i].key;
+        rows[i] = values + (size_t)order[i].at * dim;
+    }
+    rc = pskv__chunk_write(&sp, sorted, rows, (uint32_t)n, NULL, 0, buf, cap, len);
+    free(order);
+    free(sorted);
+    free(rows);
+    return rc;
+}

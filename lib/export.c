@@ -1,0 +1,428 @@
+/* Delta export and apply: rows into chunks for another instance, chunks
+ * back into rows.
+ *
+ * An export from since > 0 walks the tables' change logs (changes.c) shard
+ * by shard: the keys logged after since, taken under the shard's lock,
+ * sorted, deduplicated, filtered by the ring if one was given, then read
+ * as they are now (pskv__get_rows: DRAM, spill file or LMDB); a key no
+ * longer there becomes a tombstone. An export from 0 is an iteration
+ * (iter.c) of every row. The cursor returned is the table's version when
+ * the export was opened: a change with a version at or below it was
+ * stamped under a shard lock the export takes later, so it is seen.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdlib.h>
+#include <string.h>
+
+#include "format.h"
+#include "pskv_internal.h"
+
+#define CHUNK_BYTES_DEFAULT (1u << 20)
+
+typedef struct keyed_row {
+    uint64_t key;
+    uint32_t at;
+} keyed_row;
+
+struct pskv_export {
+    pskv_table *t;
+    uint64_t since, version, layout_gen;
+    pskv__transfer_options o;
+    pskv_ring *ring; /* filter (pskv_export_ring), owned */
+    uint32_t node;
+    bool started, done;
+    uint32_t next_shard; /* delta: the next shard's log */
+    pskv_iter *it;       /* full: every row */
+    /* The batch being sent: rows (row_floats apart) and tombstones, sorted. */
+    uint64_t *keys;
+    float *rows;
+    uint32_t n, pos, cap;
+    uint64_t *tombs;
+    uint32_t ntombs, tpos, tcap;
+    /* Per chunk: its keys sorted, and their rows for the encoder. */
+    keyed_row *order;
+    uint64_t *sorted;
+    const float **ptrs;
+    uint32_t per_chunk; /* rows that fit a chunk */
+    size_t per_row;     /* the most bytes a row takes in a chunk */
+};
+
+static int fail_null(const char *what) { return pskv__fail(PSKV_EINVAL, "%s is NULL", what); }
+
+int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_export **out)
+{
+    pskv__detail_clear();
+    if (t == NULL || out == NULL)
+        return fail_null(t == NULL ? "the table" : "out");
+    pskv__transfer_options o = {PSKV_CODEC_FP32, false, true, CHUNK_BYTES_DEFAULT};
+    int rc = pskv__transfer_options_parse(config, true, &o);
+    if (rc != 0)
+        return rc;
+    pskv_export *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return PSKV_ENOMEM;
+    e->t = t;
+    e->o = o;
+    e->since = since;
+    /* Read before any shard is visited: every change at or below it is
+     * seen by the visits (see the top of this file). */
+    pthread_rwlock_rdlock(&t->layout_lock);
+    e->version = atomic_load(&t->version);
+    e->layout_gen = atomic_load(&t->layout_gen);
+    uint64_t floor = atomic_load(&t->changes_floor);
+    for (uint32_t s = 0; s < t->nshards && since > 0; s++) {
+        pskv__shard *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        floor = sh->log.floor > floor ? sh->log.floor : floor;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    pthread_rwlock_unlock(&t->layout_lock);
+    if (since > 0 && since < floor) {
+        free(e);
+        return pskv__fail(PSKV_ESTALE, "since=%llu is older than table '%s' keeps changes for "
+                                       "(from %llu): export from 0 and start the consumer "
+                                       "empty",
+                          (unsigned long long)since, t->name, (unsigned long long)floor);
+    }
+    const pskv__chunk_spec probe = {.codec = o.codec, .dim = t->dim,
+                                    .state_floats = o.whole_rows ? t->state_floats : 0};
+    size_t per_row = pskv__chunk_bound(&probe, 1, 0) - pskv__chunk_bound(&probe, 0, 0);
+    size_t room = o.chunk_bytes - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES;
+    e->per_chunk = room / per_row ? (uint32_t)(room / per_row) : 1;
+    e->per_row = per_row;
+    e->ptrs = malloc(e->per_chunk * sizeof *e->ptrs);
+    e->sorted = malloc(e->per_chunk * sizeof *e->sorted);
+    e->order = malloc(e->per_chunk * sizeof *e->order);
+    rc = e->ptrs && e->sorted && e->order ? 0 : PSKV_ENOMEM;
+    if (rc == 0 && since == 0)
+        rc = pskv_iter_create(t, &e->it);
+    if (rc != 0) {
+        pskv_export_close(e);
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
+int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node)
+{
+    pskv__detail_clear();
+    if (e == NULL || r == NULL)
+        return fail_null(e == NULL ? "the export" : "the ring");
+    if (e->started)
+        return pskv__fail(PSKV_EINVAL, "the ring filter comes before the first chunk");
+    pskv_ring *copy;
+    int rc = pskv__ring_copy(r, &copy);
+    if (rc != 0)
+        return rc;
+    pskv_ring_destroy(e->ring);
+    e->ring = copy;
+    e->node = node;
+    return 0;
+}
+
+uint64_t pskv_export_version(const pskv_export *e) { return e == NULL ? 0 : e->version; }
+
+void pskv_export_close(pskv_export *e)
+{
+    if (e == NULL)
+        return;
+    pskv_iter_destroy(e->it);
+    pskv_ring_destroy(e->ring);
+    free(e->keys);
+    free(e->rows);
+    free(e->tombs);
+    free(e->ptrs);
+    free(e->sorted);
+    free(e->order);
+    free(e);
+}
+
+/* ---------------------------------------------------------------- batches */
+
+static float *batch_row(const pskv_export *e, size_t i)
+{
+    return e->rows + i * e->t->row_floats;
+}
+
+static int tombs_room(pskv_export *e, uint32_t n)
+{
+    if (n <= e->tcap)
+        return 0;
+    uint64_t *k = realloc(e->tombs, (size_t)n * sizeof *k);
+    if (k == NULL)
+        return PSKV_ENOMEM;
+    e->tombs = k;
+    e->tcap = n;
+    return 0;
+}
+
+static int batch_room(pskv_export *e, uint32_t rows)
+{
+    if (rows <= e->cap)
+        return 0;
+    uint64_t *k = realloc(e->keys, (size_t)rows * sizeof *k);
+    if (k != NULL)
+        e->keys = k;
+    float *r = realloc(e->rows, (size_t)rows * e->t->row_floats * sizeof(float));
+    if (r != NULL)
+        e->rows = r;
+    if (k == NULL || r == NULL)
+        return PSKV_ENOMEM;
+    e->cap = rows;
+    return 0;
+}
+
+/* Keep the keys the ring filter routes to the node (in place). */
+static int ring_keep(const pskv_export *e, uint64_t *keys, uint32_t *n)
+{
+    if (e->ring == NULL || *n == 0)
+        return 0;
+    uint32_t *node = malloc(*n * sizeof *node);
+    if (node == NULL)
+        return PSKV_ENOMEM;
+    int rc = pskv_ring_route(e->ring, keys, *n, node);
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < *n && rc == 0; i++)
+        if (node[i] == e->node)
+            keys[kept++] = keys[i];
+    free(node);
+    if (rc == 0)
+        *n = kept;
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The next shard's changed keys, read as they are now. */
+static int load_delta(pskv_export *e)
+{
+    pskv_table *t = e->t;
+    uint64_t *keys = NULL;
+    uint32_t n = 0;
+    pthread_rwlock_rdlock(&t->layout_lock);
+    int rc = 0;
+    if (atomic_load(&t->layout_gen) != e->layout_gen) {
+        rc = pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the export: export again "
+                                    "from the same since", t->name);
+    } else if (e->next_shard >= t->nshards) {
+        e->done = true;
+    } else {
+        pskv__shard *sh = &t->shards[e->next_shard++];
+        pthread_mutex_lock(&sh->lock);
+        rc = pskv__changes_collect(&sh->log, e->since, &keys, &n);
+        pthread_mutex_unlock(&sh->lock);
+        if (rc == PSKV_ESTALE)
+            rc = pskv__fail(PSKV_ESTALE, "table '%s' dropped changes after since=%llu during "
+                                         "the export: export from 0",
+                            t->name, (unsigned long long)e->since);
+    }
+    pthread_rwlock_unlock(&t->layout_lock);
+    if (rc != 0 || n == 0) {
+        free(keys);
+        return rc;
+    }
+    qsort(keys, n, sizeof *keys, cmp_u64);
+    uint32_t u = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (u == 0 || keys[i] != keys[u - 1])
+            keys[u++] = keys[i];
+    n = u;
+    rc = ring_keep(e, keys, &n);
+    uint8_t *found = rc == 0 && n > 0 ? malloc(n) : NULL;
+    if (rc == 0 && n > 0)
+        rc = found ? batch_room(e, e->n + n) : PSKV_ENOMEM;
+    if (rc == 0 && n > 0)
+        rc = tombs_room(e, e->ntombs + n);
+    if (rc == 0 && n > 0)
+        rc = pskv__get_rows(t, keys, n, batch_row(e, e->n), found);
+    if (rc == 0 && n > 0) {
+        /* Rows appended to the batch, tombstones apart. */
+        uint32_t live = e->n;
+        for (uint32_t i = 0; i < n; i++) {
+            if (found[i]) {
+                if (live != e->n + i)
+                    memcpy(batch_row(e, live), batch_row(e, e->n + i),
+                           (size_t)t->row_floats * sizeof(float));
+                e->keys[live++] = keys[i];
+            } else {
+                e->tombs[e->ntombs++] = keys[i];
+            }
+        }
+        e->n = live;
+    }
+    free(found);
+    free(keys);
+    return rc;
+}
+
+
+/* The next rows of a full export (up to one chunk's), appended. */
+static int load_full(pskv_export *e)
+{
+    pskv_table *t = e->t;
+    int rc = batch_room(e, e->n + e->per_chunk);
+    uint32_t n = e->n, end = e->n + e->per_chunk;
+    while (rc == 0 && n < end) {
+        uint64_t key;
+        float *row = batch_row(e, n);
+        rc = pskv_iter_next(e->it, &key, row, row + t->dim);
+        if (rc == 1) {
+            uint32_t node = e->node;
+            e->keys[n] = key;
+            rc = e->ring != NULL ? pskv_ring_route(e->ring, &key, 1, &node) : 0;
+            n += node == e->node;
+        } else if (rc == 0) {
+            e->done = true;
+            break;
+        }
+    }
+    e->n = n;
+    if (rc < 0)
+        return rc == PSKV_EBUSY ? pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the "
+                                                         "export: export again from 0", t->name)
+                                : rc;
+    return 0;
+}
+
+/* Drop what was sent from the front of the batch. */
+static void batch_shift(pskv_export *e)
+{
+    const pskv_table *t = e->t;
+    if (e->pos > 0) {
+        memmove(e->keys, e->keys + e->pos, (size_t)(e->n - e->pos) * sizeof *e->keys);
+        memmove(e->rows, batch_row(e, e->pos),
+                (size_t)(e->n - e->pos) * t->row_floats * sizeof(float));
+        e->n -= e->pos;
+        e->pos = 0;
+    }
+    if (e->tpos > 0) {
+        memmove(e->tombs, e->tombs + e->tpos, (size_t)(e->ntombs - e->tpos) * sizeof *e->tombs);
+        e->ntombs -= e->tpos;
+        e->tpos = 0;
+    }
+}
+
+static int by_key(const void *a, const void *b)
+{
+    uint64_t x = ((const keyed_row *)a)->key, y = ((const keyed_row *)b)->key;
+    return (x > y) - (x < y);
+}
+
+int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
+{
+    pskv__detail_clear();
+    if (e == NULL || len == NULL || (cap > 0 && buf == NULL))
+        return fail_null(e == NULL ? "the export" : len == NULL ? "len" : "buf");
+    e->started = true;
+    pskv_table *t = e->t;
+    /* Gather a chunk's worth of rows (shards' batches are small in a
+     * delta) unless the export is at its end. */
+    while (!e->done && e->n - e->pos < e->per_chunk) {
+        batch_shift(e);
+        int rc = e->it != NULL ? load_full(e) : load_delta(e);
+        if (rc != 0)
+            return rc;
+    }
+    if (e->pos >= e->n && e->tpos >= e->ntombs)
+        return 0;
+    uint32_t k = e->n - e->pos < e->per_chunk ? e->n - e->pos : e->per_chunk;
+    /* A chunk's keys go in order: sort its slice (rows by pointer). */
+    for (uint32_t i = 0; i < k; i++)
+        e->order[i] = (keyed_row){e->keys[e->pos + i], e->pos + i};
+    qsort(e->order, k, sizeof *e->order, by_key);
+    for (uint32_t i = 0; i < k; i++) {
+        e->sorted[i] = e->order[i].key;
+        e->ptrs[i] = batch_row(e, e->order[i].at);
+    }
+    /* Tombstones (10 bytes at most each) fill what the batch's last rows
+     * leave of the chunk; a chunk carries one at least. */
+    uint32_t m = 0;
+    if (e->pos + k >= e->n) {
+        uint64_t fit = (uint64_t)(e->per_chunk - k) * e->per_row / 10;
+        fit = fit > 0 ? fit : (k == 0);
+        m = e->ntombs - e->tpos < fit ? e->ntombs - e->tpos : (uint32_t)fit;
+    }
+    pskv__chunk_spec sp = {.kind = PSKV_CHUNK_ROWS, .codec = e->o.codec, .lz4 = e->o.lz4,
+                           .dim = t->dim,
+                           .state_floats = e->o.whole_rows ? t->state_floats : 0,
+                           .optimizer = t->opts.optimizer, .since = e->since,
+                           .version = e->version};
+    qsort(e->tombs + e->tpos, m, sizeof *e->tombs, cmp_u64); /* sorting again is harmless */
+    int rc = pskv__chunk_write(&sp, e->sorted, e->ptrs, k, e->tombs + e->tpos, m, buf, cap, len);
+    if (rc != 0)
+        return rc;
+    e->pos += k;
+    e->tpos += m;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- apply */
+
+int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
+{
+    pskv__detail_clear();
+    if (t == NULL || chunk == NULL)
+        return fail_null(t == NULL ? "the table" : "the chunk");
+    if (mode != PSKV_APPLY_REPLACE && mode != PSKV_APPLY_PUSH && mode != PSKV_APPLY_ADD)
+        return pskv__fail(PSKV_EINVAL, "mode %d: expected PSKV_APPLY_REPLACE, _PUSH or _ADD",
+                          mode);
+    pskv_chunk_info in;
+    int rc = pskv__chunk_open(chunk, len, &in);
+    if (rc != 0)
+        return rc;
+    if (in.dim != t->dim)
+        return pskv__fail(PSKV_ESCHEMA, "the chunk has dim=%u, table '%s' dim=%u", in.dim,
+                          t->name, t->dim);
+    const bool with_state = mode == PSKV_APPLY_REPLACE && in.state_floats > 0;
+    if (with_state && (in.optimizer != t->opts.optimizer || in.state_floats != t->state_floats))
+        return pskv__fail(PSKV_ESCHEMA, "the chunk carries the state of another optimizer "
+                                        "(%u floats per row; table '%s' keeps %u)",
+                          in.state_floats, t->name, t->state_floats);
+    if (mode != PSKV_APPLY_REPLACE && in.tombstones > 0)
+        return pskv__fail(PSKV_EINVAL, "a chunk with tombstones applies with "
+                                       "PSKV_APPLY_REPLACE only");
+    const size_t n = in.rows, stride = with_state ? t->row_floats : t->dim;
+    uint64_t *keys = malloc((n ? n : 1) * sizeof *keys);
+    float *values = malloc((n ? n : 1) * (size_t)in.dim * sizeof *values);
+    float *state = in.state_floats ? malloc((n ? n : 1) * (size_t)in.state_floats * sizeof *state)
+                                   : NULL;
+    uint64_t *tombs = malloc((in.tombstones ? in.tombstones : 1) * sizeof *tombs);
+    float *rows = with_state ? malloc((n ? n : 1) * stride * sizeof *rows) : NULL;
+    if (keys == NULL || values == NULL || tombs == NULL || (in.state_floats && state == NULL) ||
+        (with_state && rows == NULL))
+        rc = PSKV_ENOMEM;
+    if (rc == 0)
+        rc = pskv_chunk_decode(chunk, len, keys, values, state, tombs);
+    if (rc == 0 && with_state) {
+        for (size_t i = 0; i < n; i++) {
+            memcpy(rows + i * stride, values + i * t->dim, t->dim * sizeof(float));
+            memcpy(rows + i * stride + t->dim, state + i * t->state_floats,
+                   t->state_floats * sizeof(float));
+        }
+    }
+    if (rc == 0 && n > 0) {
+        switch (mode) {
+        case PSKV_APPLY_REPLACE:
+            rc = with_state ? pskv__put_rows(t, keys, n, rows) : pskv_put(t, keys, n, values);
+            break;
+        case PSKV_APPLY_PUSH:
+            rc = pskv_push(t, keys, n, values);
+            break;
+        default:
+            rc = pskv__add(t, keys, n, values);
+            break;
+        }
+    }
+    if (rc == 0 && in.tombstones > 0)
+        rc = pskv_erase(t, tombs, in.tombstones);
+    free(keys);
+    free(values);
+    free(state);
+    free(tombs);
+    free(rows);
+    return rc;
+}

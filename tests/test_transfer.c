@@ -1,0 +1,586 @@
+/* Moving rows between instances: versions, chunks and their codecs, delta
+ * export and apply, replicas, migration. */
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "test_common.h"
+
+#define CHUNK_CAP (8u << 20)
+
+/* Every row of t (key order) with weights and state: a table's full picture. */
+typedef struct snapshot {
+    uint64_t *keys;
+    float *rows; /* row_floats each */
+    size_t n, row_floats;
+} snapshot;
+
+static int cmp_key_row(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static snapshot snap(pskv_table *t)
+{
+    pskv_table_info info;
+    ck_assert_ok(pskv_table_info_get(t, &info));
+    size_t rf = info.dim + info.state_floats, cap = 1024, n = 0;
+    /* rows as records (key | row floats) so that they sort together */
+    size_t rec = 8 + rf * 4;
+    uint8_t *recs = malloc(cap * rec);
+    pskv_iter *it;
+    ck_assert_ok(pskv_iter_create(t, &it));
+    uint64_t key;
+    float *w = malloc(rf * 4);
+    int rc;
+    while ((rc = pskv_iter_next(it, &key, w, w + info.dim)) == 1) {
+        if (n == cap)
+            recs = realloc(recs, (cap *= 2) * rec);
+        memcpy(recs + n * rec, &key, 8);
+        memcpy(recs + n * rec + 8, w, rf * 4);
+        n++;
+    }
+    ck_assert_int_eq(rc, 0);
+    pskv_iter_destroy(it);
+    free(w);
+    qsort(recs, n, rec, cmp_key_row);
+    snapshot s = {malloc((n ? n : 1) * 8), malloc((n ? n : 1) * rf * 4), n, rf};
+    for (size_t i = 0; i < n; i++) {
+        memcpy(&s.keys[i], recs + i * rec, 8);
+        memcpy(s.rows + i * rf, recs + i * rec + 8, rf * 4);
+    }
+    free(recs);
+    return s;
+}
+
+static void snap_free(snapshot *s)
+{
+    free(s->keys);
+    free(s->rows);
+}
+
+/* Bit for bit, weights and state. */
+static void expect_same(pskv_table *a, pskv_table *b)
+{
+    snapshot x = snap(a), y = snap(b);
+    ck_assert_uint_eq(x.n, y.n);
+    ck_assert_uint_eq(x.row_floats, y.row_floats);
+    for (size_t i = 0; i < x.n; i++) {
+        ck_assert_uint_eq(x.keys[i], y.keys[i]);
+        ck_assert_msg(memcmp(x.rows + i * x.row_floats, y.rows + i * y.row_floats,
+                             x.row_floats * 4) == 0,
+                      "row %llu differs", (unsigned long long)x.keys[i]);
+    }
+    snap_free(&x);
+    snap_free(&y);
+}
+
+/* Export from since into dst (REPLACE); returns the next cursor. */
+static uint64_t sync_once(pskv_table *src, pskv_table *dst, uint64_t since, const char *cfg,
+                          uint32_t *chunks)
+{
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(src, since, cfg, &e));
+    uint8_t *buf = malloc(CHUNK_CAP);
+    size_t len;
+    int rc;
+    uint32_t n = 0;
+    while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1) {
+        ck_assert_ok(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE));
+        n++;
+    }
+    ck_assert_int_eq(rc, 0);
+    uint64_t v = pskv_export_version(e);
+    pskv_export_close(e);
+    free(buf);
+    if (chunks)
+        *chunks = n;
+    return v;
+}
+
+/* ---------------------------------------------------------------- versions */
+
+START_TEST(versions_stamp_every_change)
+{
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=4 optimizer=adagrad");
+    ck_assert_uint_eq(pskv_table_version(t), 0);
+    uint64_t keys[3] = {1, 2, 3};
+    float v[12] = {0};
+    ck_assert_ok(pskv_pull(t, keys, 3, v));
+    uint64_t v1 = pskv_table_version(t);
+    ck_assert_uint_gt(v1, 0);
+    ck_assert_ok(pskv_pull(t, keys, 3, v)); /* reads change nothing */
+    ck_assert_uint_eq(pskv_table_version(t), v1);
+    ck_assert_ok(pskv_push(t, keys, 1, v));
+    uint64_t v2 = pskv_table_version(t);
+    ck_assert_uint_gt(v2, v1);
+    ck_assert_ok(pskv_erase(t, keys + 1, 1));
+    ck_assert_uint_gt(pskv_table_version(t), v2);
+    uint64_t v3 = pskv_table_version(t);
+    uint64_t absent = 99;
+    ck_assert_ok(pskv_erase(t, &absent, 1)); /* nothing erased: no change */
+    ck_assert_uint_eq(pskv_table_version(t), v3);
+    /* A delta from v2 holds the erase (a tombstone) and nothing else. */
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(t, v2, NULL, &e));
+    uint8_t buf[4096];
+    size_t len;
+    ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 1);
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 0);
+    ck_assert_uint_eq(in.tombstones, 1);
+    ck_assert_uint_eq(in.since, v2);
+    ck_assert_uint_eq(in.version, v3);
+    uint64_t tomb;
+    ck_assert_ok(pskv_chunk_decode(buf, len, NULL, NULL, NULL, &tomb));
+    ck_assert_uint_eq(tomb, 2);
+    ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 0);
+    ck_assert_uint_eq(pskv_export_version(e), v3);
+    pskv_export_close(e);
+    pskv_close(s);
+}
+END_TEST
+
+START_TEST(versions_survive_reopen)
+{
+    char dir[256];
+    test_mkdtemp(dir, "transfer");
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=2 optimizer=sgd", &t));
+    test_fill(t, 1, 100, 2, 1.0f);
+    uint64_t v = pskv_table_version(t);
+    pskv_close(s); /* clean: the next run goes on from v */
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ck_assert_uint_eq(pskv_table_version(t), v);
+    /* A consumer at v is still in step: its delta is what changed since. */
+    test_fill(t, 50, 10, 2, 5.0f);
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(t, v, NULL, &e));
+    static uint8_t buf[1 << 16];
+    size_t len;
+    ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 1);
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 10);
+    pskv_export_close(e);
+    /* A cursor older than the reopen is stale. */
+    ck_assert_err(pskv_export_open(t, v - 1, NULL, &e), PSKV_ESTALE);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "export from 0"));
+    pskv_close(s);
+    test_remove_dir(dir);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- codecs */
+
+static void roundtrip(uint32_t codec, const char *cfg)
+{
+    test_rng r = {codec + 11};
+    enum { N = 300, DIM = 33 };
+    uint64_t keys[N];
+    float *vals = malloc(N * DIM * sizeof *vals), *back = malloc(N * DIM * sizeof *back);
+    for (int i = 0; i < N; i++) {
+        keys[i] = rng_below(&r, 100); /* repeats */
+        float scale = powf(10.0f, (float)rng_below(&r, 9) - 6.0f);
+        for (int j = 0; j < DIM; j++)
+            vals[i * DIM + j] = rng_float(&r) * scale;
+    }
+    size_t len;
+    uint8_t *buf = malloc(1 << 20);
+    ck_assert_ok(pskv_chunk_encode(DIM, keys, N, vals, cfg, buf, 1 << 20, &len));
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.codec, codec);
+    ck_assert_uint_eq(in.rows, N);
+    ck_assert_uint_eq(in.kind, PSKV_CHUNK_VALUES);
+    uint64_t *bk = malloc(N * sizeof *bk);
+    ck_assert_ok(pskv_chunk_decode(buf, len, bk, back, NULL, NULL));
+    /* Keys come back sorted, repeated keys in the order given. */
+    bool used[N] = {0};
+    for (int i = 0; i < N; i++) {
+        if (i > 0)
+            ck_assert_uint_ge(bk[i], bk[i - 1]);
+        int src = -1;
+        for (int k = 0; k < N && src < 0; k++)
+            if (!used[k] && keys[k] == bk[i])
+                src = k;
+        ck_assert_int_ge(src, 0);
+        used[src] = true;
+        float amax = 0;
+        for (int j = 0; j < DIM; j++)
+            amax = fmaxf(amax, fabsf(vals[src * DIM + j]));
+        for (int j = 0; j < DIM; j++) {
+            float x = vals[src * DIM + j], y = back[i * DIM + j], err = fabsf(x - y);
+            switch (codec) {
+            case PSKV_CODEC_FP32: ck_assert(memcmp(&x, &y, 4) == 0); break;
+            case PSKV_CODEC_FP16:
+                ck_assert_msg(err <= fmaxf(fabsf(x) * 0x1p-11f, 0x1p-25f), "fp16 %g -> %g", x, y);
+                break;
+            case PSKV_CODEC_BF16:
+                ck_assert_msg(err <= fabsf(x) * 0x1p-8f, "bf16 %g -> %g", x, y);
+                break;
+            default:
+                ck_assert_msg(err <= amax / 127.0f * 0.5f * 1.0001f, "int8 %g -> %g", x, y);
+            }
+        }
+    }
+    free(bk);
+    free(buf);
+    free(vals);
+    free(back);
+}
+
+START_TEST(codecs_within_their_bounds)
+{
+    roundtrip(PSKV_CODEC_FP32, "codec=fp32");
+    roundtrip(PSKV_CODEC_FP16, "codec=fp16");
+    roundtrip(PSKV_CODEC_BF16, "codec=bf16 lz4=on");
+    roundtrip(PSKV_CODEC_INT8, "codec=int8");
+    roundtrip(PSKV_CODEC_INT8, "codec=int8 lz4=on");
+    /* fp16 cannot carry 1e5 */
+    uint64_t k = 1;
+    float big = 1e5f;
+    uint8_t buf[256];
+    size_t len;
+    ck_assert_err(pskv_chunk_encode(1, &k, 1, &big, "codec=fp16", buf, sizeof buf, &len),
+                  PSKV_ERANGE);
+    ck_assert_err(pskv_chunk_encode(1, &k, 1, &big, "codec=fp8", buf, sizeof buf, &len),
+                  PSKV_EINVAL);
+    ck_assert_err(pskv_chunk_encode(1, &k, 1, &big, "payload=rows", buf, sizeof buf, &len),
+                  PSKV_EINVAL);
+    /* Too small a buffer says how much. */
+    ck_assert_err(pskv_chunk_encode(1, &k, 1, &big, NULL, buf, 10, &len), PSKV_ERANGE);
+    ck_assert_uint_gt(len, 10);
+    ck_assert_ok(pskv_chunk_encode(1, &k, 1, &big, NULL, buf, len, &len));
+}
+END_TEST
+
+/* ---------------------------------------------------------------- damage */
+
+START_TEST(damaged_chunks_change_nothing)
+{
+    pskv_store *s;
+    pskv_table *src = open_table(&s, "dim=3 optimizer=adam");
+    pskv_table *dst;
+    ck_assert_ok(pskv_table_open(s, "dst", "dim=3 optimizer=adam", &dst));
+    test_fill(src, 1, 40, 3, 1.0f);
+    uint64_t gone[2] = {5, 6};
+    test_fill(dst, 5, 2, 3, 9.0f);
+    ck_assert_ok(pskv_erase(src, gone, 2));
+    static uint8_t buf[1 << 16], bad[1 << 16];
+    size_t len;
+    pskv_export *e;
+    /* A delta that holds rows, state and tombstones, lz4 on. */
+    ck_assert_ok(pskv_export_open(src, 0, "lz4=on", &e));
+    ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 1);
+    pskv_export_close(e);
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 38);
+    snapshot before = snap(dst);
+    uint64_t v = pskv_table_version(dst);
+    for (size_t at = 0; at < len; at++) {
+        memcpy(bad, buf, len);
+        bad[at] ^= (uint8_t)(1u << (at % 8));
+        int rc = pskv_apply(dst, bad, len, PSKV_APPLY_REPLACE);
+        ck_assert_msg(rc == PSKV_ECORRUPT || rc == PSKV_EVERSION, "byte %zu: %d", at, rc);
+    }
+    for (size_t cut = 0; cut < len; cut++)
+        ck_assert_err(pskv_apply(dst, buf, cut, PSKV_APPLY_REPLACE), PSKV_ECORRUPT);
+    ck_assert_uint_eq(pskv_table_version(dst), v);
+    snapshot after = snap(dst);
+    ck_assert_uint_eq(after.n, before.n);
+    ck_assert(memcmp(after.rows, before.rows, before.n * before.row_floats * 4) == 0);
+    snap_free(&before);
+    snap_free(&after);
+    /* Another dim, another optimizer's state. */
+    pskv_table *other, *sgd;
+    ck_assert_ok(pskv_table_open(s, "other", "dim=4", &other));
+    ck_assert_ok(pskv_table_open(s, "sgd", "dim=3 optimizer=sgd", &sgd));
+    ck_assert_err(pskv_apply(other, buf, len, PSKV_APPLY_REPLACE), PSKV_ESCHEMA);
+    ck_assert_err(pskv_apply(sgd, buf, len, PSKV_APPLY_REPLACE), PSKV_ESCHEMA);
+    ck_assert_err(pskv_apply(dst, buf, len, 7), PSKV_EINVAL);
+    /* The intact chunk applies, twice the same (idempotent). */
+    ck_assert_ok(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE));
+    ck_assert_ok(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE));
+    pskv_close(s);
+}
+END_TEST
+
+START_TEST(newer_chunk_format_refused)
+{
+    uint64_t k = 1;
+    float x = 1;
+    uint8_t buf[256];
+    size_t len;
+    ck_assert_ok(pskv_chunk_encode(1, &k, 1, &x, NULL, buf, sizeof buf, &len));
+    buf[4] = 2; /* version 2, checksum made right again */
+    uint64_t h = XXH3_64bits(buf, len - 8);
+    memcpy(buf + len - 8, &h, 8);
+    pskv_chunk_info in;
+    ck_assert_err(pskv_chunk_info_get(buf, len, &in), PSKV_EVERSION);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- modes */
+
+START_TEST(push_and_add_modes)
+{
+    pskv_store *s;
+    pskv_table *a = open_table(&s, "dim=2 optimizer=adagrad lr=0.1");
+    pskv_table *b;
+    ck_assert_ok(pskv_table_open(s, "b", "dim=2 optimizer=adagrad lr=0.1", &b));
+    uint64_t keys[4] = {7, 3, 7, 9};
+    float g[8] = {0.5f, -1, 0.25f, 2, 0.5f, 0.5f, -3, 1};
+    uint8_t buf[1024];
+    size_t len;
+    ck_assert_ok(pskv_chunk_encode(2, keys, 4, g, NULL, buf, sizeof buf, &len));
+    ck_assert_ok(pskv_push(a, keys, 4, g));
+    ck_assert_ok(pskv_apply(b, buf, len, PSKV_APPLY_PUSH));
+    expect_same(a, b); /* the same optimizer steps, repeated keys summed */
+    ck_assert_ok(pskv_apply(b, buf, len, PSKV_APPLY_ADD));
+    float w[6];
+    uint64_t q[3] = {7, 3, 9};
+    float wa[6];
+    ck_assert_ok(pskv_get(a, q, 3, wa, NULL));
+    ck_assert_ok(pskv_get(b, q, 3, w, NULL));
+    ck_assert_float_eq(w[0], wa[0] + (0.5f + 0.5f));
+    ck_assert_float_eq(w[1], wa[1] + (-1 + 0.5f)); /* summed, then added */
+    ck_assert_float_eq(w[2], wa[2] + 0.25f);
+    ck_assert_float_eq(w[5], wa[5] + 1);
+    pskv_close(s);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- replicas */
+
+/* Random pulls, pushes, puts, erases, reshards (and, durable, checkpoints
+ * and reopens) on a leader with a spill tier; every few steps a delta into
+ * the follower, which must then equal the leader bit for bit. */
+static void replica_run(bool durable, uint64_t seed, const char *codec_cfg)
+{
+    char dir[256] = "";
+    pskv_store *ls, *fs;
+    pskv_table *l, *f;
+    const char *tcfg = "dim=8 optimizer=adam shards=8";
+    if (durable) {
+        test_mkdtemp(dir, "replica");
+        ck_assert_ok(pskv_open(dir, "memory_budget=64K", &ls));
+    } else {
+        ck_assert_ok(pskv_open(NULL, NULL, &ls));
+    }
+    ck_assert_ok(pskv_table_open(ls, "t", tcfg, &l));
+    ck_assert_ok(pskv_open(NULL, NULL, &fs));
+    ck_assert_ok(pskv_table_open(fs, "t", tcfg, &f));
+    test_rng r = {seed};
+    uint64_t cursor = sync_once(l, f, 0, codec_cfg, NULL);
+    enum { B = 64, DIM = 8 };
+    uint64_t keys[B];
+    float vals[B * DIM];
+    for (int step = 0; step < 300; step++) {
+        uint32_t n = 1 + rng_below(&r, B);
+        for (uint32_t i = 0; i < n; i++)
+            keys[i] = rng_below(&r, 3000);
+        for (uint32_t i = 0; i < n * DIM; i++)
+            vals[i] = rng_float(&r);
+        switch (rng_below(&r, 10)) {
+        case 0: ck_assert_ok(pskv_put(l, keys, n, vals)); break;
+        case 1: ck_assert_ok(pskv_erase(l, keys, n)); break;
+        case 2: ck_assert_ok(pskv_pull(l, keys, n, vals)); break;
+        default: ck_assert_ok(pskv_push(l, keys, n, vals)); break;
+        }
+        if (step % 97 == 96)
+            ck_assert_ok(pskv_table_reshard(l, 4 + rng_below(&r, 12)));
+        if (durable && step % 50 == 49)
+            ck_assert_ok(pskv_checkpoint(ls));
+        if (durable && step == 150) { /* a clean restart keeps a caught-up cursor valid */
+            cursor = sync_once(l, f, cursor, codec_cfg, NULL);
+            pskv_close(ls);
+            ck_assert_ok(pskv_open(dir, "memory_budget=64K", &ls));
+            ck_assert_ok(pskv_table_open(ls, "t", NULL, &l));
+        }
+        if (step % 7 == 6)
+            cursor = sync_once(l, f, cursor, codec_cfg, NULL);
+    }
+    sync_once(l, f, cursor, codec_cfg, NULL);
+    expect_same(l, f);
+    /* A chain: the follower exported from 0 into a third table. */
+    pskv_table *g;
+    ck_assert_ok(pskv_table_open(fs, "g", tcfg, &g));
+    sync_once(f, g, 0, codec_cfg, NULL);
+    expect_same(f, g);
+    pskv_close(fs);
+    pskv_close(ls);
+    if (durable)
+        test_remove_dir(dir);
+}
+
+START_TEST(replica_memory)
+{
+    replica_run(false, 5, NULL);
+    replica_run(false, 6, "lz4=on chunk_bytes=4K");
+}
+END_TEST
+
+START_TEST(replica_durable_spill)
+{
+    replica_run(true, 7, NULL);
+}
+END_TEST
+
+START_TEST(stale_cursor_after_log_trim)
+{
+    pskv_store *s;
+    ck_assert_ok(pskv_open(NULL, "changes=256", &s));
+    pskv_table *t;
+    ck_assert_ok(pskv_table_open(s, "t", "dim=1 shards=2", &t));
+    test_fill(t, 1, 10, 1, 1.0f);
+    uint64_t v = pskv_table_version(t);
+    test_fill(t, 100, 5000, 1, 1.0f); /* far more distinct keys than the log keeps */
+    pskv_export *e;
+    ck_assert_err(pskv_export_open(t, v, NULL, &e), PSKV_ESTALE);
+    ck_assert_ok(pskv_export_open(t, 0, NULL, &e)); /* a full export always works */
+    pskv_export_close(e);
+    /* Keys changed again and again stay in a small log (compaction). */
+    uint64_t w = pskv_table_version(t);
+    for (int i = 0; i < 1000; i++)
+        test_fill(t, 1, 10, 1, (float)i);
+    ck_assert_ok(pskv_export_open(t, w, NULL, &e));
+    pskv_export_close(e);
+    pskv_close(s);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- migration */
+
+START_TEST(migration_conserves_rows)
+{
+    enum { NODES = 3, KEYS = 5000 };
+    pskv_store *s[NODES + 1];
+    pskv_table *t[NODES + 1];
+    pskv_ring *ring;
+    ck_assert_ok(pskv_ring_create(0, 42, &ring));
+    for (uint32_t i = 0; i < NODES; i++)
+        ck_assert_ok(pskv_ring_add(ring, i, 1.0));
+    for (uint32_t i = 0; i <= NODES; i++) {
+        ck_assert_ok(pskv_open(NULL, NULL, &s[i]));
+        ck_assert_ok(pskv_table_open(s[i], "t", "dim=4 optimizer=adagrad", &t[i]));
+    }
+    uint64_t *keys = malloc(KEYS * 8);
+    uint32_t *owner = malloc(KEYS * 4);
+    float *g = malloc(KEYS * 4 * 4);
+    for (uint32_t k = 0; k < KEYS; k++) {
+        keys[k] = k * 7919u + 3;
+        for (int j = 0; j < 4; j++)
+            g[k * 4 + j] = (float)((k + j) % 13) - 6.0f;
+    }
+    ck_assert_ok(pskv_ring_route(ring, keys, KEYS, owner));
+    for (uint32_t k = 0; k < KEYS; k++)
+        ck_assert_ok(pskv_push(t[owner[k]], &keys[k], 1, &g[k * 4]));
+    /* The reference: one table holding everything. */
+    pskv_store *rs;
+    pskv_table *ref = open_table(&rs, "dim=4 optimizer=adagrad");
+    for (uint32_t k = 0; k < KEYS; k++)
+        ck_assert_ok(pskv_push(ref, &keys[k], 1, &g[k * 4]));
+    /* Node 3 joins: the owners export what now routes to it. */
+    ck_assert_ok(pskv_ring_add(ring, NODES, 1.0));
+    uint32_t *now = malloc(KEYS * 4);
+    ck_assert_ok(pskv_ring_route(ring, keys, KEYS, now));
+    uint32_t expect_moved = 0;
+    for (uint32_t k = 0; k < KEYS; k++) {
+        expect_moved += now[k] == NODES;
+        ck_assert(now[k] == owner[k] || now[k] == NODES); /* consistent hashing */
+    }
+    uint8_t *buf = malloc(CHUNK_CAP);
+    uint64_t *moved = malloc(KEYS * 8);
+    uint32_t nmoved = 0;
+    for (uint32_t i = 0; i < NODES; i++) {
+        pskv_export *e;
+        ck_assert_ok(pskv_export_open(t[i], 0, "chunk_bytes=16K", &e));
+        ck_assert_ok(pskv_export_ring(e, ring, NODES));
+        size_t len;
+        int rc;
+        while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1) {
+            pskv_chunk_info in;
+            ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+            uint64_t *ks = malloc((in.rows + 1) * 8);
+            float *vs = malloc((in.rows + 1) * 16);
+            ck_assert_ok(pskv_chunk_decode(buf, len, ks, vs, NULL, NULL));
+            ck_assert_ok(pskv_apply(t[NODES], buf, len, PSKV_APPLY_REPLACE));
+            ck_assert_ok(pskv_erase(t[i], ks, in.rows));
+            memcpy(moved + nmoved, ks, in.rows * 8);
+            nmoved += in.rows;
+            free(ks);
+            free(vs);
+        }
+        ck_assert_int_eq(rc, 0);
+        pskv_export_close(e);
+    }
+    ck_assert_uint_eq(nmoved, expect_moved);
+    /* Every key lives exactly on its owner, its row (and state) unchanged. */
+    uint64_t total = 0;
+    for (uint32_t i = 0; i <= NODES; i++)
+        total += pskv_table_rows(t[i]);
+    ck_assert_uint_eq(total, KEYS);
+    for (uint32_t k = 0; k < KEYS; k++) {
+        float w[4], want[4];
+        uint8_t found;
+        for (uint32_t i = 0; i <= NODES; i++) {
+            ck_assert_ok(pskv_get(t[i], &keys[k], 1, w, &found));
+            ck_assert_int_eq(found, i == now[k]);
+        }
+        ck_assert_ok(pskv_get(t[now[k]], &keys[k], 1, w, NULL));
+        ck_assert_ok(pskv_get(ref, &keys[k], 1, want, NULL));
+        ck_assert(memcmp(w, want, sizeof w) == 0);
+    }
+    /* The state moved too: one more step agrees with the reference. */
+    for (uint32_t k = 0; k < KEYS; k += 17) {
+        float w[4], want[4];
+        ck_assert_ok(pskv_push(t[now[k]], &keys[k], 1, &g[k * 4]));
+        ck_assert_ok(pskv_push(ref, &keys[k], 1, &g[k * 4]));
+        ck_assert_ok(pskv_get(t[now[k]], &keys[k], 1, w, NULL));
+        ck_assert_ok(pskv_get(ref, &keys[k], 1, want, NULL));
+        ck_assert(memcmp(w, want, sizeof w) == 0);
+    }
+    free(buf);
+    free(moved);
+    free(keys);
+    free(owner);
+    free(now);
+    free(g);
+    pskv_ring_destroy(ring);
+    for (uint32_t i = 0; i <= NODES; i++)
+        pskv_close(s[i]);
+    pskv_close(rs);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("transfer");
+#define ADD_CASE(suite, fn)                                                    \
+    do {                                                                       \
+        TCase *tc = tcase_create(#fn);                                         \
+        tcase_set_timeout(tc, 300);                                            \
+        tcase_add_test(tc, fn);                                                \
+        suite_add_tcase(suite, tc);                                            \
+    } while (0)
+    ADD_CASE(s, versions_stamp_every_change);
+    ADD_CASE(s, versions_survive_reopen);
+    ADD_CASE(s, codecs_within_their_bounds);
+    ADD_CASE(s, damaged_chunks_change_nothing);
+    ADD_CASE(s, newer_chunk_format_refused);
+    ADD_CASE(s, push_and_add_modes);
+    ADD_CASE(s, replica_memory);
+    ADD_CASE(s, replica_durable_spill);
+    ADD_CASE(s, stale_cursor_after_log_trim);
+    ADD_CASE(s, migration_conserves_rows);
+    return run_suite(s);
+}
