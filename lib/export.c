@@ -351,7 +351,8 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
                            .state_floats = e->o.whole_rows ? t->state_floats : 0,
                            .optimizer = t->opts.optimizer, .since = e->since,
                            .version = e->version};
-    qsort(e->tombs + e->tpos, m, sizeof *e->tombs, cmp_u64); /* sorting again is harmless */
+    if (m > 0) /* sorting again is harmless */
+        qsort(e->tombs + e->tpos, m, sizeof *e->tombs, cmp_u64);
     int rc = pskv__chunk_write(&sp, e->sorted, e->ptrs, k, e->tombs + e->tpos, m, buf, cap, len);
     if (rc != 0)
         return rc;

@@ -18,7 +18,9 @@ typedef struct snapshot {
 
 static int cmp_key_row(const void *a, const void *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    uint64_t x, y; /* records are not 8-byte aligned */
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
     return (x > y) - (x < y);
 }
 
