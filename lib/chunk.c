@@ -80,7 +80,7 @@ static float bf16_to_f32(uint16_t h)
 }
 
 /* Encode one row's dim weights: 0, or -1 when a value does not fit the
- * codec (fp16 beyond 65504, bf16 rounding to infinity). */
+ * codec (fp16 beyond 65504, bf16 or int8 rounding to infinity). */
 static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out)
 {
     switch (codec) {
@@ -113,6 +113,8 @@ static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out
             long q = scale > 0.0f ? lrintf(w[j] / scale) : 0;
             q = q > 127 ? 127 : q < -127 ? -127 : q;
             out[4 + j] = (uint8_t)(int8_t)q;
+            if (!isfinite((float)q * scale)) /* near FLT_MAX: would decode to Inf */
+                return -1;
         }
         return 0;
     }
@@ -144,9 +146,9 @@ static int decode_row(uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
             int8_t q = (int8_t)in[4 + j];
             if (q == -128)
                 return -1;
-            w[j] = (float)q * scale;
+            w[j] = (float)q * scale; /* may overflow: checked below */
         }
-        return 0;
+        break;
     }
     }
     for (uint32_t j = 0; j < dim; j++)
@@ -297,7 +299,9 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
             free(raw);
             return pskv__fail(PSKV_ERANGE, "key %llu: a value is out of the range of codec %s",
                               (unsigned long long)keys[i],
-                              sp->codec == PSKV_CODEC_FP16 ? "fp16" : "bf16");
+                              sp->codec == PSKV_CODEC_FP16   ? "fp16"
+                              : sp->codec == PSKV_CODEC_BF16 ? "bf16"
+                                                             : "int8");
         }
     for (uint32_t i = 0; i < n && sb > 0; i++, p += sb)
         memcpy(p, rows[i] + sp->dim, sb);
