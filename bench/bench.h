@@ -4,6 +4,8 @@
 #ifndef PSKV_BENCH_H
 #define PSKV_BENCH_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +44,32 @@ double bench_random_io_rate(pskv__io *io, int fd, uint64_t file_bytes, uint32_t 
  * bytes per second, or -1 on error. */
 double bench_seq_write_rate(pskv__io *io, int fd, uint64_t bytes);
 
+/* A 64-bit mixer (murmur3's finalizer): a deterministic spread of i. */
+uint64_t bench_mix(uint64_t x);
+
+/* A trainer thread beside a job (bench_trainer.c): pull then push of
+ * BENCH_TRAIN_BATCH uniform keys below n until stop, every call timed. */
+#define BENCH_TRAIN_BATCH 1024
+typedef struct bench_trainer {
+    pskv_table *t;
+    uint64_t n;
+    atomic_bool stop;
+    double max_call, max_at, total; /* max_at: when the longest call began */
+    uint64_t calls;
+    int error;
+    double job_began, max_cpu; /* max_cpu: CPU time of the longest call */
+    double *durs;              /* every call's duration (for percentiles) */
+    size_t ndurs, durs_cap;
+} bench_trainer;
+void *bench_trainer_main(void *arg); /* arg: a zeroed bench_trainer with t, n */
+/* The q-quantile of the trainer's call durations (sorts them). The longest
+ * call on this shared VM is often a stall of the virtual CPU itself: the
+ * 99.9th percentile is the steadier figure. */
+double bench_trainer_quantile(bench_trainer *tr, double q);
+/* A thread copying memory until bench_hog_stop: a busy core, as a job's. */
+extern atomic_bool bench_hog_stop;
+void *bench_hog_main(void *arg);
+
 /* The workloads: 0 on success. */
 int workload_dram(void);
 int workload_cache(void);
@@ -54,6 +82,9 @@ int workload_spill(void);
 int workload_checkpoint(uint64_t keys, int json);
 /* data.mdb's size and its parts over 50 checkpoints of 10% changed rows. */
 int workload_filesize(uint64_t keys, int json);
+/* Full and delta exports of a keys-row table (dim 64 Adagrad) per codec,
+ * their apply, beside memcpy and lz4; a trainer beside an export. */
+int workload_delta(uint64_t keys, int json);
 /* Feature ids of n strings: per call, batched, and an XXH3 loop. */
 int workload_ids(uint64_t keys, int json);
 

@@ -36,7 +36,11 @@
  * Workload `ids`: feature ids of string features per call against batched
  * (pskv_feature_ids) and an XXH3 loop (workload_ids.c).
  *
- *   pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids] [--keys N] [--budget BYTES] [--batches B] [--warm B]
+ * Workload `delta`: full and 1% delta exports of 4M rows per codec, their
+ * apply, against memcpy and LZ4_compress_default; a trainer beside an
+ * export (workload_delta.c).
+ *
+ *   pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|delta] [--keys N] [--budget BYTES] [--batches B] [--warm B]
  *              [--reps R] [--peers] [--json]
  * Each dram figure is the median of R runs over the same trace. Each
  * workload lives in its own file (workload_*.c), the shared helpers in
@@ -50,7 +54,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|delta] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
                     "[--reps R] [--peers] [--json]\n");
     exit(2);
 }
@@ -92,6 +96,8 @@ int main(int argc, char **argv)
         return workload_device();
     if (strcmp(workload, "checkpoint") == 0)
         return workload_checkpoint(keys_set ? bench_cfg.keys : 4u << 20, bench_cfg.json);
+    if (strcmp(workload, "delta") == 0)
+        return workload_delta(keys_set ? bench_cfg.keys : 4u << 20, bench_cfg.json);
     if (strcmp(workload, "ids") == 0)
         return workload_ids(keys_set ? bench_cfg.keys : 1000000u, bench_cfg.json);
     if (strcmp(workload, "filesize") == 0)

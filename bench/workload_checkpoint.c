@@ -31,24 +31,14 @@
 #include "bench.h"
 #include "format.h"
 
-#define TRAIN_BATCH 1024
-
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return x;
-}
-
 /* The rows changed in a round: every row of index i with
- * mix(i + round salt) below the fraction. */
+ * bench_mix(i + round salt) below the fraction. */
 static size_t pick_rows(uint64_t n, double fraction, uint64_t salt, uint64_t *out)
 {
     size_t m = 0;
     uint64_t cut = fraction >= 1.0 ? UINT64_MAX : (uint64_t)(fraction * 18446744073709551616.0);
     for (uint64_t i = 0; i < n; i++)
-        if (fraction >= 1.0 || mix(i ^ salt) < cut)
+        if (fraction >= 1.0 || bench_mix(i ^ salt) < cut)
             out[m++] = bench_scramble(i);
     return m;
 }
@@ -128,103 +118,6 @@ static int bare_open(bare *b, const char *d, uint64_t map)
     return 0;
 }
 
-/* ---------------------------------------------------------------- trainer */
-
-typedef struct trainer {
-    pskv_table *t;
-    uint64_t n;
-    atomic_bool stop;
-    double max_call, max_at, total; /* max_at: when the longest call began */
-    uint64_t calls;
-    int error;
-    double ckpt_began, max_cpu; /* max_cpu: CPU time of the longest call */
-    double *durs;                /* every call's duration (for percentiles) */
-    size_t ndurs, durs_cap;
-} trainer;
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* The q-quantile of the trainer's call durations (sorts them). The longest
- * call on this shared VM is often a stall of the virtual CPU itself (no
- * sample lands in it while the thread's CPU clock runs on): the 99.9th
- * percentile is the steadier figure. */
-static double call_quantile(trainer *tr, double q)
-{
-    if (tr->ndurs == 0)
-        return 0;
-    qsort(tr->durs, tr->ndurs, sizeof *tr->durs, cmp_double);
-    size_t i = (size_t)(q * (double)(tr->ndurs - 1));
-    return tr->durs[i];
-}
-
-static void *trainer_main(void *arg)
-{
-    trainer *tr = arg;
-    uint64_t keys[TRAIN_BATCH];
-    float *w = malloc(TRAIN_BATCH * DIM * sizeof(float));
-    uint64_t r = 12345;
-    for (size_t i = 0; i < TRAIN_BATCH * DIM; i++)
-        w[i] = 0.001f;
-    while (!atomic_load(&tr->stop)) {
-        for (int i = 0; i < TRAIN_BATCH; i++)
-            keys[i] = bench_scramble(mix(r++) % tr->n);
-        for (int op = 0; op < 2; op++) {
-            double t0 = bench_now();
-            struct timespec c0, c1;
-            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
-            int rc = op == 0 ? pskv_pull(tr->t, keys, TRAIN_BATCH, w)
-                             : pskv_push(tr->t, keys, TRAIN_BATCH, w);
-            double dt = bench_now() - t0;
-            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
-            if (dt > tr->max_call) /* busy in the call, or waiting / preempted? */
-                tr->max_cpu = (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) * 1e-9;
-            if (rc != 0)
-                tr->error = rc;
-            if (dt > tr->max_call) {
-                tr->max_call = dt;
-                tr->max_at = t0;
-            }
-            tr->total += dt;
-            tr->calls++;
-            if (tr->ndurs == tr->durs_cap) {
-                size_t cap = tr->durs_cap ? tr->durs_cap * 2 : 4096;
-                double *d = realloc(tr->durs, cap * sizeof *d);
-                if (d != NULL) {
-                    tr->durs = d;
-                    tr->durs_cap = cap;
-                }
-            }
-            if (tr->ndurs < tr->durs_cap)
-                tr->durs[tr->ndurs++] = dt;
-            if (op == 0)
-                for (size_t i = 0; i < TRAIN_BATCH * DIM; i++)
-                    w[i] = 0.001f; /* the pulled weights become small gradients */
-        }
-    }
-    free(w);
-    return NULL;
-}
-
-/* A thread that keeps a core busy copying memory, as a checkpointer does:
- * the baseline for stalls has the same contention for two cores. */
-static atomic_bool hog_stop;
-static void *hog_main(void *arg)
-{
-    (void)arg;
-    size_t bytes = 64u << 20;
-    char *a = malloc(bytes), *b = malloc(bytes);
-    memset(a, 1, bytes);
-    while (!atomic_load(&hog_stop))
-        memcpy(b, a, bytes);
-    free(a);
-    free(b);
-    return NULL;
-}
-
 /* What runs beside the trainer: 0 or -1, *seconds = its duration. */
 typedef struct beside_job {
     int kind; /* 0: memcpy thread for `seconds`; 1: checkpoint; 2: bare LMDB transaction;
@@ -243,13 +136,13 @@ static int run_job(beside_job *j)
     int rc = 0;
     if (j->kind == 0) {
         pthread_t hog;
-        atomic_store(&hog_stop, false);
-        if (pthread_create(&hog, NULL, hog_main, NULL) != 0)
+        atomic_store(&bench_hog_stop, false);
+        if (pthread_create(&hog, NULL, bench_hog_main, NULL) != 0)
             return -1;
         struct timespec ts = {(time_t)j->seconds,
                               (long)((j->seconds - (time_t)j->seconds) * 1e9)};
         nanosleep(&ts, NULL);
-        atomic_store(&hog_stop, true);
+        atomic_store(&bench_hog_stop, true);
         pthread_join(hog, NULL);
     } else if (j->kind == 1) {
         rc = pskv_checkpoint(j->s);
@@ -266,18 +159,18 @@ static int run_job(beside_job *j)
     return rc;
 }
 
-/* The trainer beside a job; tr->ckpt_began = when the job started. */
-static int train_beside(pskv_table *t, uint64_t n, beside_job *j, trainer *tr)
+/* The trainer beside a job; tr->job_began = when the job started. */
+static int train_beside(pskv_table *t, uint64_t n, beside_job *j, bench_trainer *tr)
 {
     memset(tr, 0, sizeof *tr);
     tr->t = t;
     tr->n = n;
     pthread_t th;
-    if (pthread_create(&th, NULL, trainer_main, tr) != 0)
+    if (pthread_create(&th, NULL, bench_trainer_main, tr) != 0)
         return -1;
     struct timespec ts = {0, 100000000};
     nanosleep(&ts, NULL); /* the trainer is running */
-    tr->ckpt_began = bench_now();
+    tr->job_began = bench_now();
     int rc = run_job(j);
     nanosleep(&ts, NULL);
     atomic_store(&tr->stop, true);
@@ -405,12 +298,12 @@ int workload_checkpoint(uint64_t n, int json)
      * trainer's own writes are checkpointed away first). The first
      * checkpoint with writers running maps the memory for pre-images; the
      * second (a trainer's steady state) reuses it. */
-    trainer alone, bare_tr, beside[2];
+    bench_trainer alone, bare_tr, beside[2];
     beside_job hog = {.kind = 0, .seconds = 2.0};
     m = pick_rows(n, 0.10, 0xbeef, keys);
     beside_job lmdb = {.kind = 2, .b = &b, .keys = keys, .m = m};
     beside_job ck[3] = {{.kind = 1, .s = s}, {.kind = 1, .s = s}, {.kind = 3, .s = s}};
-    trainer async_tr;
+    bench_trainer async_tr;
     uint64_t ck_rows[3];
     if (train_beside(t, n, &hog, &alone) != 0 || train_beside(t, n, &lmdb, &bare_tr) != 0) {
         fprintf(stderr, "pskv-bench: trainer failed\n");
@@ -433,7 +326,7 @@ int workload_checkpoint(uint64_t n, int json)
                "\"async_p999_ms\":%.3f,\"bare_p999_ms\":%.3f}\n",
                (unsigned long long)ck_rows[2], ck[2].instant * 1e3, ck[2].seconds,
                async_tr.max_call * 1e3, async_tr.max_call / bare_tr.max_call,
-               call_quantile(&async_tr, 0.999) * 1e3, call_quantile(&bare_tr, 0.999) * 1e3);
+               bench_trainer_quantile(&async_tr, 0.999) * 1e3, bench_trainer_quantile(&bare_tr, 0.999) * 1e3);
         for (int r = 0; r < 2; r++)
             printf("{\"workload\":\"checkpoint\",\"loaded\":%d,\"loaded_checkpoint_s\":%.3f,"
                    "\"rows\":%llu,\"max_call_ms\":%.3f,\"max_call_cpu_ms\":%.3f,"
@@ -446,21 +339,21 @@ int workload_checkpoint(uint64_t n, int json)
         printf("trainer (pull+push of %d keys, mean call %.2f ms): longest call\n"
                "  beside a memcpy thread %.2f ms; beside a bare LMDB transaction of %zu rows "
                "%.2f ms (%.2f s)\n",
-               TRAIN_BATCH, alone.total / alone.calls * 1e3, alone.max_call * 1e3, m,
+               BENCH_TRAIN_BATCH, alone.total / alone.calls * 1e3, alone.max_call * 1e3, m,
                bare_tr.max_call * 1e3, lmdb.seconds);
         for (int r = 0; r < 2; r++)
             printf("  beside %s checkpoint of %llu rows (10%% + the trainer's writes before it) "
                    "%.2f ms (%.2f ms on CPU), %.3f s into its %.2f s\n",
                    r ? "the second" : "the first", (unsigned long long)ck_rows[r],
                    beside[r].max_call * 1e3, beside[r].max_cpu * 1e3,
-                   beside[r].max_at - beside[r].ckpt_began, ck[r].seconds);
+                   beside[r].max_at - beside[r].job_began, ck[r].seconds);
         printf("  beside an asynchronous checkpoint of %llu rows %.2f ms (%.2fx the bare LMDB "
                "transaction's); pskv_checkpoint_start returned after %.3f ms (the instant), "
                "commit after %.2f s\n",
                (unsigned long long)ck_rows[2], async_tr.max_call * 1e3,
                async_tr.max_call / bare_tr.max_call, ck[2].instant * 1e3, ck[2].seconds);
-        double a999 = call_quantile(&async_tr, 0.999), b999 = call_quantile(&bare_tr, 0.999);
-        double m999 = call_quantile(&alone, 0.999);
+        double a999 = bench_trainer_quantile(&async_tr, 0.999), b999 = bench_trainer_quantile(&bare_tr, 0.999);
+        double m999 = bench_trainer_quantile(&alone, 0.999);
         printf("  99.9th percentile call: beside the asynchronous checkpoint %.2f ms, beside the "
                "bare LMDB transaction %.2f ms (%.2fx), beside a memcpy thread %.2f ms\n",
                a999 * 1e3, b999 * 1e3, a999 / b999, m999 * 1e3);
@@ -507,7 +400,7 @@ int workload_checkpoint(uint64_t n, int json)
         return 1;
     double reopen = bench_now() - t0;
     for (int i = 0; i < BATCH; i++)
-        keys[i] = bench_scramble(mix((uint64_t)i + 99) % n);
+        keys[i] = bench_scramble(bench_mix((uint64_t)i + 99) % n);
     float *out = malloc((size_t)BATCH * DIM * sizeof(float));
     t0 = bench_now();
     int rc = pskv_pull(t, keys, BATCH, out);
