@@ -1,10 +1,7 @@
 /* ctr_demo: train a logistic-regression click-through-rate model whose
- * weights live in a pskv table, on a deterministic synthetic click stream.
- *
- * The stream has 8 categorical fields; each example draws one value per
- * field from a Zipf distribution over the field's vocabulary, turns it into
- * a feature id with pskv_feature_id(field, value), and clicks with the
- * probability a planted logistic model gives. Training pulls the batch's
+ * weights live in a pskv table, on a deterministic synthetic click stream
+ * (ctr_stream.h: 8 categorical fields, Zipf values, a planted logistic
+ * model). Training pulls the batch's
  * weights, computes the log-loss gradient and pushes it (Adagrad; repeated
  * features in a batch are summed by pskv). At the end the trained model and
  * the planted one are scored on held-out examples: the trained model's AUC
@@ -24,7 +21,6 @@
  * position in the stream. --budget BYTES sets the store's memory_budget:
  * rows over it spill, and the trainers prefetch each next batch's rows
  * while they train on the current one. */
-#include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -32,17 +28,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "ctr_stream.h"
 #include "pskv.h"
-
-#define FIELDS 8
-#define BIAS_KEY 0 /* feature id of the always-on bias feature */
-
-static const char *const field_names[FIELDS] = {"site",   "app",    "device", "hour",
-                                                "adslot", "banner", "region", "user_segment"};
-static const uint32_t vocab[FIELDS] = {500, 2000, 5000, 24, 50, 300, 1000, 10000};
-static const double planted_bias = -1.6;
-static const double planted_scale = 0.6;
-static const double zipf_s = 1.05;
 
 static struct {
     uint64_t examples;
@@ -58,112 +45,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* ---------------------------------------------------------------- stream */
-
-static uint64_t mix(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double unit(uint64_t *s)
-{
-    *s += 0x9e3779b97f4a7c15ull;
-    return (double)(mix(*s) >> 11) * 0x1.0p-53;
-}
-
-static double *zipf_cdf[FIELDS];
-
-static void stream_init(void)
-{
-    for (int f = 0; f < FIELDS; f++) {
-        zipf_cdf[f] = malloc(vocab[f] * sizeof(double));
-        double sum = 0;
-        for (uint32_t k = 0; k < vocab[f]; k++)
-            zipf_cdf[f][k] = sum += pow(k + 1.0, -zipf_s);
-        for (uint32_t k = 0; k < vocab[f]; k++)
-            zipf_cdf[f][k] /= sum;
-    }
-}
-
-static uint32_t draw(int f, uint64_t *s)
-{
-    double u = unit(s);
-    uint32_t lo = 0, hi = vocab[f] - 1;
-    while (lo < hi) {
-        uint32_t mid = (lo + hi) / 2;
-        if (zipf_cdf[f][mid] < u)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* The planted weight of (field, value): standard normal from a hash. */
-static double planted_weight(int f, uint32_t v)
-{
-    uint64_t s = mix(((uint64_t)f << 32) ^ v ^ 0x1234567ull);
-    double u1 = 1.0 - unit(&s), u2 = unit(&s);
-    return planted_scale * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
-typedef struct example {
-    uint64_t ids[FIELDS + 1]; /* bias + one feature per field */
-    double true_p;
-    float label;
-} example;
-
-/* Example number i of a stream: a pure function of (stream, i). */
-static void make_example(uint64_t stream, uint64_t i, example *e)
-{
-    uint64_t s = mix(stream * 0x9e3779b97f4a7c15ull + i);
-    double logit = planted_bias;
-    e->ids[0] = BIAS_KEY;
-    for (int f = 0; f < FIELDS; f++) {
-        uint32_t v = draw(f, &s);
-        e->ids[f + 1] = pskv_feature_id(field_names[f], &v, sizeof v);
-        logit += planted_weight(f, v);
-    }
-    e->true_p = 1.0 / (1.0 + exp(-logit));
-    e->label = unit(&s) < e->true_p ? 1.0f : 0.0f;
-}
-
-/* ---------------------------------------------------------------- AUC */
-
-typedef struct scored {
-    double score;
-    float label;
-} scored;
-
-static int by_score(const void *a, const void *b)
-{
-    double x = ((const scored *)a)->score, y = ((const scored *)b)->score;
-    return x < y ? -1 : x > y;
-}
-
-/* Area under the ROC curve by the rank-sum formula (ties share ranks). */
-static double auc(scored *v, size_t n)
-{
-    qsort(v, n, sizeof *v, by_score);
-    double pos = 0, rank_sum = 0;
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-        while (j < n && v[j].score == v[i].score)
-            j++;
-        double mid_rank = (i + 1 + j) / 2.0;
-        for (size_t k = i; k < j; k++)
-            if (v[k].label > 0.5f) {
-                pos++;
-                rank_sum += mid_rank;
-            }
-        i = j;
-    }
-    double neg = (double)n - pos;
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg);
 }
 
 /* ---------------------------------------------------------------- training */
@@ -214,11 +95,11 @@ typedef struct resume_state {
     double loss[64];
 } resume_state;
 
-static void make_batch(const trainer *tr, uint64_t b, uint32_t n, example *ex, uint64_t *keys)
+static void make_batch(const trainer *tr, uint64_t b, uint32_t n, ctr_example *ex, uint64_t *keys)
 {
-    const uint32_t per = FIELDS + 1;
+    const uint32_t per = CTR_PER;
     for (uint32_t i = 0; i < n; i++) {
-        make_example(1, tr->first + b + i, &ex[i]);
+        ctr_make_example(1, tr->first + b + i, &ex[i]);
         memcpy(keys + i * per, ex[i].ids, sizeof ex[i].ids);
     }
 }
@@ -226,8 +107,9 @@ static void make_batch(const trainer *tr, uint64_t b, uint32_t n, example *ex, u
 static void *train(void *arg)
 {
     trainer *tr = arg;
-    const uint32_t per = FIELDS + 1;
-    example *ex[2] = {malloc(cfg.batch * sizeof(example)), malloc(cfg.batch * sizeof(example))};
+    const uint32_t per = CTR_PER;
+    ctr_example *ex[2] = {malloc(cfg.batch * sizeof(ctr_example)),
+                          malloc(cfg.batch * sizeof(ctr_example))};
     uint64_t *keys[2] = {malloc(cfg.batch * per * sizeof(uint64_t)),
                          malloc(cfg.batch * per * sizeof(uint64_t))};
     float *w = malloc(cfg.batch * per * sizeof *w);
@@ -249,17 +131,7 @@ static void *train(void *arg)
         tr->rc = pskv_pull(tr->t, keys[cur], (size_t)n * per, w);
         if (tr->rc != 0)
             break;
-        for (uint32_t i = 0; i < n; i++) {
-            double logit = 0;
-            for (uint32_t k = 0; k < per; k++)
-                logit += w[i * per + k];
-            double p = 1.0 / (1.0 + exp(-logit));
-            double y = ex[cur][i].label;
-            tr->loss -= y * log(p + 1e-12) + (1 - y) * log(1 - p + 1e-12);
-            float grad = (float)(p - y);
-            for (uint32_t k = 0; k < per; k++)
-                g[i * per + k] = grad;
-        }
+        tr->loss += ctr_gradients(ex[cur], n, w, g);
         tr->rc = pskv_push(tr->t, keys[cur], (size_t)n * per, g);
         tr->seen += n;
         progress += n;
@@ -376,11 +248,11 @@ int main(int argc, char **argv)
     if (cfg.examples < 1000 || cfg.batch < 1 || cfg.batch > 65536 || cfg.threads < 1 ||
         cfg.threads > 64)
         return usage();
-    stream_init();
+    ctr_stream_init();
 
     pskv_store *s;
     pskv_table *t;
-    const char *table_cfg = "dim=1 optimizer=adagrad lr=0.05 init=zeros";
+    const char *table_cfg = CTR_TABLE_CONFIG;
     char store_cfg[64] = "";
     if (cfg.budget != NULL)
         snprintf(store_cfg, sizeof store_cfg, "memory_budget=%s", cfg.budget);
@@ -402,7 +274,8 @@ int main(int argc, char **argv)
     }
     printf("ctr_demo: logistic regression on %llu synthetic clicks, %d fields + bias, "
            "batch %u, %d thread(s), pskv %s\n",
-           (unsigned long long)cfg.examples, FIELDS, cfg.batch, cfg.threads, pskv_version_string());
+           (unsigned long long)cfg.examples, CTR_FIELDS, cfg.batch, cfg.threads,
+           pskv_version_string());
 
     trainer *tr = calloc((size_t)cfg.threads, sizeof *tr);
     uint64_t per_thread = cfg.examples / (uint64_t)cfg.threads;
@@ -473,7 +346,7 @@ int main(int argc, char **argv)
         loss += tr[i].loss;
     }
     double train_s = now() - t0;
-    double rows = (double)(total - resumed_at) * (FIELDS + 1) * 2; /* pulled + pushed */
+    double rows = (double)(total - resumed_at) * CTR_PER * 2; /* pulled + pushed */
     printf("trained %llu examples in %.2f s: %.0fk examples/s, %.2fM rows/s pulled+pushed, "
            "mean train log-loss %.4f\n",
            (unsigned long long)(total - resumed_at), train_s,
@@ -507,37 +380,21 @@ int main(int argc, char **argv)
     }
 
     /* Held-out evaluation on stream 2. */
-    enum { HELD_OUT = 200000 };
-    scored *mine = malloc(HELD_OUT * sizeof *mine), *planted = malloc(HELD_OUT * sizeof *planted);
-    uint64_t keys[FIELDS + 1];
-    float w[FIELDS + 1];
-    uint8_t found[FIELDS + 1];
-    for (uint32_t i = 0; i < HELD_OUT; i++) {
-        example e;
-        make_example(2, i, &e);
-        memcpy(keys, e.ids, sizeof keys);
-        /* get, not pull: evaluation must not create rows */
-        pskv_get(t, keys, FIELDS + 1, w, found);
-        double logit = 0;
-        for (int k = 0; k <= FIELDS; k++)
-            logit += w[k];
-        mine[i] = (scored){logit, e.label};
-        planted[i] = (scored){e.true_p, e.label};
+    double auc_mine, auc_planted;
+    if ((rc = ctr_evaluate(t, &auc_mine, &auc_planted)) != 0) {
+        fprintf(stderr, "ctr_demo: evaluate: %s\n", pskv_strerror(rc));
+        return 1;
     }
-    double auc_mine = auc(mine, HELD_OUT), auc_planted = auc(planted, HELD_OUT);
     double gap = auc_planted - auc_mine;
     pskv_table_stats st;
     pskv_table_stats_get(t, &st);
     printf("held-out AUC %.4f (planted model %.4f, gap %.4f) on %d examples; table: %llu rows, "
            "%.1f MiB DRAM\n",
-           auc_mine, auc_planted, gap, HELD_OUT, (unsigned long long)st.rows,
+           auc_mine, auc_planted, gap, CTR_HELD_OUT, (unsigned long long)st.rows,
            st.dram_bytes / 1048576.0);
-    free(mine);
-    free(planted);
     free(tr);
     pskv_close(s);
-    for (int f = 0; f < FIELDS; f++)
-        free(zipf_cdf[f]);
+    ctr_stream_free();
     if (cfg.check_gap >= 0 && gap > cfg.check_gap) {
         fprintf(stderr, "ctr_demo: AUC gap %.4f exceeds %.4f\n", gap, cfg.check_gap);
         return 1;
