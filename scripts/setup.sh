@@ -7,9 +7,10 @@ set -eu
 
 PSKV_PACKAGES="build-essential meson ninja-build pkg-config liblmdb-dev liburing-dev libxxhash-dev liblz4-dev check"
 
+# scripts/test.sh adds what only the tests need (PSKV_EXTRA_PACKAGES).
 pskv_missing_packages() {
     missing=""
-    for p in $PSKV_PACKAGES; do
+    for p in $PSKV_PACKAGES ${PSKV_EXTRA_PACKAGES:-}; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
             missing="$missing $p"
         fi

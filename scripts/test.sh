@@ -5,6 +5,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
+# Open MPI runs examples/federation_mpi (3 ranks) in the examples suite.
+PSKV_EXTRA_PACKAGES="openmpi-bin libopenmpi-dev"
 
 build=build
 setup=fast
