@@ -375,7 +375,8 @@ typedef struct pskv_table_stats {
     uint64_t push_nonfinite; /* rows a push left unchanged because their step would
                                 have made a weight or state value Inf/NaN (the
                                 push returned PSKV_ERANGE) */
-    uint64_t reserved[1];
+    uint64_t exported;       /* rows and tombstones in the chunks of exports (their
+                                reads are not in got or get_misses) */
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -682,7 +683,7 @@ enum pskv_codec {
     PSKV_CODEC_FP32 = 0, /* bit exact */
     PSKV_CODEC_FP16 = 1, /* round to nearest even: relative error <= 2^-11 (|x| >= 2^-14) */
     PSKV_CODEC_BF16 = 2, /* round to nearest even: relative error <= 2^-8 */
-    PSKV_CODEC_INT8 = 3, /* per row: scale = max |x| / 127, error <= scale / 2 */
+    PSKV_CODEC_INT8 = 3, /* per row: scale = max |x| / 127 rounded up to a bf16, error <= scale / 2 */
 };
 enum pskv_chunk_kind {
     PSKV_CHUNK_ROWS = 1,   /* rows of a table (pskv_export_next) */

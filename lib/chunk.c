@@ -21,14 +21,17 @@
 
 /* ---------------------------------------------------------------- codecs */
 
-/* Value bytes per row of dim weights. */
-static size_t codec_bytes(uint32_t codec, uint32_t dim)
+/* The bytes of an int8 row's scale: fp32 in chunk format 1, bf16 since. */
+static size_t scale_bytes(uint32_t version) { return version == 1 ? 4 : 2; }
+
+/* Value bytes per row of dim weights in chunk format `version`. */
+static size_t codec_bytes(uint32_t version, uint32_t codec, uint32_t dim)
 {
     switch (codec) {
     case PSKV_CODEC_FP32: return (size_t)dim * 4;
     case PSKV_CODEC_FP16:
     case PSKV_CODEC_BF16: return (size_t)dim * 2;
-    default: return 4 + (size_t)dim; /* int8: the row's scale, then dim bytes */
+    default: return scale_bytes(version) + (size_t)dim; /* int8: the row's scale, then dim bytes */
     }
 }
 
@@ -103,16 +106,23 @@ static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out
             memcpy(out + 2 * j, &h, 2);
         }
         return 0;
-    default: { /* int8, symmetric: q = round(w / scale), scale = max |w| / 127 */
+    default: { /* int8, symmetric: q = round(w / scale), scale = max |w| / 127 rounded up
+                * to a bf16, so that |q| <= 127 and |q * scale - w| <= scale / 2 */
         float amax = 0.0f;
         for (uint32_t j = 0; j < dim; j++)
             amax = fabsf(w[j]) > amax ? fabsf(w[j]) : amax;
-        float scale = amax / 127.0f;
-        memcpy(out, &scale, 4);
+        float exact = amax / 127.0f;
+        uint32_t x;
+        memcpy(&x, &exact, 4);
+        uint16_t h = (uint16_t)(x >> 16);
+        if ((x & 0xffffu) != 0)
+            h++; /* up: a finite positive float rounds to the next bf16 (or Inf) */
+        float scale = bf16_to_f32(h);
+        memcpy(out, &h, 2);
         for (uint32_t j = 0; j < dim; j++) {
             long q = scale > 0.0f ? lrintf(w[j] / scale) : 0;
             q = q > 127 ? 127 : q < -127 ? -127 : q;
-            out[4 + j] = (uint8_t)(int8_t)q;
+            out[2 + j] = (uint8_t)(int8_t)q;
             if (!isfinite((float)q * scale)) /* near FLT_MAX: would decode to Inf */
                 return -1;
         }
@@ -121,9 +131,9 @@ static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out
     }
 }
 
-/* Decode one row: 0, or -1 for a value no encoder writes (not finite, a
- * negative or non-finite scale, -128). */
-static int decode_row(uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
+/* Decode one row of chunk format `version`: 0, or -1 for a value no
+ * encoder writes (not finite, a negative or non-finite scale, -128). */
+static int decode_row(uint32_t version, uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
 {
     switch (codec) {
     case PSKV_CODEC_FP32:
@@ -139,11 +149,18 @@ static int decode_row(uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
         break;
     default: {
         float scale;
-        memcpy(&scale, in, 4);
+        if (version == 1) {
+            memcpy(&scale, in, 4);
+        } else {
+            uint16_t h;
+            memcpy(&h, in, 2);
+            scale = bf16_to_f32(h);
+        }
         if (!(scale >= 0.0f) || !isfinite(scale))
             return -1;
+        const uint8_t *q8 = in + scale_bytes(version);
         for (uint32_t j = 0; j < dim; j++) {
-            int8_t q = (int8_t)in[4 + j];
+            int8_t q = (int8_t)q8[j];
             if (q == -128)
                 return -1;
             w[j] = (float)q * scale; /* may overflow: checked below */
@@ -274,17 +291,24 @@ static void header_put(uint8_t *h, const pskv__chunk_spec *sp, uint32_t flags, u
 
 /* ---------------------------------------------------------------- encode */
 
+size_t pskv__chunk_row_bound(const pskv__chunk_spec *sp)
+{
+    return 10 + codec_bytes(PSKV_FMT_CHUNK_VERSION, sp->codec, sp->dim) +
+           (size_t)sp->state_floats * 4;
+}
+
 size_t pskv__chunk_bound(const pskv__chunk_spec *sp, uint32_t n, uint32_t ntombs)
 {
     return PSKV_FMT_CHUNK_HEAD + PSKV_FMT_CHECK_BYTES + (size_t)ntombs * 10 +
-           (size_t)n * (10 + codec_bytes(sp->codec, sp->dim) + (size_t)sp->state_floats * 4);
+           (size_t)n * pskv__chunk_row_bound(sp);
 }
 
 int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const float *const *rows,
                       uint32_t n, const uint64_t *tombs, uint32_t ntombs, void *buf, size_t cap,
                       size_t *len)
 {
-    const size_t vb = codec_bytes(sp->codec, sp->dim), sb = (size_t)sp->state_floats * 4;
+    const size_t vb = codec_bytes(PSKV_FMT_CHUNK_VERSION, sp->codec, sp->dim);
+    const size_t sb = (size_t)sp->state_floats * 4;
     const size_t raw_len = keys_len(keys, n) + keys_len(tombs, ntombs) + (size_t)n * (vb + sb);
     if (raw_len > PSKV_FMT_CHUNK_RAW_MAX)
         return pskv__fail(PSKV_ERANGE, "a chunk of %u rows would hold %zu bytes: at most %u",
@@ -355,10 +379,10 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
         return pskv__fail(PSKV_ECORRUPT, "the chunk fails its checksum (damaged or truncated)");
     uint16_t version;
     memcpy(&version, c + 4, 2);
-    if (version != PSKV_FMT_CHUNK_VERSION)
+    if (version < PSKV_FMT_CHUNK_VERSION_OLDEST || version > PSKV_FMT_CHUNK_VERSION)
         return pskv__fail(version > PSKV_FMT_CHUNK_VERSION ? PSKV_EVERSION : PSKV_ECORRUPT,
-                          "chunk format %u: this build reads %u", version,
-                          PSKV_FMT_CHUNK_VERSION);
+                          "chunk format %u: this build reads %u to %u", version,
+                          PSKV_FMT_CHUNK_VERSION_OLDEST, PSKV_FMT_CHUNK_VERSION);
     pskv_chunk_info in = {0};
     in.kind = c[6];
     in.codec = c[7];
@@ -401,7 +425,7 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
     if (bad == NULL) {
         /* Every row costs a key byte and its values at least, at most ten
          * key bytes and its values: the counts must fit the body. */
-        uint64_t per = codec_bytes(in.codec, in.dim) + (uint64_t)in.state_floats * 4;
+        uint64_t per = codec_bytes(version, in.codec, in.dim) + (uint64_t)in.state_floats * 4;
         uint64_t least = (uint64_t)in.rows * (1 + per) + in.tombstones;
         uint64_t most = (uint64_t)in.rows * (10 + per) + (uint64_t)in.tombstones * 10;
         if (raw < least || raw > most)
@@ -452,14 +476,16 @@ int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *valu
         }
         body = unpacked;
     }
-    const size_t vb = codec_bytes(in.codec, in.dim), sb = (size_t)in.state_floats * 4;
+    uint16_t version;
+    memcpy(&version, (const uint8_t *)chunk + 4, 2);
+    const size_t vb = codec_bytes(version, in.codec, in.dim), sb = (size_t)in.state_floats * 4;
     size_t at = 0;
     if (keys_get(body, raw_len, &at, keys, in.rows) != 0 ||
         keys_get(body, raw_len, &at, tombstones, in.tombstones) != 0 ||
         raw_len - at != (size_t)in.rows * (vb + sb))
         rc = pskv__fail(PSKV_ECORRUPT, "the chunk's keys do not fill its body");
     for (uint32_t i = 0; i < in.rows && rc == 0; i++, at += vb)
-        if (decode_row(in.codec, body + at, in.dim, values + (size_t)i * in.dim) != 0)
+        if (decode_row(version, in.codec, body + at, in.dim, values + (size_t)i * in.dim) != 0)
             rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: a value no encoder writes", i);
     for (uint32_t i = 0; i < in.rows && rc == 0 && sb > 0; i++, at += sb) {
         float *st = state != NULL ? state + (size_t)i * in.state_floats : NULL;

@@ -85,7 +85,7 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     }
     const pskv__chunk_spec probe = {.codec = o.codec, .dim = t->dim,
                                     .state_floats = o.whole_rows ? t->state_floats : 0};
-    size_t per_row = pskv__chunk_bound(&probe, 1, 0) - pskv__chunk_bound(&probe, 0, 0);
+    size_t per_row = pskv__chunk_row_bound(&probe);
     size_t room = o.chunk_bytes - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES;
     e->per_chunk = room / per_row ? (uint32_t)(room / per_row) : 1;
     e->per_row = per_row;
@@ -358,6 +358,7 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
         return rc;
     e->pos += k;
     e->tpos += m;
+    pskv__count_add(&e->t->n_exported, (uint64_t)k + m);
     return 1;
 }
 

@@ -405,7 +405,8 @@ static inline int pskv_fmt_filter_probe(const uint64_t *words, uint32_t blocks, 
  *  fingerprint u64 | 56 body bytes u32 | 60 unpacked body bytes u32
  * then the body (lz4 when flagged) and XXH3-64 of everything before. */
 #define PSKV_FMT_CHUNK_MAGIC "PSKC"
-#define PSKV_FMT_CHUNK_VERSION 1u
+#define PSKV_FMT_CHUNK_VERSION 2u        /* 2: int8 rows carry a bf16 scale */
+#define PSKV_FMT_CHUNK_VERSION_OLDEST 1u /* 1: int8 rows carry an fp32 scale */
 #define PSKV_FMT_CHUNK_HEAD 64u
 #define PSKV_FMT_CHUNK_LZ4 1u
 #define PSKV_FMT_CHUNK_STATE 2u

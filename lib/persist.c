@@ -290,8 +290,8 @@ int pskv__persist_put_version(pskv_store *s, MDB_txn *txn, const char *table, ui
 
 /* The table's version record: 0 (*version, *clean), PSKV_ENOTFOUND (a
  * table no checkpoint of format 3 has written), PSKV_ECORRUPT. */
-static int version_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *version,
-                        bool *clean)
+int pskv__persist_version_get(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *version,
+                              bool *clean)
 {
     char name[PSKV_NAME_MAX + 16];
     const uint8_t *body;
@@ -304,12 +304,6 @@ static int version_load(pskv_store *s, MDB_txn *txn, const char *table, uint64_t
         rc = PSKV_ECORRUPT;
     *clean = rc == 0 && flag == 1;
     return rc;
-}
-
-int pskv__persist_version_get(pskv_store *s, MDB_txn *txn, const char *table, uint64_t *version,
-                              bool *clean)
-{
-    return version_load(s, txn, table, version, clean);
 }
 
 int pskv__persist_put_user(pskv_store *s, MDB_txn *txn, uint64_t seq, const void *meta,
@@ -1259,7 +1253,7 @@ static int table_attach_once(pskv_store *s, void *arg)
     uint64_t version = 0;
     bool clean = create;
     if (rc == 0 && !create) {
-        rc = version_load(s, txn, t->name, &version, &clean);
+        rc = pskv__persist_version_get(s, txn, t->name, &version, &clean);
         if (rc == PSKV_ENOTFOUND)
             rc = 0; /* upgraded from format 2: no cursor can predate it */
     }

@@ -406,7 +406,7 @@ struct pskv_table {
     atomic_uint_fast64_t n_push_nonfinite;
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
         n_reshards, n_spill_reads, n_spill_writes, n_prefetch_errors, n_spill_read_ns,
-        n_spill_write_ns, n_cold_lookups;
+        n_spill_write_ns, n_cold_lookups, n_exported;
 
     pskv__spill *spill; /* directory stores only */
 
@@ -816,8 +816,10 @@ typedef struct pskv__chunk_spec {
 PSKV__HIDDEN int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys,
                                    const float *const *rows, uint32_t n, const uint64_t *tombs,
                                    uint32_t ntombs, void *buf, size_t cap, size_t *len);
-/* The most bytes such a chunk takes (lz4 off). */
+/* The most bytes such a chunk takes (lz4 off), and the most one row adds
+ * (a ten-byte key and its values). */
 PSKV__HIDDEN size_t pskv__chunk_bound(const pskv__chunk_spec *sp, uint32_t n, uint32_t ntombs);
+PSKV__HIDDEN size_t pskv__chunk_row_bound(const pskv__chunk_spec *sp);
 /* Check a chunk and read its header (pskv_chunk_info_get, without
  * clearing the error detail). */
 PSKV__HIDDEN int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info);

@@ -349,7 +349,7 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     pskv__plan_free(&p);
     layout_unlock(t);
     rows_added(t, c.created + c.faulted + loaded);
-    if (rc == 0) {
+    if (rc == 0 && !whole) { /* an export's reads count as exported rows */
         pskv__count_add(create ? &t->n_pulled : &t->n_got, n);
         if (!create)
             pskv__count_add(&t->n_get_misses, c.misses);

@@ -210,6 +210,7 @@ int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
     out->spill_writes = atomic_load(&mt->n_spill_writes);
     out->cold_lookups = atomic_load(&mt->n_cold_lookups);
     out->push_nonfinite = atomic_load(&mt->n_push_nonfinite);
+    out->exported = atomic_load(&mt->n_exported);
     return 0;
 }
 

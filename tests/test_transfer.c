@@ -127,7 +127,10 @@ START_TEST(versions_stamp_every_change)
     uint64_t absent = 99;
     ck_assert_ok(pskv_erase(t, &absent, 1)); /* nothing erased: no change */
     ck_assert_uint_eq(pskv_table_version(t), v3);
-    /* A delta from v2 holds the erase (a tombstone) and nothing else. */
+    /* A delta from v2 holds the erase (a tombstone) and nothing else; its
+     * reads count as exported, not as gets (nor the tombstone as a miss). */
+    pskv_table_stats before, after;
+    ck_assert_ok(pskv_table_stats_get(t, &before));
     pskv_export *e;
     ck_assert_ok(pskv_export_open(t, v2, NULL, &e));
     uint8_t buf[4096];
@@ -145,6 +148,10 @@ START_TEST(versions_stamp_every_change)
     ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 0);
     ck_assert_uint_eq(pskv_export_version(e), v3);
     pskv_export_close(e);
+    ck_assert_ok(pskv_table_stats_get(t, &after));
+    ck_assert_uint_eq(after.exported, before.exported + 1);
+    ck_assert_uint_eq(after.got, before.got);
+    ck_assert_uint_eq(after.get_misses, before.get_misses);
     pskv_close(s);
 }
 END_TEST
@@ -231,7 +238,8 @@ static void roundtrip(uint32_t codec, const char *cfg)
                 ck_assert_msg(err <= fabsf(x) * 0x1p-8f, "bf16 %g -> %g", x, y);
                 break;
             default:
-                ck_assert_msg(err <= amax / 127.0f * 0.5f * 1.0001f, "int8 %g -> %g", x, y);
+                /* half a step of the scale, amax / 127 rounded up to a bf16 */
+                ck_assert_msg(err <= amax / 127.0f * 0.5f * (1.0f + 0x1p-7f), "int8 %g -> %g", x, y);
             }
         }
     }
@@ -318,18 +326,58 @@ START_TEST(damaged_chunks_change_nothing)
 }
 END_TEST
 
-START_TEST(newer_chunk_format_refused)
+static const char *data_dir; /* tests/data */
+
+/* Format 3 and later are refused with EVERSION, 0 as damage; a format-1
+ * chunk (int8 with an fp32 scale, written by the release before the bf16
+ * scale) still decodes, exactly as format 1 defines its values. */
+START_TEST(chunk_formats_by_version)
 {
     uint64_t k = 1;
     float x = 1;
     uint8_t buf[256];
     size_t len;
-    ck_assert_ok(pskv_chunk_encode(1, &k, 1, &x, NULL, buf, sizeof buf, &len));
-    buf[4] = 2; /* version 2, checksum made right again */
-    uint64_t h = XXH3_64bits(buf, len - 8);
-    memcpy(buf + len - 8, &h, 8);
     pskv_chunk_info in;
-    ck_assert_err(pskv_chunk_info_get(buf, len, &in), PSKV_EVERSION);
+    ck_assert_ok(pskv_chunk_encode(1, &k, 1, &x, NULL, buf, sizeof buf, &len));
+    ck_assert_uint_eq(buf[4], 2);
+    const uint8_t versions[2] = {3, 0};
+    for (int v = 0; v < 2; v++) {
+        buf[4] = versions[v]; /* and the checksum made right again */
+        uint64_t h = XXH3_64bits(buf, len - 8);
+        memcpy(buf + len - 8, &h, 8);
+        ck_assert_err(pskv_chunk_info_get(buf, len, &in), v == 0 ? PSKV_EVERSION : PSKV_ECORRUPT);
+    }
+    /* tests/data/chunk-v1-int8.pskc: keys {9, 1, 2^40, 7, 1}, dim 6,
+     * values (i - 7) * 0.37 for i = 0..29 in that order, codec int8. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/chunk-v1-int8.pskc", data_dir);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(buf[4], 1);
+    ck_assert_uint_eq(in.codec, PSKV_CODEC_INT8);
+    ck_assert_uint_eq(in.rows, 5);
+    ck_assert_uint_eq(in.dim, 6);
+    uint64_t keys[5];
+    float vals[30];
+    ck_assert_ok(pskv_chunk_decode(buf, len, keys, vals, NULL, NULL));
+    const uint64_t sorted[5] = {1, 1, 7, 9, 1ull << 40};
+    const int from[5] = {1, 4, 3, 0, 2}; /* the row each sorted key came from */
+    for (int i = 0; i < 5; i++) {
+        ck_assert_uint_eq(keys[i], sorted[i]);
+        float amax = 0, src[6];
+        for (int j = 0; j < 6; j++) {
+            src[j] = (float)(from[i] * 6 + j - 7) * 0.37f;
+            amax = fmaxf(amax, fabsf(src[j]));
+        }
+        float scale = amax / 127.0f; /* format 1: the fp32 scale itself */
+        for (int j = 0; j < 6; j++) {
+            long q = lrintf(src[j] / scale);
+            ck_assert(vals[i * 6 + j] == (float)q * scale);
+        }
+    }
 }
 END_TEST
 
@@ -673,8 +721,9 @@ START_TEST(migration_conserves_rows)
 }
 END_TEST
 
-int main(void)
+int main(int argc, char **argv)
 {
+    data_dir = argc > 1 ? argv[1] : "tests/data";
     Suite *s = suite_create("transfer");
 #define ADD_CASE(suite, fn)                                                    \
     do {                                                                       \
@@ -687,7 +736,7 @@ int main(void)
     ADD_CASE(s, versions_survive_reopen);
     ADD_CASE(s, codecs_within_their_bounds);
     ADD_CASE(s, damaged_chunks_change_nothing);
-    ADD_CASE(s, newer_chunk_format_refused);
+    ADD_CASE(s, chunk_formats_by_version);
     ADD_CASE(s, push_and_add_modes);
     ADD_CASE(s, replica_memory);
     ADD_CASE(s, replica_durable_spill);
