@@ -738,8 +738,10 @@ enum { PSKV_APPLY_REPLACE = 0, PSKV_APPLY_PUSH = 1, PSKV_APPLY_ADD = 2 };
  *            the chunk carries it; a new row without state gets the
  *            optimizer's initial state); tombstones erase. Idempotent.
  *   PUSH     the values are gradients for the table's optimizer (repeated
- *            keys summed), as pskv_push (PSKV_ERANGE as there).
- *   ADD      the values are added to the weights (rows created like pull).
+ *            keys summed), as pskv_push: a row whose step would be Inf/NaN
+ *            keeps its values and the others are applied (PSKV_ERANGE).
+ *   ADD      the values are added to the weights (rows created like pull;
+ *            a sum that would be Inf/NaN: as PUSH).
  * Applied rows take t's own versions: a replica can be exported in turn.
  * Known limit: REPLACE erases its tombstones after writing its rows; an
  * erase failing then (PSKV_ENOMEM, PSKV_EIO) leaves the rows written: apply
