@@ -338,6 +338,24 @@ static void step(node *nd, uint64_t first, uint64_t count)
 
 /* ---------------------------------------------------------------- join */
 
+/* How many of t's rows the ring routes to node. */
+static uint64_t rows_routed_to(pskv_table *t, const pskv_ring *ring, uint32_t node)
+{
+    uint64_t n = 0, key;
+    float row[2];
+    pskv_iter *it;
+    ok(pskv_iter_create(t, &it), "iter");
+    int rc;
+    while ((rc = pskv_iter_next(it, &key, row, row + 1)) == 1) {
+        uint32_t to;
+        ok(pskv_ring_route(ring, &key, 1, &to), "route");
+        n += to == node;
+    }
+    ok(rc, "iter");
+    pskv_iter_destroy(it);
+    return n;
+}
+
 /* Rank `joiner` enters the ring: the owners send it the rows the new ring
  * routes to it and erase them. Returns false when a check fails. */
 static bool join(node *nd, int joiner)
@@ -349,18 +367,7 @@ static bool join(node *nd, int joiner)
         ok(pskv_ring_add(next, (uint32_t)r, 1.0), "ring add");
     uint64_t expect = 0, moved = 0;
     if (nd->owner) {
-        pskv_iter *it;
-        uint64_t key;
-        float row[2];
-        ok(pskv_iter_create(nd->t, &it), "iter");
-        int rc;
-        while ((rc = pskv_iter_next(it, &key, row, row + 1)) == 1) {
-            uint32_t to;
-            ok(pskv_ring_route(next, &key, 1, &to), "route");
-            expect += to == (uint32_t)joiner;
-        }
-        ok(rc, "iter");
-        pskv_iter_destroy(it);
+        expect = rows_routed_to(nd->t, next, (uint32_t)joiner);
         pskv_export *e;
         uint64_t *keys = NULL;
         size_t nkeys = 0;
@@ -380,19 +387,8 @@ static bool join(node *nd, int joiner)
     nd->ring = next;
     nd->trainers = (uint32_t)joiner + 1;
     /* Every rank holds exactly the keys the ring routes to it. */
-    uint64_t misplaced = 0, held = pskv_table_rows(nd->t);
-    pskv_iter *it;
-    uint64_t key;
-    float row[2];
-    ok(pskv_iter_create(nd->t, &it), "iter");
-    int rc;
-    while ((rc = pskv_iter_next(it, &key, row, row + 1)) == 1) {
-        uint32_t to;
-        ok(pskv_ring_route(next, &key, 1, &to), "route");
-        misplaced += to != (uint32_t)rank;
-    }
-    ok(rc, "iter");
-    pskv_iter_destroy(it);
+    uint64_t held = pskv_table_rows(nd->t);
+    uint64_t misplaced = held - rows_routed_to(nd->t, next, (uint32_t)rank);
     uint64_t mine[4] = {expect, rank == joiner ? moved : 0, misplaced, held}, all[4];
     MPI_Allreduce(mine, all, 4, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
     bool good = all[0] == all[1] && all[2] == 0;

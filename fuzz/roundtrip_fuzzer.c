@@ -19,19 +19,6 @@
 #include "fuzz_target.h"
 #include "pskv.h"
 
-typedef struct reader {
-    const uint8_t *p;
-    size_t left;
-} reader;
-
-static uint8_t byte(reader *r)
-{
-    if (r->left == 0)
-        return 0;
-    r->left--;
-    return *r->p++;
-}
-
 /* Whether the codec can carry x (finite): independent of lib/chunk.c, from
  * the formats' largest values and round-to-nearest-even at the midpoint. */
 static bool fits(uint32_t codec, float x)

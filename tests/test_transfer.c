@@ -104,6 +104,19 @@ static uint64_t sync_once(pskv_table *src, pskv_table *dst, uint64_t since, cons
     return v;
 }
 
+/* 1..most random keys below 3000 and BATCH_DIM random values each, for
+ * the dim-8 tables of the replica tests: the batch's size. */
+#define BATCH_DIM 8
+static uint32_t random_batch(test_rng *r, uint32_t most, uint64_t *keys, float *vals)
+{
+    uint32_t n = 1 + rng_below(r, most);
+    for (uint32_t i = 0; i < n; i++)
+        keys[i] = rng_below(r, 3000);
+    for (uint32_t i = 0; i < n * BATCH_DIM; i++)
+        vals[i] = rng_float(r);
+    return n;
+}
+
 /* ---------------------------------------------------------------- versions */
 
 START_TEST(versions_stamp_every_change)
@@ -433,15 +446,11 @@ static void replica_run(bool durable, uint64_t seed, const char *codec_cfg)
     ck_assert_ok(pskv_table_open(fs, "t", tcfg, &f));
     test_rng r = {seed};
     uint64_t cursor = sync_once(l, f, 0, codec_cfg, NULL);
-    enum { B = 64, DIM = 8 };
+    enum { B = 64 };
     uint64_t keys[B];
-    float vals[B * DIM];
+    float vals[B * BATCH_DIM];
     for (int step = 0; step < 300; step++) {
-        uint32_t n = 1 + rng_below(&r, B);
-        for (uint32_t i = 0; i < n; i++)
-            keys[i] = rng_below(&r, 3000);
-        for (uint32_t i = 0; i < n * DIM; i++)
-            vals[i] = rng_float(&r);
+        uint32_t n = random_batch(&r, B, keys, vals);
         switch (rng_below(&r, 10)) {
         case 0: ck_assert_ok(pskv_put(l, keys, n, vals)); break;
         case 1: ck_assert_ok(pskv_erase(l, keys, n)); break;
@@ -507,15 +516,11 @@ static void *writer_main(void *p)
 {
     writer_arg *w = p;
     test_rng r = {w->seed};
-    enum { B = 16, DIM = 8 };
+    enum { B = 16 };
     uint64_t keys[B];
-    float vals[B * DIM];
+    float vals[B * BATCH_DIM];
     for (int op = 0; op < 1500; op++) {
-        uint32_t n = 1 + rng_below(&r, B);
-        for (uint32_t i = 0; i < n; i++)
-            keys[i] = rng_below(&r, 3000);
-        for (uint32_t i = 0; i < n * DIM; i++)
-            vals[i] = rng_float(&r);
+        uint32_t n = random_batch(&r, B, keys, vals);
         int rc;
         switch (rng_below(&r, 10)) {
         case 0: case 1: rc = pskv_put(w->t, keys, n, vals); break;
