@@ -115,8 +115,9 @@ static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out
         uint32_t x;
         memcpy(&x, &exact, 4);
         uint16_t h = (uint16_t)(x >> 16);
-        if ((x & 0xffffu) != 0)
-            h++; /* up: a finite positive float rounds to the next bf16 (or Inf) */
+        if ((x & 0xffffu) != 0 || (x == 0 && amax > 0.0f))
+            h++; /* up to the next bf16 (or Inf); a quotient that underflowed to 0:
+                    the smallest, 2^-133, so that the error stays <= scale / 2 */
         float scale = bf16_to_f32(h);
         memcpy(out, &h, 2);
         for (uint32_t j = 0; j < dim; j++) {
