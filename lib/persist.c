@@ -253,39 +253,48 @@ static int table_record_name(const char *table, char *buf, size_t len)
     return pskv__format(buf, len, "%s%s", PSKV_FMT_TABLE_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
 }
 
+/* "<prefix><table>": a record's or a database's name for a table. */
+static int table_key(const char *prefix, const char *table, char *buf, size_t len)
+{
+    return pskv__format(buf, len, "%s%s", prefix, table) < 0 ? PSKV_EINVAL : 0;
+}
+
 static int count_record_name(const char *table, char *buf, size_t len)
 {
-    return pskv__format(buf, len, "%s%s", PSKV_FMT_COUNT_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
+    return table_key(PSKV_FMT_COUNT_PREFIX, table, buf, len);
 }
 
 static int rows_db_name(const char *table, char *buf, size_t len)
 {
-    return pskv__format(buf, len, "%s%s", PSKV_FMT_ROWS_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
+    return table_key(PSKV_FMT_ROWS_PREFIX, table, buf, len);
+}
+
+static int version_record_name(const char *table, char *buf, size_t len)
+{
+    return table_key(PSKV_FMT_VERSION_PREFIX, table, buf, len);
+}
+
+/* A table's record of two u64 (a count, a version) under prefix. */
+static int pair_record_put(pskv_store *s, MDB_txn *txn, const char *prefix, const char *table,
+                           uint64_t a, uint64_t b)
+{
+    char name[PSKV_NAME_MAX + 16];
+    uint8_t body[16];
+    pskv_fmt_pair_put(body, a, b);
+    int rc = table_key(prefix, table, name, sizeof name);
+    return rc != 0 ? rc : record_put(txn, s->records_dbi, name, body, sizeof body);
 }
 
 int pskv__persist_put_count(pskv_store *s, MDB_txn *txn, const char *table, uint64_t rows,
                             uint64_t digest)
 {
-    char name[PSKV_NAME_MAX + 16];
-    uint8_t body[16];
-    pskv_fmt_pair_put(body, rows, digest);
-    int rc = count_record_name(table, name, sizeof name);
-    return rc != 0 ? rc : record_put(txn, s->records_dbi, name, body, sizeof body);
-}
-
-static int version_record_name(const char *table, char *buf, size_t len)
-{
-    return pskv__format(buf, len, "%s%s", PSKV_FMT_VERSION_PREFIX, table) < 0 ? PSKV_EINVAL : 0;
+    return pair_record_put(s, txn, PSKV_FMT_COUNT_PREFIX, table, rows, digest);
 }
 
 int pskv__persist_put_version(pskv_store *s, MDB_txn *txn, const char *table, uint64_t version,
                               bool clean)
 {
-    char name[PSKV_NAME_MAX + 16];
-    uint8_t body[16];
-    pskv_fmt_pair_put(body, version, clean ? 1 : 0);
-    int rc = version_record_name(table, name, sizeof name);
-    return rc != 0 ? rc : record_put(txn, s->records_dbi, name, body, sizeof body);
+    return pair_record_put(s, txn, PSKV_FMT_VERSION_PREFIX, table, version, clean ? 1 : 0);
 }
 
 /* The table's version record: 0 (*version, *clean), PSKV_ENOTFOUND (a

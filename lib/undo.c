@@ -286,6 +286,13 @@ static int user_restore(pskv_store *s, MDB_txn *txn, uint32_t user)
     return rc;
 }
 
+/* A table of an undo header, with its version record. */
+typedef struct undo_table {
+    char name[PSKV_FMT_NAME_MAX + 1];
+    uint64_t rows, digest, version;
+    bool clean;
+} undo_table;
+
 /* The whole rollback transaction, once (PSKV__MAP_FULL: grow, again). */
 static int rollback_once(pskv_store *s, void *arg)
 {
@@ -305,39 +312,33 @@ static int rollback_once(pskv_store *s, void *arg)
         dbis = calloc(h.tables ? h.tables : 1, sizeof *dbis);
         rc = dbis ? 0 : PSKV_ENOMEM;
     }
-    /* A version record that claims a clean close no longer describes the
-     * rows: read them all first, while every record still lies in the map
-     * (pages this transaction writes are not in it). */
-    uint64_t *versions = calloc(h.tables ? h.tables : 1, sizeof *versions);
-    bool *clean = calloc(h.tables ? h.tables : 1, sizeof *clean);
-    if (rc == 0 && (versions == NULL || clean == NULL))
+    /* The header's tables, parsed once. A version record that claims a
+     * clean close no longer describes the rows: read them all before
+     * writing, while every record still lies in the map (pages this
+     * transaction writes are not in it). */
+    undo_table *tabs = rc == 0 ? calloc(h.tables ? h.tables : 1, sizeof *tabs) : NULL;
+    if (rc == 0 && tabs == NULL)
         rc = PSKV_ENOMEM;
     size_t at = PSKV_FMT_UNDO_HEAD_BYTES;
     for (uint32_t i = 0; i < h.tables && rc == 0; i++) {
-        char name[PSKV_FMT_NAME_MAX + 1];
-        uint64_t rows, digest;
-        rc = pskv_fmt_undo_table_get(body, len, &at, name, &rows, &digest) == 0 ? 0
-                                                                                 : PSKV_ECORRUPT;
+        undo_table *u = &tabs[i];
+        rc = pskv_fmt_undo_table_get(body, len, &at, u->name, &u->rows, &u->digest) == 0
+                 ? 0
+                 : PSKV_ECORRUPT;
         if (rc == 0)
-            rc = pskv__persist_version_get(s, txn, name, &versions[i], &clean[i]);
+            rc = pskv__persist_version_get(s, txn, u->name, &u->version, &u->clean);
         if (rc == PSKV_ENOTFOUND)
             rc = 0;
     }
-    at = PSKV_FMT_UNDO_HEAD_BYTES;
     for (uint32_t i = 0; i < h.tables && rc == 0; i++) {
-        char name[PSKV_FMT_NAME_MAX + 1];
-        uint64_t rows, digest;
-        rc = pskv_fmt_undo_table_get(body, len, &at, name, &rows, &digest) == 0 ? 0
-                                                                                 : PSKV_ECORRUPT;
+        const undo_table *u = &tabs[i];
+        rc = table_dbi(txn, u->name, &dbis[i]);
         if (rc == 0)
-            rc = table_dbi(txn, name, &dbis[i]);
-        if (rc == 0)
-            rc = pskv__persist_put_count(s, txn, name, rows, digest);
-        if (rc == 0 && clean[i])
-            rc = pskv__persist_put_version(s, txn, name, versions[i], false);
+            rc = pskv__persist_put_count(s, txn, u->name, u->rows, u->digest);
+        if (rc == 0 && u->clean)
+            rc = pskv__persist_put_version(s, txn, u->name, u->version, false);
     }
-    free(versions);
-    free(clean);
+    free(tabs);
     if (rc == 0)
         rc = restore_rows(s, txn, dbis, h.tables);
     if (rc == 0)
