@@ -588,6 +588,21 @@ typedef struct upgrade_write {
     bool has_ckpt;
 } upgrade_write;
 
+/* The end of one upgrade step: after its writes (rc), the store's format
+ * record says `format` and the transaction commits; on an error it aborts. */
+static int upgrade_commit(pskv_store *s, MDB_txn *txn, int rc, uint32_t format)
+{
+    uint8_t fmt[8];
+    pskv_fmt_format_put(fmt, format);
+    if (rc == 0)
+        rc = record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return pskv__persist_write_err(mdb_txn_commit(txn));
+}
+
 /* The upgrade's one write transaction. */
 static int upgrade_write_once(pskv_store *s, void *arg)
 {
@@ -602,15 +617,7 @@ static int upgrade_write_once(pskv_store *s, void *arg)
     uint64_t ns;
     if (rc == 0 && !w->has_ckpt)
         rc = pskv__persist_put_checkpoint(s, txn, 0, &ns);
-    uint8_t fmt[8];
-    pskv_fmt_format_put(fmt, 2);
-    if (rc == 0)
-        rc = record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    return pskv__persist_write_err(mdb_txn_commit(txn));
+    return upgrade_commit(s, txn, rc, 2);
 }
 
 /* Every table's name and rows, each row checked (format 1 or 2 values),
@@ -776,15 +783,7 @@ static int upgrade_rows_once(pskv_store *s, void *arg)
         rc = pskv__persist_write_err(mdb_drop(txn, undo, 0));
     else if (rc == 0 && urc != MDB_NOTFOUND)
         rc = pskv__persist_write_err(urc);
-    uint8_t fmt[8];
-    pskv_fmt_format_put(fmt, 3);
-    if (rc == 0)
-        rc = record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, fmt, sizeof fmt);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    return pskv__persist_write_err(mdb_txn_commit(txn));
+    return upgrade_commit(s, txn, rc, 3);
 }
 
 /* Open a store of an older format as the current one, one step at a time
