@@ -61,7 +61,7 @@ extern "C" {
     X(ENOSPC, -10, "spill or disk space cap reached")                          \
     X(EVERSION, -11, "format version not supported")                           \
     X(ERANGE, -12, "value out of range")                                      \
-    X(ESTALE, -13, "cursor older than the table's change log: export again from 0")
+    X(ESTALE, -13, "cursor outside the table's change log: export again from 0")
 
 enum pskv_error {
 #define PSKV__ERR_ENUM(name, code, msg) PSKV_##name = (code),
@@ -708,7 +708,10 @@ typedef struct pskv_export pskv_export;
  * this run, unless the log (store option changes=N, entries per table)
  * dropped its oldest entries, and after a clean pskv_close the version it
  * ended at. An older cursor gets PSKV_ESTALE: export from 0 again (and
- * start the consumer's table empty).
+ * start the consumer's table empty); so does a cursor newer than the
+ * table's version, which this table never handed out. An export from the
+ * table's version itself is empty; so is one of a table that never
+ * changed, even if rows appear while it runs (its cursor stays 0).
  * Writers keep running: the export holds each shard's lock for one visit.
  * A change that happens during the export may be in it and in the next.
  * Each consumer keeps its own cursor (pskv_export_version).

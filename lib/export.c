@@ -83,6 +83,20 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
                                        "empty",
                           (unsigned long long)since, t->name, (unsigned long long)floor);
     }
+    if (since > e->version) {
+        uint64_t v = e->version;
+        free(e);
+        return pskv__fail(PSKV_ESTALE, "since=%llu is newer than table '%s' (version %llu): "
+                                       "the cursor comes from another table or an earlier "
+                                       "life of this one; export from 0 and start the "
+                                       "consumer empty",
+                          (unsigned long long)since, t->name, (unsigned long long)v);
+    }
+    /* Nothing changed after since: no walk. This also keeps an export of a
+     * table that never changed (version 0) empty: rows created during it
+     * would reach the consumer under cursor 0, and the next export from 0,
+     * a full one, would carry no tombstone for those erased meanwhile. */
+    e->done = since == e->version;
     const pskv__chunk_spec probe = {.codec = o.codec, .dim = t->dim,
                                     .state_floats = o.whole_rows ? t->state_floats : 0};
     size_t per_row = pskv__chunk_row_bound(&probe);
@@ -93,7 +107,7 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     e->sorted = malloc(e->per_chunk * sizeof *e->sorted);
     e->order = malloc(e->per_chunk * sizeof *e->order);
     rc = e->ptrs && e->sorted && e->order ? 0 : PSKV_ENOMEM;
-    if (rc == 0 && since == 0)
+    if (rc == 0 && since == 0 && !e->done)
         rc = pskv_iter_create(t, &e->it);
     if (rc != 0) {
         pskv_export_close(e);

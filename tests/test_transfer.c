@@ -622,6 +622,46 @@ START_TEST(stale_cursor_after_log_trim)
 }
 END_TEST
 
+/* Cursors at the edges. An export opened before a table's first change
+ * sends nothing, whatever is written before its chunks are taken: had it
+ * sent rows under cursor 0, the next export from 0 (a full one, without
+ * tombstones) would leave the follower with rows erased meanwhile (found
+ * by exports_beside_writers). A cursor newer than the table is refused. */
+START_TEST(cursor_edges)
+{
+    pskv_store *ls, *fs;
+    pskv_table *l = open_table(&ls, "dim=4 optimizer=adagrad");
+    pskv_table *f = open_table(&fs, "dim=4 optimizer=adagrad");
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(l, 0, NULL, &e));
+    test_fill(l, 1, 10, 4, 1.0f); /* after the export's version, before its chunks */
+    uint8_t *buf = malloc(CHUNK_CAP);
+    size_t len;
+    int rc;
+    while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1)
+        ck_assert_ok(pskv_apply(f, buf, len, PSKV_APPLY_REPLACE));
+    ck_assert_int_eq(rc, 0);
+    uint64_t c = pskv_export_version(e);
+    pskv_export_close(e);
+    ck_assert_uint_eq(c, 0);
+    uint64_t erased[5] = {1, 2, 3, 4, 5};
+    ck_assert_ok(pskv_erase(l, erased, 5));
+    c = sync_once(l, f, c, NULL, NULL); /* from 0: the five rows left */
+    expect_same(l, f);
+    ck_assert_uint_eq(pskv_table_rows(f), 5);
+    /* A cursor at the table's version: no chunk, the same cursor. */
+    uint32_t chunks = 1;
+    ck_assert_uint_eq(sync_once(l, f, c, NULL, &chunks), c);
+    ck_assert_uint_eq(chunks, 0);
+    /* A cursor the table never handed out. */
+    ck_assert_err(pskv_export_open(l, c + 1, NULL, &e), PSKV_ESTALE);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "newer"));
+    free(buf);
+    pskv_close(fs);
+    pskv_close(ls);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- migration */
 
 START_TEST(migration_conserves_rows)
@@ -746,6 +786,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, replica_memory);
     ADD_CASE(s, replica_durable_spill);
     ADD_CASE(s, stale_cursor_after_log_trim);
+    ADD_CASE(s, cursor_edges);
     ADD_CASE(s, migration_conserves_rows);
     ADD_CASE(s, exports_beside_writers);
     return run_suite(s);
