@@ -609,11 +609,10 @@ PSKV_API int pskv_compact(const char *dir, uint64_t *before, uint64_t *after);
  * of those rows that saw one snapshot is checked against the table's count
  * record: rows a damaged B-tree hid give PSKV_ECORRUPT at the end, and so
  * does a key the walk saw that a lookup cannot find.
+ * A row that pulls or gets read back from LMDB after its shard was copied
+ * comes with those rows, as it is then. Every row that exists from
+ * pskv_iter_create to the end is returned exactly once.
  * A reshard during iteration makes pskv_iter_next return PSKV_EBUSY.
- * Known gap: a row that only LMDB held when its shard was copied, and that
- * a pull or get reads back before the walk of LMDB rows reaches it, is not
- * seen (nor by pskv_export_open with since = 0): iterate or export a
- * reopened store before other threads read it, or once it is all read back.
  * The iterator is owned by the caller; free it with pskv_iter_destroy.
  * Any thread; one iterator must be used by one thread at a time. */
 PSKV_API int pskv_iter_create(pskv_table *t, pskv_iter **out);

@@ -1,5 +1,14 @@
 /* Iteration over a table's rows: shard by shard (DRAM and spill file, each
  * shard copied under its lock), then the rows only LMDB holds, in key order.
+ *
+ * A row read back from LMDB after its shard was copied is in neither: the
+ * copy missed it and it is no longer "only in LMDB". So while iterations
+ * run, each shard notes the keys it reads back (tier.c, pskv__tier_load_cold);
+ * an iteration remembers where each shard's list stood at its copy, and
+ * its LMDB walk also returns the keys noted after that point, read as they
+ * are now (DRAM or spill file). Rows never go back to being LMDB-only, so
+ * each row is returned once: by the copy if it was in DRAM or the spill
+ * file then, by the walk otherwise.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +28,12 @@ struct pskv_iter {
     bool cold_started, cold_done;
     uint64_t cold_after;
     pskv__cold_walk walk; /* what the LMDB cursor saw, against the count record */
+    /* Rows read back after their shard's copy (durable tables): where each
+     * shard's read-back list stood at the copy, how far `late` holds it. */
+    uint32_t nshards;
+    uint64_t *copied_at, *late_to;
+    pskv__keymap late;
+    uint32_t nlate; /* the batch's last nlate keys are late: rows to read */
 };
 
 /* Row n of the iterator's copy (rows are row_bytes apart: weights, state,
@@ -37,7 +52,23 @@ int pskv_iter_create(pskv_table *t, pskv_iter **out)
     if (it == NULL)
         return PSKV_ENOMEM;
     it->t = t;
+    pskv__keymap_init(&it->late, t->opts.seed);
+    pthread_rwlock_rdlock(&t->layout_lock);
     it->gen = atomic_load(&t->layout_gen);
+    it->nshards = t->nshards;
+    pthread_rwlock_unlock(&t->layout_lock);
+    if (t->durable) {
+        it->copied_at = calloc(it->nshards, sizeof *it->copied_at);
+        it->late_to = calloc(it->nshards, sizeof *it->late_to);
+        if (it->copied_at == NULL || it->late_to == NULL) {
+            free(it->copied_at);
+            free(it->late_to);
+            free(it);
+            return PSKV_ENOMEM;
+        }
+        /* Before any shard is copied: read-backs from now on are noted. */
+        atomic_fetch_add(&t->iterations, 1);
+    }
     *out = it;
     return 0;
 }
@@ -46,6 +77,11 @@ void pskv_iter_destroy(pskv_iter *it)
 {
     if (it == NULL)
         return;
+    if (it->copied_at != NULL)
+        atomic_fetch_sub(&it->t->iterations, 1);
+    free(it->copied_at);
+    free(it->late_to);
+    pskv__keymap_free(&it->late);
     free(it->keys);
     free(it->rows);
     free(it->spill_at);
@@ -88,6 +124,8 @@ static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspill
         n++;
     }
     it->count = n;
+    if (it->copied_at != NULL)
+        it->copied_at[it->next_shard] = sh->readback.base + sh->readback.len;
     return busy;
 }
 
@@ -115,6 +153,32 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
     free(keys);
     free(rows);
     return rc;
+}
+
+/* Add shard s's keys read back since this iteration copied it to `late`
+ * (shard lock held). No iteration running means no reset of the list, so
+ * positions from the copy on are still there. */
+static int iter_index_late(pskv_iter *it, uint32_t s, const pskv__shard *sh)
+{
+    const pskv__readbacks *r = &sh->readback;
+    uint64_t from = it->late_to[s] > it->copied_at[s] ? it->late_to[s] : it->copied_at[s];
+    uint64_t end = r->base + r->len;
+    if (from < r->base) /* cannot happen while this iteration lives */
+        from = r->base;
+    if (from >= end)
+        return 0;
+    if (pskv__keymap_reserve(&it->late, (uint32_t)(end - from)) != 0)
+        return PSKV_ENOMEM;
+    for (uint64_t p = from; p < end; p++) {
+        uint64_t key = r->keys[p - r->base];
+        uint64_t h = pskv__key_hash(key, it->late.seed);
+        if (pskv__keymap_find(&it->late, key, h) == NULL)
+            pskv__keymap_insert_reserved(&it->late, key, h, 0);
+        else
+            pskv__keymap_unreserve(&it->late, 1);
+    }
+    it->late_to[s] = end;
+    return 0;
 }
 
 static int iter_reserve(pskv_iter *it, uint32_t rows)
@@ -169,7 +233,8 @@ static int iter_load_cold(pskv_iter *it)
         it->cold_after = keys[n - 1];
         for (uint32_t i = 0; i < n; i++)
             shard_of[i] = pskv__table_route(t, t->ring, keys[i]);
-        uint32_t count = 0;
+        uint32_t count = 0, nlate = 0;
+        uint64_t late[ITER_COLD_BATCH];
         for (uint32_t s = 0; s < t->nshards && rc == 0; s++) {
             pskv__shard *sh = &t->shards[s];
             pskv__cold cold = {NULL};
@@ -180,10 +245,17 @@ static int iter_load_cold(pskv_iter *it)
                 if (!locked) {
                     pthread_mutex_lock(&sh->lock);
                     locked = true;
+                    rc = iter_index_late(it, s, sh);
+                    if (rc != 0)
+                        break;
                 }
                 uint64_t h = pskv__key_hash(keys[i], t->opts.seed);
-                if (pskv__locate(t, sh, keys[i], h, true).place != PSKV__MAYBE_COLD)
-                    continue; /* seen with the shard, or erased */
+                if (pskv__locate(t, sh, keys[i], h, true).place != PSKV__MAYBE_COLD) {
+                    /* Seen with the shard, erased, or read back since. */
+                    if (pskv__keymap_find(&it->late, keys[i], h) != NULL)
+                        late[nlate++] = keys[i];
+                    continue;
+                }
                 const void *row;
                 rc = pskv__cold_find(t, &cold, keys[i], &row);
                 if (rc == 1) {
@@ -199,12 +271,41 @@ static int iter_load_cold(pskv_iter *it)
             if (locked)
                 pthread_mutex_unlock(&sh->lock);
         }
-        if (rc == 0 && count > 0) {
-            it->count = count;
+        if (rc == 0 && count + nlate > 0) {
+            /* The late keys go last; iter_read_late reads their rows. */
+            memcpy(it->keys + count, late, (size_t)nlate * sizeof *late);
+            it->count = count + nlate;
+            it->nlate = nlate;
             it->pos = 0;
             return 1;
         }
     }
+    return rc;
+}
+
+/* Read the rows of the batch's late keys as they are now, after the
+ * layout lock is released (pskv__get_rows takes it); keys erased
+ * meanwhile drop out. */
+static int iter_read_late(pskv_iter *it)
+{
+    pskv_table *t = it->t;
+    uint32_t first = it->count - it->nlate, n = it->nlate;
+    it->nlate = 0;
+    float *rows = malloc((size_t)n * t->row_floats * sizeof *rows);
+    uint8_t *found = malloc(n);
+    int rc = rows && found ? pskv__get_rows(t, it->keys + first, n, rows, found) : PSKV_ENOMEM;
+    uint32_t kept = first;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        if (!found[i])
+            continue;
+        it->keys[kept] = it->keys[first + i];
+        memcpy(iter_row(it, kept), rows + (size_t)i * t->row_floats,
+               (size_t)t->row_floats * sizeof *rows);
+        kept++;
+    }
+    it->count = kept;
+    free(rows);
+    free(found);
     return rc;
 }
 
@@ -245,6 +346,8 @@ static int iter_load(pskv_iter *it)
         }
     }
     pthread_rwlock_unlock(&t->layout_lock);
+    if (rc == 1 && it->nlate > 0 && (rc = iter_read_late(it)) == 0)
+        rc = 1;
     return rc;
 }
 

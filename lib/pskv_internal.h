@@ -91,6 +91,17 @@ static inline uint32_t pskv__flag_dirty(uint32_t parity) { return PSKV__FLAG_DIR
 typedef struct pskv__change {
     uint64_t key, version;
 } pskv__change;
+/* Keys a shard read back from LMDB while iterations were running (written
+ * by tier.c, read by iter.c): an iteration's LMDB walk returns those read
+ * back after its copy of their shard, which could not see them. Positions
+ * are absolute (base + index) so that the list can be emptied (and freed)
+ * when no iteration runs. */
+typedef struct pskv__readbacks {
+    uint64_t *keys;
+    uint32_t len, cap;
+    uint64_t base;
+} pskv__readbacks;
+
 /* A shard's change log (changes.c): entries in version order. */
 typedef struct pskv__changes {
     pskv__change *e;
@@ -154,6 +165,7 @@ typedef struct pskv__shard {
     uint64_t created, erased, evicted;
     pskv__ckpt_state ck;  /* durable tables: owned by dirty.c */
     pskv__changes log;    /* keys changed, in version order (changes.c) */
+    pskv__readbacks readback; /* keys read back from LMDB during iterations (iter.c) */
 } __attribute__((aligned(64))) pskv__shard;
 
 /* slab_bytes: the row slabs' size (0: 64 KiB, the most); a shard's first
@@ -421,6 +433,7 @@ struct pskv_table {
     pthread_mutex_t count_lock;
     uint64_t db_rows, db_digest, db_txnid;
     atomic_uint_fast64_t cold_rows; /* rows only LMDB holds (not yet read back) */
+    atomic_uint_fast64_t iterations; /* live pskv_iter handles (iter.c) */
     pskv__keyfilter persisted;  /* keys LMDB may hold (keyfilter.c) */
     uint64_t *carry;            /* keys of a failed checkpoint, for the next one */
     size_t ncarry;

@@ -81,6 +81,7 @@ void pskv__shard_free(pskv__shard *sh)
     free(sh->index);
     pskv__keymap_free(&sh->spilled);
     pskv__changes_free(&sh->log);
+    free(sh->readback.keys);
     pthread_mutex_destroy(&sh->lock);
 }
 
@@ -90,7 +91,8 @@ uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
            (uint64_t)sh->nchunks * HUGE_BYTES +
            ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
            (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->chunks_cap * sizeof(void *) +
-           pskv__keymap_bytes(&sh->spilled) + pskv__changes_bytes(&sh->log);
+           pskv__keymap_bytes(&sh->spilled) + pskv__changes_bytes(&sh->log) +
+           (uint64_t)sh->readback.cap * sizeof(uint64_t);
 }
 
 static pskv__entry *index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)

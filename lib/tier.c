@@ -186,6 +186,32 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
 
 /* ---------------------------------------------------------------- LMDB */
 
+/* While iterations run, note a key read back from LMDB (shard lock held):
+ * their walks of LMDB keys return it (iter.c). 0, or PSKV_ENOMEM. */
+static int note_readback(pskv_table *t, pskv__shard *sh, uint64_t key)
+{
+    pskv__readbacks *r = &sh->readback;
+    if (atomic_load(&t->iterations) == 0) {
+        if (r->keys != NULL) { /* no iteration needs them */
+            free(r->keys);
+            r->keys = NULL;
+            r->base += r->len;
+            r->len = r->cap = 0;
+        }
+        return 0;
+    }
+    if (r->len == r->cap) {
+        uint32_t cap = r->cap ? r->cap * 2 : 64;
+        uint64_t *k = cap > r->cap ? realloc(r->keys, (size_t)cap * sizeof *k) : NULL;
+        if (k == NULL)
+            return PSKV_ENOMEM;
+        r->keys = k;
+        r->cap = cap;
+    }
+    r->keys[r->len++] = key;
+    return 0;
+}
+
 int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
                          uint64_t hash, float **row_out)
 {
@@ -195,6 +221,10 @@ int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t
         return rc;
     if ((rc = pskv__shard_reserve(sh, 1)) != 0)
         return rc;
+    if ((rc = note_readback(t, sh, key)) != 0) {
+        pskv__shard_unreserve(sh, 1);
+        return rc;
+    }
     float *row = pskv__shard_row(sh, pskv__shard_insert_reserved(sh, key, hash));
     memcpy(row, bytes, t->row_bytes);
     atomic_fetch_sub_explicit(&t->cold_rows, 1, memory_order_relaxed);

@@ -161,6 +161,103 @@ START_TEST(erased_faulted_row_not_iterated)
 }
 END_TEST
 
+/* Reads every key of a reopened table in a scrambled order, twice, while
+ * the main thread iterates (rows_read_back_during_iteration_are_iterated). */
+typedef struct reader_arg {
+    pskv_table *t;
+    uint32_t rows;
+    atomic_int *failures;
+} reader_arg;
+
+static void *reader_main(void *p)
+{
+    reader_arg *a = p;
+    for (uint32_t pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 0; i < a->rows; i += 64) {
+            uint64_t keys[64];
+            float out[64 * 4];
+            uint32_t n = a->rows - i < 64 ? a->rows - i : 64;
+            for (uint32_t j = 0; j < n; j++) /* 7919 is prime to rows */
+                keys[j] = ((uint64_t)(i + j) * 7919u) % a->rows + 1;
+            if (pskv_get(a->t, keys, n, out, NULL) != 0)
+                atomic_fetch_add(a->failures, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Rows read back from LMDB (by pulls) during an iteration, after their
+ * shard was copied: the iteration's LMDB walk must still return each of
+ * them once, with its value, whether it stayed in DRAM or was evicted to
+ * the spill file meanwhile. Found while building delta exports, whose
+ * full export is an iteration. */
+START_TEST(rows_read_back_during_iteration_are_iterated)
+{
+    enum { ROWS = 20000 };
+    fresh_dir();
+    make_store(ROWS);
+    /* The second spills; the third reads from another thread throughout. */
+    const char *configs[3] = {NULL, "memory_budget=64K", "memory_budget=64K"};
+    for (int c = 0; c < 3; c++) {
+        pskv_store *s;
+        pskv_table *t;
+        ck_assert_ok(pskv_open(dir, configs[c], &s));
+        ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
+        pskv_iter *it;
+        ck_assert_ok(pskv_iter_create(t, &it));
+        uint8_t *seen = calloc(ROWS + 1, 1);
+        uint64_t key;
+        float w[4];
+        uint32_t n = 0;
+        atomic_int failures = 0;
+        reader_arg ra = {t, ROWS, &failures};
+        pthread_t th;
+        if (c == 2)
+            ck_assert_int_eq(pthread_create(&th, NULL, reader_main, &ra), 0);
+        ck_assert_int_eq(pskv_iter_next(it, &key, w, NULL), 1); /* every shard copied */
+        seen[key] = 1;
+        n++;
+        /* The 100 highest keys, then half the table (keys not yet walked
+         * among them) read back; with the budget, most go on to the spill
+         * file. */
+        uint64_t keys[100];
+        float out[400];
+        for (int i = 0; i < 100; i++)
+            keys[i] = ROWS - i;
+        ck_assert_ok(pskv_pull(t, keys, 100, out));
+        for (uint64_t first = 1; first <= ROWS / 2; first += 100) {
+            for (int i = 0; i < 100; i++)
+                keys[i] = first + (uint64_t)i;
+            ck_assert_ok(pskv_get(t, keys, 100, out, NULL));
+        }
+        int rc;
+        while ((rc = pskv_iter_next(it, &key, w, NULL)) == 1) {
+            ck_assert_uint_le(key, ROWS);
+            ck_assert_msg(!seen[key], "key %llu twice", (unsigned long long)key);
+            seen[key] = 1;
+            n++;
+            for (int j = 0; j < 4; j++) /* make_store's values */
+                ck_assert_float_eq(w[j], 0.5f + (float)(key - 1) + (float)j / 64.0f);
+        }
+        ck_assert_int_eq(rc, 0);
+        if (c == 2) {
+            pthread_join(th, NULL);
+            ck_assert_int_eq(atomic_load(&failures), 0);
+        }
+        ck_assert_uint_eq(n, ROWS);
+        pskv_iter_destroy(it);
+        if (c >= 1) {
+            pskv_table_stats st;
+            ck_assert_ok(pskv_table_stats_get(t, &st));
+            ck_assert_uint_gt(st.rows_spilled, 0);
+        }
+        free(seen);
+        pskv_close(s);
+    }
+    remove_dir(dir);
+}
+END_TEST
+
 static char *data_path(const char *d)
 {
     static char p[128];
@@ -1117,6 +1214,7 @@ int main(void)
     tcase_add_test(tc, format_version_refused);
     tcase_add_test(tc, corrupt_row_detected);
     tcase_add_test(tc, erased_faulted_row_not_iterated);
+    tcase_add_test(tc, rows_read_back_during_iteration_are_iterated);
     tcase_add_test(tc, truncated_or_garbage_file_refused);
     tcase_add_test(tc, second_open_busy);
     tcase_add_test(tc, tiny_map_grows);
