@@ -314,14 +314,21 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     if (raw_len > PSKV_FMT_CHUNK_RAW_MAX)
         return pskv__fail(PSKV_ERANGE, "a chunk of %u rows would hold %zu bytes: at most %u",
                           n, raw_len, (unsigned)PSKV_FMT_CHUNK_RAW_MAX);
-    uint8_t *raw = malloc(raw_len ? raw_len : 1);
+    /* Without lz4 the body is the raw bytes: written in place in buf. */
+    const bool in_place = !sp->lz4;
+    if (in_place && PSKV_FMT_CHUNK_HEAD + raw_len + PSKV_FMT_CHECK_BYTES > cap) {
+        *len = PSKV_FMT_CHUNK_HEAD + raw_len + PSKV_FMT_CHECK_BYTES;
+        return PSKV_ERANGE; /* *len says how much */
+    }
+    uint8_t *raw = in_place ? (uint8_t *)buf + PSKV_FMT_CHUNK_HEAD : malloc(raw_len ? raw_len : 1);
     if (raw == NULL)
         return PSKV_ENOMEM;
     uint8_t *p = keys_put(raw, keys, n);
     p = keys_put(p, tombs, ntombs);
     for (uint32_t i = 0; i < n; i++, p += vb)
         if (encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
-            free(raw);
+            if (!in_place)
+                free(raw);
             return pskv__fail(PSKV_ERANGE, "key %llu: a value is out of the range of codec %s",
                               (unsigned long long)keys[i],
                               sp->codec == PSKV_CODEC_FP16   ? "fp16"
@@ -355,11 +362,13 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     } else {
         uint8_t *out = buf;
         header_put(out, sp, flags, n, ntombs, body_len, raw_len);
-        memcpy(out + PSKV_FMT_CHUNK_HEAD, flags & PSKV_FMT_CHUNK_LZ4 ? packed : raw, body_len);
+        if (!in_place)
+            memcpy(out + PSKV_FMT_CHUNK_HEAD, flags & PSKV_FMT_CHUNK_LZ4 ? packed : raw, body_len);
         pskv_fmt_put64(out + total - PSKV_FMT_CHECK_BYTES,
                        XXH3_64bits(out, total - PSKV_FMT_CHECK_BYTES));
     }
-    free(raw);
+    if (!in_place)
+        free(raw);
     free(packed);
     return rc;
 }
@@ -507,18 +516,6 @@ int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *valu
 
 /* ---------------------------------------------------------------- caller's arrays */
 
-typedef struct keyed {
-    uint64_t key;
-    uint32_t at;
-} keyed;
-
-static int by_key_then_at(const void *a, const void *b)
-{
-    const keyed *x = a, *y = b;
-    if (x->key != y->key)
-        return (x->key > y->key) - (x->key < y->key);
-    return (x->at > y->at) - (x->at < y->at);
-}
 
 int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float *values,
                       const char *config, void *buf, size_t cap, size_t *len)
@@ -542,7 +539,7 @@ int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float 
         if (!isfinite(values[i]))
             return pskv__fail(PSKV_EINVAL, "row %zu (key %llu): a value is not finite", i / dim,
                               (unsigned long long)keys[i / dim]);
-    keyed *order = malloc((n ? n : 1) * sizeof *order);
+    pskv__keyed *order = malloc((n ? n : 1) * sizeof *order);
     uint64_t *sorted = malloc((n ? n : 1) * sizeof *sorted);
     const float **rows = malloc((n ? n : 1) * sizeof *rows);
     if (order == NULL || sorted == NULL || rows == NULL) {
@@ -552,14 +549,15 @@ int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float 
         return PSKV_ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
-        order[i] = (keyed){keys[i], (uint32_t)i};
+        order[i] = (pskv__keyed){keys[i], (uint32_t)i};
     /* Keys in order; a repeated key keeps the order it was given in. */
-    qsort(order, n, sizeof *order, by_key_then_at);
-    for (size_t i = 0; i < n; i++) {
+    rc = pskv__keyed_sort(order, n); /* stable */
+    for (size_t i = 0; i < n && rc == 0; i++) {
         sorted[i] = order[i].key;
         rows[i] = values + (size_t)order[i].at * dim;
     }
-    rc = pskv__chunk_write(&sp, sorted, rows, (uint32_t)n, NULL, 0, buf, cap, len);
+    if (rc == 0)
+        rc = pskv__chunk_write(&sp, sorted, rows, (uint32_t)n, NULL, 0, buf, cap, len);
     free(order);
     free(sorted);
     free(rows);

@@ -18,11 +18,6 @@
 
 #define CHUNK_BYTES_DEFAULT (1u << 20)
 
-typedef struct keyed_row {
-    uint64_t key;
-    uint32_t at;
-} keyed_row;
-
 struct pskv_export {
     pskv_table *t;
     uint64_t since, version, layout_gen;
@@ -39,7 +34,7 @@ struct pskv_export {
     uint64_t *tombs;
     uint32_t ntombs, tpos, tcap;
     /* Per chunk: its keys sorted, and their rows for the encoder. */
-    keyed_row *order;
+    pskv__keyed *order;
     uint64_t *sorted;
     const float **ptrs;
     uint32_t per_chunk; /* rows that fit a chunk */
@@ -320,11 +315,6 @@ static void batch_shift(pskv_export *e)
     }
 }
 
-static int by_key(const void *a, const void *b)
-{
-    uint64_t x = ((const keyed_row *)a)->key, y = ((const keyed_row *)b)->key;
-    return (x > y) - (x < y);
-}
 
 int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
 {
@@ -346,8 +336,10 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
     uint32_t k = e->n - e->pos < e->per_chunk ? e->n - e->pos : e->per_chunk;
     /* A chunk's keys go in order: sort its slice (rows by pointer). */
     for (uint32_t i = 0; i < k; i++)
-        e->order[i] = (keyed_row){e->keys[e->pos + i], e->pos + i};
-    qsort(e->order, k, sizeof *e->order, by_key);
+        e->order[i] = (pskv__keyed){e->keys[e->pos + i], e->pos + i};
+    int rc = pskv__keyed_sort(e->order, k);
+    if (rc != 0)
+        return rc;
     for (uint32_t i = 0; i < k; i++) {
         e->sorted[i] = e->order[i].key;
         e->ptrs[i] = batch_row(e, e->order[i].at);
@@ -367,7 +359,7 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
                            .version = e->version};
     if (m > 0) /* sorting again is harmless */
         qsort(e->tombs + e->tpos, m, sizeof *e->tombs, cmp_u64);
-    int rc = pskv__chunk_write(&sp, e->sorted, e->ptrs, k, e->tombs + e->tpos, m, buf, cap, len);
+    rc = pskv__chunk_write(&sp, e->sorted, e->ptrs, k, e->tombs + e->tpos, m, buf, cap, len);
     if (rc != 0)
         return rc;
     e->pos += k;

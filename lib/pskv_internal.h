@@ -812,6 +812,18 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
 PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
                                       uint64_t hash, float **row_out);
 
+/* ---------------------------------------------------------------- sort.c */
+
+/* A key and where its row is (a chunk's rows in key order). */
+typedef struct pskv__keyed {
+    uint64_t key;
+    uint32_t at;
+} pskv__keyed;
+
+/* Sort by key, stable (repeated keys keep their order): 0 or PSKV_ENOMEM
+ * (a left as it was). */
+PSKV__HIDDEN int pskv__keyed_sort(pskv__keyed *a, size_t n);
+
 /* ---------------------------------------------------------------- chunk.c */
 
 typedef struct pskv__chunk_spec {
