@@ -26,7 +26,13 @@ struct pskv_export {
     uint32_t node;
     bool started, done;
     uint32_t next_shard; /* delta: the next shard's log */
-    pskv_iter *it;       /* full: every row */
+    pskv_iter *it;       /* full: every row, encoded from the iterator's copy */
+    const uint64_t *ikeys;
+    const float *irows;
+    size_t istride;
+    uint32_t in, ipos;
+    uint32_t *inode, inode_cap; /* the ring's node of each (with a filter) */
+    int failed; /* rows of the iterator were lost: every call says so */
     /* The batch being sent: rows (row_floats apart) and tombstones, sorted. */
     uint64_t *keys;
     float *rows;
@@ -37,6 +43,7 @@ struct pskv_export {
     pskv__keyed *order;
     uint64_t *sorted;
     const float **ptrs;
+    const float **src; /* the gathered rows, by position */
     uint32_t per_chunk; /* rows that fit a chunk */
     size_t per_row;     /* the most bytes a row takes in a chunk */
 };
@@ -99,9 +106,10 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     e->per_chunk = room / per_row ? (uint32_t)(room / per_row) : 1;
     e->per_row = per_row;
     e->ptrs = malloc(e->per_chunk * sizeof *e->ptrs);
+    e->src = malloc(e->per_chunk * sizeof *e->src);
     e->sorted = malloc(e->per_chunk * sizeof *e->sorted);
     e->order = malloc(e->per_chunk * sizeof *e->order);
-    rc = e->ptrs && e->sorted && e->order ? 0 : PSKV_ENOMEM;
+    rc = e->ptrs && e->src && e->sorted && e->order ? 0 : PSKV_ENOMEM;
     if (rc == 0 && since == 0 && !e->done)
         rc = pskv_iter_create(t, &e->it);
     if (rc != 0) {
@@ -141,8 +149,10 @@ void pskv_export_close(pskv_export *e)
     free(e->rows);
     free(e->tombs);
     free(e->ptrs);
+    free(e->src);
     free(e->sorted);
     free(e->order);
+    free(e->inode);
     free(e);
 }
 
@@ -269,34 +279,6 @@ static int load_delta(pskv_export *e)
 }
 
 
-/* The next rows of a full export (up to one chunk's), appended. */
-static int load_full(pskv_export *e)
-{
-    pskv_table *t = e->t;
-    int rc = batch_room(e, e->n + e->per_chunk);
-    uint32_t n = e->n, end = e->n + e->per_chunk;
-    while (rc == 0 && n < end) {
-        uint64_t key;
-        float *row = batch_row(e, n);
-        rc = pskv_iter_next(e->it, &key, row, row + t->dim);
-        if (rc == 1) {
-            uint32_t node = e->node;
-            e->keys[n] = key;
-            rc = e->ring != NULL ? pskv_ring_route(e->ring, &key, 1, &node) : 0;
-            n += node == e->node;
-        } else if (rc == 0) {
-            e->done = true;
-            break;
-        }
-    }
-    e->n = n;
-    if (rc < 0)
-        return rc == PSKV_EBUSY ? pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the "
-                                                         "export: export again from 0", t->name)
-                                : rc;
-    return 0;
-}
-
 /* Drop what was sent from the front of the batch. */
 static void batch_shift(pskv_export *e)
 {
@@ -316,33 +298,138 @@ static void batch_shift(pskv_export *e)
 }
 
 
+/* Encode the rows e->order[0..k) names (at: index into e->src) and
+ * tombstones into one chunk. */
+static int write_chunk(pskv_export *e, uint32_t k, const uint64_t *tombs, uint32_t m, void *buf,
+                       size_t cap, size_t *len)
+{
+    const pskv_table *t = e->t;
+    /* A chunk's keys go in order (rows by pointer). */
+    int rc = pskv__keyed_sort(e->order, k);
+    if (rc != 0)
+        return rc;
+    for (uint32_t i = 0; i < k; i++) {
+        e->sorted[i] = e->order[i].key;
+        e->ptrs[i] = e->src[e->order[i].at];
+    }
+    pskv__chunk_spec sp = {.kind = PSKV_CHUNK_ROWS, .codec = e->o.codec, .lz4 = e->o.lz4,
+                           .dim = t->dim,
+                           .state_floats = e->o.whole_rows ? t->state_floats : 0,
+                           .optimizer = t->opts.optimizer, .since = e->since,
+                           .version = e->version};
+    return pskv__chunk_write(&sp, e->sorted, e->ptrs, k, tombs, m, buf, cap, len);
+}
+
+static const float *iter_batch_row(const pskv_export *e, uint32_t i)
+{
+    return (const float *)(const void *)((const uint8_t *)e->irows + (size_t)i * e->istride);
+}
+
+/* The iterator's next rows, routed when a ring filters them. */
+static int full_load(pskv_export *e)
+{
+    int rc = pskv__iter_batch(e->it, &e->ikeys, &e->irows, &e->istride, &e->in);
+    if (rc == 0)
+        e->done = true;
+    if (rc <= 0) {
+        e->in = e->ipos = 0;
+        return rc == PSKV_EBUSY ? pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the "
+                                                         "export: export again from 0",
+                                             e->t->name)
+                                : rc;
+    }
+    e->ipos = 0;
+    if (e->ring != NULL && e->in > e->inode_cap) {
+        uint32_t *nn = realloc(e->inode, (size_t)e->in * sizeof *nn);
+        if (nn == NULL)
+            rc = PSKV_ENOMEM;
+        else {
+            e->inode = nn;
+            e->inode_cap = e->in;
+        }
+    }
+    if (rc > 0 && e->ring != NULL)
+        rc = pskv_ring_route(e->ring, e->ikeys, e->in, e->inode);
+    if (rc < 0) { /* these rows would be lost: the export is over */
+        e->failed = rc;
+        return rc;
+    }
+    return 0;
+}
+
+/* A full export's next chunk, encoded from the iterator's copy where the
+ * rows sit. Rows left at the end of one of its batches (fewer than a
+ * chunk's) are carried in the export's batch to fill the next chunk. */
+static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
+{
+    const pskv_table *t = e->t;
+    if (e->failed != 0)
+        return e->failed;
+    for (;;) {
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < e->n; i++) { /* carried */
+            e->order[k] = (pskv__keyed){e->keys[i], k};
+            e->src[k++] = batch_row(e, i);
+        }
+        uint32_t j = e->ipos;
+        for (; j < e->in && k < e->per_chunk; j++) {
+            if (e->ring != NULL && e->inode[j] != e->node)
+                continue;
+            e->order[k] = (pskv__keyed){e->ikeys[j], k};
+            e->src[k++] = iter_batch_row(e, j);
+        }
+        if (k < e->per_chunk && !e->done) {
+            /* The iterator's batch is used up: carry its last rows. */
+            int rc = batch_room(e, e->per_chunk);
+            for (uint32_t i = e->ipos; i < e->in && rc == 0; i++) {
+                if (e->ring != NULL && e->inode[i] != e->node)
+                    continue;
+                e->keys[e->n] = e->ikeys[i];
+                memcpy(batch_row(e, e->n++), iter_batch_row(e, i),
+                       (size_t)t->row_floats * sizeof(float));
+            }
+            if (rc == 0) {
+                e->ipos = e->in;
+                rc = full_load(e);
+            }
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        if (k == 0)
+            return 0;
+        int rc = write_chunk(e, k, NULL, 0, buf, cap, len);
+        if (rc != 0)
+            return rc; /* nothing consumed */
+        e->n = 0;
+        e->ipos = j;
+        pskv__count_add(&e->t->n_exported, k);
+        return 1;
+    }
+}
+
 int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
 {
     pskv__detail_clear();
     if (e == NULL || len == NULL || (cap > 0 && buf == NULL))
         return fail_null(e == NULL ? "the export" : len == NULL ? "len" : "buf");
     e->started = true;
-    pskv_table *t = e->t;
-    /* Gather a chunk's worth of rows (shards' batches are small in a
-     * delta) unless the export is at its end. */
+    if (e->it != NULL)
+        return next_full(e, buf, cap, len);
+    /* Gather a chunk's worth of changed rows (shards' batches are small)
+     * unless the export is at its end. */
     while (!e->done && e->n - e->pos < e->per_chunk) {
         batch_shift(e);
-        int rc = e->it != NULL ? load_full(e) : load_delta(e);
+        int rc = load_delta(e);
         if (rc != 0)
             return rc;
     }
     if (e->pos >= e->n && e->tpos >= e->ntombs)
         return 0;
     uint32_t k = e->n - e->pos < e->per_chunk ? e->n - e->pos : e->per_chunk;
-    /* A chunk's keys go in order: sort its slice (rows by pointer). */
-    for (uint32_t i = 0; i < k; i++)
-        e->order[i] = (pskv__keyed){e->keys[e->pos + i], e->pos + i};
-    int rc = pskv__keyed_sort(e->order, k);
-    if (rc != 0)
-        return rc;
     for (uint32_t i = 0; i < k; i++) {
-        e->sorted[i] = e->order[i].key;
-        e->ptrs[i] = batch_row(e, e->order[i].at);
+        e->order[i] = (pskv__keyed){e->keys[e->pos + i], i};
+        e->src[i] = batch_row(e, e->pos + i);
     }
     /* Tombstones (10 bytes at most each) fill what the batch's last rows
      * leave of the chunk; a chunk carries one at least. */
@@ -352,14 +439,9 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
         fit = fit > 0 ? fit : (k == 0);
         m = e->ntombs - e->tpos < fit ? e->ntombs - e->tpos : (uint32_t)fit;
     }
-    pskv__chunk_spec sp = {.kind = PSKV_CHUNK_ROWS, .codec = e->o.codec, .lz4 = e->o.lz4,
-                           .dim = t->dim,
-                           .state_floats = e->o.whole_rows ? t->state_floats : 0,
-                           .optimizer = t->opts.optimizer, .since = e->since,
-                           .version = e->version};
     if (m > 0) /* sorting again is harmless */
         qsort(e->tombs + e->tpos, m, sizeof *e->tombs, cmp_u64);
-    rc = pskv__chunk_write(&sp, e->sorted, e->ptrs, k, e->tombs + e->tpos, m, buf, cap, len);
+    int rc = write_chunk(e, k, e->tombs + e->tpos, m, buf, cap, len);
     if (rc != 0)
         return rc;
     e->pos += k;

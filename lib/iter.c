@@ -23,7 +23,9 @@ struct pskv_iter {
     size_t cap;
     uint64_t *keys;
     float *rows;
-    uint32_t *spill_at, *spill_slot; /* spilled rows of the current shard */
+    uint32_t *spill_slot; /* the current shard's spilled rows: keys[0..nspilled) */
+    uint32_t *hint;       /* its DRAM rows: where each key was in the index */
+    uint64_t *deferred;   /* its DRAM rows found moving: read by key */
     /* After the shards: rows only LMDB holds, in key order. */
     bool cold_started, cold_done;
     uint64_t cold_after;
@@ -84,75 +86,101 @@ void pskv_iter_destroy(pskv_iter *it)
     pskv__keymap_free(&it->late);
     free(it->keys);
     free(it->rows);
-    free(it->spill_at);
     free(it->spill_slot);
+    free(it->hint);
+    free(it->deferred);
     free(it);
 }
 
-/* Copy the shard's rows into the iterator (shard lock held); spilled rows
- * are marked BUSY and listed in it->spill_at / it->spill_slot to be read
- * after the lock is released. Returns the rows found BUSY by others. */
-static uint32_t iter_copy_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspilled)
+/* Pieces of a shard's DRAM rows copied per hold of its lock: a writer
+ * waits for one piece (0.5 MB of 512-byte rows), not for the shard. */
+#define ITER_PIECE 1024u
+
+/* List the shard's keys (shard lock held). keys[0..*nspilled): idle
+ * spilled rows, marked BUSY for iter_read_spilled. Then *ndram keys of
+ * the index with their positions (hint). Keys of spilled rows others are
+ * moving go to it->deferred (*ndeferred), to be read by key. */
+static void iter_list_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspilled,
+                            uint32_t *ndram, uint32_t *ndeferred)
 {
-    const pskv_table *t = it->t;
-    uint32_t n = 0, busy = 0;
-    *nspilled = 0;
-    for (uint32_t i = 0; i <= sh->index_mask; i++) {
-        pskv__entry *e = &sh->index[i];
-        if (e->slot == PSKV__SLOT_EMPTY)
-            continue;
-        if (e->flags & PSKV__FLAG_BUSY) {
-            busy++;
-            continue;
-        }
-        it->keys[n] = e->key;
-        memcpy(iter_row(it, n), pskv__shard_row(sh, e->slot), t->row_bytes);
-        n++;
-    }
+    uint32_t n = 0, nd = 0;
     for (uint32_t i = 0; i < sh->spilled.cap; i++) {
         pskv__keyval *e = &sh->spilled.e[i];
         if (e->value == PSKV__SLOT_EMPTY)
             continue;
         if (e->value & PSKV__SPILL_BUSY) {
-            busy++;
+            it->deferred[nd++] = e->key;
             continue;
         }
         it->keys[n] = e->key;
-        it->spill_at[*nspilled] = n;
-        it->spill_slot[(*nspilled)++] = e->value & PSKV__SPILL_SLOT_MAX;
+        it->spill_slot[n++] = e->value & PSKV__SPILL_SLOT_MAX;
         e->value |= PSKV__SPILL_BUSY;
-        n++;
     }
-    it->count = n;
+    uint32_t d = 0;
+    for (uint32_t i = 0; i <= sh->index_mask; i++) {
+        const pskv__entry *e = &sh->index[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            continue;
+        it->keys[n + d] = e->key;
+        it->hint[d++] = i;
+    }
     if (it->copied_at != NULL)
         it->copied_at[it->next_shard] = sh->readback.base + sh->readback.len;
-    return busy;
+    *nspilled = n;
+    *ndram = d;
+    *ndeferred = nd;
 }
 
-/* Read the spilled rows listed by iter_copy_shard, then release them. */
+/* Read the spilled rows listed by iter_list_shard, then release them. */
 static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
 {
     pskv_table *t = it->t;
-    uint64_t *keys = malloc((size_t)nspilled * sizeof *keys);
     float **rows = malloc((size_t)nspilled * sizeof *rows);
-    int rc = keys && rows ? 0 : PSKV_ENOMEM;
+    int rc = rows ? 0 : PSKV_ENOMEM;
     if (rc == 0) {
-        for (uint32_t k = 0; k < nspilled; k++) {
-            keys[k] = it->keys[it->spill_at[k]];
-            rows[k] = iter_row(it, it->spill_at[k]);
-        }
-        rc = pskv__spill_read(t->spill, nspilled, keys, it->spill_slot, rows, NULL);
+        for (uint32_t k = 0; k < nspilled; k++)
+            rows[k] = iter_row(it, k);
+        rc = pskv__spill_read(t->spill, nspilled, it->keys, it->spill_slot, rows, NULL);
     }
     pthread_mutex_lock(&sh->lock);
-    for (uint32_t k = 0; k < nspilled; k++) {
-        uint64_t key = it->keys[it->spill_at[k]];
-        pskv__tier_spilled_release(sh, key, pskv__key_hash(key, sh->hash_seed));
-    }
+    for (uint32_t k = 0; k < nspilled; k++)
+        pskv__tier_spilled_release(sh, it->keys[k], pskv__key_hash(it->keys[k], sh->hash_seed));
     pthread_mutex_unlock(&sh->lock);
     pskv__tier_moved_wake(t->store);
-    free(keys);
     free(rows);
     return rc;
+}
+
+/* Copy the listed DRAM rows keys[from..from+n) piece by piece, each piece
+ * under the shard's lock, compacted to start at `from`: a row still at its
+ * listed index position is copied from there, else looked up; one erased
+ * since drops out; one being moved to the spill file (or already there)
+ * is deferred to a read by key. Returns the rows copied. */
+static uint32_t iter_copy_dram(pskv_iter *it, pskv__shard *sh, uint32_t from, uint32_t n,
+                               uint32_t *ndeferred)
+{
+    const pskv_table *t = it->t;
+    uint32_t w = from;
+    for (uint32_t p = 0; p < n; p += ITER_PIECE) {
+        uint32_t end = n - p < ITER_PIECE ? n : p + ITER_PIECE;
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t j = p; j < end; j++) {
+            uint64_t key = it->keys[from + j];
+            const pskv__entry *e = it->hint[j] <= sh->index_mask ? &sh->index[it->hint[j]] : NULL;
+            if (e == NULL || e->slot == PSKV__SLOT_EMPTY || e->key != key)
+                e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
+            if (e != NULL && !(e->flags & PSKV__FLAG_BUSY)) {
+                it->keys[w] = key;
+                memcpy(iter_row(it, w++), pskv__shard_row(sh, e->slot), t->row_bytes);
+            } else if (e != NULL ||
+                       pskv__keymap_find(&sh->spilled, key,
+                                         pskv__key_hash(key, sh->hash_seed)) != NULL) {
+                it->deferred[(*ndeferred)++] = key;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return w - from;
 }
 
 /* Add shard s's keys read back since this iteration copied it to `late`
@@ -192,13 +220,16 @@ static int iter_reserve(pskv_iter *it, uint32_t rows)
     float *r = realloc(it->rows, (size_t)rows * t->row_bytes);
     if (r != NULL)
         it->rows = r;
-    uint32_t *a = realloc(it->spill_at, (size_t)rows * sizeof *a);
-    if (a != NULL)
-        it->spill_at = a;
     uint32_t *sl = realloc(it->spill_slot, (size_t)rows * sizeof *sl);
     if (sl != NULL)
         it->spill_slot = sl;
-    if (k == NULL || r == NULL || a == NULL || sl == NULL)
+    uint32_t *h = realloc(it->hint, (size_t)rows * sizeof *h);
+    if (h != NULL)
+        it->hint = h;
+    uint64_t *d = realloc(it->deferred, (size_t)rows * sizeof *d);
+    if (d != NULL)
+        it->deferred = d;
+    if (k == NULL || r == NULL || sl == NULL || h == NULL || d == NULL)
         return PSKV_ENOMEM;
     it->cap = rows;
     return 0;
@@ -309,42 +340,50 @@ static int iter_read_late(pskv_iter *it)
     return rc;
 }
 
-/* Copy the next shard's rows into the iterator. 1 loaded, 0 end, <0 error. */
+/* The next shard's rows into the iterator: the keys listed under its
+ * lock, spilled rows read, DRAM rows copied in pieces, rows found moving
+ * read by key (iter_read_late). 1 loaded, 0 end, <0 error. */
+static int iter_load_shard(pskv_iter *it, pskv__shard *sh)
+{
+    uint32_t nspilled = 0, ndram = 0, ndeferred = 0;
+    for (;;) { /* room first, outside the lock */
+        pthread_mutex_lock(&sh->lock);
+        uint32_t want = sh->rows + sh->spilled.count;
+        bool fits = want <= it->cap;
+        if (fits)
+            iter_list_shard(it, sh, &nspilled, &ndram, &ndeferred);
+        pthread_mutex_unlock(&sh->lock);
+        if (fits)
+            break;
+        int rc = iter_reserve(it, want + want / 8);
+        if (rc != 0)
+            return rc;
+    }
+    int rc = nspilled > 0 ? iter_read_spilled(it, sh, nspilled) : 0;
+    if (rc != 0)
+        return rc;
+    uint32_t copied = iter_copy_dram(it, sh, nspilled, ndram, &ndeferred);
+    uint32_t n = nspilled + copied;
+    /* Deferred keys go last (at most the keys listed: they fit). */
+    memcpy(it->keys + n, it->deferred, (size_t)ndeferred * sizeof *it->keys);
+    it->count = n + ndeferred;
+    it->nlate = ndeferred;
+    it->pos = 0;
+    it->next_shard++;
+    return 1;
+}
+
 static int iter_load(pskv_iter *it)
 {
     pskv_table *t = it->t;
-    int rc = 1;
+    int rc;
     pthread_rwlock_rdlock(&t->layout_lock);
-    if (atomic_load(&t->layout_gen) != it->gen) {
+    if (atomic_load(&t->layout_gen) != it->gen)
         rc = PSKV_EBUSY;
-    } else if (it->next_shard >= t->nshards) {
+    else if (it->next_shard >= t->nshards)
         rc = t->durable ? iter_load_cold(it) : 0;
-    } else {
-        pskv__shard *sh = &t->shards[it->next_shard];
-        for (;;) {
-            uint64_t moved = pskv__tier_moved_gen(t->store);
-            uint32_t nspilled = 0, busy = 0;
-            pthread_mutex_lock(&sh->lock);
-            int err = iter_reserve(it, sh->rows + sh->spilled.count);
-            if (err == 0)
-                busy = iter_copy_shard(it, sh, &nspilled);
-            pthread_mutex_unlock(&sh->lock);
-            if (err == 0 && nspilled > 0)
-                err = iter_read_spilled(it, sh, nspilled);
-            if (err != 0) {
-                rc = err;
-                break;
-            }
-            if (busy == 0)
-                break;
-            /* Rows of this shard were moving between tiers: wait, copy again. */
-            pskv__tier_moved_wait(t->store, moved);
-        }
-        if (rc == 1) {
-            it->pos = 0;
-            it->next_shard++;
-        }
-    }
+    else
+        rc = iter_load_shard(it, &t->shards[it->next_shard]);
     pthread_rwlock_unlock(&t->layout_lock);
     if (rc == 1 && it->nlate > 0 && (rc = iter_read_late(it)) == 0)
         rc = 1;
@@ -367,5 +406,21 @@ int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights, float *state)
     if (state != NULL && t->state_floats > 0)
         memcpy(state, row + t->dim, t->state_floats * sizeof(float));
     it->pos++;
+    return 1;
+}
+
+int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows, size_t *stride,
+                     uint32_t *n)
+{
+    while (it->pos >= it->count) {
+        int rc = iter_load(it);
+        if (rc <= 0)
+            return rc;
+    }
+    *keys = it->keys + it->pos;
+    *rows = iter_row(it, it->pos);
+    *stride = it->t->row_bytes;
+    *n = it->count - it->pos;
+    it->pos = it->count;
     return 1;
 }

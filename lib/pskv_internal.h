@@ -812,6 +812,14 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
 PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
                                       uint64_t hash, float **row_out);
 
+/* ---------------------------------------------------------------- iter.c */
+
+/* The iterator's next rows as they sit in its copy (a full export encodes
+ * from there): keys[n], rows stride bytes apart (weights, state, version).
+ * Valid until the next call on it. 1, 0 at the end, or an error. */
+PSKV__HIDDEN int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows,
+                                  size_t *stride, uint32_t *n);
+
 /* ---------------------------------------------------------------- sort.c */
 
 /* A key and where its row is (a chunk's rows in key order). */
