@@ -49,54 +49,6 @@ typedef struct ckpt_table {
 
 /* ---------------------------------------------------------------- sorting */
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* LSD radix sort by 11-bit digits (6 passes; 2048 buckets stay in cache),
- * skipping digits every key shares. */
-#define RADIX_BITS 11u
-#define RADIX_PASSES 6u
-static void sort_keys(uint64_t *keys, uint64_t *tmp, size_t n)
-{
-    if (n < 4096) {
-        qsort(keys, n, sizeof *keys, cmp_u64);
-        return;
-    }
-    const uint64_t mask = (1u << RADIX_BITS) - 1;
-    size_t (*count)[1u << RADIX_BITS] = calloc(RADIX_PASSES, sizeof *count);
-    if (count == NULL) {
-        qsort(keys, n, sizeof *keys, cmp_u64); /* no memory for counts: slower, same result */
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        for (unsigned d = 0; d < RADIX_PASSES; d++)
-            count[d][(keys[i] >> (RADIX_BITS * d)) & mask]++;
-    uint64_t *from = keys, *to = tmp;
-    for (unsigned d = 0; d < RADIX_PASSES; d++) {
-        size_t *c = count[d];
-        unsigned shift = RADIX_BITS * d;
-        if (c[(from[0] >> shift) & mask] == n)
-            continue; /* every key has the same digit here */
-        size_t sum = 0;
-        for (unsigned v = 0; v <= mask; v++) {
-            size_t k = c[v];
-            c[v] = sum;
-            sum += k;
-        }
-        for (size_t i = 0; i < n; i++)
-            to[c[(from[i] >> shift) & mask]++] = from[i];
-        uint64_t *x = from;
-        from = to;
-        to = x;
-    }
-    if (from != keys)
-        memcpy(keys, from, n * sizeof *keys);
-    free(count);
-}
-
 static size_t unique(uint64_t *keys, size_t n)
 {
     size_t m = 0;
@@ -219,7 +171,7 @@ static int begin(ckpt_table *ct, uint32_t nt, pskv_ckpt *job)
             pthread_mutex_unlock(&sh->lock);
             pskv__keylist_free(l);
         }
-        sort_keys(ct[i].keys, tmp[i], ct[i].n);
+        pskv__keys_sort(ct[i].keys, tmp[i], ct[i].n);
         ct[i].n = unique(ct[i].keys, ct[i].n);
     }
     for (uint32_t i = 0; i < nt; i++) {

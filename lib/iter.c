@@ -365,7 +365,8 @@ static int iter_load_shard(pskv_iter *it, pskv__shard *sh)
     uint32_t copied = iter_copy_dram(it, sh, nspilled, ndram, &ndeferred);
     uint32_t n = nspilled + copied;
     /* Deferred keys go last (at most the keys listed: they fit). */
-    memcpy(it->keys + n, it->deferred, (size_t)ndeferred * sizeof *it->keys);
+    if (ndeferred > 0)
+        memcpy(it->keys + n, it->deferred, (size_t)ndeferred * sizeof *it->keys);
     it->count = n + ndeferred;
     it->nlate = ndeferred;
     it->pos = 0;

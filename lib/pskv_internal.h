@@ -831,6 +831,9 @@ typedef struct pskv__keyed {
 /* Sort by key, stable (repeated keys keep their order): 0 or PSKV_ENOMEM
  * (a left as it was). */
 PSKV__HIDDEN int pskv__keyed_sort(pskv__keyed *a, size_t n);
+/* Sort keys ascending, tmp[n] as scratch. Never fails (qsort without
+ * memory for the digit counts). */
+PSKV__HIDDEN void pskv__keys_sort(uint64_t *keys, uint64_t *tmp, size_t n);
 
 /* ---------------------------------------------------------------- chunk.c */
 

@@ -1,15 +1,75 @@
-/* Sorting (key, position) pairs by key for chunks, whose keys go in order
- * (delta-varint). An LSD radix sort on bytes: stable, so repeated keys keep
- * the order they came in, and it skips the bytes all keys share (small ids,
- * or keys of one shard's high bits). qsort with a comparison callback took
- * a third of a full export's time.
+/* Sorting keys by LSD radix sort: the checkpoint's keys (LMDB takes them
+ * in order) and a chunk's (key, position) pairs (delta-varint keys go in
+ * order). Both skip the digits every key shares (small ids, or the high
+ * bits of one shard's keys). qsort with a comparison callback took a third
+ * of a full export's time.
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "pskv_internal.h"
 
-/* Below this, insertion sort. */
+/* One digit's counts into start positions; false (nothing to do) when
+ * every key has the same digit, the one of the first key. */
+static bool digit_starts(size_t *c, size_t buckets, size_t n, size_t first)
+{
+    if (c[first] == n)
+        return false;
+    size_t sum = 0;
+    for (size_t d = 0; d < buckets; d++) {
+        size_t x = c[d];
+        c[d] = sum;
+        sum += x;
+    }
+    return true;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* 11-bit digits (6 passes; 2048 buckets stay in cache) for the large key
+ * sets of a checkpoint. */
+#define KEY_BITS 11u
+#define KEY_PASSES 6u
+
+void pskv__keys_sort(uint64_t *keys, uint64_t *tmp, size_t n)
+{
+    if (n < 4096) {
+        qsort(keys, n, sizeof *keys, cmp_u64);
+        return;
+    }
+    const uint64_t mask = (1u << KEY_BITS) - 1;
+    size_t(*count)[1u << KEY_BITS] = calloc(KEY_PASSES, sizeof *count);
+    if (count == NULL) {
+        qsort(keys, n, sizeof *keys, cmp_u64); /* no memory for counts: slower, same result */
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        for (unsigned d = 0; d < KEY_PASSES; d++)
+            count[d][(keys[i] >> (KEY_BITS * d)) & mask]++;
+    uint64_t *from = keys, *to = tmp;
+    for (unsigned d = 0; d < KEY_PASSES; d++) {
+        const unsigned shift = KEY_BITS * d;
+        size_t *c = count[d];
+        if (!digit_starts(c, mask + 1, n, (from[0] >> shift) & mask))
+            continue;
+        for (size_t i = 0; i < n; i++)
+            to[c[(from[i] >> shift) & mask]++] = from[i];
+        uint64_t *x = from;
+        from = to;
+        to = x;
+    }
+    if (from != keys)
+        memcpy(keys, from, n * sizeof *keys);
+    free(count);
+}
+
+/* A chunk holds a few thousand rows: bytes as digits, and insertion sort
+ * below SMALL. */
 #define SMALL 48u
 
 static void insertion(pskv__keyed *a, size_t n)
@@ -17,7 +77,7 @@ static void insertion(pskv__keyed *a, size_t n)
     for (size_t i = 1; i < n; i++) {
         pskv__keyed x = a[i];
         size_t j = i;
-        while (j > 0 && a[j - 1].key > x.key) {
+        while (j > 0 && a[j - 1].key > x.key) { /* strict: stable */
             a[j] = a[j - 1];
             j--;
         }
@@ -38,27 +98,19 @@ int pskv__keyed_sort(pskv__keyed *a, size_t n)
         free(tmp);
         return PSKV_ENOMEM;
     }
-    for (size_t i = 0; i < n; i++) {
-        uint64_t k = a[i].key;
+    for (size_t i = 0; i < n; i++)
         for (int b = 0; b < 8; b++)
-            count[b][(k >> (8 * b)) & 0xff]++;
-    }
+            count[b][(a[i].key >> (8 * b)) & 0xff]++;
     pskv__keyed *from = a, *to = tmp;
     for (int b = 0; b < 8; b++) {
         size_t *c = count[b];
-        if (c[(from[0].key >> (8 * b)) & 0xff] == n)
-            continue; /* every key has this byte */
-        size_t sum = 0;
-        for (int d = 0; d < 256; d++) {
-            size_t x = c[d];
-            c[d] = sum;
-            sum += x;
-        }
+        if (!digit_starts(c, 256, n, (from[0].key >> (8 * b)) & 0xff))
+            continue;
         for (size_t i = 0; i < n; i++)
             to[c[(from[i].key >> (8 * b)) & 0xff]++] = from[i];
-        pskv__keyed *swap = from;
+        pskv__keyed *x = from;
         from = to;
-        to = swap;
+        to = x;
     }
     if (from != a)
         memcpy(a, from, n * sizeof *a);
