@@ -10,6 +10,7 @@
  * each row is returned once: by the copy if it was in DRAM or the spill
  * file then, by the walk otherwise.
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,6 +180,11 @@ static uint32_t iter_copy_dram(pskv_iter *it, pskv__shard *sh, uint32_t from, ui
             }
         }
         pthread_mutex_unlock(&sh->lock);
+        /* glibc's mutex is not fair: without a pause this thread takes the
+         * lock again before a woken writer runs, and the writer waits for
+         * the whole shard after all. */
+        if (end < n)
+            sched_yield();
     }
     return w - from;
 }
