@@ -12,6 +12,7 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <lz4.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
@@ -134,6 +135,20 @@ static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out
 
 /* Decode one row of chunk format `version`: 0, or -1 for a value no
  * encoder writes (not finite, a negative or non-finite scale, -128). */
+/* No Inf or NaN among n floats at p (any alignment): one pass without an
+ * early exit, so that the compiler vectorizes it. */
+static bool all_finite(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint32_t bad = 0;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t u;
+        memcpy(&u, b + 4 * j, 4);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad == 0;
+}
+
 static int decode_row(uint32_t version, uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
 {
     switch (codec) {
@@ -169,10 +184,7 @@ static int decode_row(uint32_t version, uint32_t codec, const uint8_t *in, uint3
         break;
     }
     }
-    for (uint32_t j = 0; j < dim; j++)
-        if (!isfinite(w[j]))
-            return -1;
-    return 0;
+    return all_finite(w, dim) ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------- varints */
@@ -455,14 +467,12 @@ int pskv_chunk_info_get(const void *chunk, size_t len, pskv_chunk_info *out)
     return pskv__chunk_open(chunk, len, out);
 }
 
-int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *values, float *state,
-                      uint64_t *tombstones)
+int pskv__chunk_decode_strided(const void *chunk, size_t len, const pskv_chunk_info *opened,
+                               uint64_t *keys, float *values, size_t vstride, float *state,
+                               size_t sstride, uint64_t *tombstones)
 {
-    pskv__detail_clear();
-    pskv_chunk_info in;
-    int rc = pskv__chunk_open(chunk, len, &in);
-    if (rc != 0)
-        return rc;
+    const pskv_chunk_info in = *opened;
+    int rc = 0;
     if ((in.rows > 0 && (keys == NULL || values == NULL)) ||
         (in.tombstones > 0 && tombstones == NULL))
         return pskv__fail(PSKV_EINVAL, "the chunk has %u rows and %u tombstones: %s is NULL",
@@ -495,23 +505,27 @@ int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *valu
         raw_len - at != (size_t)in.rows * (vb + sb))
         rc = pskv__fail(PSKV_ECORRUPT, "the chunk's keys do not fill its body");
     for (uint32_t i = 0; i < in.rows && rc == 0; i++, at += vb)
-        if (decode_row(version, in.codec, body + at, in.dim, values + (size_t)i * in.dim) != 0)
+        if (decode_row(version, in.codec, body + at, in.dim, values + (size_t)i * vstride) != 0)
             rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: a value no encoder writes", i);
-    for (uint32_t i = 0; i < in.rows && rc == 0 && sb > 0; i++, at += sb) {
-        float *st = state != NULL ? state + (size_t)i * in.state_floats : NULL;
-        for (uint32_t j = 0; j < in.state_floats; j++) {
-            float f;
-            memcpy(&f, body + at + 4 * j, 4);
-            if (!isfinite(f)) {
-                rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: state not finite", i);
-                break;
-            }
-            if (st != NULL)
-                st[j] = f;
-        }
-    }
+    if (rc == 0 && sb > 0 && !all_finite(body + at, (size_t)in.rows * in.state_floats))
+        rc = pskv__fail(PSKV_ECORRUPT, "the chunk's optimizer state is not finite");
+    for (uint32_t i = 0; i < in.rows && rc == 0 && sb > 0 && state != NULL; i++, at += sb)
+        memcpy(state + (size_t)i * sstride, body + at, sb);
     free(unpacked);
     return rc;
+}
+
+int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *values, float *state,
+                      uint64_t *tombstones)
+{
+    pskv__detail_clear();
+    /* Rows one after another: strides of the chunk's own dim and state. */
+    pskv_chunk_info in;
+    int rc = pskv__chunk_open(chunk, len, &in);
+    if (rc != 0)
+        return rc;
+    return pskv__chunk_decode_strided(chunk, len, &in, keys, values, in.dim, state,
+                                      in.state_floats, tombstones);
 }
 
 /* ---------------------------------------------------------------- caller's arrays */

@@ -475,44 +475,34 @@ int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
     if (mode != PSKV_APPLY_REPLACE && in.tombstones > 0)
         return pskv__fail(PSKV_EINVAL, "a chunk with tombstones applies with "
                                        "PSKV_APPLY_REPLACE only");
+    /* Decoded in place: whole rows (weights, state) when REPLACE writes the
+     * state, else weights one after another. */
     const size_t n = in.rows, stride = with_state ? t->row_floats : t->dim;
     uint64_t *keys = malloc((n ? n : 1) * sizeof *keys);
-    float *values = malloc((n ? n : 1) * (size_t)in.dim * sizeof *values);
-    float *state = in.state_floats ? malloc((n ? n : 1) * (size_t)in.state_floats * sizeof *state)
-                                   : NULL;
+    float *rows = malloc((n ? n : 1) * stride * sizeof *rows);
     uint64_t *tombs = malloc((in.tombstones ? in.tombstones : 1) * sizeof *tombs);
-    float *rows = with_state ? malloc((n ? n : 1) * stride * sizeof *rows) : NULL;
-    if (keys == NULL || values == NULL || tombs == NULL || (in.state_floats && state == NULL) ||
-        (with_state && rows == NULL))
+    if (keys == NULL || rows == NULL || tombs == NULL)
         rc = PSKV_ENOMEM;
     if (rc == 0)
-        rc = pskv_chunk_decode(chunk, len, keys, values, state, tombs);
-    if (rc == 0 && with_state) {
-        for (size_t i = 0; i < n; i++) {
-            memcpy(rows + i * stride, values + i * t->dim, t->dim * sizeof(float));
-            memcpy(rows + i * stride + t->dim, state + i * t->state_floats,
-                   t->state_floats * sizeof(float));
-        }
-    }
+        rc = pskv__chunk_decode_strided(chunk, len, &in, keys, rows, stride,
+                                        with_state ? rows + t->dim : NULL, stride, tombs);
     if (rc == 0 && n > 0) {
         switch (mode) {
         case PSKV_APPLY_REPLACE:
-            rc = with_state ? pskv__put_rows(t, keys, n, rows) : pskv_put(t, keys, n, values);
+            rc = with_state ? pskv__put_rows(t, keys, n, rows) : pskv_put(t, keys, n, rows);
             break;
         case PSKV_APPLY_PUSH:
-            rc = pskv_push(t, keys, n, values);
+            rc = pskv_push(t, keys, n, rows);
             break;
         default:
-            rc = pskv__add(t, keys, n, values);
+            rc = pskv__add(t, keys, n, rows);
             break;
         }
     }
     if (rc == 0 && in.tombstones > 0)
         rc = pskv_erase(t, tombs, in.tombstones);
     free(keys);
-    free(values);
-    free(state);
-    free(tombs);
     free(rows);
+    free(tombs);
     return rc;
 }

@@ -859,5 +859,13 @@ PSKV__HIDDEN size_t pskv__chunk_row_bound(const pskv__chunk_spec *sp);
 /* Check a chunk and read its header (pskv_chunk_info_get, without
  * clearing the error detail). */
 PSKV__HIDDEN int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info);
+/* pskv_chunk_decode of a chunk pskv__chunk_open accepted (opened: its
+ * info), row i's values to values + i * vstride and, if state is not NULL,
+ * its state to state + i * sstride (floats): apply decodes whole rows in
+ * place. The same checks and errors. */
+PSKV__HIDDEN int pskv__chunk_decode_strided(const void *chunk, size_t len,
+                                           const pskv_chunk_info *opened, uint64_t *keys,
+                                           float *values, size_t vstride, float *state,
+                                           size_t sstride, uint64_t *tombstones);
 
 #endif
