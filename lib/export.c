@@ -112,6 +112,9 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     rc = e->ptrs && e->src && e->sorted && e->order ? 0 : PSKV_ENOMEM;
     if (rc == 0 && since == 0 && !e->done)
         rc = pskv_iter_create(t, &e->it);
+    if (rc == 0 && e->it != NULL) /* pieces of whole chunks: no carrying */
+        pskv__iter_piece(e->it, e->per_chunk >= 1024 ? e->per_chunk
+                                                     : e->per_chunk * (1024 / e->per_chunk));
     if (rc != 0) {
         pskv_export_close(e);
         return rc;

@@ -10,7 +10,6 @@
  * each row is returned once: by the copy if it was in DRAM or the spill
  * file then, by the walk otherwise.
  * SPDX-License-Identifier: BSD-2-Clause */
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,9 +23,16 @@ struct pskv_iter {
     size_t cap;
     uint64_t *keys;
     float *rows;
-    uint32_t *spill_slot; /* the current shard's spilled rows: keys[0..nspilled) */
-    uint32_t *hint;       /* its DRAM rows: where each key was in the index */
-    uint64_t *deferred;   /* its DRAM rows found moving: read by key */
+    /* The current shard's keys, listed under its lock (lhint: index
+     * position, or SPILLED_HINT), taken a piece at a time from lpos. */
+    uint64_t *lkeys;
+    uint32_t *lhint;
+    uint32_t lcap, ln, lpos, lshard;
+    uint32_t piece;       /* keys per piece */
+    /* Per piece: spilled rows to read (batch position, slot); rows found
+     * moving, read by key after the batch's rows. */
+    uint32_t *spill_at, *spill_slot;
+    uint64_t *deferred;
     /* After the shards: rows only LMDB holds, in key order. */
     bool cold_started, cold_done;
     uint64_t cold_after;
@@ -38,6 +44,14 @@ struct pskv_iter {
     pskv__keymap late;
     uint32_t nlate; /* the batch's last nlate keys are late: rows to read */
 };
+
+/* Rows copied per hold of a shard's lock, unless pskv__iter_piece says: a
+ * writer waits for one piece (0.5 MB of 512-byte rows), not for a shard,
+ * and the iterator's copy stays small enough to be in cache when it is
+ * read. */
+#define ITER_PIECE 1024u
+#define ITER_PIECE_MAX 4096u
+#define SPILLED_HINT UINT32_MAX
 
 /* Row n of the iterator's copy (rows are row_bytes apart: weights, state,
  * version). */
@@ -55,6 +69,7 @@ int pskv_iter_create(pskv_table *t, pskv_iter **out)
     if (it == NULL)
         return PSKV_ENOMEM;
     it->t = t;
+    it->piece = ITER_PIECE;
     pskv__keymap_init(&it->late, t->opts.seed);
     pthread_rwlock_rdlock(&t->layout_lock);
     it->gen = atomic_load(&t->layout_gen);
@@ -87,106 +102,147 @@ void pskv_iter_destroy(pskv_iter *it)
     pskv__keymap_free(&it->late);
     free(it->keys);
     free(it->rows);
+    free(it->lkeys);
+    free(it->lhint);
+    free(it->spill_at);
     free(it->spill_slot);
-    free(it->hint);
     free(it->deferred);
     free(it);
 }
 
-/* Pieces of a shard's DRAM rows copied per hold of its lock: a writer
- * waits for one piece (0.5 MB of 512-byte rows), not for the shard. */
-#define ITER_PIECE 1024u
 
-/* List the shard's keys (shard lock held). keys[0..*nspilled): idle
- * spilled rows, marked BUSY for iter_read_spilled. Then *ndram keys of
- * the index with their positions (hint). Keys of spilled rows others are
- * moving go to it->deferred (*ndeferred), to be read by key. */
-static void iter_list_shard(pskv_iter *it, pskv__shard *sh, uint32_t *nspilled,
-                            uint32_t *ndram, uint32_t *ndeferred)
+/* List shard s's keys (its lock held): DRAM rows with their index
+ * positions, spilled rows with SPILLED_HINT. Read-backs from now on are
+ * this iteration's late rows (iter_load_cold). */
+static void iter_list_shard(pskv_iter *it, const pskv__shard *sh, uint32_t s)
 {
-    uint32_t n = 0, nd = 0;
-    for (uint32_t i = 0; i < sh->spilled.cap; i++) {
-        pskv__keyval *e = &sh->spilled.e[i];
-        if (e->value == PSKV__SLOT_EMPTY)
-            continue;
-        if (e->value & PSKV__SPILL_BUSY) {
-            it->deferred[nd++] = e->key;
-            continue;
-        }
-        it->keys[n] = e->key;
-        it->spill_slot[n++] = e->value & PSKV__SPILL_SLOT_MAX;
-        e->value |= PSKV__SPILL_BUSY;
-    }
-    uint32_t d = 0;
+    uint32_t n = 0;
     for (uint32_t i = 0; i <= sh->index_mask; i++) {
         const pskv__entry *e = &sh->index[i];
         if (e->slot == PSKV__SLOT_EMPTY)
             continue;
-        it->keys[n + d] = e->key;
-        it->hint[d++] = i;
+        it->lkeys[n] = e->key;
+        it->lhint[n++] = i;
+    }
+    for (uint32_t i = 0; i < sh->spilled.cap; i++) {
+        const pskv__keyval *e = &sh->spilled.e[i];
+        if (e->value == PSKV__SLOT_EMPTY)
+            continue;
+        it->lkeys[n] = e->key;
+        it->lhint[n++] = SPILLED_HINT;
     }
     if (it->copied_at != NULL)
-        it->copied_at[it->next_shard] = sh->readback.base + sh->readback.len;
-    *nspilled = n;
-    *ndram = d;
-    *ndeferred = nd;
+        it->copied_at[s] = sh->readback.base + sh->readback.len;
+    it->ln = n;
+    it->lpos = 0;
+    it->lshard = s;
 }
 
-/* Read the spilled rows listed by iter_list_shard, then release them. */
+/* List the next shard's keys (the list grown outside its lock). */
+static int iter_next_listing(pskv_iter *it, pskv__shard *sh, uint32_t s)
+{
+    for (;;) {
+        pthread_mutex_lock(&sh->lock);
+        uint32_t want = sh->rows + sh->spilled.count;
+        bool fits = want <= it->lcap;
+        if (fits)
+            iter_list_shard(it, sh, s);
+        pthread_mutex_unlock(&sh->lock);
+        if (fits)
+            return 0;
+        uint32_t cap = want + want / 8;
+        uint64_t *k = realloc(it->lkeys, (size_t)cap * sizeof *k);
+        if (k != NULL)
+            it->lkeys = k;
+        uint32_t *h = realloc(it->lhint, (size_t)cap * sizeof *h);
+        if (h != NULL)
+            it->lhint = h;
+        if (k == NULL || h == NULL)
+            return PSKV_ENOMEM;
+        it->lcap = cap;
+    }
+}
+
+/* Read the piece's spilled rows (marked BUSY by iter_copy_piece), then
+ * release them. */
 static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
 {
     pskv_table *t = it->t;
+    uint64_t *keys = malloc((size_t)nspilled * sizeof *keys);
     float **rows = malloc((size_t)nspilled * sizeof *rows);
-    int rc = rows ? 0 : PSKV_ENOMEM;
+    int rc = keys && rows ? 0 : PSKV_ENOMEM;
     if (rc == 0) {
-        for (uint32_t k = 0; k < nspilled; k++)
-            rows[k] = iter_row(it, k);
-        rc = pskv__spill_read(t->spill, nspilled, it->keys, it->spill_slot, rows, NULL);
+        for (uint32_t k = 0; k < nspilled; k++) {
+            keys[k] = it->keys[it->spill_at[k]];
+            rows[k] = iter_row(it, it->spill_at[k]);
+        }
+        rc = pskv__spill_read(t->spill, nspilled, keys, it->spill_slot, rows, NULL);
     }
     pthread_mutex_lock(&sh->lock);
-    for (uint32_t k = 0; k < nspilled; k++)
-        pskv__tier_spilled_release(sh, it->keys[k], pskv__key_hash(it->keys[k], sh->hash_seed));
+    for (uint32_t k = 0; k < nspilled; k++) {
+        uint64_t key = it->keys[it->spill_at[k]];
+        pskv__tier_spilled_release(sh, key, pskv__key_hash(key, sh->hash_seed));
+    }
     pthread_mutex_unlock(&sh->lock);
     pskv__tier_moved_wake(t->store);
+    free(keys);
     free(rows);
     return rc;
 }
 
-/* Copy the listed DRAM rows keys[from..from+n) piece by piece, each piece
- * under the shard's lock, compacted to start at `from`: a row still at its
- * listed index position is copied from there, else looked up; one erased
- * since drops out; one being moved to the spill file (or already there)
- * is deferred to a read by key. Returns the rows copied. */
-static uint32_t iter_copy_dram(pskv_iter *it, pskv__shard *sh, uint32_t from, uint32_t n,
-                               uint32_t *ndeferred)
+/* The next piece of the listed keys into the batch, under the shard's
+ * lock: a DRAM row still at its listed position is copied from there,
+ * else looked up; an idle spilled row is marked BUSY and read after the
+ * lock is released; a row being moved is deferred to a read by key
+ * (iter_read_late); a key erased since drops out. The piece is consumed
+ * only once its rows are in. */
+static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
 {
     const pskv_table *t = it->t;
-    uint32_t w = from;
-    for (uint32_t p = 0; p < n; p += ITER_PIECE) {
-        uint32_t end = n - p < ITER_PIECE ? n : p + ITER_PIECE;
-        pthread_mutex_lock(&sh->lock);
-        for (uint32_t j = p; j < end; j++) {
-            uint64_t key = it->keys[from + j];
-            const pskv__entry *e = it->hint[j] <= sh->index_mask ? &sh->index[it->hint[j]] : NULL;
-            if (e == NULL || e->slot == PSKV__SLOT_EMPTY || e->key != key)
-                e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
-            if (e != NULL && !(e->flags & PSKV__FLAG_BUSY)) {
-                it->keys[w] = key;
-                memcpy(iter_row(it, w++), pskv__shard_row(sh, e->slot), t->row_bytes);
-            } else if (e != NULL ||
-                       pskv__keymap_find(&sh->spilled, key,
-                                         pskv__key_hash(key, sh->hash_seed)) != NULL) {
-                it->deferred[(*ndeferred)++] = key;
-            }
+    const uint32_t end = it->ln - it->lpos < it->piece ? it->ln : it->lpos + it->piece;
+    uint32_t w = 0, nspilled = 0, ndeferred = 0;
+    pthread_mutex_lock(&sh->lock);
+    for (uint32_t j = it->lpos; j < end; j++) {
+        const uint64_t key = it->lkeys[j], hint = it->lhint[j];
+        const pskv__entry *e = hint <= sh->index_mask ? &sh->index[hint] : NULL;
+        uint64_t h = 0;
+        if (e == NULL || e->slot == PSKV__SLOT_EMPTY || e->key != key)
+            e = pskv__shard_find(sh, key, h = pskv__key_hash(key, sh->hash_seed));
+        if (e != NULL && !(e->flags & PSKV__FLAG_BUSY)) {
+            it->keys[w] = key;
+            memcpy(iter_row(it, w++), pskv__shard_row(sh, e->slot), t->row_bytes);
+            continue;
         }
-        pthread_mutex_unlock(&sh->lock);
-        /* glibc's mutex is not fair: without a pause this thread takes the
-         * lock again before a woken writer runs, and the writer waits for
-         * the whole shard after all. */
-        if (end < n)
-            sched_yield();
+        if (e != NULL) { /* being written to the spill file */
+            it->deferred[ndeferred++] = key;
+            continue;
+        }
+        pskv__keyval *sp = sh->spilled.count > 0
+                               ? pskv__keymap_find(&sh->spilled, key,
+                                                   h ? h : pskv__key_hash(key, sh->hash_seed))
+                               : NULL;
+        if (sp == NULL)
+            continue; /* erased since it was listed */
+        if (sp->value & PSKV__SPILL_BUSY) {
+            it->deferred[ndeferred++] = key;
+            continue;
+        }
+        it->spill_at[nspilled] = w;
+        it->spill_slot[nspilled++] = sp->value & PSKV__SPILL_SLOT_MAX;
+        sp->value |= PSKV__SPILL_BUSY;
+        it->keys[w++] = key;
     }
-    return w - from;
+    pthread_mutex_unlock(&sh->lock);
+    int rc = nspilled > 0 ? iter_read_spilled(it, sh, nspilled) : 0;
+    if (rc != 0)
+        return rc; /* the piece again next time */
+    if (ndeferred > 0)
+        memcpy(it->keys + w, it->deferred, (size_t)ndeferred * sizeof *it->keys);
+    it->count = w + ndeferred;
+    it->nlate = ndeferred;
+    it->pos = 0;
+    it->lpos = end;
+    return 1;
 }
 
 /* Add shard s's keys read back since this iteration copied it to `late`
@@ -226,16 +282,16 @@ static int iter_reserve(pskv_iter *it, uint32_t rows)
     float *r = realloc(it->rows, (size_t)rows * t->row_bytes);
     if (r != NULL)
         it->rows = r;
+    uint32_t *a = realloc(it->spill_at, (size_t)rows * sizeof *a);
+    if (a != NULL)
+        it->spill_at = a;
     uint32_t *sl = realloc(it->spill_slot, (size_t)rows * sizeof *sl);
     if (sl != NULL)
         it->spill_slot = sl;
-    uint32_t *h = realloc(it->hint, (size_t)rows * sizeof *h);
-    if (h != NULL)
-        it->hint = h;
     uint64_t *d = realloc(it->deferred, (size_t)rows * sizeof *d);
     if (d != NULL)
         it->deferred = d;
-    if (k == NULL || r == NULL || sl == NULL || h == NULL || d == NULL)
+    if (k == NULL || r == NULL || a == NULL || sl == NULL || d == NULL)
         return PSKV_ENOMEM;
     it->cap = rows;
     return 0;
@@ -346,38 +402,27 @@ static int iter_read_late(pskv_iter *it)
     return rc;
 }
 
-/* The next shard's rows into the iterator: the keys listed under its
- * lock, spilled rows read, DRAM rows copied in pieces, rows found moving
- * read by key (iter_read_late). 1 loaded, 0 end, <0 error. */
-static int iter_load_shard(pskv_iter *it, pskv__shard *sh)
+/* The next piece of the table's shards into the iterator, listing the
+ * next shard when the current one is done. 1 loaded, 0 no shard left,
+ * <0 error. Layout lock held. */
+static int iter_load_piece(pskv_iter *it)
 {
-    uint32_t nspilled = 0, ndram = 0, ndeferred = 0;
-    for (;;) { /* room first, outside the lock */
-        pthread_mutex_lock(&sh->lock);
-        uint32_t want = sh->rows + sh->spilled.count;
-        bool fits = want <= it->cap;
-        if (fits)
-            iter_list_shard(it, sh, &nspilled, &ndram, &ndeferred);
-        pthread_mutex_unlock(&sh->lock);
-        if (fits)
-            break;
-        int rc = iter_reserve(it, want + want / 8);
-        if (rc != 0)
-            return rc;
+    pskv_table *t = it->t;
+    int rc = iter_reserve(it, it->piece);
+    while (rc == 0 && it->lpos >= it->ln) {
+        if (it->next_shard >= t->nshards)
+            return 0;
+        uint32_t s = it->next_shard;
+        rc = iter_next_listing(it, &t->shards[s], s);
+        if (rc == 0)
+            it->next_shard++;
     }
-    int rc = nspilled > 0 ? iter_read_spilled(it, sh, nspilled) : 0;
     if (rc != 0)
         return rc;
-    uint32_t copied = iter_copy_dram(it, sh, nspilled, ndram, &ndeferred);
-    uint32_t n = nspilled + copied;
-    /* Deferred keys go last (at most the keys listed: they fit). */
-    if (ndeferred > 0)
-        memcpy(it->keys + n, it->deferred, (size_t)ndeferred * sizeof *it->keys);
-    it->count = n + ndeferred;
-    it->nlate = ndeferred;
-    it->pos = 0;
-    it->next_shard++;
-    return 1;
+    /* One piece per load: between two pieces the caller uses the rows,
+     * and writers get the lock (glibc's mutex is not fair: a loop over
+     * pieces took it back before a woken writer ran). */
+    return iter_copy_piece(it, &t->shards[it->lshard]);
 }
 
 static int iter_load(pskv_iter *it)
@@ -387,10 +432,8 @@ static int iter_load(pskv_iter *it)
     pthread_rwlock_rdlock(&t->layout_lock);
     if (atomic_load(&t->layout_gen) != it->gen)
         rc = PSKV_EBUSY;
-    else if (it->next_shard >= t->nshards)
+    else if ((rc = iter_load_piece(it)) == 0)
         rc = t->durable ? iter_load_cold(it) : 0;
-    else
-        rc = iter_load_shard(it, &t->shards[it->next_shard]);
     pthread_rwlock_unlock(&t->layout_lock);
     if (rc == 1 && it->nlate > 0 && (rc = iter_read_late(it)) == 0)
         rc = 1;
@@ -430,4 +473,9 @@ int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows, s
     *n = it->count - it->pos;
     it->pos = it->count;
     return 1;
+}
+
+void pskv__iter_piece(pskv_iter *it, uint32_t rows)
+{
+    it->piece = rows == 0 ? ITER_PIECE : rows > ITER_PIECE_MAX ? ITER_PIECE_MAX : rows;
 }

@@ -819,6 +819,9 @@ PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold
  * Valid until the next call on it. 1, 0 at the end, or an error. */
 PSKV__HIDDEN int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows,
                                   size_t *stride, uint32_t *n);
+/* Rows per piece of a shard (0: the default, 1024; at most 4096): a full
+ * export asks for a multiple of its chunk's rows. */
+PSKV__HIDDEN void pskv__iter_piece(pskv_iter *it, uint32_t rows);
 
 /* ---------------------------------------------------------------- sort.c */
 
