@@ -602,9 +602,10 @@ PSKV_API int pskv_compact(const char *dir, uint64_t *before, uint64_t *after);
 /* ---------------------------------------------------------------- iteration */
 
 /* Iterate over the rows of a table, shard by shard. A shard's keys are
- * listed under its lock, then its rows copied in pieces of 1024 rows under
- * it, so writers wait for a piece, never a whole shard; each row is seen
- * whole, as it was at its piece's copy. Rows written concurrently may or
+ * listed under its lock, then its rows copied a piece of 1024 at a time
+ * under it as pskv_iter_next needs them, so writers wait for a piece,
+ * never a whole shard; each row is seen whole, as it was at its piece's
+ * copy. Rows written concurrently may or
  * may not be seen as changed (rows created after their shard's listing are
  * not seen; rows erased before their piece is copied are not returned). On a
  * durable store, rows that only LMDB holds (not used since the reopen) come
