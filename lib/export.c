@@ -342,14 +342,12 @@ static int full_load(pskv_export *e)
                                 : rc;
     }
     e->ipos = 0;
-    if (e->ring != NULL && e->in > e->inode_cap) {
-        uint32_t *nn = realloc(e->inode, (size_t)e->in * sizeof *nn);
+    if (e->ring != NULL) {
+        uint32_t *nn = pskv__array_grow(e->inode, &e->inode_cap, e->in, sizeof *nn, 1024);
         if (nn == NULL)
             rc = PSKV_ENOMEM;
-        else {
+        else
             e->inode = nn;
-            e->inode_cap = e->in;
-        }
     }
     if (rc > 0 && e->ring != NULL)
         rc = pskv_ring_route(e->ring, e->ikeys, e->in, e->inode);

@@ -23,10 +23,9 @@ struct pskv_iter {
     size_t cap;
     uint64_t *keys;
     float *rows;
-    /* The current shard's keys, listed under its lock (lhint: index
+    /* The current shard's keys, listed under its lock (at: the index
      * position, or SPILLED_HINT), taken a piece at a time from lpos. */
-    uint64_t *lkeys;
-    uint32_t *lhint;
+    pskv__keyed *listed;
     uint32_t lcap, ln, lpos, lshard;
     uint32_t piece;       /* keys per piece */
     /* Per piece: spilled rows to read (batch position, slot); rows found
@@ -102,8 +101,7 @@ void pskv_iter_destroy(pskv_iter *it)
     pskv__keymap_free(&it->late);
     free(it->keys);
     free(it->rows);
-    free(it->lkeys);
-    free(it->lhint);
+    free(it->listed);
     free(it->spill_at);
     free(it->spill_slot);
     free(it->deferred);
@@ -121,15 +119,13 @@ static void iter_list_shard(pskv_iter *it, const pskv__shard *sh, uint32_t s)
         const pskv__entry *e = &sh->index[i];
         if (e->slot == PSKV__SLOT_EMPTY)
             continue;
-        it->lkeys[n] = e->key;
-        it->lhint[n++] = i;
+        it->listed[n++] = (pskv__keyed){e->key, i};
     }
     for (uint32_t i = 0; i < sh->spilled.cap; i++) {
         const pskv__keyval *e = &sh->spilled.e[i];
         if (e->value == PSKV__SLOT_EMPTY)
             continue;
-        it->lkeys[n] = e->key;
-        it->lhint[n++] = SPILLED_HINT;
+        it->listed[n++] = (pskv__keyed){e->key, SPILLED_HINT};
     }
     if (it->copied_at != NULL)
         it->copied_at[s] = sh->readback.base + sh->readback.len;
@@ -150,16 +146,11 @@ static int iter_next_listing(pskv_iter *it, pskv__shard *sh, uint32_t s)
         pthread_mutex_unlock(&sh->lock);
         if (fits)
             return 0;
-        uint32_t cap = want + want / 8;
-        uint64_t *k = realloc(it->lkeys, (size_t)cap * sizeof *k);
-        if (k != NULL)
-            it->lkeys = k;
-        uint32_t *h = realloc(it->lhint, (size_t)cap * sizeof *h);
-        if (h != NULL)
-            it->lhint = h;
-        if (k == NULL || h == NULL)
+        pskv__keyed *grown = pskv__array_grow(it->listed, &it->lcap, want, sizeof *grown,
+                                              ITER_PIECE);
+        if (grown == NULL)
             return PSKV_ENOMEM;
-        it->lcap = cap;
+        it->listed = grown;
     }
 }
 
@@ -203,7 +194,7 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
     uint32_t w = 0, nspilled = 0, ndeferred = 0;
     pthread_mutex_lock(&sh->lock);
     for (uint32_t j = it->lpos; j < end; j++) {
-        const uint64_t key = it->lkeys[j], hint = it->lhint[j];
+        const uint64_t key = it->listed[j].key, hint = it->listed[j].at;
         const pskv__entry *e = hint <= sh->index_mask ? &sh->index[hint] : NULL;
         uint64_t h = 0;
         if (e == NULL || e->slot == PSKV__SLOT_EMPTY || e->key != key)

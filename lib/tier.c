@@ -200,14 +200,10 @@ static int note_readback(pskv_table *t, pskv__shard *sh, uint64_t key)
         }
         return 0;
     }
-    if (r->len == r->cap) {
-        uint32_t cap = r->cap ? r->cap * 2 : 64;
-        uint64_t *k = cap > r->cap ? realloc(r->keys, (size_t)cap * sizeof *k) : NULL;
-        if (k == NULL)
-            return PSKV_ENOMEM;
-        r->keys = k;
-        r->cap = cap;
-    }
+    uint64_t *k = pskv__array_grow(r->keys, &r->cap, (uint64_t)r->len + 1, sizeof *k, 64);
+    if (k == NULL)
+        return PSKV_ENOMEM;
+    r->keys = k;
     r->keys[r->len++] = key;
     return 0;
 }
