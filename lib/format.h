@@ -40,6 +40,13 @@
 #include <string.h>
 
 #include <xxhash.h>
+#if defined(__x86_64__)
+/* Debian builds libxxhash's XXH3_64bits* for SSE2; its *_dispatch
+ * variants pick AVX2 or AVX-512 at run time (same values). Over a 1 MiB
+ * chunk on this project's test machine: 5 GB/s against 23-40 GB/s. Every
+ * checksum of pskv goes through this header. */
+#include <xxh_x86dispatch.h>
+#endif
 
 #define PSKV_FMT_MAGIC 0x564b5350u /* "PSKV" */
 #define PSKV_FMT_VERSION 3u

@@ -27,10 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
-#include "format.h" /* the little-endian field helpers */
+#include "format.h" /* the little-endian field helpers, the XXH3 of checksums */
 #include "pskv_internal.h"
 
 #define TRAILER 16u
