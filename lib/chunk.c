@@ -132,28 +132,15 @@ static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out
     }
 }
 
-/* Decode one row of chunk format `version`: 0, or -1 for a value no
- * encoder writes (not finite, a negative or non-finite scale, -128). */
-/* No Inf or NaN among n floats at p (any alignment): one pass without an
- * early exit, so that the compiler vectorizes it. */
-static bool all_finite(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint32_t bad = 0;
-    for (size_t j = 0; j < n; j++) {
-        uint32_t u;
-        memcpy(&u, b + 4 * j, 4);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad == 0;
-}
+/* No Inf or NaN among n floats at p (any alignment). */
+static bool all_finite(const void *p, size_t n) { return !pskv__floats_nonfinite(p, n); }
 
+/* Decode one row of fp16, bf16 or int8 of chunk format `version`: 0, or
+ * -1 for a value no encoder writes (not finite, a negative or non-finite
+ * scale, -128). */
 static int decode_row(uint32_t version, uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
 {
-    switch (codec) {
-    case PSKV_CODEC_FP32:
-        memcpy(w, in, (size_t)dim * 4);
-        break;
+    switch (codec) { /* fp32 is read in place (pskv__chunk_view_open) */
     case PSKV_CODEC_FP16:
     case PSKV_CODEC_BF16:
         for (uint32_t j = 0; j < dim; j++) {
@@ -466,31 +453,34 @@ int pskv_chunk_info_get(const void *chunk, size_t len, pskv_chunk_info *out)
     return pskv__chunk_open(chunk, len, out);
 }
 
-int pskv__chunk_decode_strided(const void *chunk, size_t len, const pskv_chunk_info *opened,
-                               uint64_t *keys, float *values, size_t vstride, float *state,
-                               size_t sstride, uint64_t *tombstones)
+void pskv__chunk_view_free(pskv__chunk_view *v)
+{
+    free(v->unpacked);
+    free(v->decoded);
+    memset(v, 0, sizeof *v);
+}
+
+int pskv__chunk_view_open(const void *chunk, size_t len, const pskv_chunk_info *opened,
+                          uint64_t *keys, uint64_t *tombstones, pskv__chunk_view *v)
 {
     const pskv_chunk_info in = *opened;
-    int rc = 0;
-    if ((in.rows > 0 && (keys == NULL || values == NULL)) ||
-        (in.tombstones > 0 && tombstones == NULL))
+    memset(v, 0, sizeof *v);
+    if ((in.rows > 0 && keys == NULL) || (in.tombstones > 0 && tombstones == NULL))
         return pskv__fail(PSKV_EINVAL, "the chunk has %u rows and %u tombstones: %s is NULL",
-                          in.rows, in.tombstones,
-                          in.rows > 0 && keys == NULL     ? "keys"
-                          : in.rows > 0 && values == NULL ? "values"
-                                                          : "tombstones");
+                          in.rows, in.tombstones, in.rows > 0 && keys == NULL ? "keys"
+                                                                                : "tombstones");
     const uint8_t *body = (const uint8_t *)chunk + PSKV_FMT_CHUNK_HEAD;
     size_t raw_len = get32((const uint8_t *)chunk + 60);
-    uint8_t *unpacked = NULL;
     if (in.lz4) {
-        unpacked = malloc(raw_len ? raw_len : 1);
+        uint8_t *unpacked = malloc(raw_len ? raw_len : 1);
         if (unpacked == NULL)
             return PSKV_ENOMEM;
         int got = LZ4_decompress_safe((const char *)body, (char *)unpacked,
                                       (int)(len - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES),
                                       (int)raw_len);
+        v->unpacked = unpacked;
         if (got < 0 || (size_t)got != raw_len) {
-            free(unpacked);
+            pskv__chunk_view_free(v);
             return pskv__fail(PSKV_ECORRUPT, "the chunk's lz4 body does not unpack");
         }
         body = unpacked;
@@ -499,19 +489,56 @@ int pskv__chunk_decode_strided(const void *chunk, size_t len, const pskv_chunk_i
     memcpy(&version, (const uint8_t *)chunk + 4, 2);
     const size_t vb = codec_bytes(version, in.codec, in.dim), sb = (size_t)in.state_floats * 4;
     size_t at = 0;
+    int rc = 0;
     if (keys_get(body, raw_len, &at, keys, in.rows) != 0 ||
         keys_get(body, raw_len, &at, tombstones, in.tombstones) != 0 ||
         raw_len - at != (size_t)in.rows * (vb + sb))
         rc = pskv__fail(PSKV_ECORRUPT, "the chunk's keys do not fill its body");
-    for (uint32_t i = 0; i < in.rows && rc == 0; i++, at += vb)
-        if (decode_row(version, in.codec, body + at, in.dim, values + (size_t)i * vstride) != 0)
-            rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: a value no encoder writes", i);
-    if (rc == 0 && sb > 0 && !all_finite(body + at, (size_t)in.rows * in.state_floats))
-        rc = pskv__fail(PSKV_ECORRUPT, "the chunk's optimizer state is not finite");
-    for (uint32_t i = 0; i < in.rows && rc == 0 && sb > 0 && state != NULL; i++, at += sb)
-        memcpy(state + (size_t)i * sstride, body + at, sb);
-    free(unpacked);
+    if (rc == 0 && in.codec == PSKV_CODEC_FP32) {
+        v->weights = body + at;
+        if (!all_finite(v->weights, (size_t)in.rows * in.dim))
+            rc = pskv__fail(PSKV_ECORRUPT, "the chunk's values are not all finite");
+    } else if (rc == 0) {
+        /* Less than 4 bytes per byte of the chunk's values (int8: dim + 2 a row). */
+        float *w = malloc((in.rows ? in.rows : 1) * (size_t)in.dim * sizeof *w);
+        v->decoded = w;
+        v->weights = (const uint8_t *)w;
+        rc = w ? 0 : PSKV_ENOMEM;
+        for (uint32_t i = 0; i < in.rows && rc == 0; i++)
+            if (decode_row(version, in.codec, body + at + (size_t)i * vb, in.dim,
+                           w + (size_t)i * in.dim) != 0)
+                rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: a value no encoder writes",
+                                i);
+    }
+    at += (size_t)in.rows * vb;
+    if (rc == 0 && sb > 0) {
+        v->state = body + at;
+        if (!all_finite(v->state, (size_t)in.rows * in.state_floats))
+            rc = pskv__fail(PSKV_ECORRUPT, "the chunk's optimizer state is not finite");
+    }
+    if (rc != 0)
+        pskv__chunk_view_free(v);
     return rc;
+}
+
+int pskv__chunk_decode_strided(const void *chunk, size_t len, const pskv_chunk_info *opened,
+                               uint64_t *keys, float *values, size_t vstride, float *state,
+                               size_t sstride, uint64_t *tombstones)
+{
+    const pskv_chunk_info in = *opened;
+    if (in.rows > 0 && values == NULL)
+        return pskv__fail(PSKV_EINVAL, "the chunk has %u rows: values is NULL", in.rows);
+    pskv__chunk_view v;
+    int rc = pskv__chunk_view_open(chunk, len, opened, keys, tombstones, &v);
+    if (rc != 0)
+        return rc;
+    const size_t wb = (size_t)in.dim * 4, sb = (size_t)in.state_floats * 4;
+    for (uint32_t i = 0; i < in.rows; i++)
+        memcpy(values + (size_t)i * vstride, v.weights + i * wb, wb);
+    for (uint32_t i = 0; i < in.rows && v.state != NULL && state != NULL; i++)
+        memcpy(state + (size_t)i * sstride, v.state + i * sb, sb);
+    pskv__chunk_view_free(&v);
+    return 0;
 }
 
 int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *values, float *state,

@@ -476,34 +476,33 @@ int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
     if (mode != PSKV_APPLY_REPLACE && in.tombstones > 0)
         return pskv__fail(PSKV_EINVAL, "a chunk with tombstones applies with "
                                        "PSKV_APPLY_REPLACE only");
-    /* Decoded in place: whole rows (weights, state) when REPLACE writes the
-     * state, else weights one after another. */
-    const size_t n = in.rows, stride = with_state ? t->row_floats : t->dim;
+    /* REPLACE writes rows from where the chunk holds them (an fp32 chunk
+     * without lz4 is not copied); PUSH and ADD take aligned floats. */
+    const size_t n = in.rows;
     uint64_t *keys = malloc((n ? n : 1) * sizeof *keys);
-    float *rows = malloc((n ? n : 1) * stride * sizeof *rows);
     uint64_t *tombs = malloc((in.tombstones ? in.tombstones : 1) * sizeof *tombs);
-    if (keys == NULL || rows == NULL || tombs == NULL)
+    float *values = mode != PSKV_APPLY_REPLACE ? malloc((n ? n : 1) * t->dim * sizeof *values)
+                                               : NULL;
+    if (keys == NULL || tombs == NULL || (mode != PSKV_APPLY_REPLACE && values == NULL))
         rc = PSKV_ENOMEM;
-    if (rc == 0)
-        rc = pskv__chunk_decode_strided(chunk, len, &in, keys, rows, stride,
-                                        with_state ? rows + t->dim : NULL, stride, tombs);
-    if (rc == 0 && n > 0) {
-        switch (mode) {
-        case PSKV_APPLY_REPLACE:
-            rc = with_state ? pskv__put_rows(t, keys, n, rows) : pskv_put(t, keys, n, rows);
-            break;
-        case PSKV_APPLY_PUSH:
-            rc = pskv_push(t, keys, n, rows);
-            break;
-        default:
-            rc = pskv__add(t, keys, n, rows);
-            break;
+    if (rc == 0 && mode == PSKV_APPLY_REPLACE) {
+        pskv__chunk_view v;
+        rc = pskv__chunk_view_open(chunk, len, &in, keys, tombs, &v);
+        if (rc == 0) {
+            if (n > 0)
+                rc = pskv__put_rows(t, keys, n, v.weights, with_state ? v.state : NULL);
+            pskv__chunk_view_free(&v);
         }
+    } else if (rc == 0) {
+        rc = pskv__chunk_decode_strided(chunk, len, &in, keys, values, t->dim, NULL, 0, tombs);
+        if (rc == 0 && n > 0)
+            rc = mode == PSKV_APPLY_PUSH ? pskv_push(t, keys, n, values)
+                                         : pskv__add(t, keys, n, values);
     }
     if (rc == 0 && in.tombstones > 0)
         rc = pskv_erase(t, tombs, in.tombstones);
     free(keys);
-    free(rows);
+    free(values);
     free(tombs);
     return rc;
 }

@@ -219,14 +219,18 @@ bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g
     return false;
 }
 
-/* The input scan of push and put (rows.c). */
-PSKV__KERNEL bool pskv__floats_nonfinite(const float *v, size_t n)
+/* The input scan of push and put (rows.c) and of chunks (chunk.c), whose
+ * values sit at any alignment. */
+PSKV__KERNEL bool pskv__floats_nonfinite(const void *v, size_t n)
 {
     /* The largest magnitude tells; a max-reduction vectorizes (vpmaxud:
      * 8 floats a step). */
+    const uint8_t *b = v;
     uint32_t most = 0;
     for (size_t i = 0; i < n; i++) {
-        uint32_t m = pskv__float_mag(v[i]);
+        uint32_t m;
+        memcpy(&m, b + 4 * i, sizeof m);
+        m &= 0x7fffffffu;
         most = m > most ? m : most;
     }
     return most >= PSKV__NONFINITE_MAG;

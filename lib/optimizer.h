@@ -56,7 +56,7 @@ static inline uint32_t pskv__float_mag(float x)
     return b & 0x7fffffffu;
 }
 
-/* Any NaN or Inf among n floats? */
-PSKV__HIDDEN bool pskv__floats_nonfinite(const float *v, size_t n);
+/* Any NaN or Inf among n floats at v (any alignment)? */
+PSKV__HIDDEN bool pskv__floats_nonfinite(const void *v, size_t n);
 
 #endif

@@ -467,9 +467,12 @@ static inline uint32_t pskv__table_route(const pskv_table *t, const pskv_ring *r
  * reads weights (found[i] 0: absent, zeros). */
 PSKV__HIDDEN int pskv__get_rows(pskv_table *t, const uint64_t *keys, size_t n, float *rows,
                                 uint8_t *found);
-/* Write whole rows (weights then state, row_floats each), as pskv_put
- * writes weights: all or nothing, repeated keys the last wins. */
-PSKV__HIDDEN int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *rows);
+/* Write rows as pskv_put writes weights (all or nothing, repeated keys the
+ * last wins) from bytes at any alignment, already checked finite (a chunk
+ * view): weights dim floats per row back to back, and state, when not
+ * NULL, state_floats per row back to back. */
+PSKV__HIDDEN int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n,
+                                const void *weights, const void *state);
 /* Add values[n][dim] to the rows' weights (created like pull first;
  * repeated keys summed); PSKV_ERANGE for rows whose sum is not finite
  * (they stay as they were; the others are applied), as pskv_push. */
@@ -862,10 +865,25 @@ PSKV__HIDDEN size_t pskv__chunk_row_bound(const pskv__chunk_spec *sp);
 /* Check a chunk and read its header (pskv_chunk_info_get, without
  * clearing the error detail). */
 PSKV__HIDDEN int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info);
+/* The rows of a chunk pskv__chunk_open accepted (opened: its info), where
+ * they are: keys and tombstones decoded into the caller's arrays (rows and
+ * tombstones of them); weights, dim floats per row back to back, and
+ * state, state_floats per row back to back (NULL without), in the chunk
+ * itself when its codec is fp32 and lz4 is off (any alignment), else in
+ * buffers the view owns. Every value is checked finite. 0 with *v to give
+ * to pskv__chunk_view_free, or an error (PSKV_ECORRUPT, PSKV_ENOMEM) with
+ * nothing to free. */
+typedef struct pskv__chunk_view {
+    const uint8_t *weights, *state;
+    void *unpacked, *decoded; /* owned */
+} pskv__chunk_view;
+PSKV__HIDDEN int pskv__chunk_view_open(const void *chunk, size_t len,
+                                       const pskv_chunk_info *opened, uint64_t *keys,
+                                       uint64_t *tombstones, pskv__chunk_view *v);
+PSKV__HIDDEN void pskv__chunk_view_free(pskv__chunk_view *v);
 /* pskv_chunk_decode of a chunk pskv__chunk_open accepted (opened: its
  * info), row i's values to values + i * vstride and, if state is not NULL,
- * its state to state + i * sstride (floats): apply decodes whole rows in
- * place. The same checks and errors. */
+ * its state to state + i * sstride (floats). The same checks and errors. */
 PSKV__HIDDEN int pskv__chunk_decode_strided(const void *chunk, size_t len,
                                            const pskv_chunk_info *opened, uint64_t *keys,
                                            float *values, size_t vstride, float *state,

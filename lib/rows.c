@@ -140,8 +140,9 @@ static void rows_added(pskv_table *t, uint64_t added)
 
 /* ---------------------------------------------------------------- row pipeline */
 
-/* ROW_PUT_ROWS writes weights and state (an apply of whole rows);
- * ROW_ADD adds values to the weights (an apply in ADD mode). */
+/* ROW_PUT_ROWS writes weights, and state when given, from bytes a chunk
+ * holds (an apply in REPLACE mode); ROW_ADD adds values to the weights (an
+ * apply in ADD mode). */
 enum row_op { ROW_READ, ROW_PUSH, ROW_PUT, ROW_PUT_ROWS, ROW_ADD };
 
 /* Gradients of repeated keys, summed in order of appearance into a compact
@@ -160,7 +161,8 @@ typedef struct row_ctx {
     bool whole;        /* ROW_READ: weights and state (row_floats per row) */
     float *out;        /* ROW_READ */
     uint8_t *found;    /* ROW_READ, optional */
-    const float *src;  /* ROW_PUSH: gradients; ROW_PUT: values; by position */
+    const float *src;  /* ROW_PUSH: gradients; ROW_PUT, ROW_ADD: values; by position */
+    const uint8_t *wsrc, *ssrc; /* ROW_PUT_ROWS: weights, state (or NULL), any alignment */
     const dup_sums *dups; /* ROW_PUSH: sums of repeated keys, or NULL */
     uint64_t misses;
     uint64_t created;
@@ -210,9 +212,13 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
     case ROW_PUT:
         memcpy(row, c->src + i * dim, dim * sizeof(float));
         break;
-    case ROW_PUT_ROWS:
-        memcpy(row, c->src + i * t->row_floats, t->payload_bytes);
+    case ROW_PUT_ROWS: {
+        const size_t wb = dim * sizeof(float), sb = t->payload_bytes - wb;
+        memcpy(row, c->wsrc + i * wb, wb);
+        if (c->ssrc != NULL)
+            memcpy(row + dim, c->ssrc + i * sb, sb);
         break;
+    }
     case ROW_ADD: {
         const float *g = c->src + i * dim;
         if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
@@ -479,15 +485,15 @@ static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, co
                : 0;
 }
 
-/* A writing batch: op is ROW_PUSH, ROW_PUT, ROW_PUT_ROWS or ROW_ADD (src
- * rows of dim floats, or of weights and state for ROW_PUT_ROWS). */
-static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *src,
-                      enum row_op op)
+/* A writing batch: op is ROW_PUSH, ROW_PUT or ROW_ADD (src: rows of dim
+ * floats, checked here) or ROW_PUT_ROWS (src: weights, state: state or
+ * NULL, as pskv__put_rows takes them). */
+static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void *src,
+                      const void *state, enum row_op op)
 {
     const bool is_push = op == ROW_PUSH, sums = op == ROW_PUSH || op == ROW_ADD;
-    const uint32_t stride = op == ROW_PUT_ROWS ? t->row_floats : t->dim;
-    if (pskv__floats_nonfinite(src, n * stride))
-        return nonfinite_detail(keys, src, n, stride, is_push ? "gradient row" : "value row");
+    if (op != ROW_PUT_ROWS && pskv__floats_nonfinite(src, n * t->dim))
+        return nonfinite_detail(keys, src, n, t->dim, is_push ? "gradient row" : "value row");
     int rc = pskv__budget_admit(t->store);
     if (rc != 0)
         return rc;
@@ -522,7 +528,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const float
     if (rc == 0 && sums && (save = malloc(t->row_bytes)) == NULL)
         rc = PSKV_ENOMEM;
     if (rc == 0) {
-        row_ctx c = {.op = op, .create = true, .src = src,
+        row_ctx c = {.op = op, .create = true, .src = src, .wsrc = src, .ssrc = state,
                      .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         pskv__count_add(is_push ? &t->n_pushed : &t->n_put, n);
@@ -551,17 +557,18 @@ int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)
     int rc = check_row_args(t, keys, n, grads);
     if (rc != 0 || n == 0)
         return rc;
-    return write_rows(t, keys, n, grads, ROW_PUSH);
+    return write_rows(t, keys, n, grads, NULL, ROW_PUSH);
 }
 
-int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n, const float *rows)
+int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n, const void *weights,
+                   const void *state)
 {
-    return n == 0 ? 0 : write_rows(t, keys, n, rows, ROW_PUT_ROWS);
+    return n == 0 ? 0 : write_rows(t, keys, n, weights, state, ROW_PUT_ROWS);
 }
 
 int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
 {
-    return n == 0 ? 0 : write_rows(t, keys, n, values, ROW_ADD);
+    return n == 0 ? 0 : write_rows(t, keys, n, values, NULL, ROW_ADD);
 }
 
 int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
@@ -569,7 +576,7 @@ int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
     int rc = check_row_args(t, keys, n, values);
     if (rc != 0 || n == 0)
         return rc;
-    return write_rows(t, keys, n, values, ROW_PUT);
+    return write_rows(t, keys, n, values, NULL, ROW_PUT);
 }
 
 /* ---------------------------------------------------------------- erase */
