@@ -362,13 +362,19 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
         header_put(out, sp, flags, n, ntombs, body_len, raw_len);
         if (!in_place)
             memcpy(out + PSKV_FMT_CHUNK_HEAD, flags & PSKV_FMT_CHUNK_LZ4 ? packed : raw, body_len);
-        pskv_fmt_put64(out + total - PSKV_FMT_CHECK_BYTES,
-                       XXH3_64bits(out, total - PSKV_FMT_CHECK_BYTES));
+        if (!sp->unsealed)
+            pskv__chunk_seal(out, total);
     }
     if (!in_place)
         free(raw);
     free(packed);
     return rc;
+}
+
+void pskv__chunk_seal(void *chunk, size_t len)
+{
+    uint8_t *c = chunk;
+    pskv_fmt_put64(c + len - PSKV_FMT_CHECK_BYTES, XXH3_64bits(c, len - PSKV_FMT_CHECK_BYTES));
 }
 
 /* ---------------------------------------------------------------- decode */

@@ -112,9 +112,6 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     rc = e->ptrs && e->src && e->sorted && e->order ? 0 : PSKV_ENOMEM;
     if (rc == 0 && since == 0 && !e->done)
         rc = pskv_iter_create(t, &e->it);
-    if (rc == 0 && e->it != NULL) /* pieces of whole chunks: no carrying */
-        pskv__iter_piece(e->it, e->per_chunk >= 1024 ? e->per_chunk
-                                                     : e->per_chunk * (1024 / e->per_chunk));
     if (rc != 0) {
         pskv_export_close(e);
         return rc;
@@ -302,9 +299,10 @@ static void batch_shift(pskv_export *e)
 
 
 /* Encode the rows e->order[0..k) names (at: index into e->src) and
- * tombstones into one chunk. */
+ * tombstones into one chunk, its checksum left to pskv__chunk_seal when
+ * !sealed. */
 static int write_chunk(pskv_export *e, uint32_t k, const uint64_t *tombs, uint32_t m, void *buf,
-                       size_t cap, size_t *len)
+                       size_t cap, size_t *len, bool sealed)
 {
     const pskv_table *t = e->t;
     /* A chunk's keys go in order (rows by pointer). */
@@ -319,7 +317,7 @@ static int write_chunk(pskv_export *e, uint32_t k, const uint64_t *tombs, uint32
                            .dim = t->dim,
                            .state_floats = e->o.whole_rows ? t->state_floats : 0,
                            .optimizer = t->opts.optimizer, .since = e->since,
-                           .version = e->version};
+                           .version = e->version, .unsealed = !sealed};
     return pskv__chunk_write(&sp, e->sorted, e->ptrs, k, tombs, m, buf, cap, len);
 }
 
@@ -328,14 +326,17 @@ static const float *iter_batch_row(const pskv_export *e, uint32_t i)
     return (const float *)(const void *)((const uint8_t *)e->irows + (size_t)i * e->istride);
 }
 
-/* The iterator's next rows, routed when a ring filters them. */
+/* The iterator's next rows, routed when a ring filters them: 0, 2 when
+ * the hook (encode_direct) took them, or an error. */
 static int full_load(pskv_export *e)
 {
     int rc = pskv__iter_batch(e->it, &e->ikeys, &e->irows, &e->istride, &e->in);
     if (rc == 0)
         e->done = true;
-    if (rc <= 0) {
+    if (rc <= 0 || rc == 2) {
         e->in = e->ipos = 0;
+        if (rc == 2)
+            return 2;
         return rc == PSKV_EBUSY ? pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the "
                                                          "export: export again from 0",
                                              e->t->name)
@@ -358,9 +359,34 @@ static int full_load(pskv_export *e)
     return 0;
 }
 
-/* A full export's next chunk, encoded from the iterator's copy where the
- * rows sit. Rows left at the end of one of its batches (fewer than a
- * chunk's) are carried in the export's batch to fill the next chunk. */
+/* A chunk encoded by the iterator's hook: a whole piece of rows in DRAM,
+ * under the shard's lock, where they sit. */
+typedef struct direct_chunk {
+    pskv_export *e;
+    void *buf;
+    size_t cap, len;
+} direct_chunk;
+
+static int encode_direct(void *arg, const uint64_t *keys, const float *const *rows, uint32_t n)
+{
+    direct_chunk *d = arg;
+    pskv_export *e = d->e;
+    if (n != e->per_chunk)
+        return 0;
+    for (uint32_t i = 0; i < n; i++) {
+        e->order[i] = (pskv__keyed){keys[i], i};
+        e->src[i] = rows[i];
+    }
+    /* Hashed after the lock is released. On an error the rows are copied
+     * and the same error comes from encoding the copy. */
+    return write_chunk(e, n, NULL, 0, d->buf, d->cap, &d->len, false) == 0;
+}
+
+/* A full export's next chunk: a whole piece of DRAM rows encoded where
+ * they sit (encode_direct) when nothing is carried, no ring filters and
+ * lz4 is off; else encoded from the iterator's copy. Rows left at the end
+ * of one of its batches (fewer than a chunk's) are carried in the
+ * export's batch to fill the next chunk. */
 static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
 {
     const pskv_table *t = e->t;
@@ -389,9 +415,25 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
                 memcpy(batch_row(e, e->n++), iter_batch_row(e, i),
                        (size_t)t->row_floats * sizeof(float));
             }
+            const bool direct = e->n == 0 && e->ring == NULL && !e->o.lz4;
+            direct_chunk d = {e, buf, cap, 0};
             if (rc == 0) {
                 e->ipos = e->in;
+                /* Pieces of whole chunks, less what is carried: the
+                 * chunks line up with the pieces again. */
+                uint32_t whole = e->per_chunk >= 1024 ? e->per_chunk
+                                                      : e->per_chunk * (1024 / e->per_chunk);
+                pskv__iter_piece(e->it, whole - e->n);
+                if (direct)
+                    pskv__iter_direct(e->it, encode_direct, &d);
                 rc = full_load(e);
+                pskv__iter_direct(e->it, NULL, NULL);
+            }
+            if (rc == 2) {
+                pskv__chunk_seal(buf, d.len);
+                *len = d.len;
+                pskv__count_add(&e->t->n_exported, e->per_chunk);
+                return 1;
             }
             if (rc != 0)
                 return rc;
@@ -399,7 +441,7 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
         }
         if (k == 0)
             return 0;
-        int rc = write_chunk(e, k, NULL, 0, buf, cap, len);
+        int rc = write_chunk(e, k, NULL, 0, buf, cap, len, true);
         if (rc != 0)
             return rc; /* nothing consumed */
         e->n = 0;
@@ -442,7 +484,7 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
     }
     if (m > 0) /* sorting again is harmless */
         qsort(e->tombs + e->tpos, m, sizeof *e->tombs, cmp_u64);
-    int rc = write_chunk(e, k, e->tombs + e->tpos, m, buf, cap, len);
+    int rc = write_chunk(e, k, e->tombs + e->tpos, m, buf, cap, len, true);
     if (rc != 0)
         return rc;
     e->pos += k;

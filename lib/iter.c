@@ -42,6 +42,12 @@ struct pskv_iter {
     uint64_t *copied_at, *late_to;
     pskv__keymap late;
     uint32_t nlate; /* the batch's last nlate keys are late: rows to read */
+    /* A full export's hook (pskv__iter_direct), and per piece where each
+     * DRAM row sits (valid under the shard's lock). */
+    pskv__iter_direct_fn direct;
+    void *direct_arg;
+    bool used; /* the piece went to the hook */
+    const float **at;
 };
 
 /* Rows copied per hold of a shard's lock, unless pskv__iter_piece says: a
@@ -105,6 +111,7 @@ void pskv_iter_destroy(pskv_iter *it)
     free(it->spill_at);
     free(it->spill_slot);
     free(it->deferred);
+    free(it->at);
     free(it);
 }
 
@@ -185,13 +192,15 @@ static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
  * lock: a DRAM row still at its listed position is copied from there,
  * else looked up; an idle spilled row is marked BUSY and read after the
  * lock is released; a row being moved is deferred to a read by key
- * (iter_read_late); a key erased since drops out. The piece is consumed
- * only once its rows are in. */
+ * (iter_read_late); a key erased since drops out. A whole piece in DRAM
+ * goes to the hook, if there is one, instead of being copied. The piece
+ * is consumed only once its rows are in. */
 static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
 {
     const pskv_table *t = it->t;
     const uint32_t end = it->ln - it->lpos < it->piece ? it->ln : it->lpos + it->piece;
     uint32_t w = 0, nspilled = 0, ndeferred = 0;
+    it->used = false;
     pthread_mutex_lock(&sh->lock);
     for (uint32_t j = it->lpos; j < end; j++) {
         const uint64_t key = it->listed[j].key, hint = it->listed[j].at;
@@ -201,7 +210,7 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
             e = pskv__shard_find(sh, key, h = pskv__key_hash(key, sh->hash_seed));
         if (e != NULL && !(e->flags & PSKV__FLAG_BUSY)) {
             it->keys[w] = key;
-            memcpy(iter_row(it, w++), pskv__shard_row(sh, e->slot), t->row_bytes);
+            it->at[w++] = pskv__shard_row(sh, e->slot);
             continue;
         }
         if (e != NULL) { /* being written to the spill file */
@@ -221,15 +230,21 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
         it->spill_at[nspilled] = w;
         it->spill_slot[nspilled++] = sp->value & PSKV__SPILL_SLOT_MAX;
         sp->value |= PSKV__SPILL_BUSY;
+        it->at[w] = NULL;
         it->keys[w++] = key;
     }
+    if (it->direct != NULL && w == it->piece && nspilled == 0 && ndeferred == 0)
+        it->used = it->direct(it->direct_arg, it->keys, it->at, w) == 1;
+    for (uint32_t k = 0; k < w && !it->used; k++)
+        if (it->at[k] != NULL)
+            memcpy(iter_row(it, k), it->at[k], t->row_bytes);
     pthread_mutex_unlock(&sh->lock);
     int rc = nspilled > 0 ? iter_read_spilled(it, sh, nspilled) : 0;
     if (rc != 0)
         return rc; /* the piece again next time */
     if (ndeferred > 0)
         memcpy(it->keys + w, it->deferred, (size_t)ndeferred * sizeof *it->keys);
-    it->count = w + ndeferred;
+    it->count = it->used ? 0 : w + ndeferred;
     it->nlate = ndeferred;
     it->pos = 0;
     it->lpos = end;
@@ -282,7 +297,10 @@ static int iter_reserve(pskv_iter *it, uint32_t rows)
     uint64_t *d = realloc(it->deferred, (size_t)rows * sizeof *d);
     if (d != NULL)
         it->deferred = d;
-    if (k == NULL || r == NULL || a == NULL || sl == NULL || d == NULL)
+    const float **at = realloc(it->at, (size_t)rows * sizeof *at);
+    if (at != NULL)
+        it->at = at;
+    if (k == NULL || r == NULL || a == NULL || sl == NULL || d == NULL || at == NULL)
         return PSKV_ENOMEM;
     it->cap = rows;
     return 0;
@@ -457,6 +475,8 @@ int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows, s
         int rc = iter_load(it);
         if (rc <= 0)
             return rc;
+        if (it->used)
+            return 2;
     }
     *keys = it->keys + it->pos;
     *rows = iter_row(it, it->pos);
@@ -464,6 +484,12 @@ int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows, s
     *n = it->count - it->pos;
     it->pos = it->count;
     return 1;
+}
+
+void pskv__iter_direct(pskv_iter *it, pskv__iter_direct_fn fn, void *arg)
+{
+    it->direct = fn;
+    it->direct_arg = arg;
 }
 
 void pskv__iter_piece(pskv_iter *it, uint32_t rows)

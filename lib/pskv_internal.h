@@ -819,12 +819,23 @@ PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold
 
 /* The iterator's next rows as they sit in its copy (a full export encodes
  * from there): keys[n], rows stride bytes apart (weights, state, version).
- * Valid until the next call on it. 1, 0 at the end, or an error. */
+ * Valid until the next call on it. 1, 2 when a piece went to the hook
+ * (pskv__iter_direct) instead, 0 at the end, or an error. */
 PSKV__HIDDEN int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows,
                                   size_t *stride, uint32_t *n);
 /* Rows per piece of a shard (0: the default, 1024; at most 4096): a full
  * export asks for a multiple of its chunk's rows. */
 PSKV__HIDDEN void pskv__iter_piece(pskv_iter *it, uint32_t rows);
+/* A hook for whole pieces in DRAM (fn NULL: none): when every row of the
+ * next piece is in DRAM and there is a full piece of them, fn(arg, keys,
+ * rows, n) runs under the shard's lock with each row where it sits
+ * (weights, state, version), to be read before it returns. It returns 1
+ * if it used them: pskv__iter_batch then returns 2 and the piece is done;
+ * anything else, and the rows are copied as usual. fn must not call into
+ * the table. A full export encodes chunks this way, without the copy. */
+typedef int (*pskv__iter_direct_fn)(void *arg, const uint64_t *keys, const float *const *rows,
+                                    uint32_t n);
+PSKV__HIDDEN void pskv__iter_direct(pskv_iter *it, pskv__iter_direct_fn fn, void *arg);
 
 /* ---------------------------------------------------------------- sort.c */
 
@@ -850,6 +861,7 @@ typedef struct pskv__chunk_spec {
     uint32_t state_floats; /* carried per row (0: weights only) */
     int optimizer;
     uint64_t since, version;
+    bool unsealed; /* the checksum is left to pskv__chunk_seal */
 } pskv__chunk_spec;
 /* n rows (keys ascending, may repeat; rows[i]: dim weights, then the state
  * when the spec carries it) and ntombs tombstones (ascending) as one chunk
@@ -858,6 +870,9 @@ typedef struct pskv__chunk_spec {
 PSKV__HIDDEN int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys,
                                    const float *const *rows, uint32_t n, const uint64_t *tombs,
                                    uint32_t ntombs, void *buf, size_t cap, size_t *len);
+/* Write the checksum of a chunk written unsealed (len: its size). A full
+ * export encodes rows under their shard's lock, and hashes after. */
+PSKV__HIDDEN void pskv__chunk_seal(void *chunk, size_t len);
 /* The most bytes such a chunk takes (lz4 off), and the most one row adds
  * (a ten-byte key and its values). */
 PSKV__HIDDEN size_t pskv__chunk_bound(const pskv__chunk_spec *sp, uint32_t n, uint32_t ntombs);
