@@ -216,21 +216,93 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* keys[n] sorted (a radix sort of (key, 0) pairs) and each once: the new
+ * count, or PSKV_ENOMEM. */
+static int64_t sort_unique(uint64_t *keys, uint32_t n)
+{
+    pskv__keyed *by = malloc((n ? n : 1) * sizeof *by);
+    if (by == NULL)
+        return PSKV_ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        by[i] = (pskv__keyed){keys[i], 0};
+    int rc = pskv__keyed_sort(by, n);
+    uint32_t u = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++)
+        if (u == 0 || by[i].key != keys[u - 1])
+            keys[u++] = by[i].key;
+    free(by);
+    return rc != 0 ? (int64_t)rc : (int64_t)u;
+}
+
+/* Read shard s's changed keys as they are now (room for them is in the
+ * batch): under the shard's lock, a row in DRAM is copied into the batch
+ * and a key in no tier becomes a tombstone; the others (spilled, moving,
+ * perhaps in LMDB) are left in slow[*nslow] for pskv__get_rows. Lookups
+ * run AHEAD keys before the copies, their memory misses in flight
+ * together (as in rows.c). */
+#define AHEAD 16u /* a power of two */
+
+static int read_resident(pskv_export *e, uint32_t s, const uint64_t *keys, uint32_t n,
+                         uint64_t *hash, uint64_t *slow, uint32_t *nslow)
+{
+    pskv_table *t = e->t;
+    const uint32_t bytes = t->row_floats * (uint32_t)sizeof(float);
+    int rc = 0;
+    *nslow = 0;
+    pthread_rwlock_rdlock(&t->layout_lock);
+    if (atomic_load(&t->layout_gen) != e->layout_gen) {
+        rc = pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the export: export again "
+                                    "from the same since", t->name);
+    } else {
+        pskv__shard *sh = &t->shards[s];
+        for (uint32_t i = 0; i < n; i++)
+            hash[i] = pskv__key_hash(keys[i], sh->hash_seed);
+        const float *ahead[AHEAD];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t j = 0; j < n && j < AHEAD; j++)
+            pskv__prefetch_index(sh, hash[j]);
+        for (uint32_t j = 0; j < n + AHEAD; j++) {
+            if (j >= AHEAD && ahead[(j - AHEAD) % AHEAD] != NULL) {
+                memcpy(batch_row(e, e->n), ahead[(j - AHEAD) % AHEAD], bytes);
+                e->keys[e->n++] = keys[j - AHEAD];
+            }
+            if (j >= n)
+                continue;
+            if (j + AHEAD < n)
+                pskv__prefetch_index(sh, hash[j + AHEAD]);
+            pskv__where w = pskv__locate(t, sh, keys[j], hash[j], true);
+            ahead[j % AHEAD] = NULL;
+            if (w.place == PSKV__IN_DRAM) {
+                ahead[j % AHEAD] = pskv__shard_row(sh, w.e->slot);
+                pskv__prefetch_row(ahead[j % AHEAD], bytes);
+            } else if (w.place == PSKV__ABSENT) {
+                e->tombs[e->ntombs++] = keys[j];
+            } else {
+                slow[(*nslow)++] = keys[j];
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    pthread_rwlock_unlock(&t->layout_lock);
+    return rc;
+}
+
 /* The next shard's changed keys, read as they are now. */
 static int load_delta(pskv_export *e)
 {
     pskv_table *t = e->t;
     uint64_t *keys = NULL;
-    uint32_t n = 0;
+    uint32_t n = 0, s = e->next_shard;
     pthread_rwlock_rdlock(&t->layout_lock);
     int rc = 0;
     if (atomic_load(&t->layout_gen) != e->layout_gen) {
         rc = pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the export: export again "
                                     "from the same since", t->name);
-    } else if (e->next_shard >= t->nshards) {
+    } else if (s >= t->nshards) {
         e->done = true;
     } else {
-        pskv__shard *sh = &t->shards[e->next_shard++];
+        pskv__shard *sh = &t->shards[s];
+        e->next_shard++;
         pthread_mutex_lock(&sh->lock);
         rc = pskv__changes_collect(&sh->log, e->since, &keys, &n);
         pthread_mutex_unlock(&sh->lock);
@@ -244,35 +316,38 @@ static int load_delta(pskv_export *e)
         free(keys);
         return rc;
     }
-    qsort(keys, n, sizeof *keys, cmp_u64);
-    uint32_t u = 0;
-    for (uint32_t i = 0; i < n; i++)
-        if (u == 0 || keys[i] != keys[u - 1])
-            keys[u++] = keys[i];
-    n = u;
-    rc = ring_keep(e, keys, &n);
+    int64_t u = sort_unique(keys, n);
+    rc = u < 0 ? (int)u : 0;
+    n = u < 0 ? 0u : (uint32_t)u;
+    if (rc == 0)
+        rc = ring_keep(e, keys, &n);
+    uint64_t *slow = rc == 0 && n > 0 ? malloc(2 * (size_t)n * sizeof *slow) : NULL;
     uint8_t *found = rc == 0 && n > 0 ? malloc(n) : NULL;
     if (rc == 0 && n > 0)
-        rc = found ? batch_room(e, e->n + n) : PSKV_ENOMEM;
+        rc = slow && found ? batch_room(e, e->n + n) : PSKV_ENOMEM;
     if (rc == 0 && n > 0)
         rc = tombs_room(e, e->ntombs + n);
+    uint32_t nslow = 0;
     if (rc == 0 && n > 0)
-        rc = pskv__get_rows(t, keys, n, batch_row(e, e->n), found);
-    if (rc == 0 && n > 0) {
+        rc = read_resident(e, s, keys, n, slow + n, slow, &nslow);
+    if (rc == 0 && nslow > 0)
+        rc = pskv__get_rows(t, slow, nslow, batch_row(e, e->n), found);
+    if (rc == 0 && nslow > 0) {
         /* Rows appended to the batch, tombstones apart. */
         uint32_t live = e->n;
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < nslow; i++) {
             if (found[i]) {
                 if (live != e->n + i)
                     memcpy(batch_row(e, live), batch_row(e, e->n + i),
                            (size_t)t->row_floats * sizeof(float));
-                e->keys[live++] = keys[i];
+                e->keys[live++] = slow[i];
             } else {
-                e->tombs[e->ntombs++] = keys[i];
+                e->tombs[e->ntombs++] = slow[i];
             }
         }
         e->n = live;
     }
+    free(slow);
     free(found);
     free(keys);
     return rc;

@@ -188,6 +188,20 @@ static inline uint32_t pskv__index_pos(uint64_t hash, uint32_t mask)
     return (uint32_t)hash & mask;
 }
 
+/* Software prefetches for loops over many keys of a shard: a key's index
+ * slot some keys ahead, a row's bytes before it is used. */
+static inline void pskv__prefetch_index(const pskv__shard *sh, uint64_t hash)
+{
+    __builtin_prefetch(&sh->index[pskv__index_pos(hash, sh->index_mask)], 0, 3);
+}
+
+static inline void pskv__prefetch_row(const void *row, uint32_t bytes)
+{
+    const char *p = row;
+    for (uint32_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 1, 3);
+}
+
 /* All below: caller holds sh->lock. */
 /* Make room so that k more rows can be created without allocating. */
 PSKV__HIDDEN int pskv__shard_reserve(pskv__shard *sh, uint32_t k);

@@ -45,18 +45,6 @@ static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t 
     return row;
 }
 
-static void prefetch_row(const float *row, uint32_t bytes)
-{
-    const char *p = (const char *)row;
-    for (uint32_t off = 0; off < bytes; off += 64)
-        __builtin_prefetch(p + off, 1, 3);
-}
-
-static void prefetch_index(const pskv__shard *sh, uint64_t hash)
-{
-    __builtin_prefetch(&sh->index[pskv__index_pos(hash, sh->index_mask)], 0, 3);
-}
-
 static int check_row_args(const pskv_table *t, const uint64_t *keys, size_t n, const void *buf)
 {
     pskv__detail_clear();
@@ -268,14 +256,14 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     c->version = 0; /* of this visit's changes, taken at the first */
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
-        prefetch_index(sh, p->hash[order[j]]);
+        pskv__prefetch_index(sh, p->hash[order[j]]);
     for (uint32_t j = 0; j < k + ROWS_AHEAD; j++) {
         if (j >= ROWS_AHEAD)
             row_use(t, c, order[j - ROWS_AHEAD], inflight[(j - ROWS_AHEAD) & (ROWS_AHEAD - 1)]);
         if (j >= k)
             continue;
         if (j + INDEX_AHEAD < k)
-            prefetch_index(sh, p->hash[order[j + INDEX_AHEAD]]);
+            pskv__prefetch_index(sh, p->hash[order[j + INDEX_AHEAD]]);
         uint32_t i = order[j];
         const uint64_t key = p->keys[i];
         pskv__where w = pskv__locate(t, sh, key, p->hash[i], !writer);
@@ -312,7 +300,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
             created++;
         }
         if (row != NULL && row != NOT_RESIDENT && prefetch_bytes)
-            prefetch_row(row, prefetch_bytes);
+            pskv__prefetch_row(row, prefetch_bytes);
         inflight[j & (ROWS_AHEAD - 1)] = row;
     }
     pskv__cold_end(t, &cold);

@@ -85,16 +85,66 @@ static void insertion(pskv__keyed *a, size_t n)
     }
 }
 
+/* Merge the ascending runs a[from[r]..from[r+1]), r < runs (from[runs]:
+ * the end), pairwise into one, tmp as scratch (stable: the left run wins
+ * ties). */
+static void merge_runs(pskv__keyed *a, pskv__keyed *tmp, size_t *from, size_t runs)
+{
+    pskv__keyed *src = a, *dst = tmp;
+    while (runs > 1) {
+        size_t out = 0;
+        for (size_t r = 0; r < runs; r += 2) {
+            /* A run left without a partner is copied as it is. */
+            size_t i = from[r], mid = from[r + 1], end = r + 2 <= runs ? from[r + 2] : mid;
+            size_t k = i, j = mid;
+            while (i < mid && j < end)
+                dst[k++] = src[j].key < src[i].key ? src[j++] : src[i++];
+            while (i < mid)
+                dst[k++] = src[i++];
+            while (j < end)
+                dst[k++] = src[j++];
+            from[out++] = from[r];
+        }
+        from[out] = from[runs];
+        runs = out;
+        pskv__keyed *x = src;
+        src = dst;
+        dst = x;
+    }
+    if (src != a)
+        memcpy(a, src, from[1] * sizeof *a);
+}
+
+/* A few ascending runs (a delta export's chunk: one per shard) merge in a
+ * pass or two; more go to the radix sort. */
+#define RUNS_MERGED 8u
+
 int pskv__keyed_sort(pskv__keyed *a, size_t n)
 {
     if (n <= SMALL) {
         insertion(a, n);
         return 0;
     }
-    size_t(*count)[256] = calloc(8, sizeof *count);
+    size_t start[RUNS_MERGED + 1] = {0}, runs = 1;
+    for (size_t i = 1; i < n && runs <= RUNS_MERGED; i++)
+        if (a[i].key < a[i - 1].key) {
+            if (runs < RUNS_MERGED)
+                start[runs] = i;
+            runs++;
+        }
+    if (runs == 1)
+        return 0;
     pskv__keyed *tmp = malloc(n * sizeof *tmp);
-    if (count == NULL || tmp == NULL) {
-        free(count);
+    if (tmp == NULL)
+        return PSKV_ENOMEM;
+    if (runs <= RUNS_MERGED) {
+        start[runs] = n;
+        merge_runs(a, tmp, start, runs);
+        free(tmp);
+        return 0;
+    }
+    size_t(*count)[256] = calloc(8, sizeof *count);
+    if (count == NULL) {
         free(tmp);
         return PSKV_ENOMEM;
     }

@@ -394,6 +394,64 @@ START_TEST(chunk_formats_by_version)
 }
 END_TEST
 
+/* Chunk keys are sorted and repeated keys keep their order, whatever the
+ * shape of the input: short (insertion sort), a few ascending runs (a
+ * merge, as a delta export's chunk is: one run per shard), many runs or
+ * none (radix), all with repeats. Each row carries its input position. */
+START_TEST(chunk_keys_sorted_stable)
+{
+    enum { MOST = 3000, D = 2 };
+    test_rng r = {77};
+    uint64_t *keys = malloc(MOST * sizeof *keys), *back = malloc(MOST * sizeof *back);
+    float *vals = malloc(MOST * D * sizeof *vals), *got = malloc(MOST * D * sizeof *got);
+    uint8_t *buf = malloc(1 << 20);
+    const uint32_t sizes[] = {1, 5, 48, 49, 300, 2999};
+    const uint32_t runs[] = {1, 2, 3, 8, 9, 40, 0 /* random */};
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        for (size_t ri = 0; ri < sizeof runs / sizeof *runs; ri++) {
+            uint32_t n = sizes[si], nr = runs[ri];
+            uint64_t span = rng_below(&r, 2) ? 64 : UINT64_MAX; /* repeats, or wide keys */
+            for (uint32_t i = 0; i < n; i++) {
+                keys[i] = rng_next(&r) % span;
+                vals[i * D] = (float)i;
+                vals[i * D + 1] = -1.0f;
+            }
+            /* nr ascending runs: sort each slice of the input. */
+            for (uint32_t k = 0; nr > 0 && k < nr; k++) {
+                uint32_t lo = (uint32_t)((uint64_t)n * k / nr), hi = (uint32_t)((uint64_t)n * (k + 1) / nr);
+                for (uint32_t i = lo + 1; i < hi; i++)
+                    for (uint32_t j = i; j > lo && keys[j - 1] > keys[j]; j--) {
+                        uint64_t x = keys[j];
+                        keys[j] = keys[j - 1];
+                        keys[j - 1] = x;
+                    }
+            }
+            size_t len;
+            ck_assert_ok(pskv_chunk_encode(D, keys, n, vals, NULL, buf, 1 << 20, &len));
+            ck_assert_ok(pskv_chunk_decode(buf, len, back, got, NULL, NULL));
+            uint32_t *seen = calloc(n, sizeof *seen);
+            for (uint32_t i = 0; i < n; i++) {
+                uint32_t from = (uint32_t)got[i * D];
+                ck_assert_uint_lt(from, n);
+                ck_assert_uint_eq(seen[from]++, 0);
+                ck_assert_uint_eq(back[i], keys[from]);
+                if (i > 0) {
+                    ck_assert_uint_ge(back[i], back[i - 1]);
+                    if (back[i] == back[i - 1]) /* stable */
+                        ck_assert_uint_gt(from, (uint32_t)got[(i - 1) * D]);
+                }
+            }
+            free(seen);
+        }
+    }
+    free(keys);
+    free(back);
+    free(vals);
+    free(got);
+    free(buf);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- modes */
 
 START_TEST(push_and_add_modes)
@@ -790,6 +848,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, codecs_within_their_bounds);
     ADD_CASE(s, damaged_chunks_change_nothing);
     ADD_CASE(s, chunk_formats_by_version);
+    ADD_CASE(s, chunk_keys_sorted_stable);
     ADD_CASE(s, push_and_add_modes);
     ADD_CASE(s, replica_memory);
     ADD_CASE(s, replica_durable_spill);
