@@ -565,7 +565,7 @@ typedef struct writer_arg {
     pskv_store *s;
     pskv_table *t;
     uint64_t seed;
-    int role; /* 0 reshards once, 1 checkpoints */
+    int role; /* 0 reshards once, 1 checkpoints, 2 neither */
     atomic_int *failures;
     atomic_int *running;
 } writer_arg;
@@ -685,6 +685,64 @@ START_TEST(stale_cursor_after_log_trim)
     ck_assert_ok(pskv_export_open(t, w, NULL, &e));
     pskv_export_close(e);
     pskv_close(s);
+}
+END_TEST
+
+/* Full exports whose chunks are encoded under the shard's lock, straight
+ * from the rows (a whole piece of DRAM rows, a chunk of 1024 to 4096
+ * rows: here one shard of about 2600 rows, 80K chunks of 1105 rows), while
+ * writers push, put, erase and checkpoint on a durable leader that spills.
+ * Each round starts a new follower from a full export and a delta after
+ * it; once the writers stop, every follower catches up from its own
+ * cursor and equals the leader. */
+START_TEST(full_exports_beside_writers)
+{
+    char dir[256];
+    test_mkdtemp(dir, "fullbeside");
+    pskv_store *ls, *fs;
+    pskv_table *l;
+    const char *tcfg = "dim=8 optimizer=adagrad shards=1", *xcfg = "chunk_bytes=80K";
+    ck_assert_ok(pskv_open(dir, "memory_budget=192K", &ls));
+    ck_assert_ok(pskv_table_open(ls, "t", tcfg, &l));
+    ck_assert_ok(pskv_open(NULL, NULL, &fs));
+    /* Rows before the writers start: the first exports have full pieces. */
+    uint64_t keys[3000];
+    float vals[3000 * BATCH_DIM];
+    for (uint32_t i = 0; i < 3000; i++)
+        keys[i] = i;
+    for (uint32_t i = 0; i < 3000 * BATCH_DIM; i++)
+        vals[i] = (float)i * 0.001f;
+    ck_assert_ok(pskv_put(l, keys, 3000, vals));
+    atomic_int failures = 0, running = 2;
+    writer_arg w[2] = {{ls, l, 41, 2, &failures, &running}, {ls, l, 42, 1, &failures, &running}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
+    enum { ROUNDS = 48 };
+    pskv_table *f[ROUNDS];
+    uint64_t c[ROUNDS];
+    uint8_t *buf = malloc(CHUNK_CAP);
+    uint32_t rounds = 0, busy = 0;
+    while (atomic_load(&running) > 0 && rounds < ROUNDS) {
+        char name[16];
+        snprintf(name, sizeof name, "f%u", rounds);
+        ck_assert_ok(pskv_table_open(fs, name, tcfg, &f[rounds]));
+        c[rounds] = sync_retrying(l, f[rounds], 0, xcfg, buf, &busy);
+        c[rounds] = sync_retrying(l, f[rounds], c[rounds], xcfg, buf, &busy);
+        rounds++;
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_int_eq(atomic_load(&failures), 0);
+    ck_assert_uint_gt(rounds, 0);
+    for (uint32_t i = 0; i < rounds; i++) {
+        sync_retrying(l, f[i], c[i], xcfg, buf, &busy);
+        expect_same(l, f[i]);
+    }
+    free(buf);
+    pskv_close(fs);
+    pskv_close(ls);
+    test_remove_dir(dir);
 }
 END_TEST
 
@@ -856,5 +914,6 @@ int main(int argc, char **argv)
     ADD_CASE(s, cursor_edges);
     ADD_CASE(s, migration_conserves_rows);
     ADD_CASE(s, exports_beside_writers);
+    ADD_CASE(s, full_exports_beside_writers);
     return run_suite(s);
 }
