@@ -715,8 +715,11 @@ typedef struct pskv_export pskv_export;
  * table's version, which this table never handed out. An export from the
  * table's version itself is empty; so is one of a table that never
  * changed, even if rows appear while it runs (its cursor stays 0).
- * Writers keep running: the export holds each shard's lock for one visit.
- * A change that happens during the export may be in it and in the next.
+ * Writers keep running: the export holds a shard's lock for one piece of
+ * rows at a time (at most 4096; a full export may encode a chunk of them,
+ * unhashed, under it), a delta export for one read of the shard's changed
+ * rows. A change that happens during the export may be in it and in the
+ * next.
  * Each consumer keeps its own cursor (pskv_export_version).
  * Errors: PSKV_EINVAL, PSKV_ESTALE, PSKV_ENOMEM. Any thread; one export
  * handle is used by one thread at a time. */

@@ -48,6 +48,7 @@ struct pskv_iter {
     void *direct_arg;
     bool used; /* the piece went to the hook */
     const float **at;
+    pskv__keyed *sorted; /* the piece's listed keys in order, for the hook */
 };
 
 /* Rows copied per hold of a shard's lock, unless pskv__iter_piece says: a
@@ -112,6 +113,7 @@ void pskv_iter_destroy(pskv_iter *it)
     free(it->spill_slot);
     free(it->deferred);
     free(it->at);
+    free(it->sorted);
     free(it);
 }
 
@@ -201,6 +203,12 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
     const uint32_t end = it->ln - it->lpos < it->piece ? it->ln : it->lpos + it->piece;
     uint32_t w = 0, nspilled = 0, ndeferred = 0;
     it->used = false;
+    /* For the hook, the piece's keys sorted before the lock is taken: they
+     * are its rows' keys if every listed key is still there. */
+    bool sorted = it->direct != NULL && end - it->lpos == it->piece;
+    for (uint32_t j = it->lpos; j < end && sorted; j++)
+        it->sorted[j - it->lpos] = (pskv__keyed){it->listed[j].key, j - it->lpos};
+    sorted = sorted && pskv__keyed_sort(it->sorted, it->piece) == 0;
     pthread_mutex_lock(&sh->lock);
     for (uint32_t j = it->lpos; j < end; j++) {
         const uint64_t key = it->listed[j].key, hint = it->listed[j].at;
@@ -233,8 +241,8 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
         it->at[w] = NULL;
         it->keys[w++] = key;
     }
-    if (it->direct != NULL && w == it->piece && nspilled == 0 && ndeferred == 0)
-        it->used = it->direct(it->direct_arg, it->keys, it->at, w) == 1;
+    if (sorted && w == it->piece && nspilled == 0 && ndeferred == 0)
+        it->used = it->direct(it->direct_arg, it->keys, it->at, it->sorted, w) == 1;
     for (uint32_t k = 0; k < w && !it->used; k++)
         if (it->at[k] != NULL)
             memcpy(iter_row(it, k), it->at[k], t->row_bytes);
@@ -300,7 +308,11 @@ static int iter_reserve(pskv_iter *it, uint32_t rows)
     const float **at = realloc(it->at, (size_t)rows * sizeof *at);
     if (at != NULL)
         it->at = at;
-    if (k == NULL || r == NULL || a == NULL || sl == NULL || d == NULL || at == NULL)
+    pskv__keyed *so = realloc(it->sorted, (size_t)rows * sizeof *so);
+    if (so != NULL)
+        it->sorted = so;
+    if (k == NULL || r == NULL || a == NULL || sl == NULL || d == NULL || at == NULL ||
+        so == NULL)
         return PSKV_ENOMEM;
     it->cap = rows;
     return 0;

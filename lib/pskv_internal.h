@@ -829,28 +829,6 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
 PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
                                       uint64_t hash, float **row_out);
 
-/* ---------------------------------------------------------------- iter.c */
-
-/* The iterator's next rows as they sit in its copy (a full export encodes
- * from there): keys[n], rows stride bytes apart (weights, state, version).
- * Valid until the next call on it. 1, 2 when a piece went to the hook
- * (pskv__iter_direct) instead, 0 at the end, or an error. */
-PSKV__HIDDEN int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows,
-                                  size_t *stride, uint32_t *n);
-/* Rows per piece of a shard (0: the default, 1024; at most 4096): a full
- * export asks for a multiple of its chunk's rows. */
-PSKV__HIDDEN void pskv__iter_piece(pskv_iter *it, uint32_t rows);
-/* A hook for whole pieces in DRAM (fn NULL: none): when every row of the
- * next piece is in DRAM and there is a full piece of them, fn(arg, keys,
- * rows, n) runs under the shard's lock with each row where it sits
- * (weights, state, version), to be read before it returns. It returns 1
- * if it used them: pskv__iter_batch then returns 2 and the piece is done;
- * anything else, and the rows are copied as usual. fn must not call into
- * the table. A full export encodes chunks this way, without the copy. */
-typedef int (*pskv__iter_direct_fn)(void *arg, const uint64_t *keys, const float *const *rows,
-                                    uint32_t n);
-PSKV__HIDDEN void pskv__iter_direct(pskv_iter *it, pskv__iter_direct_fn fn, void *arg);
-
 /* ---------------------------------------------------------------- sort.c */
 
 /* A key and where its row is (a chunk's rows in key order). */
@@ -865,6 +843,30 @@ PSKV__HIDDEN int pskv__keyed_sort(pskv__keyed *a, size_t n);
 /* Sort keys ascending, tmp[n] as scratch. Never fails (qsort without
  * memory for the digit counts). */
 PSKV__HIDDEN void pskv__keys_sort(uint64_t *keys, uint64_t *tmp, size_t n);
+
+/* ---------------------------------------------------------------- iter.c */
+
+/* The iterator's next rows as they sit in its copy (a full export encodes
+ * from there): keys[n], rows stride bytes apart (weights, state, version).
+ * Valid until the next call on it. 1, 2 when a piece went to the hook
+ * (pskv__iter_direct) instead, 0 at the end, or an error. */
+PSKV__HIDDEN int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows,
+                                  size_t *stride, uint32_t *n);
+/* Rows per piece of a shard (0: the default, 1024; at most 4096): a full
+ * export asks for a multiple of its chunk's rows. */
+PSKV__HIDDEN void pskv__iter_piece(pskv_iter *it, uint32_t rows);
+/* A hook for whole pieces in DRAM (fn NULL: none): when every row of the
+ * next piece is in DRAM and there is a full piece of them, fn(arg, keys,
+ * rows, sorted, n) runs under the shard's lock with each row where it sits
+ * (weights, state, version), to be read before it returns, and sorted[n]:
+ * the keys in ascending order with their positions in keys/rows (sorted
+ * before the lock was taken). It returns 1 if it used them:
+ * pskv__iter_batch then returns 2 and the piece is done; anything else,
+ * and the rows are copied as usual. fn must not call into the table. A
+ * full export encodes chunks this way, without the copy. */
+typedef int (*pskv__iter_direct_fn)(void *arg, const uint64_t *keys, const float *const *rows,
+                                    const pskv__keyed *sorted, uint32_t n);
+PSKV__HIDDEN void pskv__iter_direct(pskv_iter *it, pskv__iter_direct_fn fn, void *arg);
 
 /* ---------------------------------------------------------------- chunk.c */
 
