@@ -19,6 +19,8 @@
 #include "format.h"
 #include "pskv_internal.h"
 
+#define ROW_AHEAD 8u /* rows prefetched ahead of the encoder */
+
 /* ---------------------------------------------------------------- codecs */
 
 /* The bytes of an int8 row's scale: fp32 in chunk format 1, bf16 since. */
@@ -323,7 +325,14 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
         return PSKV_ENOMEM;
     uint8_t *p = keys_put(raw, keys, n);
     p = keys_put(p, tombs, ntombs);
-    for (uint32_t i = 0; i < n; i++, p += vb)
+    /* Rows come from anywhere (a shard's slabs, in key order): each one's
+     * lines, the state's too, are asked for ROW_AHEAD rows before use. */
+    const uint32_t row_bytes = (sp->dim + sp->state_floats) * 4u;
+    for (uint32_t i = 0; i < n && i < ROW_AHEAD; i++)
+        pskv__prefetch_row(rows[i], row_bytes);
+    for (uint32_t i = 0; i < n; i++, p += vb) {
+        if (i + ROW_AHEAD < n)
+            pskv__prefetch_row(rows[i + ROW_AHEAD], row_bytes);
         if (encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
             if (!in_place)
                 free(raw);
@@ -333,6 +342,7 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
                               : sp->codec == PSKV_CODEC_BF16 ? "bf16"
                                                              : "int8");
         }
+    }
     for (uint32_t i = 0; i < n && sb > 0; i++, p += sb)
         memcpy(p, rows[i] + sp->dim, sb);
     /* lz4 when asked, and only when it gains. */
