@@ -27,10 +27,10 @@
 static void layout_read_lock(pskv_table *t) { pthread_rwlock_rdlock(&t->layout_lock); }
 static void layout_unlock(pskv_table *t) { pthread_rwlock_unlock(&t->layout_lock); }
 
-/* A new row: initial weights (unless the caller overwrites them) and the
- * optimizer's initial state. */
+/* A new row: initial weights and the optimizer's initial state, unless
+ * the caller overwrites them. */
 static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
-                         bool init_weights, uint64_t version)
+                         bool init_weights, bool init_state, uint64_t version)
 {
     pskv__entry *e = pskv__shard_insert_entry(sh, key, hash);
     sh->created++;
@@ -39,7 +39,8 @@ static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t 
     float *row = pskv__shard_row(sh, e->slot);
     if (init_weights)
         pskv__init_weights(&t->opts, key, row, t->dim);
-    pskv__optimizer_init_state(&t->opt, row + t->dim);
+    if (init_state)
+        pskv__optimizer_init_state(&t->opt, row + t->dim);
     pskv__row_stamp(t, row, 0);
     pskv__row_changed(t, sh, key, row, version);
     return row;
@@ -296,6 +297,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                 break;
             }
             row = row_create(t, sh, key, p->hash[i], c->op != ROW_PUT && c->op != ROW_PUT_ROWS,
+                             c->op != ROW_PUT_ROWS || c->ssrc == NULL,
                              pskv__visit_version(t, &c->version));
             created++;
         }
