@@ -735,7 +735,9 @@ PSKV_API int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node)
  * PSKV_ENOMEM, PSKV_EIO / PSKV_ECORRUPT (a row could not be read),
  * PSKV_ESTALE (the change log dropped entries this export still needed),
  * PSKV_EBUSY (the table was resharded meanwhile: export again from the
- * same since). */
+ * same since). After an error of a delta export (since > 0) other than
+ * PSKV_ERANGE and PSKV_EINVAL, every later call returns it: close the
+ * export and export again from the same since. */
 PSKV_API int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len);
 /* The cursor for this consumer's next export: the table's version when the
  * export was opened. 0 for NULL. */

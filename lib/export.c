@@ -32,7 +32,7 @@ struct pskv_export {
     size_t istride;
     uint32_t in, ipos;
     uint32_t *inode, inode_cap; /* the ring's node of each (with a filter) */
-    int failed; /* rows of the iterator were lost: every call says so */
+    int failed; /* rows could not be read (a shard's, the iterator's): every call says so */
     /* The batch being sent: rows (row_floats apart) and tombstones, sorted. */
     uint64_t *keys;
     float *rows;
@@ -537,12 +537,17 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
     if (e->it != NULL)
         return next_full(e, buf, cap, len);
     /* Gather a chunk's worth of changed rows (shards' batches are small)
-     * unless the export is at its end. */
+     * unless the export is at its end. A shard whose rows could not all be
+     * read is behind: the export is over, every call says so. */
+    if (e->failed != 0)
+        return e->failed;
     while (!e->done && e->n - e->pos < e->per_chunk) {
         batch_shift(e);
         int rc = load_delta(e);
-        if (rc != 0)
+        if (rc != 0) {
+            e->failed = rc;
             return rc;
+        }
     }
     if (e->pos >= e->n && e->tpos >= e->ntombs)
         return 0;
