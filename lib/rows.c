@@ -518,7 +518,10 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
     if (rc == 0 && sums && (save = malloc(t->row_bytes)) == NULL)
         rc = PSKV_ENOMEM;
     if (rc == 0) {
-        row_ctx c = {.op = op, .create = true, .src = src, .wsrc = src, .ssrc = state,
+        /* A put of rows reads bytes at any alignment: never as floats. */
+        const bool bytes = op == ROW_PUT_ROWS;
+        row_ctx c = {.op = op, .create = true, .src = bytes ? NULL : src,
+                     .wsrc = bytes ? src : NULL, .ssrc = state,
                      .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
         pskv__count_add(is_push ? &t->n_pushed : &t->n_put, n);
