@@ -537,9 +537,8 @@ int pskv__chunk_view_open(const void *chunk, size_t len, const pskv_chunk_info *
     return rc;
 }
 
-int pskv__chunk_decode_strided(const void *chunk, size_t len, const pskv_chunk_info *opened,
-                               uint64_t *keys, float *values, size_t vstride, float *state,
-                               size_t sstride, uint64_t *tombstones)
+int pskv__chunk_decode_opened(const void *chunk, size_t len, const pskv_chunk_info *opened,
+                              uint64_t *keys, float *values, float *state, uint64_t *tombstones)
 {
     const pskv_chunk_info in = *opened;
     if (in.rows > 0 && values == NULL)
@@ -548,11 +547,10 @@ int pskv__chunk_decode_strided(const void *chunk, size_t len, const pskv_chunk_i
     int rc = pskv__chunk_view_open(chunk, len, opened, keys, tombstones, &v);
     if (rc != 0)
         return rc;
-    const size_t wb = (size_t)in.dim * 4, sb = (size_t)in.state_floats * 4;
-    for (uint32_t i = 0; i < in.rows; i++)
-        memcpy(values + (size_t)i * vstride, v.weights + i * wb, wb);
-    for (uint32_t i = 0; i < in.rows && v.state != NULL && state != NULL; i++)
-        memcpy(state + (size_t)i * sstride, v.state + i * sb, sb);
+    if (in.rows > 0)
+        memcpy(values, v.weights, (size_t)in.rows * in.dim * sizeof *values);
+    if (in.rows > 0 && v.state != NULL && state != NULL)
+        memcpy(state, v.state, (size_t)in.rows * in.state_floats * sizeof *state);
     pskv__chunk_view_free(&v);
     return 0;
 }
@@ -561,13 +559,11 @@ int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *valu
                       uint64_t *tombstones)
 {
     pskv__detail_clear();
-    /* Rows one after another: strides of the chunk's own dim and state. */
     pskv_chunk_info in;
     int rc = pskv__chunk_open(chunk, len, &in);
     if (rc != 0)
         return rc;
-    return pskv__chunk_decode_strided(chunk, len, &in, keys, values, in.dim, state,
-                                      in.state_floats, tombstones);
+    return pskv__chunk_decode_opened(chunk, len, &in, keys, values, state, tombstones);
 }
 
 /* ---------------------------------------------------------------- caller's arrays */

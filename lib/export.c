@@ -442,12 +442,11 @@ typedef struct direct_chunk {
     size_t cap, len;
 } direct_chunk;
 
-static int encode_direct(void *arg, const uint64_t *keys, const float *const *rows,
-                         const pskv__keyed *sorted, uint32_t n)
+static int encode_direct(void *arg, const float *const *rows, const pskv__keyed *sorted,
+                         uint32_t n)
 {
     direct_chunk *d = arg;
     pskv_export *e = d->e;
-    (void)keys;
     if (n != e->per_chunk)
         return 0;
     /* Already in order: write_chunk's sort only checks. */
@@ -618,7 +617,7 @@ int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
             pskv__chunk_view_free(&v);
         }
     } else if (rc == 0) {
-        rc = pskv__chunk_decode_strided(chunk, len, &in, keys, values, t->dim, NULL, 0, tombs);
+        rc = pskv__chunk_decode_opened(chunk, len, &in, keys, values, NULL, tombs);
         if (rc == 0 && n > 0)
             rc = mode == PSKV_APPLY_PUSH ? pskv_push(t, keys, n, values)
                                          : pskv__add(t, keys, n, values);

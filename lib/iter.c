@@ -242,7 +242,7 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
         it->keys[w++] = key;
     }
     if (sorted && w == it->piece && nspilled == 0 && ndeferred == 0)
-        it->used = it->direct(it->direct_arg, it->keys, it->at, it->sorted, w) == 1;
+        it->used = it->direct(it->direct_arg, it->at, it->sorted, w) == 1;
     for (uint32_t k = 0; k < w && !it->used; k++)
         if (it->at[k] != NULL)
             memcpy(iter_row(it, k), it->at[k], t->row_bytes);

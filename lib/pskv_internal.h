@@ -852,19 +852,20 @@ PSKV__HIDDEN void pskv__keys_sort(uint64_t *keys, uint64_t *tmp, size_t n);
  * (pskv__iter_direct) instead, 0 at the end, or an error. */
 PSKV__HIDDEN int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows,
                                   size_t *stride, uint32_t *n);
-/* Rows per piece of a shard (0: the default, 1024; at most 4096): a full
- * export asks for a multiple of its chunk's rows. */
+/* Rows per piece of a shard for the next loads (0: the default, 1024; at
+ * most 4096): a full export asks for whole chunks' rows less the rows it
+ * carries, so that its chunks line up with the pieces. */
 PSKV__HIDDEN void pskv__iter_piece(pskv_iter *it, uint32_t rows);
 /* A hook for whole pieces in DRAM (fn NULL: none): when every row of the
- * next piece is in DRAM and there is a full piece of them, fn(arg, keys,
- * rows, sorted, n) runs under the shard's lock with each row where it sits
+ * next piece is in DRAM and there is a full piece of them, fn(arg, rows,
+ * sorted, n) runs under the shard's lock with each row where it sits
  * (weights, state, version), to be read before it returns, and sorted[n]:
- * the keys in ascending order with their positions in keys/rows (sorted
+ * the keys in ascending order with their rows' positions in rows (sorted
  * before the lock was taken). It returns 1 if it used them:
  * pskv__iter_batch then returns 2 and the piece is done; anything else,
  * and the rows are copied as usual. fn must not call into the table. A
  * full export encodes chunks this way, without the copy. */
-typedef int (*pskv__iter_direct_fn)(void *arg, const uint64_t *keys, const float *const *rows,
+typedef int (*pskv__iter_direct_fn)(void *arg, const float *const *rows,
                                     const pskv__keyed *sorted, uint32_t n);
 PSKV__HIDDEN void pskv__iter_direct(pskv_iter *it, pskv__iter_direct_fn fn, void *arg);
 
@@ -913,11 +914,9 @@ PSKV__HIDDEN int pskv__chunk_view_open(const void *chunk, size_t len,
                                        uint64_t *tombstones, pskv__chunk_view *v);
 PSKV__HIDDEN void pskv__chunk_view_free(pskv__chunk_view *v);
 /* pskv_chunk_decode of a chunk pskv__chunk_open accepted (opened: its
- * info), row i's values to values + i * vstride and, if state is not NULL,
- * its state to state + i * sstride (floats). The same checks and errors. */
-PSKV__HIDDEN int pskv__chunk_decode_strided(const void *chunk, size_t len,
-                                           const pskv_chunk_info *opened, uint64_t *keys,
-                                           float *values, size_t vstride, float *state,
-                                           size_t sstride, uint64_t *tombstones);
+ * info): the same checks and errors, the chunk not checked again. */
+PSKV__HIDDEN int pskv__chunk_decode_opened(const void *chunk, size_t len,
+                                          const pskv_chunk_info *opened, uint64_t *keys,
+                                          float *values, float *state, uint64_t *tombstones);
 
 #endif
