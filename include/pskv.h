@@ -401,7 +401,12 @@ typedef struct pskv_store_stats {
     uint64_t lmdb_reopens;       /* times LMDB's environment was reopened after it
                                     gave up on a failed write (the checkpoint that
                                     met the failure returned its error) */
-    uint64_t reserved[3];
+    uint64_t stale_readers;      /* LMDB reader slots of dead processes cleared (a
+                                    `pskv dump` killed inside its read transaction
+                                    would otherwise keep every page freed after its
+                                    snapshot from reuse); cleared at open and before
+                                    every write transaction */
+    uint64_t reserved[2];
 } pskv_store_stats;
 PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
 
@@ -575,11 +580,18 @@ PSKV_API int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *
  * that pskv_open opens. Training and checkpoints go on meanwhile (a
  * checkpoint that must grow the map waits for the copy). Rows written since
  * the last checkpoint are not in the copy: checkpoint first for them.
- * The destination is claimed first (its pskv.lock, then data.mdb created
- * exclusively); a failed backup removes only what it created.
+ * The destination is claimed first (its pskv.lock). The backup appears
+ * whole or not at all: the copy is written under dest_dir/backup.partial/,
+ * synced, checked by opening it, its checkpoint seq written to pskv.seq,
+ * and only then renamed to dest_dir/data.mdb (then the directory is
+ * synced). A backup killed at any instant leaves either a whole store or
+ * remains that pskv_open refuses (PSKV_ECORRUPT, never an empty store) and
+ * that a retried pskv_backup into the same directory clears and replaces.
+ * A failed backup removes only what it created.
  * Errors: PSKV_EINVAL, PSKV_ENOTSUP (nothing persisted), PSKV_EEXIST (a
- * store is there), PSKV_EBUSY (a store is open there, or another backup is
- * writing there), PSKV_EIO, PSKV_ENOSPC. Any thread. */
+ * store is there, or the pskv.seq of one whose data file is gone),
+ * PSKV_EBUSY (a store is open there, or another backup is writing there),
+ * PSKV_EIO, PSKV_ENOSPC. Any thread. */
 PSKV_API int pskv_backup(pskv_store *s, const char *dest_dir);
 
 /* Compact the durable store in dir in place, between runs: data.mdb is

@@ -4,54 +4,151 @@
  *
  * Rules kept here:
  *  - the destination is claimed before anything is written: its directory
- *    lock (so a running store there, or a second backup, gets PSKV_EBUSY)
- *    and then data.mdb created exclusively (a store already there gets
- *    PSKV_EEXIST);
- *  - a failed backup removes only the file it created itself;
- *  - the copy is on disk (fsync) before the call reports success.
+ *    lock (so a running store there, or a second backup, gets PSKV_EBUSY);
+ *    a data.mdb already there, or the pskv.seq of a store whose data file
+ *    is gone, gives PSKV_EEXIST;
+ *  - a backup appears whole or not at all: the copy is written into
+ *    <dest>/backup.partial/, synced, opened and checked like a store, then
+ *    its seq is written to <dest>/pskv.seq (so that an open refuses the
+ *    directory if the data file is later lost or emptied), and only then
+ *    is the copy renamed to <dest>/data.mdb and the directory synced;
+ *  - what a killed backup leaves (backup.partial, and pskv.seq when it died
+ *    between that write and the rename) is its own: a retried backup
+ *    removes it and starts over, and pskv_open refuses a directory that
+ *    holds it without a data.mdb (persist.c), never taking it for new;
+ *  - a failed backup removes only what it created.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "pskv_internal.h"
 
+#define PARTIAL "backup.partial"
+
+static int errno_code(int err)
+{
+    return err == ENOSPC || err == EDQUOT || err == EFBIG ? PSKV_ENOSPC : PSKV_EIO;
+}
+
+static bool exists(const char *dir, const char *name)
+{
+    char path[4096];
+    return pskv__dir_path(dir, name, path, sizeof path) == 0 && access(path, F_OK) == 0;
+}
+
+/* Remove a killed backup's remains (the lock held, no data.mdb). */
+static void partial_remove(const char *dest_dir, bool with_seq)
+{
+    char path[4096];
+    static const char *const files[] = {PARTIAL "/data.mdb", PARTIAL "/lock.mdb"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (pskv__dir_path(dest_dir, files[i], path, sizeof path) == 0)
+            (void)unlink(path);
+    if (pskv__dir_path(dest_dir, PARTIAL, path, sizeof path) == 0)
+        (void)rmdir(path);
+    if (with_seq && pskv__dir_path(dest_dir, "pskv.seq", path, sizeof path) == 0)
+        (void)unlink(path);
+    (void)pskv__dir_sync(dest_dir);
+}
+
+/* The copy into <dest>/backup.partial/data.mdb, synced; *seq: the
+ * checkpoint it holds, read back from it as an open would. */
+static int copy_partial(struct MDB_env *env, const char *dest_dir, uint64_t *seq)
+{
+    char dir[4096], path[4096];
+    if (pskv__dir_path(dest_dir, PARTIAL, dir, sizeof dir) != 0 ||
+        pskv__dir_path(dir, "data.mdb", path, sizeof path) != 0)
+        return PSKV_EINVAL;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return errno_code(errno);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return errno_code(errno);
+    /* Its own read transaction: the last committed checkpoint. */
+    int rc = pskv__persist_err(mdb_env_copyfd2(env, fd, MDB_CP_COMPACT));
+    if (rc == 0 && fsync(fd) != 0)
+        rc = errno_code(errno);
+    if (rc == PSKV_EIO && pskv__persist_disk_full(dest_dir, 0))
+        rc = PSKV_ENOSPC;
+    close(fd);
+    pskv_store *copy = NULL;
+    if (rc == 0)
+        rc = pskv__persist_reader(dir, &copy);
+    if (rc == 0)
+        *seq = copy->ckpt_seq;
+    pskv__persist_reader_close(copy);
+    return rc == PSKV_ENOTFOUND ? PSKV_EIO : rc;
+}
+
 int pskv__backup_env(struct MDB_env *env, const char *dest_dir)
 {
     if (mkdir(dest_dir, 0755) != 0 && errno != EEXIST)
-        return errno == ENOSPC ? PSKV_ENOSPC : PSKV_EIO;
+        return errno_code(errno);
     struct stat st;
     if (stat(dest_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return PSKV_EINVAL;
+        return pskv__fail(PSKV_EINVAL, "backup: '%s' is not a directory", dest_dir);
     int lock_fd;
     int rc = pskv__dir_lock(dest_dir, &lock_fd);
     if (rc != 0)
         return rc; /* a store or another backup owns it */
-    char path[4096];
-    int fd = -1;
-    if (pskv__format(path, sizeof path, "%s/data.mdb", dest_dir) < 0)
+    bool remains = exists(dest_dir, PARTIAL);
+    if (exists(dest_dir, "data.mdb"))
+        rc = pskv__fail(PSKV_EEXIST, "backup: '%s' holds a store already", dest_dir);
+    else if (!remains && exists(dest_dir, "pskv.seq"))
+        rc = pskv__fail(PSKV_EEXIST, "backup: '%s' holds the pskv.seq of a store whose data.mdb "
+                                     "is gone", dest_dir);
+    if (rc == 0 && remains)
+        partial_remove(dest_dir, true); /* a killed backup's: start over */
+    uint64_t seq = 0;
+    if (rc == 0)
+        rc = copy_partial(env, dest_dir, &seq);
+    bool seq_written = false;
+    if (rc == 0) {
+        rc = pskv__seqfile_write(dest_dir, seq);
+        seq_written = rc == 0;
+    }
+    char from[4096], to[4096];
+    if (rc == 0 && (pskv__dir_path(dest_dir, PARTIAL "/data.mdb", from, sizeof from) != 0 ||
+                    pskv__dir_path(dest_dir, "data.mdb", to, sizeof to) != 0))
         rc = PSKV_EINVAL;
-    if (rc == 0) {
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-        if (fd < 0)
-            rc = errno == EEXIST ? PSKV_EEXIST : errno == ENOSPC ? PSKV_ENOSPC : PSKV_EIO;
-    }
-    if (rc == 0) {
-        /* Its own read transaction: the last committed checkpoint. */
-        rc = pskv__persist_err(mdb_env_copyfd2(env, fd, MDB_CP_COMPACT));
-        if (rc == 0 && fsync(fd) != 0)
-            rc = errno == ENOSPC ? PSKV_ENOSPC : PSKV_EIO;
-        if (rc == PSKV_EIO && pskv__persist_disk_full(dest_dir, 0))
-            rc = PSKV_ENOSPC;
-        close(fd);
-        if (rc != 0)
-            unlink(path); /* ours: no half copy that looks like a store */
-    }
-    /* The destination is a durable store now: it keeps its lock file. */
+    if (rc == 0 && rename(from, to) != 0)
+        rc = errno_code(errno);
+    if (rc == 0 && pskv__dir_sync(dest_dir) != 0)
+        rc = PSKV_EIO;
+    if (rc == 0 || !exists(dest_dir, "data.mdb"))
+        partial_remove(dest_dir, rc != 0 && seq_written);
+    /* The destination is a durable store now (or nothing): it keeps its
+     * lock file. */
     pskv__dir_unlock(dest_dir, lock_fd, false);
     return rc;
+}
+
+void pskv__backup_abandon(const char *dest_dir)
+{
+    int lock_fd;
+    if (pskv__dir_lock(dest_dir, &lock_fd) != 0)
+        return;
+    if (exists(dest_dir, PARTIAL) && !exists(dest_dir, "data.mdb"))
+        partial_remove(dest_dir, true);
+    pskv__dir_unlock(dest_dir, lock_fd, false);
+}
+
+int pskv__backup_unfinished(const char *dir)
+{
+    if (!exists(dir, PARTIAL))
+        return 0;
+    if (exists(dir, "data.mdb")) {
+        /* The rename happened: only the emptied directory is left. */
+        partial_remove(dir, false);
+        return 0;
+    }
+    return pskv__fail(PSKV_ECORRUPT, "'%s' holds an unfinished backup (its writer was killed "
+                                     "before the copy was whole): run the backup again",
+                      dir);
 }
 
 int pskv_backup(pskv_store *s, const char *dest_dir)

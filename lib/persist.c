@@ -11,7 +11,10 @@
  *    when mdb_txn_commit returns;
  *  - MDB_NOTLS: read transactions are not tied to threads (callers use
  *    thread pools);
- *  - stale reader slots of dead processes are cleared at open;
+ *  - stale reader slots of dead processes (a `pskv dump` killed inside its
+ *    read transaction) are cleared at open and before every write
+ *    transaction: LMDB reuses no page freed after the oldest reader's
+ *    snapshot, so one dead reader would make the file grow for good;
  *  - every value read through the map is bounded by the data file first
  *    (LMDB does not check its node sizes);
  *  - a record that must exist and is gone, a count that disagrees, a store
@@ -103,10 +106,21 @@ static uint64_t unix_ns(void)
 
 int pskv__persist_write_err(int rc) { return rc == MDB_MAP_FULL ? PSKV__MAP_FULL : pskv__persist_err(rc); }
 
+/* Clear the reader slots of dead processes (the owner only: a read-only
+ * reader may not write the lock file's table). */
+static void readers_clear_stale(pskv_store *s)
+{
+    int dead = 0;
+    if (mdb_reader_check(s->env, &dead) == 0 && dead > 0)
+        atomic_fetch_add(&s->n_stale_readers, (uint64_t)dead);
+}
+
 int pskv__persist_txn_begin(pskv_store *s, bool write, MDB_txn **txn)
 {
     if (atomic_load(&s->env_lost))
         return PSKV_ENOMEM; /* a failed grow left LMDB without a map */
+    if (write)
+        readers_clear_stale(s);
     return pskv__persist_write_err(mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, txn));
 }
 
@@ -820,9 +834,8 @@ static int env_start_as(pskv_store *s, uint64_t map, bool readonly)
         mdb_env_open(s->env, s->dir, MDB_NOTLS | (readonly ? MDB_RDONLY : 0), 0644));
     if (rc != 0)
         return rc;
-    int dead = 0;
     if (!readonly)
-        mdb_reader_check(s->env, &dead); /* slots of crashed processes */
+        readers_clear_stale(s); /* slots of crashed processes */
     MDB_stat est;
     if (mdb_env_stat(s->env, &est) != 0)
         return PSKV_EIO;
@@ -954,6 +967,8 @@ int pskv__persist_open(pskv_store *s)
     char path[4096];
     struct stat fst;
     uint64_t file_bytes = 0;
+    if ((rc = pskv__backup_unfinished(s->dir)) != 0)
+        return rc;
     if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0 && stat(path, &fst) == 0) {
         file_bytes = (uint64_t)fst.st_size;
         if (file_bytes > 0 && file_bytes < 2 * 4096)

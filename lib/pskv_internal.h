@@ -569,7 +569,7 @@ struct pskv_store {
     pthread_mutex_t ckpt_lock;  /* one checkpoint at a time */
     uint64_t ckpt_seq, ckpt_unix_ns; /* last committed checkpoint (ckpt_lock) */
     atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed, n_map_grows,
-        n_env_reopens;
+        n_env_reopens, n_stale_readers;
     /* LMDB's environment is gone: a map grow failed half way (no map), or
      * reopening it after a fatal write failed; calls fail cleanly. */
     atomic_bool env_lost;
@@ -661,6 +661,12 @@ PSKV__HIDDEN int pskv__persist_file_check(struct MDB_env *env, const char *dir);
 PSKV__HIDDEN const void *pskv__persist_map_find(const char *data_path);
 /* Compacted copy of env's last commit into dest_dir (backup.c). */
 PSKV__HIDDEN int pskv__backup_env(struct MDB_env *env, const char *dest_dir);
+/* Remove what a killed backup left in dest_dir (when no data.mdb is there
+ * and no one holds its lock). */
+PSKV__HIDDEN void pskv__backup_abandon(const char *dest_dir);
+/* 0, or PSKV_ECORRUPT when dir holds a killed backup's remains and no data
+ * file: an open must not take it for a new store. */
+PSKV__HIDDEN int pskv__backup_unfinished(const char *dir);
 PSKV__HIDDEN int pskv__persist_open(pskv_store *s);
 PSKV__HIDDEN void pskv__persist_close(pskv_store *s);
 /* A store handle holding only dir's environment, opened read-only beside

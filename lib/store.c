@@ -311,6 +311,7 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
     out->db_bytes = pskv__persist_file_bytes(ms);
     out->map_grows = atomic_load(&ms->n_map_grows);
     out->lmdb_reopens = atomic_load(&ms->n_env_reopens);
+    out->stale_readers = atomic_load(&ms->n_stale_readers);
     pthread_mutex_unlock(&ms->lock);
     return 0;
 }

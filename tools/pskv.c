@@ -681,15 +681,15 @@ static int cmd_backup(const char *dir, const char *dest)
         return 1;
     if (progress_on)
         fprintf(stderr, "backup: copying %s to %s (compacting)...", dir, dest);
-    /* The library's backup: it claims DEST first (its lock, then data.mdb
-     * created exclusively) and removes only what it wrote itself. */
+    /* The library's backup: it claims DEST first (its lock), writes the
+     * copy under a temporary name and renames it whole into place. */
     int rc = pskv__backup_env(st.env, dest);
     if (progress_on)
         fprintf(stderr, "\r\033[K");
     if (rc != 0)
         fprintf(stderr, "pskv: backup to %s: %s\n", dest,
-                rc == PSKV_EEXIST  ? "it already holds a store"
-                : pskv_last_error()[0] ? pskv_last_error()
+                pskv_last_error()[0] ? pskv_last_error()
+                : rc == PSKV_EEXIST  ? "it already holds a store"
                 : rc == PSKV_EBUSY ? "a store or another backup is using it"
                                    : pskv_strerror(rc));
     store_close(&st);
@@ -779,12 +779,7 @@ int main(int argc, char **argv)
     /* LMDB follows page numbers and node sizes as it finds them: on a
      * damaged B-tree it can fault. The command runs in a child, and a
      * child killed by a signal is a damaged store, not a crashed tool. */
-    char dest_file[4096] = "";
-    bool dest_new = false;
-    if (argc == 4 && strcmp(argv[1], "backup") == 0) {
-        snprintf(dest_file, sizeof dest_file, "%s/data.mdb", argv[3]);
-        dest_new = access(dest_file, F_OK) != 0;
-    }
+    const bool backup = argc == 4 && strcmp(argv[1], "backup") == 0;
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
@@ -799,12 +794,23 @@ int main(int argc, char **argv)
             return 1;
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
+    int sig = WTERMSIG(status);
+    if (sig != SIGSEGV && sig != SIGBUS && sig != SIGILL && sig != SIGFPE && sig != SIGABRT) {
+        /* Not a fault inside LMDB: a reader that stopped reading (SIGPIPE
+         * from `| head`), Ctrl-C, a kill. The tool ends the same way, as
+         * a command in a pipeline should; nothing is said about the store. */
+        if (backup)
+            pskv__backup_abandon(argv[3]);
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return 128 + sig;
+    }
     fflush(stdout);
     fprintf(stderr, "pskv: %s: damaged: B-tree (reading it crashed LMDB with signal %d, %s)\n",
             argv[2], WTERMSIG(status), strsignal(WTERMSIG(status)));
     if (strcmp(argv[1], "verify") == 0)
         printf("DAMAGED: B-tree unreadable\n");
-    if (dest_new)
-        unlink(dest_file); /* the child's half copy */
+    if (backup)
+        pskv__backup_abandon(argv[3]); /* the child's half copy */
     return 1;
 }
