@@ -196,8 +196,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else if (mode == PSKV_APPLY_REPLACE && in->state_floats > 0 &&
              (in->optimizer != opt || in->state_floats != m.row_floats - dim))
         want = PSKV_ESCHEMA;
-    else if (mode != PSKV_APPLY_REPLACE && in->tombstones > 0)
-        want = PSKV_EINVAL;
+    else if (mode != PSKV_APPLY_REPLACE && (in->tombstones > 0 || in->state_floats > 0))
+        want = PSKV_EINVAL; /* tombstones, and rows with state, are not gradients */
     else if (drc != 0)
         want = drc; /* the body is refused */
     else

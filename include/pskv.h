@@ -61,7 +61,8 @@ extern "C" {
     X(ENOSPC, -10, "spill or disk space cap reached")                          \
     X(EVERSION, -11, "format version not supported")                           \
     X(ERANGE, -12, "value out of range")                                      \
-    X(ESTALE, -13, "cursor outside the table's change log: export again from 0")
+    X(ESTALE, -13, "cursor outside the table's change log: export again from 0")          \
+    X(ECODEC, -14, "a value is out of the chunk codec's range (fp16 beyond 65504)")
 
 enum pskv_error {
 #define PSKV__ERR_ENUM(name, code, msg) PSKV_##name = (code),
@@ -258,6 +259,9 @@ PSKV_API int pskv_open_opts(const char *dir, const pskv_store_options *opts,
                             pskv_store **out);
 
 /* Close the store and every table of it; table handles become invalid.
+ * Iterators and exports still open are marked closed: every later call on
+ * one returns PSKV_EINVAL, and pskv_iter_destroy / pskv_export_close only
+ * free it.
  * A durable store checkpoints first; if that checkpoint fails, the previous
  * one stays on disk (call pskv_checkpoint before closing to see the error).
  * NULL is a no-op. Must not run concurrently with any other call on the store
@@ -629,8 +633,11 @@ PSKV_API int pskv_compact(const char *dir, uint64_t *before, uint64_t *after);
  * comes with those rows, as it is then. Every row that exists from
  * pskv_iter_create to the end is returned exactly once.
  * A reshard during iteration makes pskv_iter_next return PSKV_EBUSY.
- * The iterator is owned by the caller; free it with pskv_iter_destroy.
- * Any thread; one iterator must be used by one thread at a time. */
+ * The iterator is owned by the caller; free it with pskv_iter_destroy,
+ * before or after its store's pskv_close (after it, pskv_iter_next returns
+ * PSKV_EINVAL). Any thread; one iterator is used by one thread at a time:
+ * a call overlapping another thread's on the same iterator returns
+ * PSKV_EBUSY. */
 PSKV_API int pskv_iter_create(pskv_table *t, pskv_iter **out);
 
 /* Next row: *key, the weights into weights[dim] and, if state is not NULL,
@@ -734,15 +741,21 @@ typedef struct pskv_export pskv_export;
  * next.
  * Each consumer keeps its own cursor (pskv_export_version).
  * Errors: PSKV_EINVAL, PSKV_ESTALE, PSKV_ENOMEM. Any thread; one export
- * handle is used by one thread at a time. */
+ * handle is used by one thread at a time (a call overlapping another
+ * thread's on the same handle returns PSKV_EBUSY). Close it before its
+ * store; after the store's pskv_close its calls return PSKV_EINVAL and
+ * pskv_export_close only frees it. */
 PSKV_API int pskv_export_open(pskv_table *t, uint64_t since, const char *config,
                               pskv_export **out);
 /* Only keys that r routes to node (migration); before the first
- * pskv_export_next. The ring is copied. Errors: PSKV_EINVAL, PSKV_ENOMEM. */
+ * pskv_export_next. The ring is copied. Errors: PSKV_EINVAL (also a ring
+ * without nodes, or after the first chunk), PSKV_ENOMEM. */
 PSKV_API int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node);
 /* The next chunk into buf[cap]: 1 with *len, 0 when the export is
  * complete, PSKV_ERANGE with *len = the bytes needed when cap is too small
- * (nothing consumed: call again with a bigger buffer). A chunk is at most
+ * (nothing consumed: call again with a bigger buffer). PSKV_ECODEC (*len
+ * not set, nothing consumed): a row holds a value the export's codec cannot
+ * carry (fp16 beyond 65504): no buffer helps, export with another codec. A chunk is at most
  * chunk_bytes unless one row alone is bigger. Errors: PSKV_EINVAL,
  * PSKV_ENOMEM, PSKV_EIO / PSKV_ECORRUPT (a row could not be read),
  * PSKV_ESTALE (the change log dropped entries this export still needed),
@@ -772,15 +785,18 @@ enum { PSKV_APPLY_REPLACE = 0, PSKV_APPLY_PUSH = 1, PSKV_APPLY_ADD = 2 };
  * Applied rows take t's own versions: a replica can be exported in turn.
  * Known limit: REPLACE erases its tombstones after writing its rows; an
  * erase failing then (PSKV_ENOMEM, PSKV_EIO) leaves the rows written: apply
- * the chunk again. Errors also: PSKV_EINVAL, PSKV_ENOMEM, PSKV_ENOSPC.
+ * the chunk again. Errors also: PSKV_EINVAL (also: a chunk carrying
+ * optimizer state, an export with payload=rows, applied with PUSH or ADD:
+ * its values are weights, not gradients), PSKV_ENOMEM, PSKV_ENOSPC.
  * Thread-safe like pskv_put. */
 PSKV_API int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode);
 
 /* One chunk of n rows from the caller's arrays (keys may repeat; values
  * n x dim floats, finite): config "codec=fp32|fp16|bf16|int8 lz4=on|off"
  * (defaults fp32, off). 0 with *len; PSKV_ERANGE with *len = the size
- * needed when cap is too small, or when a value does not fit the codec
- * (fp16 beyond 65504). Errors: PSKV_EINVAL, PSKV_ENOMEM. Any thread. */
+ * needed when cap is too small. Errors: PSKV_EINVAL, PSKV_ENOMEM,
+ * PSKV_ECODEC (a value does not fit the codec: fp16 beyond 65504; *len not
+ * set). Any thread. */
 PSKV_API int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float *values,
                                const char *config, void *buf, size_t cap, size_t *len);
 

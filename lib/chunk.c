@@ -336,7 +336,8 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
         if (encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
             if (!in_place)
                 free(raw);
-            return pskv__fail(PSKV_ERANGE, "key %llu: a value is out of the range of codec %s",
+            return pskv__fail(PSKV_ECODEC, "key %llu: a value is out of the range of codec %s: "
+                              "no buffer helps, choose another codec",
                               (unsigned long long)keys[i],
                               sp->codec == PSKV_CODEC_FP16   ? "fp16"
                               : sp->codec == PSKV_CODEC_BF16 ? "bf16"
@@ -433,6 +434,8 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
         bad = "dim out of range";
     else if (((flags & PSKV_FMT_CHUNK_STATE) != 0) != (in.state_floats > 0))
         bad = "state flag and state size disagree";
+    else if (in.state_floats == 0 && in.optimizer != 0)
+        bad = "an optimizer named without optimizer state"; /* the encoder writes 0 */
     else if (in.state_floats > 0 &&
              (in.optimizer < PSKV_OPT_SGD || in.optimizer > PSKV_OPT_FTRL ||
               in.state_floats != pskv__optimizer_state_floats(in.optimizer, in.dim)))
@@ -529,7 +532,7 @@ int pskv__chunk_view_open(const void *chunk, size_t len, const pskv_chunk_info *
     at += (size_t)in.rows * vb;
     if (rc == 0 && sb > 0) {
         v->state = body + at;
-        if (!all_finite(v->state, (size_t)in.rows * in.state_floats))
+        if (pskv__state_nonfinite(in.optimizer, in.dim, v->state, in.rows))
             rc = pskv__fail(PSKV_ECORRUPT, "the chunk's optimizer state is not finite");
     }
     if (rc != 0)

@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "pskv_internal.h"
+#include "errors.h"
+#include "pskv.h"
 
 const char *pskv_strerror(int err)
 {

@@ -19,6 +19,7 @@
 #define CHUNK_BYTES_DEFAULT (1u << 20)
 
 struct pskv_export {
+    pskv__handle h; /* in the store's list; closed if the store went first */
     pskv_table *t;
     uint64_t since, version, layout_gen;
     pskv__transfer_options o;
@@ -110,6 +111,7 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     e->sorted = malloc(e->per_chunk * sizeof *e->sorted);
     e->order = malloc(e->per_chunk * sizeof *e->order);
     rc = e->ptrs && e->src && e->sorted && e->order ? 0 : PSKV_ENOMEM;
+    pskv__handle_attach(&t->store->handles, &e->h);
     if (rc == 0 && since == 0 && !e->done)
         rc = pskv_iter_create(t, &e->it);
     if (rc != 0) {
@@ -125,10 +127,16 @@ int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node)
     pskv__detail_clear();
     if (e == NULL || r == NULL)
         return fail_null(e == NULL ? "the export" : "the ring");
+    int rc = pskv__handle_enter(&e->h, "pskv_export_ring");
+    if (rc != 0)
+        return rc;
+    pskv__handle_leave(&e->h);
     if (e->started)
         return pskv__fail(PSKV_EINVAL, "the ring filter comes before the first chunk");
+    if (pskv_ring_nodes(r) == 0)
+        return pskv__fail(PSKV_EINVAL, "the ring has no nodes: no key would be exported");
     pskv_ring *copy;
-    int rc = pskv__ring_copy(r, &copy);
+    rc = pskv__ring_copy(r, &copy);
     if (rc != 0)
         return rc;
     pskv_ring_destroy(e->ring);
@@ -143,6 +151,7 @@ void pskv_export_close(pskv_export *e)
 {
     if (e == NULL)
         return;
+    pskv__handle_detach(&e->t->store->handles, &e->h);
     pskv_iter_destroy(e->it);
     pskv_ring_destroy(e->ring);
     free(e->keys);
@@ -527,14 +536,24 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
     }
 }
 
+static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len);
+
 int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
 {
     pskv__detail_clear();
     if (e == NULL || len == NULL || (cap > 0 && buf == NULL))
         return fail_null(e == NULL ? "the export" : len == NULL ? "len" : "buf");
+    int rc = pskv__handle_enter(&e->h, "pskv_export_next");
+    if (rc != 0)
+        return rc;
     e->started = true;
-    if (e->it != NULL)
-        return next_full(e, buf, cap, len);
+    rc = e->it != NULL ? next_full(e, buf, cap, len) : next_delta(e, buf, cap, len);
+    pskv__handle_leave(&e->h);
+    return rc;
+}
+
+static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len)
+{
     /* Gather a chunk's worth of changed rows (shards' batches are small)
      * unless the export is at its end. A shard whose rows could not all be
      * read is behind: the export is over, every call says so. */
@@ -596,6 +615,11 @@ int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
         return pskv__fail(PSKV_ESCHEMA, "the chunk carries the state of another optimizer "
                                         "(%u floats per row; table '%s' keeps %u)",
                           in.state_floats, t->name, t->state_floats);
+    if (mode != PSKV_APPLY_REPLACE && in.state_floats > 0)
+        return pskv__fail(PSKV_EINVAL, "the chunk carries rows with their optimizer state (an "
+                                       "export with payload=rows): its values are weights, not "
+                                       "%s; apply it with PSKV_APPLY_REPLACE",
+                          mode == PSKV_APPLY_PUSH ? "gradients" : "increments");
     if (mode != PSKV_APPLY_REPLACE && in.tombstones > 0)
         return pskv__fail(PSKV_EINVAL, "a chunk with tombstones applies with "
                                        "PSKV_APPLY_REPLACE only");

@@ -18,6 +18,7 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,6 +153,14 @@ static ssize_t fault_apply(pskv__io *io, const pskv__io_req *r, ssize_t res)
 /* One transfer finished with raw result res. Returns true when the request
  * is complete (r->result set), false when it must be submitted again (for
  * the rest, or after EAGAIN/EINTR). */
+/* Does a file end at `end` bytes pass this process's RLIMIT_FSIZE? */
+static bool past_fsize_limit(uint64_t end)
+{
+    struct rlimit rl;
+    return getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+           end > (uint64_t)rl.rlim_cur;
+}
+
 static bool io_complete(pskv__io *io, pskv__io_req *r, ssize_t res)
 {
     res = fault_apply(io, r, res);
@@ -165,6 +174,12 @@ static bool io_complete(pskv__io *io, pskv__io_req *r, ssize_t res)
     }
     if (res < 0) {
         r->result = (res == -ENOSPC || res == -EDQUOT || res == -EFBIG) ? PSKV_ENOSPC : PSKV_EIO;
+        /* A file-size limit that is not a multiple of 4 KiB cuts an
+         * O_DIRECT write to an unaligned length, which the kernel refuses
+         * with EINVAL (or after a short write, the rest's offset): a full
+         * disk to the caller, as EFBIG is. */
+        if (res == -EINVAL && r->write && past_fsize_limit(r->off + r->len))
+            r->result = PSKV_ENOSPC;
         return true;
     }
     if (res == 0) {

@@ -16,6 +16,7 @@
 #include "pskv_internal.h"
 
 struct pskv_iter {
+    pskv__handle h; /* in the store's list; closed if the store went first */
     pskv_table *t;
     uint64_t gen;
     uint32_t next_shard;
@@ -93,6 +94,7 @@ int pskv_iter_create(pskv_table *t, pskv_iter **out)
         /* Before any shard is copied: read-backs from now on are noted. */
         atomic_fetch_add(&t->iterations, 1);
     }
+    pskv__handle_attach(&t->store->handles, &it->h);
     *out = it;
     return 0;
 }
@@ -101,8 +103,11 @@ void pskv_iter_destroy(pskv_iter *it)
 {
     if (it == NULL)
         return;
-    if (it->copied_at != NULL)
-        atomic_fetch_sub(&it->t->iterations, 1);
+    if (!atomic_load(&it->h.closed)) { /* else its table is gone */
+        if (it->copied_at != NULL)
+            atomic_fetch_sub(&it->t->iterations, 1);
+        pskv__handle_detach(&it->t->store->handles, &it->h);
+    }
     free(it->copied_at);
     free(it->late_to);
     pskv__keymap_free(&it->late);
@@ -461,10 +466,8 @@ static int iter_load(pskv_iter *it)
     return rc;
 }
 
-int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights, float *state)
+static int iter_next_row(pskv_iter *it, uint64_t *key, float *weights, float *state)
 {
-    if (it == NULL || key == NULL || weights == NULL)
-        return PSKV_EINVAL;
     while (it->pos >= it->count) {
         int rc = iter_load(it);
         if (rc <= 0)
@@ -478,6 +481,18 @@ int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights, float *state)
         memcpy(state, row + t->dim, t->state_floats * sizeof(float));
     it->pos++;
     return 1;
+}
+
+int pskv_iter_next(pskv_iter *it, uint64_t *key, float *weights, float *state)
+{
+    if (it == NULL || key == NULL || weights == NULL)
+        return PSKV_EINVAL;
+    int rc = pskv__handle_enter(&it->h, "pskv_iter_next");
+    if (rc != 0)
+        return rc;
+    rc = iter_next_row(it, key, weights, state);
+    pskv__handle_leave(&it->h);
+    return rc;
 }
 
 int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows, size_t *stride,

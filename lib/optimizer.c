@@ -235,3 +235,18 @@ PSKV__KERNEL bool pskv__floats_nonfinite(const void *v, size_t n)
     }
     return most >= PSKV__NONFINITE_MAG;
 }
+
+bool pskv__state_nonfinite(int kind, uint32_t dim, const void *state, size_t rows)
+{
+    const uint32_t sf = pskv__optimizer_state_floats(kind, dim);
+    if (kind != PSKV_OPT_ADAM)
+        return pskv__floats_nonfinite(state, rows * sf);
+    /* Adam's step count is an integer in a float's slot (saturating at
+     * UINT32_MAX): past 2^31 steps its bits read as Inf or NaN, and it is
+     * never judged as a float. */
+    const uint8_t *b = state;
+    for (size_t r = 0; r < rows; r++)
+        if (pskv__floats_nonfinite(b + r * sf * 4, 2 * (size_t)dim))
+            return true;
+    return false;
+}

@@ -58,5 +58,8 @@ static inline uint32_t pskv__float_mag(float x)
 
 /* Any NaN or Inf among n floats at v (any alignment)? */
 PSKV__HIDDEN bool pskv__floats_nonfinite(const void *v, size_t n);
+/* The same over `rows` rows of optimizer state of `kind` (any alignment),
+ * leaving out integer state (Adam's step count). */
+PSKV__HIDDEN bool pskv__state_nonfinite(int kind, uint32_t dim, const void *state, size_t rows);
 
 #endif

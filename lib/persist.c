@@ -967,8 +967,6 @@ int pskv__persist_open(pskv_store *s)
     char path[4096];
     struct stat fst;
     uint64_t file_bytes = 0;
-    if ((rc = pskv__backup_unfinished(s->dir)) != 0)
-        return rc;
     if (pskv__format(path, sizeof path, "%s/data.mdb", s->dir) >= 0 && stat(path, &fst) == 0) {
         file_bytes = (uint64_t)fst.st_size;
         if (file_bytes > 0 && file_bytes < 2 * 4096)

@@ -16,6 +16,8 @@
 #include "pskv.h"
 
 #include "common.h"
+#include "errors.h"
+#include "handles.h"
 #include "io.h"
 #include "keyfilter.h"
 #include "keylist.h"
@@ -575,20 +577,13 @@ struct pskv_store {
     atomic_bool env_lost;
     pskv_table **attached; /* tables with LMDB handles (ckpt_lock) */
     uint32_t nattached, attached_cap;
+
+    /* Open iterators and exports, marked closed by pskv_close (handles.c) */
+    pskv__handles handles;
 };
 
 /* Tests: close as a crash leaves a store, without the final checkpoint. */
 PSKV__HIDDEN void pskv__close_abandon(pskv_store *s);
-
-/* ---------------------------------------------------------------- errors.c */
-
-/* The calling thread's detail message (pskv_last_error): cleared at the
- * start of the calls that can set one; pskv__fail sets it and returns code. */
-PSKV__HIDDEN void pskv__detail_clear(void);
-PSKV__HIDDEN int pskv__fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* The name in names[count] that word[len] is a near miss of, or NULL. */
-PSKV__HIDDEN const char *pskv__near(const char *word, size_t len, const char *const *names,
-                                    int count);
 
 /* ---------------------------------------------------------------- dirlock.c */
 

@@ -54,6 +54,7 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
     pthread_rwlock_init(&s->env_lock, NULL);
     pthread_mutex_init(&s->ckpt_lock, NULL);
     s->lock_fd = -1;
+    pskv__handles_init(&s->handles);
     pskv__prefetch_init(s);
     if (dir != NULL) {
         const char *mode = getenv("PSKV_IO");
@@ -64,6 +65,9 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
         int rc = s->dir ? pskv__dir_lock(s->dir, &s->lock_fd) : PSKV_ENOMEM;
         if (rc == 0)
             rc = pskv__io_create(force_sync, 64, &s->io);
+        /* A killed backup's remains are not a new store (backup.c). */
+        if (rc == 0 && opts->durability != PSKV_DURABILITY_NONE)
+            rc = pskv__backup_unfinished(s->dir);
         if (rc == 0 && opts->durability != PSKV_DURABILITY_NONE)
             rc = pskv__persist_open(s);
         /* At the checkpoint asked for: the last one, or the one before it,
@@ -114,6 +118,9 @@ static void store_close(pskv_store *s, bool final_checkpoint)
      * commit; its handle outlives the store. */
     pthread_mutex_lock(&s->ckpt_lock);
     pthread_mutex_unlock(&s->ckpt_lock);
+    /* Iterators and exports left open: later calls on them return an
+     * error instead of reading the tables freed below. */
+    pskv__handles_close(&s->handles);
     for (uint32_t i = 0; i < s->ntables; i++)
         pskv__table_destroy(s->tables[i]);
     free(s->tables);

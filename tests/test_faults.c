@@ -226,6 +226,58 @@ START_TEST(file_size_limit_is_enospc)
 }
 END_TEST
 
+/* Issue 22, item 14: the spill file meets a file-size limit that is not a
+ * multiple of 4 KiB. O_DIRECT writes cut to an unaligned length are
+ * refused by the kernel with EINVAL; the caller must see PSKV_ENOSPC and
+ * keep every row (io_uring, and pread/pwrite under PSKV_IO=sync). */
+static void child_spill_unaligned_limit(void *arg)
+{
+    (void)arg;
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim;
+    getrlimit(RLIMIT_FSIZE, &lim);
+    lim.rlim_cur = (1u << 20) + 1000; /* mid-page */
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0)
+        _exit(12);
+    pskv_store *s;
+    pskv_table *t;
+    if (pskv_open(dir, "durability=none memory_budget=64K", &s) != 0 ||
+        pskv_table_open(s, "t", "dim=16 optimizer=sgd", &t) != 0)
+        _exit(10);
+    /* 96-byte rows: 1 MiB of spill file holds about 10,900 of them. */
+    enum { BATCH = 500 };
+    uint32_t filled = 0;
+    int rc = 0;
+    while (rc == 0 && filled < 40000) {
+        uint64_t keys[BATCH];
+        float vals[BATCH * 16];
+        for (uint32_t i = 0; i < BATCH; i++) {
+            keys[i] = 1 + filled + i;
+            for (uint32_t j = 0; j < 16; j++)
+                vals[i * 16 + j] = 1.0f + (float)(filled + i) + (float)j / 64.0f;
+        }
+        rc = pskv_put(t, keys, BATCH, vals);
+        if (rc == 0)
+            filled += BATCH;
+    }
+    if (rc != PSKV_ENOSPC)
+        _exit(20 + (rc < 0 ? -rc : rc));
+    if (filled < 5000)
+        _exit(13); /* the limit should be reached far beyond the budget */
+    if (test_rows_differ(t, 1, filled, 16, 1.0f) != -1)
+        _exit(14); /* every acknowledged row is kept */
+    pskv_close(s);
+    _exit(0);
+}
+
+START_TEST(spill_unaligned_file_size_limit_is_enospc)
+{
+    fresh_dir();
+    ck_assert_int_eq(in_child(child_spill_unaligned_limit, NULL), 0);
+    test_remove_dir(dir);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- 11: tiny map */
 
 START_TEST(tiny_map_new_store)
@@ -776,6 +828,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, failed_map_grow_stays_usable);
     ADD_CASE(s, file_size_limit_is_enospc);
     ADD_CASE(s, tiny_map_new_store);
+    ADD_CASE(s, spill_unaligned_file_size_limit_is_enospc);
     ADD_CASE(s, racing_backups_keep_the_winner);
     ADD_CASE(s, backup_into_live_store_refused);
     ADD_CASE(s, push_never_stores_nonfinite);

@@ -275,7 +275,7 @@ START_TEST(codecs_within_their_bounds)
     uint8_t buf[256];
     size_t len;
     ck_assert_err(pskv_chunk_encode(1, &k, 1, &big, "codec=fp16", buf, sizeof buf, &len),
-                  PSKV_ERANGE);
+                  PSKV_ECODEC);
     ck_assert_err(pskv_chunk_encode(1, &k, 1, &big, "codec=fp8", buf, sizeof buf, &len),
                   PSKV_EINVAL);
     ck_assert_err(pskv_chunk_encode(1, &k, 1, &big, "payload=rows", buf, sizeof buf, &len),
@@ -911,6 +911,270 @@ START_TEST(migration_conserves_rows)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- misuse (issue 22) */
+
+static void reseal(uint8_t *chunk, size_t len)
+{
+    uint64_t h = XXH3_64bits(chunk, len - 8);
+    memcpy(chunk + len - 8, &h, 8);
+}
+
+/* Items 4 and 13: an export or iterator outliving its store's close gets
+ * an error from every later call (never a read of the freed tables), and
+ * closing it afterwards frees it (ASan sees any use after free). */
+START_TEST(handles_outliving_their_store)
+{
+    for (int kind = 0; kind < 3; kind++) { /* full export, delta export, iterator */
+        pskv_store *s;
+        pskv_table *t = open_table(&s, "dim=4 shards=2");
+        test_fill(t, 1, 3000, 4, 1.0f);
+        uint64_t v0 = pskv_table_version(t);
+        test_fill(t, 1, 100, 4, 2.0f);
+        pskv_export *e = NULL;
+        pskv_iter *it = NULL;
+        if (kind < 2)
+            ck_assert_ok(pskv_export_open(t, kind == 0 ? 0 : v0, "chunk_bytes=4K", &e));
+        else
+            ck_assert_ok(pskv_iter_create(t, &it));
+        uint8_t buf[8192];
+        size_t len;
+        uint64_t key;
+        float w[4];
+        if (e) /* part way through */
+            ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 1);
+        else
+            ck_assert_int_eq(pskv_iter_next(it, &key, w, NULL), 1);
+        pskv_close(s);
+        if (e) {
+            ck_assert_err(pskv_export_next(e, buf, sizeof buf, &len), PSKV_EINVAL);
+            ck_assert_ptr_nonnull(strstr(pskv_last_error(), "closed"));
+            pskv_ring *r;
+            ck_assert_ok(pskv_ring_create(0, 1, &r));
+            ck_assert_ok(pskv_ring_add(r, 0, 1.0));
+            ck_assert_err(pskv_export_ring(e, r, 0), PSKV_EINVAL);
+            pskv_ring_destroy(r);
+            pskv_export_close(e);
+        } else {
+            ck_assert_err(pskv_iter_next(it, &key, w, NULL), PSKV_EINVAL);
+            pskv_iter_destroy(it);
+        }
+    }
+    /* A store closed with a durable table's iterator open: the table's
+     * iteration count is not touched after the close. */
+    char d[64];
+    test_mkdtemp(d, "transfer-handles");
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(d, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
+    test_fill(t, 1, 100, 4, 1.0f);
+    pskv_iter *it;
+    ck_assert_ok(pskv_iter_create(t, &it));
+    pskv_close(s);
+    pskv_iter_destroy(it);
+    test_remove_dir(d);
+}
+END_TEST
+
+/* Item 4: one export handle used by two threads at once (documented as
+ * forbidden) gets PSKV_EBUSY on the call that overlaps, never a corrupted
+ * export: every chunk handed out is whole and each row is in one chunk. */
+typedef struct shared_export {
+    pskv_export *e;
+    atomic_uint rows, busy;
+    atomic_int bad;
+} shared_export;
+
+static void *shared_export_thread(void *arg)
+{
+    shared_export *x = arg;
+    uint8_t *buf = malloc(64 << 10);
+    size_t len;
+    for (;;) {
+        int rc = pskv_export_next(x->e, buf, 64 << 10, &len);
+        if (rc == 0)
+            break;
+        if (rc == PSKV_EBUSY) {
+            atomic_fetch_add(&x->busy, 1);
+            continue;
+        }
+        pskv_chunk_info in;
+        if (rc != 1 || pskv_chunk_info_get(buf, len, &in) != 0) {
+            atomic_store(&x->bad, rc == 1 ? -100 : rc);
+            break;
+        }
+        atomic_fetch_add(&x->rows, in.rows);
+    }
+    free(buf);
+    return NULL;
+}
+
+START_TEST(shared_export_handle_is_busy)
+{
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=4 shards=4");
+    enum { ROWS = 60000 };
+    test_fill(t, 1, ROWS, 4, 1.0f);
+    unsigned busy = 0;
+    for (int round = 0; round < 10; round++) {
+        shared_export x = {0};
+        ck_assert_ok(pskv_export_open(t, 0, "chunk_bytes=16K", &x.e));
+        pthread_t a, b;
+        ck_assert_int_eq(pthread_create(&a, NULL, shared_export_thread, &x), 0);
+        ck_assert_int_eq(pthread_create(&b, NULL, shared_export_thread, &x), 0);
+        pthread_join(a, NULL);
+        pthread_join(b, NULL);
+        ck_assert_int_eq(atomic_load(&x.bad), 0);
+        ck_assert_uint_eq(atomic_load(&x.rows), ROWS);
+        busy += atomic_load(&x.busy);
+        pskv_export_close(x.e);
+    }
+    printf("shared_export_handle_is_busy: %u overlapping calls refused\n", busy);
+    pskv_close(s);
+}
+END_TEST
+
+/* Item 5: an export of rows with their Adagrad state applied as gradients
+ * or increments is refused, nothing changed. */
+START_TEST(rows_chunk_is_not_gradients)
+{
+    uint8_t *buf = malloc(CHUNK_CAP);
+    size_t len;
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=4 optimizer=adagrad");
+    pskv_table *u;
+    ck_assert_ok(pskv_table_open(s, "u", "dim=4 optimizer=adagrad", &u));
+    test_fill(t, 1, 50, 4, 1.0f);
+    test_fill(u, 1, 50, 4, 3.0f);
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(t, 0, NULL, &e));
+    ck_assert_int_eq(pskv_export_next(e, buf, CHUNK_CAP, &len), 1);
+    pskv_export_close(e);
+    const uint64_t uv = pskv_table_version(u);
+    ck_assert_err(pskv_apply(u, buf, len, PSKV_APPLY_PUSH), PSKV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "REPLACE"));
+    ck_assert_err(pskv_apply(u, buf, len, PSKV_APPLY_ADD), PSKV_EINVAL);
+    ck_assert_uint_eq(pskv_table_version(u), uv);
+    test_expect_rows(u, 1, 50, 4, 3.0f);
+    ck_assert_ok(pskv_apply(u, buf, len, PSKV_APPLY_REPLACE)); /* what it is for */
+    test_expect_rows(u, 1, 50, 4, 1.0f);
+    /* ...while weights alone may be added (model averaging). */
+    ck_assert_ok(pskv_export_open(t, 0, "payload=weights", &e));
+    ck_assert_int_eq(pskv_export_next(e, buf, CHUNK_CAP, &len), 1);
+    pskv_export_close(e);
+    ck_assert_ok(pskv_apply(u, buf, len, PSKV_APPLY_ADD));
+    pskv_close(s);
+    free(buf);
+}
+END_TEST
+
+/* Item 15: a chunk naming an optimizer without carrying state; an export
+ * filtered by a ring without nodes. */
+START_TEST(optimizer_without_state_and_empty_ring)
+{
+    uint8_t buf[256];
+    size_t len;
+    uint64_t k = 5;
+    float x[4] = {1, 2, 3, 4};
+    ck_assert_ok(pskv_chunk_encode(4, &k, 1, x, NULL, buf, sizeof buf, &len));
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    buf[20] = PSKV_OPT_ADAM;
+    reseal(buf, len);
+    ck_assert_err(pskv_chunk_info_get(buf, len, &in), PSKV_ECORRUPT);
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=4");
+    ck_assert_err(pskv_apply(t, buf, len, PSKV_APPLY_REPLACE), PSKV_ECORRUPT);
+    test_fill(t, 1, 10, 4, 1.0f);
+    pskv_ring *r;
+    ck_assert_ok(pskv_ring_create(0, 1, &r));
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(t, 0, NULL, &e));
+    ck_assert_err(pskv_export_ring(e, r, 0), PSKV_EINVAL);
+    pskv_export_close(e);
+    pskv_ring_destroy(r);
+    pskv_close(s);
+}
+END_TEST
+
+/* Item 12: a value fp16 cannot carry gives PSKV_ECODEC whatever the
+ * buffer, so the documented "bigger buffer" loop ends. */
+START_TEST(codec_range_has_its_own_code)
+{
+    uint8_t *buf = malloc(CHUNK_CAP);
+    size_t len;
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=4");
+    test_fill(t, 1, 10, 4, 1.0f);
+    float big[4] = {1e5f, 0, 0, 0};
+    uint64_t kb = 77;
+    ck_assert_ok(pskv_put(t, &kb, 1, big));
+    for (int lz4 = 0; lz4 < 2; lz4++) {
+        pskv_export *e;
+        ck_assert_ok(pskv_export_open(t, 0, lz4 ? "codec=fp16 lz4=on" : "codec=fp16", &e));
+        size_t cap = 64;
+        int rc, rounds = 0;
+        while ((rc = pskv_export_next(e, buf, cap, &len)) == PSKV_ERANGE && rounds++ < 8)
+            cap = len;
+        ck_assert_err(rc, PSKV_ECODEC);
+        pskv_export_close(e);
+        ck_assert_err(pskv_chunk_encode(4, &kb, 1, big, lz4 ? "codec=fp16 lz4=on" : "codec=fp16",
+                                        buf, CHUNK_CAP, &len),
+                      PSKV_ECODEC);
+    }
+    pskv_close(s);
+    free(buf);
+}
+END_TEST
+
+/* Item 11: an Adam row's step count past 2^31 (its bits read as Inf or
+ * NaN as a float): the row's own export applies, and pushes go on without
+ * a wrap (the count saturates at 2^32 - 1). */
+START_TEST(adam_count_is_not_a_float)
+{
+    uint8_t *buf = malloc(CHUNK_CAP), *again = malloc(CHUNK_CAP);
+    size_t len, alen;
+    pskv_store *s;
+    pskv_table *a = open_table(&s, "dim=4 optimizer=adam");
+    pskv_table *b, *c;
+    ck_assert_ok(pskv_table_open(s, "b", "dim=4 optimizer=adam", &b));
+    ck_assert_ok(pskv_table_open(s, "c", "dim=4 optimizer=adam", &c));
+    uint64_t k = 5;
+    float g[4] = {0.5f, -0.5f, 0.25f, 1};
+    ck_assert_ok(pskv_push(a, &k, 1, g));
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(a, 0, NULL, &e));
+    ck_assert_int_eq(pskv_export_next(e, buf, CHUNK_CAP, &len), 1);
+    pskv_export_close(e);
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.state_floats, 9);
+    const uint32_t counts[3] = {0x7f800000u, 0xfffffffeu, 0xffffffffu}; /* Inf, NaN bits */
+    for (int i = 0; i < 3; i++) {
+        memcpy(buf + len - 8 - 4, &counts[i], 4); /* the last state float: t */
+        reseal(buf, len);
+        ck_assert_ok(pskv_apply(b, buf, len, PSKV_APPLY_REPLACE));
+        ck_assert_ok(pskv_push(b, &k, 1, g));
+        ck_assert_ok(pskv_push(b, &k, 1, g));
+        ck_assert_ok(pskv_export_open(b, 0, NULL, &e));
+        ck_assert_int_eq(pskv_export_next(e, again, CHUNK_CAP, &alen), 1);
+        pskv_export_close(e);
+        ck_assert_ok(pskv_apply(c, again, alen, PSKV_APPLY_REPLACE)); /* the replica goes on */
+        uint32_t t_now;
+        memcpy(&t_now, again + alen - 8 - 4, 4);
+        ck_assert_uint_eq(t_now, counts[i] < 0xfffffffeu ? counts[i] + 2 : 0xffffffffu);
+        float w[4];
+        uint8_t found;
+        ck_assert_ok(pskv_get(c, &k, 1, w, &found));
+        for (int j = 0; j < 4; j++)
+            ck_assert(isfinite(w[j]));
+    }
+    pskv_close(s);
+    free(buf);
+    free(again);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     data_dir = argc > 1 ? argv[1] : "tests/data";
@@ -936,5 +1200,11 @@ int main(int argc, char **argv)
     ADD_CASE(s, migration_conserves_rows);
     ADD_CASE(s, exports_beside_writers);
     ADD_CASE(s, full_exports_beside_writers);
+    ADD_CASE(s, handles_outliving_their_store);
+    ADD_CASE(s, shared_export_handle_is_busy);
+    ADD_CASE(s, rows_chunk_is_not_gradients);
+    ADD_CASE(s, optimizer_without_state_and_empty_ring);
+    ADD_CASE(s, codec_range_has_its_own_code);
+    ADD_CASE(s, adam_count_is_not_a_float);
     return run_suite(s);
 }
