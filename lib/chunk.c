@@ -258,7 +258,7 @@ static int keys_get(const uint8_t *p, size_t end, size_t *at, uint64_t *keys, ui
 static uint64_t schema_print(uint32_t dim, uint32_t state_floats, uint32_t optimizer)
 {
     uint32_t s[3] = {dim, state_floats, state_floats ? optimizer : 0};
-    return XXH3_64bits(s, sizeof s);
+    return pskv_fmt_xxh3(s, sizeof s);
 }
 
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
@@ -385,7 +385,7 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
 void pskv__chunk_seal(void *chunk, size_t len)
 {
     uint8_t *c = chunk;
-    pskv_fmt_put64(c + len - PSKV_FMT_CHECK_BYTES, XXH3_64bits(c, len - PSKV_FMT_CHECK_BYTES));
+    pskv_fmt_put64(c + len - PSKV_FMT_CHECK_BYTES, pskv_fmt_xxh3(c, len - PSKV_FMT_CHECK_BYTES));
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -400,7 +400,7 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
     if (memcmp(c, PSKV_FMT_CHUNK_MAGIC, 4) != 0)
         return pskv__fail(PSKV_ECORRUPT, "not a pskv chunk (no PSKC magic)");
     if (pskv_fmt_get64(c + len - PSKV_FMT_CHECK_BYTES) !=
-        XXH3_64bits(c, len - PSKV_FMT_CHECK_BYTES))
+        pskv_fmt_xxh3(c, len - PSKV_FMT_CHECK_BYTES))
         return pskv__fail(PSKV_ECORRUPT, "the chunk fails its checksum (damaged or truncated)");
     uint16_t version;
     memcpy(&version, c + 4, 2);

@@ -40,12 +40,34 @@
 #include <string.h>
 
 #include <xxhash.h>
-#if defined(__x86_64__)
+#if defined(__x86_64__) && defined(__GNUC__)
 /* Debian builds libxxhash's XXH3_64bits* for SSE2; its *_dispatch
  * variants pick AVX2 or AVX-512 at run time (same values). Over a 1 MiB
  * buffer in cache on this project's test machine: 3.9-15 GB/s against
- * 58-69 GB/s. Every checksum of pskv goes through this header. */
+ * 58-69 GB/s. Every checksum of pskv goes through pskv_fmt_xxh3*.
+ * The *_dispatch functions are only in the shared libxxhash (Debian's
+ * libxxhash.a lacks them): they are weak references, so a fully static
+ * link (pkg-config --static) resolves them to NULL and the checksums use
+ * the plain functions, with the same values. */
+#define XXH_DISPATCH_DISABLE_REPLACE
 #include <xxh_x86dispatch.h>
+#pragma weak XXH3_64bits_dispatch
+#pragma weak XXH3_64bits_withSeed_dispatch
+static inline XXH64_hash_t pskv_fmt_xxh3(const void *p, size_t n)
+{
+    return XXH3_64bits_dispatch != NULL ? XXH3_64bits_dispatch(p, n) : XXH3_64bits(p, n);
+}
+static inline XXH64_hash_t pskv_fmt_xxh3_seed(const void *p, size_t n, XXH64_hash_t seed)
+{
+    return XXH3_64bits_withSeed_dispatch != NULL ? XXH3_64bits_withSeed_dispatch(p, n, seed)
+                                                 : XXH3_64bits_withSeed(p, n, seed);
+}
+#else
+static inline XXH64_hash_t pskv_fmt_xxh3(const void *p, size_t n) { return XXH3_64bits(p, n); }
+static inline XXH64_hash_t pskv_fmt_xxh3_seed(const void *p, size_t n, XXH64_hash_t seed)
+{
+    return XXH3_64bits_withSeed(p, n, seed);
+}
 #endif
 
 #define PSKV_FMT_MAGIC 0x564b5350u /* "PSKV" */
@@ -108,13 +130,13 @@ static inline int pskv_fmt_table_key(const void *key, size_t len,
 /* Checksum of a row value's payload (row_bytes bytes before the check). */
 static inline uint64_t pskv_fmt_row_check(uint64_t key, const void *row, size_t row_bytes)
 {
-    return XXH3_64bits_withSeed(row, row_bytes, key);
+    return pskv_fmt_xxh3_seed(row, row_bytes, key);
 }
 
 /* Checksum of a meta record's body. */
 static inline uint64_t pskv_fmt_record_check(const void *body, size_t len)
 {
-    return XXH3_64bits(body, len);
+    return pskv_fmt_xxh3(body, len);
 }
 
 /* A meta record's body: *body, *n (the bytes before the check). 0, or -1
@@ -375,7 +397,7 @@ static inline uint64_t pskv_fmt_filter_hash(uint64_t key)
     uint8_t b[8];
     for (int i = 0; i < 8; i++)
         b[i] = (uint8_t)(key >> (8 * i));
-    return XXH3_64bits_withSeed(b, sizeof b, 0x6b657966696c7472ull /* "keyfiltr" */);
+    return pskv_fmt_xxh3_seed(b, sizeof b, 0x6b657966696c7472ull /* "keyfiltr" */);
 }
 
 /* The block of a hash (its high 32 bits), and the bits inside it: probe j

@@ -66,7 +66,7 @@ static uint64_t record_checksum(uint64_t key, const uint8_t *row, uint32_t row_b
 {
     uint8_t k[8];
     pskv_fmt_put64(k, key);
-    return XXH3_64bits_withSeed(row, row_bytes, XXH3_64bits(k, sizeof k));
+    return pskv_fmt_xxh3_seed(row, row_bytes, pskv_fmt_xxh3(k, sizeof k));
 }
 
 int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
