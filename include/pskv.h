@@ -752,17 +752,20 @@ PSKV_API int pskv_export_open(pskv_table *t, uint64_t since, const char *config,
  * without nodes, or after the first chunk), PSKV_ENOMEM. */
 PSKV_API int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node);
 /* The next chunk into buf[cap]: 1 with *len, 0 when the export is
- * complete, PSKV_ERANGE with *len = the bytes needed when cap is too small
- * (nothing consumed: call again with a bigger buffer). PSKV_ECODEC (*len
- * not set, nothing consumed): a row holds a value the export's codec cannot
- * carry (fp16 beyond 65504): no buffer helps, export with another codec. A chunk is at most
- * chunk_bytes unless one row alone is bigger. Errors: PSKV_EINVAL,
+ * complete. Chunks are cut to cap: a chunk holds as many rows as fit in
+ * cap and in chunk_bytes (unless one row alone is bigger), so any buffer
+ * that holds one row works; PSKV_ERANGE with *len = the bytes one row
+ * needs when cap holds none (nothing consumed: call again with a bigger
+ * buffer). PSKV_ECODEC (*len not set, nothing consumed): a row holds a
+ * value the export's codec cannot carry (fp16 beyond 65504): no buffer
+ * helps, export with another codec. Errors: PSKV_EINVAL,
  * PSKV_ENOMEM, PSKV_EIO / PSKV_ECORRUPT (a row could not be read),
  * PSKV_ESTALE (the change log dropped entries this export still needed),
  * PSKV_EBUSY (the table was resharded meanwhile: export again from the
  * same since). After an error of a delta export (since > 0) other than
- * PSKV_ERANGE and PSKV_EINVAL, every later call returns it: close the
- * export and export again from the same since. */
+ * PSKV_ERANGE, PSKV_ECODEC, PSKV_EINVAL and an overlapping call's
+ * PSKV_EBUSY, every later call returns it: close the export and export
+ * again from the same since. */
 PSKV_API int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len);
 /* The cursor for this consumer's next export: the table's version when the
  * export was opened. 0 for NULL. */

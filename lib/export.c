@@ -472,26 +472,29 @@ static int encode_direct(void *arg, const float *const *rows, const pskv__keyed 
  * lz4 is off; else encoded from the iterator's copy. Rows left at the end
  * of one of its batches (fewer than a chunk's) are carried in the
  * export's batch to fill the next chunk. */
-static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
+static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_t limit)
 {
     const pskv_table *t = e->t;
     if (e->failed != 0)
         return e->failed;
     for (;;) {
+        /* Carried rows first (e->pos on: a smaller cap may leave some). */
         uint32_t k = 0;
-        for (uint32_t i = 0; i < e->n; i++) { /* carried */
+        for (uint32_t i = e->pos; i < e->n && k < limit; i++) {
             e->order[k] = (pskv__keyed){e->keys[i], k};
             e->src[k++] = batch_row(e, i);
         }
+        const uint32_t from_carry = k;
         uint32_t j = e->ipos;
-        for (; j < e->in && k < e->per_chunk; j++) {
+        for (; j < e->in && k < limit; j++) {
             if (e->ring != NULL && e->inode[j] != e->node)
                 continue;
             e->order[k] = (pskv__keyed){e->ikeys[j], k};
             e->src[k++] = iter_batch_row(e, j);
         }
-        if (k < e->per_chunk && !e->done) {
+        if (k < limit && !e->done) {
             /* The iterator's batch is used up: carry its last rows. */
+            batch_shift(e);
             int rc = batch_room(e, e->per_chunk);
             for (uint32_t i = e->ipos; i < e->in && rc == 0; i++) {
                 if (e->ring != NULL && e->inode[i] != e->node)
@@ -500,7 +503,8 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
                 memcpy(batch_row(e, e->n++), iter_batch_row(e, i),
                        (size_t)t->row_floats * sizeof(float));
             }
-            const bool direct = e->n == 0 && e->ring == NULL && !e->o.lz4;
+            const bool direct =
+                e->n == 0 && e->ring == NULL && !e->o.lz4 && limit == e->per_chunk;
             direct_chunk d = {e, buf, cap, 0};
             if (rc == 0) {
                 e->ipos = e->in;
@@ -529,14 +533,16 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len)
         int rc = write_chunk(e, k, NULL, 0, buf, cap, len, true);
         if (rc != 0)
             return rc; /* nothing consumed */
-        e->n = 0;
+        e->pos += from_carry;
+        if (e->pos == e->n)
+            e->pos = e->n = 0;
         e->ipos = j;
         pskv__count_add(&e->t->n_exported, k);
         return 1;
     }
 }
 
-static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len);
+static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_t limit);
 
 int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
 {
@@ -547,12 +553,23 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
     if (rc != 0)
         return rc;
     e->started = true;
-    rc = e->it != NULL ? next_full(e, buf, cap, len) : next_delta(e, buf, cap, len);
+    /* Chunks are cut to the caller's buffer: as many rows as the bound of
+     * a row says fit (any cap that holds one row works). */
+    const size_t fixed = PSKV_FMT_CHUNK_HEAD + PSKV_FMT_CHECK_BYTES;
+    const size_t fit = cap > fixed ? (cap - fixed) / e->per_row : 0;
+    const uint32_t limit = fit < e->per_chunk ? (uint32_t)fit : e->per_chunk;
+    if (limit == 0) {
+        *len = fixed + e->per_row;
+        rc = PSKV_ERANGE; /* not one row: nothing consumed */
+    } else {
+        rc = e->it != NULL ? next_full(e, buf, cap, len, limit)
+                           : next_delta(e, buf, cap, len, limit);
+    }
     pskv__handle_leave(&e->h);
     return rc;
 }
 
-static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len)
+static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_t limit)
 {
     /* Gather a chunk's worth of changed rows (shards' batches are small)
      * unless the export is at its end. A shard whose rows could not all be
@@ -569,7 +586,7 @@ static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len)
     }
     if (e->pos >= e->n && e->tpos >= e->ntombs)
         return 0;
-    uint32_t k = e->n - e->pos < e->per_chunk ? e->n - e->pos : e->per_chunk;
+    uint32_t k = e->n - e->pos < limit ? e->n - e->pos : limit;
     for (uint32_t i = 0; i < k; i++) {
         e->order[i] = (pskv__keyed){e->keys[e->pos + i], i};
         e->src[i] = batch_row(e, e->pos + i);
@@ -578,7 +595,7 @@ static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len)
      * leave of the chunk; a chunk carries one at least. */
     uint32_t m = 0;
     if (e->pos + k >= e->n) {
-        uint64_t fit = (uint64_t)(e->per_chunk - k) * e->per_row / 10;
+        uint64_t fit = (uint64_t)(limit - k) * e->per_row / 10;
         fit = fit > 0 ? fit : (k == 0);
         m = e->ntombs - e->tpos < fit ? e->ntombs - e->tpos : (uint32_t)fit;
     }
