@@ -24,6 +24,7 @@ struct bench_cfg {
     int json, peers;
     uint64_t budget; /* spill workload */
     unsigned warm;   /* spill workload: warm-up batches before timing */
+    unsigned dim;    /* filesize workload: the table's dim (default 64) */
 };
 extern struct bench_cfg bench_cfg;
 

@@ -55,7 +55,7 @@
 static void usage(void)
 {
     fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|delta] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
-                    "[--reps R] [--peers] [--json]\n");
+                    "[--reps R] [--dim D (filesize)] [--peers] [--json]\n");
     exit(2);
 }
 
@@ -78,6 +78,8 @@ int main(int argc, char **argv)
             bench_cfg.warm = (unsigned)strtoul(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc)
             bench_cfg.batches = (unsigned)strtoul(argv[++i], NULL, 0);
+        else if (strcmp(argv[i], "--dim") == 0 && i + 1 < argc)
+            bench_cfg.dim = (unsigned)strtoul(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--reps") == 0 && i + 1 < argc)
             bench_cfg.reps = (unsigned)strtoul(argv[++i], NULL, 0);
         else if (argv[i][0] != '-')
@@ -86,7 +88,7 @@ int main(int argc, char **argv)
             usage();
     }
     if (bench_cfg.keys < BATCH || bench_cfg.keys > (1ull << 31) || bench_cfg.batches < 2 || bench_cfg.reps < 1 ||
-        bench_cfg.reps > 32)
+        bench_cfg.reps > 32 || bench_cfg.dim > 4096)
         usage();
     if (strcmp(workload, "dram") == 0)
         return workload_dram();

@@ -2,7 +2,7 @@
  * a table that changes 10% per checkpoint.
  *
  * A durable store holds N rows (--keys, default 500k) of dim 64 Adagrad
- * (512 bytes of payload, 520 in LMDB with the check); then 50 rounds each
+ * (512 bytes of payload, 520 in LMDB with the check; --dim D for others); then 50 rounds each
  * push 10% of the rows (a fresh random draw each round) and checkpoint.
  * After each checkpoint the data file is taken apart with LMDB's own
  * statistics: the pages of the rows B-tree (and its fill: payload bytes
@@ -80,16 +80,17 @@ int workload_filesize(uint64_t n, int json)
     }
     pskv_store *s;
     pskv_table *t;
-    if (pskv_open(dir, NULL, &s) != 0 ||
-        pskv_table_open(s, "emb", "dim=64 optimizer=adagrad init=uniform:-0.01:0.01 seed=1", &t) !=
-            0) {
+    const unsigned dim = bench_cfg.dim ? bench_cfg.dim : DIM;
+    char cfg[128];
+    snprintf(cfg, sizeof cfg, "dim=%u optimizer=adagrad init=uniform:-0.01:0.01 seed=1", dim);
+    if (pskv_open(dir, NULL, &s) != 0 || pskv_table_open(s, "emb", cfg, &t) != 0) {
         fprintf(stderr, "pskv-bench: cannot open a durable store in %s: %s\n", dir,
                 pskv_last_error());
         return 1;
     }
     uint64_t *keys = malloc(n * sizeof *keys);
-    float *grads = malloc((size_t)BATCH * DIM * sizeof(float));
-    for (size_t i = 0; i < (size_t)BATCH * DIM; i++)
+    float *grads = malloc((size_t)BATCH * dim * sizeof(float));
+    for (size_t i = 0; i < (size_t)BATCH * dim; i++)
         grads[i] = (float)((i % 17) + 1) * 1e-3f;
     for (uint64_t i = 0; i < n; i++)
         keys[i] = bench_scramble(i);

@@ -70,8 +70,10 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
 int pskv_table_reshard(pskv_table *t, uint32_t shards)
 {
     pskv__detail_clear();
-    if (t == NULL || shards < 1 || shards > PSKV_SHARDS_MAX)
-        return PSKV_EINVAL;
+    if (t == NULL)
+        return pskv__fail(PSKV_EINVAL, "the table is NULL");
+    if (shards < 1 || shards > PSKV_SHARDS_MAX)
+        return pskv__fail(PSKV_EINVAL, "shards=%u: expected 1..%u", shards, PSKV_SHARDS_MAX);
     /* Wait for a running checkpoint first, without blocking row calls. */
     pthread_mutex_lock(&t->ckpt_lock);
     pthread_rwlock_wrlock(&t->layout_lock);

@@ -280,13 +280,16 @@ int pskv_table_open(pskv_store *s, const char *name, const char *config, pskv_ta
 
 int pskv_table_find(pskv_store *s, const char *name, pskv_table **out)
 {
-    if (s == NULL || out == NULL || !name_valid(name))
-        return PSKV_EINVAL;
+    int arc = table_args(s, name, out); /* clears the detail first */
+    if (arc != 0)
+        return arc;
     pthread_mutex_lock(&s->lock);
     pskv_table *t = table_lookup(s, name);
     pthread_mutex_unlock(&s->lock);
     if (t == NULL)
-        return PSKV_ENOTFOUND;
+        return pskv__fail(PSKV_ENOTFOUND, "table '%s' is not open in this store%s", name,
+                          s->env != NULL ? " (a persisted table is opened with pskv_table_open)"
+                                         : "");
     *out = t;
     return 0;
 }

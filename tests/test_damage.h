@@ -156,6 +156,35 @@ static inline uint8_t *dmg_find_node(const dmg_file *f, uint64_t root, const voi
     return q.node;
 }
 
+/* Hide key and every later key of its leaf: the leaf's key count lowered
+ * to key's index (never to 0). */
+static inline bool dmg_hide_from(const dmg_file *f, uint64_t root, const void *key, size_t klen)
+{
+    uint64_t pg;
+    uint8_t *n = dmg_find_node(f, root, key, klen, &pg), *p;
+    if (n == NULL || (p = dmg_page(f, pg)) == NULL)
+        return false;
+    for (unsigned i = 1; i < dmg_nkeys(p); i++)
+        if (dmg_node(f, p, i) == n) {
+            dmg_put16(p + 12, (uint16_t)(16 + 2 * i));
+            return true;
+        }
+    return false;
+}
+
+/* The first leaf under root (root itself when it is one), or NULL. */
+static inline uint8_t *dmg_first_leaf(const dmg_file *f, uint64_t root)
+{
+    uint8_t *p = dmg_page(f, root);
+    for (int depth = 0; p != NULL && depth < 16 && (dmg_u16(p + 10) & DMG_P_BRANCH); depth++) {
+        uint8_t *n = dmg_node(f, p, 0);
+        p = n ? dmg_page(f, dmg_u16(n) | (uint64_t)dmg_u16(n + 2) << 16 |
+                                (uint64_t)dmg_u16(n + 4) << 32)
+              : NULL;
+    }
+    return p;
+}
+
 /* The root page of the main database, or of named database name. */
 static inline uint64_t dmg_root(const dmg_file *f, const char *name)
 {

@@ -243,6 +243,72 @@ START_TEST(tool_survives_damage)
 }
 END_TEST
 
+/* Issue 22, item 16: a leaf whose key count was lowered hides its last
+ * keys in order. In the rows databases verify's walk already counts them;
+ * in the meta records (version, user, schema records), LMDB's list of
+ * databases and the undo, only a walk against LMDB's own entry counts sees
+ * it. Each damage must make verify say DAMAGED. */
+START_TEST(verify_sees_hidden_keys)
+{
+    pskv_store *s;
+    make_store(&s);
+    pskv_table *t;
+    ck_assert_ok(pskv_table_find(s, "emb", &t));
+    uint64_t k = 3; /* a second checkpoint: the undo holds this row's pre-image */
+    float g[3] = {0.5f, 0.5f, 0.5f};
+    ck_assert_ok(pskv_push(t, &k, 1, g));
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "step=2", 6));
+    pskv_close(s);
+    char work[96], path[160], cmd[320];
+    snprintf(work, sizeof work, "%s-work", dir);
+    snprintf(path, sizeof path, "%s/data.mdb", work);
+    static const char *const what[] = {"meta leaf -1 key", "user record and after",
+                                       "table/emb and after", "main leaf -1 key",
+                                       "undo leaf -1 key"};
+    for (int kind = 0; kind < 5; kind++) {
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", work, dir, work);
+        ck_assert_int_eq(system(cmd), 0);
+        dmg_file f;
+        ck_assert(dmg_load(path, &f));
+        uint64_t meta_root = dmg_root(&f, PSKV_FMT_META_DB);
+        uint8_t *p = NULL;
+        bool done = false;
+        switch (kind) {
+        case 0:
+            p = dmg_first_leaf(&f, meta_root);
+            break;
+        case 1:
+            done = dmg_hide_from(&f, meta_root, "user", 4);
+            break;
+        case 2:
+            done = dmg_hide_from(&f, meta_root, "table/emb", 9);
+            break;
+        case 3:
+            p = dmg_first_leaf(&f, dmg_root(&f, NULL));
+            break;
+        default:
+            p = dmg_first_leaf(&f, dmg_root(&f, PSKV_FMT_UNDO_DB));
+            break;
+        }
+        if (p != NULL) {
+            ck_assert_msg(dmg_nkeys(p) >= 2, "%s: a leaf of %u keys", what[kind], dmg_nkeys(p));
+            dmg_put16(p + 12, (uint16_t)(dmg_u16(p + 12) - 2));
+            done = true;
+        }
+        ck_assert_msg(done, "%s: no such place in the file", what[kind]);
+        ck_assert(dmg_save(path, &f));
+        free(f.b);
+        static char out[1 << 16];
+        int status = run(out, sizeof out, "verify %s", work);
+        ck_assert_msg(status == 1 && strstr(out, "DAMAGED") != NULL, "%s: verify said: %s",
+                      what[kind], out);
+        expect_no_crash(work, true);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, work);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 /* Two tool backups into one destination at once: one wins, the other
  * fails and leaves the winner's copy alone. */
 /* Issue 22, items 1 and 2: `pskv dump | head` beside a training store. The
@@ -340,6 +406,7 @@ int main(int argc, char **argv)
     tcase_add_test(tc, tool_survives_damage);
     tcase_add_test(tc, racing_tool_backups);
     tcase_add_test(tc, dead_reader_neither_damage_nor_growth);
+    tcase_add_test(tc, verify_sees_hidden_keys);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -83,7 +83,7 @@ static int store_open(store *st, const char *dir)
     }
     int rc = mdb_env_create(&st->env);
     if (rc == 0) {
-        mdb_env_set_maxdbs(st->env, PSKV_FMT_MAX_TABLES + 1);
+        mdb_env_set_maxdbs(st->env, PSKV_FMT_MAX_TABLES + 2); /* + meta and undo */
         /* The map must cover the file; the writer may grow it meanwhile. */
         mdb_env_set_mapsize(st->env, (size_t)fs.st_size * 2 + (64u << 20));
         rc = mdb_env_open(st->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
@@ -409,6 +409,62 @@ static void filters_free(filters *f)
 
 /* ---------------------------------------------------------------- verify */
 
+/* A cursor walk's entries against LMDB's own count of a database (kept in
+ * its database record, not taken from its pages): a page whose key count
+ * was lowered hides its last keys in order, and only a walk shows it. The
+ * rows databases get this from verify_rows; this covers the rest (the
+ * list of databases, the records, the undo). 0 or 1 problem. */
+static uint64_t verify_entries(store *st, MDB_dbi dbi, const char *what)
+{
+    MDB_stat ms;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t seen = 0;
+    int rc = mdb_stat(st->txn, dbi, &ms);
+    if (rc == 0)
+        rc = mdb_cursor_open(st->txn, dbi, &cur);
+    if (rc != 0) {
+        printf("%s: cannot be read: %s\n", what, mdb_strerror(rc));
+        return 1;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        if (++seen > ms.ms_entries)
+            break; /* bounded whatever the count says */
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        printf("%s: reading it failed after %" PRIu64 " entries: %s\n", what, seen,
+               mdb_strerror(rc));
+        return 1;
+    }
+    if (seen != ms.ms_entries) {
+        printf("%s: %" PRIu64 " entries read, %" PRIu64 " counted by LMDB (a damaged page "
+               "hides keys)\n",
+               what, seen, (uint64_t)ms.ms_entries);
+        return 1;
+    }
+    return 0;
+}
+
+/* The databases besides the rows: LMDB's list of databases, the meta
+ * records, and the undo (absent in stores of older formats). */
+static uint64_t verify_databases(store *st)
+{
+    MDB_dbi main_dbi, undo_dbi;
+    uint64_t problems = 0;
+    int rc = mdb_dbi_open(st->txn, NULL, 0, &main_dbi);
+    problems += rc == 0 ? verify_entries(st, main_dbi, "main database (list of databases)") : 1;
+    problems += verify_entries(st, st->meta, "meta database (records)");
+    rc = mdb_dbi_open(st->txn, PSKV_FMT_UNDO_DB, 0, &undo_dbi);
+    if (rc == 0)
+        problems += verify_entries(st, undo_dbi, "undo database");
+    else if (rc != MDB_NOTFOUND) {
+        printf("undo database: cannot be opened: %s\n", mdb_strerror(rc));
+        problems++;
+    }
+    return problems;
+}
+
 /* Every row of a table through one cursor: checksums, the filter, and the
  * walk's count and digest against the table's count record. */
 static uint64_t verify_rows(store *st, table *t, uint32_t version, uint64_t *rows)
@@ -553,6 +609,7 @@ static int cmd_verify(const char *dir)
             problems += verify_rows(&st, t, version, &rows);
         }
     }
+    problems += verify_databases(&st);
     printf("%s: %u tables, %" PRIu64 " rows, %" PRIu64 " problems\n", problems ? "DAMAGED" : "ok",
            n, rows, problems);
     free(ts);
