@@ -151,7 +151,8 @@ void pskv_export_close(pskv_export *e)
 {
     if (e == NULL)
         return;
-    pskv__handle_detach(&e->t->store->handles, &e->h);
+    if (!atomic_load(&e->h.closed)) /* else its table and store are gone */
+        pskv__handle_detach(&e->t->store->handles, &e->h);
     pskv_iter_destroy(e->it);
     pskv_ring_destroy(e->ring);
     free(e->keys);

@@ -42,8 +42,7 @@ void pskv__handle_attach(pskv__handles *l, pskv__handle *h)
 
 void pskv__handle_detach(pskv__handles *l, pskv__handle *h)
 {
-    if (atomic_load(&h->closed))
-        return; /* the store and its list are gone */
+    PSKV__ASSERT(!atomic_load(&h->closed));
     pthread_mutex_lock(&l->lock);
     PSKV__ASSERT(h->prev != NULL && h->next != NULL && h->prev->next == h);
     h->prev->next = h->next;

@@ -29,7 +29,8 @@ PSKV__HIDDEN void pskv__handles_init(pskv__handles *l);
  * left out of the list (its owner frees it later). */
 PSKV__HIDDEN void pskv__handles_close(pskv__handles *l);
 PSKV__HIDDEN void pskv__handle_attach(pskv__handles *l, pskv__handle *h);
-/* Out of the list, unless its store closed (the list is gone then). */
+/* Out of the list. Only while its store is open: the caller checks
+ * `closed` first, before it reaches the list through its table. */
 PSKV__HIDDEN void pskv__handle_detach(pskv__handles *l, pskv__handle *h);
 /* Claim h for one call: 0, PSKV_EINVAL (its store was closed) or
  * PSKV_EBUSY (another thread is in a call on it), each with a detail
