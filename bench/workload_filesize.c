@@ -53,7 +53,8 @@ static int take_apart(pskv_store *s, pskv_table *t, const char *dir, layout *l)
     uint64_t ps = es.ms_psize;
     l->used = ((uint64_t)ei.me_last_pgno + 1) * ps;
     l->rows = db_pages(txn, t->dbi) * ps;
-    l->undo = db_pages(txn, s->undo_dbi) * ps;
+    for (unsigned i = 0; i < PSKV_UNDO_KEEP_MAX; i++) /* every kept generation */
+        l->undo += db_pages(txn, s->undo_dbi[i]) * ps;
     l->meta = db_pages(txn, s->records_dbi) * ps;
     l->freedb = db_pages(txn, 0) * ps;
     MDB_cursor *cur;

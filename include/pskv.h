@@ -124,15 +124,23 @@ typedef struct pskv_store_options {
     uint32_t at_seq_set;    /* 1: open a durable store at checkpoint at_seq */
     uint32_t undo_off;      /* 1 (config "undo=off"): checkpoints keep no undo; they
                                write each row once, and at_seq reaches only the
-                               last checkpoint. Default: one generation kept */
+                               last checkpoint. Default: undo_keep generations */
     uint64_t at_seq;        /* (config "at_seq=N"): the last committed checkpoint,
                                or the one before it, which rolls the store
                                back for good (see pskv_open) */
     uint64_t changes;       /* (config "changes=N"): change log entries kept per
                                table for delta exports (pskv_export_open); 0 =
                                the default, 1048576 (16 MiB at most) */
-    uint32_t reserved[7];   /* must be zero */
+    uint32_t undo_keep;     /* (config "undo_keep=K", 1..PSKV_UNDO_KEEP_MAX): the
+                               undo generations kept, so that at_seq reaches the
+                               last K checkpoints before the last one; 0 = the
+                               default, 2. Each costs about one checkpoint's
+                               changed rows in the data file */
+    uint32_t reserved[6];   /* must be zero */
 } pskv_store_options;
+
+#define PSKV_UNDO_KEEP_MAX 8u
+#define PSKV_UNDO_KEEP_DEFAULT 2u
 
 enum pskv_optimizer {
     PSKV_OPT_SGD = 0,
@@ -234,9 +242,10 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
  * from LMDB on first use (a miss in DRAM and the spill file looks there).
  * After a crash at any instant, the store opens at exactly its last
  * committed checkpoint. With at_seq=N it opens at checkpoint N: the last
- * committed one (nothing changes), or the one before it, to which the
- * store is rolled back for good (one write transaction, crash-safe; the
- * protocol for jobs of several stores is in docs/API.md); any other N is
+ * committed one (nothing changes), or one of the undo_keep checkpoints
+ * before it (default 2), to which the store is rolled back for good (one
+ * write transaction per checkpoint undone, crash-safe; the protocol for
+ * jobs of several stores is in docs/API.md); any other N is
  * PSKV_ENOTFOUND and changes nothing. undo=off keeps no undo (at_seq then
  * reaches only the last checkpoint). One process at a time owns a directory: a second
  * open of the same directory, in this process or another, gives
@@ -267,6 +276,19 @@ PSKV_API int pskv_open_opts(const char *dir, const pskv_store_options *opts,
  * NULL is a no-op. Must not run concurrently with any other call on the store
  * or its tables. */
 PSKV_API void pskv_close(pskv_store *s);
+
+/* The failure-path close: as pskv_close, without the final checkpoint.
+ * Nothing is written to the store's directory (data.mdb and pskv.seq stay
+ * as the last committed checkpoint left them); rows changed since then are
+ * dropped, as a crash would drop them, and the next open goes on from
+ * that checkpoint (table versions jump as after a crash). An asynchronous
+ * checkpoint already started still commits first. Use it where a peer
+ * failed (a launcher's SIGTERM, an aborted collective): a clean
+ * pskv_close would commit one more checkpoint, without metadata, past the
+ * step the job restarts from (docs/API.md, "Consistent checkpoints across
+ * instances"). On a memory-only or scratch store it is pskv_close. NULL is
+ * a no-op. Same thread rule as pskv_close. */
+PSKV_API void pskv_close_discard(pskv_store *s);
 
 /* ---------------------------------------------------------------- tables */
 

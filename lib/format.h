@@ -37,6 +37,7 @@
 #define PSKV_FORMAT_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <xxhash.h>
@@ -71,7 +72,7 @@ static inline XXH64_hash_t pskv_fmt_xxh3_seed(const void *p, size_t n, XXH64_has
 #endif
 
 #define PSKV_FMT_MAGIC 0x564b5350u /* "PSKV" */
-#define PSKV_FMT_VERSION 3u
+#define PSKV_FMT_VERSION 4u
 #define PSKV_FMT_VERSION_MIN 1u /* opened and upgraded in place */
 #define PSKV_FMT_VERSION_BYTES 8u /* a row's version, after its state (v3) */
 #define PSKV_FMT_META_DB "meta"
@@ -270,6 +271,19 @@ static inline int pskv_fmt_user_get(const uint8_t *body, size_t len, uint64_t *s
  * "pskv.rollback" beside data.mdb exists only while a rollback runs:
  *   "PSKVRBK1" | from u64 LE | to u64 LE | XXH3-64 LE of all before. */
 #define PSKV_FMT_UNDO_DB "undo"
+/* Format 4: up to PSKV_UNDO_KEEP_MAX generations, one per database (a
+ * slot): slot 0 is "undo" (format 3's only one), slot i "undo.<i>". Each
+ * holds one generation as above; the generations a store can roll back
+ * through are the chain of headers from = its seq, seq - 1, ... (a slot
+ * off the chain is stale and emptied by the next checkpoint). */
+#define PSKV_FMT_UNDO_SLOT_NAME_MAX 16u
+static inline void pskv_fmt_undo_slot_name(char out[PSKV_FMT_UNDO_SLOT_NAME_MAX], uint32_t slot)
+{
+    if (slot == 0)
+        memcpy(out, PSKV_FMT_UNDO_DB, sizeof PSKV_FMT_UNDO_DB);
+    else
+        snprintf(out, PSKV_FMT_UNDO_SLOT_NAME_MAX, PSKV_FMT_UNDO_DB ".%u", slot);
+}
 #define PSKV_FMT_UNDO_KEY_BYTES 12u
 #define PSKV_FMT_UNDO_TABLE_NONE 0xffffffffu
 #define PSKV_FMT_UNDO_HEAD_BYTES 32u

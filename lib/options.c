@@ -184,10 +184,11 @@ static const char *const table_keys[TK_COUNT] = {
     "lr_power", "init", "seed", "shards"};
 enum store_key {
     SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_UNDO, SK_CHANGES,
-    SK_COUNT
+    SK_UNDO_KEEP, SK_COUNT
 };
 static const char *const store_keys[SK_COUNT] = {"memory_budget", "spill_max", "durability",
-                                                 "map_size", "at_seq", "undo", "changes"};
+                                                 "map_size", "at_seq", "undo", "changes",
+                                                 "undo_keep"};
 
 /* PSKV_EINVAL for a value, with what was expected. */
 static int bad_value(const token *t, const char *expected)
@@ -285,6 +286,15 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
             rc = parse_u64(t.val, t.vlen, &n.changes);
             why = "expected a count of change log entries (an unsigned integer)";
             break;
+        case SK_UNDO_KEEP: {
+            uint64_t k = 0;
+            rc = parse_u64(t.val, t.vlen, &k);
+            why = "expected the undo generations to keep: 1..8 (undo=off keeps none)";
+            if (rc == 0 && (k < 1 || k > PSKV_UNDO_KEEP_MAX))
+                rc = PSKV_EINVAL;
+            n.undo_keep = (uint32_t)k;
+            break;
+        }
         case SK_UNDO: {
             static const char *const onoff[] = {"on", "off"};
             rc = 0;

@@ -802,18 +802,36 @@ static int upgrade_rows_once(pskv_store *s, void *arg)
 
 /* Open a store of an older format as the current one, one step at a time
  * (each step one transaction). */
+/* Format 3 -> 4: more than one undo generation (one database per slot,
+ * created by undo_attach). Format 3's one generation, in slot 0, is read
+ * as it is: only the format record changes. */
+static int upgrade_to_4_once(pskv_store *s, void *arg)
+{
+    (void)arg;
+    MDB_txn *txn;
+    int rc = pskv__persist_txn_begin(s, true, &txn);
+    if (rc != 0)
+        return rc;
+    return upgrade_commit(s, txn, 0, 4);
+}
+
 static int upgrade(pskv_store *s, uint32_t version)
 {
-    upgrade_count *counts = NULL;
-    uint32_t n = 0;
-    bool has_ckpt = false;
-    int rc = upgrade_scan(s, &counts, &n, &has_ckpt);
-    if (rc == 0 && version == 1)
-        rc = upgrade_from_1(s, counts, n, has_ckpt);
-    upgrade_rows u = {counts, n};
+    int rc = 0;
+    if (version <= 2) {
+        upgrade_count *counts = NULL;
+        uint32_t n = 0;
+        bool has_ckpt = false;
+        rc = upgrade_scan(s, &counts, &n, &has_ckpt);
+        if (rc == 0 && version == 1)
+            rc = upgrade_from_1(s, counts, n, has_ckpt);
+        upgrade_rows u = {counts, n};
+        if (rc == 0)
+            rc = pskv__persist_write_growing(s, upgrade_rows_once, &u, 0);
+        free(counts);
+    }
     if (rc == 0)
-        rc = pskv__persist_write_growing(s, upgrade_rows_once, &u, 0);
-    free(counts);
+        rc = pskv__persist_write_growing(s, upgrade_to_4_once, NULL, 0);
     return rc;
 }
 
@@ -827,7 +845,7 @@ static int env_start_as(pskv_store *s, uint64_t map, bool readonly)
     int rc = pskv__persist_err(mdb_env_create(&s->env));
     if (rc != 0)
         return rc;
-    mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 2); /* + meta and undo */
+    mdb_env_set_maxdbs(s->env, PSKV_FMT_MAX_TABLES + 1 + PSKV_UNDO_KEEP_MAX); /* + meta, undo */
     mdb_env_set_maxreaders(s->env, 1024);
     mdb_env_set_mapsize(s->env, (size_t)map);
     rc = pskv__persist_err(
@@ -886,8 +904,11 @@ int pskv__persist_recover(pskv_store *s)
     rc = env_start(s, map);
     if (rc == 0)
         rc = dbi_reopen(s, PSKV_FMT_META_DB, &s->records_dbi);
-    if (rc == 0)
-        rc = dbi_reopen(s, PSKV_FMT_UNDO_DB, &s->undo_dbi);
+    for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX && rc == 0; i++) {
+        char name[PSKV_FMT_UNDO_SLOT_NAME_MAX];
+        pskv_fmt_undo_slot_name(name, i);
+        rc = dbi_reopen(s, name, &s->undo_dbi[i]);
+    }
     for (uint32_t i = 0; i < s->nattached && rc == 0; i++) {
         char db[PSKV_NAME_MAX + 16];
         rc = rows_db_name(s->attached[i]->name, db, sizeof db);
@@ -928,8 +949,23 @@ static int seq_check(pskv_store *s)
     return rc;
 }
 
-/* The undo database (undo.c), created in its own transaction on a store
- * that has none yet (new, or written by a release without it). */
+/* The undo databases (undo.c: one per generation slot), opened, or
+ * created in their own transaction on a store that lacks some (new, or
+ * written by a release with fewer). */
+_Static_assert(PSKV_FMT_MAX_TABLES + 1 + PSKV_UNDO_KEEP_MAX < 2048, "maxdbs fits");
+
+static int undo_slots_open(pskv_store *s, MDB_txn *txn, unsigned flags)
+{
+    for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX; i++) {
+        char name[PSKV_FMT_UNDO_SLOT_NAME_MAX];
+        pskv_fmt_undo_slot_name(name, i);
+        int rc = mdb_dbi_open(txn, name, flags, &s->undo_dbi[i]);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int undo_create_once(pskv_store *s, void *arg)
 {
     (void)arg;
@@ -937,7 +973,7 @@ static int undo_create_once(pskv_store *s, void *arg)
     int rc = pskv__persist_txn_begin(s, true, &txn);
     if (rc != 0)
         return rc;
-    rc = pskv__persist_write_err(mdb_dbi_open(txn, PSKV_FMT_UNDO_DB, MDB_CREATE, &s->undo_dbi));
+    rc = pskv__persist_write_err(undo_slots_open(s, txn, MDB_CREATE));
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
@@ -951,9 +987,9 @@ static int undo_attach(pskv_store *s)
     int rc = pskv__persist_txn_begin(s, false, &txn);
     if (rc != 0)
         return rc;
-    int orc = mdb_dbi_open(txn, PSKV_FMT_UNDO_DB, 0, &s->undo_dbi);
+    int orc = undo_slots_open(s, txn, 0);
     if (orc == 0)
-        return pskv__persist_err(mdb_txn_commit(txn)); /* keeps the handle */
+        return pskv__persist_err(mdb_txn_commit(txn)); /* keeps the handles */
     mdb_txn_abort(txn);
     if (orc != MDB_NOTFOUND)
         return pskv__persist_err(orc);

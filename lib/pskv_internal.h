@@ -26,6 +26,7 @@
 #include "options.h"
 #include "plan.h"
 #include "spill.h"
+#include "undo.h"
 
 /* ---------------------------------------------------------------- array.c */
 
@@ -563,7 +564,9 @@ struct pskv_store {
     /* Persistence (durable directory stores; persist.c, checkpoint.c) */
     struct MDB_env *env;
     unsigned records_dbi;
-    unsigned undo_dbi;          /* the last checkpoint's pre-images (undo.c) */
+    unsigned undo_dbi[PSKV_UNDO_KEEP_MAX]; /* the last checkpoints' pre-images, a
+                                              generation per slot (undo.c) */
+    uint32_t undo_keep;         /* generations kept: 0 with undo=off */
     uint32_t db_psize;          /* LMDB page size */
     const void *map_base;       /* where LMDB mapped data.mdb (NULL: unknown) */
     int lock_fd;
@@ -729,40 +732,6 @@ PSKV__HIDDEN int pskv__cold_walk_check(pskv_table *t, const pskv__cold_walk *w);
 PSKV__HIDDEN void pskv__cold_end(pskv_table *t, pskv__cold *c);
 /* The snapshot a cold lookup read (0 before the first lookup). */
 PSKV__HIDDEN uint64_t pskv__cold_txnid(const pskv__cold *c);
-
-/* ---------------------------------------------------------------- undo.c */
-
-struct MDB_cursor;
-/* A table as the undo header keeps it: its count record before. */
-typedef struct pskv__undo_table {
-    const char *name;
-    uint64_t rows, digest;
-} pskv__undo_table;
-/* A generation being written: the cursor, and the "user" record before. */
-typedef struct pskv__undo {
-    struct MDB_cursor *cur;
-    void *user;
-    size_t user_len;
-    uint32_t user_state; /* PSKV_FMT_UNDO_USER_* */
-    bool off;            /* the store keeps no undo (undo=off) */
-} pskv__undo;
-/* First thing in the checkpoint's transaction: keep the "user" record
- * (writes_user: the checkpoint writes one), empty the previous
- * generation. Free *u with pskv__undo_free whatever the result. */
-PSKV__HIDDEN int pskv__undo_begin(pskv_store *s, struct MDB_txn *txn, bool writes_user,
-                                  pskv__undo *u);
-PSKV__HIDDEN void pskv__undo_free(pskv__undo *u);
-/* Row key of table (its index in the list pskv__undo_end gets) had the
- * stored value old[len] before (len 0: it did not exist). In order of
- * (table, key). */
-PSKV__HIDDEN int pskv__undo_row(pskv__undo *u, uint32_t table, uint64_t key, const void *old,
-                                size_t len);
-/* The header, after every row. */
-PSKV__HIDDEN int pskv__undo_end(pskv_store *s, pskv__undo *u, const pskv__undo_table *tables,
-                                uint32_t nt);
-/* At open, no table attached: roll the store back from its checkpoint to
- * `to`, the one before (PSKV_ENOTFOUND when there is no undo for that). */
-PSKV__HIDDEN int pskv__undo_rollback(pskv_store *s, uint64_t to);
 
 /* ---------------------------------------------------------------- checkpoint.c */
 

@@ -30,6 +30,12 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
                                        "nothing");
     if (opts->undo_off > 1)
         return pskv__fail(PSKV_EINVAL, "undo_off is %u: expected 0 or 1", opts->undo_off);
+    if (opts->undo_keep > PSKV_UNDO_KEEP_MAX)
+        return pskv__fail(PSKV_EINVAL, "undo_keep=%u: expected 1..%u", opts->undo_keep,
+                          PSKV_UNDO_KEEP_MAX);
+    if (opts->undo_off && opts->undo_keep > 0)
+        return pskv__fail(PSKV_EINVAL, "undo=off with undo_keep=%u: keep none, or some",
+                          opts->undo_keep);
     if (opts->at_seq_set > 1 ||
         (opts->at_seq_set && (dir == NULL || opts->durability == PSKV_DURABILITY_NONE)))
         return pskv__fail(PSKV_EINVAL, "at_seq: only a durable directory store has checkpoints "
@@ -54,6 +60,7 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
     pthread_rwlock_init(&s->env_lock, NULL);
     pthread_mutex_init(&s->ckpt_lock, NULL);
     s->lock_fd = -1;
+    s->undo_keep = opts->undo_off ? 0 : opts->undo_keep ? opts->undo_keep : PSKV_UNDO_KEEP_DEFAULT;
     pskv__handles_init(&s->handles);
     pskv__prefetch_init(s);
     if (dir != NULL) {
@@ -73,14 +80,15 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
         /* At the checkpoint asked for: the last one, or the one before it,
          * rolled back to for good. */
         if (rc == 0 && opts->at_seq_set && opts->at_seq != s->ckpt_seq) {
-            rc = pskv__undo_rollback(s, opts->at_seq);
+            uint32_t kept = 0;
+            const uint64_t was = s->ckpt_seq;
+            rc = pskv__undo_rollback(s, opts->at_seq, &kept);
             if (rc == PSKV_ENOTFOUND)
-                pskv__fail(rc, "at_seq=%llu: the store is at checkpoint %llu and can be opened "
-                               "only there%s",
-                           (unsigned long long)opts->at_seq, (unsigned long long)s->ckpt_seq,
-                           s->ckpt_seq == 0 ? ""
-                                            : " or at the one before it, when its undo is kept "
-                                              "(no rollback since the last checkpoint)");
+                pskv__fail(rc, "at_seq=%llu: the store is at checkpoint %llu and keeps undo for "
+                               "%u checkpoint%s before it (%llu..%llu); undo_keep sets how many",
+                           (unsigned long long)opts->at_seq, (unsigned long long)was, kept,
+                           kept == 1 ? "" : "s", (unsigned long long)(was - kept),
+                           (unsigned long long)was);
         }
         if (rc != 0) {
             pskv__close_abandon(s); /* nothing to checkpoint */
@@ -141,6 +149,8 @@ static void store_close(pskv_store *s, bool final_checkpoint)
 }
 
 void pskv_close(pskv_store *s) { store_close(s, true); }
+
+void pskv_close_discard(pskv_store *s) { store_close(s, false); }
 
 void pskv__close_abandon(pskv_store *s) { store_close(s, false); }
 

@@ -1,25 +1,29 @@
-/* One generation of undo: what the last checkpoint changed, so that a
- * durable store can be reopened at the checkpoint before it (store config
- * at_seq=N), the step a job of several instances takes back to the last
- * checkpoint that every instance committed.
+/* Undo generations: what the last checkpoints changed, so that a durable
+ * store can be reopened at an earlier checkpoint (store config at_seq=N),
+ * the step a job of several instances takes back to the last checkpoint
+ * that every instance committed. A store keeps up to undo_keep
+ * generations (default 2), one per slot database (format.h).
  *
  *   record   inside the checkpoint's own transaction (checkpoint.c calls
- *            in): the previous generation is emptied, then each row the
- *            checkpoint overwrites or deletes leaves its stored value and
- *            each row it creates an empty value, in key order (appends);
- *            last the header (the seqs, every table's count record before,
- *            the "user" record before). Commit makes rows and undo one.
- *   rollback at open, before any table is attached: pskv.rollback (the
- *            intent) is written, then one write transaction puts the old
+ *            in): the slots' headers are read, the generations that are
+ *            no longer kept (the oldest beyond undo_keep - 1, and any off
+ *            the chain from the store's seq down) are emptied, and a free
+ *            slot takes the new one: each row the checkpoint overwrites
+ *            or deletes leaves its stored value and each row it creates an
+ *            empty value, in key order (appends); last the header (the
+ *            seqs, every table's count record before, the "user" record
+ *            before). Commit makes rows and undo one.
+ *   rollback at open, before any table is attached, one generation at a
+ *            time, newest first: pskv.rollback (the intent, from q to
+ *            q - 1) is written, then one write transaction puts the old
  *            values back, deletes the created rows, restores the count,
- *            user and checkpoint records and empties the undo; then
- *            pskv.seq takes the older seq and the intent goes. A crash at
- *            any point leaves the store at `from` (redo by opening at_seq
- *            again) or at `to` with the intent (taken as a finished
- *            rollback: seqfile.c).
- * Layout in format.h. Tables opened after the target checkpoint keep
- * their schema records (their rows go): a rollback moves rows and
- * records, not schemas.
+ *            user and checkpoint records and empties that slot; then
+ *            pskv.seq takes q - 1 and the intent goes. A crash at any
+ *            point leaves the store at a checkpoint of the way (open at
+ *            at_seq again to go on) or at q - 1 with the intent (taken as a
+ *            finished step: seqfile.c).
+ * Tables opened after the target checkpoint keep their schema records
+ * (their rows go): a rollback moves rows and records, not schemas.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <lmdb.h>
 #include <stdlib.h>
@@ -48,17 +52,98 @@ static int user_stored(pskv_store *s, MDB_txn *txn, MDB_val *v)
     return pskv_fmt_in_span(base, span, v->mv_data, v->mv_size) ? 0 : PSKV_ECORRUPT;
 }
 
+/* The header of the generation in slot `slot`: 0 with its seqs (and a
+ * copy of its body when body is not NULL), PSKV_ENOTFOUND (an empty slot),
+ * PSKV_ECORRUPT. Read before the transaction writes: pages it changed are
+ * not in the map, where values are bounded. */
+static int head_read(pskv_store *s, MDB_txn *txn, uint32_t slot, pskv_fmt_undo_head *h,
+                     uint8_t **body, size_t *len)
+{
+    uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
+    pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 0);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(txn, s->undo_dbi[slot], &k, &v);
+    if (rc != 0)
+        return pskv__persist_err(rc);
+    const void *base;
+    uint64_t span;
+    const uint8_t *b;
+    size_t n;
+    pskv__persist_file_span(s, &base, &span);
+    if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
+        pskv_fmt_record_open(v.mv_data, v.mv_size, &b, &n) != 0 ||
+        pskv_fmt_undo_head_get(b, n, h) != 0)
+        return PSKV_ECORRUPT;
+    if (body != NULL) {
+        *body = malloc(n);
+        if (*body == NULL)
+            return PSKV_ENOMEM;
+        memcpy(*body, b, n);
+        *len = n;
+    }
+    return 0;
+}
+
+/* The chain of generations from the store's seq down: chain[j] = the slot
+ * of the generation from seq - j to seq - j - 1, for j < *n. *used: every
+ * slot holding something (on the chain or not). */
+static int chain_read(pskv_store *s, MDB_txn *txn, uint32_t chain[PSKV_UNDO_KEEP_MAX],
+                      uint32_t *n, bool used[PSKV_UNDO_KEEP_MAX])
+{
+    uint64_t from[PSKV_UNDO_KEEP_MAX];
+    bool valid[PSKV_UNDO_KEEP_MAX];
+    for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX; i++) {
+        MDB_stat st;
+        int rc = mdb_stat(txn, s->undo_dbi[i], &st);
+        if (rc != 0)
+            return pskv__persist_write_err(rc);
+        used[i] = st.ms_entries > 0;
+        pskv_fmt_undo_head h;
+        rc = used[i] ? head_read(s, txn, i, &h, NULL, NULL) : PSKV_ENOTFOUND;
+        if (rc != 0 && rc != PSKV_ENOTFOUND && rc != PSKV_ECORRUPT)
+            return rc;
+        valid[i] = rc == 0; /* a slot without a readable header is stale */
+        from[i] = rc == 0 ? h.from : 0;
+    }
+    *n = 0;
+    for (uint64_t seq = s->ckpt_seq; seq > 0 && *n < PSKV_UNDO_KEEP_MAX; seq--) {
+        uint32_t found = PSKV_UNDO_KEEP_MAX;
+        for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX && found == PSKV_UNDO_KEEP_MAX; i++)
+            if (valid[i] && from[i] == seq)
+                found = i;
+        if (found == PSKV_UNDO_KEEP_MAX)
+            break;
+        chain[(*n)++] = found;
+    }
+    return 0;
+}
+
 int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *u)
 {
     memset(u, 0, sizeof *u);
     u->user_state = PSKV_FMT_UNDO_USER_KEPT;
-    u->off = s->opts.undo_off != 0;
-    /* The previous generation goes (with undo=off too: it would not match).
-     * The drop changes the main database, not the meta one the "user"
-     * record below is read from. */
-    int rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0));
+    u->off = s->undo_keep == 0;
+    /* Which generations stay: the newest undo_keep - 1 of the chain (the
+     * new one makes undo_keep). The rest go, with undo=off all of them:
+     * they would no longer match. Drops change the main database, not the
+     * meta one the "user" record below is read from. */
+    uint32_t chain[PSKV_UNDO_KEEP_MAX], n = 0;
+    bool used[PSKV_UNDO_KEEP_MAX], keep[PSKV_UNDO_KEEP_MAX] = {false};
+    int rc = chain_read(s, txn, chain, &n, used);
+    for (uint32_t j = 0; j < n && j + 1 < s->undo_keep; j++)
+        keep[chain[j]] = true;
+    u->slot = PSKV_UNDO_KEEP_MAX;
+    for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX && rc == 0; i++) {
+        if (used[i] && !keep[i]) {
+            rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi[i], 0));
+            used[i] = false;
+        }
+        if (!used[i] && u->slot == PSKV_UNDO_KEEP_MAX)
+            u->slot = i;
+    }
     if (rc != 0 || u->off)
         return rc;
+    PSKV__ASSERT(u->slot < PSKV_UNDO_KEEP_MAX); /* at most undo_keep - 1 kept */
     if (writes_user) {
         MDB_val user;
         rc = user_stored(s, txn, &user);
@@ -73,7 +158,7 @@ int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *
             u->user_len = user.mv_size;
         }
     }
-    return pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi, &u->cur));
+    return pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi[u->slot], &u->cur));
 }
 
 void pskv__undo_free(pskv__undo *u)
@@ -138,37 +223,8 @@ int pskv__undo_end(pskv_store *s, pskv__undo *u, const pskv__undo_table *tables,
 
 /* ---------------------------------------------------------------- rollback */
 
-/* The header of the undo generation in txn: 0 with a copy of its body,
- * PSKV_ENOTFOUND (none, or not one from `from` to `to`), PSKV_ECORRUPT. */
-static int head_read(pskv_store *s, MDB_txn *txn, uint64_t from, uint64_t to, uint8_t **body,
-                     size_t *len, pskv_fmt_undo_head *h)
-{
-    uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
-    pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 0);
-    MDB_val k = {sizeof kb, kb}, v;
-    int rc = mdb_get(txn, s->undo_dbi, &k, &v);
-    if (rc != 0)
-        return pskv__persist_err(rc);
-    const void *base;
-    uint64_t span;
-    const uint8_t *b;
-    size_t n;
-    pskv__persist_file_span(s, &base, &span);
-    if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
-        pskv_fmt_record_open(v.mv_data, v.mv_size, &b, &n) != 0 ||
-        pskv_fmt_undo_head_get(b, n, h) != 0)
-        return PSKV_ECORRUPT;
-    if (h->from != from || h->to != to)
-        return PSKV_ENOTFOUND; /* an older generation (a release without undo wrote since) */
-    *body = malloc(n);
-    if (*body == NULL)
-        return PSKV_ENOMEM;
-    memcpy(*body, b, n);
-    *len = n;
-    return 0;
-}
-
 typedef struct rollback {
+    uint32_t slot; /* the generation from to + 1 to `to` */
     uint64_t to;
     uint64_t to_ns; /* out */
 } rollback;
@@ -183,10 +239,11 @@ static int table_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
 }
 
 /* Put every old value back and delete every created row. */
-static int restore_rows(pskv_store *s, MDB_txn *txn, const MDB_dbi *dbis, uint32_t nt)
+static int restore_rows(pskv_store *s, MDB_txn *txn, MDB_dbi undo, const MDB_dbi *dbis,
+                        uint32_t nt)
 {
     MDB_cursor *cur;
-    int rc = pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi, &cur));
+    int rc = pskv__persist_write_err(mdb_cursor_open(txn, undo, &cur));
     if (rc != 0)
         return rc;
     const void *base;
@@ -254,7 +311,7 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, const MDB_dbi *dbis, uint32
     return rc;
 }
 
-static int user_restore(pskv_store *s, MDB_txn *txn, uint32_t user)
+static int user_restore(pskv_store *s, MDB_txn *txn, MDB_dbi undo, uint32_t user)
 {
     MDB_val uk = {strlen(PSKV_FMT_KEY_USER), PSKV_FMT_KEY_USER};
     if (user == PSKV_FMT_UNDO_USER_KEPT)
@@ -266,7 +323,7 @@ static int user_restore(pskv_store *s, MDB_txn *txn, uint32_t user)
     uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
     pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 1);
     MDB_val k = {sizeof kb, kb}, v;
-    int rc = mdb_get(txn, s->undo_dbi, &k, &v);
+    int rc = mdb_get(txn, undo, &k, &v);
     if (rc == MDB_NOTFOUND)
         return PSKV_ECORRUPT; /* the header says it is there */
     if (rc != 0)
@@ -305,7 +362,9 @@ static int rollback_once(pskv_store *s, void *arg)
     size_t len = 0;
     pskv_fmt_undo_head h;
     MDB_dbi *dbis = NULL;
-    rc = head_read(s, txn, r->to + 1, r->to, &body, &len, &h);
+    rc = head_read(s, txn, r->slot, &h, &body, &len);
+    if (rc == 0 && (h.from != r->to + 1 || h.to != r->to))
+        rc = PSKV_ENOTFOUND; /* checked before: changed under us */
     if (rc == 0 && (uint64_t)h.tables * 18 > len)
         rc = PSKV_ECORRUPT; /* more tables than the header can hold */
     if (rc == 0) {
@@ -340,14 +399,14 @@ static int rollback_once(pskv_store *s, void *arg)
     }
     free(tabs);
     if (rc == 0)
-        rc = restore_rows(s, txn, dbis, h.tables);
+        rc = restore_rows(s, txn, s->undo_dbi[r->slot], dbis, h.tables);
     if (rc == 0)
-        rc = user_restore(s, txn, h.user);
+        rc = user_restore(s, txn, s->undo_dbi[r->slot], h.user);
     uint64_t ns = h.to_ns;
     if (rc == 0)
         rc = pskv__persist_put_checkpoint_at(s, txn, r->to, ns);
     if (rc == 0)
-        rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi, 0)); /* for good */
+        rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi[r->slot], 0)); /* for good */
     free(body);
     free(dbis);
     if (rc != 0) {
@@ -358,38 +417,43 @@ static int rollback_once(pskv_store *s, void *arg)
     return pskv__persist_write_err(mdb_txn_commit(txn));
 }
 
-int pskv__undo_rollback(pskv_store *s, uint64_t to)
+int pskv__undo_rollback(pskv_store *s, uint64_t to, uint32_t *kept)
 {
-    if (s->ckpt_seq == 0 || to != s->ckpt_seq - 1)
-        return PSKV_ENOTFOUND;
-    /* Is there an undo for exactly this step? Asked before anything is
+    /* Do the kept generations reach `to`? Asked before anything is
      * written. */
+    *kept = 0;
     MDB_txn *txn;
     int rc = pskv__persist_txn_begin(s, false, &txn);
     if (rc != 0)
         return rc;
-    uint8_t *body = NULL;
-    size_t len;
-    pskv_fmt_undo_head h;
-    rc = head_read(s, txn, s->ckpt_seq, to, &body, &len, &h);
+    uint32_t chain[PSKV_UNDO_KEEP_MAX], n = 0;
+    bool used[PSKV_UNDO_KEEP_MAX];
+    rc = chain_read(s, txn, chain, &n, used);
     mdb_txn_abort(txn);
-    free(body);
     if (rc != 0)
         return rc;
-    rc = pskv__seqfile_rollback_write(s->dir, s->ckpt_seq, to);
-    if (rc != 0)
-        return rc;
-    rollback r = {.to = to};
-    rc = pskv__persist_write_growing(s, rollback_once, &r, 1u << 20);
-    if (rc != 0) {
-        (void)pskv__persist_recover(s);
-        return rc; /* the store stays at its seq; the intent is harmless */
-    }
-    s->ckpt_seq = to;
-    s->ckpt_unix_ns = r.to_ns;
-    atomic_store(&s->ckpt_seq_pub, to);
-    rc = pskv__seqfile_write(s->dir, to);
-    if (rc == 0)
+    *kept = n;
+    if (to >= s->ckpt_seq || s->ckpt_seq - to > n)
+        return PSKV_ENOTFOUND;
+    for (uint32_t j = 0; s->ckpt_seq > to; j++) {
+        const uint64_t from = s->ckpt_seq;
+        rc = pskv__seqfile_rollback_write(s->dir, from, from - 1);
+        if (rc != 0)
+            return rc;
+        rollback r = {.slot = chain[j], .to = from - 1};
+        rc = pskv__persist_write_growing(s, rollback_once, &r, 1u << 20);
+        if (rc != 0) {
+            (void)pskv__persist_recover(s);
+            return rc; /* the store stays at `from`; the intent is harmless */
+        }
+        s->ckpt_seq = from - 1;
+        s->ckpt_unix_ns = r.to_ns;
+        atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
+        *kept = n - j - 1;
+        rc = pskv__seqfile_write(s->dir, s->ckpt_seq);
+        if (rc != 0)
+            return rc;
         pskv__seqfile_rollback_remove(s->dir);
-    return rc;
+    }
+    return 0;
 }

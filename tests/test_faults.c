@@ -758,6 +758,66 @@ START_TEST(format1_store_upgrades)
 }
 END_TEST
 
+/* A format-3 store (tests/data/format3, written by the release before
+ * undo generations): its one generation still rolls back, and after the
+ * upgrade to format 4 it chains with the new ones. */
+static void format3_copy(void)
+{
+    fresh_dir();
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cp '%s/format3/data.mdb' '%s/format3/pskv.seq' '%s/'", data_dir,
+             data_dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+static void format3_expect(pskv_store *s, uint64_t seq, uint32_t emb_rows, float bias)
+{
+    pskv_store_stats ss;
+    ck_assert_ok(pskv_store_stats_get(s, &ss));
+    ck_assert_uint_eq(ss.checkpoint_seq, seq);
+    char meta[64];
+    size_t len;
+    uint64_t mseq;
+    ck_assert_ok(pskv_checkpoint_meta(s, meta, sizeof meta, &len, &mseq));
+    ck_assert_uint_eq(len, 18);
+    ck_assert_str_eq(meta, "format-3 metadata");
+    ck_assert_uint_eq(mseq, 1);
+    pskv_table *e, *b;
+    ck_assert_ok(pskv_table_open(s, "emb", NULL, &e));
+    ck_assert_ok(pskv_table_open(s, "bias", NULL, &b));
+    uint64_t rows;
+    ck_assert_ok(iterate_all(e, &rows));
+    ck_assert_uint_eq(rows, emb_rows);
+    test_expect_rows(e, 1, emb_rows, 4, 1.0f);
+    test_expect_rows(b, 1, 10, 1, bias);
+}
+
+START_TEST(format3_store_rolls_back)
+{
+    /* 1. at_seq=1 straight away: format 3's generation, from the upgraded store. */
+    format3_copy();
+    pskv_store *s;
+    ck_assert_ok(pskv_open(dir, "at_seq=1", &s));
+    format3_expect(s, 1, 300, 7.0f);
+    pskv_close(s);
+    test_remove_dir(dir);
+    /* 2. Opened (upgraded), one more checkpoint, then back two: the new
+     * generation and format 3's. */
+    format3_copy();
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    format3_expect(s, 2, 299, 8.0f);
+    pskv_table *b;
+    ck_assert_ok(pskv_table_find(s, "bias", &b));
+    test_fill(b, 1, 10, 1, 9.0f);
+    ck_assert_ok(pskv_checkpoint(s)); /* 3 */
+    pskv_close_discard(s);
+    ck_assert_ok(pskv_open(dir, "at_seq=1", &s));
+    format3_expect(s, 1, 300, 7.0f);
+    pskv_close(s);
+    test_remove_dir(dir);
+}
+END_TEST
+
 START_TEST(format2_store_upgrades)
 {
     fresh_dir();
@@ -839,5 +899,6 @@ int main(int argc, char **argv)
     ADD_CASE(s, lost_records_are_corrupt);
     ADD_CASE(s, format1_store_upgrades);
     ADD_CASE(s, format2_store_upgrades);
+    ADD_CASE(s, format3_store_rolls_back);
     return run_suite(s);
 }

@@ -1145,8 +1145,12 @@ static bool file_exists(const char *name)
 /* Checkpoint 1 after ops [0, 2000), checkpoint 2 after ops [2000, 4000)
  * and a second table made after checkpoint 1; at_seq=1 gives back
  * checkpoint 1 exactly, for good; at_seq=2 (the last) changes nothing. */
-static void rollback_one_checkpoint(const char *store_cfg)
+static void rollback_one_checkpoint(const char *store_cfg_in)
 {
+    /* One generation kept (undo_keep=1): what the store could do before
+     * undo_keep; undo_keep_generations tests more. */
+    char store_cfg[96];
+    snprintf(store_cfg, sizeof store_cfg, "undo_keep=1 %s", store_cfg_in ? store_cfg_in : "");
     fresh_dir();
     pskv_store *s;
     pskv_table *t, *u;
@@ -1301,6 +1305,125 @@ START_TEST(undo_off_keeps_none)
 }
 END_TEST
 
+/* undo_keep=K: at_seq reaches the last K checkpoints before the last one,
+ * each step restoring rows, counts and metadata as they were; a lower K
+ * trims at the next checkpoint; pskv_close_discard writes nothing. */
+static void ckpt_step(pskv_store *s, pskv_table *t, uint32_t step, bool with_meta)
+{
+    test_fill(t, 1, 200 + 50 * step, 4, (float)step * 10.0f); /* grows: rows created too */
+    uint64_t gone = 1000 + step;
+    if (step % 2 == 0) {
+        test_fill(t, gone, 1, 4, 5.0f);
+    }
+    char meta[16];
+    int n = snprintf(meta, sizeof meta, "step=%u", step);
+    ck_assert_ok(with_meta ? pskv_checkpoint_with_meta(s, meta, (size_t)n) : pskv_checkpoint(s));
+}
+
+static void expect_step(pskv_store *s, uint32_t step, uint32_t meta_step)
+{
+    pskv_table *t;
+    ck_assert_uint_eq(seq_of(s), step);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 200 + 50 * step, 4, (float)step * 10.0f);
+    ck_assert_uint_eq(pskv_table_rows(t), 200 + 50 * step + step / 2);
+    char meta[16] = "", want[16];
+    size_t len;
+    uint64_t seq;
+    ck_assert_ok(pskv_checkpoint_meta(s, meta, sizeof meta - 1, &len, &seq));
+    meta[len] = '\0';
+    snprintf(want, sizeof want, "step=%u", meta_step);
+    ck_assert_str_eq(meta, want);
+    ck_assert_uint_eq(seq, meta_step);
+}
+
+START_TEST(undo_keep_generations)
+{
+    fresh_dir();
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_err(pskv_open(dir, "undo_keep=9", &s), PSKV_EINVAL);
+    ck_assert_err(pskv_open(dir, "undo_keep=0", &s), PSKV_EINVAL);
+    ck_assert_err(pskv_open(dir, "undo=off undo_keep=2", &s), PSKV_EINVAL);
+    s = open_at("undo_keep=3", NULL, 0);
+    ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
+    for (uint32_t step = 1; step <= 6; step++)
+        ckpt_step(s, t, step, step != 5); /* 5: a checkpoint without metadata */
+    pskv_close_discard(s);
+    /* From 6, K=3: 5, 4 and 3 are reachable, 2 is not. */
+    open_at("undo_keep=3", "at_seq=2", PSKV_ENOTFOUND);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "3 checkpoints before it"));
+    s = open_at("undo_keep=3", "at_seq=6", 0);
+    expect_step(s, 6, 6);
+    pskv_close_discard(s);
+    s = open_at("undo_keep=3", "at_seq=5", 0); /* one back: 5 had no metadata */
+    expect_step(s, 5, 4);
+    pskv_close_discard(s);
+    s = open_at("undo_keep=3", "at_seq=3", 0); /* two more back */
+    expect_step(s, 3, 3);
+    pskv_close_discard(s);
+    open_at("undo_keep=3", "at_seq=2", PSKV_ENOTFOUND); /* used up: gone for good */
+    /* Training goes on from 3 with K=1 now: one generation at the next
+     * checkpoint (the older ones are trimmed). */
+    s = open_at("undo_keep=1", NULL, 0);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ckpt_step(s, t, 4, true);
+    ckpt_step(s, t, 5, true);
+    pskv_close_discard(s);
+    open_at("undo_keep=1", "at_seq=3", PSKV_ENOTFOUND);
+    s = open_at("undo_keep=2", "at_seq=4", 0);
+    expect_step(s, 4, 4);
+    pskv_close(s);
+    /* The default keeps two. */
+    s = open_at(NULL, NULL, 0);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ckpt_step(s, t, 5, true);
+    ckpt_step(s, t, 6, true);
+    ckpt_step(s, t, 7, true);
+    pskv_close_discard(s);
+    open_at(NULL, "at_seq=4", PSKV_ENOTFOUND);
+    s = open_at(NULL, "at_seq=5", 0);
+    expect_step(s, 5, 5);
+    pskv_close(s);
+    remove_dir(dir);
+}
+END_TEST
+
+/* pskv_close_discard writes nothing: data.mdb and pskv.seq are as the
+ * last checkpoint left them, and the next open is at that checkpoint. */
+START_TEST(close_discard_writes_nothing)
+{
+    fresh_dir();
+    pskv_store *s = open_at(NULL, NULL, 0);
+    pskv_table *t;
+    ck_assert_ok(pskv_table_open(s, "t", "dim=4", &t));
+    test_fill(t, 1, 500, 4, 1.0f);
+    ck_assert_ok(pskv_checkpoint_with_meta(s, "one", 3));
+    const uint64_t v1 = pskv_table_version(t);
+    test_fill(t, 1, 800, 4, 2.0f); /* after the checkpoint: dropped */
+    char path[128];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    struct stat before, after;
+    ck_assert_int_eq(stat(path, &before), 0);
+    pskv_close_discard(s);
+    ck_assert_int_eq(stat(path, &after), 0);
+    ck_assert_int_eq(before.st_mtim.tv_sec, after.st_mtim.tv_sec);
+    ck_assert_int_eq(before.st_mtim.tv_nsec, after.st_mtim.tv_nsec);
+    s = open_at(NULL, NULL, 0);
+    ck_assert_uint_eq(seq_of(s), 1);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 500, 4, 1.0f);
+    ck_assert_uint_eq(pskv_table_rows(t), 500);
+    ck_assert_uint_gt(pskv_table_version(t), v1 + (1ull << 39)); /* as after a crash */
+    pskv_close(s);
+    pskv_close_discard(NULL);
+    pskv_store *m;
+    ck_assert_ok(pskv_open(NULL, NULL, &m)); /* memory-only: a plain close */
+    pskv_close_discard(m);
+    remove_dir(dir);
+}
+END_TEST
+
 START_TEST(rollback_one_checkpoint_dram) { rollback_one_checkpoint(NULL); }
 END_TEST
 
@@ -1338,6 +1461,8 @@ int main(void)
     tcase_add_test(tc, undo_off_keeps_none);
     tcase_add_test(tc, rollback_one_checkpoint_dram);
     tcase_add_test(tc, rollback_one_checkpoint_spill);
+    tcase_add_test(tc, undo_keep_generations);
+    tcase_add_test(tc, close_discard_writes_nothing);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -83,7 +83,7 @@ static int store_open(store *st, const char *dir)
     }
     int rc = mdb_env_create(&st->env);
     if (rc == 0) {
-        mdb_env_set_maxdbs(st->env, PSKV_FMT_MAX_TABLES + 2); /* + meta and undo */
+        mdb_env_set_maxdbs(st->env, PSKV_FMT_MAX_TABLES + 1 + PSKV_UNDO_KEEP_MAX);
         /* The map must cover the file; the writer may grow it meanwhile. */
         mdb_env_set_mapsize(st->env, (size_t)fs.st_size * 2 + (64u << 20));
         rc = mdb_env_open(st->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
@@ -455,12 +455,18 @@ static uint64_t verify_databases(store *st)
     int rc = mdb_dbi_open(st->txn, NULL, 0, &main_dbi);
     problems += rc == 0 ? verify_entries(st, main_dbi, "main database (list of databases)") : 1;
     problems += verify_entries(st, st->meta, "meta database (records)");
-    rc = mdb_dbi_open(st->txn, PSKV_FMT_UNDO_DB, 0, &undo_dbi);
-    if (rc == 0)
-        problems += verify_entries(st, undo_dbi, "undo database");
-    else if (rc != MDB_NOTFOUND) {
-        printf("undo database: cannot be opened: %s\n", mdb_strerror(rc));
-        problems++;
+    for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX; i++) { /* absent in older formats */
+        char name[PSKV_FMT_UNDO_SLOT_NAME_MAX];
+        pskv_fmt_undo_slot_name(name, i);
+        rc = mdb_dbi_open(st->txn, name, 0, &undo_dbi);
+        if (rc == 0) {
+            char what[64];
+            snprintf(what, sizeof what, "undo database %s", name);
+            problems += verify_entries(st, undo_dbi, what);
+        } else if (rc != MDB_NOTFOUND) {
+            printf("undo database %s: cannot be opened: %s\n", name, mdb_strerror(rc));
+            problems++;
+        }
     }
     return problems;
 }
