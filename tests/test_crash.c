@@ -334,6 +334,194 @@ START_TEST(kill_at_random_instants)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- ranks */
+
+/* Issue 22, item 3: ranks of a job checkpoint in lockstep with their step
+ * as metadata; one rank is killed at a random instant around a
+ * checkpoint, and the others close as a launcher's SIGTERM makes them:
+ * pskv_close (one more checkpoint, without metadata) or pskv_close_discard,
+ * at random, and sometimes one is killed during its close too. The
+ * restart protocol of docs/API.md must then find a step every rank holds
+ * (never PSKV_ENOTFOUND) and every rank's rows and metadata at it. With
+ * undo_keep=1 (one generation, as before it existed) a clean close of a
+ * rank a step ahead strands it: PSKV_ENOTFOUND. */
+#define RK_RANKS 3
+#define RK_STEP_KEYS 48
+#define RK_DIM 4
+
+static void rk_dir(int r, char *buf, size_t len) { snprintf(buf, len, "%s/rank%d", dir, r); }
+
+static int rk_train(pskv_table *t, int r, uint64_t from, uint64_t to)
+{
+    uint64_t keys[RK_STEP_KEYS];
+    float g[RK_STEP_KEYS * RK_DIM];
+    for (uint64_t s = from; s < to; s++) {
+        test_rng x = {(uint64_t)r * 7919u + s * 104729u + 1};
+        for (int i = 0; i < RK_STEP_KEYS; i++) {
+            keys[i] = 1 + rng_below(&x, 2000);
+            for (int j = 0; j < RK_DIM; j++)
+                g[i * RK_DIM + j] = rng_float(&x) * 0.1f;
+        }
+        int rc = pskv_push(t, keys, RK_STEP_KEYS, g);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* A rank: train a step, then do what the parent says: 'c' checkpoint
+ * (metadata: the step), 'x' pskv_close, 'd' pskv_close_discard. */
+static void rk_child(int r, int up, int down, unsigned trial)
+{
+    char d[128];
+    rk_dir(r, d, sizeof d);
+    pskv_store *s;
+    pskv_table *t;
+    if (pskv_open(d, trial % 2 ? "memory_budget=16K" : NULL, &s) != 0 ||
+        pskv_table_open(s, "t", "dim=4 optimizer=adagrad", &t) != 0)
+        _exit(4);
+    for (uint64_t step = 1;; step++) {
+        if (rk_train(t, r, step - 1, step) != 0)
+            _exit(5);
+        char cmd;
+        if (read(down, &cmd, 1) != 1)
+            _exit(6);
+        if (cmd == 'x' || cmd == 'd') {
+            if (cmd == 'x')
+                pskv_close(s);
+            else
+                pskv_close_discard(s);
+            _exit(0);
+        }
+        int rc;
+        if (step % 2) {
+            rc = pskv_checkpoint_with_meta(s, &step, sizeof step);
+        } else {
+            pskv_ckpt *c;
+            rc = pskv_checkpoint_start(s, &step, sizeof step, &c);
+            if (rc == 0)
+                rc = pskv_checkpoint_wait(c, NULL);
+        }
+        if (rc != 0 || write(up, &step, sizeof step) != sizeof step)
+            _exit(7);
+    }
+}
+
+/* Rank r reopened at at_seq holds step `step`: metadata and rows. */
+static void rk_expect(int r, uint64_t at_seq, uint64_t step, unsigned trial)
+{
+    char d[128], cfg[64];
+    rk_dir(r, d, sizeof d);
+    snprintf(cfg, sizeof cfg, "at_seq=%llu", (unsigned long long)at_seq);
+    pskv_store *s, *ref;
+    pskv_table *t, *rt;
+    int rc = pskv_open(d, cfg, &s);
+    ck_assert_msg(rc == 0, "trial %u rank %d: %s: %s (%s)", trial, r, cfg, pskv_err_name(rc),
+                  pskv_last_error());
+    uint64_t meta = 0, meta_seq = 0;
+    size_t len;
+    ck_assert_ok(pskv_checkpoint_meta(s, &meta, sizeof meta, &len, &meta_seq));
+    ck_assert_msg(meta == step && meta_seq == at_seq,
+                  "trial %u rank %d: reopened at step %llu written by %llu", trial, r,
+                  (unsigned long long)meta, (unsigned long long)meta_seq);
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ck_assert_ok(pskv_open(NULL, NULL, &ref));
+    ck_assert_ok(pskv_table_open(ref, "t", "dim=4 optimizer=adagrad", &rt));
+    ck_assert_ok(rk_train(rt, r, 0, step));
+    ck_assert_uint_eq(pskv_table_rows(t), pskv_table_rows(rt));
+    ck_assert_uint_eq(store_digest(t, NULL, 2 * RK_DIM), store_digest(rt, NULL, 2 * RK_DIM));
+    pskv_close(ref);
+    pskv_close_discard(s);
+}
+
+START_TEST(ranks_kill_one_while_others_close)
+{
+    test_rng r = {base_seed * 31 + 5};
+    unsigned trials = n_kills / 5 > 4 ? n_kills / 5 : 4, closed = 0, discarded = 0, killed2 = 0;
+    for (unsigned trial = 0; trial < trials; trial++) {
+        test_mkdtemp(dir, "ranks");
+        int up[RK_RANKS][2], down[RK_RANKS][2];
+        pid_t pid[RK_RANKS];
+        for (int k = 0; k < RK_RANKS; k++) {
+            ck_assert_int_eq(pipe(up[k]), 0);
+            ck_assert_int_eq(pipe(down[k]), 0);
+            fflush(NULL);
+            pid[k] = fork();
+            ck_assert_int_ge(pid[k], 0);
+            if (pid[k] == 0)
+                rk_child(k, up[k][1], down[k][0], trial);
+        }
+        const unsigned ckpts = 1 + rng_below(&r, 4);
+        const int victim = (int)rng_below(&r, RK_RANKS);
+        for (unsigned c = 1; c <= ckpts; c++) {
+            for (int k = 0; k < RK_RANKS; k++)
+                ck_assert_int_eq(write(down[k][1], "c", 1), 1);
+            if (c == ckpts) { /* the victim dies around its last checkpoint */
+                struct timespec ts = {0, (long)rng_below(&r, 4000) * 1000L};
+                nanosleep(&ts, NULL);
+                kill(pid[victim], SIGKILL);
+            }
+            for (int k = 0; k < RK_RANKS; k++) {
+                uint64_t step;
+                if (c == ckpts && k == victim)
+                    continue;
+                ck_assert_int_eq(read(up[k][0], &step, sizeof step), (ssize_t)sizeof step);
+                ck_assert_uint_eq(step, c);
+            }
+        }
+        /* The others hear of it and close; one may be killed meanwhile. */
+        int second = rng_below(&r, 3) == 0 ? (victim + 1 + (int)rng_below(&r, 2)) % RK_RANKS : -1;
+        for (int k = 0; k < RK_RANKS; k++) {
+            if (k == victim)
+                continue;
+            const bool discard = rng_below(&r, 2) == 0;
+            ck_assert_int_eq(write(down[k][1], discard ? "d" : "x", 1), 1);
+            discarded += discard;
+            closed += !discard;
+            if (k == second) {
+                struct timespec ts = {0, (long)rng_below(&r, 3000) * 1000L};
+                nanosleep(&ts, NULL);
+                kill(pid[k], SIGKILL);
+                killed2++;
+            }
+        }
+        for (int k = 0; k < RK_RANKS; k++) {
+            int status;
+            ck_assert_int_eq(waitpid(pid[k], &status, 0), pid[k]);
+            ck_assert_msg(WIFSIGNALED(status) || WEXITSTATUS(status) == 0,
+                          "trial %u rank %d: status %d", trial, k, status);
+            close(up[k][0]), close(up[k][1]), close(down[k][0]), close(down[k][1]);
+        }
+        /* The restart protocol (docs/API.md): every rank's step and the
+         * seq that wrote it; the lowest step is the target; a rank a step
+         * ahead opens at the seq before its metadata's. */
+        uint64_t step[RK_RANKS], meta_seq[RK_RANKS], target = UINT64_MAX;
+        for (int k = 0; k < RK_RANKS; k++) {
+            char d[128];
+            rk_dir(k, d, sizeof d);
+            pskv_store *s;
+            ck_assert_ok(pskv_open(d, NULL, &s));
+            size_t len;
+            step[k] = 0;
+            meta_seq[k] = 0;
+            int rc = pskv_checkpoint_meta(s, &step[k], sizeof step[k], &len, &meta_seq[k]);
+            ck_assert(rc == 0 || (rc == PSKV_ENOTFOUND && k == victim && ckpts == 1));
+            pskv_close_discard(s);
+            target = step[k] < target ? step[k] : target;
+        }
+        for (int k = 0; k < RK_RANKS; k++) {
+            ck_assert_uint_le(step[k] - target, 1); /* rule 2: one step ahead at most */
+            if (target > 0)
+                rk_expect(k, step[k] > target ? meta_seq[k] - 1 : meta_seq[k], target, trial);
+        }
+        test_remove_dir(dir);
+    }
+    fprintf(stderr, "%u trials: %u clean closes, %u discarding closes, %u ranks killed during "
+                    "their close\n",
+            trials, closed, discarded, killed2);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -346,6 +534,7 @@ int main(int argc, char **argv)
     TCase *tc = tcase_create("crash");
     tcase_set_timeout(tc, 3600);
     tcase_add_test(tc, kill_at_random_instants);
+    tcase_add_test(tc, ranks_kill_one_while_others_close);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
