@@ -557,7 +557,9 @@ int main(int argc, char **argv)
     pskv_table *replica = NULL;
     if (rank == joiner) {
         ok(pskv_open(NULL, NULL, &replica_store), "open");
-        ok(pskv_table_open(replica_store, "replica_of_0", CTR_TABLE_CONFIG, &replica), "table");
+        /* A replica is the same table on another instance: the same name
+         * (a chunk names its table; another name would be refused). */
+        ok(pskv_table_open(replica_store, "ctr_lr", CTR_TABLE_CONFIG, &replica), "table");
     }
     if (rank == 0)
         printf("federation_mpi: %d ranks, %llu examples in steps of %u; ranks 0..%d own and "

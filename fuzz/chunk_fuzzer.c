@@ -37,7 +37,12 @@ static void make_consistent(uint8_t *c, size_t len)
         put32(c + 60, (uint32_t)body);
     uint32_t sf = get32(c + 16);
     uint32_t schema[3] = {get32(c + 12), sf, sf ? get32(c + 20) : 0};
-    pskv_fmt_put64(c + 48, XXH3_64bits(schema, sizeof schema));
+    uint16_t version;
+    memcpy(&version, c + 4, 2);
+    if (version < PSKV_FMT_CHUNK_VERSION_TABLE) /* a schema fingerprint */
+        pskv_fmt_put64(c + 48, XXH3_64bits(schema, sizeof schema));
+    else /* the table this fuzzer applies to, or none */
+        pskv_fmt_put64(c + 48, c[6] == PSKV_CHUNK_ROWS ? pskv_fmt_table_id("f") : 0);
     pskv_fmt_put64(c + len - PSKV_FMT_CHECK_BYTES, XXH3_64bits(c, len - PSKV_FMT_CHECK_BYTES));
 }
 

@@ -362,6 +362,10 @@ PSKV_API uint64_t pskv_table_rows(const pskv_table *t);
  * change of a row (created by pull, push, put or apply, written by push,
  * put or apply, erased, or dropped by a memory-only store's budget) takes
  * the next version; the rows one call changes in one shard share one.
+ * A new table's versions start at a random multiple of 2^40 (so a table
+ * that never changed has a non-zero version), which no other table and no
+ * earlier life of this one shares: an export refuses their cursors
+ * (PSKV_ESTALE) instead of sending a partial delta.
  * Rows keep their version in DRAM, the spill file and LMDB. A durable table
  * goes on from its last checkpoint's version after a clean pskv_close, and
  * jumps 2^40 past it after a crash or a rollback (past any version the
@@ -500,6 +504,15 @@ PSKV_API int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n);
 PSKV_API int pskv_prefetch(pskv_table *t, const uint64_t *keys, size_t n);
 
 /* ---------------------------------------------------------------- resharding */
+
+/* Erase every row of the table (DRAM, spill file and, on a durable store,
+ * LMDB at the next checkpoint), as pskv_erase of all its keys: each erase
+ * is a change, so an export of the table carries the tombstones. For a
+ * replica told to start over (PSKV_ESTALE) before a full export. Rows
+ * created by calls running meanwhile may stay. *erased (may be NULL): the
+ * rows erased. Errors: those of pskv_iter_next and pskv_erase (the rows
+ * erased before the error stay erased). Any thread. */
+PSKV_API int pskv_table_truncate(pskv_table *t, uint64_t *erased);
 
 /* Change the table's shard count online: concurrent row calls wait while
  * rows move and then continue; every row is kept, bit for bit. Keys move
@@ -752,10 +765,10 @@ typedef struct pskv_export pskv_export;
  * this run, unless the log (store option changes=N, entries per table)
  * dropped its oldest entries, and after a clean pskv_close the version it
  * ended at. An older cursor gets PSKV_ESTALE: export from 0 again (and
- * start the consumer's table empty); so does a cursor newer than the
- * table's version, which this table never handed out. An export from the
- * table's version itself is empty; so is one of a table that never
- * changed, even if rows appear while it runs (its cursor stays 0).
+ * start the consumer's table empty: pskv_table_truncate); so does a cursor
+ * newer than the table's version, which this table never handed out, and
+ * a cursor of another table or of an earlier life of this one (below its
+ * first version). An export from the table's version itself is empty.
  * Writers keep running: the export holds a shard's lock for one piece of
  * rows at a time (at most 4096; a full export may encode a chunk of them,
  * unhashed, under it), a delta export for one read of the shard's changed
@@ -795,10 +808,18 @@ PSKV_API uint64_t pskv_export_version(const pskv_export *e);
 PSKV_API void pskv_export_close(pskv_export *e); /* NULL is a no-op */
 
 enum { PSKV_APPLY_REPLACE = 0, PSKV_APPLY_PUSH = 1, PSKV_APPLY_ADD = 2 };
+/* OR'ed into a mode: apply a chunk exported from a table of another name
+ * (which is otherwise PSKV_ESCHEMA). */
+#define PSKV_APPLY_ANY_TABLE 0x100
+/* No continuity asked (pskv_apply). */
+#define PSKV_SINCE_ANY UINT64_MAX
 /* Apply one chunk to t. The checksum, format and schema are checked before
  * anything changes: PSKV_ECORRUPT (damaged, truncated, malformed),
- * PSKV_ESCHEMA (another dim, or optimizer state of another layout),
- * PSKV_EVERSION (a newer chunk format). Then, all rows or none:
+ * PSKV_ESCHEMA (another dim, optimizer state of another layout, or a chunk
+ * exported from a table of another name: every chunk of an export names
+ * its table, and the same name on any instance is the same table, so
+ * migrations and replicas work; PSKV_APPLY_ANY_TABLE in mode applies it
+ * anyway), PSKV_EVERSION (a newer chunk format). Then, all rows or none:
  *   REPLACE  write the rows as sent (weights, and the optimizer state when
  *            the chunk carries it; a new row without state gets the
  *            optimizer's initial state); tombstones erase. Idempotent.
@@ -815,6 +836,16 @@ enum { PSKV_APPLY_REPLACE = 0, PSKV_APPLY_PUSH = 1, PSKV_APPLY_ADD = 2 };
  * its values are weights, not gradients), PSKV_ENOMEM, PSKV_ENOSPC.
  * Thread-safe like pskv_put. */
 PSKV_API int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode);
+/* pskv_apply for a replica that follows a leader's delta exports and must
+ * not miss one: the chunk must continue from `since`, the cursor the
+ * replica is at (the `since` of the leader's export it applies: 0 for a
+ * full export into an empty replica; after an export's last chunk, that
+ * chunk's `version`, pskv_chunk_info_get). A chunk from another since is
+ * PSKV_ESTALE and changes nothing: a later one means a delta was missed
+ * (start over: pskv_table_truncate, then a full export), an earlier one was
+ * applied already. Otherwise as pskv_apply. Thread-safe like pskv_put. */
+PSKV_API int pskv_apply_since(pskv_table *t, const void *chunk, size_t len, int mode,
+                              uint64_t since);
 
 /* One chunk of n rows from the caller's arrays (keys may repeat; values
  * n x dim floats, finite): config "codec=fp32|fp16|bf16|int8 lz4=on|off"

@@ -13,10 +13,25 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "pskv_internal.h"
 
 #define LOG_MIN 64u
+
+uint64_t pskv__version_base(void)
+{
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts; /* no entropy yet: time and pid differ enough */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t seed[3] = {(uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec, (uint64_t)getpid()};
+        r = pskv__key_hash(seed[0] ^ seed[1] << 20, seed[2]);
+    }
+    return ((r % PSKV__VERSION_BASES) + 1) * PSKV__VERSION_JUMP;
+}
 
 void pskv__changes_free(pskv__changes *c)
 {

@@ -285,7 +285,7 @@ static void header_put(uint8_t *h, const pskv__chunk_spec *sp, uint32_t flags, u
     put32(h + 28, ntombs);
     pskv_fmt_put64(h + 32, sp->since);
     pskv_fmt_put64(h + 40, sp->version);
-    pskv_fmt_put64(h + 48, schema_print(sp->dim, sp->state_floats, (uint32_t)sp->optimizer));
+    pskv_fmt_put64(h + 48, sp->kind == PSKV_CHUNK_ROWS ? sp->table_id : 0);
     put32(h + 56, (uint32_t)body);
     put32(h + 60, (uint32_t)raw);
 }
@@ -440,8 +440,11 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
              (in.optimizer < PSKV_OPT_SGD || in.optimizer > PSKV_OPT_FTRL ||
               in.state_floats != pskv__optimizer_state_floats(in.optimizer, in.dim)))
         bad = "optimizer state layout unknown";
-    else if (print != schema_print(in.dim, in.state_floats, (uint32_t)in.optimizer))
+    else if (version < PSKV_FMT_CHUNK_VERSION_TABLE &&
+             print != schema_print(in.dim, in.state_floats, (uint32_t)in.optimizer))
         bad = "schema fingerprint disagrees with the header";
+    else if (version >= PSKV_FMT_CHUNK_VERSION_TABLE && (in.kind == PSKV_CHUNK_ROWS) != (print != 0))
+        bad = "a rows chunk without its table, or a values chunk with one";
     else if (in.since > in.version)
         bad = "version range reversed";
     else if (body != len - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES)
@@ -464,6 +467,14 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
         in.optimizer = -1;
     *info = in;
     return 0;
+}
+
+uint64_t pskv__chunk_table_id(const void *chunk)
+{
+    const uint8_t *c = chunk;
+    uint16_t version;
+    memcpy(&version, c + 4, 2);
+    return version >= PSKV_FMT_CHUNK_VERSION_TABLE ? pskv_fmt_get64(c + 48) : 0;
 }
 
 int pskv_chunk_info_get(const void *chunk, size_t len, pskv_chunk_info *out)

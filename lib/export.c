@@ -22,6 +22,7 @@ struct pskv_export {
     pskv__handle h; /* in the store's list; closed if the store went first */
     pskv_table *t;
     uint64_t since, version, layout_gen;
+    uint64_t table_id; /* pskv_fmt_table_id of the table, in every chunk */
     pskv__transfer_options o;
     pskv_ring *ring; /* filter (pskv_export_ring), owned */
     uint32_t node;
@@ -66,6 +67,7 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     e->t = t;
     e->o = o;
     e->since = since;
+    e->table_id = pskv_fmt_table_id(t->name);
     /* Read before any shard is visited: every change at or below it is
      * seen by the visits (see the top of this file). */
     pthread_rwlock_rdlock(&t->layout_lock);
@@ -402,7 +404,8 @@ static int write_chunk(pskv_export *e, uint32_t k, const uint64_t *tombs, uint32
                            .dim = t->dim,
                            .state_floats = e->o.whole_rows ? t->state_floats : 0,
                            .optimizer = t->opts.optimizer, .since = e->since,
-                           .version = e->version, .unsealed = !sealed};
+                           .version = e->version, .table_id = e->table_id,
+                           .unsealed = !sealed};
     return pskv__chunk_write(&sp, e->sorted, e->ptrs, k, tombs, m, buf, cap, len);
 }
 
@@ -613,18 +616,37 @@ static int next_delta(pskv_export *e, void *buf, size_t cap, size_t *len, uint32
 
 /* ---------------------------------------------------------------- apply */
 
-int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
+/* pskv_apply and pskv_apply_since: since == PSKV_SINCE_ANY asks nothing
+ * of the chunk's range. */
+static int apply_chunk(pskv_table *t, const void *chunk, size_t len, int mode_flags,
+                       uint64_t since)
 {
     pskv__detail_clear();
     if (t == NULL || chunk == NULL)
         return fail_null(t == NULL ? "the table" : "the chunk");
+    const int mode = mode_flags & ~PSKV_APPLY_ANY_TABLE;
     if (mode != PSKV_APPLY_REPLACE && mode != PSKV_APPLY_PUSH && mode != PSKV_APPLY_ADD)
-        return pskv__fail(PSKV_EINVAL, "mode %d: expected PSKV_APPLY_REPLACE, _PUSH or _ADD",
-                          mode);
+        return pskv__fail(PSKV_EINVAL, "mode %d: expected PSKV_APPLY_REPLACE, _PUSH or _ADD, "
+                                       "with PSKV_APPLY_ANY_TABLE or not",
+                          mode_flags);
     pskv_chunk_info in;
     int rc = pskv__chunk_open(chunk, len, &in);
     if (rc != 0)
         return rc;
+    const uint64_t from = pskv__chunk_table_id(chunk);
+    if (from != 0 && from != pskv_fmt_table_id(t->name) && !(mode_flags & PSKV_APPLY_ANY_TABLE))
+        return pskv__fail(PSKV_ESCHEMA, "the chunk was exported from another table than '%s' "
+                                        "(table identity %016llx, this name's %016llx): "
+                                        "PSKV_APPLY_ANY_TABLE in mode applies it anyway",
+                          t->name, (unsigned long long)from,
+                          (unsigned long long)pskv_fmt_table_id(t->name));
+    if (since != PSKV_SINCE_ANY && in.since != since)
+        return pskv__fail(PSKV_ESTALE, "the chunk continues from version %llu, this replica "
+                                       "from %llu: %s",
+                          (unsigned long long)in.since, (unsigned long long)since,
+                          in.since > since ? "a delta between them was missed (export from 0 "
+                                             "into an emptied replica: pskv_table_truncate)"
+                                           : "an older delta, already applied or superseded");
     if (in.dim != t->dim)
         return pskv__fail(PSKV_ESCHEMA, "the chunk has dim=%u, table '%s' dim=%u", in.dim,
                           t->name, t->dim);
@@ -670,4 +692,17 @@ int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
     free(values);
     free(tombs);
     return rc;
+}
+
+int pskv_apply(pskv_table *t, const void *chunk, size_t len, int mode)
+{
+    return apply_chunk(t, chunk, len, mode, PSKV_SINCE_ANY);
+}
+
+int pskv_apply_since(pskv_table *t, const void *chunk, size_t len, int mode, uint64_t since)
+{
+    if (since == PSKV_SINCE_ANY)
+        return pskv__fail(PSKV_EINVAL, "since=%llu is no version: use pskv_apply",
+                          (unsigned long long)since);
+    return apply_chunk(t, chunk, len, mode, since);
 }

@@ -444,15 +444,27 @@ static inline int pskv_fmt_filter_probe(const uint64_t *words, uint32_t blocks, 
 /* A chunk (chunk.c; docs/FORMAT.md, "Chunks"): the 64-byte header
  *   0 "PSKC" | 4 version u16 | 6 kind u8 | 7 codec u8 | 8 flags u32 |
  *  12 dim u32 | 16 state floats u32 | 20 optimizer u32 | 24 rows u32 |
- *  28 tombstones u32 | 32 since u64 | 40 version u64 | 48 schema
- *  fingerprint u64 | 56 body bytes u32 | 60 unpacked body bytes u32
+ *  28 tombstones u32 | 32 since u64 | 40 version u64 | 48 table u64
+ *  (version 3: the table identity of a rows chunk, 0 in a values chunk;
+ *  versions 1 and 2: a schema fingerprint) | 56 body bytes u32 | 60
+ *  unpacked body bytes u32
  * then the body (lz4 when flagged) and XXH3-64 of everything before. */
 #define PSKV_FMT_CHUNK_MAGIC "PSKC"
-#define PSKV_FMT_CHUNK_VERSION 2u        /* 2: int8 rows carry a bf16 scale */
+#define PSKV_FMT_CHUNK_VERSION 3u        /* 3: a rows chunk names its table */
+#define PSKV_FMT_CHUNK_VERSION_TABLE 3u  /* the first that does */
 #define PSKV_FMT_CHUNK_VERSION_OLDEST 1u /* 1: int8 rows carry an fp32 scale */
 #define PSKV_FMT_CHUNK_HEAD 64u
 #define PSKV_FMT_CHUNK_LZ4 1u
 #define PSKV_FMT_CHUNK_STATE 2u
 #define PSKV_FMT_CHUNK_RAW_MAX (1u << 30)
+
+/* A table's identity in the chunks it exports: the same for the table of
+ * that name on every instance (migration and replicas keep working), and
+ * never 0. */
+static inline uint64_t pskv_fmt_table_id(const char *name)
+{
+    uint64_t h = pskv_fmt_xxh3_seed(name, strlen(name), 0x656c626174ull /* "table" */);
+    return h ? h : 1;
+}
 
 #endif

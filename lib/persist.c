@@ -1307,7 +1307,7 @@ static int table_attach_once(pskv_store *s, void *arg)
     /* Versions go on from the last checkpoint's after a clean close; after
      * a crash or a rollback they jump past any version the lost run handed
      * out. Either way this run is not clean until its close says so. */
-    uint64_t version = 0;
+    uint64_t version = create ? atomic_load(&t->version) : 0; /* created: its base */
     bool clean = create;
     if (rc == 0 && !create) {
         rc = pskv__persist_version_get(s, txn, t->name, &version, &clean);

@@ -88,6 +88,12 @@ static inline uint32_t pskv__flag_dirty(uint32_t parity) { return PSKV__FLAG_DIR
  * past its last checkpoint's version, beyond any version the lost run can
  * have handed out (2^40 shard visits between two checkpoints). */
 #define PSKV__VERSION_JUMP (1ull << 40)
+/* A new table's versions start at a random multiple of the jump (one of
+ * this many), and exports refuse cursors below it: a cursor of another
+ * table, or of an earlier life of this one, is PSKV_ESTALE, not a partial
+ * delta. */
+#define PSKV__VERSION_BASES (1u << 22)
+PSKV__HIDDEN uint64_t pskv__version_base(void);
 /* Change log entries per table unless the store says (changes=N). */
 #define PSKV__CHANGES_DEFAULT (1u << 20)
 
@@ -848,6 +854,7 @@ typedef struct pskv__chunk_spec {
     uint32_t state_floats; /* carried per row (0: weights only) */
     int optimizer;
     uint64_t since, version;
+    uint64_t table_id; /* rows chunks: pskv_fmt_table_id of the table; 0 */
     bool unsealed; /* the checksum is left to pskv__chunk_seal */
 } pskv__chunk_spec;
 /* n rows (keys ascending, may repeat; rows[i]: dim weights, then the state
@@ -867,6 +874,9 @@ PSKV__HIDDEN size_t pskv__chunk_row_bound(const pskv__chunk_spec *sp);
 /* Check a chunk and read its header (pskv_chunk_info_get, without
  * clearing the error detail). */
 PSKV__HIDDEN int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info);
+/* The table identity a chunk pskv__chunk_open accepted names: 0 for a
+ * values chunk and for chunks of formats before tables were named. */
+PSKV__HIDDEN uint64_t pskv__chunk_table_id(const void *chunk);
 /* The rows of a chunk pskv__chunk_open accepted (opened: its info), where
  * they are: keys and tombstones decoded into the caller's arrays (rows and
  * tombstones of them); weights, dim floats per row back to back, and

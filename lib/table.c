@@ -89,6 +89,11 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     uint64_t changes = s->opts.changes ? s->opts.changes : PSKV__CHANGES_DEFAULT;
     uint64_t per_shard = changes / o->shards;
     t->changes_max = per_shard > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)per_shard;
+    /* Its first version: past a random point (a durable table persisted
+     * earlier goes on from its record instead: persist.c). */
+    const uint64_t base = pskv__version_base();
+    atomic_init(&t->version, base);
+    atomic_init(&t->changes_floor, base);
 
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -225,4 +230,40 @@ uint64_t pskv_table_rows(const pskv_table *t)
 uint64_t pskv_table_version(const pskv_table *t)
 {
     return t == NULL ? 0 : atomic_load(&((pskv_table *)t)->version);
+}
+
+int pskv_table_truncate(pskv_table *t, uint64_t *erased)
+{
+    pskv__detail_clear();
+    if (erased != NULL)
+        *erased = 0;
+    if (t == NULL)
+        return pskv__fail(PSKV_EINVAL, "the table is NULL");
+    enum { BATCH = 4096 };
+    uint64_t *keys = malloc(BATCH * sizeof *keys);
+    float *row = malloc(((size_t)t->dim + 1) * sizeof *row);
+    pskv_iter *it = NULL;
+    int rc = keys && row ? pskv_iter_create(t, &it) : PSKV_ENOMEM;
+    uint32_t n = 0;
+    uint64_t done = 0;
+    while (rc == 0) {
+        int got = pskv_iter_next(it, &keys[n], row, NULL);
+        if (got < 0)
+            rc = got;
+        else if (got == 1)
+            n++;
+        if (rc == 0 && n > 0 && (got == 0 || n == BATCH)) {
+            rc = pskv_erase(t, keys, n); /* the iterator's copy stays valid */
+            done += rc == 0 ? n : 0;
+            n = 0;
+        }
+        if (got == 0)
+            break;
+    }
+    pskv_iter_destroy(it);
+    free(keys);
+    free(row);
+    if (erased != NULL)
+        *erased = done;
+    return rc;
 }

@@ -10,6 +10,9 @@
 #include "test_common.h"
 
 #define CHUNK_CAP (8u << 20)
+/* Replicas in these tests are tables of other names (often in the same
+ * store): applying a leader's chunk to one is a rename, said so. */
+#define REPLICA_APPLY (PSKV_APPLY_REPLACE | PSKV_APPLY_ANY_TABLE)
 
 /* Every row of t (key order) with weights and state: a table's full picture. */
 typedef struct snapshot {
@@ -92,7 +95,7 @@ static uint64_t sync_once(pskv_table *src, pskv_table *dst, uint64_t since, cons
     int rc;
     uint32_t n = 0;
     while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1) {
-        ck_assert_ok(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE));
+        ck_assert_ok(pskv_apply(dst, buf, len, REPLICA_APPLY));
         n++;
     }
     ck_assert_int_eq(rc, 0);
@@ -123,7 +126,10 @@ START_TEST(versions_stamp_every_change)
 {
     pskv_store *s;
     pskv_table *t = open_table(&s, "dim=4 optimizer=adagrad");
-    ck_assert_uint_eq(pskv_table_version(t), 0);
+    /* A new table's versions start past a random multiple of 2^40. */
+    const uint64_t v0 = pskv_table_version(t);
+    ck_assert_uint_gt(v0, 0);
+    ck_assert_uint_eq(v0 % (1ull << 40), 0);
     uint64_t keys[3] = {1, 2, 3};
     float v[12] = {0};
     ck_assert_ok(pskv_pull(t, keys, 3, v));
@@ -314,11 +320,11 @@ START_TEST(damaged_chunks_change_nothing)
     for (size_t at = 0; at < len; at++) {
         memcpy(bad, buf, len);
         bad[at] ^= (uint8_t)(1u << (at % 8));
-        int rc = pskv_apply(dst, bad, len, PSKV_APPLY_REPLACE);
+        int rc = pskv_apply(dst, bad, len, REPLICA_APPLY);
         ck_assert_msg(rc == PSKV_ECORRUPT || rc == PSKV_EVERSION, "byte %zu: %d", at, rc);
     }
     for (size_t cut = 0; cut < len; cut++)
-        ck_assert_err(pskv_apply(dst, buf, cut, PSKV_APPLY_REPLACE), PSKV_ECORRUPT);
+        ck_assert_err(pskv_apply(dst, buf, cut, REPLICA_APPLY), PSKV_ECORRUPT);
     ck_assert_uint_eq(pskv_table_version(dst), v);
     snapshot after = snap(dst);
     ck_assert_uint_eq(after.n, before.n);
@@ -329,12 +335,13 @@ START_TEST(damaged_chunks_change_nothing)
     pskv_table *other, *sgd;
     ck_assert_ok(pskv_table_open(s, "other", "dim=4", &other));
     ck_assert_ok(pskv_table_open(s, "sgd", "dim=3 optimizer=sgd", &sgd));
-    ck_assert_err(pskv_apply(other, buf, len, PSKV_APPLY_REPLACE), PSKV_ESCHEMA);
-    ck_assert_err(pskv_apply(sgd, buf, len, PSKV_APPLY_REPLACE), PSKV_ESCHEMA);
+    ck_assert_err(pskv_apply(other, buf, len, REPLICA_APPLY), PSKV_ESCHEMA);
+    ck_assert_err(pskv_apply(sgd, buf, len, REPLICA_APPLY), PSKV_ESCHEMA);
     ck_assert_err(pskv_apply(dst, buf, len, 7), PSKV_EINVAL);
+    ck_assert_err(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE), PSKV_ESCHEMA); /* another name */
     /* The intact chunk applies, twice the same (idempotent). */
-    ck_assert_ok(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE));
-    ck_assert_ok(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE));
+    ck_assert_ok(pskv_apply(dst, buf, len, REPLICA_APPLY));
+    ck_assert_ok(pskv_apply(dst, buf, len, REPLICA_APPLY));
     pskv_close(s);
 }
 END_TEST
@@ -352,8 +359,8 @@ START_TEST(chunk_formats_by_version)
     size_t len;
     pskv_chunk_info in;
     ck_assert_ok(pskv_chunk_encode(1, &k, 1, &x, NULL, buf, sizeof buf, &len));
-    ck_assert_uint_eq(buf[4], 2);
-    const uint8_t versions[2] = {3, 0};
+    ck_assert_uint_eq(buf[4], 3);
+    const uint8_t versions[2] = {4, 0};
     for (int v = 0; v < 2; v++) {
         buf[4] = versions[v]; /* and the checksum made right again */
         uint64_t h = XXH3_64bits(buf, len - 8);
@@ -391,6 +398,41 @@ START_TEST(chunk_formats_by_version)
             ck_assert(vals[i * 6 + j] == (float)q * scale);
         }
     }
+}
+END_TEST
+
+/* tests/data/chunk-v2-rows.pskc: an export (payload=rows) of a table "emb"
+ * (dim=4 optimizer=adagrad) written by the release before chunk format 3
+ * (bb4252a): keys {3, 1, 2^40, 7, 2} put with (i - 7) * 0.37 for value i
+ * = 0..19 in that order. A version-2 chunk names no table: it applies to
+ * a table of any name whose schema fits. */
+START_TEST(chunk_v2_of_previous_release_applies)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/chunk-v2-rows.pskc", data_dir);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    uint8_t buf[1024];
+    size_t len = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    ck_assert_uint_eq(buf[4], 2);
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 5);
+    ck_assert_uint_eq(in.state_floats, 4);
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=4 optimizer=adagrad");
+    ck_assert_ok(pskv_apply(t, buf, len, PSKV_APPLY_REPLACE));
+    const uint64_t keys[5] = {3, 1, 1ull << 40, 7, 2};
+    for (int i = 0; i < 5; i++) {
+        float w[4];
+        uint8_t found;
+        ck_assert_ok(pskv_get(t, &keys[i], 1, w, &found));
+        ck_assert(found);
+        for (int j = 0; j < 4; j++)
+            ck_assert(w[j] == (float)(i * 4 + j - 7) * 0.37f);
+    }
+    pskv_close(s);
 }
 END_TEST
 
@@ -615,7 +657,7 @@ static uint64_t sync_retrying(pskv_table *src, pskv_table *dst, uint64_t since, 
         size_t len;
         int rc;
         while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1)
-            ck_assert_ok(pskv_apply(dst, buf, len, PSKV_APPLY_REPLACE));
+            ck_assert_ok(pskv_apply(dst, buf, len, REPLICA_APPLY));
         uint64_t v = pskv_export_version(e);
         pskv_export_close(e);
         if (rc == 0)
@@ -768,10 +810,12 @@ START_TEST(full_exports_beside_writers)
 END_TEST
 
 /* Cursors at the edges. An export opened before a table's first change
- * sends nothing, whatever is written before its chunks are taken: had it
- * sent rows under cursor 0, the next export from 0 (a full one, without
- * tombstones) would leave the follower with rows erased meanwhile (found
- * by exports_beside_writers). A cursor newer than the table is refused. */
+ * hands out the table's first version as its cursor, never 0: rows written
+ * before its chunks are taken may come in it, and the next export is a
+ * delta with the tombstones of rows erased meanwhile (under cursor 0 the
+ * next export would be a full one, without tombstones, and leave the
+ * follower with them: found by exports_beside_writers). A cursor newer than
+ * the table is refused. */
 START_TEST(cursor_edges)
 {
     pskv_store *ls, *fs;
@@ -788,10 +832,11 @@ START_TEST(cursor_edges)
     ck_assert_int_eq(rc, 0);
     uint64_t c = pskv_export_version(e);
     pskv_export_close(e);
-    ck_assert_uint_eq(c, 0);
+    ck_assert_uint_gt(c, 0);
+    ck_assert_uint_eq(c % (1ull << 40), 0); /* the table's first version */
     uint64_t erased[5] = {1, 2, 3, 4, 5};
     ck_assert_ok(pskv_erase(l, erased, 5));
-    c = sync_once(l, f, c, NULL, NULL); /* from 0: the five rows left */
+    c = sync_once(l, f, c, NULL, NULL); /* a delta: the rows, and five tombstones */
     expect_same(l, f);
     ck_assert_uint_eq(pskv_table_rows(f), 5);
     /* A cursor at the table's version: no chunk, the same cursor. */
@@ -1051,18 +1096,18 @@ START_TEST(rows_chunk_is_not_gradients)
     ck_assert_int_eq(pskv_export_next(e, buf, CHUNK_CAP, &len), 1);
     pskv_export_close(e);
     const uint64_t uv = pskv_table_version(u);
-    ck_assert_err(pskv_apply(u, buf, len, PSKV_APPLY_PUSH), PSKV_EINVAL);
+    ck_assert_err(pskv_apply(u, buf, len, PSKV_APPLY_PUSH | PSKV_APPLY_ANY_TABLE), PSKV_EINVAL);
     ck_assert_ptr_nonnull(strstr(pskv_last_error(), "REPLACE"));
-    ck_assert_err(pskv_apply(u, buf, len, PSKV_APPLY_ADD), PSKV_EINVAL);
+    ck_assert_err(pskv_apply(u, buf, len, PSKV_APPLY_ADD | PSKV_APPLY_ANY_TABLE), PSKV_EINVAL);
     ck_assert_uint_eq(pskv_table_version(u), uv);
     test_expect_rows(u, 1, 50, 4, 3.0f);
-    ck_assert_ok(pskv_apply(u, buf, len, PSKV_APPLY_REPLACE)); /* what it is for */
+    ck_assert_ok(pskv_apply(u, buf, len, REPLICA_APPLY)); /* what it is for */
     test_expect_rows(u, 1, 50, 4, 1.0f);
     /* ...while weights alone may be added (model averaging). */
     ck_assert_ok(pskv_export_open(t, 0, "payload=weights", &e));
     ck_assert_int_eq(pskv_export_next(e, buf, CHUNK_CAP, &len), 1);
     pskv_export_close(e);
-    ck_assert_ok(pskv_apply(u, buf, len, PSKV_APPLY_ADD));
+    ck_assert_ok(pskv_apply(u, buf, len, PSKV_APPLY_ADD | PSKV_APPLY_ANY_TABLE));
     pskv_close(s);
     free(buf);
 }
@@ -1157,13 +1202,13 @@ START_TEST(adam_count_is_not_a_float)
     for (int i = 0; i < 3; i++) {
         memcpy(buf + len - 8 - 4, &counts[i], 4); /* the last state float: t */
         reseal(buf, len);
-        ck_assert_ok(pskv_apply(b, buf, len, PSKV_APPLY_REPLACE));
+        ck_assert_ok(pskv_apply(b, buf, len, REPLICA_APPLY));
         ck_assert_ok(pskv_push(b, &k, 1, g));
         ck_assert_ok(pskv_push(b, &k, 1, g));
         ck_assert_ok(pskv_export_open(b, 0, NULL, &e));
         ck_assert_int_eq(pskv_export_next(e, again, CHUNK_CAP, &alen), 1);
         pskv_export_close(e);
-        ck_assert_ok(pskv_apply(c, again, alen, PSKV_APPLY_REPLACE)); /* the replica goes on */
+        ck_assert_ok(pskv_apply(c, again, alen, REPLICA_APPLY)); /* the replica goes on */
         uint32_t t_now;
         memcpy(&t_now, again + alen - 8 - 4, 4);
         ck_assert_uint_eq(t_now, counts[i] < 0xfffffffeu ? counts[i] + 2 : 0xffffffffu);
@@ -1225,7 +1270,7 @@ START_TEST(chunks_cut_to_cap)
                         break;
                     ck_assert_uint_le(len, cap);
                     chunks++;
-                    ck_assert_ok(pskv_apply(f, buf, len, PSKV_APPLY_REPLACE));
+                    ck_assert_ok(pskv_apply(f, buf, len, REPLICA_APPLY));
                 }
                 ck_assert_int_eq(rc, 0);
                 cursor = pskv_export_version(e);
@@ -1245,7 +1290,7 @@ START_TEST(chunks_cut_to_cap)
             size_t len;
             int rc;
             while ((rc = pskv_export_next(e, buf, 300, &len)) == 1)
-                ck_assert_ok(pskv_apply(f, buf, len, PSKV_APPLY_REPLACE));
+                ck_assert_ok(pskv_apply(f, buf, len, REPLICA_APPLY));
             ck_assert_int_eq(rc, 0);
             pskv_export_close(e);
             /* The share in one big chunk stream into `all`. */
@@ -1253,7 +1298,7 @@ START_TEST(chunks_cut_to_cap)
             if (r)
                 ck_assert_ok(pskv_export_ring(e, r, 1));
             while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1)
-                ck_assert_ok(pskv_apply(all, buf, len, PSKV_APPLY_REPLACE));
+                ck_assert_ok(pskv_apply(all, buf, len, REPLICA_APPLY));
             ck_assert_int_eq(rc, 0);
             pskv_export_close(e);
             expect_same(f, all);
@@ -1262,6 +1307,186 @@ START_TEST(chunks_cut_to_cap)
         }
     }
     free(buf);
+}
+END_TEST
+
+/* Item 6: chunks and cursors know their table. */
+static uint64_t changed_table(pskv_table *t, uint32_t n)
+{
+    test_fill(t, 1, n, 4, 1.0f);
+    return pskv_table_version(t);
+}
+
+START_TEST(cursor_of_another_table_is_stale)
+{
+    pskv_store *s;
+    pskv_table *a = open_table(&s, "dim=4");
+    pskv_table *b;
+    ck_assert_ok(pskv_table_open(s, "b", "dim=4", &b));
+    changed_table(a, 50);
+    const uint64_t ca = changed_table(a, 50), cb = changed_table(b, 50);
+    test_fill(a, 100, 10, 4, 2.0f);
+    test_fill(b, 100, 10, 4, 2.0f);
+    pskv_export *e;
+    ck_assert_err(pskv_export_open(b, ca, NULL, &e), PSKV_ESTALE);
+    ck_assert_err(pskv_export_open(a, cb, NULL, &e), PSKV_ESTALE);
+    ck_assert_ok(pskv_export_open(a, ca, NULL, &e)); /* its own */
+    pskv_export_close(e);
+    pskv_close(s);
+    /* An earlier life of a table of the same name (a memory store opened
+     * again): its cursor is stale too. */
+    pskv_table *a2 = open_table(&s, "dim=4");
+    changed_table(a2, 200);
+    test_fill(a2, 1, 200, 4, 3.0f);
+    ck_assert_err(pskv_export_open(a2, ca, NULL, &e), PSKV_ESTALE);
+    pskv_close(s);
+}
+END_TEST
+
+START_TEST(chunk_of_another_table_refused)
+{
+    uint8_t *buf = malloc(CHUNK_CAP);
+    size_t len;
+    pskv_store *s, *s2;
+    pskv_table *a = open_table(&s, "dim=4");
+    pskv_table *b, *a_elsewhere;
+    ck_assert_ok(pskv_table_open(s, "b", "dim=4", &b));
+    test_fill(a, 1, 100, 4, 1.0f);
+    test_fill(b, 1, 100, 4, 2.0f);
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(a, 0, NULL, &e));
+    ck_assert_int_eq(pskv_export_next(e, buf, CHUNK_CAP, &len), 1);
+    pskv_export_close(e);
+    const uint64_t vb = pskv_table_version(b);
+    ck_assert_err(pskv_apply(b, buf, len, PSKV_APPLY_REPLACE), PSKV_ESCHEMA);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "another table"));
+    ck_assert_uint_eq(pskv_table_version(b), vb);
+    test_expect_rows(b, 1, 100, 4, 2.0f);
+    /* Meant: a rename. */
+    ck_assert_ok(pskv_apply(b, buf, len, PSKV_APPLY_REPLACE | PSKV_APPLY_ANY_TABLE));
+    test_expect_rows(b, 1, 100, 4, 1.0f);
+    ck_assert_err(pskv_apply(b, buf, len, 0x200), PSKV_EINVAL);
+    /* The same table on another instance (migration, a replica): applies. */
+    ck_assert_ok(pskv_open(NULL, NULL, &s2));
+    ck_assert_ok(pskv_table_open(s2, "t", "dim=4", &a_elsewhere));
+    ck_assert_ok(pskv_apply(a_elsewhere, buf, len, PSKV_APPLY_REPLACE));
+    test_expect_rows(a_elsewhere, 1, 100, 4, 1.0f);
+    /* A chunk of the caller's arrays names no table: it applies anywhere. */
+    uint64_t k = 5;
+    float x[4] = {1, 2, 3, 4};
+    ck_assert_ok(pskv_chunk_encode(4, &k, 1, x, NULL, buf, CHUNK_CAP, &len));
+    ck_assert_ok(pskv_apply(b, buf, len, PSKV_APPLY_ADD));
+    pskv_close(s2);
+    pskv_close(s);
+    free(buf);
+}
+END_TEST
+
+/* A replica that states the cursor it is at: a missed delta is
+ * PSKV_ESTALE, nothing applied; truncate and a full export start it over. */
+static int apply_export(pskv_table *from, uint64_t since, pskv_table *to, uint64_t at,
+                        uint64_t *next)
+{
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(from, since, "chunk_bytes=4K", &e));
+    uint8_t *buf = malloc(CHUNK_CAP);
+    size_t len;
+    int rc, arc = 0;
+    while (arc == 0 && (rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1)
+        arc = pskv_apply_since(to, buf, len, PSKV_APPLY_REPLACE, at);
+    if (arc == 0)
+        ck_assert_int_eq(rc, 0);
+    *next = pskv_export_version(e);
+    pskv_export_close(e);
+    free(buf);
+    return arc;
+}
+
+START_TEST(replica_continuity)
+{
+    pskv_store *ls, *rs;
+    pskv_table *l = open_table(&ls, "dim=4");
+    pskv_table *r = open_table(&rs, "dim=4");
+    test_fill(l, 1, 1000, 4, 1.0f);
+    uint64_t c0, c1, c2;
+    ck_assert_ok(apply_export(l, 0, r, 0, &c0));
+    expect_same(l, r);
+    test_fill(l, 1, 300, 4, 2.0f);
+    uint64_t gone[50];
+    for (int i = 0; i < 50; i++)
+        gone[i] = 500 + (uint64_t)i;
+    ck_assert_ok(pskv_erase(l, gone, 50));
+    /* delta 1 (c0 -> c1) is lost on the way; delta 2 arrives. */
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(l, c0, NULL, &e));
+    c1 = pskv_export_version(e);
+    pskv_export_close(e);
+    test_fill(l, 900, 200, 4, 3.0f);
+    const uint64_t rv = pskv_table_version(r);
+    ck_assert_err(apply_export(l, c1, r, c0, &c2), PSKV_ESTALE);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "missed"));
+    ck_assert_uint_eq(pskv_table_version(r), rv); /* nothing applied */
+    ck_assert_err(pskv_apply_since(r, "x", 1, 0, PSKV_SINCE_ANY), PSKV_EINVAL);
+    /* Start over: the replica empties itself, then a full export. */
+    uint64_t erased;
+    ck_assert_ok(pskv_table_truncate(r, &erased));
+    ck_assert_uint_eq(erased, 1000);
+    ck_assert_uint_eq(pskv_table_rows(r), 0);
+    ck_assert_ok(apply_export(l, 0, r, 0, &c2));
+    expect_same(l, r);
+    /* And on from there, in order. */
+    test_fill(l, 2000, 10, 4, 4.0f);
+    uint64_t c3;
+    ck_assert_ok(apply_export(l, c2, r, c2, &c3));
+    expect_same(l, r);
+    pskv_close(rs);
+    pskv_close(ls);
+}
+END_TEST
+
+/* pskv_table_truncate on a durable store with spilled rows and rows only
+ * LMDB holds: every row goes, for good after a checkpoint, and a delta
+ * export carries the tombstones. */
+START_TEST(truncate_durable)
+{
+    char d[64];
+    test_mkdtemp(d, "transfer-truncate");
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(d, "memory_budget=64K", &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=8", &t));
+    test_fill(t, 1, 5000, 8, 1.0f);
+    pskv_close(s);
+    ck_assert_ok(pskv_open(d, "memory_budget=64K", &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_expect_rows(t, 1, 1000, 8, 1.0f); /* some read back (and spilled), the rest cold */
+    const uint64_t v = pskv_table_version(t);
+    uint64_t erased;
+    ck_assert_ok(pskv_table_truncate(t, &erased));
+    ck_assert_uint_eq(erased, 5000);
+    ck_assert_uint_eq(pskv_table_rows(t), 0);
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(t, v, NULL, &e));
+    uint8_t *buf = malloc(CHUNK_CAP);
+    size_t len;
+    uint32_t tombs = 0;
+    int rc;
+    while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1) {
+        pskv_chunk_info in;
+        ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+        tombs += in.tombstones;
+    }
+    ck_assert_int_eq(rc, 0);
+    ck_assert_uint_eq(tombs, 5000);
+    pskv_export_close(e);
+    free(buf);
+    ck_assert_ok(pskv_checkpoint(s));
+    pskv_close(s);
+    ck_assert_ok(pskv_open(d, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ck_assert_uint_eq(pskv_table_rows(t), 0);
+    pskv_close(s);
+    test_remove_dir(d);
 }
 END_TEST
 
@@ -1281,6 +1506,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, codecs_within_their_bounds);
     ADD_CASE(s, damaged_chunks_change_nothing);
     ADD_CASE(s, chunk_formats_by_version);
+    ADD_CASE(s, chunk_v2_of_previous_release_applies);
     ADD_CASE(s, chunk_keys_sorted_stable);
     ADD_CASE(s, push_and_add_modes);
     ADD_CASE(s, replica_memory);
@@ -1297,5 +1523,9 @@ int main(int argc, char **argv)
     ADD_CASE(s, codec_range_has_its_own_code);
     ADD_CASE(s, adam_count_is_not_a_float);
     ADD_CASE(s, chunks_cut_to_cap);
+    ADD_CASE(s, cursor_of_another_table_is_stale);
+    ADD_CASE(s, chunk_of_another_table_refused);
+    ADD_CASE(s, replica_continuity);
+    ADD_CASE(s, truncate_durable);
     return run_suite(s);
 }
