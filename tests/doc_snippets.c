@@ -55,6 +55,23 @@ static void readme_export(pskv_table *t, pskv_table *replica, uint64_t *cursor_i
     *cursor_io = cursor;
 }
 
+/* README's first example, as it is: a memory-only store, pull, push. */
+static int readme_using(void)
+{
+    enum { n = 3 };
+    uint64_t keys[n] = {1, 2, 3};
+    static float rows[n * 64], grads[n * 64];
+    for (int i = 0; i < n * 64; i++)
+        grads[i] = 0.01f * (float)(i % 7);
+    { /* its #include <pskv.h> adds nothing here: the header is guarded */
+#include "readme-using.inc"
+    }
+    int nonzero = 0; /* init=normal: the rows pulled are not all zero */
+    for (int i = 0; i < n * 64; i++)
+        nonzero += rows[i] != 0.0f;
+    return nonzero > 0;
+}
+
 /* Every row of a and b, weights and state, bit for bit. */
 static int same(pskv_table *a, pskv_table *b)
 {
@@ -93,6 +110,8 @@ static void round_of_changes(pskv_table *t, unsigned round)
 
 int main(void)
 {
+    CHECK(readme_using());
+    printf("README's first example: pulled and pushed\n");
     static const size_t caps[] = {64, 4096, 1u << 20};
     for (int which = 0; which < 2; which++) {
         for (size_t c = 0; c < sizeof caps / sizeof caps[0]; c++) {

@@ -19,7 +19,7 @@ with tempfile.TemporaryDirectory() as tmp:
             names.append(m.group(1))
             with open(os.path.join(tmp, m.group(1) + '.inc'), 'w') as f:
                 f.write(m.group(2))
-    for want in ('readme-export', 'api-follow'):
+    for want in ('readme-using', 'readme-export', 'api-follow'):
         if want not in names:
             sys.exit('snippet %s not found in the documents' % want)
     exe = os.path.join(tmp, 'doc_snippets')

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -315,7 +316,9 @@ END_TEST
  * dump's reader dies of SIGPIPE inside its LMDB read transaction: the tool
  * must end as a pipeline's command does (SIGPIPE, no word of damage), and
  * the owner must clear the dead reader's slot, or no page freed after its
- * snapshot is reused and data.mdb grows with every checkpoint. */
+ * snapshot is reused and data.mdb grows with every checkpoint. Then
+ * readers killed (SIGKILL) at random points beside the checkpointing
+ * trainer, and the file size bounded afterwards. */
 START_TEST(dead_reader_neither_damage_nor_growth)
 {
     test_mkdtemp(dir, "tool-reader");
@@ -350,6 +353,29 @@ START_TEST(dead_reader_neither_damage_nor_growth)
         ck_assert_msg(strstr(said, "damaged") == NULL, "a broken pipe called damage: %s", said);
     }
     unlink(err);
+    /* Readers SIGKILLed at random points (the tool's reading child too: its
+     * process group) while this trainer rewrites rows and checkpoints. */
+    unsigned seed = 7;
+    for (int i = 0; i < 8; i++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            setpgid(0, 0);
+            int fd = open("/dev/null", O_WRONLY);
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            execl(tool, tool, "dump", dir, "emb", (char *)NULL);
+            _exit(127);
+        }
+        setpgid(pid, pid);
+        test_fill(t, 1, ROWS, 16, 1.5f + (float)i);
+        ck_assert_ok(pskv_checkpoint(s));
+        seed = seed * 1103515245u + 12345u;
+        usleep((useconds_t)(seed >> 16) % 20000u);
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
     /* Rewrite every row 30 times: with the dead readers' slots kept, each
      * checkpoint's pages are new (about 30x the file); cleared, the file
      * settles at a few checkpoints' worth. */
