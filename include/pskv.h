@@ -126,8 +126,8 @@ typedef struct pskv_store_options {
                                write each row once, and at_seq reaches only the
                                last checkpoint. Default: undo_keep generations */
     uint64_t at_seq;        /* (config "at_seq=N"): the last committed checkpoint,
-                               or the one before it, which rolls the store
-                               back for good (see pskv_open) */
+                               or one of the undo_keep before it, which rolls
+                               the store back for good (see pskv_open) */
     uint64_t changes;       /* (config "changes=N"): change log entries kept per
                                table for delta exports (pskv_export_open); 0 =
                                the default, 1048576 (16 MiB at most) */
@@ -258,7 +258,8 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
  * open at), PSKV_EIO (dir cannot be
  * created or read), PSKV_EBUSY (the directory is open elsewhere),
  * PSKV_ECORRUPT (data.mdb is truncated, damaged, emptied, not a pskv store,
- * or at an older checkpoint than pskv.seq names: it went backwards),
+ * or at an older checkpoint than pskv.seq names: it went backwards; the
+ * directory holds an unfinished backup),
  * PSKV_EVERSION (written by a format version this build does not read; a
  * store of format 1 is upgraded in place, in one transaction), PSKV_ENOMEM,
  * PSKV_ENOSPC.
@@ -624,7 +625,8 @@ PSKV_API int pskv_checkpoint_meta(pskv_store *s, void *buf, size_t cap, size_t *
  * synced, checked by opening it, its checkpoint seq written to pskv.seq,
  * and only then renamed to dest_dir/data.mdb (then the directory is
  * synced). A backup killed at any instant leaves either a whole store or
- * remains that pskv_open refuses (PSKV_ECORRUPT, never an empty store) and
+ * remains that pskv_open refuses (PSKV_ECORRUPT, not an empty store; a kill
+ * before anything was written leaves an empty directory) and
  * that a retried pskv_backup into the same directory clears and replaces.
  * A failed backup removes only what it created.
  * Errors: PSKV_EINVAL, PSKV_ENOTSUP (nothing persisted), PSKV_EEXIST (a

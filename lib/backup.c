@@ -40,18 +40,22 @@ static bool exists(const char *dir, const char *name)
     return pskv__dir_path(dir, name, path, sizeof path) == 0 && access(path, F_OK) == 0;
 }
 
-/* Remove a killed backup's remains (the lock held, no data.mdb). */
+/* Remove a killed backup's remains (the lock held, no data.mdb). The
+ * pskv.seq it wrote goes first (durably), backup.partial last: while
+ * anything of it is left, backup.partial says whose it is, so a retry
+ * killed inside this cleanup still leaves remains the next retry clears. */
 static void partial_remove(const char *dest_dir, bool with_seq)
 {
     char path[4096];
+    if (with_seq && pskv__dir_path(dest_dir, "pskv.seq", path, sizeof path) == 0 &&
+        unlink(path) == 0)
+        (void)pskv__dir_sync(dest_dir);
     static const char *const files[] = {PARTIAL "/data.mdb", PARTIAL "/lock.mdb"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (pskv__dir_path(dest_dir, files[i], path, sizeof path) == 0)
             (void)unlink(path);
     if (pskv__dir_path(dest_dir, PARTIAL, path, sizeof path) == 0)
         (void)rmdir(path);
-    if (with_seq && pskv__dir_path(dest_dir, "pskv.seq", path, sizeof path) == 0)
-        (void)unlink(path);
     (void)pskv__dir_sync(dest_dir);
 }
 

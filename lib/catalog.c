@@ -84,6 +84,12 @@ int pskv_dir_tables(const char *dir, pskv_table_desc *out, size_t cap, size_t *n
     pskv_store *s = NULL;
     pskv_table_desc *d = NULL;
     size_t count = 0;
+    /* One reader environment at a time in this process: two on one file
+     * share LMDB's per-process lock of the reader table, and the first to
+     * close drops it, leaving the other's slot to look dead to an owner
+     * that clears stale readers before its writes. */
+    static pthread_mutex_t one_reader = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&one_reader);
     int rc = pskv__persist_reader(dir, &s);
     if (rc == 0)
         rc = pskv__persist_tables(s, &d, &count);
@@ -91,5 +97,6 @@ int pskv_dir_tables(const char *dir, pskv_table_desc *out, size_t cap, size_t *n
         rc = hand_out(d, count, out, cap, n);
     free(d);
     pskv__persist_reader_close(s);
+    pthread_mutex_unlock(&one_reader);
     return rc;
 }

@@ -97,10 +97,10 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
                                        "consumer empty",
                           (unsigned long long)since, t->name, (unsigned long long)v);
     }
-    /* Nothing changed after since: no walk. This also keeps an export of a
-     * table that never changed (version 0) empty: rows created during it
-     * would reach the consumer under cursor 0, and the next export from 0,
-     * a full one, would carry no tombstone for those erased meanwhile. */
+    /* Nothing changed after since: no walk. (A table's versions start at
+     * a random base, never 0: an export from 0 of a table that never
+     * changed walks an empty table and hands out that base, so rows
+     * created meanwhile come in the next delta, with their tombstones.) */
     e->done = since == e->version;
     const pskv__chunk_spec probe = {.codec = o.codec, .dim = t->dim,
                                     .state_floats = o.whole_rows ? t->state_floats : 0};
@@ -132,19 +132,20 @@ int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node)
     int rc = pskv__handle_enter(&e->h, "pskv_export_ring");
     if (rc != 0)
         return rc;
-    pskv__handle_leave(&e->h);
+    pskv_ring *copy = NULL;
     if (e->started)
-        return pskv__fail(PSKV_EINVAL, "the ring filter comes before the first chunk");
-    if (pskv_ring_nodes(r) == 0)
-        return pskv__fail(PSKV_EINVAL, "the ring has no nodes: no key would be exported");
-    pskv_ring *copy;
-    rc = pskv__ring_copy(r, &copy);
-    if (rc != 0)
-        return rc;
-    pskv_ring_destroy(e->ring);
-    e->ring = copy;
-    e->node = node;
-    return 0;
+        rc = pskv__fail(PSKV_EINVAL, "the ring filter comes before the first chunk");
+    else if (pskv_ring_nodes(r) == 0)
+        rc = pskv__fail(PSKV_EINVAL, "the ring has no nodes: no key would be exported");
+    else
+        rc = pskv__ring_copy(r, &copy);
+    if (rc == 0) {
+        pskv_ring_destroy(e->ring);
+        e->ring = copy;
+        e->node = node;
+    }
+    pskv__handle_leave(&e->h); /* held throughout: next_full reads the ring */
+    return rc;
 }
 
 uint64_t pskv_export_version(const pskv_export *e) { return e == NULL ? 0 : e->version; }

@@ -77,8 +77,8 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
             rc = pskv__backup_unfinished(s->dir);
         if (rc == 0 && opts->durability != PSKV_DURABILITY_NONE)
             rc = pskv__persist_open(s);
-        /* At the checkpoint asked for: the last one, or the one before it,
-         * rolled back to for good. */
+        /* At the checkpoint asked for: the last one, or one the kept undo
+         * generations reach, rolled back to for good. */
         if (rc == 0 && opts->at_seq_set && opts->at_seq != s->ckpt_seq) {
             uint32_t kept = 0;
             const uint64_t was = s->ckpt_seq;

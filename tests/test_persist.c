@@ -677,6 +677,26 @@ START_TEST(killed_backup_whole_or_nothing)
             pskv_store *b = NULL;
             ck_assert_err(pskv_open(dest, NULL, &b), PSKV_ECORRUPT);
         }
+        /* Every other time a retry is killed too (early: inside its
+         * cleanup of the remains, or its copy). */
+        if (k % 2 == 1 && access(data, F_OK) != 0) {
+            fflush(NULL);
+            pid = fork();
+            ck_assert_int_ge(pid, 0);
+            if (pid == 0) {
+                pskv_store *c;
+                if (pskv_open(dir, NULL, &c) != 0)
+                    _exit(2);
+                _exit(pskv_backup(c, dest) == 0 ? 0 : 4);
+            }
+            usleep((useconds_t)(rng_next(&rng) % (took_us / 2 + 1)));
+            kill(pid, SIGKILL);
+            ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+            if (access(data, F_OK) != 0 && dir_has_more_than_lock(dest)) {
+                pskv_store *b = NULL;
+                ck_assert_err(pskv_open(dest, NULL, &b), PSKV_ECORRUPT);
+            }
+        }
         /* A retried backup works into whatever is left. */
         ck_assert_ok(pskv_open(dir, NULL, &s));
         int rc = pskv_backup(s, dest);

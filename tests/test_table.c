@@ -218,6 +218,28 @@ START_TEST(einval_cases)
 }
 END_TEST
 
+/* Issue 22, item 9: every failed call says why, and never repeats an
+ * older call's detail. */
+START_TEST(details_are_the_calls_own)
+{
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=4");
+    pskv_table *x;
+    ck_assert_err(pskv_table_open(s, "new", "optimiser=adam", &x), PSKV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "optimiser"));
+    ck_assert_err(pskv_table_find(s, "nope", &x), PSKV_ENOTFOUND);
+    ck_assert_ptr_null(strstr(pskv_last_error(), "optimiser"));
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "nope"));
+    ck_assert_ok(pskv_table_find(s, "t", &x));
+    ck_assert_str_eq(pskv_last_error(), "");
+    ck_assert_err(pskv_table_reshard(t, 0), PSKV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "shards=0"));
+    ck_assert_err(pskv_table_reshard(t, PSKV_SHARDS_MAX + 1), PSKV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "expected 1.."));
+    pskv_close(s);
+}
+END_TEST
+
 START_TEST(schema_checks_on_reopen)
 {
     pskv_store *s;
@@ -392,6 +414,7 @@ int main(void)
     tcase_add_test(tc, duplicates_summed_in_push);
     tcase_add_test(tc, nonfinite_rejected_before_change);
     tcase_add_test(tc, einval_cases);
+    tcase_add_test(tc, details_are_the_calls_own);
     tcase_add_test(tc, schema_checks_on_reopen);
     tcase_add_test(tc, reshard_keeps_every_row);
     tcase_add_test(tc, iterate_all_rows);
