@@ -18,8 +18,9 @@ with tempfile.TemporaryDirectory() as tmp:
         for m in mark.finditer(open(os.path.join(src, doc)).read()):
             names.append(m.group(1))
             with open(os.path.join(tmp, m.group(1) + '.inc'), 'w') as f:
-                f.write(m.group(2))
-    for want in ('readme-using', 'readme-export', 'api-follow'):
+                # The documents' example directory is a temporary one here.
+                f.write(m.group(2).replace('"/data/ctr"', 'DOC_DIR'))
+    for want in ('readme-using', 'readme-durable', 'readme-export', 'api-follow'):
         if want not in names:
             sys.exit('snippet %s not found in the documents' % want)
     exe = os.path.join(tmp, 'doc_snippets')
