@@ -18,31 +18,22 @@
 #include "fuzz_target.h"
 #include "ref_model.h"
 
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-
-/* Make a header consistent, as a writer would (docs/FORMAT.md, "Chunks"). */
+/* Make a header consistent, as a writer would (docs/FORMAT.md, "Chunks"),
+ * through format.h's one definition of its fields. */
 static void make_consistent(uint8_t *c, size_t len)
 {
-    const size_t body = len - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES;
     memcpy(c, PSKV_FMT_CHUNK_MAGIC, 4);
-    put32(c + 56, (uint32_t)body);
-    if (!(get32(c + 8) & PSKV_FMT_CHUNK_LZ4))
-        put32(c + 60, (uint32_t)body);
-    uint32_t sf = get32(c + 16);
-    uint32_t schema[3] = {get32(c + 12), sf, sf ? get32(c + 20) : 0};
-    uint16_t version;
-    memcpy(&version, c + 4, 2);
-    if (version < PSKV_FMT_CHUNK_VERSION_TABLE) /* a schema fingerprint */
-        pskv_fmt_put64(c + 48, XXH3_64bits(schema, sizeof schema));
+    pskv_fmt_chunk_head h;
+    CHECK(pskv_fmt_chunk_head_get(c, &h) == 0);
+    h.body = (uint32_t)(len - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES);
+    if (!(h.flags & PSKV_FMT_CHUNK_LZ4))
+        h.raw = h.body;
+    if (h.format < PSKV_FMT_CHUNK_VERSION_TABLE) /* a schema fingerprint */
+        h.table = pskv_fmt_chunk_schema_print(h.dim, h.state_floats, h.optimizer);
     else /* the table this fuzzer applies to, or none */
-        pskv_fmt_put64(c + 48, c[6] == PSKV_CHUNK_ROWS ? pskv_fmt_table_id("f") : 0);
+        h.table = h.kind == PSKV_CHUNK_ROWS ? pskv_fmt_table_id("f") : 0;
+    pskv_fmt_chunk_head_put(c, &h);
     pskv_fmt_put64(c + len - PSKV_FMT_CHECK_BYTES, XXH3_64bits(c, len - PSKV_FMT_CHECK_BYTES));
 }
 

@@ -255,39 +255,26 @@ static int keys_get(const uint8_t *p, size_t end, size_t *at, uint64_t *keys, ui
 
 /* ---------------------------------------------------------------- header */
 
-static uint64_t schema_print(uint32_t dim, uint32_t state_floats, uint32_t optimizer)
-{
-    uint32_t s[3] = {dim, state_floats, state_floats ? optimizer : 0};
-    return pskv_fmt_xxh3(s, sizeof s);
-}
-
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 static void header_put(uint8_t *h, const pskv__chunk_spec *sp, uint32_t flags, uint32_t n,
                        uint32_t ntombs, size_t body, size_t raw)
 {
-    memcpy(h, PSKV_FMT_CHUNK_MAGIC, 4);
-    uint16_t version = PSKV_FMT_CHUNK_VERSION;
-    memcpy(h + 4, &version, 2);
-    h[6] = (uint8_t)sp->kind;
-    h[7] = (uint8_t)sp->codec;
-    put32(h + 8, flags);
-    put32(h + 12, sp->dim);
-    put32(h + 16, sp->state_floats);
-    put32(h + 20, sp->state_floats ? (uint32_t)sp->optimizer : 0);
-    put32(h + 24, n);
-    put32(h + 28, ntombs);
-    pskv_fmt_put64(h + 32, sp->since);
-    pskv_fmt_put64(h + 40, sp->version);
-    pskv_fmt_put64(h + 48, sp->kind == PSKV_CHUNK_ROWS ? sp->table_id : 0);
-    put32(h + 56, (uint32_t)body);
-    put32(h + 60, (uint32_t)raw);
+    const pskv_fmt_chunk_head c = {
+        .format = PSKV_FMT_CHUNK_VERSION,
+        .kind = (uint8_t)sp->kind,
+        .codec = (uint8_t)sp->codec,
+        .flags = flags,
+        .dim = sp->dim,
+        .state_floats = sp->state_floats,
+        .optimizer = sp->state_floats ? (uint32_t)sp->optimizer : 0,
+        .rows = n,
+        .tombstones = ntombs,
+        .since = sp->since,
+        .version = sp->version,
+        .table = sp->kind == PSKV_CHUNK_ROWS ? sp->table_id : 0,
+        .body = (uint32_t)body,
+        .raw = (uint32_t)raw,
+    };
+    pskv_fmt_chunk_head_put(h, &c);
 }
 
 /* ---------------------------------------------------------------- encode */
@@ -397,30 +384,30 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
         return pskv__fail(PSKV_EINVAL, "%s is NULL", chunk == NULL ? "the chunk" : "info");
     if (len < PSKV_FMT_CHUNK_HEAD + PSKV_FMT_CHECK_BYTES)
         return pskv__fail(PSKV_ECORRUPT, "a chunk of %zu bytes: shorter than its header", len);
-    if (memcmp(c, PSKV_FMT_CHUNK_MAGIC, 4) != 0)
+    pskv_fmt_chunk_head h;
+    if (pskv_fmt_chunk_head_get(c, &h) != 0)
         return pskv__fail(PSKV_ECORRUPT, "not a pskv chunk (no PSKC magic)");
     if (pskv_fmt_get64(c + len - PSKV_FMT_CHECK_BYTES) !=
         pskv_fmt_xxh3(c, len - PSKV_FMT_CHECK_BYTES))
         return pskv__fail(PSKV_ECORRUPT, "the chunk fails its checksum (damaged or truncated)");
-    uint16_t version;
-    memcpy(&version, c + 4, 2);
+    const uint16_t version = h.format;
     if (version < PSKV_FMT_CHUNK_VERSION_OLDEST || version > PSKV_FMT_CHUNK_VERSION)
         return pskv__fail(version > PSKV_FMT_CHUNK_VERSION ? PSKV_EVERSION : PSKV_ECORRUPT,
                           "chunk format %u: this build reads %u to %u", version,
                           PSKV_FMT_CHUNK_VERSION_OLDEST, PSKV_FMT_CHUNK_VERSION);
     pskv_chunk_info in = {0};
-    in.kind = c[6];
-    in.codec = c[7];
-    uint32_t flags = get32(c + 8);
-    in.dim = get32(c + 12);
-    in.state_floats = get32(c + 16);
-    in.optimizer = (int)get32(c + 20);
-    in.rows = get32(c + 24);
-    in.tombstones = get32(c + 28);
-    in.since = pskv_fmt_get64(c + 32);
-    in.version = pskv_fmt_get64(c + 40);
-    uint64_t print = pskv_fmt_get64(c + 48);
-    size_t body = get32(c + 56), raw = get32(c + 60);
+    in.kind = h.kind;
+    in.codec = h.codec;
+    const uint32_t flags = h.flags;
+    in.dim = h.dim;
+    in.state_floats = h.state_floats;
+    in.optimizer = (int)h.optimizer;
+    in.rows = h.rows;
+    in.tombstones = h.tombstones;
+    in.since = h.since;
+    in.version = h.version;
+    const uint64_t print = h.table;
+    const size_t body = h.body, raw = h.raw;
     in.lz4 = (flags & PSKV_FMT_CHUNK_LZ4) != 0;
     in.bytes = len;
     const char *bad = NULL;
@@ -441,7 +428,8 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
               in.state_floats != pskv__optimizer_state_floats(in.optimizer, in.dim)))
         bad = "optimizer state layout unknown";
     else if (version < PSKV_FMT_CHUNK_VERSION_TABLE &&
-             print != schema_print(in.dim, in.state_floats, (uint32_t)in.optimizer))
+             print != pskv_fmt_chunk_schema_print(in.dim, in.state_floats,
+                                                  (uint32_t)in.optimizer))
         bad = "schema fingerprint disagrees with the header";
     else if (version >= PSKV_FMT_CHUNK_VERSION_TABLE && (in.kind == PSKV_CHUNK_ROWS) != (print != 0))
         bad = "a rows chunk without its table, or a values chunk with one";
@@ -471,10 +459,10 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
 
 uint64_t pskv__chunk_table_id(const void *chunk)
 {
-    const uint8_t *c = chunk;
-    uint16_t version;
-    memcpy(&version, c + 4, 2);
-    return version >= PSKV_FMT_CHUNK_VERSION_TABLE ? pskv_fmt_get64(c + 48) : 0;
+    pskv_fmt_chunk_head h;
+    if (pskv_fmt_chunk_head_get(chunk, &h) != 0)
+        return 0;
+    return h.format >= PSKV_FMT_CHUNK_VERSION_TABLE ? h.table : 0;
 }
 
 int pskv_chunk_info_get(const void *chunk, size_t len, pskv_chunk_info *out)
@@ -500,7 +488,10 @@ int pskv__chunk_view_open(const void *chunk, size_t len, const pskv_chunk_info *
                           in.rows, in.tombstones, in.rows > 0 && keys == NULL ? "keys"
                                                                                 : "tombstones");
     const uint8_t *body = (const uint8_t *)chunk + PSKV_FMT_CHUNK_HEAD;
-    size_t raw_len = get32((const uint8_t *)chunk + 60);
+    pskv_fmt_chunk_head h = {0};
+    (void)pskv_fmt_chunk_head_get(chunk, &h); /* opened: the magic is there */
+    const size_t raw_len = h.raw;
+    const uint16_t version = h.format;
     if (in.lz4) {
         uint8_t *unpacked = malloc(raw_len ? raw_len : 1);
         if (unpacked == NULL)
@@ -515,8 +506,6 @@ int pskv__chunk_view_open(const void *chunk, size_t len, const pskv_chunk_info *
         }
         body = unpacked;
     }
-    uint16_t version;
-    memcpy(&version, (const uint8_t *)chunk + 4, 2);
     const size_t vb = codec_bytes(version, in.codec, in.dim), sb = (size_t)in.state_floats * 4;
     size_t at = 0;
     int rc = 0;

@@ -458,6 +458,76 @@ static inline int pskv_fmt_filter_probe(const uint64_t *words, uint32_t blocks, 
 #define PSKV_FMT_CHUNK_STATE 2u
 #define PSKV_FMT_CHUNK_RAW_MAX (1u << 30)
 
+/* The chunk header's fields, as stored (the one definition of its layout:
+ * the encoder, the decoder and fuzz/chunk_fuzzer.c use these). */
+typedef struct pskv_fmt_chunk_head {
+    uint16_t format;           /* chunk format version */
+    uint8_t kind, codec;
+    uint32_t flags, dim, state_floats, optimizer, rows, tombstones;
+    uint64_t since, version;   /* the export's cursor in and out */
+    uint64_t table;            /* format 3: table identity (rows chunks); 1, 2: schema print */
+    uint32_t body, raw;        /* body bytes as stored, and unpacked */
+} pskv_fmt_chunk_head;
+
+static inline void pskv_fmt_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline uint32_t pskv_fmt_get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static inline void pskv_fmt_chunk_head_put(uint8_t h[PSKV_FMT_CHUNK_HEAD],
+                                           const pskv_fmt_chunk_head *c)
+{
+    memcpy(h, PSKV_FMT_CHUNK_MAGIC, 4);
+    memcpy(h + 4, &c->format, 2);
+    h[6] = c->kind;
+    h[7] = c->codec;
+    pskv_fmt_put32(h + 8, c->flags);
+    pskv_fmt_put32(h + 12, c->dim);
+    pskv_fmt_put32(h + 16, c->state_floats);
+    pskv_fmt_put32(h + 20, c->optimizer);
+    pskv_fmt_put32(h + 24, c->rows);
+    pskv_fmt_put32(h + 28, c->tombstones);
+    pskv_fmt_put64(h + 32, c->since);
+    pskv_fmt_put64(h + 40, c->version);
+    pskv_fmt_put64(h + 48, c->table);
+    pskv_fmt_put32(h + 56, c->body);
+    pskv_fmt_put32(h + 60, c->raw);
+}
+
+/* The fields of a header at h (PSKV_FMT_CHUNK_HEAD bytes): 0, or -1
+ * without the magic. Nothing else is checked here. */
+static inline int pskv_fmt_chunk_head_get(const uint8_t *h, pskv_fmt_chunk_head *c)
+{
+    if (memcmp(h, PSKV_FMT_CHUNK_MAGIC, 4) != 0)
+        return -1;
+    memcpy(&c->format, h + 4, 2);
+    c->kind = h[6];
+    c->codec = h[7];
+    c->flags = pskv_fmt_get32(h + 8);
+    c->dim = pskv_fmt_get32(h + 12);
+    c->state_floats = pskv_fmt_get32(h + 16);
+    c->optimizer = pskv_fmt_get32(h + 20);
+    c->rows = pskv_fmt_get32(h + 24);
+    c->tombstones = pskv_fmt_get32(h + 28);
+    c->since = pskv_fmt_get64(h + 32);
+    c->version = pskv_fmt_get64(h + 40);
+    c->table = pskv_fmt_get64(h + 48);
+    c->body = pskv_fmt_get32(h + 56);
+    c->raw = pskv_fmt_get32(h + 60);
+    return 0;
+}
+
+/* Formats 1 and 2: the schema fingerprint at offset 48. */
+static inline uint64_t pskv_fmt_chunk_schema_print(uint32_t dim, uint32_t state_floats,
+                                                   uint32_t optimizer)
+{
+    uint32_t s[3] = {dim, state_floats, state_floats ? optimizer : 0};
+    return pskv_fmt_xxh3(s, sizeof s);
+}
+
 /* A table's identity in the chunks it exports: the same for the table of
  * that name on every instance (migration and replicas keep working), and
  * never 0. */
