@@ -2,7 +2,8 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
 
-#include "pskv_internal.h"
+#include "array.h"
+#include "pskv.h"
 
 void *pskv__array_grow(void *items, uint32_t *cap, uint64_t need, size_t elem, uint32_t first)
 {

@@ -19,7 +19,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pskv_internal.h"
+#include "array.h"
+#include "dirlock.h"
+#include "errors.h"
+#include "options.h"
+#include "pskv.h"
 
 #define LOCK_ATTEMPTS 64
 

@@ -6,7 +6,9 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "pskv_internal.h"
+#include "errors.h"
+#include "hash.h"
+#include "pskv.h"
 
 uint64_t pskv__key_hash(uint64_t key, uint64_t seed)
 {

@@ -14,6 +14,7 @@
  * submission queue, so completions cannot overflow.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
@@ -22,7 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pskv_internal.h"
+#include "io.h"
+#include "pskv.h"
 
 #define URING_POOL 4u
 #define MAX_RETRIES 1000u /* EAGAIN/EINTR in a row before giving up with PSKV_EIO */

@@ -21,7 +21,8 @@
 #include <string.h>
 
 #include "format.h"
-#include "pskv_internal.h"
+#include "keyfilter.h"
+#include "pskv.h"
 
 #define FIRST_CAPACITY 65536u
 

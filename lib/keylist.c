@@ -4,7 +4,9 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
 
-#include "pskv_internal.h"
+#include "array.h"
+#include "keylist.h"
+#include "pskv.h"
 
 int pskv__keylist_reserve(pskv__keylist *l, uint32_t k)
 {

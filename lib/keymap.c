@@ -15,7 +15,9 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdlib.h>
 
-#include "pskv_internal.h"
+#include "hash.h"
+#include "keymap.h"
+#include "pskv.h"
 
 #define MAP_MIN 16u
 

@@ -7,7 +7,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "pskv_internal.h"
+#include "optimizer.h"
+#include "options.h"
+#include "pskv.h"
 
 #define KERNEL PSKV__KERNEL
 

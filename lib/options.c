@@ -4,12 +4,16 @@
 #include <ctype.h>
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pskv_internal.h"
+#include "errors.h"
+#include "optimizer.h"
+#include "options.h"
+#include "pskv.h"
 
 /* ---------------------------------------------------------------- C locale */
 

@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pskv_internal.h"
+#include "hash.h"
+#include "plan.h"
+#include "ring.h"
+#include "pskv.h"
 
 static size_t align8(size_t x) { return (x + 7) & ~(size_t)7; }
 

@@ -15,9 +15,12 @@
 
 #include "pskv.h"
 
+#include "array.h"
 #include "common.h"
+#include "dirlock.h"
 #include "errors.h"
 #include "handles.h"
+#include "hash.h"
 #include "io.h"
 #include "keyfilter.h"
 #include "keylist.h"
@@ -25,33 +28,11 @@
 #include "optimizer.h"
 #include "options.h"
 #include "plan.h"
+#include "ring.h"
+#include "seqfile.h"
+#include "sort.h"
 #include "spill.h"
 #include "undo.h"
-
-/* ---------------------------------------------------------------- array.c */
-
-/* Room for `need` elements of `elem` bytes in items (capacity *cap,
- * doubling from `first`): the possibly moved array, or NULL with items and
- * *cap unchanged when memory runs out. */
-PSKV__HIDDEN void *pskv__array_grow(void *items, uint32_t *cap, uint64_t need, size_t elem,
-                                    uint32_t first);
-
-/* ---------------------------------------------------------------- hashing */
-
-/* 64-bit XXH3 of an 8-byte key with a seed: the one key hash of pskv. */
-PSKV__HIDDEN uint64_t pskv__key_hash(uint64_t key, uint64_t seed);
-
-/* ---------------------------------------------------------------- ring.c */
-
-/* Route a key whose pskv__key_hash(key, ring seed) is already known. The
- * ring must have at least one node. */
-PSKV__HIDDEN uint32_t pskv__ring_route_hash(const pskv_ring *r, uint64_t hash);
-PSKV__HIDDEN uint64_t pskv__ring_seed(const pskv_ring *r);
-/* A copy of r (the same routes): 0 or PSKV_ENOMEM. */
-PSKV__HIDDEN int pskv__ring_copy(const pskv_ring *r, pskv_ring **out);
-/* A ring of nodes 0..nodes-1 of weight 1, built in one pass. */
-PSKV__HIDDEN int pskv__ring_create_uniform(unsigned vnodes, uint64_t seed, uint32_t nodes,
-                                           pskv_ring **out);
 
 /* ---------------------------------------------------------------- init.c */
 
@@ -594,33 +575,6 @@ struct pskv_store {
 /* Tests: close as a crash leaves a store, without the final checkpoint. */
 PSKV__HIDDEN void pskv__close_abandon(pskv_store *s);
 
-/* ---------------------------------------------------------------- dirlock.c */
-
-/* Exclusive flock on <dir>/pskv.lock: 0 with *fd, PSKV_EBUSY (another
- * owner) or PSKV_EIO; a failure leaves nothing behind. */
-PSKV__HIDDEN int pskv__dir_lock(const char *dir, int *fd);
-/* Does this process hold dir's lock (an open store, a backup)? */
-PSKV__HIDDEN bool pskv__dir_held_here(const char *dir);
-/* Release; remove_file deletes the lock file first (a scratch store). */
-PSKV__HIDDEN void pskv__dir_unlock(const char *dir, int fd, bool remove_file);
-
-/* ---------------------------------------------------------------- seqfile.c */
-
-/* "<dir>/<name>" into buf[len]: 0 or PSKV_EINVAL (too long). */
-PSKV__HIDDEN int pskv__dir_path(const char *dir, const char *name, char *buf, size_t len);
-/* fsync the directory itself (a rename or unlink in it): 0 or PSKV_EIO. */
-PSKV__HIDDEN int pskv__dir_sync(const char *dir);
-/* <dir>/pskv.seq: 0 (*seq), PSKV_ENOTFOUND, PSKV_ECORRUPT or PSKV_EIO. */
-PSKV__HIDDEN int pskv__seqfile_read(const char *dir, uint64_t *seq);
-/* Replace it, whole or not at all, durably. */
-PSKV__HIDDEN int pskv__seqfile_write(const char *dir, uint64_t seq);
-PSKV__HIDDEN bool pskv__seqfile_exists(const char *dir);
-/* <dir>/pskv.rollback, the intent of a rollback from one seq to another:
- * read (0, PSKV_ENOTFOUND, PSKV_ECORRUPT, PSKV_EIO), write, remove. */
-PSKV__HIDDEN int pskv__seqfile_rollback_read(const char *dir, uint64_t *from, uint64_t *to);
-PSKV__HIDDEN int pskv__seqfile_rollback_write(const char *dir, uint64_t from, uint64_t to);
-PSKV__HIDDEN void pskv__seqfile_rollback_remove(const char *dir);
-
 /* ---------------------------------------------------------------- persist.c */
 
 /* Internal result of LMDB writers: the map is full; grow it and retry. */
@@ -804,21 +758,6 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
  * PSKV_ECORRUPT, an LMDB error). */
 PSKV__HIDDEN int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
                                       uint64_t hash, float **row_out);
-
-/* ---------------------------------------------------------------- sort.c */
-
-/* A key and where its row is (a chunk's rows in key order). */
-typedef struct pskv__keyed {
-    uint64_t key;
-    uint32_t at;
-} pskv__keyed;
-
-/* Sort by key, stable (repeated keys keep their order): 0 or PSKV_ENOMEM
- * (a left as it was). */
-PSKV__HIDDEN int pskv__keyed_sort(pskv__keyed *a, size_t n);
-/* Sort keys ascending, tmp[n] as scratch. Never fails (qsort without
- * memory for the digit counts). */
-PSKV__HIDDEN void pskv__keys_sort(uint64_t *keys, uint64_t *tmp, size_t n);
 
 /* ---------------------------------------------------------------- iter.c */
 

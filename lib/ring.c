@@ -13,7 +13,11 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "pskv_internal.h"
+#include "array.h"
+#include "errors.h"
+#include "hash.h"
+#include "ring.h"
+#include "pskv.h"
 
 typedef struct ring_point {
     uint64_t hash;

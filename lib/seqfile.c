@@ -21,7 +21,9 @@
 #include <unistd.h>
 
 #include "format.h"
-#include "pskv_internal.h"
+#include "options.h"
+#include "seqfile.h"
+#include "pskv.h"
 
 int pskv__dir_path(const char *dir, const char *name, char *buf, size_t len)
 {

@@ -2,8 +2,10 @@
 """No dependency circle among the files of lib/: a file calls functions of
 another only if that one does not call back, directly or round about.
 Calls through the static inlines of the headers count for the file that
-uses them. Usage: lib_layering.py LIB_DIR. Exit 1 and the circle when
-there is one."""
+uses them. And the leaf modules (LEAVES) never include the core header
+pskv_internal.h: every internal function a leaf calls is declared in a
+header it includes (directly or through those headers).
+Usage: lib_layering.py LIB_DIR. Exit 1 and what is wrong."""
 import os
 import re
 import sys
@@ -60,4 +62,37 @@ def visit(f):
 for f in sorted(graph):
     if f not in state:
         visit(f)
-print('%d files of lib/, no circle' % len(graph))
+
+LEAVES = ['array', 'dirlock', 'errors', 'handles', 'hash', 'io', 'keyfilter', 'keylist',
+          'keymap', 'optimizer', 'options', 'plan', 'ring', 'seqfile', 'sort']
+include = re.compile(r'^#include "([\w.]+)"', re.M)
+declared = re.compile(r'\b(pskv_{1,2}\w+)\(')
+
+
+def headers_of(text, seen):
+    for h in include.findall(text):
+        if h not in seen and h in hdrs:
+            seen.add(h)
+            headers_of(hdrs[h], seen)
+    return seen
+
+
+wrong = []
+for leaf in LEAVES:
+    src = srcs[leaf + '.c']
+    seen = headers_of(src, set())
+    if 'pskv_internal.h' in seen:
+        wrong.append('%s.c is a leaf module and includes pskv_internal.h' % leaf)
+        continue
+    known = set()
+    for h in seen:
+        known |= set(declared.findall(hdrs[h]))
+    own = set(define.findall(src)) | set(re.findall(r'^static [\w \*]*?\b(\w+)\(', src, re.M))
+    for c in sorted(set(call.findall(src)) - own - known):
+        if c.startswith('pskv__'):
+            wrong.append('%s.c calls %s, declared in no header it includes' % (leaf, c))
+if wrong:
+    print('\n'.join(wrong))
+    sys.exit(1)
+print('%d files of lib/, no circle; %d leaf modules without the core header' %
+      (len(graph), len(LEAVES)))
