@@ -29,17 +29,6 @@
 
 #define PARTIAL "backup.partial"
 
-static int errno_code(int err)
-{
-    return err == ENOSPC || err == EDQUOT || err == EFBIG ? PSKV_ENOSPC : PSKV_EIO;
-}
-
-static bool exists(const char *dir, const char *name)
-{
-    char path[4096];
-    return pskv__dir_path(dir, name, path, sizeof path) == 0 && access(path, F_OK) == 0;
-}
-
 /* Remove a killed backup's remains (the lock held, no data.mdb). The
  * pskv.seq it wrote goes first (durably), backup.partial last: while
  * anything of it is left, backup.partial says whose it is, so a retry
@@ -68,14 +57,14 @@ static int copy_partial(struct MDB_env *env, const char *dest_dir, uint64_t *seq
         pskv__dir_path(dir, "data.mdb", path, sizeof path) != 0)
         return PSKV_EINVAL;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return errno_code(errno);
+        return pskv__file_err(errno);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
-        return errno_code(errno);
+        return pskv__file_err(errno);
     /* Its own read transaction: the last committed checkpoint. */
     int rc = pskv__persist_err(mdb_env_copyfd2(env, fd, MDB_CP_COMPACT));
     if (rc == 0 && fsync(fd) != 0)
-        rc = errno_code(errno);
+        rc = pskv__file_err(errno);
     if (rc == PSKV_EIO && pskv__persist_disk_full(dest_dir, 0))
         rc = PSKV_ENOSPC;
     close(fd);
@@ -91,7 +80,7 @@ static int copy_partial(struct MDB_env *env, const char *dest_dir, uint64_t *seq
 int pskv__backup_env(struct MDB_env *env, const char *dest_dir)
 {
     if (mkdir(dest_dir, 0755) != 0 && errno != EEXIST)
-        return errno_code(errno);
+        return pskv__file_err(errno);
     struct stat st;
     if (stat(dest_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return pskv__fail(PSKV_EINVAL, "backup: '%s' is not a directory", dest_dir);
@@ -99,10 +88,10 @@ int pskv__backup_env(struct MDB_env *env, const char *dest_dir)
     int rc = pskv__dir_lock(dest_dir, &lock_fd);
     if (rc != 0)
         return rc; /* a store or another backup owns it */
-    bool remains = exists(dest_dir, PARTIAL);
-    if (exists(dest_dir, "data.mdb"))
+    bool remains = pskv__dir_has(dest_dir, PARTIAL);
+    if (pskv__dir_has(dest_dir, "data.mdb"))
         rc = pskv__fail(PSKV_EEXIST, "backup: '%s' holds a store already", dest_dir);
-    else if (!remains && exists(dest_dir, "pskv.seq"))
+    else if (!remains && pskv__seqfile_exists(dest_dir))
         rc = pskv__fail(PSKV_EEXIST, "backup: '%s' holds the pskv.seq of a store whose data.mdb "
                                      "is gone", dest_dir);
     if (rc == 0 && remains)
@@ -120,10 +109,10 @@ int pskv__backup_env(struct MDB_env *env, const char *dest_dir)
                     pskv__dir_path(dest_dir, "data.mdb", to, sizeof to) != 0))
         rc = PSKV_EINVAL;
     if (rc == 0 && rename(from, to) != 0)
-        rc = errno_code(errno);
+        rc = pskv__file_err(errno);
     if (rc == 0 && pskv__dir_sync(dest_dir) != 0)
         rc = PSKV_EIO;
-    if (rc == 0 || !exists(dest_dir, "data.mdb"))
+    if (rc == 0 || !pskv__dir_has(dest_dir, "data.mdb"))
         partial_remove(dest_dir, rc != 0 && seq_written);
     /* The destination is a durable store now (or nothing): it keeps its
      * lock file. */
@@ -136,16 +125,16 @@ void pskv__backup_abandon(const char *dest_dir)
     int lock_fd;
     if (pskv__dir_lock(dest_dir, &lock_fd) != 0)
         return;
-    if (exists(dest_dir, PARTIAL) && !exists(dest_dir, "data.mdb"))
+    if (pskv__dir_has(dest_dir, PARTIAL) && !pskv__dir_has(dest_dir, "data.mdb"))
         partial_remove(dest_dir, true);
     pskv__dir_unlock(dest_dir, lock_fd, false);
 }
 
 int pskv__backup_unfinished(const char *dir)
 {
-    if (!exists(dir, PARTIAL))
+    if (!pskv__dir_has(dir, PARTIAL))
         return 0;
-    if (exists(dir, "data.mdb")) {
+    if (pskv__dir_has(dir, "data.mdb")) {
         /* The rename happened: only the emptied directory is left. */
         partial_remove(dir, false);
         return 0;

@@ -800,8 +800,6 @@ static int upgrade_rows_once(pskv_store *s, void *arg)
     return upgrade_commit(s, txn, rc, 3);
 }
 
-/* Open a store of an older format as the current one, one step at a time
- * (each step one transaction). */
 /* Format 3 -> 4: more than one undo generation (one database per slot,
  * created by undo_attach). Format 3's one generation, in slot 0, is read
  * as it is: only the format record changes. */
@@ -815,6 +813,8 @@ static int upgrade_to_4_once(pskv_store *s, void *arg)
     return upgrade_commit(s, txn, 0, 4);
 }
 
+/* Open a store of an older format as the current one, one step at a time
+ * (each step one transaction). */
 static int upgrade(pskv_store *s, uint32_t version)
 {
     int rc = 0;
@@ -952,8 +952,6 @@ static int seq_check(pskv_store *s)
 /* The undo databases (undo.c: one per generation slot), opened, or
  * created in their own transaction on a store that lacks some (new, or
  * written by a release with fewer). */
-_Static_assert(PSKV_FMT_MAX_TABLES + 1 + PSKV_UNDO_KEEP_MAX < 2048, "maxdbs fits");
-
 static int undo_slots_open(pskv_store *s, MDB_txn *txn, unsigned flags)
 {
     for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX; i++) {

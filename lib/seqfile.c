@@ -30,6 +30,17 @@ int pskv__dir_path(const char *dir, const char *name, char *buf, size_t len)
     return pskv__format(buf, len, "%s/%s", dir, name) < 0 ? PSKV_EINVAL : 0;
 }
 
+bool pskv__dir_has(const char *dir, const char *name)
+{
+    char path[4096];
+    return pskv__dir_path(dir, name, path, sizeof path) == 0 && access(path, F_OK) == 0;
+}
+
+int pskv__file_err(int err)
+{
+    return err == ENOSPC || err == EFBIG || err == EDQUOT ? PSKV_ENOSPC : PSKV_EIO;
+}
+
 int pskv__dir_sync(const char *dir)
 {
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -78,7 +89,7 @@ static int file_replace(const char *dir, const char *name, const uint8_t *buf, s
     }
     err = ok ? errno : err;
     unlink(tmp);
-    return err == ENOSPC || err == EFBIG || err == EDQUOT ? PSKV_ENOSPC : PSKV_EIO;
+    return pskv__file_err(err);
 }
 
 int pskv__seqfile_read(const char *dir, uint64_t *seq)
@@ -122,8 +133,4 @@ void pskv__seqfile_rollback_remove(const char *dir)
         (void)pskv__dir_sync(dir);
 }
 
-bool pskv__seqfile_exists(const char *dir)
-{
-    char path[4096];
-    return pskv__dir_path(dir, "pskv.seq", path, sizeof path) == 0 && access(path, F_OK) == 0;
-}
+bool pskv__seqfile_exists(const char *dir) { return pskv__dir_has(dir, "pskv.seq"); }

@@ -11,6 +11,11 @@
 
 /* "<dir>/<name>" into buf[len]: 0 or PSKV_EINVAL (too long). */
 PSKV__HIDDEN int pskv__dir_path(const char *dir, const char *name, char *buf, size_t len);
+/* Does <dir>/name exist? */
+PSKV__HIDDEN bool pskv__dir_has(const char *dir, const char *name);
+/* A failed file write's errno as a code: PSKV_ENOSPC for a full disk, a
+ * quota or a file-size limit, else PSKV_EIO. */
+PSKV__HIDDEN int pskv__file_err(int err);
 /* fsync the directory itself (a rename or unlink in it): 0 or PSKV_EIO. */
 PSKV__HIDDEN int pskv__dir_sync(const char *dir);
 /* <dir>/pskv.seq: 0 (*seq), PSKV_ENOTFOUND, PSKV_ECORRUPT or PSKV_EIO. */

@@ -857,13 +857,13 @@ int main(int argc, char **argv)
             return 1;
     if (WIFEXITED(status))
         return WEXITSTATUS(status);
+    if (backup)
+        pskv__backup_abandon(argv[3]); /* the child's half copy */
     int sig = WTERMSIG(status);
     if (sig != SIGSEGV && sig != SIGBUS && sig != SIGILL && sig != SIGFPE && sig != SIGABRT) {
         /* Not a fault inside LMDB: a reader that stopped reading (SIGPIPE
          * from `| head`), Ctrl-C, a kill. The tool ends the same way, as
          * a command in a pipeline should; nothing is said about the store. */
-        if (backup)
-            pskv__backup_abandon(argv[3]);
         signal(sig, SIG_DFL);
         raise(sig);
         return 128 + sig;
@@ -873,7 +873,5 @@ int main(int argc, char **argv)
             argv[2], WTERMSIG(status), strsignal(WTERMSIG(status)));
     if (strcmp(argv[1], "verify") == 0)
         printf("DAMAGED: B-tree unreadable\n");
-    if (backup)
-        pskv__backup_abandon(argv[3]); /* the child's half copy */
     return 1;
 }
