@@ -9,7 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pskv_internal.h"
+#include "io.h"
+#include "pskv.h"
 
 #define DIM 64
 #define ROW_FLOATS (2 * DIM) /* weights + adagrad state */

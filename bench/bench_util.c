@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "io.h"
 
 struct bench_cfg bench_cfg = {4u << 20, 128, 5, 0, 0, 1ull << 30, 256, 64};
 

@@ -30,6 +30,7 @@
 
 #include "bench.h"
 #include "format.h"
+#include "io.h"
 
 /* The rows changed in a round: every row of index i with
  * bench_mix(i + round salt) below the fraction. */

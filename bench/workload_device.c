@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "io.h"
 
 int workload_device(void)
 {

@@ -20,6 +20,7 @@
 
 #include "bench.h"
 #include "format.h"
+#include "pskv_internal.h" /* white box: the store's and table's structs */
 
 typedef struct layout {
     uint64_t file, used, rows, undo, meta, freedb, free_listed;

@@ -17,6 +17,9 @@
 #include "bench_peers.h"
 
 #include "bench.h"
+#include "io.h"
+#include "spill.h"
+#include "pskv_internal.h" /* white box: the store's and table's structs */
 
 /* ---------------------------------------------------------------- lz4 */
 

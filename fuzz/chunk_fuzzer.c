@@ -17,6 +17,7 @@
 #include "format.h"
 #include "fuzz_target.h"
 #include "ref_model.h"
+#include "optimizer.h"
 
 
 /* Make a header consistent, as a writer would (docs/FORMAT.md, "Chunks"),

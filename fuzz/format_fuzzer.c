@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "format.h"
-#include "pskv_internal.h"
+#include "keyfilter.h"
 #include "fuzz_target.h"
 
 /* body | XXH3 of body: a meta record as meta_put writes it. */

@@ -25,7 +25,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backup.h"
+#include "dirlock.h"
+#include "errors.h"
+#include "persist.h"
 #include "pskv_internal.h"
+#include "seqfile.h"
 
 #define PARTIAL "backup.partial"
 

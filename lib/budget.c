@@ -5,7 +5,10 @@
  * store writes it to the spill file (tier.c). Only this file changes the
  * byte account.
  * SPDX-License-Identifier: BSD-2-Clause */
+#include "budget.h"
+#include "clock.h"
 #include "pskv_internal.h"
+#include "tier.h"
 
 /* Rows one shard visit may drop: spreads eviction over shards so that each
  * loses its coldest rows rather than one shard losing everything. */

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dirlock.h"
+#include "errors.h"
+#include "persist.h"
 #include "pskv_internal.h"
 
 /* Copy n descriptions out when they fit (out untouched otherwise). */

@@ -17,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "changes.h"
 #include "pskv_internal.h"
+#include "sort.h"
 
 #define LOG_MIN 64u
 

@@ -23,8 +23,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
+#include "dirty.h"
 #include "format.h"
+#include "persist.h"
 #include "pskv_internal.h"
+#include "seqfile.h"
+#include "sort.h"
+#include "tier.h"
+#include "undo.h"
 
 /* Captured bytes per chunk: bounds the checkpointer's buffer. */
 #define CHUNK_BYTES (4u << 20)

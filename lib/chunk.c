@@ -16,8 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chunk.h"
+#include "errors.h"
 #include "format.h"
-#include "pskv_internal.h"
+#include "options.h"
+#include "sort.h"
+#include "optimizer.h"
 
 #define ROW_AHEAD 8u /* rows prefetched ahead of the encoder */
 

@@ -4,6 +4,8 @@
  * not used for a whole turn. Used by the budget's eviction loop (budget.c)
  * and the spill tier's victim picking (tier.c).
  * SPDX-License-Identifier: BSD-2-Clause */
+#include "changes.h"
+#include "clock.h"
 #include "pskv_internal.h"
 
 pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)

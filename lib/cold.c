@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cold.h"
 #include "format.h"
+#include "persist.h"
 #include "pskv_internal.h"
 
 /* A lookup found no key. In a sound B-tree the keys around it, as a cursor

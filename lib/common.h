@@ -5,6 +5,7 @@
 #define PSKV_COMMON_H
 
 #include <stdint.h>
+#include <time.h>
 
 #define PSKV__HIDDEN __attribute__((visibility("hidden")))
 #define PSKV__LIKELY(x) __builtin_expect(!!(x), 1)
@@ -27,5 +28,21 @@
 #else
 #define PSKV__ASSERT(cond) ((void)0)
 #endif
+
+/* Monotonic nanoseconds, for time statistics. */
+static inline uint64_t pskv__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Software prefetch of a row's bytes some keys before it is used. */
+static inline void pskv__prefetch_row(const void *row, uint32_t bytes)
+{
+    const char *p = row;
+    for (uint32_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off, 1, 3);
+}
 
 #endif

@@ -28,7 +28,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dirlock.h"
+#include "errors.h"
+#include "persist.h"
 #include "pskv_internal.h"
+#include "seqfile.h"
 
 static int file_size(const char *path, uint64_t *bytes)
 {

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
+#include "dirty.h"
 #include "pskv_internal.h"
 
 /* A COW entry's value: an index into cow_blocks, or a spill slot (the

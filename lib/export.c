@@ -13,8 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
+#include "changes.h"
+#include "chunk.h"
+#include "errors.h"
 #include "format.h"
+#include "iter.h"
+#include "options.h"
 #include "pskv_internal.h"
+#include "rows.h"
+#include "sort.h"
 
 #define CHUNK_BYTES_DEFAULT (1u << 20)
 

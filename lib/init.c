@@ -5,7 +5,8 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <math.h>
 
-#include "pskv_internal.h"
+#include "init.h"
+#include "hash.h"
 
 static uint64_t splitmix64(uint64_t *state)
 {

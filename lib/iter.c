@@ -13,7 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "array.h"
+#include "cold.h"
+#include "errors.h"
+#include "iter.h"
 #include "pskv_internal.h"
+#include "rows.h"
+#include "sort.h"
+#include "tier.h"
 
 struct pskv_iter {
     pskv__handle h; /* in the store's list; closed if the store went first */

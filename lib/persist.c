@@ -38,8 +38,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "array.h"
+#include "changes.h"
+#include "errors.h"
 #include "format.h"
+#include "options.h"
+#include "persist.h"
 #include "pskv_internal.h"
+#include "seqfile.h"
 
 /* Map growth: at least need bytes (0: double). Takes env_lock exclusive. */
 static int persist_grow(pskv_store *s, uint64_t need);

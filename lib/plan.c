@@ -7,8 +7,8 @@
 
 #include "hash.h"
 #include "plan.h"
-#include "ring.h"
 #include "pskv.h"
+#include "ring.h"
 
 static size_t align8(size_t x) { return (x + 7) & ~(size_t)7; }
 

@@ -8,7 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
+#include "plan.h"
+#include "prefetch.h"
 #include "pskv_internal.h"
+#include "tier.h"
 
 #define QUEUE_MAX 64u /* pending jobs before pskv_prefetch waits for room */
 

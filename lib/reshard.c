@@ -4,7 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "changes.h"
+#include "dirty.h"
+#include "errors.h"
 #include "pskv_internal.h"
+#include "table.h"
 
 
 /* Copy every row of the old shards into new ones routed by a new ring:

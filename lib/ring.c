@@ -16,8 +16,8 @@
 #include "array.h"
 #include "errors.h"
 #include "hash.h"
-#include "ring.h"
 #include "pskv.h"
+#include "ring.h"
 
 typedef struct ring_point {
     uint64_t hash;

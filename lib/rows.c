@@ -11,7 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "budget.h"
+#include "changes.h"
+#include "cold.h"
+#include "dirty.h"
+#include "errors.h"
+#include "init.h"
+#include "plan.h"
+#include "prefetch.h"
 #include "pskv_internal.h"
+#include "rows.h"
+#include "tier.h"
 
 /* Software pipeline depths: an index entry is prefetched INDEX_AHEAD keys
  * before its key is resolved, a row ROWS_AHEAD keys before it is used. */

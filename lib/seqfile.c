@@ -22,8 +22,8 @@
 
 #include "format.h"
 #include "options.h"
-#include "seqfile.h"
 #include "pskv.h"
+#include "seqfile.h"
 
 int pskv__dir_path(const char *dir, const char *name, char *buf, size_t len)
 {

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "array.h"
+#include "changes.h"
 #include "pskv_internal.h"
 
 #define SLAB_BYTES (64u * 1024u)

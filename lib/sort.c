@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sort.h"
 #include "pskv.h"
+#include "sort.h"
 
 /* One digit's counts into start positions; false (nothing to do) when
  * every key has the same digit, the one of the first key. */

@@ -23,12 +23,15 @@
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "array.h"
 #include "format.h" /* the little-endian field helpers, the XXH3 of checksums */
-#include "pskv_internal.h"
+#include "pskv.h"
+#include "spill.h"
 
 #define TRAILER 16u
 #define PAGE 4096u

@@ -8,6 +8,10 @@
 
 #include "io.h"
 
+/* Spill slots per table: 29 bits (a spill-map value keeps the slot in its
+ * low bits, BUSY and checkpoint marks in the high ones: pskv_internal.h). */
+#define PSKV__SPILL_SLOT_MAX 0x1fffffffu
+
 typedef struct pskv__spill pskv__spill;
 
 /* Create (truncate) the spill file at path for rows of row_bytes. max_bytes

@@ -7,7 +7,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "array.h"
+#include "backup.h"
+#include "changes.h"
+#include "checkpoint.h"
+#include "dirlock.h"
+#include "errors.h"
+#include "options.h"
+#include "persist.h"
+#include "prefetch.h"
 #include "pskv_internal.h"
+#include "table.h"
+#include "undo.h"
 
 int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store **out)
 {

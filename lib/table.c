@@ -6,7 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "changes.h"
+#include "dirty.h"
+#include "errors.h"
+#include "options.h"
 #include "pskv_internal.h"
+#include "table.h"
 
 /* Virtual nodes per shard in a table's ring: enough for a balanced spread of
  * rows over shards; the ring stays small enough to sit in cache. */

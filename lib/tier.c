@@ -23,7 +23,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "array.h"
+#include "clock.h"
+#include "cold.h"
+#include "plan.h"
 #include "pskv_internal.h"
+#include "tier.h"
 
 /* ---------------------------------------------------------------- waiting */
 

@@ -30,7 +30,11 @@
 #include <string.h>
 
 #include "format.h"
+#include "options.h"
+#include "persist.h"
 #include "pskv_internal.h"
+#include "seqfile.h"
+#include "undo.h"
 
 /* ---------------------------------------------------------------- record */
 

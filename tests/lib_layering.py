@@ -2,10 +2,13 @@
 """No dependency circle among the files of lib/: a file calls functions of
 another only if that one does not call back, directly or round about.
 Calls through the static inlines of the headers count for the file that
-uses them. And the leaf modules (LEAVES) never include the core header
-pskv_internal.h: every internal function a leaf calls is declared in a
-header it includes (directly or through those headers).
-Usage: lib_layering.py LIB_DIR. Exit 1 and what is wrong."""
+uses them. Every file of lib/ includes its own header (when it has one), and every
+internal function a file calls is declared in a header it includes
+(directly or through those headers); the leaf modules (LEAVES) never
+include the core header pskv_internal.h. The same holds for the programs
+in the other directories given (tools, fuzzers, benchmarks), and the
+tool and the fuzzers never include the core header.
+Usage: lib_layering.py LIB_DIR [OTHER_DIR...]. Exit 1 and what is wrong."""
 import os
 import re
 import sys
@@ -63,10 +66,10 @@ for f in sorted(graph):
     if f not in state:
         visit(f)
 
-LEAVES = ['array', 'dirlock', 'errors', 'handles', 'hash', 'io', 'keyfilter', 'keylist',
-          'keymap', 'optimizer', 'options', 'plan', 'ring', 'seqfile', 'sort']
+LEAVES = ['array', 'chunk', 'dirlock', 'errors', 'handles', 'hash', 'init', 'io', 'keyfilter',
+          'keylist', 'keymap', 'optimizer', 'options', 'plan', 'ring', 'seqfile', 'sort']
 include = re.compile(r'^#include "([\w.]+)"', re.M)
-declared = re.compile(r'\b(pskv_{1,2}\w+)\(')
+declared = re.compile(r'\b(pskv_{1,2}\w+)\)?\(')
 
 
 def headers_of(text, seen):
@@ -77,22 +80,42 @@ def headers_of(text, seen):
     return seen
 
 
-wrong = []
-for leaf in LEAVES:
-    src = srcs[leaf + '.c']
-    seen = headers_of(src, set())
-    if 'pskv_internal.h' in seen:
-        wrong.append('%s.c is a leaf module and includes pskv_internal.h' % leaf)
-        continue
+def undeclared(path, src):
+    """Internal functions src calls that no header it includes declares."""
     known = set()
-    for h in seen:
+    for h in headers_of(src, set()):
         known |= set(declared.findall(hdrs[h]))
     own = set(define.findall(src)) | set(re.findall(r'^static [\w \*]*?\b(\w+)\(', src, re.M))
-    for c in sorted(set(call.findall(src)) - own - known):
-        if c.startswith('pskv__'):
-            wrong.append('%s.c calls %s, declared in no header it includes' % (leaf, c))
+    return ['%s calls %s, declared in no header it includes' % (path, c)
+            for c in sorted(set(call.findall(src)) - own - known) if c.startswith('pskv__')]
+
+
+wrong = []
+for f, src in sorted(srcs.items()):
+    mod = f[:-2]
+    seen = headers_of(src, set())
+    if mod in LEAVES and 'pskv_internal.h' in seen:
+        wrong.append('%s is a leaf module and includes pskv_internal.h' % f)
+    if mod + '.h' in hdrs and mod + '.h' not in include.findall(src):
+        wrong.append('%s does not include its own header %s.h' % (f, mod))
+    wrong += undeclared('lib/' + f, src)
+# The programs beside lib/ (tools, fuzzers, benchmarks) likewise call only
+# what the headers they include declare; the tool and the fuzzers never
+# take the core header.
+for d in sys.argv[2:]:
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(('.c', '.h')):
+            continue
+        path = os.path.join(d, f)
+        src = open(path).read()
+        local = ''.join(open(os.path.join(d, h)).read() for h in include.findall(src)
+                        if os.path.exists(os.path.join(d, h)))
+        wrong += undeclared(path, src + local)
+        if os.path.basename(d) in ('tools', 'fuzz') and \
+                'pskv_internal.h' in headers_of(src + local, set()):
+            wrong.append('%s includes the core header pskv_internal.h' % path)
 if wrong:
     print('\n'.join(wrong))
     sys.exit(1)
-print('%d files of lib/, no circle; %d leaf modules without the core header' %
-      (len(graph), len(LEAVES)))
+print('%d files of lib/, no circle; each includes its own header and declares what it calls; '
+      '%d leaf modules without the core header' % (len(graph), len(LEAVES)))

@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pskv_internal.h"
+#include "init.h"
+#include "optimizer.h"
 
 typedef struct ref_row {
     uint64_t key;

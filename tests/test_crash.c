@@ -24,6 +24,7 @@
 
 #include "ref_model.h"
 #include "test_common.h"
+#include "pskv_internal.h"
 
 static unsigned n_kills = 30;
 static uint64_t base_seed = 1;

@@ -5,6 +5,7 @@
 
 #include "pskv_internal.h"
 #include "test_common.h"
+#include "clock.h"
 
 static uint64_t resident(pskv_store *s)
 {

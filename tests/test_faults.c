@@ -19,6 +19,7 @@
 #include "test_common.h"
 #include "test_damage.h"
 #include "test_lmdb.h"
+#include "format.h"
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define UNDER_SANITIZER 1 /* their shadow memory does not live with RLIMIT_AS */

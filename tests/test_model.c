@@ -12,6 +12,8 @@
 
 #include "ref_model.h"
 #include "test_common.h"
+#include "pskv_internal.h"
+#include "spill.h"
 
 static unsigned n_seeds = 6, first_seed = 1, n_ops = 10000;
 static long only_seed = -1;

@@ -16,6 +16,9 @@
 #include "ref_model.h"
 #include "test_common.h"
 #include "test_lmdb.h"
+#include "format.h"
+#include "pskv_internal.h"
+#include "checkpoint.h"
 
 static char dir[64];
 

@@ -5,6 +5,7 @@
 
 #include "pskv_internal.h"
 #include "test_common.h"
+#include "plan.h"
 
 START_TEST(index_against_model)
 {

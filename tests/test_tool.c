@@ -13,6 +13,7 @@
 #include "test_common.h"
 #include "test_damage.h"
 #include "test_lmdb.h"
+#include "format.h"
 
 static const char *tool;
 static char dir[64];

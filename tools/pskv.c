@@ -36,7 +36,9 @@
 #include <unistd.h>
 
 #include "format.h"
-#include "pskv_internal.h"
+#include "backup.h"
+#include "persist.h"
+#include "seqfile.h"
 
 #define PROGRESS_EVERY 65536u
 

@@ -1,0 +1,23 @@
+/* Whole-row calls of rows.c that apply uses.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#ifndef PSKV_ROWS_H
+#define PSKV_ROWS_H
+
+#include "pskv_internal.h"
+
+/* Read whole rows (weights then state, row_floats each) as pskv_get
+ * reads weights (found[i] 0: absent, zeros). */
+PSKV__HIDDEN int pskv__get_rows(pskv_table *t, const uint64_t *keys, size_t n, float *rows,
+                                uint8_t *found);
+/* Write rows as pskv_put writes weights (all or nothing, repeated keys the
+ * last wins) from bytes at any alignment, already checked finite (a chunk
+ * view): weights dim floats per row back to back, and state, when not
+ * NULL, state_floats per row back to back. */
+PSKV__HIDDEN int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n,
+                                const void *weights, const void *state);
+/* Add values[n][dim] to the rows' weights (created like pull first;
+ * repeated keys summed); PSKV_ERANGE for rows whose sum is not finite
+ * (they stay as they were; the others are applied), as pskv_push. */
+PSKV__HIDDEN int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const float *values);
+
+#endif
