@@ -48,8 +48,8 @@ static int take_apart(pskv_store *s, pskv_table *t, const char *dir, layout *l)
     MDB_envinfo ei;
     MDB_stat es;
     MDB_txn *txn;
-    if (mdb_env_info(s->env, &ei) != 0 || mdb_env_stat(s->env, &es) != 0 ||
-        mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn) != 0)
+    if (mdb_env_info(s->lmdb.mdb, &ei) != 0 || mdb_env_stat(s->lmdb.mdb, &es) != 0 ||
+        mdb_txn_begin(s->lmdb.mdb, NULL, MDB_RDONLY, &txn) != 0)
         return -1;
     uint64_t ps = es.ms_psize;
     l->used = ((uint64_t)ei.me_last_pgno + 1) * ps;

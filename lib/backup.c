@@ -67,10 +67,10 @@ static int copy_partial(struct MDB_env *env, const char *dest_dir, uint64_t *seq
     if (fd < 0)
         return pskv__file_err(errno);
     /* Its own read transaction: the last committed checkpoint. */
-    int rc = pskv__persist_err(mdb_env_copyfd2(env, fd, MDB_CP_COMPACT));
+    int rc = pskv__env_err(mdb_env_copyfd2(env, fd, MDB_CP_COMPACT));
     if (rc == 0 && fsync(fd) != 0)
         rc = pskv__file_err(errno);
-    if (rc == PSKV_EIO && pskv__persist_disk_full(dest_dir, 0))
+    if (rc == PSKV_EIO && pskv__env_disk_full(dest_dir, 0))
         rc = PSKV_ENOSPC;
     close(fd);
     pskv_store *copy = NULL;
@@ -154,10 +154,10 @@ int pskv_backup(pskv_store *s, const char *dest_dir)
     pskv__detail_clear();
     if (s == NULL || dest_dir == NULL || dest_dir[0] == '\0')
         return PSKV_EINVAL;
-    if (s->env == NULL)
+    if (s->lmdb.mdb == NULL)
         return PSKV_ENOTSUP; /* nothing persisted: memory-only or scratch */
-    pthread_rwlock_rdlock(&s->env_lock);
-    int rc = pskv__backup_env(s->env, dest_dir);
-    pthread_rwlock_unlock(&s->env_lock);
+    pthread_rwlock_rdlock(&s->lmdb.lock);
+    int rc = pskv__backup_env(s->lmdb.mdb, dest_dir);
+    pthread_rwlock_unlock(&s->lmdb.lock);
     return rc;
 }

@@ -1,14 +1,103 @@
 /* What tables a store holds, opened or not: pskv_store_tables on an open
- * store, pskv_dir_tables on a directory read beside its owner. The walk
- * over the schema records is persist.c's.
+ * store, pskv_dir_tables on a directory read beside its owner: a walk over
+ * the schema records (each checked, with its count record) in one read
+ * transaction.
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dirlock.h"
+#include "env.h"
 #include "errors.h"
+#include "format.h"
+#include "array.h"
 #include "persist.h"
+#include "records.h"
 #include "pskv_internal.h"
+
+/* ---------------------------------------------------------------- the walk over schema records */
+
+/* One schema record at the cursor: the table's description. */
+static int table_desc(pskv_store *s, MDB_txn *txn, const char *name, const MDB_val *v,
+                      pskv_table_desc *d)
+{
+    const void *base;
+    uint64_t span;
+    const uint8_t *body;
+    size_t len;
+    memset(d, 0, sizeof *d);
+    memcpy(d->name, name, strlen(name) + 1);
+    pskv__env_file_span(&s->lmdb, &base, &span);
+    if (!pskv_fmt_in_span(base, span, v->mv_data, v->mv_size) ||
+        pskv_fmt_record_open(v->mv_data, v->mv_size, &body, &len) != 0)
+        return PSKV_ECORRUPT;
+    int rc = pskv__record_schema_decode(body, len, &d->options);
+    uint64_t digest;
+    if (rc == 0)
+        rc = pskv__record_count_get(s, txn, name, &d->rows, &digest);
+    d->dim = d->options.dim;
+    d->state_floats = pskv__optimizer_state_floats(d->options.optimizer, d->options.dim);
+    d->row_bytes = pskv__optimizer_row_bytes(d->options.optimizer, d->options.dim);
+    return rc;
+}
+
+/* Every table the store holds, in name order, from its schema and count
+ * records: *out (malloc'd) and *n. */
+static int stored_tables(pskv_store *s, pskv_table_desc **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    pthread_rwlock_rdlock(&s->lmdb.lock);
+    int rc = pskv__env_txn_begin(&s->lmdb, false, &txn);
+    if (rc != 0) {
+        pthread_rwlock_unlock(&s->lmdb.lock);
+        return rc;
+    }
+    rc = pskv__env_err(mdb_cursor_open(txn, s->records_dbi, &cur));
+    const void *base;
+    uint64_t span;
+    pskv__env_file_span(&s->lmdb, &base, &span);
+    size_t plen = strlen(PSKV_FMT_TABLE_PREFIX);
+    uint32_t cap = 0;
+    MDB_val k = {plen, (void *)PSKV_FMT_TABLE_PREFIX}, v;
+    int mrc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND;
+    for (; mrc == 0 && rc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        char name[PSKV_FMT_NAME_MAX + 1];
+        int is_table = pskv_fmt_in_span(base, span, k.mv_data, k.mv_size)
+                           ? pskv_fmt_table_key(k.mv_data, k.mv_size, name)
+                           : -1;
+        if (is_table < 0 || *n >= PSKV_FMT_MAX_TABLES)
+            rc = PSKV_ECORRUPT; /* a name too long, or more tables than a store holds */
+        if (is_table <= 0 || rc != 0)
+            break;
+        pskv_table_desc *grown = pskv__array_grow(*out, &cap, *n + 1, sizeof **out, 8);
+        if (grown == NULL) {
+            rc = PSKV_ENOMEM;
+            break;
+        }
+        *out = grown;
+        rc = table_desc(s, txn, name, &v, &(*out)[*n]);
+        if (rc == 0)
+            (*n)++;
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = pskv__env_err(mrc);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&s->lmdb.lock);
+    if (rc != 0) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------- the calls */
 
 /* Copy n descriptions out when they fit (out untouched otherwise). */
 static int hand_out(const pskv_table_desc *d, size_t count, pskv_table_desc *out, size_t cap,
@@ -48,8 +137,8 @@ int pskv_store_tables(pskv_store *s, pskv_table_desc *out, size_t cap, size_t *n
     pskv_table_desc *d = NULL;
     size_t count = 0;
     int rc = 0;
-    if (s->env != NULL) {
-        rc = pskv__persist_tables(s, &d, &count);
+    if (s->lmdb.mdb != NULL) {
+        rc = stored_tables(s, &d, &count);
         if (rc != 0)
             return rc;
         /* Mark the open ones (every open table of a durable store has its
@@ -95,7 +184,7 @@ int pskv_dir_tables(const char *dir, pskv_table_desc *out, size_t cap, size_t *n
     pthread_mutex_lock(&one_reader);
     int rc = pskv__persist_reader(dir, &s);
     if (rc == 0)
-        rc = pskv__persist_tables(s, &d, &count);
+        rc = stored_tables(s, &d, &count);
     if (rc == 0)
         rc = hand_out(d, count, out, cap, n);
     free(d);

@@ -27,6 +27,7 @@
 #include "dirty.h"
 #include "format.h"
 #include "persist.h"
+#include "records.h"
 #include "pskv_internal.h"
 #include "seqfile.h"
 #include "sort.h"
@@ -417,7 +418,7 @@ static int tail_of(MDB_cursor *cur, tail *tl)
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc != 0)
-        return pskv__persist_write_err(rc);
+        return pskv__env_write_err(rc);
     if (k.mv_size != 8)
         return PSKV_ECORRUPT;
     tl->last = pskv_fmt_key_get(k.mv_data);
@@ -481,7 +482,7 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, pskv__undo *undo, uint32_
         if (rc == 0 && changed)
             rc = pskv__undo_row(undo, ti, c->keys[i], old, old_len);
         if (rc != 0)
-            return pskv__persist_write_err(rc);
+            return pskv__env_write_err(rc);
     }
     return 0;
 }
@@ -584,7 +585,7 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s
         pthread_mutex_lock(&t->count_lock);
         *count = (row_count){t->db_rows, t->db_digest};
         pthread_mutex_unlock(&t->count_lock);
-        rc = pskv__persist_write_err(mdb_cursor_open(txn, t->dbi, &cur));
+        rc = pskv__env_write_err(mdb_cursor_open(txn, t->dbi, &cur));
         tail tl = {false, 0};
         if (rc == 0)
             rc = tail_of(cur, &tl);
@@ -603,13 +604,13 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s
         if (cur != NULL)
             mdb_cursor_close(cur);
         if (rc == 0)
-            rc = pskv__persist_put_table(s, txn, t); /* shard count may have changed */
+            rc = pskv__record_put_table(s, txn, t); /* shard count may have changed */
         if (rc == 0)
-            rc = pskv__persist_put_filters(s, txn, t);
+            rc = pskv__record_put_filters(s, txn, t);
         if (rc == 0)
-            rc = pskv__persist_put_count(s, txn, t->name, count->rows, count->digest);
+            rc = pskv__record_put_count(s, txn, t->name, count->rows, count->digest);
         if (rc == 0)
-            rc = pskv__persist_put_version(s, txn, t->name, p->ct[i].version, p->ct[i].final);
+            rc = pskv__record_put_version(s, txn, t->name, p->ct[i].version, p->ct[i].final);
         *rows += p->ct[i].n;
     }
     free(old);
@@ -640,7 +641,7 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
 {
     MDB_txn *txn;
     pskv__undo undo;
-    int rc = pskv__persist_txn_begin(s, true, &txn);
+    int rc = pskv__env_txn_begin(&s->lmdb, true, &txn);
     if (rc != 0)
         return rc;
     rc = pskv__undo_begin(s, txn, meta != NULL, &undo);
@@ -669,20 +670,21 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
         rc = undo_end(s, &undo, ct, nt);
     pskv__undo_free(&undo);
     if (rc == 0 && meta != NULL)
-        rc = pskv__persist_put_user(s, txn, s->ckpt_seq + 1, meta->bytes, meta->len);
+        rc = pskv__record_put_user(s, txn, s->ckpt_seq + 1, meta->bytes, meta->len);
     if (rc == 0)
-        rc = pskv__persist_put_checkpoint(s, txn, s->ckpt_seq + 1, time_ns);
+        rc = pskv__record_put_checkpoint(s, txn, s->ckpt_seq + 1, time_ns);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
     }
     *txnid = mdb_txn_id(txn);
-    return pskv__persist_write_err(mdb_txn_commit(txn)); /* the atomic point */
+    return pskv__env_write_err(mdb_txn_commit(txn)); /* the atomic point */
 }
 
-/* write_txn's arguments, for pskv__persist_write_growing: room is reserved
+/* write_txn's arguments, for pskv__env_write: room is reserved
  * ahead for need bytes, then the whole transaction is written. */
 typedef struct txn_args {
+    pskv_store *s;
     ckpt_table *ct;
     uint32_t nt;
     chunk *c;
@@ -690,30 +692,32 @@ typedef struct txn_args {
     uint64_t need, *rows, *time_ns, *txnid;
 } txn_args;
 
-static int txn_once(pskv_store *s, void *arg)
+static int txn_once(void *arg)
 {
     const txn_args *a = arg;
-    int rc = pskv__persist_reserve_map(s, a->need);
+    pskv_store *s = a->s;
+    int rc = pskv__env_reserve_map(&s->lmdb, a->need);
     return rc != 0 ? rc
                    : write_txn(s, a->ct, a->nt, a->c, a->meta, a->rows, a->time_ns, a->txnid);
 }
 
 /* pskv_close with nothing to commit: the version records, as of the
  * last checkpoint, marked clean. */
-static int clean_once(pskv_store *s, void *arg)
+static int clean_once(void *arg)
 {
     const txn_args *a = arg;
+    pskv_store *s = a->s;
     MDB_txn *txn;
-    int rc = pskv__persist_txn_begin(s, true, &txn);
+    int rc = pskv__env_txn_begin(&s->lmdb, true, &txn);
     if (rc != 0)
         return rc;
     for (uint32_t i = 0; i < a->nt && rc == 0; i++)
-        rc = pskv__persist_put_version(s, txn, a->ct[i].t->name, a->ct[i].version, true);
+        rc = pskv__record_put_version(s, txn, a->ct[i].t->name, a->ct[i].version, true);
     if (rc != 0) {
         mdb_txn_abort(txn);
         return rc;
     }
-    return pskv__persist_write_err(mdb_txn_commit(txn));
+    return pskv__env_write_err(mdb_txn_commit(txn));
 }
 
 /* ---------------------------------------------------------------- finish */
@@ -811,9 +815,9 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
         }
         /* Nothing written and no metadata: nothing to commit. */
         const bool commit = dirty > 0 || meta != NULL;
-        txn_args a = {ct, nt, c, meta, need, &rows, &time_ns, &txnid};
+        txn_args a = {s, ct, nt, c, meta, need, &rows, &time_ns, &txnid};
         if (commit)
-            rc = pskv__persist_write_growing(s, txn_once, &a, need);
+            rc = pskv__env_write(&s->lmdb, txn_once, &a, need);
         if (rc != 0 && commit)
             (void)pskv__persist_recover(s); /* LMDB may have given up on its env */
         for (uint32_t i = 0; i < nt; i++)
@@ -823,7 +827,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
         if (rc == 0 && commit) {
             for (uint32_t i = 0; i < nt; i++) {
                 pskv_table *t = ct[i].t;
-                pskv__persist_filters_written(t);
+                pskv__record_filters_written(t);
                 pthread_mutex_lock(&t->count_lock);
                 t->db_rows = ct[i].count.rows;
                 t->db_digest = ct[i].count.digest;
@@ -838,7 +842,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
             atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
             s->ckpt_unix_ns = time_ns;
             uint64_t tick;
-            if (pskv__persist_tick(s, &tick) == 0) {
+            if (pskv__record_tick(s, &tick) == 0) {
                 for (uint32_t i = 0; i < nt; i++) { /* the same rows, a later snapshot */
                     pskv_table *t = ct[i].t;
                     pthread_mutex_lock(&t->count_lock);
@@ -855,7 +859,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
         } else if (final) {
             /* Nothing to commit: the close still says that no version
              * follows the last checkpoint's (no seq, no undo changes). */
-            rc = pskv__persist_write_growing(s, clean_once, &a, 0);
+            rc = pskv__env_write(&s->lmdb, clean_once, &a, 0);
         }
     }
     instant_taken(job, rc); /* no-op unless an allocation failed before it */

@@ -45,7 +45,7 @@ static int miss_check(pskv_table *t, pskv__cold *c, uint64_t key)
     if (rc == 0 && mrc == 0 && (k.mv_size != 8 || pskv_fmt_key_get(k.mv_data) >= key))
         rc = PSKV_ECORRUPT;
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
-        rc = pskv__persist_err(mrc);
+        rc = pskv__env_err(mrc);
     mdb_cursor_close(cur);
     return rc;
 }
@@ -54,15 +54,15 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
 {
     pskv_store *s = t->store;
     if (c->txn == NULL) {
-        pthread_rwlock_rdlock(&s->env_lock);
+        pthread_rwlock_rdlock(&s->lmdb.lock);
         MDB_txn *txn;
-        int rc = pskv__persist_txn_begin(s, false, &txn);
+        int rc = pskv__env_txn_begin(&s->lmdb, false, &txn);
         if (rc != 0) {
-            pthread_rwlock_unlock(&s->env_lock);
+            pthread_rwlock_unlock(&s->lmdb.lock);
             return rc;
         }
         c->txn = txn;
-        pskv__persist_file_span(s, &c->base, &c->span);
+        pskv__env_file_span(&s->lmdb, &c->base, &c->span);
     }
     uint8_t kb[8];
     pskv_fmt_key(kb, key);
@@ -72,7 +72,7 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
     if (rc == MDB_NOTFOUND)
         return miss_check(t, c, key);
     if (rc != 0)
-        return pskv__persist_err(rc);
+        return pskv__env_err(rc);
     if (!pskv_fmt_in_span(c->base, c->span, v.mv_data, v.mv_size) ||
         !pskv_fmt_row_ok(key, v.mv_data, v.mv_size, t->row_bytes, NULL))
         return PSKV_ECORRUPT;
@@ -85,10 +85,10 @@ int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, u
 {
     pskv_store *s = t->store;
     *n = 0;
-    pthread_rwlock_rdlock(&s->env_lock);
+    pthread_rwlock_rdlock(&s->lmdb.lock);
     MDB_txn *txn;
     MDB_cursor *cur;
-    int rc = pskv__persist_txn_begin(s, false, &txn);
+    int rc = pskv__env_txn_begin(&s->lmdb, false, &txn);
     if (rc == 0) {
         uint64_t id = mdb_txn_id(txn);
         if (first) {
@@ -101,8 +101,8 @@ int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, u
         w->last_txnid = id;
         const void *base;
         uint64_t span;
-        pskv__persist_file_span(s, &base, &span);
-        rc = pskv__persist_err(mdb_cursor_open(txn, t->dbi, &cur));
+        pskv__env_file_span(&s->lmdb, &base, &span);
+        rc = pskv__env_err(mdb_cursor_open(txn, t->dbi, &cur));
         if (rc == 0) {
             uint8_t kb[8];
             pskv_fmt_key(kb, after);
@@ -122,12 +122,12 @@ int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, u
                 w->digest += check;
                 mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
             }
-            rc = mrc == MDB_NOTFOUND ? 0 : pskv__persist_err(mrc);
+            rc = mrc == MDB_NOTFOUND ? 0 : pskv__env_err(mrc);
             mdb_cursor_close(cur);
         }
         mdb_txn_abort(txn);
     }
-    pthread_rwlock_unlock(&s->env_lock);
+    pthread_rwlock_unlock(&s->lmdb.lock);
     return rc;
 }
 
@@ -150,5 +150,5 @@ void pskv__cold_end(pskv_table *t, pskv__cold *c)
         return;
     mdb_txn_abort(c->txn);
     c->txn = NULL;
-    pthread_rwlock_unlock(&t->store->env_lock);
+    pthread_rwlock_unlock(&t->store->lmdb.lock);
 }

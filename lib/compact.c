@@ -56,10 +56,10 @@ static int copy_compact(const char *dir, const char *tmp)
             rc = errno == ENOSPC ? PSKV_ENOSPC : PSKV_EIO;
     }
     if (rc == 0)
-        rc = pskv__persist_err(mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT));
+        rc = pskv__env_err(mdb_env_copyfd2(s->lmdb.mdb, fd, MDB_CP_COMPACT));
     if (rc == 0 && fsync(fd) != 0)
         rc = errno == ENOSPC ? PSKV_ENOSPC : PSKV_EIO;
-    if (rc == PSKV_EIO && pskv__persist_disk_full(dir, 0))
+    if (rc == PSKV_EIO && pskv__env_disk_full(dir, 0))
         rc = PSKV_ENOSPC;
     if (fd >= 0)
         close(fd);

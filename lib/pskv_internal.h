@@ -18,6 +18,7 @@
 #include "pskv.h"
 
 #include "common.h"
+#include "env.h"
 #include "handles.h"
 #include "hash.h"
 #include "io.h"
@@ -278,22 +279,15 @@ struct pskv_store {
     pthread_t pf_thread;
 
     /* Persistence (durable directory stores; persist.c, checkpoint.c) */
-    struct MDB_env *env;
+    pskv__env lmdb;             /* the LMDB environment (env.c); lmdb.mdb NULL: none */
     unsigned records_dbi;
     unsigned undo_dbi[PSKV_UNDO_KEEP_MAX]; /* the last checkpoints' pre-images, a
                                               generation per slot (undo.c) */
     uint32_t undo_keep;         /* generations kept: 0 with undo=off */
-    uint32_t db_psize;          /* LMDB page size */
-    const void *map_base;       /* where LMDB mapped data.mdb (NULL: unknown) */
     int lock_fd;
-    pthread_rwlock_t env_lock;  /* read transactions shared; map growth exclusive */
     pthread_mutex_t ckpt_lock;  /* one checkpoint at a time */
     uint64_t ckpt_seq, ckpt_unix_ns; /* last committed checkpoint (ckpt_lock) */
-    atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed, n_map_grows,
-        n_env_reopens, n_stale_readers;
-    /* LMDB's environment is gone: a map grow failed half way (no map), or
-     * reopening it after a fatal write failed; calls fail cleanly. */
-    atomic_bool env_lost;
+    atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed;
     pskv_table **attached; /* tables with LMDB handles (ckpt_lock) */
     uint32_t nattached, attached_cap;
 

@@ -134,3 +134,29 @@ void pskv__seqfile_rollback_remove(const char *dir)
 }
 
 bool pskv__seqfile_exists(const char *dir) { return pskv__dir_has(dir, "pskv.seq"); }
+
+/* The store's seq against pskv.seq: behind it means LMDB opened an older
+ * snapshot than the last commit (a damaged meta page), and is refused. A
+ * missing file (a store of format 1, or one copied without it) is written. */
+int pskv__seqfile_reconcile(const char *dir, uint64_t store_seq)
+{
+    uint64_t seq = 0, from = 0, to = 0;
+    int rc = pskv__seqfile_read(dir, &seq);
+    int intent = pskv__seqfile_rollback_read(dir, &from, &to);
+    if (intent == 0 && rc == 0 && seq == from && store_seq == to) {
+        /* A rollback committed and was stopped before it moved pskv.seq. */
+        rc = pskv__seqfile_write(dir, to);
+        if (rc == 0)
+            pskv__seqfile_rollback_remove(dir);
+        return rc;
+    }
+    if (rc == 0 && seq > store_seq)
+        return PSKV_ECORRUPT;
+    if (intent != PSKV_ENOTFOUND && (rc == 0 || rc == PSKV_ENOTFOUND))
+        pskv__seqfile_rollback_remove(dir); /* never began, or damaged: not a licence */
+    if (rc == 0 && seq == store_seq)
+        return 0;
+    if (rc == 0 || rc == PSKV_ENOTFOUND)
+        return pskv__seqfile_write(dir, store_seq);
+    return rc;
+}

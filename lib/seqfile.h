@@ -28,5 +28,10 @@ PSKV__HIDDEN bool pskv__seqfile_exists(const char *dir);
 PSKV__HIDDEN int pskv__seqfile_rollback_read(const char *dir, uint64_t *from, uint64_t *to);
 PSKV__HIDDEN int pskv__seqfile_rollback_write(const char *dir, uint64_t from, uint64_t to);
 PSKV__HIDDEN void pskv__seqfile_rollback_remove(const char *dir);
+/* At open, once the store's last committed seq (store_seq) is known:
+ * finish a rollback stopped between its commit and pskv.seq, drop an
+ * intent that never began, write a missing pskv.seq; PSKV_ECORRUPT when
+ * the store is behind pskv.seq (LMDB opened an older snapshot). */
+PSKV__HIDDEN int pskv__seqfile_reconcile(const char *dir, uint64_t store_seq);
 
 #endif

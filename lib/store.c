@@ -68,7 +68,7 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
     pthread_mutex_init(&s->evict_lock, NULL);
     pthread_mutex_init(&s->moved_lock, NULL);
     pthread_cond_init(&s->moved_cv, NULL);
-    pthread_rwlock_init(&s->env_lock, NULL);
+    pskv__env_init(&s->lmdb, NULL); /* its directory: below */
     pthread_mutex_init(&s->ckpt_lock, NULL);
     s->lock_fd = -1;
     s->undo_keep = opts->undo_off ? 0 : opts->undo_keep ? opts->undo_keep : PSKV_UNDO_KEEP_DEFAULT;
@@ -78,6 +78,7 @@ int pskv_open_opts(const char *dir, const pskv_store_options *opts, pskv_store *
         const char *mode = getenv("PSKV_IO");
         bool force_sync = mode != NULL && strcmp(mode, "sync") == 0;
         s->dir = strdup(dir);
+        s->lmdb.dir = s->dir;
         /* One process owns a store directory (its spill files, its LMDB
          * environment): a second open gets PSKV_EBUSY. */
         int rc = s->dir ? pskv__dir_lock(s->dir, &s->lock_fd) : PSKV_ENOMEM;
@@ -131,7 +132,7 @@ static void store_close(pskv_store *s, bool final_checkpoint)
     /* A durable store ends with a checkpoint. If it fails, the previous
      * checkpoint stays the state on disk: callers who must know call
      * pskv_checkpoint themselves first. */
-    if (s->env != NULL && final_checkpoint)
+    if (s->lmdb.mdb != NULL && final_checkpoint)
         (void)pskv__checkpoint_run(s, NULL, NULL, true);
     /* An asynchronous checkpoint still writing owns ckpt_lock until its
      * commit; its handle outlives the store. */
@@ -151,7 +152,7 @@ static void store_close(pskv_store *s, bool final_checkpoint)
     pskv__io_destroy(s->io);
     free(s->dir);
     pthread_mutex_destroy(&s->ckpt_lock);
-    pthread_rwlock_destroy(&s->env_lock);
+    pskv__env_destroy(&s->lmdb);
     pthread_cond_destroy(&s->moved_cv);
     pthread_mutex_destroy(&s->moved_lock);
     pthread_mutex_destroy(&s->evict_lock);
@@ -204,7 +205,7 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
         return 0;
     }
     bool persisted = false;
-    if (s->env != NULL) {
+    if (s->lmdb.mdb != NULL) {
         pskv_table_options schema;
         int rc = pskv__persist_table_schema(s, name, &schema);
         if (rc != 0 && rc != PSKV_ENOTFOUND)
@@ -231,7 +232,7 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
         return PSKV_ENOMEM;
     s->tables = nt;
     int rc = pskv__table_create(s, name, requested, &t);
-    if (rc == 0 && s->env != NULL) {
+    if (rc == 0 && s->lmdb.mdb != NULL) {
         /* Its write transaction waits for a running checkpoint (which may
          * grow the map while no other transaction is open). */
         pthread_mutex_lock(&s->ckpt_lock);
@@ -284,11 +285,11 @@ int pskv_table_open(pskv_store *s, const char *name, const char *config, pskv_ta
     int rc = 0;
     if (t != NULL) {
         o = t->opts; /* config keys are checked against the schema */
-    } else if (s->env != NULL &&
+    } else if (s->lmdb.mdb != NULL &&
                (rc = pskv__persist_table_schema(s, name, &o)) == PSKV_ENOTFOUND) {
         pskv_table_options_init(&o);
         rc = 0;
-    } else if (s->env == NULL) {
+    } else if (s->lmdb.mdb == NULL) {
         pskv_table_options_init(&o);
     }
     if (rc == 0)
@@ -309,7 +310,7 @@ int pskv_table_find(pskv_store *s, const char *name, pskv_table **out)
     pthread_mutex_unlock(&s->lock);
     if (t == NULL)
         return pskv__fail(PSKV_ENOTFOUND, "table '%s' is not open in this store%s", name,
-                          s->env != NULL ? " (a persisted table is opened with pskv_table_open)"
+                          s->lmdb.mdb != NULL ? " (a persisted table is opened with pskv_table_open)"
                                          : "");
     *out = t;
     return 0;
@@ -339,10 +340,10 @@ int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out)
     out->checkpoint_rows = atomic_load(&ms->ckpt_last_rows);
     out->checkpoint_ns = atomic_load(&ms->ckpt_last_ns);
     out->checkpoints_failed = atomic_load(&ms->n_ckpt_failed);
-    out->db_bytes = pskv__persist_file_bytes(ms);
-    out->map_grows = atomic_load(&ms->n_map_grows);
-    out->lmdb_reopens = atomic_load(&ms->n_env_reopens);
-    out->stale_readers = atomic_load(&ms->n_stale_readers);
+    out->db_bytes = pskv__env_file_bytes(&ms->lmdb);
+    out->map_grows = atomic_load(&ms->lmdb.n_grows);
+    out->lmdb_reopens = atomic_load(&ms->lmdb.n_restarts);
+    out->stale_readers = atomic_load(&ms->lmdb.n_stale_readers);
     pthread_mutex_unlock(&ms->lock);
     return 0;
 }
@@ -360,7 +361,7 @@ int pskv_checkpoint(pskv_store *s)
     pskv__detail_clear();
     if (s == NULL)
         return PSKV_EINVAL;
-    if (s->env == NULL)
+    if (s->lmdb.mdb == NULL)
         return persists_nothing(s);
     pskv_ckpt *c;
     int rc = pskv__checkpoint_start(s, NULL, 0, false, &c);
@@ -374,7 +375,7 @@ int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len, pskv_ckpt
         *out = NULL;
     if (s == NULL || out == NULL || (meta == NULL && len > 0) || len > PSKV_CHECKPOINT_META_MAX)
         return PSKV_EINVAL;
-    if (s->env == NULL)
+    if (s->lmdb.mdb == NULL)
         return persists_nothing(s);
     return pskv__checkpoint_start(s, meta, len, true, out);
 }

@@ -117,7 +117,7 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
         return rc;
     }
     t->nshards = o->shards;
-    t->durable = s->env != NULL;
+    t->durable = s->lmdb.mdb != NULL;
     pthread_mutex_init(&t->ckpt_lock, NULL);
     pthread_mutex_init(&t->count_lock, NULL);
     if (s->dir != NULL) {

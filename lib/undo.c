@@ -32,6 +32,7 @@
 #include "format.h"
 #include "options.h"
 #include "persist.h"
+#include "records.h"
 #include "pskv_internal.h"
 #include "seqfile.h"
 #include "undo.h"
@@ -49,10 +50,10 @@ static int user_stored(pskv_store *s, MDB_txn *txn, MDB_val *v)
         return 0;
     }
     if (rc != 0)
-        return pskv__persist_write_err(rc);
+        return pskv__env_write_err(rc);
     const void *base;
     uint64_t span;
-    pskv__persist_file_span(s, &base, &span);
+    pskv__env_file_span(&s->lmdb, &base, &span);
     return pskv_fmt_in_span(base, span, v->mv_data, v->mv_size) ? 0 : PSKV_ECORRUPT;
 }
 
@@ -68,12 +69,12 @@ static int head_read(pskv_store *s, MDB_txn *txn, uint32_t slot, pskv_fmt_undo_h
     MDB_val k = {sizeof kb, kb}, v;
     int rc = mdb_get(txn, s->undo_dbi[slot], &k, &v);
     if (rc != 0)
-        return pskv__persist_err(rc);
+        return pskv__env_err(rc);
     const void *base;
     uint64_t span;
     const uint8_t *b;
     size_t n;
-    pskv__persist_file_span(s, &base, &span);
+    pskv__env_file_span(&s->lmdb, &base, &span);
     if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
         pskv_fmt_record_open(v.mv_data, v.mv_size, &b, &n) != 0 ||
         pskv_fmt_undo_head_get(b, n, h) != 0)
@@ -100,7 +101,7 @@ static int chain_read(pskv_store *s, MDB_txn *txn, uint32_t chain[PSKV_UNDO_KEEP
         MDB_stat st;
         int rc = mdb_stat(txn, s->undo_dbi[i], &st);
         if (rc != 0)
-            return pskv__persist_write_err(rc);
+            return pskv__env_write_err(rc);
         used[i] = st.ms_entries > 0;
         pskv_fmt_undo_head h;
         rc = used[i] ? head_read(s, txn, i, &h, NULL, NULL) : PSKV_ENOTFOUND;
@@ -139,7 +140,7 @@ int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *
     u->slot = PSKV_UNDO_KEEP_MAX;
     for (uint32_t i = 0; i < PSKV_UNDO_KEEP_MAX && rc == 0; i++) {
         if (used[i] && !keep[i]) {
-            rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi[i], 0));
+            rc = pskv__env_write_err(mdb_drop(txn, s->undo_dbi[i], 0));
             used[i] = false;
         }
         if (!used[i] && u->slot == PSKV_UNDO_KEEP_MAX)
@@ -162,7 +163,7 @@ int pskv__undo_begin(pskv_store *s, MDB_txn *txn, bool writes_user, pskv__undo *
             u->user_len = user.mv_size;
         }
     }
-    return pskv__persist_write_err(mdb_cursor_open(txn, s->undo_dbi[u->slot], &u->cur));
+    return pskv__env_write_err(mdb_cursor_open(txn, s->undo_dbi[u->slot], &u->cur));
 }
 
 void pskv__undo_free(pskv__undo *u)
@@ -180,7 +181,7 @@ int pskv__undo_row(pskv__undo *u, uint32_t table, uint64_t key, const void *old,
     uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
     pskv_fmt_undo_key(kb, table, key);
     MDB_val k = {sizeof kb, kb}, v = {len, (void *)(len ? old : "")};
-    return pskv__persist_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
+    return pskv__env_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
 }
 
 int pskv__undo_end(pskv_store *s, pskv__undo *u, const pskv__undo_table *tables, uint32_t nt)
@@ -214,13 +215,13 @@ int pskv__undo_end(pskv_store *s, pskv__undo *u, const pskv__undo_table *tables,
     uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
     pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 0);
     MDB_val k = {sizeof kb, kb}, v = {len, body};
-    int rc = pskv__persist_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
+    int rc = pskv__env_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
     free(body);
     if (rc == 0 && h.user == PSKV_FMT_UNDO_USER_WAS) {
         pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 1);
         k = (MDB_val){sizeof kb, kb};
         v = (MDB_val){u->user_len, u->user};
-        rc = pskv__persist_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
+        rc = pskv__env_write_err(mdb_cursor_put(u->cur, &k, &v, MDB_APPEND));
     }
     return rc;
 }
@@ -228,6 +229,7 @@ int pskv__undo_end(pskv_store *s, pskv__undo *u, const pskv__undo_table *tables,
 /* ---------------------------------------------------------------- rollback */
 
 typedef struct rollback {
+    pskv_store *s;
     uint32_t slot; /* the generation from to + 1 to `to` */
     uint64_t to;
     uint64_t to_ns; /* out */
@@ -238,7 +240,7 @@ static int table_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
     char db[PSKV_NAME_MAX + 16];
     if (pskv__format(db, sizeof db, "%s%s", PSKV_FMT_ROWS_PREFIX, name) < 0)
         return PSKV_ECORRUPT;
-    int rc = pskv__persist_err(mdb_dbi_open(txn, db, 0, dbi));
+    int rc = pskv__env_err(mdb_dbi_open(txn, db, 0, dbi));
     return rc == PSKV_ENOTFOUND ? PSKV_ECORRUPT : rc; /* undo names a table that is gone */
 }
 
@@ -247,12 +249,12 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, MDB_dbi undo, const MDB_dbi
                         uint32_t nt)
 {
     MDB_cursor *cur;
-    int rc = pskv__persist_write_err(mdb_cursor_open(txn, undo, &cur));
+    int rc = pskv__env_write_err(mdb_cursor_open(txn, undo, &cur));
     if (rc != 0)
         return rc;
     const void *base;
     uint64_t span;
-    pskv__persist_file_span(s, &base, &span);
+    pskv__env_file_span(&s->lmdb, &base, &span);
     uint8_t *copy = NULL;
     size_t copy_cap = 0;
     MDB_cursor *rows = NULL;
@@ -282,7 +284,7 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, MDB_dbi undo, const MDB_dbi
                 mdb_cursor_close(rows);
             rows = NULL;
             cur_table = ti;
-            rc = pskv__persist_write_err(mdb_cursor_open(txn, dbis[ti], &rows));
+            rc = pskv__env_write_err(mdb_cursor_open(txn, dbis[ti], &rows));
             if (rc != 0)
                 break;
         }
@@ -290,7 +292,7 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, MDB_dbi undo, const MDB_dbi
             int d = mdb_cursor_get(rows, &rk, &rv, MDB_SET);
             if (d == 0)
                 d = mdb_cursor_del(rows, 0);
-            rc = d == MDB_NOTFOUND ? 0 : pskv__persist_write_err(d);
+            rc = d == MDB_NOTFOUND ? 0 : pskv__env_write_err(d);
             continue;
         }
         if (v.mv_size > copy_cap) { /* out of the page before the put moves it */
@@ -304,10 +306,10 @@ static int restore_rows(pskv_store *s, MDB_txn *txn, MDB_dbi undo, const MDB_dbi
         }
         memcpy(copy, v.mv_data, v.mv_size);
         rv = (MDB_val){v.mv_size, copy};
-        rc = pskv__persist_write_err(mdb_cursor_put(rows, &rk, &rv, 0));
+        rc = pskv__env_write_err(mdb_cursor_put(rows, &rk, &rv, 0));
     }
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
-        rc = pskv__persist_write_err(mrc);
+        rc = pskv__env_write_err(mrc);
     if (rows != NULL)
         mdb_cursor_close(rows);
     free(copy);
@@ -322,7 +324,7 @@ static int user_restore(pskv_store *s, MDB_txn *txn, MDB_dbi undo, uint32_t user
         return 0;
     if (user == PSKV_FMT_UNDO_USER_NONE) {
         int rc = mdb_del(txn, s->records_dbi, &uk, NULL);
-        return rc == MDB_NOTFOUND ? 0 : pskv__persist_write_err(rc);
+        return rc == MDB_NOTFOUND ? 0 : pskv__env_write_err(rc);
     }
     uint8_t kb[PSKV_FMT_UNDO_KEY_BYTES];
     pskv_fmt_undo_key(kb, PSKV_FMT_UNDO_TABLE_NONE, 1);
@@ -331,10 +333,10 @@ static int user_restore(pskv_store *s, MDB_txn *txn, MDB_dbi undo, uint32_t user
     if (rc == MDB_NOTFOUND)
         return PSKV_ECORRUPT; /* the header says it is there */
     if (rc != 0)
-        return pskv__persist_write_err(rc);
+        return pskv__env_write_err(rc);
     const void *base;
     uint64_t span;
-    pskv__persist_file_span(s, &base, &span);
+    pskv__env_file_span(&s->lmdb, &base, &span);
     if (!pskv_fmt_in_span(base, span, v.mv_data, v.mv_size))
         return PSKV_ECORRUPT;
     void *copy = malloc(v.mv_size ? v.mv_size : 1);
@@ -342,7 +344,7 @@ static int user_restore(pskv_store *s, MDB_txn *txn, MDB_dbi undo, uint32_t user
         return PSKV_ENOMEM;
     memcpy(copy, v.mv_data, v.mv_size);
     MDB_val uv = {v.mv_size, copy};
-    rc = pskv__persist_write_err(mdb_put(txn, s->records_dbi, &uk, &uv, 0));
+    rc = pskv__env_write_err(mdb_put(txn, s->records_dbi, &uk, &uv, 0));
     free(copy);
     return rc;
 }
@@ -355,11 +357,12 @@ typedef struct undo_table {
 } undo_table;
 
 /* The whole rollback transaction, once (PSKV__MAP_FULL: grow, again). */
-static int rollback_once(pskv_store *s, void *arg)
+static int rollback_once(void *arg)
 {
     rollback *r = arg;
+    pskv_store *s = r->s;
     MDB_txn *txn;
-    int rc = pskv__persist_txn_begin(s, true, &txn);
+    int rc = pskv__env_txn_begin(&s->lmdb, true, &txn);
     if (rc != 0)
         return rc;
     uint8_t *body = NULL;
@@ -389,7 +392,7 @@ static int rollback_once(pskv_store *s, void *arg)
                  ? 0
                  : PSKV_ECORRUPT;
         if (rc == 0)
-            rc = pskv__persist_version_get(s, txn, u->name, &u->version, &u->clean);
+            rc = pskv__record_version_get(s, txn, u->name, &u->version, &u->clean);
         if (rc == PSKV_ENOTFOUND)
             rc = 0;
     }
@@ -397,9 +400,9 @@ static int rollback_once(pskv_store *s, void *arg)
         const undo_table *u = &tabs[i];
         rc = table_dbi(txn, u->name, &dbis[i]);
         if (rc == 0)
-            rc = pskv__persist_put_count(s, txn, u->name, u->rows, u->digest);
+            rc = pskv__record_put_count(s, txn, u->name, u->rows, u->digest);
         if (rc == 0 && u->clean)
-            rc = pskv__persist_put_version(s, txn, u->name, u->version, false);
+            rc = pskv__record_put_version(s, txn, u->name, u->version, false);
     }
     free(tabs);
     if (rc == 0)
@@ -408,9 +411,9 @@ static int rollback_once(pskv_store *s, void *arg)
         rc = user_restore(s, txn, s->undo_dbi[r->slot], h.user);
     uint64_t ns = h.to_ns;
     if (rc == 0)
-        rc = pskv__persist_put_checkpoint_at(s, txn, r->to, ns);
+        rc = pskv__record_put_checkpoint_at(s, txn, r->to, ns);
     if (rc == 0)
-        rc = pskv__persist_write_err(mdb_drop(txn, s->undo_dbi[r->slot], 0)); /* for good */
+        rc = pskv__env_write_err(mdb_drop(txn, s->undo_dbi[r->slot], 0)); /* for good */
     free(body);
     free(dbis);
     if (rc != 0) {
@@ -418,7 +421,7 @@ static int rollback_once(pskv_store *s, void *arg)
         return rc;
     }
     r->to_ns = ns;
-    return pskv__persist_write_err(mdb_txn_commit(txn));
+    return pskv__env_write_err(mdb_txn_commit(txn));
 }
 
 int pskv__undo_rollback(pskv_store *s, uint64_t to, uint32_t *kept)
@@ -427,7 +430,7 @@ int pskv__undo_rollback(pskv_store *s, uint64_t to, uint32_t *kept)
      * written. */
     *kept = 0;
     MDB_txn *txn;
-    int rc = pskv__persist_txn_begin(s, false, &txn);
+    int rc = pskv__env_txn_begin(&s->lmdb, false, &txn);
     if (rc != 0)
         return rc;
     uint32_t chain[PSKV_UNDO_KEEP_MAX], n = 0;
@@ -444,8 +447,8 @@ int pskv__undo_rollback(pskv_store *s, uint64_t to, uint32_t *kept)
         rc = pskv__seqfile_rollback_write(s->dir, from, from - 1);
         if (rc != 0)
             return rc;
-        rollback r = {.slot = chain[j], .to = from - 1};
-        rc = pskv__persist_write_growing(s, rollback_once, &r, 1u << 20);
+        rollback r = {.s = s, .slot = chain[j], .to = from - 1};
+        rc = pskv__env_write(&s->lmdb, rollback_once, &r, 1u << 20);
         if (rc != 0) {
             (void)pskv__persist_recover(s);
             return rc; /* the store stays at `from`; the intent is harmless */

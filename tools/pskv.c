@@ -35,9 +35,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "format.h"
 #include "backup.h"
-#include "persist.h"
+#include "env.h"
+#include "format.h"
+#include "pskv.h"
 #include "seqfile.h"
 
 #define PROGRESS_EVERY 65536u
@@ -59,8 +60,9 @@ static void progress_end(void)
 /* ---------------------------------------------------------------- env */
 
 typedef struct store {
-    MDB_env *env;
-    MDB_txn *txn; /* one read transaction: a consistent checkpoint */
+    pskv__env lmdb;   /* opened read-only beside the owner (env.c) */
+    MDB_env *env;     /* lmdb.mdb */
+    MDB_txn *txn;     /* one read transaction: a consistent checkpoint */
     MDB_dbi meta;
     const void *base; /* the file's pages in the map, for bounds */
     uint64_t span;
@@ -69,55 +71,32 @@ typedef struct store {
 
 static bool in_file(const store *st, const MDB_val *v);
 
+static void store_close(store *st)
+{
+    if (st->txn != NULL)
+        mdb_txn_abort(st->txn);
+    pskv__env_destroy(&st->lmdb);
+}
+
 static int store_open(store *st, const char *dir)
 {
-    char path[4096];
-    struct stat fs;
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
-    if (stat(path, &fs) != 0) {
-        fprintf(stderr, "pskv: %s: no store here (%s)\n", dir, strerror(errno));
-        return 1;
-    }
-    if (fs.st_size < 2 * 4096) {
-        fprintf(stderr, "pskv: %s: damaged: data.mdb is %lld bytes, not even two meta pages\n",
-                dir, (long long)fs.st_size);
-        return 1;
-    }
-    int rc = mdb_env_create(&st->env);
-    if (rc == 0) {
-        mdb_env_set_maxdbs(st->env, PSKV_FMT_MAX_TABLES + 1 + PSKV_UNDO_KEEP_MAX);
-        /* The map must cover the file; the writer may grow it meanwhile. */
-        mdb_env_set_mapsize(st->env, (size_t)fs.st_size * 2 + (64u << 20));
-        rc = mdb_env_open(st->env, dir, MDB_RDONLY | MDB_NOTLS, 0644);
-    }
-    if (rc == 0 && pskv__persist_file_check(st->env, dir) != 0) {
-        fprintf(stderr, "pskv: %s: damaged: data.mdb is shorter than its pages\n", dir);
-        mdb_env_close(st->env);
-        return 1;
-    }
-    if (rc == 0) {
-        rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->txn);
-        if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(st->env, 0) == 0)
-            rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &st->txn);
-    }
+    memset(st, 0, sizeof *st);
+    pskv__env_init(&st->lmdb, dir);
+    int rc = pskv__env_open_reader(&st->lmdb, &st->txn);
     if (rc == 0)
-        rc = mdb_dbi_open(st->txn, PSKV_FMT_META_DB, 0, &st->meta);
+        rc = pskv__env_err(mdb_dbi_open(st->txn, PSKV_FMT_META_DB, 0, &st->meta));
     if (rc != 0) {
-        fprintf(stderr, "pskv: %s: cannot open the store: %s\n", dir, mdb_strerror(rc));
-        if (st->txn)
-            mdb_txn_abort(st->txn);
-        if (st->env)
-            mdb_env_close(st->env);
+        if (rc == PSKV_ENOTFOUND && st->lmdb.mdb == NULL)
+            fprintf(stderr, "pskv: %s: no store here (no data.mdb)\n", dir);
+        else if (rc == PSKV_ECORRUPT)
+            fprintf(stderr, "pskv: %s: damaged: data.mdb is shorter than its pages\n", dir);
+        else
+            fprintf(stderr, "pskv: %s: cannot open the store: %s\n", dir, pskv_strerror(rc));
+        store_close(st);
         return 1;
     }
-    MDB_envinfo ei;
-    MDB_stat es;
-    st->base = pskv__persist_map_find(path);
-    st->span = UINT64_MAX;
-    if (st->base != NULL && mdb_env_info(st->env, &ei) == 0 && mdb_env_stat(st->env, &es) == 0)
-        st->span = ((uint64_t)ei.me_last_pgno + 1) * es.ms_psize;
-    else
-        st->base = NULL;
+    st->env = st->lmdb.mdb;
+    pskv__env_file_span(&st->lmdb, &st->base, &st->span);
     MDB_val fk = {strlen(PSKV_FMT_KEY_FORMAT), PSKV_FMT_KEY_FORMAT}, fv;
     const uint8_t *body;
     size_t blen;
@@ -127,12 +106,6 @@ static int store_open(store *st, const char *dir)
         pskv_fmt_format_get(body, blen, &magic, &st->format) != 0)
         st->format = 0;
     return 0;
-}
-
-static void store_close(store *st)
-{
-    mdb_txn_abort(st->txn);
-    mdb_env_close(st->env);
 }
 
 static bool in_file(const store *st, const MDB_val *v)
