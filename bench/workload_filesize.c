@@ -68,7 +68,7 @@ static int take_apart(pskv_store *s, pskv_table *t, const char *dir, layout *l)
         mdb_cursor_close(cur);
     }
     mdb_txn_abort(txn);
-    uint64_t payload = pskv_table_rows(t) * (uint64_t)t->row_bytes;
+    uint64_t payload = pskv_table_rows(t) * (uint64_t)t->stored_bytes;
     l->fill = l->rows ? (double)payload / (double)l->rows : 0;
     return 0;
 }
@@ -101,12 +101,12 @@ int workload_filesize(uint64_t n, int json)
         rc = pskv_push(t, keys + at, n - at < BATCH ? n - at : BATCH, grads);
     if (rc == 0)
         rc = pskv_checkpoint(s);
-    const double payload_mb = (double)n * t->row_bytes / 1e6;
+    const double payload_mb = (double)n * t->stored_bytes / 1e6;
     if (!json)
         printf("workload filesize: %llu rows of %u bytes (%.1f MB payload), 50 checkpoints of "
                "10%% changed rows\n"
                "%5s %9s %9s %7s %9s %9s %9s %9s %9s %9s %9s\n",
-               (unsigned long long)n, t->row_bytes, payload_mb, "ckpt", "file MB", "x payload",
+               (unsigned long long)n, t->stored_bytes, payload_mb, "ckpt", "file MB", "x payload",
                "fill", "rows MB", "undo MB", "meta MB", "freedb MB", "free MB", "unused MB",
                "ckpt s");
     uint64_t rng = 7;

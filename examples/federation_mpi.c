@@ -147,7 +147,9 @@ static uint64_t send_export(pskv_export *e, int to, int tag, uint64_t **keys, si
             if (k == NULL)
                 ok(PSKV_ENOMEM, "keys");
             *keys = k;
-            ok(pskv_chunk_decode(buf, len, k + *nkeys, w, NULL, tombs), "decode");
+            ok(pskv_chunk_decode(buf, len, k + *nkeys, in.rows, w, (size_t)in.rows * in.dim, NULL,
+                                 0, tombs, in.tombstones),
+               "decode");
             *nkeys += in.rows;
             free(w);
             free(tombs);
@@ -285,8 +287,8 @@ static void step(node *nd, uint64_t first, uint64_t count)
         if (send_n[r] == 0)
             continue;
         uint64_t *k = xmalloc((size_t)send_n[r] * sizeof *k);
-        ok(pskv_chunk_decode(in + in_at[r], (size_t)in_len[r], k, w_req + send_at[r], NULL,
-                             NULL),
+        ok(pskv_chunk_decode(in + in_at[r], (size_t)in_len[r], k, (size_t)send_n[r],
+                             w_req + send_at[r], (size_t)send_n[r], NULL, 0, NULL, 0),
            "row chunk");
         if (memcmp(k, req + send_at[r], (size_t)send_n[r] * sizeof *k) != 0)
             ok(PSKV_ECORRUPT, "row chunk keys");

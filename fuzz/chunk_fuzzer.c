@@ -59,9 +59,19 @@ static int decode(const uint8_t *c, size_t len, decoded *d)
     d->state = malloc((size_t)in->rows * in->state_floats * 4 + 1);
     d->tombs = malloc((size_t)in->tombstones * 8 + 1);
     CHECK(d->keys && d->values && d->state && d->tombs);
-    rc = pskv_chunk_decode(c, len, d->keys, d->values, d->state, d->tombs);
+    const size_t nv = (size_t)in->rows * in->dim, ns = (size_t)in->rows * in->state_floats;
+    rc = pskv_chunk_decode(c, len, d->keys, in->rows, d->values, nv, d->state, ns, d->tombs,
+                           in->tombstones);
     /* Without the state array the answer is the same. */
-    CHECK(pskv_chunk_decode(c, len, d->keys, d->values, NULL, d->tombs) == rc);
+    CHECK(pskv_chunk_decode(c, len, d->keys, in->rows, d->values, nv, NULL, 0, d->tombs,
+                            in->tombstones) == rc);
+    /* One element short anywhere: refused before anything is written. */
+    if (in->rows > 0)
+        CHECK(pskv_chunk_decode(c, len, d->keys, in->rows - 1, d->values, nv, NULL, 0, d->tombs,
+                                in->tombstones) == PSKV_ERANGE);
+    if (in->tombstones > 0)
+        CHECK(pskv_chunk_decode(c, len, d->keys, in->rows, d->values, nv, NULL, 0, d->tombs,
+                                in->tombstones - 1) == PSKV_ERANGE);
     if (rc == 0) {
         for (uint32_t i = 1; i < in->rows; i++)
             CHECK(d->keys[i] >= d->keys[i - 1]);

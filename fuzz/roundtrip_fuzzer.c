@@ -129,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint64_t *back_keys = malloc((size_t)n * 8 + 1);
     float *back = malloc((size_t)n * dim * 4 + 1);
     CHECK(back_keys != NULL && back != NULL);
-    CHECK(pskv_chunk_decode(buf, len, back_keys, back, NULL, NULL) == 0);
+    CHECK(pskv_chunk_decode(buf, len, back_keys, n, back, (size_t)n * dim, NULL, 0, NULL, 0) == 0);
     /* Keys ascending; a repeated key's rows in the order given. */
     bool *used = calloc(n + 1, 1);
     CHECK(used != NULL);

@@ -217,8 +217,9 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
 /* Open a store. dir == NULL makes a memory-only store (no spill, no
  * persistence). config: store config string or NULL.
  *
- * memory_budget caps the payload bytes of resident rows (weights + optimizer
- * state) over all tables; index and slab overhead come on top (see
+ * memory_budget caps the bytes of resident rows over all tables: each row
+ * costs its weights and optimizer state (pskv_table_info.row_bytes) plus
+ * its 8-byte version stamp; index and slab overhead come on top (see
  * pskv_store_stats.dram_bytes). In a memory-only store the budget makes a
  * cache: when rows are created past the budget, the calling thread drops the
  * coldest rows (CLOCK, second chance) until resident bytes are back under
@@ -353,6 +354,7 @@ typedef struct pskv_table_info {
     uint32_t row_bytes;     /* weights + state, the row's payload */
     uint32_t shards;        /* current shard count */
     pskv_table_options options; /* effective options */
+    uint32_t reserved[8];   /* zero: room for later fields */
 } pskv_table_info;
 PSKV_API int pskv_table_info_get(const pskv_table *t, pskv_table_info *out);
 
@@ -408,6 +410,7 @@ typedef struct pskv_table_stats {
                                 push returned PSKV_ERANGE) */
     uint64_t exported;       /* rows and tombstones in the chunks of exports (their
                                 reads are not in got or get_misses) */
+    uint64_t reserved[8];    /* zero: room for later counters */
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -418,7 +421,8 @@ typedef struct pskv_store_stats {
     uint64_t row_bytes;
     uint64_t dram_bytes;
     uint64_t memory_budget;  /* 0 = none */
-    uint64_t resident_bytes; /* row payload bytes in DRAM, the budgeted figure */
+    uint64_t resident_bytes; /* bytes of rows in DRAM, the budgeted figure: each
+                                row's row_bytes plus its 8-byte version */
     uint64_t rows_evicted;   /* rows the budget pushed out, all tables */
     uint64_t spill_bytes;    /* size of the spill files, capped by spill_max */
     /* Durable stores (0 otherwise): */
@@ -437,7 +441,7 @@ typedef struct pskv_store_stats {
                                     would otherwise keep every page freed after its
                                     snapshot from reuse); cleared at open and before
                                     every write transaction */
-    uint64_t reserved[2];
+    uint64_t reserved[8];        /* zero: room for later counters */
 } pskv_store_stats;
 PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
 
@@ -554,8 +558,9 @@ PSKV_API int pskv_checkpoint(pskv_store *s);
  * the same transaction: the trainer's global step, learning-rate schedule,
  * data-reader position, dense weights and their optimizer state, anything
  * that must match the rows after a restart. The bytes are copied before
- * the call returns; meta may be NULL when len is 0. Commits even when no
- * row changed. pskv_checkpoint and the checkpoint of pskv_close keep the
+ * the call returns; meta may be NULL when len is 0 (an empty record: unlike
+ * pskv_checkpoint_start, which keeps the last record then). Commits even
+ * when no row changed. pskv_checkpoint and the checkpoint of pskv_close keep the
  * last metadata as it was (its seq then trails checkpoint_seq).
  * Errors: those of pskv_checkpoint, and PSKV_EINVAL (meta NULL with len > 0,
  * len > PSKV_CHECKPOINT_META_MAX). Any thread. */
@@ -563,8 +568,10 @@ PSKV_API int pskv_checkpoint_with_meta(pskv_store *s, const void *meta, size_t l
 
 /* Asynchronous checkpoint: take the checkpoint's instant, copy the
  * caller's len bytes of metadata (committed with the rows, as by
- * pskv_checkpoint_with_meta; meta may be NULL when len is 0, which commits
- * an empty record), and return as soon as the instant has been taken,
+ * pskv_checkpoint_with_meta; a meta of len 0 that is not NULL commits an
+ * empty record; meta NULL with len 0 carries none and keeps the last
+ * metadata record as it is, as pskv_checkpoint does: its seq then trails
+ * checkpoint_seq), and return as soon as the instant has been taken,
  * while a thread of the checkpoint writes and commits the transaction.
  *
  * The guarantee, exactly: every row call (pull, push, put, erase, and a
@@ -669,7 +676,8 @@ PSKV_API int pskv_compact(const char *dir, uint64_t *before, uint64_t *after);
  * A row that pulls or gets read back from LMDB after its shard was copied
  * comes with those rows, as it is then. Every row that exists from
  * pskv_iter_create to the end is returned exactly once.
- * A reshard during iteration makes pskv_iter_next return PSKV_EBUSY.
+ * A reshard during iteration makes pskv_iter_next return PSKV_ESTALE
+ * (before 0.3.0: PSKV_EBUSY), and every later call too: iterate again.
  * The iterator is owned by the caller; free it with pskv_iter_destroy,
  * before or after its store's pskv_close (after it, pskv_iter_next returns
  * PSKV_EINVAL). Any thread; one iterator is used by one thread at a time:
@@ -797,9 +805,9 @@ PSKV_API int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node)
  * value the export's codec cannot carry (fp16 beyond 65504): no buffer
  * helps, export with another codec. Errors: PSKV_EINVAL,
  * PSKV_ENOMEM, PSKV_EIO / PSKV_ECORRUPT (a row could not be read),
- * PSKV_ESTALE (the change log dropped entries this export still needed),
- * PSKV_EBUSY (the table was resharded meanwhile: export again from the
- * same since). After an error of a delta export (since > 0) other than
+ * PSKV_ESTALE (the change log dropped entries this export still needed,
+ * or the table was resharded meanwhile (before 0.3.0: PSKV_EBUSY): export
+ * again from the same since). After an error of a delta export (since > 0) other than
  * PSKV_ERANGE, PSKV_ECODEC, PSKV_EINVAL and an overlapping call's
  * PSKV_EBUSY, every later call returns it: close the export and export
  * again from the same since. */
@@ -869,18 +877,23 @@ typedef struct pskv_chunk_info {
     uint64_t since, version; /* an export's range (0, 0 from pskv_chunk_encode) */
     uint32_t lz4;          /* 1: the body is lz4-compressed */
     size_t bytes;          /* the chunk's length */
+    uint32_t reserved[8];  /* zero: room for later fields */
 } pskv_chunk_info;
 /* Check a chunk (checksum, header, lengths) and describe it, to size the
  * arrays of pskv_chunk_decode. Errors: PSKV_EINVAL, PSKV_ECORRUPT,
  * PSKV_EVERSION. Any thread. */
 PSKV_API int pskv_chunk_info_get(const void *chunk, size_t len, pskv_chunk_info *out);
-/* Decode a chunk into the caller's arrays, sized by pskv_chunk_info_get:
- * keys[rows] (ascending), values[rows * dim] (as fp32), state[rows *
- * state_floats] (may be NULL), tombstones[tombstones]. Errors: those of
- * pskv_chunk_info_get, PSKV_ECORRUPT (a body that does not decode),
- * PSKV_ENOMEM. Any thread. */
-PSKV_API int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *values,
-                               float *state, uint64_t *tombstones);
+/* Decode a chunk into the caller's arrays, each with its capacity in
+ * elements (size them with pskv_chunk_info_get): keys[rows] (ascending),
+ * values[rows * dim] (as fp32), state[rows * state_floats] (NULL with
+ * state_cap 0: not wanted), tombstones[tombstones]. An array the chunk
+ * has nothing for may be NULL with capacity 0. Errors: those of
+ * pskv_chunk_info_get, PSKV_ERANGE (an array is shorter than the chunk
+ * needs; nothing written), PSKV_ECORRUPT (a body that does not decode),
+ * PSKV_ENOMEM. Any thread. (Before 0.3.0 the call took no capacities.) */
+PSKV_API int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, size_t keys_cap,
+                               float *values, size_t values_cap, float *state, size_t state_cap,
+                               uint64_t *tombstones, size_t tombs_cap);
 
 #ifdef __cplusplus
 }

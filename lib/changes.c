@@ -10,7 +10,15 @@
  * floor rises to the newest version dropped: exports from a cursor below
  * it get PSKV_ESTALE. The log never fails a row call: without memory it
  * drops its oldest half instead.
+ *
+ * The table's versions and the cursors of exports are this file's too:
+ * where a new table's versions start (a random base), where a reopened
+ * one's go on (the resume rule: on after a clean close, a jump past
+ * anything the lost run handed out otherwise), the version record a
+ * rollback leaves (unclean), and the check an export's cursor gets
+ * (stale, empty, go). Invariant: a shard's log is in version order.
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -18,6 +26,7 @@
 #include <unistd.h>
 
 #include "changes.h"
+#include "records.h"
 #include "pskv_internal.h"
 #include "sort.h"
 
@@ -102,6 +111,7 @@ void pskv__changes_add(pskv__shard *sh, uint64_t key, uint64_t version, uint32_t
                 drop_oldest(c, c->cap / 2);
         }
     }
+    PSKV__ASSERT(c->len == 0 || c->e[c->len - 1].version <= version); /* version order */
     c->e[c->len++] = (pskv__change){key, version};
 }
 
@@ -181,4 +191,62 @@ int pskv__changes_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *
     for (uint32_t s = 0; s < nto; s++)
         qsort(to[s].log.e, to[s].log.len, sizeof *to[s].log.e, by_version);
     return 0;
+}
+
+/* ---------------------------------------------------------------- versions and cursors */
+
+void pskv__changes_start(pskv_table *t, uint64_t version)
+{
+    PSKV__ASSERT(version >= PSKV__VERSION_JUMP); /* never 0: cursors of 0 mean "everything" */
+    atomic_store(&t->version, version);
+    atomic_store(&t->changes_floor, version);
+}
+
+pskv__cursor pskv__changes_cursor(pskv_table *t, uint64_t since, uint64_t *version,
+                                  uint64_t *floor)
+{
+    *version = atomic_load(&t->version);
+    *floor = atomic_load(&t->changes_floor);
+    for (uint32_t s = 0; s < t->nshards && since > 0; s++) {
+        pskv__shard *sh = &t->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        *floor = sh->log.floor > *floor ? sh->log.floor : *floor;
+        pthread_mutex_unlock(&sh->lock);
+    }
+    if (since > 0 && since < *floor)
+        return PSKV__CURSOR_DROPPED;
+    if (since > *version)
+        return PSKV__CURSOR_FOREIGN;
+    return since == *version ? PSKV__CURSOR_EMPTY : PSKV__CURSOR_GO;
+}
+
+int pskv__changes_resume(pskv_store *s, MDB_txn *txn, pskv_table *t, bool create,
+                         uint64_t *version)
+{
+    /* A created table starts at its base and is clean (nothing handed
+     * out). A record that says clean: the last close handed out nothing
+     * after it, go on from there. Not clean (a crash, a rollback): jump
+     * past anything the lost run can have handed out. No record: a store
+     * upgraded from format 2, which no cursor can predate. */
+    uint64_t v = create ? atomic_load(&t->version) : 0;
+    bool clean = create;
+    int rc = create ? 0 : pskv__record_version_get(s, txn, t->name, &v, &clean);
+    if (rc == PSKV_ENOTFOUND)
+        rc = 0;
+    if (rc != 0)
+        return rc;
+    if (!clean)
+        v += PSKV__VERSION_JUMP;
+    *version = v;
+    /* This run is not clean until its close says so. */
+    return pskv__record_put_version(s, txn, t->name, v, false);
+}
+
+int pskv__changes_rolled_back(pskv_store *s, MDB_txn *txn, const char *table, uint64_t version,
+                              bool clean)
+{
+    /* A record that claims a clean close no longer describes the rows a
+     * rollback leaves: the next open must jump past the versions the
+     * rolled-back run handed out. */
+    return clean ? pskv__record_put_version(s, txn, table, version, false) : 0;
 }

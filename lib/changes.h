@@ -32,6 +32,36 @@ PSKV__HIDDEN int pskv__changes_collect(const pskv__changes *c, uint64_t since, u
                                        uint32_t *n);
 PSKV__HIDDEN void pskv__changes_free(pskv__changes *c);
 PSKV__HIDDEN uint64_t pskv__changes_bytes(const pskv__changes *c);
+/* ---------------------------------------------------------------- versions and cursors */
+
+struct MDB_txn;
+/* The table's versions go on from version (after its last one handed out;
+ * exports need cursors at or above it). */
+PSKV__HIDDEN void pskv__changes_start(pskv_table *t, uint64_t version);
+/* What an export from cursor since gets (layout lock shared held): go,
+ * empty (nothing changed after since), or stale: since is below what the
+ * logs still hold (DROPPED), or above the table's version (FOREIGN: a
+ * cursor of another table or of an earlier life of this one). *version:
+ * the table's version now (every change at or below it is in the logs the
+ * caller visits next); *floor: the oldest cursor served. */
+typedef enum pskv__cursor {
+    PSKV__CURSOR_GO,
+    PSKV__CURSOR_EMPTY,
+    PSKV__CURSOR_DROPPED,
+    PSKV__CURSOR_FOREIGN,
+} pskv__cursor;
+PSKV__HIDDEN pskv__cursor pskv__changes_cursor(pskv_table *t, uint64_t since, uint64_t *version,
+                                              uint64_t *floor);
+/* The resume rule, in the attach transaction of a durable table: where its
+ * versions go on (*version; created: its base), with the version record
+ * rewritten as unclean. 0 or an error. */
+PSKV__HIDDEN int pskv__changes_resume(pskv_store *s, struct MDB_txn *txn, pskv_table *t,
+                                      bool create, uint64_t *version);
+/* In a rollback's transaction: table's version record as the rollback
+ * leaves it (version, clean: as read before the transaction wrote). */
+PSKV__HIDDEN int pskv__changes_rolled_back(pskv_store *s, struct MDB_txn *txn, const char *table,
+                                           uint64_t version, bool clean);
+
 /* A reshard (layout lock exclusive) moves the logs into the new shards:
  * 0 or PSKV_ENOMEM (the new shards' logs are freed with them). */
 PSKV__HIDDEN int pskv__changes_move(const pskv_table *t, const pskv_ring *ring, pskv__shard *to,

@@ -6,12 +6,9 @@
  *            shard's dirty list is taken and the table's parity flips, so
  *            every row written before this instant carries the "pending"
  *            mark and every later write marks the current generation.
- *   capture  keys sorted (numeric = LMDB byte order) and written in chunks
- *            through the transaction; each key's bytes as of the begin
- *            instant come from the row itself while it is still pending,
- *            from its pre-image (dirty.c saved it before the first later
- *            write), or from the spill file; a key with neither was erased
- *            and is deleted.
+ *   capture  keys sorted (numeric = LMDB byte order), captured as of the
+ *            begin instant in batches by a helper thread (capture.c) and
+ *            written batch by batch through the transaction.
  *   commit   the atomic point. On MDB_MAP_FULL the map grows and the whole
  *            transaction is written again: capture changes nothing, marks
  *            stay until the end, so a retry reads the same bytes.
@@ -23,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capture.h"
 #include "checkpoint.h"
 #include "dirty.h"
 #include "format.h"
@@ -34,26 +32,9 @@
 #include "tier.h"
 #include "undo.h"
 
-/* Captured bytes per chunk: bounds the checkpointer's buffer. */
-#define CHUNK_BYTES (4u << 20)
-#define CHUNK_KEYS_MAX 4096u
 
 void (*pskv__checkpoint_begin_hook)(void *arg);
 void *pskv__checkpoint_begin_hook_arg;
-
-/* A table's count record: rows in LMDB and the sum of their checks. */
-typedef struct row_count {
-    uint64_t rows, digest;
-} row_count;
-
-typedef struct ckpt_table {
-    pskv_table *t;
-    uint64_t *keys; /* sorted, unique */
-    size_t n;
-    row_count count; /* its count record once committed */
-    uint64_t version; /* the table's version at the instant */
-    bool final;       /* pskv_close's checkpoint: no version follows it */
-} ckpt_table;
 
 /* ---------------------------------------------------------------- sorting */
 
@@ -113,7 +94,7 @@ static void instant_taken(pskv_ckpt *job, int rc) { job_advance(job, JOB_TAKEN, 
  * (no reshard), so shard counts are stable. taken(job, rc) is told as soon
  * as the layout locks are released: the instant is then fixed (rc == 0) or
  * was never taken (rc != 0, nothing changed). */
-static int begin(ckpt_table *ct, uint32_t nt, pskv_ckpt *job)
+static int begin(pskv__ckpt_table *ct, uint32_t nt, pskv_ckpt *job)
 {
     pskv__keylist **lists = calloc(nt ? nt : 1, sizeof *lists);
     uint64_t **tmp = calloc(nt ? nt : 1, sizeof *tmp);
@@ -198,204 +179,9 @@ static int begin(ckpt_table *ct, uint32_t nt, pskv_ckpt *job)
     return rc;
 }
 
-/* ---------------------------------------------------------------- chunks */
-
-/* A chunk of sorted keys grouped by shard: at[start[s] .. start[s+1]) are
- * the chunk positions of shard s's keys. */
-typedef struct chunk {
-    const uint64_t *keys;
-    uint32_t n;
-    uint64_t *hash;
-    uint32_t *shard_of, *at, *start, *fill;
-    /* capture results */
-    uint8_t *vals;     /* [n][row_bytes + 8] */
-    uint8_t *present;  /* [n] 1 = put, 0 = delete */
-    uint8_t *waiting;  /* [n] a loader owns the row: look again */
-    uint32_t *spill_pos, *spill_slot;
-    uint8_t *spill_owned; /* BUSY set by us: clear after the read */
-    uint32_t nspill;
-} chunk;
-
-static void chunk_free(chunk *c)
-{
-    free(c->hash);
-    free(c->shard_of);
-    free(c->at);
-    free(c->start);
-    free(c->fill);
-    free(c->vals);
-    free(c->present);
-    free(c->waiting);
-    free(c->spill_pos);
-    free(c->spill_slot);
-    free(c->spill_owned);
-}
-
-static int chunk_alloc(chunk *c, uint32_t keys_max, uint32_t shards_max, uint32_t row_bytes)
-{
-    memset(c, 0, sizeof *c);
-    c->hash = malloc(keys_max * sizeof *c->hash);
-    c->shard_of = malloc(keys_max * sizeof *c->shard_of);
-    c->at = malloc(keys_max * sizeof *c->at);
-    c->start = malloc(((size_t)shards_max + 1) * sizeof *c->start);
-    c->fill = malloc(((size_t)shards_max + 1) * sizeof *c->fill);
-    /* Captured rows of any table: a chunk holds at most CHUNK_BYTES of them,
-     * or 16 rows (chunk_keys). */
-    size_t vals_bytes = (size_t)16 * (row_bytes + PSKV_FMT_CHECK_BYTES);
-    c->vals = malloc(vals_bytes > CHUNK_BYTES ? vals_bytes : CHUNK_BYTES);
-    c->present = malloc(keys_max);
-    c->waiting = malloc(keys_max);
-    c->spill_pos = malloc(keys_max * sizeof *c->spill_pos);
-    c->spill_slot = malloc(keys_max * sizeof *c->spill_slot);
-    c->spill_owned = malloc(keys_max);
-    if (!c->hash || !c->shard_of || !c->at || !c->start || !c->fill || !c->vals || !c->present ||
-        !c->waiting || !c->spill_pos || !c->spill_slot || !c->spill_owned) {
-        chunk_free(c);
-        return PSKV_ENOMEM;
-    }
-    return 0;
-}
-
-/* Route the chunk's keys (layout lock held) and group them by shard. */
-static void chunk_group(pskv_table *t, chunk *c, const uint64_t *keys, uint32_t n)
-{
-    c->keys = keys;
-    c->n = n;
-    memset(c->start, 0, ((size_t)t->nshards + 1) * sizeof *c->start);
-    for (uint32_t i = 0; i < n; i++) {
-        c->hash[i] = pskv__key_hash(keys[i], t->opts.seed);
-        c->shard_of[i] = pskv__ring_route_hash(t->ring, c->hash[i]);
-        c->start[c->shard_of[i] + 1]++;
-    }
-    for (uint32_t s = 0; s < t->nshards; s++)
-        c->start[s + 1] += c->start[s];
-    memcpy(c->fill, c->start, (size_t)t->nshards * sizeof *c->fill);
-    for (uint32_t i = 0; i < n; i++)
-        c->at[c->fill[c->shard_of[i]]++] = i;
-}
-
-static uint8_t *val_of(const pskv_table *t, const chunk *c, uint32_t i)
-{
-    return c->vals + (size_t)i * (t->row_bytes + PSKV_FMT_CHECK_BYTES);
-}
-
-static void take_bytes(pskv_table *t, chunk *c, uint32_t i, const void *row)
-{
-    memcpy(val_of(t, c, i), row, t->row_bytes);
-    c->present[i] = 1;
-}
-
-static void need_spill_read(chunk *c, uint32_t i, uint32_t slot, bool owned)
-{
-    c->spill_pos[c->nspill] = i;
-    c->spill_slot[c->nspill] = slot;
-    c->spill_owned[c->nspill++] = owned;
-    c->present[i] = 1;
-}
-
-/* One key's bytes as of the begin (shard lock held), as dirty.c finds them. */
-static void capture_key(pskv_table *t, pskv__shard *sh, chunk *c, uint32_t i, uint32_t parity)
-{
-    pskv__capture cap = pskv__dirty_capture(t, sh, c->keys[i], c->hash[i], parity);
-    c->waiting[i] = cap.kind == PSKV__CAPTURE_WAIT;
-    switch (cap.kind) {
-    case PSKV__CAPTURE_BYTES:
-        take_bytes(t, c, i, cap.bytes);
-        break;
-    case PSKV__CAPTURE_SPILL:
-        need_spill_read(c, i, cap.slot, cap.owned);
-        break;
-    case PSKV__CAPTURE_ERASED:
-        c->present[i] = 0;
-        break;
-    case PSKV__CAPTURE_WAIT:
-        break;
-    }
-}
-
-/* Read the chunk's spilled bytes in one batch and release what we marked. */
-static int read_spilled(pskv_table *t, chunk *c)
-{
-    if (c->nspill == 0)
-        return 0;
-    uint64_t *keys = malloc(c->nspill * sizeof *keys);
-    float **rows = malloc(c->nspill * sizeof *rows);
-    int rc = keys && rows ? 0 : PSKV_ENOMEM;
-    if (rc == 0) {
-        for (uint32_t k = 0; k < c->nspill; k++) {
-            keys[k] = c->keys[c->spill_pos[k]];
-            rows[k] = (float *)(void *)val_of(t, c, c->spill_pos[k]);
-        }
-        rc = pskv__spill_read(t->spill, c->nspill, keys, c->spill_slot, rows, NULL);
-    }
-    for (uint32_t k = 0; k < c->nspill; k++) {
-        if (!c->spill_owned[k])
-            continue;
-        uint32_t i = c->spill_pos[k];
-        pskv__shard *sh = &t->shards[c->shard_of[i]];
-        pthread_mutex_lock(&sh->lock);
-        pskv__tier_spilled_release(sh, c->keys[i], c->hash[i]);
-        pthread_mutex_unlock(&sh->lock);
-    }
-    pskv__tier_moved_wake(t->store);
-    c->nspill = 0;
-    free(keys);
-    free(rows);
-    return rc;
-}
-
-/* Capture a chunk of sorted keys: c->present and c->vals (with checks). */
-static int capture_chunk(pskv_table *t, chunk *c, const uint64_t *keys, uint32_t n)
-{
-    pthread_rwlock_rdlock(&t->layout_lock);
-    chunk_group(t, c, keys, n);
-    const uint32_t parity = t->parity;
-    memset(c->waiting, 1, n);
-    int rc = 0;
-    for (;;) {
-        uint64_t gen = pskv__tier_moved_gen(t->store);
-        uint32_t waiting = 0;
-        c->nspill = 0;
-        for (uint32_t s = 0; s < t->nshards; s++) {
-            if (c->start[s] == c->start[s + 1])
-                continue;
-            pskv__shard *sh = &t->shards[s];
-            pthread_mutex_lock(&sh->lock);
-            for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++) {
-                if (j + 8 < c->start[s + 1]) /* the index entry a few keys ahead */
-                    __builtin_prefetch(&sh->index[pskv__index_pos(c->hash[c->at[j + 8]],
-                                                                  sh->index_mask)]);
-                if (c->waiting[c->at[j]]) {
-                    capture_key(t, sh, c, c->at[j], parity);
-                    waiting += c->waiting[c->at[j]];
-                }
-            }
-            pthread_mutex_unlock(&sh->lock);
-        }
-        rc = read_spilled(t, c);
-        if (rc != 0 || waiting == 0)
-            break;
-        pskv__tier_moved_wait(t->store, gen);
-    }
-    pthread_rwlock_unlock(&t->layout_lock);
-    for (uint32_t i = 0; i < n && rc == 0; i++)
-        if (c->present[i]) {
-            uint8_t *v = val_of(t, c, i);
-            pskv_fmt_put64(v + t->row_bytes, pskv_fmt_row_check(keys[i], v, t->row_bytes));
-        }
-    return rc;
-}
-
 /* ---------------------------------------------------------------- write */
 
-static int chunk_keys(const pskv_table *t)
-{
-    uint32_t k = CHUNK_BYTES / (t->row_bytes + PSKV_FMT_CHECK_BYTES);
-    return (int)(k < 16 ? 16 : k > CHUNK_KEYS_MAX ? CHUNK_KEYS_MAX : k);
-}
-
-
-/* Put or delete the captured chunk, in key order, through the table's
+/* Put or delete the captured batch, in key order, through the table's
  * cursor: a put next to the previous one finds its leaf without a descent
  * from the root. A put is tried as an insert (MDB_NOOVERWRITE); a key that
  * exists comes back with its value, whose check leaves the table digest,
@@ -425,10 +211,10 @@ static int tail_of(MDB_cursor *cur, tail *tl)
     return 0;
 }
 
-static int write_chunk(pskv_table *t, MDB_cursor *cur, pskv__undo *undo, uint32_t ti,
-                       const chunk *c, row_count *count, uint8_t *old, tail *tl)
+static int write_batch(pskv_table *t, MDB_cursor *cur, pskv__undo *undo, uint32_t ti,
+                       const pskv__batch *c, pskv__row_count *count, uint8_t *old, tail *tl)
 {
-    const size_t vlen = (size_t)t->row_bytes + PSKV_FMT_CHECK_BYTES;
+    const size_t vlen = (size_t)t->stored_bytes + PSKV_FMT_CHECK_BYTES;
     for (uint32_t i = 0; i < c->n; i++) {
         uint8_t kb[8];
         pskv_fmt_key(kb, c->keys[i]);
@@ -438,35 +224,35 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, pskv__undo *undo, uint32_
         bool changed = true;
         int rc;
         if (c->present[i] && (!tl->any || c->keys[i] > tl->last)) {
-            uint8_t *val = val_of(t, c, i);
+            uint8_t *val = pskv__batch_val(t, c, i);
             v = (MDB_val){vlen, val};
             rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND);
             count->rows++;
-            count->digest += pskv_fmt_get64(val + t->row_bytes);
+            count->digest += pskv_fmt_get64(val + t->stored_bytes);
             tl->any = true;
             tl->last = c->keys[i];
         } else if (!c->present[i] && (!tl->any || c->keys[i] > tl->last)) {
             rc = 0; /* erased before it was ever persisted */
             changed = false;
         } else if (c->present[i]) {
-            uint8_t *val = val_of(t, c, i);
+            uint8_t *val = pskv__batch_val(t, c, i);
             v = (MDB_val){vlen, val};
             rc = mdb_cursor_put(cur, &k, &v, MDB_NOOVERWRITE);
             if (rc == 0) {
                 count->rows++;
             } else if (rc == MDB_KEYEXIST) {
-                if (pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check) != 0)
+                if (pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->stored_bytes, &old_check) != 0)
                     return PSKV_ECORRUPT;
                 memcpy(old, v.mv_data, vlen); /* before the put reuses its page */
                 old_len = vlen;
                 v = (MDB_val){vlen, val};
                 rc = mdb_cursor_put(cur, &k, &v, MDB_CURRENT);
             }
-            count->digest += pskv_fmt_get64(val + t->row_bytes);
+            count->digest += pskv_fmt_get64(val + t->stored_bytes);
         } else {
             rc = mdb_cursor_get(cur, &k, &v, MDB_SET);
             if (rc == 0 &&
-                pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &old_check) != 0)
+                pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->stored_bytes, &old_check) != 0)
                 return PSKV_ECORRUPT;
             if (rc == 0) {
                 memcpy(old, v.mv_data, vlen);
@@ -487,93 +273,16 @@ static int write_chunk(pskv_table *t, MDB_cursor *cur, pskv__undo *undo, uint32_
     return 0;
 }
 
-/* Capture runs on a helper thread one chunk ahead of the LMDB writes, so
- * that the writer thread (the checkpoint's bottleneck) only puts. */
-typedef struct pipeline {
-    ckpt_table *ct;
-    uint32_t nt;
-    chunk *c; /* [2]: chunk k of the checkpoint goes to c[k & 1] */
-    pthread_mutex_t lock;
-    pthread_cond_t cv;
-    bool full[2];
-    bool stop;      /* the writer gave up: capture no more */
-    int capture_rc; /* first capture error; no chunk after it */
-} pipeline;
-
-static size_t chunks_of(const ckpt_table *ct)
-{
-    size_t step = (size_t)chunk_keys(ct->t);
-    return (ct->n + step - 1) / step;
-}
-
-static void *capture_thread(void *arg)
-{
-    pipeline *p = arg;
-    uint64_t k = 0;
-    for (uint32_t i = 0; i < p->nt; i++) {
-        pskv_table *t = p->ct[i].t;
-        size_t step = (size_t)chunk_keys(t);
-        pskv__keyfilter_expect(&t->persisted, p->ct[i].n);
-        for (size_t at = 0; at < p->ct[i].n; at += step, k++) {
-            chunk *c = &p->c[k & 1];
-            pthread_mutex_lock(&p->lock);
-            while (p->full[k & 1] && !p->stop)
-                pthread_cond_wait(&p->cv, &p->lock);
-            bool stop = p->stop;
-            pthread_mutex_unlock(&p->lock);
-            if (stop)
-                return NULL;
-            uint32_t n = (uint32_t)(p->ct[i].n - at < step ? p->ct[i].n - at : step);
-            int rc = capture_chunk(t, c, p->ct[i].keys + at, n);
-            for (uint32_t j = 0; j < n && rc == 0; j++) {
-                if (j + 8 < n)
-                    pskv__keyfilter_prefetch(&t->persisted, c->keys[j + 8]);
-                if (c->present[j]) /* a retry adds them again: harmless */
-                    pskv__keyfilter_add(&t->persisted, c->keys[j]);
-            }
-            pthread_mutex_lock(&p->lock);
-            if (rc != 0)
-                p->capture_rc = rc;
-            else
-                p->full[k & 1] = true;
-            pthread_cond_broadcast(&p->cv);
-            pthread_mutex_unlock(&p->lock);
-            if (rc != 0)
-                return NULL;
-        }
-    }
-    return NULL;
-}
-
-/* The writer's side: chunk k once captured, or the capture's error. */
-static int chunk_wait(pipeline *p, uint64_t k)
-{
-    pthread_mutex_lock(&p->lock);
-    while (!p->full[k & 1] && p->capture_rc == 0)
-        pthread_cond_wait(&p->cv, &p->lock);
-    int rc = p->full[k & 1] ? 0 : p->capture_rc;
-    pthread_mutex_unlock(&p->lock);
-    return rc;
-}
-
-static void chunk_done(pipeline *p, uint64_t k)
-{
-    pthread_mutex_lock(&p->lock);
-    p->full[k & 1] = false;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->lock);
-}
-
-/* Every table's chunks, put through one cursor per table; each table's
+/* Every table's batches, put through one cursor per table; each table's
  * count record follows from the committed one. */
-static int write_rows(pipeline *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s,
+static int write_rows(pskv__batches *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s,
                       uint64_t *rows)
 {
     int rc = 0;
     uint64_t k = 0;
     uint32_t row_max = 0;
     for (uint32_t i = 0; i < p->nt; i++)
-        row_max = p->ct[i].t->row_bytes > row_max ? p->ct[i].t->row_bytes : row_max;
+        row_max = p->ct[i].t->stored_bytes > row_max ? p->ct[i].t->stored_bytes : row_max;
     uint8_t *old = malloc((size_t)row_max + PSKV_FMT_CHECK_BYTES);
     if (old == NULL)
         return PSKV_ENOMEM;
@@ -581,23 +290,23 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s
     for (uint32_t i = 0; i < p->nt && rc == 0; i++) {
         pskv_table *t = p->ct[i].t;
         MDB_cursor *cur = NULL;
-        row_count *count = &p->ct[i].count; /* from the committed one */
+        pskv__row_count *count = &p->ct[i].count; /* from the committed one */
         pthread_mutex_lock(&t->count_lock);
-        *count = (row_count){t->db_rows, t->db_digest};
+        *count = (pskv__row_count){t->db_rows, t->db_digest};
         pthread_mutex_unlock(&t->count_lock);
         rc = pskv__env_write_err(mdb_cursor_open(txn, t->dbi, &cur));
         tail tl = {false, 0};
         if (rc == 0)
             rc = tail_of(cur, &tl);
-        for (size_t c = chunks_of(&p->ct[i]); c > 0; c--, k++) {
-            /* After an error every chunk is still taken and released:
+        for (size_t c = pskv__batch_count(&p->ct[i]); c > 0; c--, k++) {
+            /* After an error every batch is still taken and released:
              * the capture thread must not wait for a slot. */
-            int crc = chunk_wait(p, k);
+            int crc = pskv__batches_wait(p, k);
             if (rc == 0 && crc == 0)
-                rc = write_chunk(t, cur, undo, i, &p->c[k & 1], count, old, &tl);
+                rc = write_batch(t, cur, undo, i, &p->c[k & 1], count, old, &tl);
             else if (rc == 0)
                 rc = crc;
-            chunk_done(p, k);
+            pskv__batches_done(p, k);
             if (rc != 0)
                 break;
         }
@@ -618,7 +327,7 @@ static int write_rows(pipeline *p, MDB_txn *txn, pskv__undo *undo, pskv_store *s
 }
 
 /* The undo header's table list: each table's committed count record. */
-static int undo_end(pskv_store *s, pskv__undo *undo, const ckpt_table *ct, uint32_t nt)
+static int undo_end(pskv_store *s, pskv__undo *undo, const pskv__ckpt_table *ct, uint32_t nt)
 {
     pskv__undo_table *ut = calloc(nt ? nt : 1, sizeof *ut);
     if (ut == NULL)
@@ -635,7 +344,7 @@ static int undo_end(pskv_store *s, pskv__undo *undo, const ckpt_table *ct, uint3
 }
 
 /* The whole transaction, once. PSKV__MAP_FULL asks for a bigger map. */
-static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
+static int write_txn(pskv_store *s, pskv__ckpt_table *ct, uint32_t nt, pskv__batch c[2],
                      const pskv__user_meta *meta, uint64_t *rows, uint64_t *time_ns,
                      uint64_t *txnid)
 {
@@ -650,22 +359,12 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
         mdb_txn_abort(txn);
         return rc;
     }
-    pipeline p = {.ct = ct, .nt = nt, .c = c};
-    pthread_t helper;
-    pthread_mutex_init(&p.lock, NULL);
-    pthread_cond_init(&p.cv, NULL);
-    if (pthread_create(&helper, NULL, capture_thread, &p) != 0) {
-        rc = PSKV_ENOMEM;
-    } else {
+    pskv__batches p;
+    rc = pskv__batches_start(&p, ct, nt, c);
+    if (rc == 0) {
         rc = write_rows(&p, txn, &undo, s, rows);
-        pthread_mutex_lock(&p.lock);
-        p.stop = true; /* after an error: capture nothing more */
-        pthread_cond_broadcast(&p.cv);
-        pthread_mutex_unlock(&p.lock);
-        pthread_join(helper, NULL);
+        pskv__batches_stop(&p);
     }
-    pthread_cond_destroy(&p.cv);
-    pthread_mutex_destroy(&p.lock);
     if (rc == 0)
         rc = undo_end(s, &undo, ct, nt);
     pskv__undo_free(&undo);
@@ -685,9 +384,9 @@ static int write_txn(pskv_store *s, ckpt_table *ct, uint32_t nt, chunk c[2],
  * ahead for need bytes, then the whole transaction is written. */
 typedef struct txn_args {
     pskv_store *s;
-    ckpt_table *ct;
+    pskv__ckpt_table *ct;
     uint32_t nt;
-    chunk *c;
+    pskv__batch *c;
     const pskv__user_meta *meta;
     uint64_t need, *rows, *time_ns, *txnid;
 } txn_args;
@@ -722,14 +421,14 @@ static int clean_once(void *arg)
 
 /* ---------------------------------------------------------------- finish */
 
-static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
+static void finish(pskv_table *t, pskv__batch *c, pskv__ckpt_table *ct, bool ok)
 {
     pthread_rwlock_rdlock(&t->layout_lock);
     const uint32_t parity = t->parity;
-    size_t step = CHUNK_KEYS_MAX;
+    size_t step = PSKV__BATCH_KEYS_MAX;
     for (size_t at = 0; at < ct->n; at += step) {
         uint32_t n = (uint32_t)(ct->n - at < step ? ct->n - at : step);
-        chunk_group(t, c, ct->keys + at, n);
+        pskv__batch_group(t, c, ct->keys + at, n);
         for (uint32_t s = 0; s < t->nshards; s++) {
             if (c->start[s] == c->start[s + 1])
                 continue;
@@ -744,12 +443,12 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
     for (uint32_t s = 0; s < t->nshards; s++) {
         pskv__shard *sh = &t->shards[s];
         pthread_mutex_lock(&sh->lock);
-        uint32_t nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, CHUNK_KEYS_MAX);
+        uint32_t nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, PSKV__BATCH_KEYS_MAX);
         pthread_mutex_unlock(&sh->lock);
         while (nslots > 0) { /* pre-images that were spilled records */
             pskv__spill_free(t->spill, c->spill_slot, nslots);
             pthread_mutex_lock(&sh->lock);
-            nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, CHUNK_KEYS_MAX);
+            nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, PSKV__BATCH_KEYS_MAX);
             pthread_mutex_unlock(&sh->lock);
         }
     }
@@ -764,6 +463,31 @@ static void finish(pskv_table *t, chunk *c, ckpt_table *ct, bool ok)
     ct->keys = NULL;
 }
 
+/* ---------------------------------------------------------------- after the commit */
+
+/* The bookkeeping of a committed checkpoint (snapshot txnid): filters as
+ * written, each table's count record as of it, the store's seq (and
+ * pskv.seq), then a tick so that the next checkpoint reuses the pages
+ * this one freed. */
+static void committed(pskv_store *s, pskv__ckpt_table *ct, uint32_t nt, uint64_t txnid,
+                      uint64_t time_ns)
+{
+    for (uint32_t i = 0; i < nt; i++) {
+        pskv__record_filters_written(ct[i].t);
+        pskv__persist_count_seen(ct[i].t, ct[i].count.rows, ct[i].count.digest, txnid);
+    }
+    /* A failure to write pskv.seq only weakens the rollback check until
+     * the next checkpoint. */
+    (void)pskv__persist_seq_committed(s, s->ckpt_seq + 1, time_ns);
+    uint64_t tick;
+    if (pskv__record_tick(s, &tick) != 0) {
+        (void)pskv__persist_recover(s); /* costs file space only */
+        return;
+    }
+    for (uint32_t i = 0; i < nt; i++) /* the same rows, a later snapshot */
+        pskv__persist_count_seen(ct[i].t, ct[i].count.rows, ct[i].count.digest, tick);
+}
+
 /* ---------------------------------------------------------------- checkpoint */
 
 int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *job, bool final)
@@ -772,10 +496,10 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
      * as table creation takes them). */
     pthread_mutex_lock(&s->lock);
     uint32_t nt = s->ntables;
-    ckpt_table *ct = calloc(nt ? nt : 1, sizeof *ct);
+    pskv__ckpt_table *ct = calloc(nt ? nt : 1, sizeof *ct);
     if (ct != NULL)
         for (uint32_t i = 0; i < nt; i++)
-            ct[i] = (ckpt_table){.t = s->tables[i], .final = final};
+            ct[i] = (pskv__ckpt_table){.t = s->tables[i], .final = final};
     pthread_mutex_unlock(&s->lock);
     if (ct == NULL) {
         instant_taken(job, PSKV_ENOMEM);
@@ -786,23 +510,23 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
     uint32_t row_max = 0, shards_max = 1;
     for (uint32_t i = 0; i < nt; i++) {
         pthread_mutex_lock(&ct[i].t->ckpt_lock); /* no reshard meanwhile */
-        if (ct[i].t->row_bytes > row_max)
-            row_max = ct[i].t->row_bytes;
+        if (ct[i].t->stored_bytes > row_max)
+            row_max = ct[i].t->stored_bytes;
         if (ct[i].t->nshards > shards_max)
             shards_max = ct[i].t->nshards;
     }
-    chunk c[2];
-    int rc = chunk_alloc(&c[0], CHUNK_KEYS_MAX, shards_max, row_max);
+    pskv__batch c[2];
+    int rc = pskv__batch_alloc(&c[0], PSKV__BATCH_KEYS_MAX, shards_max, row_max);
     if (rc == 0) {
-        rc = chunk_alloc(&c[1], CHUNK_KEYS_MAX, shards_max, row_max);
+        rc = pskv__batch_alloc(&c[1], PSKV__BATCH_KEYS_MAX, shards_max, row_max);
         if (rc != 0)
-            chunk_free(&c[0]);
+            pskv__batch_free(&c[0]);
     }
     if (rc == 0) {
         rc = begin(ct, nt, job);
         if (rc != 0) {
-            chunk_free(&c[0]);
-            chunk_free(&c[1]);
+            pskv__batch_free(&c[0]);
+            pskv__batch_free(&c[1]);
         }
     }
     if (rc == 0) {
@@ -810,7 +534,7 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
         uint64_t need = (1u << 20) + (meta ? (uint64_t)meta->len * 2 : 0), rows = 0, time_ns = 0,
                  dirty = 0, txnid = 0;
         for (uint32_t i = 0; i < nt; i++) {
-            need += (uint64_t)ct[i].n * (ct[i].t->row_bytes + 64) * 3; /* rows, undo, copies */
+            need += (uint64_t)ct[i].n * (ct[i].t->stored_bytes + 64) * 3; /* rows, undo, copies */
             dirty += ct[i].n;
         }
         /* Nothing written and no metadata: nothing to commit. */
@@ -822,36 +546,10 @@ int pskv__checkpoint_run(pskv_store *s, const pskv__user_meta *meta, pskv_ckpt *
             (void)pskv__persist_recover(s); /* LMDB may have given up on its env */
         for (uint32_t i = 0; i < nt; i++)
             finish(ct[i].t, &c[0], &ct[i], rc == 0);
-        chunk_free(&c[0]);
-        chunk_free(&c[1]);
+        pskv__batch_free(&c[0]);
+        pskv__batch_free(&c[1]);
         if (rc == 0 && commit) {
-            for (uint32_t i = 0; i < nt; i++) {
-                pskv_table *t = ct[i].t;
-                pskv__record_filters_written(t);
-                pthread_mutex_lock(&t->count_lock);
-                t->db_rows = ct[i].count.rows;
-                t->db_digest = ct[i].count.digest;
-                t->db_txnid = txnid;
-                pthread_mutex_unlock(&t->count_lock);
-            }
-            s->ckpt_seq++;
-            /* After the commit, never before: a crash in between leaves the
-             * store one ahead of the file, which opens. A failure to write
-             * it only weakens the rollback check until the next one. */
-            (void)pskv__seqfile_write(s->dir, s->ckpt_seq);
-            atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
-            s->ckpt_unix_ns = time_ns;
-            uint64_t tick;
-            if (pskv__record_tick(s, &tick) == 0) {
-                for (uint32_t i = 0; i < nt; i++) { /* the same rows, a later snapshot */
-                    pskv_table *t = ct[i].t;
-                    pthread_mutex_lock(&t->count_lock);
-                    t->db_txnid = tick;
-                    pthread_mutex_unlock(&t->count_lock);
-                }
-            } else {
-                (void)pskv__persist_recover(s); /* costs file space only */
-            }
+            committed(s, ct, nt, txnid, time_ns);
             atomic_store(&s->ckpt_last_rows, rows);
             atomic_store(&s->ckpt_last_ns, pskv__now_ns() - t0);
         } else if (rc != 0) {

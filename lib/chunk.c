@@ -318,12 +318,12 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     p = keys_put(p, tombs, ntombs);
     /* Rows come from anywhere (a shard's slabs, in key order): each one's
      * lines, the state's too, are asked for ROW_AHEAD rows before use. */
-    const uint32_t row_bytes = (sp->dim + sp->state_floats) * 4u;
+    const uint32_t payload_bytes = (sp->dim + sp->state_floats) * 4u;
     for (uint32_t i = 0; i < n && i < ROW_AHEAD; i++)
-        pskv__prefetch_row(rows[i], row_bytes);
+        pskv__prefetch_row(rows[i], payload_bytes);
     for (uint32_t i = 0; i < n; i++, p += vb) {
         if (i + ROW_AHEAD < n)
-            pskv__prefetch_row(rows[i + ROW_AHEAD], row_bytes);
+            pskv__prefetch_row(rows[i + ROW_AHEAD], payload_bytes);
         if (encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
             if (!in_place)
                 free(raw);
@@ -548,8 +548,12 @@ int pskv__chunk_decode_opened(const void *chunk, size_t len, const pskv_chunk_in
                               uint64_t *keys, float *values, float *state, uint64_t *tombstones)
 {
     const pskv_chunk_info in = *opened;
-    if (in.rows > 0 && values == NULL)
-        return pskv__fail(PSKV_EINVAL, "the chunk has %u rows: values is NULL", in.rows);
+    if (in.rows > 0 && (values == NULL || keys == NULL))
+        return pskv__fail(PSKV_EINVAL, "the chunk has %u rows: %s is NULL", in.rows,
+                          keys == NULL ? "keys" : "values");
+    if (in.tombstones > 0 && tombstones == NULL)
+        return pskv__fail(PSKV_EINVAL, "the chunk has %u tombstones: tombstones is NULL",
+                          in.tombstones);
     pskv__chunk_view v;
     int rc = pskv__chunk_view_open(chunk, len, opened, keys, tombstones, &v);
     if (rc != 0)
@@ -562,15 +566,37 @@ int pskv__chunk_decode_opened(const void *chunk, size_t len, const pskv_chunk_in
     return 0;
 }
 
-int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, float *values, float *state,
-                      uint64_t *tombstones)
+/* An array shorter than the chunk needs: PSKV_ERANGE, before anything is
+ * written. */
+static int check_cap(const char *what, size_t cap, uint64_t need)
+{
+    if (cap >= need)
+        return 0;
+    return pskv__fail(PSKV_ERANGE, "%s holds %zu elements, the chunk needs %llu", what, cap,
+                      (unsigned long long)need);
+}
+
+int pskv_chunk_decode(const void *chunk, size_t len, uint64_t *keys, size_t keys_cap,
+                      float *values, size_t values_cap, float *state, size_t state_cap,
+                      uint64_t *tombstones, size_t tombs_cap)
 {
     pskv__detail_clear();
     pskv_chunk_info in;
     int rc = pskv__chunk_open(chunk, len, &in);
     if (rc != 0)
         return rc;
-    return pskv__chunk_decode_opened(chunk, len, &in, keys, values, state, tombstones);
+    if ((keys == NULL && keys_cap > 0) || (values == NULL && values_cap > 0) ||
+        (state == NULL && state_cap > 0) || (tombstones == NULL && tombs_cap > 0))
+        return pskv__fail(PSKV_EINVAL, "an array is NULL with a capacity above 0");
+    const bool want_state = state != NULL && in.state_floats > 0;
+    if ((rc = check_cap("keys", keys_cap, in.rows)) != 0 ||
+        (rc = check_cap("values", values_cap, (uint64_t)in.rows * in.dim)) != 0 ||
+        (want_state && (rc = check_cap("state", state_cap,
+                                       (uint64_t)in.rows * in.state_floats)) != 0) ||
+        (rc = check_cap("tombstones", tombs_cap, in.tombstones)) != 0)
+        return rc;
+    return pskv__chunk_decode_opened(chunk, len, &in, keys, values, want_state ? state : NULL,
+                                     tombstones);
 }
 
 /* ---------------------------------------------------------------- caller's arrays */

@@ -74,7 +74,7 @@ int pskv__cold_find(pskv_table *t, pskv__cold *c, uint64_t key, const void **row
     if (rc != 0)
         return pskv__env_err(rc);
     if (!pskv_fmt_in_span(c->base, c->span, v.mv_data, v.mv_size) ||
-        !pskv_fmt_row_ok(key, v.mv_data, v.mv_size, t->row_bytes, NULL))
+        !pskv_fmt_row_ok(key, v.mv_data, v.mv_size, t->stored_bytes, NULL))
         return PSKV_ECORRUPT;
     *row = v.mv_data;
     return 1;
@@ -113,7 +113,7 @@ int pskv__cold_keys(pskv_table *t, uint64_t after, bool first, uint64_t *keys, u
             while (mrc == 0 && *n < max) {
                 uint64_t check;
                 if (k.mv_size != 8 || !pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
-                    pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->row_bytes, &check) != 0) {
+                    pskv_fmt_row_stored_check(v.mv_data, v.mv_size, t->stored_bytes, &check) != 0) {
                     mrc = MDB_CORRUPTED;
                     break;
                 }

@@ -45,7 +45,7 @@ static int cow_reserve(pskv__shard *sh, uint32_t k)
         if (b == NULL)
             return PSKV_ENOMEM;
         sh->ck.cow_blocks = b;
-        if ((b[sh->ck.cow_nblocks] = malloc((size_t)PSKV__COW_BLOCK_ROWS * sh->row_bytes)) == NULL)
+        if ((b[sh->ck.cow_nblocks] = malloc((size_t)PSKV__COW_BLOCK_ROWS * sh->stored_bytes)) == NULL)
             return PSKV_ENOMEM;
         sh->ck.cow_nblocks++;
     }
@@ -114,7 +114,7 @@ void pskv__dirty_presize(pskv__shard *sh, uint32_t n)
 static uint8_t *cow_row(const pskv__shard *sh, uint32_t i)
 {
     return sh->ck.cow_blocks[i / PSKV__COW_BLOCK_ROWS] +
-           (size_t)(i % PSKV__COW_BLOCK_ROWS) * sh->row_bytes;
+           (size_t)(i % PSKV__COW_BLOCK_ROWS) * sh->stored_bytes;
 }
 
 static void list_append(pskv__shard *sh, uint64_t key) { pskv__keylist_append(&sh->ck.dirty, key); }
@@ -130,7 +130,7 @@ static void cow_save_row(pskv__shard *sh, uint64_t key, const float *row)
     uint32_t at = sh->ck.cow_count++;
     PSKV__ASSERT(sh->ck.cow_reserved > 0);
     sh->ck.cow_reserved--;
-    memcpy(cow_row(sh, at), row, sh->row_bytes);
+    memcpy(cow_row(sh, at), row, sh->stored_bytes);
     pskv__keymap_insert_reserved(&sh->ck.cow, key, hash_of(sh, key), at);
 }
 
@@ -218,7 +218,7 @@ uint64_t pskv__dirty_dram_bytes(const pskv__shard *sh)
 {
     return (uint64_t)sh->ck.dirty.nblocks * PSKV__KEYS_PER_BLOCK * sizeof(uint64_t) +
            pskv__keymap_bytes(&sh->ck.cow) +
-           (uint64_t)sh->ck.cow_nblocks * PSKV__COW_BLOCK_ROWS * sh->row_bytes +
+           (uint64_t)sh->ck.cow_nblocks * PSKV__COW_BLOCK_ROWS * sh->stored_bytes +
            pskv__keymap_bytes(&sh->ck.tombs);
 }
 
@@ -278,8 +278,7 @@ pskv__capture pskv__dirty_capture(pskv_table *t, pskv__shard *sh, uint64_t key, 
         /* Pending or clean: the record on disk has the bytes. */
         if (w.place == PSKV__LOADING)
             return (pskv__capture){PSKV__CAPTURE_WAIT, NULL, 0, false};
-        w.sp->value |= PSKV__SPILL_BUSY;
-        return (pskv__capture){PSKV__CAPTURE_SPILL, NULL, w.sp->value & PSKV__SPILL_SLOT_MAX, true};
+        return (pskv__capture){PSKV__CAPTURE_SPILL, NULL, pskv__claim_spilled(w.sp), true};
     }
     return capture_pre_image(sh, key, hash);
 }

@@ -79,24 +79,18 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     /* Read before any shard is visited: every change at or below it is
      * seen by the visits (see the top of this file). */
     pthread_rwlock_rdlock(&t->layout_lock);
-    e->version = atomic_load(&t->version);
     e->layout_gen = atomic_load(&t->layout_gen);
-    uint64_t floor = atomic_load(&t->changes_floor);
-    for (uint32_t s = 0; s < t->nshards && since > 0; s++) {
-        pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
-        floor = sh->log.floor > floor ? sh->log.floor : floor;
-        pthread_mutex_unlock(&sh->lock);
-    }
+    uint64_t floor;
+    const pskv__cursor cursor = pskv__changes_cursor(t, since, &e->version, &floor);
     pthread_rwlock_unlock(&t->layout_lock);
-    if (since > 0 && since < floor) {
+    if (cursor == PSKV__CURSOR_DROPPED) {
         free(e);
         return pskv__fail(PSKV_ESTALE, "since=%llu is older than table '%s' keeps changes for "
                                        "(from %llu): export from 0 and start the consumer "
                                        "empty",
                           (unsigned long long)since, t->name, (unsigned long long)floor);
     }
-    if (since > e->version) {
+    if (cursor == PSKV__CURSOR_FOREIGN) {
         uint64_t v = e->version;
         free(e);
         return pskv__fail(PSKV_ESTALE, "since=%llu is newer than table '%s' (version %llu): "
@@ -109,7 +103,7 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
      * a random base, never 0: an export from 0 of a table that never
      * changed walks an empty table and hands out that base, so rows
      * created meanwhile come in the next delta, with their tombstones.) */
-    e->done = since == e->version;
+    e->done = cursor == PSKV__CURSOR_EMPTY;
     const pskv__chunk_spec probe = {.codec = o.codec, .dim = t->dim,
                                     .state_floats = o.whole_rows ? t->state_floats : 0};
     size_t per_row = pskv__chunk_row_bound(&probe);
@@ -272,8 +266,8 @@ static int read_resident(pskv_export *e, uint32_t s, const uint64_t *keys, uint3
     *nslow = 0;
     pthread_rwlock_rdlock(&t->layout_lock);
     if (atomic_load(&t->layout_gen) != e->layout_gen) {
-        rc = pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the export: export again "
-                                    "from the same since", t->name);
+        rc = pskv__fail(PSKV_ESTALE, "table '%s' was resharded during the export: export again "
+                                     "from the same since", t->name);
     } else {
         pskv__shard *sh = &t->shards[s];
         for (uint32_t i = 0; i < n; i++)
@@ -317,8 +311,8 @@ static int load_delta(pskv_export *e)
     pthread_rwlock_rdlock(&t->layout_lock);
     int rc = 0;
     if (atomic_load(&t->layout_gen) != e->layout_gen) {
-        rc = pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the export: export again "
-                                    "from the same since", t->name);
+        rc = pskv__fail(PSKV_ESTALE, "table '%s' was resharded during the export: export again "
+                                     "from the same since", t->name);
     } else if (s >= t->nshards) {
         e->done = true;
     } else {

@@ -67,11 +67,11 @@ struct pskv_iter {
 #define ITER_PIECE_MAX 4096u
 #define SPILLED_HINT UINT32_MAX
 
-/* Row n of the iterator's copy (rows are row_bytes apart: weights, state,
+/* Row n of the iterator's copy (rows are stored_bytes apart: weights, state,
  * version). */
 static float *iter_row(const pskv_iter *it, size_t n)
 {
-    return (float *)(void *)((uint8_t *)it->rows + n * it->t->row_bytes);
+    return (float *)(void *)((uint8_t *)it->rows + n * it->t->stored_bytes);
 }
 
 int pskv_iter_create(pskv_table *t, pskv_iter **out)
@@ -149,7 +149,7 @@ static void iter_list_shard(pskv_iter *it, const pskv__shard *sh, uint32_t s)
         it->listed[n++] = (pskv__keyed){e->key, SPILLED_HINT};
     }
     if (it->copied_at != NULL)
-        it->copied_at[s] = sh->readback.base + sh->readback.len;
+        it->copied_at[s] = pskv__readback_end(sh);
     it->ln = n;
     it->lpos = 0;
     it->lshard = s;
@@ -175,33 +175,6 @@ static int iter_next_listing(pskv_iter *it, pskv__shard *sh, uint32_t s)
     }
 }
 
-/* Read the piece's spilled rows (marked BUSY by iter_copy_piece), then
- * release them. */
-static int iter_read_spilled(pskv_iter *it, pskv__shard *sh, uint32_t nspilled)
-{
-    pskv_table *t = it->t;
-    uint64_t *keys = malloc((size_t)nspilled * sizeof *keys);
-    float **rows = malloc((size_t)nspilled * sizeof *rows);
-    int rc = keys && rows ? 0 : PSKV_ENOMEM;
-    if (rc == 0) {
-        for (uint32_t k = 0; k < nspilled; k++) {
-            keys[k] = it->keys[it->spill_at[k]];
-            rows[k] = iter_row(it, it->spill_at[k]);
-        }
-        rc = pskv__spill_read(t->spill, nspilled, keys, it->spill_slot, rows, NULL);
-    }
-    pthread_mutex_lock(&sh->lock);
-    for (uint32_t k = 0; k < nspilled; k++) {
-        uint64_t key = it->keys[it->spill_at[k]];
-        pskv__tier_spilled_release(sh, key, pskv__key_hash(key, sh->hash_seed));
-    }
-    pthread_mutex_unlock(&sh->lock);
-    pskv__tier_moved_wake(t->store);
-    free(keys);
-    free(rows);
-    return rc;
-}
-
 /* The next piece of the listed keys into the batch, under the shard's
  * lock: a DRAM row still at its listed position is copied from there,
  * else looked up; an idle spilled row is marked BUSY and read after the
@@ -225,41 +198,40 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
     for (uint32_t j = it->lpos; j < end; j++) {
         const uint64_t key = it->listed[j].key, hint = it->listed[j].at;
         const pskv__entry *e = hint <= sh->index_mask ? &sh->index[hint] : NULL;
-        uint64_t h = 0;
-        if (e == NULL || e->slot == PSKV__SLOT_EMPTY || e->key != key)
-            e = pskv__shard_find(sh, key, h = pskv__key_hash(key, sh->hash_seed));
-        if (e != NULL && !(e->flags & PSKV__FLAG_BUSY)) {
+        pskv__where w_at;
+        if (e != NULL && e->slot != PSKV__SLOT_EMPTY && e->key == key) /* where it was listed */
+            w_at = (pskv__where){e->flags & PSKV__FLAG_BUSY ? PSKV__EVICTING : PSKV__IN_DRAM,
+                                 (pskv__entry *)e, NULL};
+        else
+            w_at = pskv__locate(it->t, sh, key, pskv__key_hash(key, sh->hash_seed), false);
+        switch (w_at.place) {
+        case PSKV__IN_DRAM:
             it->keys[w] = key;
-            it->at[w++] = pskv__shard_row(sh, e->slot);
-            continue;
-        }
-        if (e != NULL) { /* being written to the spill file */
+            it->at[w++] = pskv__shard_row(sh, w_at.e->slot);
+            break;
+        case PSKV__EVICTING: /* being moved: read by key once it is in place */
+        case PSKV__LOADING:
             it->deferred[ndeferred++] = key;
-            continue;
+            break;
+        case PSKV__SPILLED:
+            it->spill_at[nspilled] = w;
+            it->spill_slot[nspilled++] = pskv__claim_spilled(w_at.sp);
+            it->at[w] = NULL;
+            it->keys[w++] = key;
+            break;
+        default: /* erased since it was listed */
+            break;
         }
-        pskv__keyval *sp = sh->spilled.count > 0
-                               ? pskv__keymap_find(&sh->spilled, key,
-                                                   h ? h : pskv__key_hash(key, sh->hash_seed))
-                               : NULL;
-        if (sp == NULL)
-            continue; /* erased since it was listed */
-        if (sp->value & PSKV__SPILL_BUSY) {
-            it->deferred[ndeferred++] = key;
-            continue;
-        }
-        it->spill_at[nspilled] = w;
-        it->spill_slot[nspilled++] = sp->value & PSKV__SPILL_SLOT_MAX;
-        sp->value |= PSKV__SPILL_BUSY;
-        it->at[w] = NULL;
-        it->keys[w++] = key;
     }
     if (sorted && w == it->piece && nspilled == 0 && ndeferred == 0)
         it->used = it->direct(it->direct_arg, it->at, it->sorted, w) == 1;
     for (uint32_t k = 0; k < w && !it->used; k++)
         if (it->at[k] != NULL)
-            memcpy(iter_row(it, k), it->at[k], t->row_bytes);
+            memcpy(iter_row(it, k), it->at[k], t->stored_bytes);
     pthread_mutex_unlock(&sh->lock);
-    int rc = nspilled > 0 ? iter_read_spilled(it, sh, nspilled) : 0;
+    /* The piece's spilled rows, claimed above: read, then released. */
+    int rc = pskv__tier_read_claimed(it->t, nspilled, it->keys, it->spill_at, it->spill_slot,
+                                     NULL, (uint8_t *)it->rows, t->stored_bytes);
     if (rc != 0)
         return rc; /* the piece again next time */
     if (ndeferred > 0)
@@ -276,17 +248,15 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
  * positions from the copy on are still there. */
 static int iter_index_late(pskv_iter *it, uint32_t s, const pskv__shard *sh)
 {
-    const pskv__readbacks *r = &sh->readback;
-    uint64_t from = it->late_to[s] > it->copied_at[s] ? it->late_to[s] : it->copied_at[s];
-    uint64_t end = r->base + r->len;
-    if (from < r->base) /* cannot happen while this iteration lives */
-        from = r->base;
-    if (from >= end)
+    uint64_t from = it->late_to[s] > it->copied_at[s] ? it->late_to[s] : it->copied_at[s], end;
+    const uint64_t *keys;
+    const uint32_t n = pskv__readback_since(sh, from, &keys, &end);
+    if (n == 0)
         return 0;
-    if (pskv__keymap_reserve(&it->late, (uint32_t)(end - from)) != 0)
+    if (pskv__keymap_reserve(&it->late, n) != 0)
         return PSKV_ENOMEM;
-    for (uint64_t p = from; p < end; p++) {
-        uint64_t key = r->keys[p - r->base];
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t key = keys[i];
         uint64_t h = pskv__key_hash(key, it->late.seed);
         if (pskv__keymap_find(&it->late, key, h) == NULL)
             pskv__keymap_insert_reserved(&it->late, key, h, 0);
@@ -305,7 +275,7 @@ static int iter_reserve(pskv_iter *it, uint32_t rows)
     uint64_t *k = realloc(it->keys, (size_t)rows * sizeof *k);
     if (k != NULL)
         it->keys = k;
-    float *r = realloc(it->rows, (size_t)rows * t->row_bytes);
+    float *r = realloc(it->rows, (size_t)rows * t->stored_bytes);
     if (r != NULL)
         it->rows = r;
     uint32_t *a = realloc(it->spill_at, (size_t)rows * sizeof *a);
@@ -386,7 +356,7 @@ static int iter_load_cold(pskv_iter *it)
                 rc = pskv__cold_find(t, &cold, keys[i], &row);
                 if (rc == 1) {
                     it->keys[count] = keys[i];
-                    memcpy(iter_row(it, count), row, t->row_bytes);
+                    memcpy(iter_row(it, count), row, t->stored_bytes);
                     count++;
                     rc = 0;
                 } else if (rc == 0 && pskv__cold_txnid(&cold) == it->walk.last_txnid) {
@@ -464,7 +434,8 @@ static int iter_load(pskv_iter *it)
     int rc;
     pthread_rwlock_rdlock(&t->layout_lock);
     if (atomic_load(&t->layout_gen) != it->gen)
-        rc = PSKV_EBUSY;
+        rc = pskv__fail(PSKV_ESTALE, "table '%s' was resharded during the iteration: iterate "
+                                     "again", t->name);
     else if ((rc = iter_load_piece(it)) == 0)
         rc = t->durable ? iter_load_cold(it) : 0;
     pthread_rwlock_unlock(&t->layout_lock);
@@ -514,7 +485,7 @@ int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows, s
     }
     *keys = it->keys + it->pos;
     *rows = iter_row(it, it->pos);
-    *stride = it->t->row_bytes;
+    *stride = it->t->stored_bytes;
     *n = it->count - it->pos;
     it->pos = it->count;
     return 1;

@@ -383,20 +383,9 @@ static int table_attach_once(void *arg)
         rc = pskv__record_filters_load(s, txn, t, st.ms_entries);
     if (rc == 0 && create)
         pskv__keyfilter_init(&t->persisted, true);
-    /* Versions go on from the last checkpoint's after a clean close; after
-     * a crash or a rollback they jump past any version the lost run handed
-     * out. Either way this run is not clean until its close says so. */
-    uint64_t version = create ? atomic_load(&t->version) : 0; /* created: its base */
-    bool clean = create;
-    if (rc == 0 && !create) {
-        rc = pskv__record_version_get(s, txn, t->name, &version, &clean);
-        if (rc == PSKV_ENOTFOUND)
-            rc = 0; /* upgraded from format 2: no cursor can predate it */
-    }
-    if (rc == 0 && !clean)
-        version += PSKV__VERSION_JUMP;
+    uint64_t version = 0; /* where its versions go on (changes.c's rule) */
     if (rc == 0)
-        rc = pskv__record_put_version(s, txn, t->name, version, false);
+        rc = pskv__changes_resume(s, txn, t, create, &version);
     if (rc == 0) {
         rc = mdb_txn_commit(txn); /* keeps the handle */
         rc = pskv__env_write_err(rc);
@@ -408,15 +397,30 @@ static int table_attach_once(void *arg)
         return rc;
     }
     t->dbi = dbi;
-    atomic_store(&t->version, version);
-    atomic_store(&t->changes_floor, version);
+    pskv__changes_start(t, version);
     atomic_store(&t->cold_rows, create ? 0 : (uint64_t)st.ms_entries);
+    pskv__persist_count_seen(t, rows, digest, txnid);
+    return 0;
+}
+
+void pskv__persist_count_seen(pskv_table *t, uint64_t rows, uint64_t digest, uint64_t txnid)
+{
     pthread_mutex_lock(&t->count_lock);
     t->db_rows = rows;
     t->db_digest = digest;
     t->db_txnid = txnid;
     pthread_mutex_unlock(&t->count_lock);
-    return 0;
+}
+
+int pskv__persist_seq_committed(pskv_store *s, uint64_t seq, uint64_t time_ns)
+{
+    s->ckpt_seq = seq;
+    s->ckpt_unix_ns = time_ns;
+    atomic_store(&s->ckpt_seq_pub, seq);
+    /* After the commit, never before: a crash in between leaves the store
+     * one ahead of pskv.seq (a checkpoint) or one behind it with the
+     * rollback's intent (a rollback step), and both open. */
+    return pskv__seqfile_write(s->dir, seq);
 }
 
 int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create)

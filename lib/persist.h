@@ -23,6 +23,15 @@ PSKV__HIDDEN int pskv__persist_table_schema(pskv_store *s, const char *name,
 /* Open (or create, writing its schema) the table's rows database; the
  * version resume rule of changes.c decides where its versions go on. */
 PSKV__HIDDEN int pskv__persist_table_attach(pskv_store *s, pskv_table *t, bool create);
+/* A table's count record as of LMDB snapshot txnid (after an attach or a
+ * commit; cold.c compares a whole walk of that snapshot with it). */
+PSKV__HIDDEN void pskv__persist_count_seen(pskv_table *t, uint64_t rows, uint64_t digest,
+                                           uint64_t txnid);
+/* After a commit that moved the store to checkpoint seq (a checkpoint, or
+ * a rollback step; ckpt_lock held or the store not yet shared): the
+ * store's seq and time, published, then pskv.seq. 0, or pskv.seq's write
+ * error (the commit stands). */
+PSKV__HIDDEN int pskv__persist_seq_committed(pskv_store *s, uint64_t seq, uint64_t time_ns);
 /* After a failed write transaction (ckpt_lock held): if LMDB marked its
  * environment fatal (a meta page write failed), reopen it from the file,
  * which holds the last commit, with the store's database handles (env.c's

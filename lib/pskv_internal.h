@@ -114,15 +114,15 @@ typedef struct pskv__shard {
     uint8_t **slabs;
     uint32_t nslabs, slabs_cap;
     uint32_t small_slabs; /* slabs[0..small_slabs) are malloc'd one by one */
-    void **chunks;        /* huge-page chunks the later slabs are carved from */
-    uint32_t nchunks, chunks_cap;
-    uint8_t *chunk_next;  /* next unused slab of the newest chunk */
-    uint32_t chunk_left;
+    void **regions;        /* 2 MiB huge-page regions the later slabs are carved from */
+    uint32_t nregions, regions_cap;
+    uint8_t *region_next;  /* next unused slab of the newest region */
+    uint32_t region_left;
     uint32_t slots_high;  /* slots ever handed out (< nslabs << slab_shift) */
     uint32_t free_head;   /* erased slots, linked through their first bytes */
     uint32_t free_count;
     uint32_t slab_shift;  /* rows per slab = 1 << slab_shift */
-    uint32_t row_bytes;
+    uint32_t stored_bytes;
     uint64_t hash_seed;   /* the table's key hash seed, to rehash on growth */
     uint32_t clock_hand;  /* CLOCK position in the index */
     uint64_t created, erased, evicted;
@@ -133,7 +133,7 @@ typedef struct pskv__shard {
 
 /* slab_bytes: the row slabs' size (0: 64 KiB, the most); a shard's first
  * row costs one slab. */
-PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint32_t slab_bytes,
+PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes,
                                   uint64_t hash_seed);
 PSKV__HIDDEN void pskv__shard_free(pskv__shard *sh);
 
@@ -141,7 +141,7 @@ static inline float *pskv__shard_row(const pskv__shard *sh, uint32_t slot)
 {
     uint32_t mask = (1u << sh->slab_shift) - 1;
     return (float *)(void *)(sh->slabs[slot >> sh->slab_shift] +
-                             (size_t)(slot & mask) * sh->row_bytes);
+                             (size_t)(slot & mask) * sh->stored_bytes);
 }
 
 static inline uint32_t pskv__index_pos(uint64_t hash, uint32_t mask)
@@ -195,8 +195,9 @@ struct pskv_table {
     uint32_t dim;
     uint32_t state_floats;
     uint32_t row_floats;
-    uint32_t payload_bytes; /* weights + state */
-    uint32_t row_bytes;     /* payload + version: a row in DRAM, spill file, LMDB */
+    uint32_t payload_bytes; /* weights + state: the public row_bytes */
+    uint32_t stored_bytes;  /* payload + version stamp: a row as DRAM, the spill file
+                               and LMDB hold it, and what the budget counts */
 
     /* Versions (changes.c, export.c): the last one handed out; exports
      * need since >= changes_floor (the table's first version this run, or
@@ -331,6 +332,22 @@ static inline pskv__where pskv__locate(pskv_table *t, pskv__shard *sh, uint64_t 
              pskv__keyfilter_maybe(&t->persisted, key) && !pskv__dirty_tombstoned(sh, key, hash))
         w.place = PSKV__MAYBE_COLD; /* brand-new keys mostly stop at the filter */
     return w;
+}
+
+/* Claiming a row for a move (shard lock held, layout lock shared until
+ * the claim is released; tier.c): the claimer owns the row until it
+ * clears the bit. A resident row being written out, and a spilled row
+ * being read back or read by an iterator or a checkpoint (its slot). */
+static inline void pskv__claim_resident(pskv__entry *e)
+{
+    PSKV__ASSERT(!(e->flags & PSKV__FLAG_BUSY)); /* one owner at a time */
+    e->flags |= PSKV__FLAG_BUSY;
+}
+static inline uint32_t pskv__claim_spilled(pskv__keyval *sp)
+{
+    PSKV__ASSERT(!(sp->value & PSKV__SPILL_BUSY)); /* one owner at a time */
+    sp->value |= PSKV__SPILL_BUSY;
+    return sp->value & PSKV__SPILL_SLOT_MAX;
 }
 
 #endif

@@ -57,7 +57,7 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
             pskv__shard *dst = &to[pskv__ring_route_hash(ring, h)];
             pskv__entry *ne = pskv__shard_insert_entry(dst, e.key, h);
             ne->flags = e.flags; /* reference bit and checkpoint marks */
-            memcpy(pskv__shard_row(dst, ne->slot), pskv__shard_row(sh, e.slot), t->row_bytes);
+            memcpy(pskv__shard_row(dst, ne->slot), pskv__shard_row(sh, e.slot), t->stored_bytes);
         }
         for (uint32_t i = 0; i < sh->spilled.cap; i++) {
             pskv__keyval e = sh->spilled.e[i];

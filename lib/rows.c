@@ -131,7 +131,7 @@ static void rows_added(pskv_table *t, uint64_t added)
 {
     if (added == 0)
         return;
-    pskv__budget_account(t->store, (int64_t)(added * t->row_bytes));
+    pskv__budget_account(t->store, (int64_t)(added * t->stored_bytes));
     /* Best effort: a failure to evict (spill full) is reported by a later
      * call's admission check, before it changes anything. */
     (void)pskv__budget_enforce(t->store);
@@ -254,7 +254,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     const uint32_t k = p->start[s + 1] - p->start[s];
     const bool writer = c->op != ROW_READ;
     const bool create = writer || c->create;
-    const uint32_t prefetch_bytes = c->op == ROW_PUSH || c->op == ROW_ADD ? t->row_bytes
+    const uint32_t prefetch_bytes = c->op == ROW_PUSH || c->op == ROW_ADD ? t->stored_bytes
                                     : c->op == ROW_READ ? t->dim * (uint32_t)sizeof(float) : 0;
     float *inflight[ROWS_AHEAD]; /* rows resolved, not yet used */
     uint32_t created = 0;
@@ -525,7 +525,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
         }
     }
     float *save = NULL;
-    if (rc == 0 && sums && (save = malloc(t->row_bytes)) == NULL)
+    if (rc == 0 && sums && (save = malloc(t->stored_bytes)) == NULL)
         rc = PSKV_ENOMEM;
     if (rc == 0) {
         /* A put of rows reads bytes at any alignment: never as floats. */
@@ -685,7 +685,7 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
     free(c.spill_slots);
     pskv__plan_free(&p);
     layout_unlock(t);
-    pskv__budget_account(t->store, -(int64_t)(c.erased_resident * t->row_bytes));
+    pskv__budget_account(t->store, -(int64_t)(c.erased_resident * t->stored_bytes));
     return rc;
 }
 

@@ -16,12 +16,12 @@
 #include "pskv_internal.h"
 
 #define SLAB_BYTES (64u * 1024u)
-/* Big shards take their slabs from 2 MiB chunks advised as huge pages: one
+/* Big shards take their slabs from 2 MiB regions advised as huge pages: one
  * page fault and one TLB entry per 2 MiB instead of per 4 KiB. Measured on
- * the dram bench (4M rows): see docs/DESIGN.md. Below CHUNKED_FROM bytes of
+ * the dram bench (4M rows): see docs/DESIGN.md. Below REGIONS_FROM bytes of
  * slabs a shard uses plain 64 KiB slabs, so small tables stay small. */
 #define HUGE_BYTES (2u << 20)
-#define CHUNKED_FROM (4u << 20)
+#define REGIONS_FROM (4u << 20)
 #define INDEX_MIN 16u
 /* Grow the index beyond 3/4 full: probes stay short (~2.5 per miss). */
 #define INDEX_FULL(cap) ((uint64_t)(cap) / 4u * 3u)
@@ -48,7 +48,7 @@ static pskv__entry *index_alloc(uint32_t cap)
     return e;
 }
 
-int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint32_t slab_bytes, uint64_t hash_seed)
+int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes, uint64_t hash_seed)
 {
     memset(sh, 0, sizeof *sh);
     if (pthread_mutex_init(&sh->lock, NULL) != 0)
@@ -59,11 +59,11 @@ int pskv__shard_init(pskv__shard *sh, uint32_t row_bytes, uint32_t slab_bytes, u
         return PSKV_ENOMEM;
     }
     sh->index_mask = INDEX_MIN - 1;
-    sh->row_bytes = row_bytes;
+    sh->stored_bytes = stored_bytes;
     sh->hash_seed = hash_seed;
     if (slab_bytes == 0 || slab_bytes > SLAB_BYTES)
         slab_bytes = SLAB_BYTES;
-    uint32_t per_slab = row_bytes >= slab_bytes ? 1 : slab_bytes / row_bytes;
+    uint32_t per_slab = stored_bytes >= slab_bytes ? 1 : slab_bytes / stored_bytes;
     while (per_slab & (per_slab - 1))
         per_slab &= per_slab - 1; /* round down to a power of two */
     sh->slab_shift = (uint32_t)__builtin_ctz(per_slab);
@@ -76,9 +76,9 @@ void pskv__shard_free(pskv__shard *sh)
 {
     for (uint32_t i = 0; i < sh->small_slabs; i++)
         free(sh->slabs[i]);
-    for (uint32_t i = 0; i < sh->nchunks; i++)
-        free(sh->chunks[i]);
-    free(sh->chunks);
+    for (uint32_t i = 0; i < sh->nregions; i++)
+        free(sh->regions[i]);
+    free(sh->regions);
     free(sh->slabs);
     free(sh->index);
     pskv__keymap_free(&sh->spilled);
@@ -89,10 +89,10 @@ void pskv__shard_free(pskv__shard *sh)
 
 uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
 {
-    return (uint64_t)sh->small_slabs * ((size_t)sh->row_bytes << sh->slab_shift) +
-           (uint64_t)sh->nchunks * HUGE_BYTES +
+    return (uint64_t)sh->small_slabs * ((size_t)sh->stored_bytes << sh->slab_shift) +
+           (uint64_t)sh->nregions * HUGE_BYTES +
            ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
-           (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->chunks_cap * sizeof(void *) +
+           (uint64_t)sh->slabs_cap * sizeof(uint8_t *) + (uint64_t)sh->regions_cap * sizeof(void *) +
            pskv__keymap_bytes(&sh->spilled) + pskv__changes_bytes(&sh->log) +
            (uint64_t)sh->readback.cap * sizeof(uint64_t);
 }
@@ -143,30 +143,30 @@ static int slabs_grow(pskv__shard *sh, uint64_t need)
         if (ns == NULL)
             return PSKV_ENOMEM;
         sh->slabs = ns;
-        size_t slab_bytes = (size_t)sh->row_bytes << sh->slab_shift;
+        size_t slab_bytes = (size_t)sh->stored_bytes << sh->slab_shift;
         uint8_t *slab;
-        if (sh->chunk_left > 0) {
-            slab = sh->chunk_next;
-            sh->chunk_next += slab_bytes;
-            sh->chunk_left--;
-        } else if (slab_bytes <= HUGE_BYTES && (uint64_t)sh->nslabs * slab_bytes >= CHUNKED_FROM) {
-            void **nc = pskv__array_grow(sh->chunks, &sh->chunks_cap, sh->nchunks + 1ull,
+        if (sh->region_left > 0) {
+            slab = sh->region_next;
+            sh->region_next += slab_bytes;
+            sh->region_left--;
+        } else if (slab_bytes <= HUGE_BYTES && (uint64_t)sh->nslabs * slab_bytes >= REGIONS_FROM) {
+            void **nc = pskv__array_grow(sh->regions, &sh->regions_cap, sh->nregions + 1ull,
                                          sizeof *nc, 8);
             if (nc == NULL)
                 return PSKV_ENOMEM;
-            sh->chunks = nc;
-            uint8_t *chunk = block_alloc(HUGE_BYTES);
-            if (chunk == NULL)
+            sh->regions = nc;
+            uint8_t *region = block_alloc(HUGE_BYTES);
+            if (region == NULL)
                 return PSKV_ENOMEM;
-            sh->chunks[sh->nchunks++] = chunk;
-            slab = chunk;
-            sh->chunk_next = chunk + slab_bytes;
-            sh->chunk_left = (uint32_t)(HUGE_BYTES / slab_bytes) - 1;
+            sh->regions[sh->nregions++] = region;
+            slab = region;
+            sh->region_next = region + slab_bytes;
+            sh->region_left = (uint32_t)(HUGE_BYTES / slab_bytes) - 1;
         } else {
             slab = malloc(slab_bytes);
             if (slab == NULL)
                 return PSKV_ENOMEM;
-            sh->small_slabs++; /* only before the first chunk: freed one by one */
+            sh->small_slabs++; /* only before the first region: freed one by one */
         }
         sh->slabs[sh->nslabs++] = slab;
     }

@@ -45,7 +45,7 @@ struct pskv__spill {
     int fd;
     char *path;
     pskv__io *io;
-    uint32_t row_bytes, rec_bytes, page_bytes, per_page, align;
+    uint32_t stored_bytes, rec_bytes, page_bytes, per_page, align;
     uint32_t read_span; /* bytes of the aligned sectors covering a record, at worst */
     uint64_t cap;                     /* on *disk_bytes; 0 = none */
     atomic_uint_fast64_t *disk_bytes; /* file extents, shared by a store's files */
@@ -65,17 +65,17 @@ struct pskv__spill {
     uint64_t rewrites;          /* pages read back to fill their holes */
 };
 
-static uint64_t record_checksum(uint64_t key, const uint8_t *row, uint32_t row_bytes)
+static uint64_t record_checksum(uint64_t key, const uint8_t *row, uint32_t stored_bytes)
 {
     uint8_t k[8];
     pskv_fmt_put64(k, key);
-    return pskv_fmt_xxh3_seed(row, row_bytes, pskv_fmt_xxh3(k, sizeof k));
+    return pskv_fmt_xxh3_seed(row, stored_bytes, pskv_fmt_xxh3(k, sizeof k));
 }
 
-int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
+int pskv__spill_open(const char *path, uint32_t stored_bytes, uint64_t max_bytes,
                      atomic_uint_fast64_t *shared_bytes, pskv__io *io, pskv__spill **out)
 {
-    if (path == NULL || row_bytes == 0 || row_bytes > (64u << 20) || io == NULL || out == NULL)
+    if (path == NULL || stored_bytes == 0 || stored_bytes > (64u << 20) || io == NULL || out == NULL)
         return PSKV_EINVAL;
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -100,9 +100,9 @@ int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
     sp->fd = fd;
     sp->path = p;
     sp->io = io;
-    sp->row_bytes = row_bytes;
+    sp->stored_bytes = stored_bytes;
     sp->align = pskv__io_dio_align(fd);
-    sp->rec_bytes = row_bytes + TRAILER;
+    sp->rec_bytes = stored_bytes + TRAILER;
     uint32_t page = PAGE > sp->align ? PAGE : sp->align;
     if (sp->rec_bytes * 2 > page)
         page = (sp->rec_bytes + sp->align - 1) / sp->align * sp->align;
@@ -431,9 +431,9 @@ int pskv__spill_write(pskv__spill *sp, uint32_t n, const uint64_t *keys, const f
             while (pages[p] != slot / k)
                 p++;
             uint8_t *dst = buf + (size_t)p * pb + (size_t)(slot % k) * sp->rec_bytes;
-            memcpy(dst, rows[i], sp->row_bytes);
-            pskv_fmt_put64(dst + sp->row_bytes, keys[i]);
-            pskv_fmt_put64(dst + sp->row_bytes + 8, record_checksum(keys[i], dst, sp->row_bytes));
+            memcpy(dst, rows[i], sp->stored_bytes);
+            pskv_fmt_put64(dst + sp->stored_bytes, keys[i]);
+            pskv_fmt_put64(dst + sp->stored_bytes + 8, record_checksum(keys[i], dst, sp->stored_bytes));
         }
         /* Consecutive pages are contiguous in the buffer: one transfer. */
         uint32_t nreq = 0;
@@ -491,12 +491,12 @@ int pskv__spill_read(pskv__spill *sp, uint32_t n, const uint64_t *keys, const ui
         uint64_t off = pskv__spill_slot_offset(sp, slots[i]);
         const uint8_t *src = buf + (size_t)i * span + (off - req[i].off);
         int r = req[i].result;
-        if (r == 0 && (pskv_fmt_get64(src + sp->row_bytes) != keys[i] ||
-                       pskv_fmt_get64(src + sp->row_bytes + 8) !=
-                           record_checksum(keys[i], src, sp->row_bytes)))
+        if (r == 0 && (pskv_fmt_get64(src + sp->stored_bytes) != keys[i] ||
+                       pskv_fmt_get64(src + sp->stored_bytes + 8) !=
+                           record_checksum(keys[i], src, sp->stored_bytes)))
             r = PSKV_ECORRUPT;
         if (r == 0)
-            memcpy(rows[i], src, sp->row_bytes);
+            memcpy(rows[i], src, sp->stored_bytes);
         if (results)
             results[i] = r;
         if (rc == 0 && r != 0)

@@ -14,12 +14,12 @@
 
 typedef struct pskv__spill pskv__spill;
 
-/* Create (truncate) the spill file at path for rows of row_bytes. max_bytes
+/* Create (truncate) the spill file at path for rows of stored_bytes. max_bytes
  * (0 = none) caps *shared_bytes, the extents of all files sharing that
  * counter (a store's spill_max), or of this file alone when it is NULL.
  * Errors: PSKV_EINVAL, PSKV_ENOMEM, PSKV_EIO, PSKV_ENOSPC, PSKV_ENOTSUP (no
  * O_DIRECT on this file system). */
-PSKV__HIDDEN int pskv__spill_open(const char *path, uint32_t row_bytes, uint64_t max_bytes,
+PSKV__HIDDEN int pskv__spill_open(const char *path, uint32_t stored_bytes, uint64_t max_bytes,
                                   atomic_uint_fast64_t *shared_bytes, pskv__io *io,
                                   pskv__spill **out);
 /* Close and remove the file (spill files are scratch). */

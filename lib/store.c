@@ -219,13 +219,13 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     if (requested->dim == 0) /* creating needs a dim */
         return pskv__fail(PSKV_EINVAL, "table '%s' does not exist yet: creating it needs dim=N "
                                        "(1..4096)", name);
-    uint64_t row_bytes = pskv__optimizer_row_bytes(requested->optimizer, requested->dim) +
+    uint64_t stored_bytes = pskv__optimizer_row_bytes(requested->optimizer, requested->dim) +
                          PSKV__VERSION_BYTES;
-    if (s->opts.memory_budget > 0 && s->opts.memory_budget < row_bytes)
+    if (s->opts.memory_budget > 0 && s->opts.memory_budget < stored_bytes)
         return pskv__fail(PSKV_EINVAL, "table '%s': memory_budget=%llu cannot hold one of its "
                                        "rows (%llu bytes of weights, optimizer state and version)",
                           name, (unsigned long long)s->opts.memory_budget,
-                          (unsigned long long)row_bytes);
+                          (unsigned long long)stored_bytes);
     pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,
                                        sizeof *nt, 4);
     if (nt == NULL)
@@ -368,7 +368,10 @@ int pskv_checkpoint(pskv_store *s)
     return rc != 0 ? rc : pskv__checkpoint_wait(c, NULL);
 }
 
-int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len, pskv_ckpt **out)
+/* has_meta: commit meta (len bytes; NULL with 0: an empty record), else
+ * keep the last metadata record. */
+static int checkpoint_start(pskv_store *s, const void *meta, size_t len, bool has_meta,
+                            pskv_ckpt **out)
 {
     pskv__detail_clear();
     if (out != NULL)
@@ -377,7 +380,13 @@ int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len, pskv_ckpt
         return PSKV_EINVAL;
     if (s->lmdb.mdb == NULL)
         return persists_nothing(s);
-    return pskv__checkpoint_start(s, meta, len, true, out);
+    return pskv__checkpoint_start(s, meta, len, has_meta, out);
+}
+
+int pskv_checkpoint_start(pskv_store *s, const void *meta, size_t len, pskv_ckpt **out)
+{
+    /* meta NULL: no metadata, the last record stays (pskv.h). */
+    return checkpoint_start(s, meta, len, meta != NULL, out);
 }
 
 int pskv_checkpoint_wait(pskv_ckpt *c, uint64_t *seq)
@@ -393,6 +402,6 @@ int pskv_checkpoint_done(pskv_ckpt *c)
 int pskv_checkpoint_with_meta(pskv_store *s, const void *meta, size_t len)
 {
     pskv_ckpt *c;
-    int rc = pskv_checkpoint_start(s, meta, len, &c);
+    int rc = checkpoint_start(s, meta, len, true, &c);
     return rc != 0 ? rc : pskv_checkpoint_wait(c, NULL);
 }

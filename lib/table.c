@@ -60,7 +60,7 @@ int pskv__layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
     }
     uint32_t made = 0;
     for (; rc == 0 && made < n; made++)
-        if ((rc = pskv__shard_init(&shards[made], t->row_bytes, slab_bytes_for(t, n),
+        if ((rc = pskv__shard_init(&shards[made], t->stored_bytes, slab_bytes_for(t, n),
                                    t->opts.seed)) == 0)
             pskv__dirty_init(&shards[made]); /* allocates nothing */
     if (rc != 0) {
@@ -90,15 +90,13 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     t->state_floats = t->opt.state_floats;
     t->row_floats = t->dim + t->state_floats;
     t->payload_bytes = t->row_floats * (uint32_t)sizeof(float);
-    t->row_bytes = t->payload_bytes + PSKV__VERSION_BYTES;
+    t->stored_bytes = t->payload_bytes + PSKV__VERSION_BYTES;
     uint64_t changes = s->opts.changes ? s->opts.changes : PSKV__CHANGES_DEFAULT;
     uint64_t per_shard = changes / o->shards;
     t->changes_max = per_shard > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)per_shard;
     /* Its first version: past a random point (a durable table persisted
-     * earlier goes on from its record instead: persist.c). */
-    const uint64_t base = pskv__version_base();
-    atomic_init(&t->version, base);
-    atomic_init(&t->changes_floor, base);
+     * earlier goes on by changes.c's resume rule instead). */
+    pskv__changes_start(t, pskv__version_base());
 
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -126,7 +124,7 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
         rc = path ? 0 : PSKV_ENOMEM;
         if (rc == 0) {
             snprintf(path, len, "%s/%s.spill", s->dir, name);
-            rc = pskv__spill_open(path, t->row_bytes, s->opts.spill_max, &s->spill_bytes, s->io,
+            rc = pskv__spill_open(path, t->stored_bytes, s->opts.spill_max, &s->spill_bytes, s->io,
                                   &t->spill);
         }
         free(path);

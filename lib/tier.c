@@ -65,6 +65,46 @@ void pskv__tier_spilled_release(pskv__shard *sh, uint64_t key, uint64_t hash)
     sp->value &= ~PSKV__SPILL_BUSY;
 }
 
+/* Rows a reader claimed (spilled, BUSY: an iterator's piece, a
+ * checkpoint's batch) read in one batch, then released, whatever the
+ * read did. */
+int pskv__tier_read_claimed(pskv_table *t, uint32_t n, const uint64_t *keys, const uint32_t *pos,
+                            const uint32_t *slots, const uint8_t *owned, uint8_t *rows,
+                            size_t stride)
+{
+    if (n == 0)
+        return 0;
+    uint64_t *ks = malloc((size_t)n * sizeof *ks);
+    float **to = malloc((size_t)n * sizeof *to);
+    int rc = ks && to ? 0 : PSKV_ENOMEM;
+    for (uint32_t k = 0; k < n && rc == 0; k++) {
+        ks[k] = keys[pos[k]];
+        to[k] = (float *)(void *)(rows + (size_t)pos[k] * stride);
+    }
+    if (rc == 0)
+        rc = pskv__spill_read(t->spill, n, ks, slots, to, NULL);
+    free(ks);
+    free(to);
+    pskv__shard *locked = NULL;
+    for (uint32_t k = 0; k < n; k++) {
+        if (owned != NULL && !owned[k])
+            continue;
+        const uint64_t key = keys[pos[k]], h = pskv__key_hash(key, t->opts.seed);
+        pskv__shard *sh = &t->shards[pskv__ring_route_hash(t->ring, h)];
+        if (sh != locked) { /* keys of one shard come together: one lock */
+            if (locked != NULL)
+                pthread_mutex_unlock(&locked->lock);
+            pthread_mutex_lock(&sh->lock);
+            locked = sh;
+        }
+        pskv__tier_spilled_release(sh, key, h);
+    }
+    if (locked != NULL)
+        pthread_mutex_unlock(&locked->lock);
+    pskv__tier_moved_wake(t->store);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- load */
 
 typedef struct load_item {
@@ -103,9 +143,8 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
                 others_busy = true;
                 break;
             case PSKV__SPILLED:
-                w.sp->value |= PSKV__SPILL_BUSY;
                 items[n++] = (load_item){p->keys[i], p->hash[i], sd,
-                                         w.sp->value & PSKV__SPILL_SLOT_MAX};
+                                         pskv__claim_spilled(w.sp)};
                 break;
             default:
                 break;
@@ -116,7 +155,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
     int rc = 0;
     if (n > 0) {
         float **rows = malloc((size_t)n * sizeof *rows);
-        float *buf = malloc((size_t)n * t->row_bytes);
+        float *buf = malloc((size_t)n * t->stored_bytes);
         int *results = malloc((size_t)n * sizeof *results);
         uint32_t *slots = malloc((size_t)n * sizeof *slots);
         uint64_t *ks = malloc((size_t)n * sizeof *ks);
@@ -125,7 +164,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             rc = PSKV_ENOMEM;
         } else {
             for (uint32_t k = 0; k < n; k++) {
-                rows[k] = (float *)(void *)((uint8_t *)buf + (size_t)k * t->row_bytes);
+                rows[k] = (float *)(void *)((uint8_t *)buf + (size_t)k * t->stored_bytes);
                 ks[k] = items[k].key;
                 slots[k] = items[k].spill_slot;
             }
@@ -158,7 +197,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
                     pskv__keymap_remove(&sh->spilled, sp);
                     pskv__entry *e = pskv__shard_insert_entry(sh, items[k].key, items[k].hash);
                     e->flags |= marks;
-                    memcpy(pskv__shard_row(sh, e->slot), rows[k], t->row_bytes);
+                    memcpy(pskv__shard_row(sh, e->slot), rows[k], t->stored_bytes);
                     slots[nfreed++] = items[k].spill_slot; /* freed after unlocking */
                     taken++;
                     loaded++;
@@ -193,7 +232,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
 
 /* While iterations run, note a key read back from LMDB (shard lock held):
  * their walks of LMDB keys return it (iter.c). 0, or PSKV_ENOMEM. */
-static int note_readback(pskv_table *t, pskv__shard *sh, uint64_t key)
+static int readback_note(pskv_table *t, pskv__shard *sh, uint64_t key)
 {
     pskv__readbacks *r = &sh->readback;
     if (atomic_load(&t->iterations) == 0) {
@@ -213,6 +252,19 @@ static int note_readback(pskv_table *t, pskv__shard *sh, uint64_t key)
     return 0;
 }
 
+uint64_t pskv__readback_end(const pskv__shard *sh) { return sh->readback.base + sh->readback.len; }
+
+uint32_t pskv__readback_since(const pskv__shard *sh, uint64_t from, const uint64_t **keys,
+                              uint64_t *end)
+{
+    const pskv__readbacks *r = &sh->readback;
+    *end = r->base + r->len;
+    if (from < r->base) /* an iteration keeps the list from being reset */
+        from = r->base;
+    *keys = r->keys + (from - r->base);
+    return from < *end ? (uint32_t)(*end - from) : 0;
+}
+
 int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t key,
                          uint64_t hash, float **row_out)
 {
@@ -222,12 +274,12 @@ int pskv__tier_load_cold(pskv_table *t, pskv__shard *sh, pskv__cold *c, uint64_t
         return rc;
     if ((rc = pskv__shard_reserve(sh, 1)) != 0)
         return rc;
-    if ((rc = note_readback(t, sh, key)) != 0) {
+    if ((rc = readback_note(t, sh, key)) != 0) {
         pskv__shard_unreserve(sh, 1);
         return rc;
     }
     float *row = pskv__shard_row(sh, pskv__shard_insert_reserved(sh, key, hash));
-    memcpy(row, bytes, t->row_bytes);
+    memcpy(row, bytes, t->stored_bytes);
     atomic_fetch_sub_explicit(&t->cold_rows, 1, memory_order_relaxed);
     *row_out = row;
     return 1;
@@ -264,7 +316,7 @@ static uint32_t pick_victims(pskv__shard *sh, uint32_t room, uint64_t *keys, con
         pskv__entry *e;
         while (n < room && (e = pskv__clock_next(sh, &steps)) != NULL) {
             sh->clock_hand++; /* the victim stays in the index, marked */
-            e->flags |= PSKV__FLAG_BUSY;
+            pskv__claim_resident(e);
             keys[n] = e->key;
             /* BUSY keeps writers away and slabs never move: the DRAM row
              * can be written out directly after the lock is released. */

@@ -17,6 +17,22 @@ PSKV__HIDDEN void pskv__tier_moved_wait(pskv_store *s, uint64_t seen);
  * a checkpoint's capture) gives it back (shard lock held); wake the
  * waiters with pskv__tier_moved_wake after the last one. */
 PSKV__HIDDEN void pskv__tier_spilled_release(pskv__shard *sh, uint64_t key, uint64_t hash);
+/* n spilled rows, the k-th that of keys[pos[k]] in spill slot slots[k],
+ * read from the spill file in one batch into rows + pos[k] * stride; then
+ * the ones this caller claimed (pskv__claim_spilled: an iterator's piece,
+ * a checkpoint's batch; owned NULL: all, else those with owned[k]) are
+ * released, whatever the read did, and the waiters woken. Caller holds
+ * the layout lock shared and no shard lock. 0, PSKV_ENOMEM or the read's
+ * error. */
+PSKV__HIDDEN int pskv__tier_read_claimed(pskv_table *t, uint32_t n, const uint64_t *keys,
+                                         const uint32_t *pos, const uint32_t *slots,
+                                         const uint8_t *owned, uint8_t *rows, size_t stride);
+/* The keys a shard read back from LMDB while iterations ran (shard lock
+ * held), by position: where the list ends now, and the keys from `from`
+ * on (*keys, the count returned; *end: the position after them). */
+PSKV__HIDDEN uint64_t pskv__readback_end(const pskv__shard *sh);
+PSKV__HIDDEN uint32_t pskv__readback_since(const pskv__shard *sh, uint64_t from,
+                                           const uint64_t **keys, uint64_t *end);
 /* Bring the plan's spilled rows back into DRAM (one I/O batch), and wait
  * for rows other callers are moving. Caller holds the layout lock shared and
  * no shard lock, and accounts the rows added to *loaded_rows. 0, PSKV_EIO,

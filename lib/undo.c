@@ -36,6 +36,7 @@
 #include "pskv_internal.h"
 #include "seqfile.h"
 #include "undo.h"
+#include "changes.h"
 
 /* ---------------------------------------------------------------- record */
 
@@ -401,8 +402,8 @@ static int rollback_once(void *arg)
         rc = table_dbi(txn, u->name, &dbis[i]);
         if (rc == 0)
             rc = pskv__record_put_count(s, txn, u->name, u->rows, u->digest);
-        if (rc == 0 && u->clean)
-            rc = pskv__record_put_version(s, txn, u->name, u->version, false);
+        if (rc == 0)
+            rc = pskv__changes_rolled_back(s, txn, u->name, u->version, u->clean);
     }
     free(tabs);
     if (rc == 0)
@@ -453,11 +454,8 @@ int pskv__undo_rollback(pskv_store *s, uint64_t to, uint32_t *kept)
             (void)pskv__persist_recover(s);
             return rc; /* the store stays at `from`; the intent is harmless */
         }
-        s->ckpt_seq = from - 1;
-        s->ckpt_unix_ns = r.to_ns;
-        atomic_store(&s->ckpt_seq_pub, s->ckpt_seq);
         *kept = n - j - 1;
-        rc = pskv__seqfile_write(s->dir, s->ckpt_seq);
+        rc = pskv__persist_seq_committed(s, from - 1, r.to_ns);
         if (rc != 0)
             return rc;
         pskv__seqfile_rollback_remove(s->dir);

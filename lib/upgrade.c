@@ -39,7 +39,7 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
     rc = pskv__record_schema_decode(body, len, &o);
     if (rc != 0)
         return rc;
-    const size_t row_bytes = pskv__optimizer_row_bytes(o.optimizer, o.dim);
+    const size_t payload_bytes = pskv__optimizer_row_bytes(o.optimizer, o.dim); /* format 1, 2 */
     MDB_dbi dbi;
     MDB_cursor *cur;
     rc = pskv__env_err(mdb_dbi_open(txn, db, 0, &dbi));
@@ -58,7 +58,7 @@ static int upgrade_walk(pskv_store *s, MDB_txn *txn, const char *table, upgrade_
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         uint64_t check;
         if (k.mv_size != 8 || !pskv_fmt_in_span(base, span, v.mv_data, v.mv_size) ||
-            !pskv_fmt_row_ok(pskv_fmt_key_get(k.mv_data), v.mv_data, v.mv_size, row_bytes,
+            !pskv_fmt_row_ok(pskv_fmt_key_get(k.mv_data), v.mv_data, v.mv_size, payload_bytes,
                              &check)) {
             mrc = MDB_CORRUPTED; /* a damaged store is not blessed as format 2 */
             break;

@@ -526,6 +526,25 @@ START_TEST(checkpoint_meta_round_trips)
     ck_assert_ok(pskv_checkpoint_meta(s, NULL, 0, &len, &seq));
     ck_assert_uint_eq(len, 0);
     ck_assert_uint_eq(seq, 4);
+    /* pskv_checkpoint_start: meta NULL carries none and keeps the last
+     * record; a non-NULL meta of length 0 is an empty record. */
+    pskv_ckpt *c;
+    ck_assert_ok(pskv_checkpoint_start(s, "step=9", 6, &c));
+    ck_assert_ok(pskv_checkpoint_wait(c, &seq));
+    ck_assert_uint_eq(seq, 5);
+    test_fill(t, 1, 10, 16, 6.0f);
+    ck_assert_ok(pskv_checkpoint_start(s, NULL, 0, &c));
+    ck_assert_ok(pskv_checkpoint_wait(c, &seq));
+    ck_assert_uint_eq(seq, 6);
+    ck_assert_ok(pskv_checkpoint_meta(s, buf, sizeof buf, &len, &seq));
+    ck_assert_uint_eq(len, 6);
+    ck_assert_uint_eq(seq, 5); /* trails checkpoint_seq */
+    ck_assert_int_eq(memcmp(buf, "step=9", 6), 0);
+    ck_assert_ok(pskv_checkpoint_start(s, "", 0, &c));
+    ck_assert_ok(pskv_checkpoint_wait(c, NULL));
+    ck_assert_ok(pskv_checkpoint_meta(s, NULL, 0, &len, &seq));
+    ck_assert_uint_eq(len, 0);
+    ck_assert_uint_eq(seq, 7);
     pskv_close(s);
     free(big);
     free(back);

@@ -132,7 +132,7 @@ static void *iterator_main(void *arg)
         while ((rc = pskv_iter_next(it, &key, row, NULL)) == 1)
             ;
         pskv_iter_destroy(it);
-        if (rc != 0 && rc != PSKV_EBUSY)
+        if (rc != 0 && rc != PSKV_ESTALE) /* a reshard meanwhile */
             return (void *)2;
         pskv_table_stats st;
         pskv_table_stats_get(table, &st);

@@ -357,7 +357,7 @@ START_TEST(iterate_all_rows)
         if (rc != 1)
             break;
     }
-    ck_assert_err(rc, PSKV_EBUSY);
+    ck_assert_err(rc, PSKV_ESTALE);
     ck_assert_err(pskv_iter_next(it, NULL, row, NULL), PSKV_EINVAL);
     pskv_iter_destroy(it);
     pskv_iter_destroy(NULL);

@@ -162,7 +162,7 @@ START_TEST(versions_stamp_every_change)
     ck_assert_uint_eq(in.since, v2);
     ck_assert_uint_eq(in.version, v3);
     uint64_t tomb;
-    ck_assert_ok(pskv_chunk_decode(buf, len, NULL, NULL, NULL, &tomb));
+    ck_assert_ok(pskv_chunk_decode(buf, len, NULL, 0, NULL, 0, NULL, 0, &tomb, 1));
     ck_assert_uint_eq(tomb, 2);
     ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 0);
     ck_assert_uint_eq(pskv_export_version(e), v3);
@@ -231,7 +231,7 @@ static void roundtrip(uint32_t codec, const char *cfg)
     ck_assert_uint_eq(in.rows, N);
     ck_assert_uint_eq(in.kind, PSKV_CHUNK_VALUES);
     uint64_t *bk = malloc(N * sizeof *bk);
-    ck_assert_ok(pskv_chunk_decode(buf, len, bk, back, NULL, NULL));
+    ck_assert_ok(pskv_chunk_decode(buf, len, bk, N, back, (size_t)N * in.dim, NULL, 0, NULL, 0));
     /* Keys come back sorted, repeated keys in the order given. */
     bool used[N] = {0};
     for (int i = 0; i < N; i++) {
@@ -382,7 +382,7 @@ START_TEST(chunk_formats_by_version)
     ck_assert_uint_eq(in.dim, 6);
     uint64_t keys[5];
     float vals[30];
-    ck_assert_ok(pskv_chunk_decode(buf, len, keys, vals, NULL, NULL));
+    ck_assert_ok(pskv_chunk_decode(buf, len, keys, 5, vals, 30, NULL, 0, NULL, 0));
     const uint64_t sorted[5] = {1, 1, 7, 9, 1ull << 40};
     const int from[5] = {1, 4, 3, 0, 2}; /* the row each sorted key came from */
     for (int i = 0; i < 5; i++) {
@@ -470,7 +470,7 @@ START_TEST(chunk_keys_sorted_stable)
             }
             size_t len;
             ck_assert_ok(pskv_chunk_encode(D, keys, n, vals, NULL, buf, 1 << 20, &len));
-            ck_assert_ok(pskv_chunk_decode(buf, len, back, got, NULL, NULL));
+            ck_assert_ok(pskv_chunk_decode(buf, len, back, n, got, (size_t)n * D, NULL, 0, NULL, 0));
             uint32_t *seen = calloc(n, sizeof *seen);
             for (uint32_t i = 0; i < n; i++) {
                 uint32_t from = (uint32_t)got[i * D];
@@ -639,7 +639,7 @@ static void *writer_main(void *p)
 }
 
 /* sync_once that starts over from the same cursor when a reshard
- * interrupts it (PSKV_EBUSY): chunks already applied apply again alike. A
+ * interrupts it (PSKV_ESTALE): chunks already applied apply again alike. A
  * full export (since 0) carries no tombstones, so before it starts over
  * the consumer is emptied, as the contract asks: rows the interrupted
  * export sent and the leader erased meanwhile would stay otherwise. */
@@ -662,7 +662,7 @@ static uint64_t sync_retrying(pskv_table *src, pskv_table *dst, uint64_t since, 
         pskv_export_close(e);
         if (rc == 0)
             return v;
-        ck_assert_err(rc, PSKV_EBUSY);
+        ck_assert_err(rc, PSKV_ESTALE);
         (*busy)++;
     }
 }
@@ -906,7 +906,7 @@ START_TEST(migration_conserves_rows)
             ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
             uint64_t *ks = malloc((in.rows + 1) * 8);
             float *vs = malloc((in.rows + 1) * 16);
-            ck_assert_ok(pskv_chunk_decode(buf, len, ks, vs, NULL, NULL));
+            ck_assert_ok(pskv_chunk_decode(buf, len, ks, in.rows + 1, vs, (in.rows + 1) * 4, NULL, 0, NULL, 0));
             ck_assert_ok(pskv_apply(t[NODES], buf, len, PSKV_APPLY_REPLACE));
             ck_assert_ok(pskv_erase(t[i], ks, in.rows));
             memcpy(moved + nmoved, ks, in.rows * 8);
@@ -1490,6 +1490,79 @@ START_TEST(truncate_durable)
 }
 END_TEST
 
+/* pskv_chunk_decode checks each array's capacity against the chunk before
+ * it writes anything: a chunk from elsewhere cannot overrun an array sized
+ * for another. */
+START_TEST(decode_checks_capacities)
+{
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=3 optimizer=adagrad");
+    enum { N = 10, DIM = 3, STATE = 3 };
+    uint64_t keys[N];
+    float w[N * DIM];
+    for (int i = 0; i < N; i++) {
+        keys[i] = (uint64_t)i * 7 + 1;
+        for (int j = 0; j < DIM; j++)
+            w[i * DIM + j] = (float)(i + j);
+    }
+    ck_assert_ok(pskv_put(t, keys, N, w));
+    ck_assert_ok(pskv_erase(t, keys, 1));
+    /* A delta from the put's version: rows with state and one tombstone. */
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(t, 0, "payload=rows", &e));
+    uint8_t buf[8192];
+    size_t len;
+    ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 1);
+    pskv_export_close(e);
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, N - 1);
+    ck_assert_uint_eq(in.state_floats, STATE);
+    for (int k = 0; k < 8; k++)
+        ck_assert_uint_eq(in.reserved[k], 0);
+    const size_t nr = in.rows;
+    uint64_t ks[N + 1], tombs[2];
+    float vs[(N + 1) * DIM], st[(N + 1) * STATE];
+    memset(ks, 0x5a, sizeof ks);
+    memset(vs, 0x5a, sizeof vs);
+    memset(st, 0x5a, sizeof st);
+    /* One element short in any array: PSKV_ERANGE, nothing written. */
+    ck_assert_err(pskv_chunk_decode(buf, len, ks, nr - 1, vs, nr * DIM, st, nr * STATE, tombs, 2),
+                  PSKV_ERANGE);
+    ck_assert_err(pskv_chunk_decode(buf, len, ks, nr, vs, nr * DIM - 1, st, nr * STATE, tombs, 2),
+                  PSKV_ERANGE);
+    ck_assert_err(pskv_chunk_decode(buf, len, ks, nr, vs, nr * DIM, st, nr * STATE - 1, tombs, 2),
+                  PSKV_ERANGE);
+    ck_assert_uint_eq(ks[0], 0x5a5a5a5a5a5a5a5aull);
+    uint32_t bits;
+    memcpy(&bits, vs, sizeof bits);
+    ck_assert_uint_eq(bits, 0x5a5a5a5au);
+    memcpy(&bits, st, sizeof bits);
+    ck_assert_uint_eq(bits, 0x5a5a5a5au);
+    /* NULL with a capacity is a bad argument; NULL state with 0: not wanted. */
+    ck_assert_err(pskv_chunk_decode(buf, len, NULL, nr, vs, nr * DIM, NULL, 0, NULL, 0),
+                  PSKV_EINVAL);
+    ck_assert_ok(pskv_chunk_decode(buf, len, ks, nr, vs, nr * DIM, NULL, 0, NULL, 0));
+    ck_assert_ok(pskv_chunk_decode(buf, len, ks, N + 1, vs, (N + 1) * DIM, st, (N + 1) * STATE,
+                                   NULL, 0));
+    for (size_t i = 0; i < nr; i++) {
+        ck_assert_uint_eq(ks[i], keys[i + 1]);
+        ck_assert(vs[i * DIM] == w[(i + 1) * DIM]);
+    }
+    ck_assert_uint_eq(ks[nr], 0x5a5a5a5a5a5a5a5aull); /* past the rows: untouched */
+    /* A delta with a tombstone needs room for it. */
+    uint64_t v = pskv_table_version(t);
+    ck_assert_ok(pskv_erase(t, keys + 1, 1));
+    ck_assert_ok(pskv_export_open(t, v, NULL, &e));
+    ck_assert_int_eq(pskv_export_next(e, buf, sizeof buf, &len), 1);
+    pskv_export_close(e);
+    ck_assert_err(pskv_chunk_decode(buf, len, NULL, 0, NULL, 0, NULL, 0, tombs, 0), PSKV_ERANGE);
+    ck_assert_ok(pskv_chunk_decode(buf, len, NULL, 0, NULL, 0, NULL, 0, tombs, 1));
+    ck_assert_uint_eq(tombs[0], keys[1]);
+    pskv_close(s);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     data_dir = argc > 1 ? argv[1] : "tests/data";
@@ -1527,5 +1600,6 @@ int main(int argc, char **argv)
     ADD_CASE(s, chunk_of_another_table_refused);
     ADD_CASE(s, replica_continuity);
     ADD_CASE(s, truncate_durable);
+    ADD_CASE(s, decode_checks_capacities);
     return run_suite(s);
 }
