@@ -310,7 +310,7 @@ static int iter_load_cold(pskv_iter *it)
 {
     pskv_table *t = it->t;
     uint64_t keys[ITER_COLD_BATCH];
-    uint32_t shard_of[ITER_COLD_BATCH];
+    pskv__keyed by_shard[ITER_COLD_BATCH]; /* (shard, position), stable: key order kept */
     int rc = iter_reserve(it, ITER_COLD_BATCH);
     while (rc == 0 && !it->cold_done) {
         uint32_t n;
@@ -328,23 +328,21 @@ static int iter_load_cold(pskv_iter *it)
             break;
         it->cold_after = keys[n - 1];
         for (uint32_t i = 0; i < n; i++)
-            shard_of[i] = pskv__table_route(t, t->ring, keys[i]);
+            by_shard[i] = (pskv__keyed){pskv__table_route(t, t->ring, keys[i]), i};
+        if ((rc = pskv__keyed_sort(by_shard, n)) != 0)
+            break;
         uint32_t count = 0, nlate = 0;
         uint64_t late[ITER_COLD_BATCH];
-        for (uint32_t s = 0; s < t->nshards && rc == 0; s++) {
+        /* Shard by shard, in ascending order, each shard's keys in key
+         * order, under its lock. */
+        for (uint32_t j = 0; j < n && rc == 0;) {
+            const uint32_t s = (uint32_t)by_shard[j].key;
             pskv__shard *sh = &t->shards[s];
             pskv__cold cold = {NULL};
-            bool locked = false;
-            for (uint32_t i = 0; i < n && rc == 0; i++) {
-                if (shard_of[i] != s)
-                    continue;
-                if (!locked) {
-                    pthread_mutex_lock(&sh->lock);
-                    locked = true;
-                    rc = iter_index_late(it, s, sh);
-                    if (rc != 0)
-                        break;
-                }
+            pthread_mutex_lock(&sh->lock);
+            rc = iter_index_late(it, s, sh);
+            for (; j < n && by_shard[j].key == s && rc == 0; j++) {
+                const uint32_t i = by_shard[j].at;
                 uint64_t h = pskv__key_hash(keys[i], t->opts.seed);
                 if (pskv__locate(t, sh, keys[i], h, true).place != PSKV__MAYBE_COLD) {
                     /* Seen with the shard, erased, or read back since. */
@@ -364,8 +362,7 @@ static int iter_load_cold(pskv_iter *it)
                 }
             }
             pskv__cold_end(t, &cold);
-            if (locked)
-                pthread_mutex_unlock(&sh->lock);
+            pthread_mutex_unlock(&sh->lock);
         }
         if (rc == 0 && count + nlate > 0) {
             /* The late keys go last; iter_read_late reads their rows. */
