@@ -100,7 +100,8 @@ int pskv__env_open(pskv__env *e, uint64_t map, bool readonly)
     mdb_env_set_maxdbs(e->mdb, PSKV_FMT_MAX_TABLES + 1 + PSKV_UNDO_KEEP_MAX); /* + meta, undo */
     mdb_env_set_maxreaders(e->mdb, 1024);
     mdb_env_set_mapsize(e->mdb, (size_t)map);
-    rc = pskv__env_err(mdb_env_open(e->mdb, e->dir, MDB_NOTLS | (readonly ? MDB_RDONLY : 0), 0644));
+    e->mdb_rc = mdb_env_open(e->mdb, e->dir, MDB_NOTLS | (readonly ? MDB_RDONLY : 0), 0644);
+    rc = pskv__env_err(e->mdb_rc);
     if (rc != 0)
         return rc;
     if (!readonly)
@@ -134,8 +135,13 @@ int pskv__env_open_reader(pskv__env *e, MDB_txn **txn)
     if (rc != 0)
         return rc;
     int mrc = mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, txn);
-    if (mrc == MDB_MAP_RESIZED && mdb_env_set_mapsize(e->mdb, 0) == 0)
+    if (mrc == MDB_MAP_RESIZED && mdb_env_set_mapsize(e->mdb, 0) == 0) {
         mrc = mdb_txn_begin(e->mdb, NULL, MDB_RDONLY, txn);
+        char path[4096];
+        if (mrc == 0 && data_path(e, path, sizeof path) == 0)
+            e->map_base = pskv__env_map_find(path); /* the map was made anew: it may move */
+    }
+    e->mdb_rc = mrc;
     return pskv__env_err(mrc);
 }
 

@@ -33,6 +33,7 @@ typedef struct pskv__env {
      * restarting it after a fatal write failed; calls fail cleanly. */
     atomic_bool lost;
     atomic_uint_fast64_t n_grows, n_restarts, n_stale_readers;
+    int mdb_rc; /* LMDB's own code of the last failed open (for messages) */
 } pskv__env;
 
 /* An LMDB or errno code as a PSKV_E* code. */

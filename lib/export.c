@@ -428,10 +428,11 @@ static int full_load(pskv_export *e)
         e->in = e->ipos = 0;
         if (rc == 2)
             return 2;
-        return rc == PSKV_EBUSY ? pskv__fail(PSKV_EBUSY, "table '%s' was resharded during the "
-                                                         "export: export again from 0",
-                                             e->t->name)
-                                : rc;
+        return rc == PSKV_ESTALE ? pskv__fail(PSKV_ESTALE, "table '%s' was resharded during the "
+                                                           "export: empty the consumer and "
+                                                           "export again from 0",
+                                              e->t->name)
+                                 : rc;
     }
     e->ipos = 0;
     if (e->ring != NULL) {

@@ -80,18 +80,29 @@ static void store_close(store *st)
 
 static int store_open(store *st, const char *dir)
 {
+    char path[4096];
+    struct stat fs;
     memset(st, 0, sizeof *st);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &fs) != 0) {
+        fprintf(stderr, "pskv: %s: no store here (%s)\n", dir, strerror(errno));
+        return 1;
+    }
+    if (fs.st_size < 2 * 4096) {
+        fprintf(stderr, "pskv: %s: damaged: data.mdb is %lld bytes, not even two meta pages\n",
+                dir, (long long)fs.st_size);
+        return 1;
+    }
+    /* The library's read-only open beside the owner (env.c). */
     pskv__env_init(&st->lmdb, dir);
     int rc = pskv__env_open_reader(&st->lmdb, &st->txn);
-    if (rc == 0)
-        rc = pskv__env_err(mdb_dbi_open(st->txn, PSKV_FMT_META_DB, 0, &st->meta));
-    if (rc != 0) {
-        if (rc == PSKV_ENOTFOUND && st->lmdb.mdb == NULL)
-            fprintf(stderr, "pskv: %s: no store here (no data.mdb)\n", dir);
-        else if (rc == PSKV_ECORRUPT)
+    int mrc = rc == 0 ? mdb_dbi_open(st->txn, PSKV_FMT_META_DB, 0, &st->meta) : st->lmdb.mdb_rc;
+    if (rc != 0 || mrc != 0) {
+        if (rc == PSKV_ECORRUPT && mrc == 0) /* LMDB opened it: the size check said no */
             fprintf(stderr, "pskv: %s: damaged: data.mdb is shorter than its pages\n", dir);
         else
-            fprintf(stderr, "pskv: %s: cannot open the store: %s\n", dir, pskv_strerror(rc));
+            fprintf(stderr, "pskv: %s: cannot open the store: %s\n", dir,
+                    mrc != 0 ? mdb_strerror(mrc) : pskv_strerror(rc));
         store_close(st);
         return 1;
     }
