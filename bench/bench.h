@@ -89,5 +89,8 @@ int workload_filesize(uint64_t keys, int json);
 int workload_delta(uint64_t keys, int json);
 /* Feature ids of n strings: per call, batched, and an XXH3 loop. */
 int workload_ids(uint64_t keys, int json);
+/* The initializers per generator against memset; populate per initializer
+ * against the first touch of fresh memory. */
+int workload_init(uint64_t keys, int json);
 
 #endif

@@ -36,11 +36,15 @@
  * Workload `ids`: feature ids of string features per call against batched
  * (pskv_feature_ids) and an XXH3 loop (workload_ids.c).
  *
+ * Workload `init`: the key-seeded initializers per generator against a
+ * memset of the same bytes, and populate per initializer against the first
+ * touch of fresh memory (workload_init.c).
+ *
  * Workload `delta`: full and 1% delta exports of 4M rows per codec, their
  * apply, against memcpy and LZ4_compress_default; a trainer beside an
  * export (workload_delta.c).
  *
- *   pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|delta] [--keys N] [--budget BYTES] [--batches B] [--warm B]
+ *   pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|init|delta] [--keys N] [--budget BYTES] [--batches B] [--warm B]
  *              [--reps R] [--peers] [--json]
  * Each dram figure is the median of R runs over the same trace. Each
  * workload lives in its own file (workload_*.c), the shared helpers in
@@ -54,7 +58,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|delta] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|init|delta] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
                     "[--reps R] [--dim D (filesize)] [--peers] [--json]\n");
     exit(2);
 }
@@ -102,6 +106,8 @@ int main(int argc, char **argv)
         return workload_delta(keys_set ? bench_cfg.keys : 4u << 20, bench_cfg.json);
     if (strcmp(workload, "ids") == 0)
         return workload_ids(keys_set ? bench_cfg.keys : 1000000u, bench_cfg.json);
+    if (strcmp(workload, "init") == 0)
+        return workload_init(keys_set ? bench_cfg.keys : 2u << 20, bench_cfg.json);
     if (strcmp(workload, "filesize") == 0)
         return workload_filesize(keys_set ? bench_cfg.keys : 500000u, bench_cfg.json);
     if (strcmp(workload, "spill") == 0) {

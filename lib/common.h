@@ -29,6 +29,16 @@
 #define PSKV__ASSERT(cond) ((void)0)
 #endif
 
+/* Loops over rows that the compiler vectorizes: on x86-64 an AVX2 clone is
+ * picked at load time (not in sanitizer builds: their runtimes are not
+ * ready when the ifunc resolvers run). The clone computes the same bits:
+ * no FMA is enabled, and ISO C mode does not contract. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PSKV_NO_CLONES)
+#define PSKV__KERNEL __attribute__((target_clones("avx2", "default")))
+#else
+#define PSKV__KERNEL
+#endif
+
 /* Monotonic nanoseconds, for time statistics. */
 static inline uint64_t pskv__now_ns(void)
 {

@@ -72,7 +72,7 @@ static inline XXH64_hash_t pskv_fmt_xxh3_seed(const void *p, size_t n, XXH64_has
 #endif
 
 #define PSKV_FMT_MAGIC 0x564b5350u /* "PSKV" */
-#define PSKV_FMT_VERSION 4u
+#define PSKV_FMT_VERSION 5u /* 5: schemas name init_gen (absent: 1) */
 #define PSKV_FMT_VERSION_MIN 1u /* opened and upgraded in place */
 #define PSKV_FMT_VERSION_BYTES 8u /* a row's version, after its state (v3) */
 #define PSKV_FMT_META_DB "meta"

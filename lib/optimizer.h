@@ -36,15 +36,6 @@ PSKV__HIDDEN void pskv__optimizer_init_state(const pskv__optimizer *opt,
 PSKV__HIDDEN void pskv__optimizer_apply(const pskv__optimizer *opt, float *row,
                                         const float *g);
 
-/* Loops over rows that the compiler vectorizes: on x86-64 an AVX2 clone is
- * picked at load time (not in sanitizer builds: their runtimes are not
- * ready when the ifunc resolvers run). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(PSKV_NO_CLONES)
-#define PSKV__KERNEL __attribute__((target_clones("avx2", "default")))
-#else
-#define PSKV__KERNEL
-#endif
-
 /* The magnitude bits of a float; PSKV__NONFINITE_MAG or more is Inf or NaN
  * (all exponent bits set). One definition for the input scan and the
  * optimizer kernels' checks of what they wrote. */

@@ -181,11 +181,11 @@ static int parse_dim_like(const char *s, size_t len, uint32_t lo, uint32_t hi, u
 
 enum table_key {
     TK_DIM, TK_OPTIMIZER, TK_LR, TK_EPS, TK_INITIAL_ACC, TK_BETA1, TK_BETA2, TK_L1, TK_L2,
-    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_COUNT
+    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_INIT_GEN, TK_COUNT
 };
 static const char *const table_keys[TK_COUNT] = {
     "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
-    "lr_power", "init", "seed", "shards"};
+    "lr_power", "init", "seed", "shards", "init_gen"};
 enum store_key {
     SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_UNDO, SK_CHANGES,
     SK_UNDO_KEEP, SK_COUNT
@@ -356,6 +356,8 @@ void pskv_table_options_init(pskv_table_options *o)
 
 void pskv__table_options_resolve(pskv_table_options *o)
 {
+    if (o->init_gen == 0)
+        o->init_gen = PSKV_INIT_GEN;
     if (o->lr < 0)
         o->lr = o->optimizer == PSKV_OPT_ADAM ? 0.001f : o->optimizer == PSKV_OPT_FTRL ? 0.05f : 0.01f;
     if (o->eps < 0)
@@ -388,6 +390,9 @@ int pskv_table_options_validate(const pskv_table_options *o)
         if (o->reserved[i] != 0)
             return pskv__fail(PSKV_EINVAL, "pskv_table_options.reserved[%zu] is not zero "
                                            "(initialize with pskv_table_options_init)", i);
+    if (o->init_gen > PSKV_INIT_GEN)
+        return pskv__fail(PSKV_EINVAL, "init_gen=%u: expected 1, 2 (the current generator) or 0 "
+                                       "(the current one)", o->init_gen);
     static const char *const fnames[] = {"lr", "eps", "initial_accumulator", "beta1", "beta2",
                                          "l1", "l2", "lr_power", "init (first argument)",
                                          "init (second argument)"};
@@ -521,6 +526,10 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
             rc = parse_u64(t.val, t.vlen, &n.seed);
             why = "expected an unsigned 64-bit integer (decimal or 0x hex)";
             break;
+        case TK_INIT_GEN:
+            rc = parse_dim_like(t.val, t.vlen, 1, PSKV_INIT_GEN, &n.init_gen);
+            why = "expected 1 (releases before 0.3) or 2 (the current generator)";
+            break;
         case TK_LR: fdst = &n.lr; break;
         case TK_EPS: fdst = &n.eps; break;
         case TK_INITIAL_ACC: fdst = &n.initial_accumulator; break;
@@ -652,6 +661,10 @@ static int options_write(const pskv_table_options *o, char *buf, size_t len, boo
         break;
     }
     append(buf, len, &at, &rc, " seed=%llu shards=%u", (unsigned long long)r.seed, r.shards);
+    /* The generator, where values come from one (a schema without it was
+     * written before 0.3: generator 1). */
+    if (r.init == PSKV_INIT_UNIFORM || r.init == PSKV_INIT_NORMAL)
+        append(buf, len, &at, &rc, " init_gen=%u", r.init_gen);
     return rc < 0 ? rc : (int)at;
 }
 
@@ -704,8 +717,9 @@ bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_opti
     pskv__table_options_resolve(&y);
     bool init_args = x.init == PSKV_INIT_ZEROS ||
                      (x.init_a == y.init_a && (x.init == PSKV_INIT_CONSTANT || x.init_b == y.init_b));
+    const bool generated = x.init == PSKV_INIT_UNIFORM || x.init == PSKV_INIT_NORMAL;
     if (x.dim != y.dim || x.optimizer != y.optimizer || x.lr != y.lr || x.init != y.init ||
-        !init_args || x.seed != y.seed)
+        !init_args || x.seed != y.seed || (generated && x.init_gen != y.init_gen))
         return false;
     /* Keys the optimizer does not read are not part of the schema. */
     const unsigned uses = optimizer_uses[x.optimizer];

@@ -278,6 +278,9 @@ int pskv__record_schema_decode(const uint8_t *body, size_t len, pskv_table_optio
     memcpy(config, body, len);
     config[len] = '\0';
     pskv_table_options_init(o);
+    /* Schemas written before 0.3 name no generator: theirs was 1, and
+     * their tables keep it (a schema of 0.3 on names its own). */
+    o->init_gen = 1;
     /* A record that does not parse is damage, not bad input. */
     int rc = pskv_table_options_parse(o, config) != 0 || pskv_table_options_validate(o) != 0 ||
                      o->dim == 0

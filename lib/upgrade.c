@@ -1,7 +1,8 @@
 /* Opening a store of an older format as the current one, one step at a
  * time, each step one write transaction (a crash leaves the store in the
  * format it had): 1 -> 2 count and checkpoint records, 2 -> 3 a version
- * stamp in every row, 3 -> 4 undo generations per slot. Called by
+ * stamp in every row, 3 -> 4 undo generations per slot, 4 -> 5 the
+ * initializer's generator named in schemas. Called by
  * persist.c's open; the layouts are in format.h and docs/FORMAT.md.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <lmdb.h>
@@ -279,16 +280,18 @@ static int upgrade_rows_once(void *arg)
 }
 
 /* Format 3 -> 4: more than one undo generation (one database per slot,
- * created by undo_attach). Format 3's one generation, in slot 0, is read
- * as it is: only the format record changes. */
-static int upgrade_to_4_once(void *arg)
+ * created by undo_attach); format 3's one generation, in slot 0, is read
+ * as it is. Format 4 -> 5: a table's schema names its initializer's
+ * generator (init_gen); a schema without one is generator 1, the only
+ * one before (records.c). Only the format record changes. */
+static int upgrade_format_once(void *arg)
 {
     pskv_store *s = arg;
     MDB_txn *txn;
     int rc = pskv__env_txn_begin(&s->lmdb, true, &txn);
     if (rc != 0)
         return rc;
-    return upgrade_commit(s, txn, 0, 4);
+    return upgrade_commit(s, txn, 0, PSKV_FMT_VERSION);
 }
 
 /* Open a store of an older format as the current one, one step at a time
@@ -309,6 +312,6 @@ int pskv__upgrade(pskv_store *s, uint32_t version)
         free(counts);
     }
     if (rc == 0)
-        rc = pskv__env_write(&s->lmdb, upgrade_to_4_once, s, 0);
+        rc = pskv__env_write(&s->lmdb, upgrade_format_once, s, 0);
     return rc;
 }

@@ -759,6 +759,66 @@ START_TEST(format1_store_upgrades)
 }
 END_TEST
 
+/* A format-4 store of 0.2 (tests/data/format4): its tables keep the
+ * initializer's generator they were created with, so that the rows they
+ * create are those 0.2 creates; a table created now gets the current one. */
+START_TEST(format4_tables_keep_their_generator)
+{
+    fresh_dir();
+    char cmd[512], path[512];
+    snprintf(cmd, sizeof cmd, "cp '%s/format4/data.mdb' '%s/format4/pskv.seq' '%s/'", data_dir,
+             data_dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    float want[50 * 5 + 50 * 3], got[50 * 5];
+    snprintf(path, sizeof path, "%s/format4/created-by-0.2.bin", data_dir);
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fread(want, sizeof *want, 50 * 5 + 50 * 3, f), 50 * 5 + 50 * 3);
+    fclose(f);
+    pskv_store *s;
+    pskv_table *t[2];
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "normal", NULL, &t[0]));
+    ck_assert_ok(pskv_table_open(s, "uniform", NULL, &t[1]));
+    uint64_t keys[50];
+    for (int i = 0; i < 50; i++)
+        keys[i] = 1001 + (uint64_t)i;
+    for (int k = 0; k < 2; k++) {
+        pskv_table_info info;
+        ck_assert_ok(pskv_table_info_get(t[k], &info));
+        ck_assert_uint_eq(info.options.init_gen, 1);
+        ck_assert_ok(pskv_pull(t[k], keys, 50, got));
+        const float *w = want + (k == 0 ? 0 : 50 * 5);
+        ck_assert_int_eq(memcmp(got, w, 50 * info.dim * sizeof *got), 0);
+    }
+    /* Explicitly asking for the current generator contradicts the schema. */
+    pskv_table *x;
+    ck_assert_err(pskv_table_open(s, "normal", "init_gen=2", &x), PSKV_ESCHEMA);
+    /* A table created now: the current generator, named in its schema. */
+    ck_assert_ok(pskv_table_open(s, "fresh", "dim=5 init=normal:0.5:2 seed=3", &x));
+    pskv_table_info info;
+    ck_assert_ok(pskv_table_info_get(x, &info));
+    ck_assert_uint_eq(info.options.init_gen, PSKV_INIT_GEN);
+    ck_assert_ok(pskv_pull(x, keys, 50, got));
+    ck_assert_int_ne(memcmp(got, want, 50 * 5 * sizeof *got), 0);
+    pskv_close(s);
+    /* Reopened: the upgraded store says format 5, each table its generator. */
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "normal", NULL, &t[0]));
+    ck_assert_ok(pskv_table_open(s, "fresh", NULL, &x));
+    ck_assert_ok(pskv_table_info_get(t[0], &info));
+    ck_assert_uint_eq(info.options.init_gen, 1);
+    ck_assert_ok(pskv_table_info_get(x, &info));
+    ck_assert_uint_eq(info.options.init_gen, PSKV_INIT_GEN);
+    for (int i = 0; i < 50; i++)
+        keys[i] = 1001 + (uint64_t)i;
+    ck_assert_ok(pskv_pull(t[0], keys, 50, got)); /* the rows created above, persisted */
+    ck_assert_int_eq(memcmp(got, want, 50 * 5 * sizeof *got), 0);
+    pskv_close(s);
+    test_remove_dir(dir);
+}
+END_TEST
+
 /* A format-3 store (tests/data/format3, written by the release before
  * undo generations): its one generation still rolls back, and after the
  * upgrade to format 4 it chains with the new ones. */
@@ -901,5 +961,6 @@ int main(int argc, char **argv)
     ADD_CASE(s, format1_store_upgrades);
     ADD_CASE(s, format2_store_upgrades);
     ADD_CASE(s, format3_store_rolls_back);
+    ADD_CASE(s, format4_tables_keep_their_generator);
     return run_suite(s);
 }

@@ -114,7 +114,33 @@ START_TEST(table_options_describe)
         &o, "dim=2 optimizer=ftrl lr=0.1 l1=0.25 init=uniform:-0.01:0.01"));
     ck_assert_int_gt(pskv_table_options_describe(&o, buf, sizeof buf), 0);
     ck_assert_str_eq(buf, "dim=2 optimizer=ftrl lr=0.1 initial_accumulator=0.1 l1=0.25 l2=0 "
-                          "lr_power=-0.5 init=uniform:-0.01:0.01 seed=0 shards=64");
+                          "lr_power=-0.5 init=uniform:-0.01:0.01 seed=0 shards=64 init_gen=2");
+    /* The generator: named where values come from one; 1 is kept, 0 is the
+     * current one, anything else refused. */
+    pskv_table_options g;
+    pskv_table_options_init(&g);
+    ck_assert_uint_eq(g.init_gen, 0);
+    ck_assert_ok(pskv_table_options_parse(&g, "dim=2 init=normal:0:1 init_gen=1"));
+    ck_assert_uint_eq(g.init_gen, 1);
+    char gbuf[256];
+    ck_assert_int_gt(pskv_table_options_describe(&g, gbuf, sizeof gbuf), 0);
+    ck_assert_ptr_nonnull(strstr(gbuf, " init_gen=1"));
+    ck_assert(!pskv__table_schema_equal(&g, &o));
+    pskv_table_options g2 = g;
+    g2.init_gen = 0;
+    ck_assert(!pskv__table_schema_equal(&g, &g2)); /* 0 is 2, not 1 */
+    g2.init_gen = 2;
+    g.init_gen = 0;
+    ck_assert(pskv__table_schema_equal(&g, &g2));
+    g.init = g2.init = PSKV_INIT_ZEROS;
+    g.init_gen = 1; /* zeros use no generator: not part of the schema */
+    ck_assert(pskv__table_schema_equal(&g, &g2));
+    ck_assert_int_gt(pskv_table_options_describe(&g, gbuf, sizeof gbuf), 0);
+    ck_assert_ptr_null(strstr(gbuf, "init_gen"));
+    ck_assert_err(pskv_table_options_parse(&g, "init_gen=3"), PSKV_EINVAL);
+    ck_assert_err(pskv_table_options_parse(&g, "init_gen=0"), PSKV_EINVAL);
+    g.init_gen = 3;
+    ck_assert_err(pskv_table_options_validate(&g), PSKV_EINVAL);
     /* Parsing the short form gives the same schema; every float of a
      * random-ish value comes back exactly from the canonical form. */
     pskv_table_options_init(&back);

@@ -66,6 +66,80 @@ START_TEST(initializer_ranges)
 }
 END_TEST
 
+/* Generator 2 of uniform and normal values: the distribution (moments,
+ * tails, independence of neighbours in a row and across keys), and some
+ * bits: values a release created must come again from every later one. */
+START_TEST(generator_2_statistics_and_bits)
+{
+    pskv_store *s;
+    pskv_table *n = open_table(&s, "dim=101 init=normal:1:2 seed=11");
+    pskv_table *u;
+    ck_assert_ok(pskv_table_open(s, "u", "dim=101 init=uniform:-3:5 seed=11", &u));
+    enum { K = 20000, D = 101 };
+    uint64_t *keys = malloc(K * sizeof *keys);
+    for (int i = 0; i < K; i++)
+        keys[i] = (uint64_t)i + 1; /* consecutive keys: the hardest case for a hash */
+    float *w = malloc((size_t)K * D * sizeof *w);
+    ck_assert_ok(pskv_pull(n, keys, K, w));
+    const size_t N = (size_t)K * D;
+    double m = 0, m2 = 0, m3 = 0, m4 = 0, in1 = 0, in2 = 0, in3 = 0, row_c = 0, key_c = 0;
+    for (size_t i = 0; i < N; i++) {
+        const double z = (w[i] - 1.0) / 2.0;
+        m += z;
+        m2 += z * z;
+        m3 += z * z * z;
+        m4 += z * z * z * z;
+        in1 += fabs(z) < 1;
+        in2 += fabs(z) < 2;
+        in3 += fabs(z) < 3;
+        if (i % D + 1 < D)
+            row_c += z * (w[i + 1] - 1.0) / 2.0; /* the next value of the row */
+        if (i + D < N)
+            key_c += z * (w[i + D] - 1.0) / 2.0; /* the same value of the next key */
+    }
+    m /= N;
+    const double var = m2 / N - m * m;
+    ck_assert_msg(fabs(m) < 0.005 && fabs(var - 1) < 0.005, "mean %g var %g", m, var);
+    ck_assert_msg(fabs(m3 / N) < 0.01 && fabs(m4 / N - 3) < 0.03, "skew %g kurt %g", m3 / N,
+                  m4 / N);
+    ck_assert_msg(fabs(in1 / N - 0.682689) < 0.002 && fabs(in2 / N - 0.954500) < 0.0015 &&
+                      fabs(in3 / N - 0.997300) < 0.0005,
+                  "within 1, 2, 3 sd: %g %g %g", in1 / N, in2 / N, in3 / N);
+    ck_assert_msg(fabs(row_c / N) < 0.005 && fabs(key_c / N) < 0.005, "correlations %g %g",
+                  row_c / N, key_c / N);
+    /* uniform on [-3, 5): inside, and flat (chi-square over 100 bins, 99
+     * degrees of freedom: 200 is far beyond any chance) */
+    ck_assert_ok(pskv_pull(u, keys, K, w));
+    double bins[100] = {0}, chi = 0;
+    for (size_t i = 0; i < N; i++) {
+        ck_assert(w[i] >= -3.0f && w[i] < 5.0f);
+        bins[(int)((w[i] + 3.0) / 8.0 * 100)]++;
+    }
+    for (int b = 0; b < 100; b++)
+        chi += (bins[b] - N / 100.0) * (bins[b] - N / 100.0) / (N / 100.0);
+    ck_assert_msg(chi < 200, "chi-square %g", chi);
+    /* The bits of key 42 (seed 3), as 0.3 created them. */
+    pskv_table *gn, *gu;
+    ck_assert_ok(pskv_table_open(s, "gn", "dim=5 init=normal:0:1 seed=3", &gn));
+    ck_assert_ok(pskv_table_open(s, "gu", "dim=5 init=uniform:-1:1 seed=3", &gu));
+    const uint32_t want_n[5] = {0x3e9617fd, 0x3f9b74ef, 0x3f182ca9, 0xbf8d5f77, 0xbef30a83};
+    const uint32_t want_u[5] = {0xbdab45f0, 0xbf134cc4, 0xbdb6bc40, 0x3f283bcc, 0x3ebaca78};
+    uint64_t k42 = 42;
+    uint32_t bits[5];
+    ck_assert_ok(pskv_pull(gn, &k42, 1, w));
+    memcpy(bits, w, sizeof bits);
+    for (int j = 0; j < 5; j++)
+        ck_assert_uint_eq(bits[j], want_n[j]);
+    ck_assert_ok(pskv_pull(gu, &k42, 1, w));
+    memcpy(bits, w, sizeof bits);
+    for (int j = 0; j < 5; j++)
+        ck_assert_uint_eq(bits[j], want_u[j]);
+    free(keys);
+    free(w);
+    pskv_close(s);
+}
+END_TEST
+
 START_TEST(get_put_erase)
 {
     pskv_store *s;
@@ -410,6 +484,7 @@ int main(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, pull_creates_deterministic_rows);
     tcase_add_test(tc, initializer_ranges);
+    tcase_add_test(tc, generator_2_statistics_and_bits);
     tcase_add_test(tc, get_put_erase);
     tcase_add_test(tc, duplicates_summed_in_push);
     tcase_add_test(tc, nonfinite_rejected_before_change);
