@@ -11,13 +11,14 @@
  * (the key's XXH3, j), so the values of a row are independent of each
  * other's order and the loops vectorize; uniform values take the top 24
  * bits; normal pairs come from Box-Muller with a logarithm and a sine and
- * cosine written here as polynomials (relative error below 1e-6; no libm
- * call, whose results may differ between machines and glibc versions).
+ * cosine written here as polynomials (errors below 3e-7; no libm call,
+ * whose results may differ between machines and glibc versions).
  * Every operation is an IEEE float operation with one rounding (no fused
  * multiply-add: lib/ is built with -ffp-contract=off), and the AVX2 clone
  * does what the plain one does lane by lane, so every machine computes the
  * same bits (tests/test_table.c holds some).
  * SPDX-License-Identifier: BSD-2-Clause */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -26,6 +27,11 @@
 
 #ifdef __clang__
 #pragma clang fp contract(off)
+#endif
+/* Float expressions evaluated in float, not in a wider format (x87):
+ * meson.build asks for SSE arithmetic on 32-bit x86. */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD != 0 && FLT_EVAL_METHOD != -1
+#error "init.c needs FLT_EVAL_METHOD 0 (on 32-bit x86: -msse2 -mfpmath=sse)"
 #endif
 
 /* ---------------------------------------------------------------- generator 1 */
@@ -149,7 +155,8 @@ PSKV__KERNEL static void gen2(const pskv_table_options *o, uint64_t key, float *
         const uint32_t n = dim - at < BLOCK ? dim - at : BLOCK;
         hashes(k0, k1, at, BLOCK, h); /* a whole block: past n, unused */
         for (uint32_t p = 0; p < BLOCK / 2; p++) {
-            const float u1 = ((float)(int32_t)(h[2 * p] >> 8) + 0.5f) * 0x1.0p-24f; /* (0, 1) */
+            /* (0, 1]: 1 once in 2^24 (the +0.5 rounds up), then r = 0 */
+            const float u1 = ((float)(int32_t)(h[2 * p] >> 8) + 0.5f) * 0x1.0p-24f;
             const float quarters = (float)(int32_t)(h[2 * p + 1] >> 8) * 0x1.0p-22f; /* [0, 4) */
             const float r = sqrtf(-2.0f * log_unit(u1));
             const uint32_t q = (uint32_t)quarters; /* the quadrant of 2 pi u2 */

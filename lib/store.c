@@ -194,11 +194,18 @@ static pskv_table *table_lookup(const pskv_store *s, const char *name)
 
 /* Open or create under the store lock. `requested` holds the caller's
  * options on top of either defaults (create) or the table's schema (open). */
-static int table_open_locked(pskv_store *s, const char *name, const pskv_table_options *requested,
+static int table_open_locked(pskv_store *s, const char *name, const pskv_table_options *wanted,
                              pskv_table **out)
 {
+    /* init_gen 0 asks for no generator in particular: an existing table
+     * keeps its own (a 0.2 table opened with options filled by
+     * pskv_table_options_init), a new one gets the current one. */
+    pskv_table_options req = *wanted;
+    const pskv_table_options *requested = &req;
     pskv_table *t = table_lookup(s, name);
     if (t != NULL) {
+        if (req.init_gen == 0)
+            req.init_gen = t->opts.init_gen;
         if (!pskv__table_schema_equal(&t->opts, requested))
             return schema_conflict(name, &t->opts, requested, "the open table's");
         *out = t;
@@ -213,6 +220,8 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
                        ? pskv__fail(rc, "table '%s': its schema record is damaged", name)
                        : rc;
         persisted = rc == 0;
+        if (persisted && req.init_gen == 0)
+            req.init_gen = schema.init_gen;
         if (persisted && !pskv__table_schema_equal(&schema, requested))
             return schema_conflict(name, &schema, requested, "the persisted");
     }

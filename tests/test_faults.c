@@ -791,8 +791,20 @@ START_TEST(format4_tables_keep_their_generator)
         const float *w = want + (k == 0 ? 0 : 50 * 5);
         ck_assert_int_eq(memcmp(got, w, 50 * info.dim * sizeof *got), 0);
     }
-    /* Explicitly asking for the current generator contradicts the schema. */
+    /* Options filled as a 0.2 program fills them (init_gen 0: no generator
+     * in particular) open the table with its own generator. */
+    pskv_table_options o;
+    pskv_table_options_init(&o);
+    o.dim = 5;
+    o.optimizer = PSKV_OPT_ADAGRAD;
+    o.init = PSKV_INIT_NORMAL;
+    o.init_a = 0.5f;
+    o.init_b = 2.0f;
+    o.seed = 3;
     pskv_table *x;
+    ck_assert_ok(pskv_table_open_opts(s, "normal", &o, &x));
+    ck_assert_ptr_eq(x, t[0]);
+    /* Explicitly asking for the current generator contradicts the schema. */
     ck_assert_err(pskv_table_open(s, "normal", "init_gen=2", &x), PSKV_ESCHEMA);
     /* A table created now: the current generator, named in its schema. */
     ck_assert_ok(pskv_table_open(s, "fresh", "dim=5 init=normal:0.5:2 seed=3", &x));
@@ -804,7 +816,7 @@ START_TEST(format4_tables_keep_their_generator)
     pskv_close(s);
     /* Reopened: the upgraded store says format 5, each table its generator. */
     ck_assert_ok(pskv_open(dir, NULL, &s));
-    ck_assert_ok(pskv_table_open(s, "normal", NULL, &t[0]));
+    ck_assert_ok(pskv_table_open_opts(s, "normal", &o, &t[0])); /* from the persisted schema */
     ck_assert_ok(pskv_table_open(s, "fresh", NULL, &x));
     ck_assert_ok(pskv_table_info_get(t[0], &info));
     ck_assert_uint_eq(info.options.init_gen, 1);
