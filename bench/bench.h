@@ -31,6 +31,11 @@ extern struct bench_cfg bench_cfg;
 
 /* Monotonic seconds. */
 double bench_now(void);
+/* Populate's physical limit: rows per second at which fresh anonymous
+ * memory for `rows` rows of row_bytes is first touched (the kernel zeroes
+ * each page as it faults it in), with 4 KiB pages or advised as huge
+ * pages, whichever is faster here; 0 when no memory could be mapped. */
+double bench_first_touch_rows_per_s(uint64_t rows, size_t row_bytes);
 /* The median of v[n] (sorts v). */
 double bench_median(double *v, unsigned n);
 /* Scrambled ids: rank -> a key spread over 64 bits. */

@@ -25,6 +25,27 @@ double bench_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+double bench_first_touch_rows_per_s(uint64_t rows, size_t row_bytes)
+{
+    const size_t bytes = (size_t)rows * row_bytes;
+    double best = 0;
+    for (int advise_huge = 0; advise_huge < 2; advise_huge++) {
+        char *fresh = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                           0);
+        if (fresh == MAP_FAILED)
+            continue;
+        if (advise_huge)
+            madvise(fresh, bytes, MADV_HUGEPAGE);
+        double t0 = bench_now();
+        for (size_t at = 0; at < bytes; at += 4096)
+            fresh[at] = 1;
+        double rate = (double)rows / (bench_now() - t0);
+        best = rate > best ? rate : best;
+        munmap(fresh, bytes);
+    }
+    return best;
+}
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;

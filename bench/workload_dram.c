@@ -200,28 +200,12 @@ int workload_dram(void)
         fprintf(stderr, "pskv-bench: %s\n", pskv_strerror(rc));
         return 1;
     }
-    /* The populate's physical limit: fresh memory for every row (payload
-     * and version), first touched (the kernel zeroes each page as it
-     * faults it in), with 4 KiB pages or advised as huge pages, whichever
-     * is faster here. On the 2-core VM: about 1 GB/s with 4 KiB pages,
-     * 0.6 GB/s with huge pages: memory, not the initializer, bounds the
-     * creation of rows there. */
-    const size_t row_mem = (size_t)bench_cfg.keys * (ROW_FLOATS * sizeof(float) + 8);
-    double touch_rows_per_s = 0;
-    for (int advise_huge = 0; advise_huge < 2; advise_huge++) {
-        char *fresh = mmap(NULL, row_mem, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                           -1, 0);
-        if (fresh == MAP_FAILED)
-            continue;
-        if (advise_huge)
-            madvise(fresh, row_mem, MADV_HUGEPAGE);
-        double f0 = bench_now();
-        for (size_t at = 0; at < row_mem; at += 4096)
-            fresh[at] = 1;
-        double rate = (double)bench_cfg.keys / (bench_now() - f0);
-        touch_rows_per_s = rate > touch_rows_per_s ? rate : touch_rows_per_s;
-        munmap(fresh, row_mem);
-    }
+    /* The populate's physical limit: the first touch of fresh memory for
+     * every row (payload and version). On the 2-core VM about 1 GB/s with
+     * 4 KiB pages, 0.6 GB/s with huge pages: memory, not the initializer,
+     * bounds the creation of rows there. */
+    const double touch_rows_per_s =
+        bench_first_touch_rows_per_s(bench_cfg.keys, ROW_FLOATS * sizeof(float) + 8);
     /* Populate every key so the measured calls find resident rows. */
     uint64_t *all = malloc(BATCH * sizeof *all);
     float *buf = malloc(BATCH * DIM * sizeof(float));

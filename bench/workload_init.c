@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "bench.h"
 #include "init.h"
@@ -65,22 +64,7 @@ int workload_init(uint64_t keys, int json)
     }
     /* Populate: pull creating every row of a memory-only table, against
      * the first touch of fresh memory for the rows (payload and version). */
-    const size_t row_mem = (size_t)keys * (ROW_FLOATS * sizeof(float) + 8);
-    double touch = 0;
-    for (int huge = 0; huge < 2; huge++) {
-        char *fresh = mmap(NULL, row_mem, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                           -1, 0);
-        if (fresh == MAP_FAILED)
-            continue;
-        if (huge)
-            madvise(fresh, row_mem, MADV_HUGEPAGE);
-        double f0 = bench_now();
-        for (size_t at = 0; at < row_mem; at += 4096)
-            fresh[at] = 1;
-        double rt = (double)keys / (bench_now() - f0);
-        touch = rt > touch ? rt : touch;
-        munmap(fresh, row_mem);
-    }
+    const double touch = bench_first_touch_rows_per_s(keys, ROW_FLOATS * sizeof(float) + 8);
     static const char *const cfgs[] = {"init=zeros", "init=uniform:-0.01:0.01 init_gen=1",
                                        "init=uniform:-0.01:0.01", "init=normal:0:0.01 init_gen=1",
                                        "init=normal:0:0.01"};

@@ -10,7 +10,7 @@
 
 struct MDB_txn;
 typedef struct pskv__cold {
-    struct MDB_txn *txn; /* begun on first use; holds env_lock shared */
+    struct MDB_txn *txn; /* begun on first use; holds the store's lmdb.lock shared */
     const void *base;    /* the data file's pages in the map, for bounds */
     uint64_t span;
 } pskv__cold;

@@ -61,7 +61,6 @@ static void progress_end(void)
 
 typedef struct store {
     pskv__env lmdb;   /* opened read-only beside the owner (env.c) */
-    MDB_env *env;     /* lmdb.mdb */
     MDB_txn *txn;     /* one read transaction: a consistent checkpoint */
     MDB_dbi meta;
     const void *base; /* the file's pages in the map, for bounds */
@@ -106,7 +105,6 @@ static int store_open(store *st, const char *dir)
         store_close(st);
         return 1;
     }
-    st->env = st->lmdb.mdb;
     pskv__env_file_span(&st->lmdb, &st->base, &st->span);
     MDB_val fk = {strlen(PSKV_FMT_KEY_FORMAT), PSKV_FMT_KEY_FORMAT}, fv;
     const uint8_t *body;
@@ -298,8 +296,8 @@ static int cmd_stat(const char *dir)
     }
     MDB_envinfo ei;
     MDB_stat es;
-    mdb_env_info(st.env, &ei);
-    mdb_env_stat(st.env, &es);
+    mdb_env_info(st.lmdb.mdb, &ei);
+    mdb_env_stat(st.lmdb.mdb, &es);
     printf("store: %s\n", dir);
     size_t len;
     bool bad;
@@ -732,7 +730,7 @@ static int cmd_backup(const char *dir, const char *dest)
         fprintf(stderr, "backup: copying %s to %s (compacting)...", dir, dest);
     /* The library's backup: it claims DEST first (its lock), writes the
      * copy under a temporary name and renames it whole into place. */
-    int rc = pskv__backup_env(st.env, dest);
+    int rc = pskv__backup_env(st.lmdb.mdb, dest);
     if (progress_on)
         fprintf(stderr, "\r\033[K");
     if (rc != 0)
