@@ -9,14 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bench_sum.h" /* DIM, ROW_FLOATS, LR, EPS */
 #include "io.h"
 #include "pskv.h"
 
-#define DIM 64
-#define ROW_FLOATS (2 * DIM) /* weights + adagrad state */
 #define BATCH 4096
-#define LR 0.01f
-#define EPS 1e-10f
 
 /* Set from the command line by main (pskv_bench.c). */
 struct bench_cfg {

@@ -5,9 +5,13 @@
  * scrambled ids, batches of 4096, Adagrad. Reports pull and push rows/s for
  * 1 and 2 threads beside a flat float[N][row] array indexed by rank — a
  * plain loop and one with software prefetch (the limit: about DRAM
- * bandwidth) — and DRAM bytes per resident row. With --peers, the same
- * operations on LMDB used as a plain key-value store (and RocksDB when built
- * with -Dbench_peers=enabled).
+ * bandwidth) — and DRAM bytes per resident row. Push sums the gradients of
+ * a batch's repeated keys first in every contender, as pskv does. With
+ * --peers, also absl::flat_hash_map and boost::unordered_flat_map over their
+ * own rows, each with a plain and a software-pipelined loop (when built
+ * with them: -Dbench_maps, peers_maps.cc), measured in the same shuffled
+ * rounds, and the same operations on LMDB used as a plain key-value store
+ * (and RocksDB when built with -Dbench_peers=enabled).
  *
  * Workload `cache`: pskv as a memory-only cache with a DRAM budget of 1%,
  * 5%, 10% and 25% of the keys' rows; get, put on miss, over a Zipf 0.99

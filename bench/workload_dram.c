@@ -1,5 +1,6 @@
 /* pskv-bench workload `dram`: pull and push beside a flat array (the limit)
- * and, with --peers, LMDB and RocksDB as key-value stores.
+ * and, with --peers, hash maps with hand-written loops (peers_maps.cc) and
+ * LMDB and RocksDB as key-value stores.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,62 +13,66 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
-#include "bench_peers.h"
-
 #include "bench.h"
-
-/* ---------------------------------------------------------------- flat */
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define KERNEL __attribute__((target_clones("avx2", "default")))
-#else
-#define KERNEL
-#endif
-
-/* The same Adagrad step as pskv's kernel. */
-KERNEL static void flat_adagrad(float *restrict w, float *restrict s, const float *restrict g)
-{
-    for (int j = 0; j < DIM; j++) {
-        float gj = g[j];
-        float sj = s[j] + gj * gj;
-        s[j] = sj;
-        w[j] -= LR * gj / (sqrtf(sj) + EPS);
-    }
-}
+#include "bench_peers.h"
+#include "bench_sum.h"
+#include "peers_maps.h"
 
 /* ---------------------------------------------------------------- runs */
 
-enum store_kind { FLAT_PREFETCH, FLAT_PLAIN, PSKV, N_KINDS };
-static const char *const kind_names[N_KINDS] = {"flat+prefetch (limit)", "flat plain loop", "pskv"};
+/* The contenders: the flat limit, the plain flat loop, pskv, then the
+ * hash-map peers (peers_maps.h) when built and asked for (--peers). */
+enum { FLAT_PREFETCH, FLAT_PLAIN, PSKV, FIRST_MAP };
+enum { MAX_MAPS = 4, MAX_KINDS = FIRST_MAP + MAX_MAPS };
+static const char *const kind_names[FIRST_MAP] = {"flat+prefetch (limit)", "flat plain loop", "pskv"};
+
+static const char *kind_name(int kind)
+{
+    return kind < FIRST_MAP ? kind_names[kind] : bench_maps_name(kind - FIRST_MAP);
+}
 
 typedef struct job {
-    enum store_kind kind;
-    int push;
+    int kind, push;
     float *flat;           /* flat kinds: float[N][ROW_FLOATS] indexed by rank */
     pskv_table *t;         /* pskv */
+    bench_map *map;        /* hash-map peers */
     const uint32_t *ranks; /* this thread's part of the trace */
     const uint64_t *keys;
     size_t count;
     const float *grads;
     float *out;
+    bench_sum sum; /* push, but pskv's: this thread's summing of repeated keys */
     int rc;
 } job;
 
-static void flat_batch(const job *j, const uint32_t *r)
+/* A batch on a flat array. Push sums the gradients of repeated keys first
+ * and steps each distinct row once, as pskv and the peers do. */
+static void flat_batch(job *j, const uint32_t *r, const uint64_t *k)
 {
     const size_t ahead = 16;
-    const int lines = (j->push ? ROW_FLOATS : DIM) * 4 / 64;
-    for (size_t i = 0; i < BATCH; i++) {
-        if (j->kind == FLAT_PREFETCH && i + ahead < BATCH) {
-            const char *p = (const char *)(j->flat + (size_t)r[i + ahead] * ROW_FLOATS);
-            for (int l = 0; l < lines; l++)
+    const bool limit = j->kind == FLAT_PREFETCH;
+    if (!j->push) {
+        for (size_t i = 0; i < BATCH; i++) {
+            if (limit && i + ahead < BATCH) {
+                const char *p = (const char *)(j->flat + (size_t)r[i + ahead] * ROW_FLOATS);
+                for (int l = 0; l < DIM * 4 / 64; l++)
+                    __builtin_prefetch(p + 64 * l, 1, 3);
+            }
+            memcpy(j->out + i * DIM, j->flat + (size_t)r[i] * ROW_FLOATS, DIM * sizeof(float));
+        }
+        return;
+    }
+    bench_sum_batch(&j->sum, k, BATCH, j->grads);
+    const uint32_t *first = j->sum.first;
+    const size_t m = j->sum.m;
+    for (size_t d = 0; d < m; d++) {
+        if (limit && d + ahead < m) {
+            const char *p = (const char *)(j->flat + (size_t)r[first[d + ahead]] * ROW_FLOATS);
+            for (int l = 0; l < ROW_FLOATS * 4 / 64; l++)
                 __builtin_prefetch(p + 64 * l, 1, 3);
         }
-        float *row = j->flat + (size_t)r[i] * ROW_FLOATS;
-        if (j->push)
-            flat_adagrad(row, row + DIM, j->grads + i * DIM);
-        else
-            memcpy(j->out + i * DIM, row, DIM * sizeof(float));
+        float *row = j->flat + (size_t)r[first[d]] * ROW_FLOATS;
+        bench_adagrad(row, row + DIM, j->sum.grad[d]);
     }
 }
 
@@ -75,36 +80,49 @@ static void *job_run(void *arg)
 {
     job *j = arg;
     for (size_t b = 0; b < j->count && j->rc == 0; b += BATCH) {
-        if (j->kind != PSKV)
-            flat_batch(j, j->ranks + b);
-        else if (j->push)
-            j->rc = pskv_push(j->t, j->keys + b, BATCH, j->grads);
+        if (j->kind < PSKV)
+            flat_batch(j, j->ranks + b, j->keys + b);
+        else if (j->kind == PSKV)
+            j->rc = j->push ? pskv_push(j->t, j->keys + b, BATCH, j->grads)
+                            : pskv_pull(j->t, j->keys + b, BATCH, j->out);
         else
-            j->rc = pskv_pull(j->t, j->keys + b, BATCH, j->out);
+            j->rc = j->push ? bench_map_push(j->map, j->keys + b, BATCH, j->grads, &j->sum)
+                            : bench_map_pull(j->map, j->keys + b, BATCH, j->out);
     }
     return NULL;
 }
 
 typedef struct bench_state {
-    float *flat[N_KINDS]; /* each flat kind its own rows: none finds another's hot rows in cache */
+    float *flat[2]; /* each flat kind its own rows: none finds another's hot rows in cache */
     pskv_table *t;
+    bench_map *map[MAX_MAPS]; /* each peer its own map and rows, likewise */
+    int kinds;                /* contenders: FIRST_MAP + the peers built */
     const uint32_t *ranks;
     const uint64_t *keys;
     size_t count;
     const float *grads;
+    uint64_t rng; /* the rounds' order: fixed seed, the same every run */
 } bench_state;
 
 /* One timed pass of `threads` threads over disjoint parts of the trace;
  * returns rows/s. */
-static double run_once(const bench_state *b, enum store_kind kind, int push, int threads)
+static double run_once(const bench_state *b, int kind, int push, int threads)
 {
     job jobs[2];
     pthread_t th[2];
     size_t per = b->count / (size_t)threads / BATCH * BATCH;
-    for (int i = 0; i < threads; i++)
-        jobs[i] = (job){kind, push, b->flat[kind], b->t, b->ranks + (size_t)i * per,
-                        b->keys + (size_t)i * per, per, b->grads,
-                        malloc(BATCH * DIM * sizeof(float)), 0};
+    for (int i = 0; i < threads; i++) {
+        jobs[i] = (job){kind, push, kind < PSKV ? b->flat[kind] : NULL, b->t,
+                        kind >= FIRST_MAP ? b->map[kind - FIRST_MAP] : NULL,
+                        b->ranks + (size_t)i * per, b->keys + (size_t)i * per, per, b->grads,
+                        malloc(BATCH * DIM * sizeof(float)), {0}, 0};
+        /* Scratch is allocated outside the timed part; pskv allocates its own. */
+        if (jobs[i].out == NULL ||
+            (push && kind != PSKV && bench_sum_init(&jobs[i].sum, BATCH) != 0)) {
+            fprintf(stderr, "pskv-bench: out of memory\n");
+            exit(1);
+        }
+    }
     double t0 = bench_now();
     for (int i = 0; i < threads; i++)
         pthread_create(&th[i], NULL, job_run, &jobs[i]);
@@ -113,8 +131,12 @@ static double run_once(const bench_state *b, enum store_kind kind, int push, int
     double dt = bench_now() - t0;
     for (int i = 0; i < threads; i++) {
         free(jobs[i].out);
+        bench_sum_free(&jobs[i].sum);
         if (jobs[i].rc != 0) {
-            fprintf(stderr, "pskv-bench: %s\n", pskv_strerror(jobs[i].rc));
+            if (kind >= FIRST_MAP)
+                fprintf(stderr, "pskv-bench: %s did not find a key\n", kind_name(kind));
+            else
+                fprintf(stderr, "pskv-bench: %s\n", pskv_strerror(jobs[i].rc));
             exit(1);
         }
     }
@@ -132,29 +154,67 @@ static void report(const char *store, const char *op, int threads, double rows_p
     fflush(stdout);
 }
 
-/* For each op and thread count, alternate the limit, the plain loop and
- * pskv rep by rep, so that machine noise hits all three alike; ratios are
- * medians of per-rep ratios. */
-static double measure_all(const bench_state *b, int push, int threads)
+/* Fisher-Yates with an LCG: the same orders on every run. */
+static void shuffle(int *v, int n, uint64_t *rng)
+{
+    for (int i = n - 1; i > 0; i--) {
+        *rng = *rng * 6364136223846793005ull + 1442695040888963407ull;
+        int j = (int)((*rng >> 33) % (uint64_t)(i + 1));
+        int x = v[i];
+        v[i] = v[j];
+        v[j] = x;
+    }
+}
+
+/* For one op and thread count, rounds of every contender once, in an order
+ * shuffled per round, so that machine noise and whatever a run leaves in
+ * the caches hit all alike; rows/s are medians of the rounds' rates, ratios
+ * medians of per-round ratios to the limit (into ratio[kind], -1 for a
+ * contender not run). The peers push on 1 thread only: a hand-written map
+ * has no locks, so concurrent pushes would race on its rows. Returns pskv's
+ * median rows/s. */
+static double measure_all(bench_state *b, int push, int threads, double ratio_med[MAX_KINDS])
 {
     const char *op = push ? "push" : "pull";
-    double rate[N_KINDS][33], ratio[N_KINDS][33];
-    for (int k = 0; k < N_KINDS; k++)
-        run_once(b, (enum store_kind)k, push, threads); /* warm caches and TLB */
+    double rate[MAX_KINDS][33], ratio[MAX_KINDS][33];
+    int order[MAX_KINDS], n = 0;
+    bool runs[MAX_KINDS] = {false};
+    for (int k = 0; k < b->kinds; k++)
+        if (k < FIRST_MAP || !push || threads == 1) {
+            order[n++] = k;
+            runs[k] = true;
+        }
+    for (int c = 0; c < n; c++)
+        run_once(b, order[c], push, threads); /* warm caches and TLB */
     for (unsigned r = 0; r < bench_cfg.reps; r++) {
-        for (int k = 0; k < N_KINDS; k++)
-            rate[k][r] = run_once(b, (enum store_kind)k, push, threads);
-        for (int k = 0; k < N_KINDS; k++)
-            ratio[k][r] = rate[k][r] / rate[FLAT_PREFETCH][r];
+        shuffle(order, n, &b->rng);
+        for (int c = 0; c < n; c++)
+            rate[order[c]][r] = run_once(b, order[c], push, threads);
+        for (int c = 0; c < n; c++)
+            ratio[order[c]][r] = rate[order[c]][r] / rate[FLAT_PREFETCH][r];
     }
     double pskv_rate = 0;
-    for (int k = 0; k < N_KINDS; k++) {
+    for (int k = 0; k < MAX_KINDS; k++) {
+        ratio_med[k] = -1;
+        if (!runs[k])
+            continue;
         double m = bench_median(rate[k], bench_cfg.reps);
-        report(kind_names[k], op, threads, m, bench_median(ratio[k], bench_cfg.reps));
+        ratio_med[k] = bench_median(ratio[k], bench_cfg.reps);
+        report(kind_name(k), op, threads, m, ratio_med[k]);
         if (k == PSKV)
             pskv_rate = m;
     }
     return pskv_rate;
+}
+
+/* The peer with the highest median ratio to the limit, or -1. */
+static int best_peer(const double ratio[MAX_KINDS])
+{
+    int best = -1;
+    for (int k = FIRST_MAP; k < MAX_KINDS; k++)
+        if (ratio[k] > 0 && (best < 0 || ratio[k] > ratio[best]))
+            best = k;
+    return best;
 }
 
 int workload_dram(void)
@@ -170,7 +230,8 @@ int workload_dram(void)
 
     if (!bench_cfg.json)
         printf("workload dram: %llu keys, dim %d fp32, Zipf 0.99 scrambled, batch %d, adagrad, "
-               "%u batches, median of %u\n%-22s %-5s %7s %13s %11s\n",
+               "%u batches, median of %u rounds (order shuffled per round)\n"
+               "%-22s %-5s %7s %13s %11s\n",
                (unsigned long long)bench_cfg.keys, DIM, BATCH, bench_cfg.batches, bench_cfg.reps, "store", "op",
                "threads", "rows/s", "vs limit");
 
@@ -180,7 +241,7 @@ int workload_dram(void)
      * just brought into cache. */
     size_t huge = 2u << 20;
     size_t flat_bytes = (bench_cfg.keys * ROW_FLOATS * sizeof(float) + huge - 1) / huge * huge;
-    float *flat[N_KINDS] = {NULL};
+    float *flat[2] = {NULL};
     for (int k = FLAT_PREFETCH; k <= FLAT_PLAIN; k++) {
         flat[k] = aligned_alloc(huge, flat_bytes);
         if (flat[k] == NULL) {
@@ -220,13 +281,48 @@ int workload_dram(void)
     free(all);
     free(buf);
 
-    bench_state b = {{flat[0], flat[1], NULL}, t, ranks, keys, count, grads};
-    double pull1 = measure_all(&b, 0, 1);
-    double push1 = measure_all(&b, 1, 1);
-    double pull2 = measure_all(&b, 0, 2);
-    double push2 = measure_all(&b, 1, 2);
+    bench_state b = {{flat[0], flat[1]}, t, {NULL}, FIRST_MAP, ranks, keys, count, grads,
+                     0x243f6a8885a308d3ull};
+    /* The hash-map peers, each on its own rows, populated with every key. */
+    int maps = bench_cfg.peers ? bench_maps_count() : 0;
+    maps = maps < MAX_MAPS ? maps : MAX_MAPS;
+    for (int i = 0; i < maps; i++) {
+        b.map[i] = bench_map_create(i, bench_cfg.keys);
+        if (b.map[i] == NULL) {
+            fprintf(stderr, "pskv-bench: out of memory for %s and the peers after it\n",
+                    bench_maps_name(i));
+            break;
+        }
+        b.kinds++;
+    }
+    double ratio[4][MAX_KINDS];
+    double pull1 = measure_all(&b, 0, 1, ratio[0]);
+    double push1 = measure_all(&b, 1, 1, ratio[1]);
+    double pull2 = measure_all(&b, 0, 2, ratio[2]);
+    double push2 = measure_all(&b, 1, 2, ratio[3]);
     free(flat[FLAT_PREFETCH]);
     free(flat[FLAT_PLAIN]);
+    for (int i = 0; i < MAX_MAPS; i++)
+        bench_map_free(b.map[i]);
+    /* pskv against the best peer at 1 thread: the ratio of their median
+     * ratios to the limit. */
+    int best_pull = best_peer(ratio[0]), best_push = best_peer(ratio[1]);
+    if (best_pull >= 0 && best_push >= 0) {
+        double vs_pull = ratio[0][PSKV] / ratio[0][best_pull];
+        double vs_push = ratio[1][PSKV] / ratio[1][best_push];
+        if (bench_cfg.json)
+            printf("{\"workload\":\"dram\",\"store\":\"pskv\",\"threads\":1,"
+                   "\"pull_vs_best_peer\":%.3f,\"best_peer_pull\":\"%s\","
+                   "\"push_vs_best_peer\":%.3f,\"best_peer_push\":\"%s\"}\n",
+                   vs_pull, kind_name(best_pull), vs_push, kind_name(best_push));
+        else
+            printf("pskv vs best peer: pull %.2fx (best: %s), push %.2fx (best: %s)\n", vs_pull,
+                   kind_name(best_pull), vs_push, kind_name(best_push));
+    }
+    if (bench_cfg.peers && bench_maps_count() == 0)
+        fprintf(bench_cfg.json ? stderr : stdout,
+                "pskv vs best peer: no hash-map peers in this build (they need a C++ compiler, "
+                "absl and boost >= 1.81 at build time: -Dbench_maps)\n");
 
     pskv_table_stats st;
     pskv_table_stats_get(t, &st);

@@ -47,12 +47,15 @@ static inline uint64_t pskv__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Software prefetch of a row's bytes some keys before it is used. */
+/* Software prefetch of a row's bytes some keys before it is used: every
+ * cache line from the first byte's to the last byte's (a row is rarely
+ * line-aligned, so `bytes` spans one line more than bytes / 64). */
 static inline void pskv__prefetch_row(const void *row, uint32_t bytes)
 {
-    const char *p = row;
-    for (uint32_t off = 0; off < bytes; off += 64)
-        __builtin_prefetch(p + off, 1, 3);
+    uintptr_t first = (uintptr_t)row & ~(uintptr_t)63;
+    uintptr_t last = ((uintptr_t)row + bytes - 1) & ~(uintptr_t)63;
+    for (uintptr_t line = first; line <= last; line += 64)
+        __builtin_prefetch((const void *)line, 1, 3);
 }
 
 #endif

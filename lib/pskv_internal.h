@@ -104,6 +104,9 @@ typedef struct pskv__ckpt_state {
     pskv__keymap tombs;   /* erased keys LMDB may still hold -> parity of the erase */
 } pskv__ckpt_state;
 
+/* Slab k holds 1 << (base_shift + k) rows; slot numbers are 32-bit. */
+#define PSKV__SLABS_MAX 33u
+
 typedef struct pskv__shard {
     pthread_mutex_t lock;
     pskv__entry *index;   /* open addressing, linear probing */
@@ -111,17 +114,19 @@ typedef struct pskv__shard {
     uint32_t rows;        /* rows in the index: resident, or being evicted (BUSY) */
     uint32_t reserved;    /* rows promised to callers by pskv__shard_reserve */
     pskv__keymap spilled; /* rows in the spill file (directory stores) */
-    uint8_t **slabs;
-    uint32_t nslabs, slabs_cap;
-    uint32_t small_slabs; /* slabs[0..small_slabs) are malloc'd one by one */
-    void **regions;        /* 2 MiB huge-page regions the later slabs are carved from */
-    uint32_t nregions, regions_cap;
-    uint8_t *region_next;  /* next unused slab of the newest region */
-    uint32_t region_left;
-    uint32_t slots_high;  /* slots ever handed out (< nslabs << slab_shift) */
+    /* Row slots live in slabs of doubling size: slab k holds
+     * 1 << (base_shift + k) rows, so a slot's slab is found with one count
+     * of leading zeros and the slab table stays in L1 (a row lookup pays
+     * no dependent miss on it). Slabs never move: a claimed row's bytes can
+     * be written out after the lock is released (tier.c). Slabs of 2 MiB
+     * and more are advised as huge pages; untouched parts of the newest
+     * slab are never faulted in. */
+    uint8_t *slabs[PSKV__SLABS_MAX];
+    uint32_t nslabs;
+    uint32_t base_shift;  /* slab 0 holds 1 << base_shift rows */
+    uint32_t slots_high;  /* slots ever handed out (<= pskv__shard_capacity) */
     uint32_t free_head;   /* erased slots, linked through their first bytes */
     uint32_t free_count;
-    uint32_t slab_shift;  /* rows per slab = 1 << slab_shift */
     uint32_t stored_bytes;
     uint64_t hash_seed;   /* the table's key hash seed, to rehash on growth */
     uint32_t clock_hand;  /* CLOCK position in the index */
@@ -131,17 +136,25 @@ typedef struct pskv__shard {
     pskv__readbacks readback; /* keys read back from LMDB during iterations (iter.c) */
 } __attribute__((aligned(64))) pskv__shard;
 
-/* slab_bytes: the row slabs' size (0: 64 KiB, the most); a shard's first
+/* slab_bytes: the first slab's size (0: 64 KiB, the most); a shard's first
  * row costs one slab. */
 PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes,
                                   uint64_t hash_seed);
 PSKV__HIDDEN void pskv__shard_free(pskv__shard *sh);
 
+/* Slots the shard's slabs hold. */
+static inline uint64_t pskv__shard_capacity(const pskv__shard *sh)
+{
+    return ((1ull << sh->nslabs) - 1) << sh->base_shift;
+}
+
+/* The first slot of slab k is base * (2^k - 1): slot s lies in slab
+ * floor(log2(s / base + 1)). */
 static inline float *pskv__shard_row(const pskv__shard *sh, uint32_t slot)
 {
-    uint32_t mask = (1u << sh->slab_shift) - 1;
-    return (float *)(void *)(sh->slabs[slot >> sh->slab_shift] +
-                             (size_t)(slot & mask) * sh->stored_bytes);
+    uint32_t k = 31u - (uint32_t)__builtin_clz((slot >> sh->base_shift) + 1u);
+    size_t first = (((size_t)1 << k) - 1) << sh->base_shift;
+    return (float *)(void *)(sh->slabs[k] + ((size_t)slot - first) * sh->stored_bytes);
 }
 
 static inline uint32_t pskv__index_pos(uint64_t hash, uint32_t mask)

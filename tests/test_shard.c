@@ -133,12 +133,47 @@ START_TEST(spillmap_growth_bytes)
 }
 END_TEST
 
+/* Slabs double in size: every slot maps to its own bytes inside one slab,
+ * across many slabs and a base of one row per slab, and rows never move
+ * when later slabs are added. */
+START_TEST(slots_own_their_bytes)
+{
+    static const uint32_t bases[] = {0, 64, 24}; /* 64 KiB slabs; one row per slab */
+    for (size_t b = 0; b < sizeof bases / sizeof *bases; b++) {
+        pskv__shard sh;
+        ck_assert_ok(pskv__shard_init(&sh, 24, bases[b], 7));
+        enum { ROWS = 70000 };
+        float *first_row = NULL;
+        for (uint32_t k = 0; k < ROWS; k++) {
+            ck_assert_ok(pskv__shard_reserve(&sh, 1));
+            uint32_t slot = pskv__shard_insert_reserved(&sh, k, pskv__key_hash(k, 7));
+            ck_assert_uint_eq(slot, k);
+            uint8_t *row = (uint8_t *)pskv__shard_row(&sh, slot);
+            memset(row, (int)(k % 251), 24);
+            if (k == 0)
+                first_row = (float *)(void *)row;
+        }
+        ck_assert_ptr_eq(pskv__shard_row(&sh, 0), first_row);
+        ck_assert_uint_le(sh.nslabs, PSKV__SLABS_MAX);
+        for (uint32_t k = 0; k < ROWS; k++) {
+            const uint8_t *row = (const uint8_t *)pskv__shard_row(&sh, k);
+            for (int j = 0; j < 24; j++)
+                ck_assert_uint_eq(row[j], k % 251);
+        }
+        /* the slabs hold at least the rows and at most twice them (plus one slab) */
+        ck_assert_uint_ge(pskv__shard_capacity(&sh), ROWS);
+        ck_assert_uint_le(pskv__shard_capacity(&sh), 2ull * ROWS + (1u << sh.base_shift));
+        pskv__shard_free(&sh);
+    }
+}
+END_TEST
+
 START_TEST(reserve_accounting)
 {
     pskv__shard sh;
     ck_assert_ok(pskv__shard_init(&sh, 4096 * 4, 0, 1));
     ck_assert_ok(pskv__shard_reserve(&sh, 100));
-    ck_assert_uint_ge(((uint64_t)sh.nslabs << sh.slab_shift) - sh.slots_high, 100);
+    ck_assert_uint_ge(pskv__shard_capacity(&sh) - sh.slots_high, 100);
     ck_assert_uint_ge((sh.index_mask + 1) / 4 * 3, 100);
     for (uint64_t k = 0; k < 60; k++)
         pskv__shard_insert_reserved(&sh, k, pskv__key_hash(k, 1));
@@ -206,6 +241,7 @@ int main(void)
     tcase_add_test(tc, index_against_model);
     tcase_add_test(tc, spillmap_against_model);
     tcase_add_test(tc, spillmap_growth_bytes);
+    tcase_add_test(tc, slots_own_their_bytes);
     tcase_add_test(tc, reserve_accounting);
     tcase_add_test(tc, plan_groups_and_dedups);
     tcase_add_test(tc, nonfinite_scan);
