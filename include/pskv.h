@@ -148,6 +148,11 @@ enum pskv_optimizer {
     PSKV_OPT_ROWWISE_ADAGRAD = 2,
     PSKV_OPT_ADAM = 3,
     PSKV_OPT_FTRL = 4,
+    /* No optimizer: rows are weights only (no state in DRAM, the budget or
+     * the files), written by pskv_put or an apply in REPLACE or ADD mode.
+     * pskv_push (and an apply in PUSH mode) gives PSKV_EINVAL. For caches
+     * of embeddings trained elsewhere. */
+    PSKV_OPT_NONE = 5,
 };
 
 enum pskv_init_kind {
@@ -475,8 +480,9 @@ PSKV_API int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out
  * they were, is counted in push_nonfinite, and the call returns PSKV_ERANGE
  * once every other row is applied (the one error that leaves other rows
  * changed: a per-row rule, checked on each row's own result under its lock).
- * Errors: PSKV_EINVAL (NULL arrays with n > 0, any gradient NaN/Inf, or the
- * sum of a repeated key's gradients Inf: then nothing changes), PSKV_ERANGE
+ * Errors: PSKV_EINVAL (NULL arrays with n > 0, any gradient NaN/Inf, the
+ * sum of a repeated key's gradients Inf, or a table with optimizer=none:
+ * then nothing changes), PSKV_ERANGE
  * (above), PSKV_ENOMEM (nothing is applied); with a spill tier also
  * PSKV_EIO, PSKV_ECORRUPT, PSKV_ENOSPC (nothing is applied).
  * Any thread. */

@@ -17,6 +17,7 @@ uint32_t pskv__optimizer_state_floats(int kind, uint32_t dim)
 {
     switch (kind) {
     case PSKV_OPT_SGD: return 0;
+    case PSKV_OPT_NONE: return 0;
     case PSKV_OPT_ADAGRAD: return dim;
     case PSKV_OPT_ROWWISE_ADAGRAD: return 1;
     case PSKV_OPT_ADAM: return 2 * dim + 1; /* m, v, step count */
@@ -51,6 +52,7 @@ void pskv__optimizer_init_state(const pskv__optimizer *opt, float *state)
     uint32_t d = opt->dim;
     switch (opt->kind) {
     case PSKV_OPT_SGD:
+    case PSKV_OPT_NONE:
         break;
     case PSKV_OPT_ADAGRAD:
         for (uint32_t j = 0; j < d; j++)
@@ -201,6 +203,9 @@ static uint32_t apply(const pskv__optimizer *opt, float *row, const float *g)
         return adam_apply(row, state, state + d, g, d, (float)step, opt->beta1, opt->beta2,
                           opt->eps);
     }
+    case PSKV_OPT_NONE:
+        PSKV__ASSERT(false); /* pskv_push refuses the table's gradients */
+        return 0;
     default:
         return ftrl_apply(row, state, state + d, g, d, opt->lr, opt->l1, opt->l2, opt->lr_power);
     }

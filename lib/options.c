@@ -333,8 +333,9 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
 
 /* ---------------------------------------------------------------- table */
 
-static const char *const optimizer_names[] = {"sgd", "adagrad", "rowwise_adagrad", "adam", "ftrl"};
-#define N_OPTIMIZERS 5
+static const char *const optimizer_names[] = {"sgd",  "adagrad", "rowwise_adagrad",
+                                              "adam", "ftrl",    "none"};
+#define N_OPTIMIZERS 6
 
 void pskv_table_options_init(pskv_table_options *o)
 {
@@ -584,6 +585,7 @@ static const unsigned optimizer_uses[N_OPTIMIZERS] = {
     [PSKV_OPT_ROWWISE_ADAGRAD] = USES_EPS | USES_ACC,
     [PSKV_OPT_ADAM] = USES_EPS | USES_BETAS,
     [PSKV_OPT_FTRL] = USES_ACC | USES_FTRL,
+    [PSKV_OPT_NONE] = 0,
 };
 
 /* Append to buf at *at; a failure sticks in *rc. */

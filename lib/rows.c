@@ -558,6 +558,9 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
 int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)
 {
     int rc = check_row_args(t, keys, n, grads);
+    if (rc == 0 && t->opts.optimizer == PSKV_OPT_NONE)
+        return pskv__fail(PSKV_EINVAL, "table '%s' has optimizer=none: it takes no gradients "
+                                       "(pskv_put writes rows)", t->name);
     if (rc != 0 || n == 0)
         return rc;
     return write_rows(t, keys, n, grads, NULL, ROW_PUSH);

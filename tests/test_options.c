@@ -192,7 +192,7 @@ START_TEST(error_details)
     expect_detail(pskv_table_options_parse(&o, "dim=8 optimiser=adam"), PSKV_EINVAL,
                   "unknown table key 'optimiser' (did you mean 'optimizer'?)");
     expect_detail(pskv_table_options_parse(&o, "optimizer=Adam"), PSKV_EINVAL,
-                  "optimizer=Adam: expected one of sgd, adagrad, rowwise_adagrad, adam, ftrl "
+                  "optimizer=Adam: expected one of sgd, adagrad, rowwise_adagrad, adam, ftrl, none "
                   "(did you mean 'adam'?)");
     expect_detail(pskv_table_options_parse(&o, "dim=8; lr=0.1"), PSKV_EINVAL,
                   "dim=8;: expected an integer in 1..4096 (separate keys with spaces or "

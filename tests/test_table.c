@@ -439,6 +439,68 @@ START_TEST(iterate_all_rows)
 }
 END_TEST
 
+/* Issue 24 item 3: optimizer=none keeps weights only; push is refused and
+ * changes nothing; chunks move its rows in REPLACE and ADD mode; a durable
+ * store keeps the choice. */
+START_TEST(optimizer_none_keeps_rows_only)
+{
+    char dir[256];
+    test_mkdtemp(dir, "none");
+    pskv_store *s;
+    pskv_table *t, *u;
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "c", "dim=4 optimizer=none", &t));
+    pskv_table_info info;
+    ck_assert_ok(pskv_table_info_get(t, &info));
+    ck_assert_uint_eq(info.state_floats, 0);
+    ck_assert_uint_eq(info.row_bytes, 16);
+    ck_assert_int_eq(info.options.optimizer, PSKV_OPT_NONE);
+    const uint64_t keys[3] = {1, 2, 3};
+    const float rows[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    float out[12], grads[12];
+    for (int i = 0; i < 12; i++)
+        grads[i] = 0.5f;
+    ck_assert_ok(pskv_put(t, keys, 3, rows));
+    ck_assert_err(pskv_push(t, keys, 3, grads), PSKV_EINVAL);
+    ck_assert_ptr_nonnull(strstr(pskv_last_error(), "optimizer=none"));
+    ck_assert_ok(pskv_get(t, keys, 3, out, NULL));
+    ck_assert_mem_eq(out, rows, sizeof rows);
+
+    /* A chunk of its rows: REPLACE and ADD apply, PUSH is refused whole
+     * (its tombstones too). */
+    ck_assert_ok(pskv_table_open(s, "d", "dim=4 optimizer=none", &u));
+    pskv_export *e;
+    ck_assert_ok(pskv_export_open(t, 0, NULL, &e));
+    static uint8_t chunk[1 << 16];
+    size_t len;
+    ck_assert_int_eq(pskv_export_next(e, chunk, sizeof chunk, &len), 1);
+    pskv_export_close(e);
+    ck_assert_ok(pskv_apply(u, chunk, len, PSKV_APPLY_REPLACE | PSKV_APPLY_ANY_TABLE));
+    ck_assert_err(pskv_apply(u, chunk, len, PSKV_APPLY_PUSH | PSKV_APPLY_ANY_TABLE),
+                  PSKV_EINVAL);
+    ck_assert_ok(pskv_get(u, keys, 3, out, NULL));
+    ck_assert_mem_eq(out, rows, sizeof rows);
+    ck_assert_ok(pskv_apply(u, chunk, len, PSKV_APPLY_ADD | PSKV_APPLY_ANY_TABLE));
+    ck_assert_ok(pskv_get(u, keys, 3, out, NULL));
+    for (int i = 0; i < 12; i++)
+        ck_assert_float_eq(out[i], 2 * rows[i]);
+
+    /* Durable: the schema says none after a reopen. */
+    ck_assert_ok(pskv_checkpoint(s));
+    pskv_close(s);
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "c", NULL, &t));
+    ck_assert_ok(pskv_table_info_get(t, &info));
+    ck_assert_int_eq(info.options.optimizer, PSKV_OPT_NONE);
+    ck_assert_uint_eq(info.row_bytes, 16);
+    ck_assert_ok(pskv_get(t, keys, 3, out, NULL));
+    ck_assert_mem_eq(out, rows, sizeof rows);
+    ck_assert_err(pskv_table_open(s, "c", "optimizer=sgd", &u), PSKV_ESCHEMA);
+    pskv_close(s);
+    test_remove_dir(dir);
+}
+END_TEST
+
 START_TEST(large_dims_and_many_rows)
 {
     pskv_store *s;
@@ -494,6 +556,7 @@ int main(void)
     tcase_add_test(tc, reshard_keeps_every_row);
     tcase_add_test(tc, iterate_all_rows);
     tcase_add_test(tc, large_dims_and_many_rows);
+    tcase_add_test(tc, optimizer_none_keeps_rows_only);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
