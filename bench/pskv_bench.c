@@ -11,12 +11,16 @@
  * own rows, each with a plain and a software-pipelined loop (when built
  * with them: -Dbench_maps, peers_maps.cc), measured in the same shuffled
  * rounds, and the same operations on LMDB used as a plain key-value store
- * (and RocksDB when built with -Dbench_peers=enabled).
+ * (and RocksDB when built with -Dbench_peers=enabled). --budget BYTES opens
+ * pskv's store with that memory budget (admission sketch on), to measure
+ * what the sketch costs per row.
  *
- * Workload `cache`: pskv as a memory-only cache with a DRAM budget of 1%,
- * 5%, 10% and 25% of the keys' rows; get, put on miss, over a Zipf 0.99
- * trace. Reports the hit rate of pskv's CLOCK eviction beside an exact LRU
- * simulated over the same trace and capacity.
+ * Workload `cache`: pskv as a memory-only cache holding 1%, 5%, 10% and
+ * 25% of the keys' rows (dim 64 Adagrad; then optimizer=none in the same
+ * bytes); get, put on miss, over a Zipf 0.99 trace. Reports the hit rate
+ * of pskv's eviction (CLOCK behind a frequency-based admission) beside an
+ * exact LRU holding as many rows, with and without a one-pass scan of as
+ * many never-seen keys as the capacity, and DRAM per resident row.
  *
  * Workload `device`: the disk's limits through the same I/O layer the
  * spill tier uses — sequential 1 MiB O_DIRECT writes, then random O_DIRECT

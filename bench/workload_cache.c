@@ -1,4 +1,6 @@
-/* pskv-bench workload `cache`: CLOCK hit rates beside an exact LRU.
+/* pskv-bench workload `cache`: pskv's hit rates as a cache (CLOCK with
+ * frequency-based admission) beside an exact LRU holding as many rows, with
+ * and without a one-pass scan of cold keys.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,21 +18,68 @@
 
 /* ---------------------------------------------------------------- cache */
 
-/* Exact LRU over ranks 0..n-1 with capacity cap: hits over the second half
- * of the trace. */
-static double lru_hit_rate(const uint32_t *ranks, size_t count, uint64_t n, uint64_t cap)
+/* What a run measures: hits over the lookups [from, to) of the trace; with
+ * scan_len > 0, scan_len never-seen keys are looked up (and inserted) once
+ * each just before lookup `from` (a one-pass scan of cold keys). */
+typedef struct window {
+    size_t from, to;
+    uint64_t scan_len;
+} window;
+
+/* Exact LRU over ranks 0..n-1 (scan keys: ranks n..n+scan_len-1) with
+ * capacity cap. */
+static double lru_hit_rate(const uint32_t *ranks, size_t count, uint64_t n, uint64_t cap,
+                           window w)
 {
-    int64_t *slot_of = malloc(n * sizeof *slot_of); /* rank -> list node or -1 */
-    uint32_t *key = malloc(cap * sizeof *key);
+    int64_t *slot_of = malloc((n + w.scan_len) * sizeof *slot_of); /* rank -> node or -1 */
+    uint64_t *key = malloc(cap * sizeof *key);
     int64_t *prev = malloc(cap * sizeof *prev), *next = malloc(cap * sizeof *next);
-    for (uint64_t i = 0; i < n; i++)
+    for (uint64_t i = 0; i < n + w.scan_len; i++)
         slot_of[i] = -1;
     int64_t head = -1, tail = -1;
     uint64_t used = 0, hits = 0, measured = 0;
-    for (size_t i = 0; i < count; i++) {
-        uint32_t r = ranks[i];
+    for (size_t i = 0; i < w.to && i < count; i++) {
+        for (uint64_t k = 0; i == w.from && k <= w.scan_len; k++) {
+            uint64_t r = k < w.scan_len ? n + k : ranks[i];
+            bool counted = k == w.scan_len;
+            int64_t x = slot_of[r];
+            if (x >= 0) {
+                hits += counted;
+                if (x == head)
+                    goto done_scan;
+                next[prev[x]] = next[x];
+                if (next[x] >= 0)
+                    prev[next[x]] = prev[x];
+                else
+                    tail = prev[x];
+            } else if (used < cap) {
+                x = (int64_t)used++;
+            } else {
+                x = tail;
+                slot_of[key[x]] = -1;
+                tail = prev[x];
+                if (tail >= 0)
+                    next[tail] = -1;
+                else
+                    head = -1;
+            }
+            key[x] = r;
+            slot_of[r] = x;
+            prev[x] = -1;
+            next[x] = head;
+            if (head >= 0)
+                prev[head] = x;
+            head = x;
+            if (tail < 0)
+                tail = x;
+        done_scan:
+            measured += counted;
+        }
+        if (i == w.from)
+            continue; /* looked up above, after the scan */
+        uint64_t r = ranks[i];
         int64_t x = slot_of[r];
-        bool counted = i >= count / 2;
+        bool counted = i >= w.from;
         if (x >= 0) {
             hits += counted;
             if (x == head)
@@ -71,45 +120,82 @@ static double lru_hit_rate(const uint32_t *ranks, size_t count, uint64_t n, uint
     return (double)hits / (double)measured;
 }
 
-/* pskv as a memory-only cache with a budget of cap rows: get, put on miss.
- * Hit rate over the second half of the trace, and lookups/s. */
-static double pskv_cache_hit_rate(const uint64_t *keys, size_t count, uint64_t cap,
-                                  double *ops_per_s)
+/* One batch of a cache's work: get, put on miss; hits counted if asked. */
+static uint64_t cache_batch(pskv_table *t, const uint64_t *keys, size_t n, float *rows,
+                            uint8_t *found, uint64_t *miss)
 {
-    const uint32_t row_bytes = 2 * DIM * sizeof(float); /* adagrad rows */
-    char cfg[64];
-    snprintf(cfg, sizeof cfg, "memory_budget=%llu", (unsigned long long)(cap * row_bytes));
+    uint64_t hits = 0;
+    pskv_get(t, keys, n, rows, found);
+    size_t n_miss = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (found[i])
+            hits++;
+        else
+            miss[n_miss++] = keys[i];
+    }
+    if (n_miss > 0)
+        pskv_put(t, miss, n_miss, rows); /* values do not matter here */
+    return hits;
+}
+
+/* pskv as a memory-only cache holding cap rows of dim 64 (its budget: cap
+ * times what it counts per resident row, read off its own stats, so that
+ * pskv and the LRU hold the same number of rows): get, put on miss. Hits
+ * over the window w, and lookups/s there. */
+static double pskv_cache_hit_rate(const uint64_t *keys, size_t count, uint64_t cap,
+                                  const char *table_cfg, window w, double *ops_per_s,
+                                  uint64_t *row_cost, double *dram_per_row)
+{
     pskv_store *s;
     pskv_table *t;
-    if (pskv_open(NULL, cfg, &s) != 0 || pskv_table_open(s, "c", "dim=64", &t) != 0) {
+    /* The budgeted bytes of one row, on a scratch store with a budget. */
+    uint64_t one_key = 1;
+    float one_row[DIM] = {0};
+    pskv_store_stats st;
+    if (pskv_open(NULL, "memory_budget=1G", &s) != 0 ||
+        pskv_table_open(s, "c", table_cfg, &t) != 0 || pskv_put(t, &one_key, 1, one_row) != 0 ||
+        pskv_store_stats_get(s, &st) != 0) {
+        fprintf(stderr, "pskv-bench: cannot open the cache store\n");
+        exit(1);
+    }
+    *row_cost = st.resident_bytes;
+    pskv_close(s);
+    char cfg[64];
+    snprintf(cfg, sizeof cfg, "memory_budget=%llu", (unsigned long long)(cap * *row_cost));
+    if (pskv_open(NULL, cfg, &s) != 0 || pskv_table_open(s, "c", table_cfg, &t) != 0) {
         fprintf(stderr, "pskv-bench: cannot open the cache store\n");
         exit(1);
     }
     float *rows = malloc(BATCH * DIM * sizeof(float));
     uint8_t *found = malloc(BATCH);
     uint64_t *miss = malloc(BATCH * sizeof *miss);
+    uint64_t *scan = malloc(BATCH * sizeof *scan);
     uint64_t hits = 0, measured = 0;
     double t0 = 0;
-    for (size_t b = 0; b + BATCH <= count; b += BATCH) {
-        bool counted = b >= count / 2;
-        if (counted && t0 == 0)
+    for (size_t b = 0; b < w.to && b + BATCH <= count; b += BATCH) {
+        bool counted = b >= w.from;
+        if (b == w.from) {
+            for (uint64_t k = 0; k < w.scan_len; k += BATCH) {
+                size_t n = w.scan_len - k < BATCH ? (size_t)(w.scan_len - k) : BATCH;
+                for (size_t i = 0; i < n; i++)
+                    scan[i] = bench_scramble(bench_cfg.keys + k + i); /* never seen */
+                cache_batch(t, scan, n, rows, found, miss);
+            }
             t0 = bench_now();
-        pskv_get(t, keys + b, BATCH, rows, found);
-        size_t n_miss = 0;
-        for (size_t i = 0; i < BATCH; i++) {
-            if (found[i])
-                hits += counted;
-            else
-                miss[n_miss++] = keys[b + i];
         }
+        uint64_t h = cache_batch(t, keys + b, BATCH, rows, found, miss);
+        hits += counted ? h : 0;
         measured += counted ? BATCH : 0;
-        if (n_miss > 0)
-            pskv_put(t, miss, n_miss, rows); /* values do not matter here */
     }
     *ops_per_s = (double)measured / (bench_now() - t0);
+    pskv_table_stats ts;
+    pskv_table_stats_get(t, &ts);
+    if (dram_per_row != NULL) /* rows, index, sketch and window */
+        *dram_per_row = ts.rows ? (double)ts.dram_bytes / (double)ts.rows : 0;
     free(rows);
     free(found);
     free(miss);
+    free(scan);
     pskv_close(s);
     return (double)hits / (double)measured;
 }
@@ -121,26 +207,69 @@ int workload_cache(void)
     uint64_t *keys = malloc(count * sizeof *keys);
     for (size_t i = 0; i < count; i++)
         keys[i] = bench_scramble(ranks[i]);
+    /* Hit rates over the second half of the trace; after a scan, over the
+     * eighth of the trace that follows it (where a flushed hot set shows). */
+    const size_t half = count / 2 / BATCH * BATCH;
+    const size_t after = half + count / 8 / BATCH * BATCH;
     if (!bench_cfg.json)
-        printf("workload cache: %llu keys, Zipf 0.99 scrambled, %zu lookups (hit rates over the "
-               "second half), dim 64 adagrad rows, get + put on miss\n"
-               "%-10s %12s %12s %14s %16s\n",
-               (unsigned long long)bench_cfg.keys, count, "capacity", "pskv CLOCK", "exact LRU",
-               "CLOCK - LRU", "pskv lookups/s");
+        printf("workload cache: %llu keys, Zipf 0.99 scrambled, %zu lookups, get + put on miss; "
+               "pskv and the LRU hold the same number of rows\n"
+               "budget: the bytes of adagrad rows for that fraction of the keys (optimizer=none "
+               "holds more rows in them); hit rates over the second half; 'scan': right after a one-pass scan of as many "
+               "never-seen keys as the capacity, over the next %zu lookups\n"
+               "%-9s %-8s %10s %9s %9s %9s %12s %12s %11s %12s %8s\n",
+               (unsigned long long)bench_cfg.keys, count, after - half, "budget", "optimizer",
+               "rows held", "pskv", "LRU", "pskv-LRU", "pskv no-scan", "pskv scan", "LRU scan",
+               "lookups/s", "DRAM/row");
     const double fractions[] = {0.01, 0.05, 0.10, 0.25};
-    for (size_t f = 0; f < sizeof fractions / sizeof fractions[0]; f++) {
-        uint64_t cap = (uint64_t)(fractions[f] * (double)bench_cfg.keys);
-        double ops;
-        double clock_rate = pskv_cache_hit_rate(keys, count, cap, &ops);
-        double lru_rate = lru_hit_rate(ranks, count, bench_cfg.keys, cap);
-        if (bench_cfg.json)
-            printf("{\"workload\":\"cache\",\"capacity_fraction\":%.2f,\"capacity_rows\":%llu,"
-                   "\"clock_hit_rate\":%.4f,\"lru_hit_rate\":%.4f,\"lookups_per_s\":%.0f}\n",
-                   fractions[f], (unsigned long long)cap, clock_rate, lru_rate, ops);
-        else
-            printf("%9.0f%% %11.2f%% %11.2f%% %+13.2f%% %15.2fM\n", fractions[f] * 100,
-                   clock_rate * 100, lru_rate * 100, (clock_rate - lru_rate) * 100, ops / 1e6);
-        fflush(stdout);
+    /* Adagrad rows hold cap rows; optimizer=none rows get the same bytes
+     * (so more rows: what dropping unused optimizer state buys a cache). */
+    const char *const cfgs[] = {"dim=64", "dim=64 optimizer=none"};
+    const char *const cfg_names[] = {"adagrad", "none"};
+    uint64_t adagrad_cost = 0;
+    for (size_t c = 0; c < 2; c++) {
+        for (size_t f = 0; f < sizeof fractions / sizeof fractions[0]; f++) {
+            uint64_t cap = (uint64_t)(fractions[f] * (double)bench_cfg.keys);
+            double ops, ops2, ops3;
+            uint64_t cost;
+            if (c == 1) { /* the adagrad table's bytes, in rows of this table */
+                pskv_cache_hit_rate(keys, BATCH, 1, cfgs[c], (window){0, BATCH, 0}, &ops, &cost,
+                                    NULL);
+                cap = cap * adagrad_cost / cost;
+            }
+            double dram_row;
+            double pskv_rate = pskv_cache_hit_rate(keys, count, cap, cfgs[c],
+                                                   (window){half, count, 0}, &ops, &cost,
+                                                   &dram_row);
+            if (c == 0)
+                adagrad_cost = cost;
+            double pskv_window = pskv_cache_hit_rate(keys, count, cap, cfgs[c],
+                                                     (window){half, after, 0}, &ops2, &cost,
+                                                     NULL);
+            double pskv_scan = pskv_cache_hit_rate(keys, count, cap, cfgs[c],
+                                                   (window){half, after, cap}, &ops3, &cost,
+                                                   NULL);
+            double lru_rate = lru_hit_rate(ranks, count, bench_cfg.keys, cap,
+                                           (window){half, count, 0});
+            double lru_scan = lru_hit_rate(ranks, count, bench_cfg.keys, cap,
+                                           (window){half, after, cap});
+            if (bench_cfg.json)
+                printf("{\"workload\":\"cache\",\"optimizer\":\"%s\",\"budget_fraction\":%.2f,"
+                       "\"capacity_rows\":%llu,\"budget_bytes_per_row\":%llu,"
+                       "\"pskv_hit_rate\":%.4f,\"lru_hit_rate\":%.4f,"
+                       "\"pskv_no_scan\":%.4f,\"pskv_after_scan\":%.4f,\"lru_after_scan\":%.4f,"
+                       "\"lookups_per_s\":%.0f,\"dram_bytes_per_row\":%.1f}\n",
+                       cfg_names[c], fractions[f], (unsigned long long)cap,
+                       (unsigned long long)cost, pskv_rate, lru_rate, pskv_window, pskv_scan,
+                       lru_scan, ops, dram_row);
+            else
+                printf("%8.0f%% %-8s %9.2f%% %8.2f%% %8.2f%% %+8.2f%% %11.2f%% %11.2f%% %10.2f%% "
+                       "%11.2fM %8.1f\n",
+                       fractions[f] * 100, cfg_names[c], (double)cap / (double)bench_cfg.keys * 100,
+                       pskv_rate * 100, lru_rate * 100, (pskv_rate - lru_rate) * 100,
+                       pskv_window * 100, pskv_scan * 100, lru_scan * 100, ops / 1e6, dram_row);
+            fflush(stdout);
+        }
     }
     free(ranks);
     free(keys);

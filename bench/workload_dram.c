@@ -254,7 +254,12 @@ int workload_dram(void)
 
     pskv_store *s;
     pskv_table *t;
-    int rc = pskv_open(NULL, NULL, &s);
+    /* --budget: a memory budget (admission sketch on), to measure what it
+     * costs per row; the table must fit in it for the other figures. */
+    char store_cfg[64];
+    snprintf(store_cfg, sizeof store_cfg, "memory_budget=%llu",
+             (unsigned long long)bench_cfg.budget);
+    int rc = pskv_open(NULL, bench_cfg.budget ? store_cfg : NULL, &s);
     if (rc == 0)
         rc = pskv_table_open(s, "emb", "dim=64 optimizer=adagrad lr=0.01 init=normal:0:0.01", &t);
     if (rc != 0) {

@@ -76,7 +76,7 @@ int pskv__budget_evict(pskv_store *s, bool (*yield)(pskv_store *s))
             n = pskv__clock_sweep(t, sh, EVICT_PER_VISIT);
             pthread_mutex_unlock(&sh->lock);
         }
-        pskv__budget_account(s, -(int64_t)n * t->stored_bytes);
+        pskv__budget_account(s, -(int64_t)n * t->budget_bytes);
         if (shard + visited >= t->nshards) {
             s->hand_shard = 0;
             s->hand_table++;

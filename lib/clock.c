@@ -1,19 +1,24 @@
 /* CLOCK (second-chance) inside one shard: every row access sets the row's
  * reference bit in its index entry; the hand walks the index, clears a set
  * bit (second chance) and picks a row whose bit was already clear: it was
- * not used for a whole turn. Used by the budget's eviction loop (budget.c)
- * and the spill tier's victim picking (tier.c).
+ * not used for a whole turn. Under a budget, rows new to DRAM wait in the
+ * admission window first (admit.h): the hand passes them by, and a window
+ * grown past its size gives its oldest row to a duel with the hand's
+ * victim, which the sketch's frequency estimate decides. Used by the
+ * budget's eviction loop (budget.c) and the spill tier's victim picking
+ * (tier.c).
  * SPDX-License-Identifier: BSD-2-Clause */
 #include "changes.h"
 #include "clock.h"
 #include "pskv_internal.h"
 
-pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
+/* The hand's victim among the main rows (not in the window). */
+static pskv__entry *clock_main(pskv__shard *sh, uint64_t *steps)
 {
     while (*steps > 0) {
         (*steps)--;
         pskv__entry *e = &sh->index[sh->clock_hand & sh->index_mask];
-        if (e->slot != PSKV__SLOT_EMPTY && !(e->flags & PSKV__FLAG_BUSY)) {
+        if (e->slot != PSKV__SLOT_EMPTY && !(e->flags & (PSKV__FLAG_BUSY | PSKV__FLAG_WINDOW))) {
             if (!(e->flags & PSKV__FLAG_REF))
                 return e; /* the hand stays on it */
             e->flags &= ~PSKV__FLAG_REF; /* second chance */
@@ -21,6 +26,34 @@ pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
         sh->clock_hand++;
     }
     return NULL;
+}
+
+pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
+{
+    pskv__admit *a = &sh->admit;
+    if (a->sketch == NULL)
+        return clock_main(sh, steps);
+    while (a->win_len > pskv__admit_window_target(sh->rows)) {
+        uint64_t key = pskv__admit_window_oldest(a);
+        pskv__admit_window_drop(a);
+        uint64_t hash = pskv__key_hash(key, sh->hash_seed);
+        pskv__entry *fresh = pskv__shard_find(sh, key, hash);
+        if (fresh == NULL || (fresh->flags & (PSKV__FLAG_WINDOW | PSKV__FLAG_BUSY)) !=
+                                 PSKV__FLAG_WINDOW)
+            continue; /* gone, or already judged: a stale ring entry */
+        pskv__entry *old = clock_main(sh, steps);
+        /* Ties keep the resident row: a key seen as often as the victim
+         * has not shown it is hotter. */
+        if (old != NULL &&
+            pskv__admit_estimate(a, hash) >
+                pskv__admit_estimate(a, pskv__key_hash(old->key, sh->hash_seed))) {
+            fresh->flags &= ~PSKV__FLAG_WINDOW; /* admitted to the main rows */
+            return old;
+        }
+        fresh->flags &= ~PSKV__FLAG_WINDOW;
+        return fresh; /* refused: it leaves */
+    }
+    return clock_main(sh, steps);
 }
 
 uint32_t pskv__clock_sweep(pskv_table *t, pskv__shard *sh, uint32_t max_evict)

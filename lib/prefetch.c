@@ -48,7 +48,7 @@ static void job_run(pskv__prefetch_job *j)
      * its reads are what a pull will wait for; evictions are not. The
      * store stays over budget meanwhile by at most a few jobs' rows (calls
      * evict themselves past 1/16 over, see pskv__budget_admit). */
-    pskv__budget_account(t->store, (int64_t)(loaded * t->stored_bytes));
+    pskv__budget_account(t->store, (int64_t)(loaded * t->budget_bytes));
     (void)pskv__budget_evict(t->store, job_waiting);
 }
 

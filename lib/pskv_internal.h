@@ -17,6 +17,7 @@
 
 #include "pskv.h"
 
+#include "admit.h"
 #include "common.h"
 #include "env.h"
 #include "handles.h"
@@ -47,6 +48,8 @@ typedef struct pskv__entry {
  * marks rows a running checkpoint has still to persist ("pending"). */
 #define PSKV__FLAG_DIRTY0 8u
 #define PSKV__FLAG_DIRTY_ALL (8u | 16u)
+/* The row waits in the admission window (admit.h): CLOCK passes it by. */
+#define PSKV__FLAG_WINDOW 32u
 static inline uint32_t pskv__flag_dirty(uint32_t parity) { return PSKV__FLAG_DIRTY0 << parity; }
 
 /* ---------------------------------------------------------------- changes.c */
@@ -134,12 +137,14 @@ typedef struct pskv__shard {
     pskv__ckpt_state ck;  /* durable tables: owned by dirty.c */
     pskv__changes log;    /* keys changed, in version order (changes.c) */
     pskv__readbacks readback; /* keys read back from LMDB during iterations (iter.c) */
+    pskv__admit admit;    /* under a budget: sketch and window (admit.h) */
 } __attribute__((aligned(64))) pskv__shard;
 
 /* slab_bytes: the first slab's size (0: 64 KiB, the most); a shard's first
- * row costs one slab. */
+ * row costs one slab. admit: keep an admission sketch and window (tables
+ * under a DRAM budget, admit.h). */
 PSKV__HIDDEN int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes,
-                                  uint64_t hash_seed);
+                                  uint64_t hash_seed, bool admit);
 PSKV__HIDDEN void pskv__shard_free(pskv__shard *sh);
 
 /* Slots the shard's slabs hold. */
@@ -210,7 +215,9 @@ struct pskv_table {
     uint32_t row_floats;
     uint32_t payload_bytes; /* weights + state: the public row_bytes */
     uint32_t stored_bytes;  /* payload + version stamp: a row as DRAM, the spill file
-                               and LMDB hold it, and what the budget counts */
+                               and LMDB hold it */
+    uint32_t budget_bytes;  /* what the budget counts per resident row: stored_bytes,
+                               plus the admission sketch's share under a budget */
 
     /* Versions (changes.c, export.c): the last one handed out; exports
      * need since >= changes_floor (the table's first version this run, or

@@ -131,7 +131,7 @@ static void rows_added(pskv_table *t, uint64_t added)
 {
     if (added == 0)
         return;
-    pskv__budget_account(t->store, (int64_t)(added * t->stored_bytes));
+    pskv__budget_account(t->store, (int64_t)(added * t->budget_bytes));
     /* Best effort: a failure to evict (spill full) is reported by a later
      * call's admission check, before it changes anything. */
     (void)pskv__budget_enforce(t->store);
@@ -266,15 +266,21 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     c->keys = p->keys;
     c->version = 0; /* of this visit's changes, taken at the first */
     int rc = 0;
-    for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++)
+    for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++) {
         pskv__prefetch_index(sh, p->hash[order[j]]);
+        if (!writer)
+            pskv__admit_prefetch(&sh->admit, p->hash[order[j]]);
+    }
     for (uint32_t j = 0; j < k + ROWS_AHEAD; j++) {
         if (j >= ROWS_AHEAD)
             row_use(t, c, order[j - ROWS_AHEAD], inflight[(j - ROWS_AHEAD) & (ROWS_AHEAD - 1)]);
         if (j >= k)
             continue;
-        if (j + INDEX_AHEAD < k)
+        if (j + INDEX_AHEAD < k) {
             pskv__prefetch_index(sh, p->hash[order[j + INDEX_AHEAD]]);
+            if (!writer)
+                pskv__admit_prefetch(&sh->admit, p->hash[order[j + INDEX_AHEAD]]);
+        }
         uint32_t i = order[j];
         const uint64_t key = p->keys[i];
         pskv__where w = pskv__locate(t, sh, key, p->hash[i], !writer);
@@ -311,6 +317,11 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                              pskv__visit_version(t, &c->version));
             created++;
         }
+        /* The sketch counts reads (pull, get: hits and misses), not writes:
+         * a cache's get-then-put of a missing key, or a trainer's pull and
+         * push of one key, is one use. A key to load counts when used. */
+        if (!writer && row != NOT_RESIDENT)
+            pskv__admit_record(&sh->admit, p->hash[i]);
         if (row != NULL && row != NOT_RESIDENT && prefetch_bytes)
             pskv__prefetch_row(row, prefetch_bytes);
         inflight[j & (ROWS_AHEAD - 1)] = row;
@@ -688,7 +699,7 @@ int pskv_erase(pskv_table *t, const uint64_t *keys, size_t n)
     free(c.spill_slots);
     pskv__plan_free(&p);
     layout_unlock(t);
-    pskv__budget_account(t->store, -(int64_t)(c.erased_resident * t->stored_bytes));
+    pskv__budget_account(t->store, -(int64_t)(c.erased_resident * t->budget_bytes));
     return rc;
 }
 

@@ -47,7 +47,8 @@ static pskv__entry *index_alloc(uint32_t cap)
     return e;
 }
 
-int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes, uint64_t hash_seed)
+int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes, uint64_t hash_seed,
+                     bool admit)
 {
     memset(sh, 0, sizeof *sh);
     if (pthread_mutex_init(&sh->lock, NULL) != 0)
@@ -58,6 +59,11 @@ int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes
         return PSKV_ENOMEM;
     }
     sh->index_mask = INDEX_MIN - 1;
+    if (admit && pskv__admit_start(&sh->admit, INDEX_MIN) != 0) {
+        free(sh->index);
+        pthread_mutex_destroy(&sh->lock);
+        return PSKV_ENOMEM;
+    }
     sh->stored_bytes = stored_bytes;
     sh->hash_seed = hash_seed;
     if (slab_bytes == 0 || slab_bytes > SLAB_BYTES)
@@ -76,6 +82,7 @@ void pskv__shard_free(pskv__shard *sh)
     for (uint32_t k = 0; k < sh->nslabs; k++)
         free(sh->slabs[k]);
     free(sh->index);
+    pskv__admit_free(&sh->admit);
     pskv__keymap_free(&sh->spilled);
     pskv__changes_free(&sh->log);
     free(sh->readback.keys);
@@ -109,7 +116,7 @@ uint64_t pskv__shard_dram_bytes(const pskv__shard *sh)
 {
     return slabs_dram_bytes(sh) + ((uint64_t)sh->index_mask + 1) * sizeof(pskv__entry) +
            pskv__keymap_bytes(&sh->spilled) + pskv__changes_bytes(&sh->log) +
-           (uint64_t)sh->readback.cap * sizeof(uint64_t);
+           (uint64_t)sh->readback.cap * sizeof(uint64_t) + pskv__admit_bytes(&sh->admit);
 }
 
 static pskv__entry *index_place(pskv__entry *index, uint32_t mask, pskv__entry e, uint64_t hash)
@@ -129,6 +136,9 @@ static int index_grow(pskv__shard *sh, uint64_t need)
     if (cap == (uint64_t)sh->index_mask + 1)
         return 0;
     if (cap > (1ull << 31))
+        return PSKV_ENOMEM;
+    /* The sketch first: if the index then fails, a bigger sketch is harmless. */
+    if (pskv__admit_grow(&sh->admit, (uint32_t)cap) != 0)
         return PSKV_ENOMEM;
     pskv__entry *ni = index_alloc((uint32_t)cap);
     if (ni == NULL)
@@ -171,6 +181,8 @@ int pskv__shard_reserve(pskv__shard *sh, uint32_t k)
     int rc = index_grow(sh, (uint64_t)sh->rows + need);
     if (rc == 0)
         rc = slabs_grow(sh, need);
+    if (rc == 0) /* every reserved row may enter the window */
+        rc = pskv__admit_window_reserve(&sh->admit, need);
     if (rc != 0)
         return rc; /* what was allocated stays as spare room; nothing else changed */
     sh->reserved += k;
@@ -215,11 +227,35 @@ static void slot_release(pskv__shard *sh, uint32_t slot)
     sh->free_count++;
 }
 
+/* Without evictions (the budget not reached) nothing drains the window:
+ * past twice its size plus a batch's share its oldest rows join the main
+ * rows unjudged, as they would in W-TinyLFU while the cache has room. */
+static void window_settle(pskv__shard *sh)
+{
+    pskv__admit *a = &sh->admit;
+    while (a->win_len > 2 * pskv__admit_window_target(sh->rows) + 64) {
+        uint64_t key = pskv__admit_window_oldest(a);
+        pskv__admit_window_drop(a);
+        pskv__entry *e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
+        if (e != NULL)
+            e->flags &= ~PSKV__FLAG_WINDOW;
+    }
+}
+
 pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t hash)
 {
     uint32_t slot = slot_take(sh);
     sh->rows++;
-    return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__FLAG_REF}, hash);
+    if (sh->admit.sketch == NULL)
+        return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__FLAG_REF},
+                           hash);
+    pskv__admit_window_push(&sh->admit, key);
+    /* No reference bit yet: a row admitted to the main rows without a use
+     * since it entered is CLOCK's next victim (a one-time key leaves soon). */
+    pskv__entry *e = index_place(sh->index, sh->index_mask,
+                                 (pskv__entry){key, slot, PSKV__FLAG_WINDOW}, hash);
+    window_settle(sh); /* changes flags only: e stays valid */
+    return e;
 }
 
 uint32_t pskv__shard_insert_reserved(pskv__shard *sh, uint64_t key, uint64_t hash)

@@ -1,6 +1,7 @@
 /* The DRAM budget of a memory-only store (cache semantics): exact
  * accounting, the budget held after every call, CLOCK keeping hot rows,
- * and the shard sweep itself. */
+ * the shard sweep itself, and the admission in front of it (a scan does
+ * not flush the hot set; the window's duel). */
 #include <string.h>
 
 #include "pskv_internal.h"
@@ -17,8 +18,9 @@ static uint64_t resident(pskv_store *s)
 START_TEST(budget_held_after_every_call)
 {
     pskv_store *s;
-    /* dim 30 adagrad: 240-byte rows and an 8-byte version; budget for 1000 of them */
-    ck_assert_ok(pskv_open(NULL, "memory_budget=248000", &s));
+    /* dim 30 adagrad: 240-byte rows, an 8-byte version and 8 bytes of
+     * admission sketch; budget for 1000 of them */
+    ck_assert_ok(pskv_open(NULL, "memory_budget=256000", &s));
     pskv_table *t;
     ck_assert_ok(pskv_table_open(s, "t", "dim=30 shards=8", &t));
     uint64_t keys[100];
@@ -27,14 +29,14 @@ START_TEST(budget_held_after_every_call)
         for (int i = 0; i < 100; i++)
             keys[i] = b * 100 + (uint64_t)i;
         ck_assert_ok(pskv_pull(t, keys, 100, rows));
-        ck_assert_uint_le(resident(s), 248000);
+        ck_assert_uint_le(resident(s), 256000);
     }
     pskv_store_stats st;
     pskv_table_stats ts;
     ck_assert_ok(pskv_store_stats_get(s, &st));
     ck_assert_ok(pskv_table_stats_get(t, &ts));
-    ck_assert_uint_eq(st.resident_bytes, ts.rows * 248);
-    ck_assert_uint_eq(st.memory_budget, 248000);
+    ck_assert_uint_eq(st.resident_bytes, ts.rows * 256);
+    ck_assert_uint_eq(st.memory_budget, 256000);
     ck_assert_uint_eq(ts.rows_created, 20000);
     ck_assert_uint_eq(ts.rows_evicted, 20000 - ts.rows);
     ck_assert_uint_eq(st.rows_evicted, ts.rows_evicted);
@@ -93,7 +95,7 @@ START_TEST(accounting_exact_across_tables)
         case 3: ck_assert_ok(pskv_erase(t, keys, n)); break;
         default: ck_assert_ok(pskv_table_reshard(t, 1 + rng_below(&r, 9))); break;
         }
-        ck_assert_uint_eq(resident(s), pskv_table_rows(a) * 72 + pskv_table_rows(b) * 408);
+        ck_assert_uint_eq(resident(s), pskv_table_rows(a) * 80 + pskv_table_rows(b) * 416);
         ck_assert_uint_le(resident(s), 1u << 20);
     }
     pskv_close(s);
@@ -130,7 +132,7 @@ START_TEST(clock_sweep_second_chance)
     pskv__shard sh;
     static pskv_table tab; /* what a sweep reads of its table: versions, log size */
     tab.changes_max = 64;
-    ck_assert_ok(pskv__shard_init(&sh, 8, 0, 5));
+    ck_assert_ok(pskv__shard_init(&sh, 8, 0, 5, false));
     ck_assert_ok(pskv__shard_reserve(&sh, 10));
     for (uint64_t k = 0; k < 10; k++)
         pskv__shard_insert_reserved(&sh, k, pskv__key_hash(k, 5));
@@ -164,6 +166,112 @@ START_TEST(clock_sweep_second_chance)
 }
 END_TEST
 
+/* Issue 24 item 3: a one-pass scan of new keys, twice the budget, leaves
+ * the hot set in DRAM (an LRU or a plain CLOCK would have lost all of it:
+ * every scanned row is newer than every hot one). */
+START_TEST(scan_leaves_hot_rows)
+{
+    pskv_store *s;
+    pskv_table *t;
+    /* dim 16 sgd: 64 B + version + admission = 80 B per row; 1000 rows */
+    ck_assert_ok(pskv_open(NULL, "memory_budget=80000", &s));
+    ck_assert_ok(pskv_table_open(s, "t", "dim=16 optimizer=sgd shards=4", &t));
+    enum { HOT = 500, READS = 8, SCAN = 2000 };
+    static uint64_t keys[SCAN];
+    static float buf[SCAN * 16];
+    static uint8_t found[SCAN];
+    for (int r = 0; r < READS; r++) {
+        for (int i = 0; i < HOT; i++)
+            keys[i] = (uint64_t)((i * 7 + r * 13) % HOT);
+        ck_assert_ok(pskv_pull(t, keys, HOT, buf));
+    }
+    for (int i = 0; i < SCAN; i += 100) { /* get, put on miss: a cache's scan */
+        for (int j = 0; j < 100; j++)
+            keys[j] = 1000000 + (uint64_t)(i + j);
+        ck_assert_ok(pskv_get(t, keys, 100, buf, found));
+        ck_assert_ok(pskv_put(t, keys, 100, buf));
+    }
+    for (int i = 0; i < HOT; i++)
+        keys[i] = (uint64_t)i;
+    ck_assert_ok(pskv_get(t, keys, HOT, buf, found));
+    uint32_t kept = 0;
+    for (int i = 0; i < HOT; i++)
+        kept += found[i];
+    ck_assert_msg(kept >= HOT * 95 / 100, "only %u of %d hot rows survived the scan", kept, HOT);
+    pskv_table_stats ts;
+    ck_assert_ok(pskv_table_stats_get(t, &ts));
+    ck_assert_uint_le(ts.rows, 1000);
+    pskv_close(s);
+}
+END_TEST
+
+/* The duel, white-box: a window row read more often than CLOCK's victim
+ * replaces it; one read less often (or as often) leaves; stale ring
+ * entries are skipped; without evictions the window stays bounded. */
+START_TEST(window_duel_and_bound)
+{
+    pskv__shard sh;
+    ck_assert_ok(pskv__shard_init(&sh, 8, 0, 5, true));
+    ck_assert_ptr_nonnull(sh.admit.sketch);
+    /* 300 main rows (admitted unjudged once the window is far over), each
+     * read twice; the room is reserved first, so that the sketch has its
+     * size before the first count (growing it copies the counts of the
+     * smaller sketch, collisions included). */
+    ck_assert_ok(pskv__shard_reserve(&sh, 304));
+    for (uint64_t k = 0; k < 300; k++) {
+        uint64_t h = pskv__key_hash(k, 5);
+        pskv__shard_insert_reserved(&sh, k, h);
+        pskv__admit_record(&sh.admit, h);
+        pskv__admit_record(&sh.admit, h);
+    }
+    ck_assert_uint_le(sh.admit.win_len, 2 * pskv__admit_window_target(sh.rows) + 64);
+    for (uint64_t k = 0; k < 300; k++) /* count-min: never below the count */
+        ck_assert_uint_ge(pskv__admit_estimate(&sh.admit, pskv__key_hash(k, 5)), 2);
+    /* Settle the rest of the window into the main rows. */
+    while (sh.admit.win_len > 0) {
+        uint64_t key = pskv__admit_window_oldest(&sh.admit);
+        pskv__admit_window_drop(&sh.admit);
+        pskv__shard_find(&sh, key, pskv__key_hash(key, 5))->flags &= ~PSKV__FLAG_WINDOW;
+    }
+    /* A newcomer read 15 times beats any main row (estimates of 4-bit
+     * counters stop at 15, and no main row reaches it); the next one, never
+     * read (a key whose counters no other key shares), loses; a key erased
+     * before its turn is skipped. */
+    uint64_t hot = 1000, gone = 1002, later = 1003, cold = 2000;
+    while (pskv__admit_estimate(&sh.admit, pskv__key_hash(cold, 5)) != 0)
+        cold++;
+    for (int r = 0; r < 15; r++)
+        pskv__admit_record(&sh.admit, pskv__key_hash(hot, 5));
+    for (uint64_t k = 0; k < 300; k++)
+        ck_assert_uint_lt(pskv__admit_estimate(&sh.admit, pskv__key_hash(k, 5)), 15);
+    pskv__shard_insert_reserved(&sh, gone, pskv__key_hash(gone, 5));
+    pskv__shard_remove(&sh, pskv__shard_find(&sh, gone, pskv__key_hash(gone, 5)));
+    pskv__shard_insert_reserved(&sh, hot, pskv__key_hash(hot, 5));
+    pskv__shard_insert_reserved(&sh, cold, pskv__key_hash(cold, 5));
+    pskv__shard_insert_reserved(&sh, later, pskv__key_hash(later, 5));
+    ck_assert_uint_eq(sh.admit.win_len, 4);
+    uint64_t steps = 4ull * (sh.index_mask + 1);
+    /* the window's size is 1 at 303 rows: the stale entry is skipped, then
+     * two duels are due */
+    pskv__entry *v = pskv__clock_next(&sh, &steps);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_lt(v->key, 300); /* hot won: a main row goes */
+    ck_assert_uint_eq(pskv__shard_find(&sh, hot, pskv__key_hash(hot, 5))->flags &
+                          PSKV__FLAG_WINDOW, 0);
+    pskv__shard_remove(&sh, v);
+    v = pskv__clock_next(&sh, &steps);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_eq(v->key, cold); /* never read, against read twice: refused */
+    pskv__shard_remove(&sh, v);
+    ck_assert_uint_eq(sh.admit.win_len, 1); /* `later` waits: the window has its size */
+    v = pskv__clock_next(&sh, &steps);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_lt(v->key, 300);
+    ck_assert_uint_eq(pskv__admit_estimate(&sh.admit, pskv__key_hash(hot, 5)), 15);
+    pskv__shard_free(&sh);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("evict");
@@ -174,6 +282,8 @@ int main(void)
     tcase_add_test(tc, accounting_exact_across_tables);
     tcase_add_test(tc, clock_sweep_second_chance);
     tcase_add_test(tc, small_budgets);
+    tcase_add_test(tc, scan_leaves_hot_rows);
+    tcase_add_test(tc, window_duel_and_bound);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

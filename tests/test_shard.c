@@ -10,7 +10,7 @@
 START_TEST(index_against_model)
 {
     pskv__shard sh;
-    ck_assert_ok(pskv__shard_init(&sh, 12, 0, 99));
+    ck_assert_ok(pskv__shard_init(&sh, 12, 0, 99, false));
     enum { U = 3000 };
     static uint32_t model_val[U]; /* 0 = absent, else value stored in row[0] */
     memset(model_val, 0, sizeof model_val);
@@ -141,7 +141,7 @@ START_TEST(slots_own_their_bytes)
     static const uint32_t bases[] = {0, 64, 24}; /* 64 KiB slabs; one row per slab */
     for (size_t b = 0; b < sizeof bases / sizeof *bases; b++) {
         pskv__shard sh;
-        ck_assert_ok(pskv__shard_init(&sh, 24, bases[b], 7));
+        ck_assert_ok(pskv__shard_init(&sh, 24, bases[b], 7, b == 2));
         enum { ROWS = 70000 };
         float *first_row = NULL;
         for (uint32_t k = 0; k < ROWS; k++) {
@@ -171,7 +171,7 @@ END_TEST
 START_TEST(reserve_accounting)
 {
     pskv__shard sh;
-    ck_assert_ok(pskv__shard_init(&sh, 4096 * 4, 0, 1));
+    ck_assert_ok(pskv__shard_init(&sh, 4096 * 4, 0, 1, false));
     ck_assert_ok(pskv__shard_reserve(&sh, 100));
     ck_assert_uint_ge(pskv__shard_capacity(&sh) - sh.slots_high, 100);
     ck_assert_uint_ge((sh.index_mask + 1) / 4 * 3, 100);
