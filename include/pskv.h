@@ -232,16 +232,16 @@ PSKV_API int pskv_table_options_validate(const pskv_table_options *o);
  *
  * memory_budget caps the bytes of resident rows over all tables: each row
  * costs its weights and optimizer state (pskv_table_info.row_bytes) plus
- * its 8-byte version stamp plus 8 bytes for the admission sketch; index
- * and slab overhead come on top (see pskv_store_stats.dram_bytes). In a
+ * its 8-byte version stamp (plus 8 bytes for the admission sketch in a
+ * memory-only store); index and slab overhead come on top (see pskv_store_stats.dram_bytes). In a
  * memory-only store the budget makes a cache: when rows are created past
  * the budget, the calling thread drops rows until resident bytes are back
  * under the budget, and counts them in rows_evicted. Which rows: CLOCK
  * (second chance) among the rows in DRAM, with a frequency-based admission
- * in front (after W-TinyLFU): a row new to DRAM waits in a small window
- * and joins the others only if the keys' access counts say it is used
- * more often than CLOCK's victim, so a scan of new keys does not push the
- * hot rows out. A dropped row is gone: get
+ * in front (after W-TinyLFU): once the budget is reached, a row created
+ * in DRAM waits in a small window and joins the others only if the keys'
+ * read counts say it is read more often than CLOCK's victim, so a scan of
+ * new keys does not push the hot rows out. A dropped row is gone: get
  * reports it absent and pull re-creates it from the initializer. The budget
  * may be exceeded by the rows created by calls still in flight.
  *
@@ -441,7 +441,7 @@ typedef struct pskv_store_stats {
     uint64_t memory_budget;  /* 0 = none */
     uint64_t resident_bytes; /* bytes of rows in DRAM, the budgeted figure: each
                                 row's row_bytes plus its 8-byte version (plus
-                                8 for admission under a budget) */
+                                8 for admission in a memory-only store) */
     uint64_t rows_evicted;   /* rows the budget pushed out, all tables */
     uint64_t spill_bytes;    /* size of the spill files, capped by spill_max */
     /* Durable stores (0 otherwise): */

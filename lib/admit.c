@@ -83,9 +83,8 @@ uint64_t pskv__admit_bytes(const pskv__admit *a)
            (uint64_t)a->win_cap * sizeof(uint64_t);
 }
 
-int pskv__admit_window_reserve(pskv__admit *a, uint64_t more)
+int pskv__admit_window_reserve(pskv__admit *a, uint64_t need)
 {
-    uint64_t need = (uint64_t)a->win_len + more;
     if (a->sketch == NULL || need <= a->win_cap)
         return 0;
     uint64_t cap = a->win_cap ? a->win_cap : 64;

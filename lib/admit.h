@@ -1,23 +1,30 @@
-/* Admission under a DRAM budget (admit.c): which rows a shard keeps when
- * the budget makes it drop (memory-only cache) or spill (directory store)
- * one. After W-TinyLFU: every read of a key (pull, get; found or not)
- * counts in a frequency sketch; writes do not, so a cache's get-then-put
- * of a missing key, or a trainer's pull and push of one key, is one use.
- * A row entering DRAM (created, or read back) waits in a small window
- * (about 0.5% of the shard's rows, oldest first) without a CLOCK reference
- * bit. When the window is over its size and the budget asks for a victim,
+/* Admission under a DRAM budget (admit.c): which rows a shard of a
+ * memory-only store (a cache) keeps when the budget makes it drop one.
+ * Directory stores keep CLOCK alone (pskv__store_admits; docs/DESIGN.md
+ * has the measurement). After W-TinyLFU: every read of a key (pull, get; found or not;
+ * once per call) counts in a frequency sketch; writes, iterations and
+ * exports do not, so a cache's get-then-put of a missing key, or a
+ * trainer's pull and push of one key, is one use.
+ * A row created in DRAM waits in a small window (about 0.5% of the
+ * shard's rows, oldest first) without a CLOCK reference bit; a row moved
+ * by a reshard joins the main rows at once. When the window is over its size and the budget asks for a victim,
  * the window's oldest row duels the main rows' CLOCK victim: the one the
  * sketch counts more often stays (ties keep the resident row). A one-pass
  * scan of new keys therefore leaves through the window instead of pushing
  * out the hot rows, and a scanned key that does win a duel (against a row
- * nobody read lately) has no reference bit: CLOCK takes it next.
+ * nobody read lately) has no reference bit: CLOCK takes it next. Without
+ * evictions (the budget not reached) the window's oldest rows join the
+ * main rows unjudged once it holds twice its size plus 64. A reshard
+ * keeps which rows are in the window; the new shards' sketches start
+ * empty.
  *
  * The sketch is a count-min sketch of 4-bit counters, 16 per 64-bit word
  * and one word per key (4 counters in it, one from each quarter), one
  * word per two index slots of the shard: 5.3-10.7 bytes per resident row
  * as the index fills; the budget counts PSKV__ADMIT_ROW_BYTES per row for
- * it and the window. Counters are halved after 10 additions per sketch
- * word (aging: old popularity fades). Increments are conservative (only
+ * it and the window. Counters are halved when the additions reach 10 per
+ * sketch word, and the count of additions with them, so later halvings
+ * come every 5 per word (aging: old popularity fades). Increments are conservative (only
  * the smallest of the key's counters grow), which keeps the estimates of
  * rare keys low. The shard's lock guards all of it.
  * SPDX-License-Identifier: BSD-2-Clause */
@@ -114,9 +121,17 @@ PSKV__HIDDEN int pskv__admit_grow(pskv__admit *a, uint32_t index_cap);
 PSKV__HIDDEN void pskv__admit_free(pskv__admit *a);
 PSKV__HIDDEN uint64_t pskv__admit_bytes(const pskv__admit *a);
 
-/* The window ring: room for `more` keys beyond those it holds (so that a
- * push never allocates), push at the tail, look at and drop the head. */
-PSKV__HIDDEN int pskv__admit_window_reserve(pskv__admit *a, uint64_t more);
+/* The most keys the window ring of a shard of `rows` rows holds: the
+ * shard drains it past twice the window's size plus 64 (shard.c), before
+ * the next push. */
+static inline uint64_t pskv__admit_window_most(uint64_t rows)
+{
+    return 2ull * pskv__admit_window_target(rows > UINT32_MAX ? UINT32_MAX : (uint32_t)rows) + 65;
+}
+
+/* The window ring: room for `keys` keys in all (so that a push never
+ * allocates), push at the tail, look at and drop the head. */
+PSKV__HIDDEN int pskv__admit_window_reserve(pskv__admit *a, uint64_t keys);
 static inline void pskv__admit_window_push(pskv__admit *a, uint64_t key)
 {
     PSKV__ASSERT(a->win_len < a->win_cap);

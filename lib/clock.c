@@ -35,13 +35,20 @@ pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
         return clock_main(sh, steps);
     while (a->win_len > pskv__admit_window_target(sh->rows)) {
         uint64_t key = pskv__admit_window_oldest(a);
-        pskv__admit_window_drop(a);
         uint64_t hash = pskv__key_hash(key, sh->hash_seed);
         pskv__entry *fresh = pskv__shard_find(sh, key, hash);
         if (fresh == NULL || (fresh->flags & (PSKV__FLAG_WINDOW | PSKV__FLAG_BUSY)) !=
-                                 PSKV__FLAG_WINDOW)
-            continue; /* gone, or already judged: a stale ring entry */
+                                 PSKV__FLAG_WINDOW) {
+            pskv__admit_window_drop(a); /* gone, or already judged: a stale entry */
+            continue;
+        }
         pskv__entry *old = clock_main(sh, steps);
+        /* The turn ran out before CLOCK found a victim: if the shard has
+         * main rows (more rows than the ring holds keys), the newcomer waits
+         * for the next turn instead of leaving unjudged. */
+        if (old == NULL && sh->rows > a->win_len)
+            return NULL;
+        pskv__admit_window_drop(a);
         /* Ties keep the resident row: a key seen as often as the victim
          * has not shown it is hotter. */
         if (old != NULL &&

@@ -9,7 +9,10 @@
  * most *steps entries, clearing the reference bits it passes, and returns
  * the first resident, idle row whose bit was already clear, with the hand
  * on it; NULL when the steps run out. Rows being evicted (BUSY) are
- * skipped. */
+ * skipped. Under a budget (admission on, admit.h) rows in the window are
+ * skipped too, and while the window is over its size its oldest row duels
+ * that victim: the one returned is the loser, which may be the newcomer
+ * (not under the hand then). */
 PSKV__HIDDEN pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps);
 /* CLOCK sweep over one shard (lock held): clear reference bits, drop rows
  * without one, until max_evict rows are gone or the hand has gone once

@@ -195,8 +195,12 @@ PSKV__HIDDEN void pskv__shard_remove(pskv__shard *sh, pskv__entry *e);
 PSKV__HIDDEN uint64_t pskv__shard_dram_bytes(const pskv__shard *sh);
 
 /* Insert like pskv__shard_insert_reserved and return the new entry (valid
- * until the index changes). */
+ * until the index changes): a row that was in DRAM before (read back,
+ * moved by a reshard), with a reference bit. */
 PSKV__HIDDEN pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t hash);
+/* The same for a row created now: under a budget it enters the admission
+ * window (admit.h), without a reference bit. */
+PSKV__HIDDEN pskv__entry *pskv__shard_insert_new(pskv__shard *sh, uint64_t key, uint64_t hash);
 
 
 /* dirty.c: erased since LMDB last saw it, not to be read back from there
@@ -315,6 +319,13 @@ struct pskv_store {
     /* Open iterators and exports, marked closed by pskv_close (handles.c) */
     pskv__handles handles;
 };
+
+/* Rows new to DRAM pass the admission (admit.h): memory-only stores under
+ * a budget (caches). The spill tier keeps CLOCK alone: see docs/DESIGN.md. */
+static inline bool pskv__store_admits(const pskv_store *s)
+{
+    return s->opts.memory_budget > 0 && s->dir == NULL;
+}
 
 /* Tests: close as a crash leaves a store, without the final checkpoint. */
 PSKV__HIDDEN void pskv__close_abandon(pskv_store *s);

@@ -56,7 +56,9 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
             uint64_t h = pskv__key_hash(e.key, t->opts.seed);
             pskv__shard *dst = &to[pskv__ring_route_hash(ring, h)];
             pskv__entry *ne = pskv__shard_insert_entry(dst, e.key, h);
-            ne->flags = e.flags; /* reference bit and checkpoint marks */
+            /* reference bit and checkpoint marks; a row the admission window
+             * held joins the main rows (the new shard's ring lacks it) */
+            ne->flags = e.flags & ~PSKV__FLAG_WINDOW;
             memcpy(pskv__shard_row(dst, ne->slot), pskv__shard_row(sh, e.slot), t->stored_bytes);
         }
         for (uint32_t i = 0; i < sh->spilled.cap; i++) {

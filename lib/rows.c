@@ -42,7 +42,7 @@ static void layout_unlock(pskv_table *t) { pthread_rwlock_unlock(&t->layout_lock
 static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t hash,
                          bool init_weights, bool init_state, uint64_t version)
 {
-    pskv__entry *e = pskv__shard_insert_entry(sh, key, hash);
+    pskv__entry *e = pskv__shard_insert_new(sh, key, hash);
     sh->created++;
     if (t->durable)
         pskv__dirty_created(sh, e, t->parity); /* uses a list reservation */
@@ -158,6 +158,8 @@ typedef struct row_ctx {
     enum row_op op;
     bool create;       /* ROW_READ: pull (true) or get */
     bool whole;        /* ROW_READ: weights and state (row_floats per row) */
+    bool count_reads;  /* ROW_READ: count the reads in the admission sketch (a
+                          pull's or get's first pass; not retries, iterations, exports) */
     float *out;        /* ROW_READ */
     uint8_t *found;    /* ROW_READ, optional */
     const float *src;  /* ROW_PUSH: gradients; ROW_PUT, ROW_ADD: values; by position */
@@ -256,6 +258,10 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     const bool create = writer || c->create;
     const uint32_t prefetch_bytes = c->op == ROW_PUSH || c->op == ROW_ADD ? t->stored_bytes
                                     : c->op == ROW_READ ? t->dim * (uint32_t)sizeof(float) : 0;
+    /* The sketch counts reads (pull, get; hits, misses and keys still to be
+     * loaded), not writes: a cache's get-then-put of a missing key, or a
+     * trainer's pull and push of one key, is one use. */
+    const bool count = !writer && c->count_reads && sh->admit.sketch != NULL;
     float *inflight[ROWS_AHEAD]; /* rows resolved, not yet used */
     uint32_t created = 0;
     /* Writers of durable tables give back the checkpoint room they did not use. */
@@ -268,7 +274,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++) {
         pskv__prefetch_index(sh, p->hash[order[j]]);
-        if (!writer)
+        if (count)
             pskv__admit_prefetch(&sh->admit, p->hash[order[j]]);
     }
     for (uint32_t j = 0; j < k + ROWS_AHEAD; j++) {
@@ -278,16 +284,21 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
             continue;
         if (j + INDEX_AHEAD < k) {
             pskv__prefetch_index(sh, p->hash[order[j + INDEX_AHEAD]]);
-            if (!writer)
+            if (count)
                 pskv__admit_prefetch(&sh->admit, p->hash[order[j + INDEX_AHEAD]]);
         }
         uint32_t i = order[j];
         const uint64_t key = p->keys[i];
         pskv__where w = pskv__locate(t, sh, key, p->hash[i], !writer);
+        if (count)
+            pskv__admit_record(&sh->admit, p->hash[i]);
         float *row = NULL;
         if (PSKV__LIKELY(w.place == PSKV__IN_DRAM)) {
             row = pskv__shard_row(sh, w.e->slot);
-            if (!(w.e->flags & PSKV__FLAG_REF)) /* do not dirty the line when set */
+            /* Do not dirty the line when set; a retry's second look at a row
+             * new to DRAM is not a use (admit.h: newcomers earn their bit). */
+            if (!(w.e->flags & PSKV__FLAG_REF) &&
+                (writer || count || !(w.e->flags & PSKV__FLAG_WINDOW)))
                 w.e->flags |= PSKV__FLAG_REF;
             if (writer && t->durable)
                 pskv__dirty_written(sh, w.e, t->parity); /* before the row changes */
@@ -317,11 +328,6 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                              pskv__visit_version(t, &c->version));
             created++;
         }
-        /* The sketch counts reads (pull, get: hits and misses), not writes:
-         * a cache's get-then-put of a missing key, or a trainer's pull and
-         * push of one key, is one use. A key to load counts when used. */
-        if (!writer && row != NOT_RESIDENT)
-            pskv__admit_record(&sh->admit, p->hash[i]);
         if (row != NULL && row != NOT_RESIDENT && prefetch_bytes)
             pskv__prefetch_row(row, prefetch_bytes);
         inflight[j & (ROWS_AHEAD - 1)] = row;
@@ -352,11 +358,13 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {.op = ROW_READ, .create = create, .whole = whole, .out = out, .found = found};
+    row_ctx c = {.op = ROW_READ, .create = create, .whole = whole, .out = out, .found = found,
+                 .count_reads = !whole};
     while (rc == 0) {
         c.misses = 0;
         c.not_resident = 0;
         rc = visit_shards(t, &p, shard_rows, &c);
+        c.count_reads = false; /* each key's read counted once */
         if (rc != 0 || c.not_resident == 0)
             break;
         /* Some rows were in the spill file or moving: bring them in (one

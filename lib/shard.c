@@ -181,8 +181,11 @@ int pskv__shard_reserve(pskv__shard *sh, uint32_t k)
     int rc = index_grow(sh, (uint64_t)sh->rows + need);
     if (rc == 0)
         rc = slabs_grow(sh, need);
-    if (rc == 0) /* every reserved row may enter the window */
-        rc = pskv__admit_window_reserve(&sh->admit, need);
+    if (rc == 0) { /* every reserved row may enter the window, which stays bounded */
+        uint64_t most = pskv__admit_window_most((uint64_t)sh->rows + need);
+        uint64_t keys = (uint64_t)sh->admit.win_len + need;
+        rc = pskv__admit_window_reserve(&sh->admit, keys < most ? keys : most);
+    }
     if (rc != 0)
         return rc; /* what was allocated stays as spare room; nothing else changed */
     sh->reserved += k;
@@ -233,7 +236,7 @@ static void slot_release(pskv__shard *sh, uint32_t slot)
 static void window_settle(pskv__shard *sh)
 {
     pskv__admit *a = &sh->admit;
-    while (a->win_len > 2 * pskv__admit_window_target(sh->rows) + 64) {
+    while (a->win_len > pskv__admit_window_most(sh->rows) - 1) {
         uint64_t key = pskv__admit_window_oldest(a);
         pskv__admit_window_drop(a);
         pskv__entry *e = pskv__shard_find(sh, key, pskv__key_hash(key, sh->hash_seed));
@@ -246,9 +249,15 @@ pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t ha
 {
     uint32_t slot = slot_take(sh);
     sh->rows++;
+    return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__FLAG_REF}, hash);
+}
+
+pskv__entry *pskv__shard_insert_new(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
     if (sh->admit.sketch == NULL)
-        return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__FLAG_REF},
-                           hash);
+        return pskv__shard_insert_entry(sh, key, hash);
+    uint32_t slot = slot_take(sh);
+    sh->rows++;
     pskv__admit_window_push(&sh->admit, key);
     /* No reference bit yet: a row admitted to the main rows without a use
      * since it entered is CLOCK's next victim (a one-time key leaves soon). */

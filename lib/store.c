@@ -228,13 +228,15 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
     if (requested->dim == 0) /* creating needs a dim */
         return pskv__fail(PSKV_EINVAL, "table '%s' does not exist yet: creating it needs dim=N "
                                        "(1..4096)", name);
-    uint64_t stored_bytes = pskv__optimizer_row_bytes(requested->optimizer, requested->dim) +
-                         PSKV__VERSION_BYTES;
-    if (s->opts.memory_budget > 0 && s->opts.memory_budget < stored_bytes)
+    /* a row as the budget counts it */
+    uint64_t row_cost = pskv__optimizer_row_bytes(requested->optimizer, requested->dim) +
+                        PSKV__VERSION_BYTES + (pskv__store_admits(s) ? PSKV__ADMIT_ROW_BYTES : 0);
+    if (s->opts.memory_budget > 0 && s->opts.memory_budget < row_cost)
         return pskv__fail(PSKV_EINVAL, "table '%s': memory_budget=%llu cannot hold one of its "
-                                       "rows (%llu bytes of weights, optimizer state and version)",
+                                       "rows (%llu bytes of weights, optimizer state, version "
+                                       "and admission)",
                           name, (unsigned long long)s->opts.memory_budget,
-                          (unsigned long long)stored_bytes);
+                          (unsigned long long)row_cost);
     pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,
                                        sizeof *nt, 4);
     if (nt == NULL)

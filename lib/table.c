@@ -61,7 +61,7 @@ int pskv__layout_create(const pskv_table *t, uint32_t n, pskv_ring **ring_out,
     uint32_t made = 0;
     for (; rc == 0 && made < n; made++)
         if ((rc = pskv__shard_init(&shards[made], t->stored_bytes, slab_bytes_for(t, n),
-                                   t->opts.seed, t->store->opts.memory_budget > 0)) == 0)
+                                   t->opts.seed, pskv__store_admits(t->store))) == 0)
             pskv__dirty_init(&shards[made]); /* allocates nothing */
     if (rc != 0) {
         if (shards != NULL && made > 0)
@@ -91,7 +91,7 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     t->row_floats = t->dim + t->state_floats;
     t->payload_bytes = t->row_floats * (uint32_t)sizeof(float);
     t->stored_bytes = t->payload_bytes + PSKV__VERSION_BYTES;
-    t->budget_bytes = t->stored_bytes + (s->opts.memory_budget > 0 ? PSKV__ADMIT_ROW_BYTES : 0);
+    t->budget_bytes = t->stored_bytes + (pskv__store_admits(s) ? PSKV__ADMIT_ROW_BYTES : 0);
     uint64_t changes = s->opts.changes ? s->opts.changes : PSKV__CHANGES_DEFAULT;
     uint64_t per_shard = changes / o->shards;
     t->changes_max = per_shard > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)per_shard;

@@ -134,8 +134,10 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             switch (w.place) {
             case PSKV__IN_DRAM:
                 /* About to be used (this is a pull's or a prefetch's key):
-                 * the evictor must not pick it in the meantime. */
-                if (!(w.e->flags & PSKV__FLAG_REF))
+                 * the evictor must not pick it in the meantime. Rows in the
+                 * admission window are not CLOCK's to pick, and must not
+                 * carry a bit into the main rows they may join (admit.h). */
+                if (!(w.e->flags & (PSKV__FLAG_REF | PSKV__FLAG_WINDOW)))
                     w.e->flags |= PSKV__FLAG_REF;
                 break;
             case PSKV__EVICTING:
@@ -315,7 +317,10 @@ static uint32_t pick_victims(pskv__shard *sh, uint32_t room, uint64_t *keys, con
         uint64_t steps = (uint64_t)sh->index_mask + 1; /* one turn at most */
         pskv__entry *e;
         while (n < room && (e = pskv__clock_next(sh, &steps)) != NULL) {
-            sh->clock_hand++; /* the victim stays in the index, marked */
+            /* The victim stays in the index, marked: step the hand past it
+             * (not when it is a newcomer the admission refused). */
+            if (e == &sh->index[sh->clock_hand & sh->index_mask])
+                sh->clock_hand++;
             pskv__claim_resident(e);
             keys[n] = e->key;
             /* BUSY keeps writers away and slabs never move: the DRAM row

@@ -220,11 +220,12 @@ START_TEST(window_duel_and_bound)
     ck_assert_ok(pskv__shard_reserve(&sh, 304));
     for (uint64_t k = 0; k < 300; k++) {
         uint64_t h = pskv__key_hash(k, 5);
-        pskv__shard_insert_reserved(&sh, k, h);
+        pskv__shard_insert_new(&sh, k, h);
         pskv__admit_record(&sh.admit, h);
         pskv__admit_record(&sh.admit, h);
     }
-    ck_assert_uint_le(sh.admit.win_len, 2 * pskv__admit_window_target(sh.rows) + 64);
+    ck_assert_uint_le(sh.admit.win_len, pskv__admit_window_most(sh.rows) - 1);
+    ck_assert_uint_le(sh.admit.win_cap, 2 * pskv__admit_window_most(304)); /* not one per row */
     for (uint64_t k = 0; k < 300; k++) /* count-min: never below the count */
         ck_assert_uint_ge(pskv__admit_estimate(&sh.admit, pskv__key_hash(k, 5)), 2);
     /* Settle the rest of the window into the main rows. */
@@ -244,11 +245,11 @@ START_TEST(window_duel_and_bound)
         pskv__admit_record(&sh.admit, pskv__key_hash(hot, 5));
     for (uint64_t k = 0; k < 300; k++)
         ck_assert_uint_lt(pskv__admit_estimate(&sh.admit, pskv__key_hash(k, 5)), 15);
-    pskv__shard_insert_reserved(&sh, gone, pskv__key_hash(gone, 5));
+    pskv__shard_insert_new(&sh, gone, pskv__key_hash(gone, 5));
     pskv__shard_remove(&sh, pskv__shard_find(&sh, gone, pskv__key_hash(gone, 5)));
-    pskv__shard_insert_reserved(&sh, hot, pskv__key_hash(hot, 5));
-    pskv__shard_insert_reserved(&sh, cold, pskv__key_hash(cold, 5));
-    pskv__shard_insert_reserved(&sh, later, pskv__key_hash(later, 5));
+    pskv__shard_insert_new(&sh, hot, pskv__key_hash(hot, 5));
+    pskv__shard_insert_new(&sh, cold, pskv__key_hash(cold, 5));
+    pskv__shard_insert_new(&sh, later, pskv__key_hash(later, 5));
     ck_assert_uint_eq(sh.admit.win_len, 4);
     uint64_t steps = 4ull * (sh.index_mask + 1);
     /* the window's size is 1 at 303 rows: the stale entry is skipped, then
@@ -268,6 +269,13 @@ START_TEST(window_duel_and_bound)
     ck_assert_ptr_nonnull(v);
     ck_assert_uint_lt(v->key, 300);
     ck_assert_uint_eq(pskv__admit_estimate(&sh.admit, pskv__key_hash(hot, 5)), 15);
+    /* A row read back (spill file, LMDB) or moved joins the main rows at
+     * once, with its reference bit: it was admitted before. */
+    uint32_t win = sh.admit.win_len;
+    ck_assert_ok(pskv__shard_reserve(&sh, 1));
+    pskv__entry *back = pskv__shard_insert_entry(&sh, 5000, pskv__key_hash(5000, 5));
+    ck_assert_uint_eq(back->flags & (PSKV__FLAG_WINDOW | PSKV__FLAG_REF), PSKV__FLAG_REF);
+    ck_assert_uint_eq(sh.admit.win_len, win);
     pskv__shard_free(&sh);
 }
 END_TEST

@@ -264,8 +264,10 @@ static void *budget_worker(void *arg)
 
 static void budget_run(bool spill)
 {
-    /* dim 4 adagrad: 32 bytes, the version and 8 bytes of admission */
-    enum { ROW = DIM * 4 * 2 + 8 + 8, BUDGET_ROWS = 3000 };
+    /* dim 4 adagrad: 32 bytes and the version, plus 8 bytes of admission
+     * in a memory-only store */
+    enum { BUDGET_ROWS = 3000 };
+    const unsigned ROW = DIM * 4 * 2 + 8 + (spill ? 0 : 8);
     char cfg[96], dir[64] = "";
     snprintf(cfg, sizeof cfg, "memory_budget=%u%s", BUDGET_ROWS * ROW,
              spill ? " durability=none" : "");
