@@ -26,97 +26,72 @@ typedef struct window {
     uint64_t scan_len;
 } window;
 
+/* An exact LRU of cap nodes: a doubly linked list, head most recent. */
+typedef struct lru {
+    int64_t *slot_of; /* rank -> node or -1 */
+    uint64_t *key;
+    int64_t *prev, *next;
+    int64_t head, tail;
+    uint64_t used, cap;
+} lru;
+
+/* Look rank r up (a hit: true) and make it the most recent. */
+static bool lru_access(lru *l, uint64_t r)
+{
+    int64_t x = l->slot_of[r];
+    bool hit = x >= 0;
+    if (hit) {
+        if (x == l->head)
+            return true;
+        l->next[l->prev[x]] = l->next[x]; /* unlink x */
+        if (l->next[x] >= 0)
+            l->prev[l->next[x]] = l->prev[x];
+        else
+            l->tail = l->prev[x];
+    } else if (l->used < l->cap) {
+        x = (int64_t)l->used++;
+    } else { /* reuse the tail's node */
+        x = l->tail;
+        l->slot_of[l->key[x]] = -1;
+        l->tail = l->prev[x];
+        if (l->tail >= 0)
+            l->next[l->tail] = -1;
+        else
+            l->head = -1;
+    }
+    l->key[x] = r;
+    l->slot_of[r] = x;
+    l->prev[x] = -1;
+    l->next[x] = l->head;
+    if (l->head >= 0)
+        l->prev[l->head] = x;
+    l->head = x;
+    if (l->tail < 0)
+        l->tail = x;
+    return hit;
+}
+
 /* Exact LRU over ranks 0..n-1 (scan keys: ranks n..n+scan_len-1) with
  * capacity cap. */
 static double lru_hit_rate(const uint32_t *ranks, size_t count, uint64_t n, uint64_t cap,
                            window w)
 {
-    int64_t *slot_of = malloc((n + w.scan_len) * sizeof *slot_of); /* rank -> node or -1 */
-    uint64_t *key = malloc(cap * sizeof *key);
-    int64_t *prev = malloc(cap * sizeof *prev), *next = malloc(cap * sizeof *next);
+    lru l = {malloc((n + w.scan_len) * sizeof(int64_t)), malloc(cap * sizeof(uint64_t)),
+             malloc(cap * sizeof(int64_t)), malloc(cap * sizeof(int64_t)), -1, -1, 0, cap};
     for (uint64_t i = 0; i < n + w.scan_len; i++)
-        slot_of[i] = -1;
-    int64_t head = -1, tail = -1;
-    uint64_t used = 0, hits = 0, measured = 0;
+        l.slot_of[i] = -1;
+    uint64_t hits = 0, measured = 0;
     for (size_t i = 0; i < w.to && i < count; i++) {
-        for (uint64_t k = 0; i == w.from && k <= w.scan_len; k++) {
-            uint64_t r = k < w.scan_len ? n + k : ranks[i];
-            bool counted = k == w.scan_len;
-            int64_t x = slot_of[r];
-            if (x >= 0) {
-                hits += counted;
-                if (x == head)
-                    goto done_scan;
-                next[prev[x]] = next[x];
-                if (next[x] >= 0)
-                    prev[next[x]] = prev[x];
-                else
-                    tail = prev[x];
-            } else if (used < cap) {
-                x = (int64_t)used++;
-            } else {
-                x = tail;
-                slot_of[key[x]] = -1;
-                tail = prev[x];
-                if (tail >= 0)
-                    next[tail] = -1;
-                else
-                    head = -1;
-            }
-            key[x] = r;
-            slot_of[r] = x;
-            prev[x] = -1;
-            next[x] = head;
-            if (head >= 0)
-                prev[head] = x;
-            head = x;
-            if (tail < 0)
-                tail = x;
-        done_scan:
-            measured += counted;
-        }
-        if (i == w.from)
-            continue; /* looked up above, after the scan */
-        uint64_t r = ranks[i];
-        int64_t x = slot_of[r];
+        for (uint64_t k = 0; i == w.from && k < w.scan_len; k++)
+            lru_access(&l, n + k); /* the scan, not counted */
         bool counted = i >= w.from;
-        if (x >= 0) {
-            hits += counted;
-            if (x == head)
-                goto done;
-            /* unlink x */
-            next[prev[x]] = next[x];
-            if (next[x] >= 0)
-                prev[next[x]] = prev[x];
-            else
-                tail = prev[x];
-        } else if (used < cap) {
-            x = (int64_t)used++;
-        } else { /* reuse the tail's node */
-            x = tail;
-            slot_of[key[x]] = -1;
-            tail = prev[x];
-            if (tail >= 0)
-                next[tail] = -1;
-            else
-                head = -1;
-        }
-        key[x] = r;
-        slot_of[r] = x;
-        prev[x] = -1;
-        next[x] = head;
-        if (head >= 0)
-            prev[head] = x;
-        head = x;
-        if (tail < 0)
-            tail = x;
-    done:
+        hits += lru_access(&l, ranks[i]) && counted;
         measured += counted;
     }
-    free(slot_of);
-    free(key);
-    free(prev);
-    free(next);
+    free(l.slot_of);
+    free(l.key);
+    free(l.prev);
+    free(l.next);
     return (double)hits / (double)measured;
 }
 
