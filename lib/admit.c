@@ -23,13 +23,7 @@ unsigned pskv__admit_estimate(const pskv__admit *a, uint64_t hash)
     if (a->sketch == NULL)
         return 0;
     uint64_t m = pskv__admit_mix(hash);
-    uint64_t v = *pskv__admit_word(a, m);
-    unsigned least = 15;
-    for (unsigned i = 0; i < 4; i++) {
-        unsigned c = (unsigned)(v >> pskv__admit_offset(m, i)) & 15u;
-        least = c < least ? c : least;
-    }
-    return least;
+    return pskv__admit_least(*pskv__admit_word(a, m), m);
 }
 
 static void set_sketch(pskv__admit *a, uint64_t *sketch, uint32_t words)

@@ -1,22 +1,23 @@
 /* Admission under a DRAM budget (admit.c): which rows a shard of a
  * memory-only store (a cache) keeps when the budget makes it drop one.
  * Directory stores keep CLOCK alone (pskv__store_admits; docs/DESIGN.md
- * has the measurement). After W-TinyLFU: every read of a key (pull, get; found or not;
- * once per call) counts in a frequency sketch; writes, iterations and
- * exports do not, so a cache's get-then-put of a missing key, or a
- * trainer's pull and push of one key, is one use.
- * A row created in DRAM waits in a small window (about 0.5% of the
- * shard's rows, oldest first) without a CLOCK reference bit; a row moved
- * by a reshard joins the main rows at once. When the window is over its size and the budget asks for a victim,
- * the window's oldest row duels the main rows' CLOCK victim: the one the
+ * has the measurement).
+ *
+ * After W-TinyLFU: every read of a key (pull, get; found or not; once per
+ * call) counts in a frequency sketch; writes, iterations and exports do
+ * not, so a cache's get-then-put of a missing key, or a trainer's pull and
+ * push of one key, is one use. A row created in DRAM waits in a small
+ * window (about 0.5% of the shard's rows, oldest first) without a CLOCK
+ * reference bit; a row moved by a reshard joins the main rows at once.
+ * When the window is over its size and the budget asks for a victim, the
+ * window's oldest row duels the main rows' CLOCK victim: the one the
  * sketch counts more often stays (ties keep the resident row). A one-pass
  * scan of new keys therefore leaves through the window instead of pushing
  * out the hot rows, and a scanned key that does win a duel (against a row
  * nobody read lately) has no reference bit: CLOCK takes it next. Without
  * evictions (the budget not reached) the window's oldest rows join the
  * main rows unjudged once it holds twice its size plus 64. A reshard
- * keeps which rows are in the window; the new shards' sketches start
- * empty.
+ * starts the new shards' sketches empty.
  *
  * The sketch is a count-min sketch of 4-bit counters, 16 per 64-bit word
  * and one word per key (4 counters in it, one from each quarter), one
@@ -24,9 +25,9 @@
  * as the index fills; the budget counts PSKV__ADMIT_ROW_BYTES per row for
  * it and the window. Counters are halved when the additions reach 10 per
  * sketch word, and the count of additions with them, so later halvings
- * come every 5 per word (aging: old popularity fades). Increments are conservative (only
- * the smallest of the key's counters grow), which keeps the estimates of
- * rare keys low. The shard's lock guards all of it.
+ * come every 5 per word (aging: old popularity fades). Increments are
+ * conservative (only the smallest of the key's counters grow), which keeps
+ * the estimates of rare keys low. The shard's lock guards all of it.
  * SPDX-License-Identifier: BSD-2-Clause */
 #ifndef PSKV_ADMIT_H
 #define PSKV_ADMIT_H
@@ -84,6 +85,17 @@ static inline void pskv__admit_prefetch(const pskv__admit *a, uint64_t hash)
 
 PSKV__HIDDEN void pskv__admit_halve(pskv__admit *a);
 
+/* The smallest of a key's four counters in its word v: its estimate. */
+static inline unsigned pskv__admit_least(uint64_t v, uint64_t mixed)
+{
+    unsigned least = 15;
+    for (unsigned i = 0; i < 4; i++) {
+        unsigned c = (unsigned)(v >> pskv__admit_offset(mixed, i)) & 15u;
+        least = c < least ? c : least;
+    }
+    return least;
+}
+
 /* Count one access of the key of this hash (no-op when admission is off). */
 static inline void pskv__admit_record(pskv__admit *a, uint64_t hash)
 {
@@ -92,11 +104,7 @@ static inline void pskv__admit_record(pskv__admit *a, uint64_t hash)
     uint64_t m = pskv__admit_mix(hash);
     uint64_t *w = pskv__admit_word(a, m);
     uint64_t v = *w;
-    unsigned least = 15;
-    for (unsigned i = 0; i < 4; i++) {
-        unsigned c = (unsigned)(v >> pskv__admit_offset(m, i)) & 15u;
-        least = c < least ? c : least;
-    }
+    unsigned least = pskv__admit_least(v, m);
     if (least < 15) {
         for (unsigned i = 0; i < 4; i++) {
             unsigned off = pskv__admit_offset(m, i);

@@ -49,16 +49,13 @@ pskv__entry *pskv__clock_next(pskv__shard *sh, uint64_t *steps)
         if (old == NULL && sh->rows > a->win_len)
             return NULL;
         pskv__admit_window_drop(a);
+        fresh->flags &= ~PSKV__FLAG_WINDOW; /* judged: a main row, or the victim */
         /* Ties keep the resident row: a key seen as often as the victim
-         * has not shown it is hotter. */
-        if (old != NULL &&
-            pskv__admit_estimate(a, hash) >
-                pskv__admit_estimate(a, pskv__key_hash(old->key, sh->hash_seed))) {
-            fresh->flags &= ~PSKV__FLAG_WINDOW; /* admitted to the main rows */
-            return old;
-        }
-        fresh->flags &= ~PSKV__FLAG_WINDOW;
-        return fresh; /* refused: it leaves */
+         * has not shown it is hotter. A refused newcomer leaves. */
+        bool admitted = old != NULL &&
+                        pskv__admit_estimate(a, hash) >
+                            pskv__admit_estimate(a, pskv__key_hash(old->key, sh->hash_seed));
+        return admitted ? old : fresh;
     }
     return clock_main(sh, steps);
 }

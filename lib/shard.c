@@ -245,24 +245,26 @@ static void window_settle(pskv__shard *sh)
     }
 }
 
-pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t hash)
+static pskv__entry *insert(pskv__shard *sh, uint64_t key, uint64_t hash, uint32_t flags)
 {
     uint32_t slot = slot_take(sh);
     sh->rows++;
-    return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, PSKV__FLAG_REF}, hash);
+    return index_place(sh->index, sh->index_mask, (pskv__entry){key, slot, flags}, hash);
+}
+
+pskv__entry *pskv__shard_insert_entry(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    return insert(sh, key, hash, PSKV__FLAG_REF);
 }
 
 pskv__entry *pskv__shard_insert_new(pskv__shard *sh, uint64_t key, uint64_t hash)
 {
     if (sh->admit.sketch == NULL)
-        return pskv__shard_insert_entry(sh, key, hash);
-    uint32_t slot = slot_take(sh);
-    sh->rows++;
+        return insert(sh, key, hash, PSKV__FLAG_REF);
     pskv__admit_window_push(&sh->admit, key);
     /* No reference bit yet: a row admitted to the main rows without a use
      * since it entered is CLOCK's next victim (a one-time key leaves soon). */
-    pskv__entry *e = index_place(sh->index, sh->index_mask,
-                                 (pskv__entry){key, slot, PSKV__FLAG_WINDOW}, hash);
+    pskv__entry *e = insert(sh, key, hash, PSKV__FLAG_WINDOW);
     window_settle(sh); /* changes flags only: e stays valid */
     return e;
 }
