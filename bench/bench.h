@@ -20,7 +20,7 @@ struct bench_cfg {
     uint64_t keys;
     unsigned batches, reps;
     int json, peers;
-    uint64_t budget; /* spill workload */
+    uint64_t budget; /* --budget: spill (0: 1 GiB), dram (0: none) */
     unsigned warm;   /* spill workload: warm-up batches before timing */
     unsigned dim;    /* filesize workload: the table's dim (default 64) */
 };

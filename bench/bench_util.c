@@ -16,7 +16,7 @@
 #include "bench.h"
 #include "io.h"
 
-struct bench_cfg bench_cfg = {4u << 20, 128, 5, 0, 0, 1ull << 30, 256, 64};
+struct bench_cfg bench_cfg = {4u << 20, 128, 5, 0, 0, 0, 256, 64};
 
 double bench_now(void)
 {

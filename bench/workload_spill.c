@@ -157,7 +157,7 @@ static int spill_run(pskv_table *t, const uint64_t *keys, size_t first, size_t b
 int workload_spill(void)
 {
     const uint64_t n = bench_cfg.keys;
-    const uint64_t budget = bench_cfg.budget;
+    const uint64_t budget = bench_cfg.budget ? bench_cfg.budget : 1ull << 30;
     char dir[] = "pskv-bench-spill-XXXXXX";
     if (mkdtemp(dir) == NULL) {
         perror("pskv-bench: mkdtemp");
