@@ -94,5 +94,7 @@ int workload_ids(uint64_t keys, int json);
 /* The initializers per generator against memset; populate per initializer
  * against the first touch of fresh memory. */
 int workload_init(uint64_t keys, int json);
+/* Chunk encode and decode per codec against memcpy, GB/s of fp32. */
+int workload_codec(int json);
 
 #endif

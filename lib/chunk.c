@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "chunk.h"
+#include "codec.h"
 #include "errors.h"
 #include "format.h"
 #include "options.h"
@@ -25,159 +26,8 @@
 
 #define ROW_AHEAD 8u /* rows prefetched ahead of the encoder */
 
-/* ---------------------------------------------------------------- codecs */
-
-/* The bytes of an int8 row's scale: fp32 in chunk format 1, bf16 since. */
-static size_t scale_bytes(uint32_t version) { return version == 1 ? 4 : 2; }
-
-/* Value bytes per row of dim weights in chunk format `version`. */
-static size_t codec_bytes(uint32_t version, uint32_t codec, uint32_t dim)
-{
-    switch (codec) {
-    case PSKV_CODEC_FP32: return (size_t)dim * 4;
-    case PSKV_CODEC_FP16:
-    case PSKV_CODEC_BF16: return (size_t)dim * 2;
-    default: return scale_bytes(version) + (size_t)dim; /* int8: the row's scale, then dim bytes */
-    }
-}
-
-/* fp16 with round-to-nearest-even; |f| must be below 65520 (else it
- * rounds to infinity: the encoder refuses it first). */
-static uint16_t f32_to_f16(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
-    uint32_t ax = x & 0x7fffffffu;
-    if (ax < 0x38800000u) { /* below 2^-14: a subnormal half (exact scaling) */
-        float a;
-        memcpy(&a, &ax, 4);
-        return (uint16_t)(sign | (uint16_t)lrintf(a * 16777216.0f));
-    }
-    uint32_t r = ax - 0x38000000u; /* exponent bias 127 -> 15 */
-    r += 0xfffu + ((r >> 13) & 1u);
-    return (uint16_t)(sign | (r >> 13));
-}
-
-static float f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0) {
-        float f = (float)m * (1.0f / 16777216.0f);
-        return sign ? -f : f;
-    }
-    uint32_t x = e == 31 ? sign | 0x7f800000u | (m << 13) : sign | ((e + 112u) << 23) | (m << 13);
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    x += 0x7fffu + ((x >> 16) & 1u);
-    return (uint16_t)(x >> 16);
-}
-
-static float bf16_to_f32(uint16_t h)
-{
-    uint32_t x = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &x, 4);
-    return f;
-}
-
-/* Encode one row's dim weights: 0, or -1 when a value does not fit the
- * codec (fp16 beyond 65504, bf16 or int8 rounding to infinity). */
-static int encode_row(uint32_t codec, const float *w, uint32_t dim, uint8_t *out)
-{
-    switch (codec) {
-    case PSKV_CODEC_FP32:
-        memcpy(out, w, (size_t)dim * 4);
-        return 0;
-    case PSKV_CODEC_FP16:
-        for (uint32_t j = 0; j < dim; j++) {
-            if (!(fabsf(w[j]) < 65520.0f))
-                return -1;
-            uint16_t h = f32_to_f16(w[j]);
-            memcpy(out + 2 * j, &h, 2);
-        }
-        return 0;
-    case PSKV_CODEC_BF16:
-        for (uint32_t j = 0; j < dim; j++) {
-            uint16_t h = f32_to_bf16(w[j]);
-            if ((h & 0x7f80u) == 0x7f80u)
-                return -1;
-            memcpy(out + 2 * j, &h, 2);
-        }
-        return 0;
-    default: { /* int8, symmetric: q = round(w / scale), scale = max |w| / 127 rounded up
-                * to a bf16, so that |q| <= 127 and |q * scale - w| <= scale / 2 */
-        float amax = 0.0f;
-        for (uint32_t j = 0; j < dim; j++)
-            amax = fabsf(w[j]) > amax ? fabsf(w[j]) : amax;
-        float exact = amax / 127.0f;
-        uint32_t x;
-        memcpy(&x, &exact, 4);
-        uint16_t h = (uint16_t)(x >> 16);
-        if ((x & 0xffffu) != 0 || (x == 0 && amax > 0.0f))
-            h++; /* up to the next bf16 (or Inf); a quotient that underflowed to 0:
-                    the smallest, 2^-133, so that the error stays <= scale / 2 */
-        float scale = bf16_to_f32(h);
-        memcpy(out, &h, 2);
-        for (uint32_t j = 0; j < dim; j++) {
-            long q = scale > 0.0f ? lrintf(w[j] / scale) : 0;
-            q = q > 127 ? 127 : q < -127 ? -127 : q;
-            out[2 + j] = (uint8_t)(int8_t)q;
-            if (!isfinite((float)q * scale)) /* near FLT_MAX: would decode to Inf */
-                return -1;
-        }
-        return 0;
-    }
-    }
-}
-
 /* No Inf or NaN among n floats at p (any alignment). */
 static bool all_finite(const void *p, size_t n) { return !pskv__floats_nonfinite(p, n); }
-
-/* Decode one row of fp16, bf16 or int8 of chunk format `version`: 0, or
- * -1 for a value no encoder writes (not finite, a negative or non-finite
- * scale, -128). */
-static int decode_row(uint32_t version, uint32_t codec, const uint8_t *in, uint32_t dim, float *w)
-{
-    switch (codec) { /* fp32 is read in place (pskv__chunk_view_open) */
-    case PSKV_CODEC_FP16:
-    case PSKV_CODEC_BF16:
-        for (uint32_t j = 0; j < dim; j++) {
-            uint16_t h;
-            memcpy(&h, in + 2 * j, 2);
-            w[j] = codec == PSKV_CODEC_FP16 ? f16_to_f32(h) : bf16_to_f32(h);
-        }
-        break;
-    default: {
-        float scale;
-        if (version == 1) {
-            memcpy(&scale, in, 4);
-        } else {
-            uint16_t h;
-            memcpy(&h, in, 2);
-            scale = bf16_to_f32(h);
-        }
-        if (!(scale >= 0.0f) || !isfinite(scale))
-            return -1;
-        const uint8_t *q8 = in + scale_bytes(version);
-        for (uint32_t j = 0; j < dim; j++) {
-            int8_t q = (int8_t)q8[j];
-            if (q == -128)
-                return -1;
-            w[j] = (float)q * scale; /* may overflow: checked below */
-        }
-        break;
-    }
-    }
-    return all_finite(w, dim) ? 0 : -1;
-}
 
 /* ---------------------------------------------------------------- varints */
 
@@ -285,7 +135,7 @@ static void header_put(uint8_t *h, const pskv__chunk_spec *sp, uint32_t flags, u
 
 size_t pskv__chunk_row_bound(const pskv__chunk_spec *sp)
 {
-    return 10 + codec_bytes(PSKV_FMT_CHUNK_VERSION, sp->codec, sp->dim) +
+    return 10 + pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, sp->codec, sp->dim) +
            (size_t)sp->state_floats * 4;
 }
 
@@ -299,7 +149,7 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
                       uint32_t n, const uint64_t *tombs, uint32_t ntombs, void *buf, size_t cap,
                       size_t *len)
 {
-    const size_t vb = codec_bytes(PSKV_FMT_CHUNK_VERSION, sp->codec, sp->dim);
+    const size_t vb = pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, sp->codec, sp->dim);
     const size_t sb = (size_t)sp->state_floats * 4;
     const size_t raw_len = keys_len(keys, n) + keys_len(tombs, ntombs) + (size_t)n * (vb + sb);
     if (raw_len > PSKV_FMT_CHUNK_RAW_MAX)
@@ -324,7 +174,7 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     for (uint32_t i = 0; i < n; i++, p += vb) {
         if (i + ROW_AHEAD < n)
             pskv__prefetch_row(rows[i + ROW_AHEAD], payload_bytes);
-        if (encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
+        if (pskv__codec_encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
             if (!in_place)
                 free(raw);
             return pskv__fail(PSKV_ECODEC, "key %llu: a value is out of the range of codec %s: "
@@ -447,7 +297,7 @@ int pskv__chunk_open(const void *chunk, size_t len, pskv_chunk_info *info)
     if (bad == NULL) {
         /* Every row costs a key byte and its values at least, at most ten
          * key bytes and its values: the counts must fit the body. */
-        uint64_t per = codec_bytes(version, in.codec, in.dim) + (uint64_t)in.state_floats * 4;
+        uint64_t per = pskv__codec_row_bytes(version, in.codec, in.dim) + (uint64_t)in.state_floats * 4;
         uint64_t least = (uint64_t)in.rows * (1 + per) + in.tombstones;
         uint64_t most = (uint64_t)in.rows * (10 + per) + (uint64_t)in.tombstones * 10;
         if (raw < least || raw > most)
@@ -510,7 +360,7 @@ int pskv__chunk_view_open(const void *chunk, size_t len, const pskv_chunk_info *
         }
         body = unpacked;
     }
-    const size_t vb = codec_bytes(version, in.codec, in.dim), sb = (size_t)in.state_floats * 4;
+    const size_t vb = pskv__codec_row_bytes(version, in.codec, in.dim), sb = (size_t)in.state_floats * 4;
     size_t at = 0;
     int rc = 0;
     if (keys_get(body, raw_len, &at, keys, in.rows) != 0 ||
@@ -528,7 +378,7 @@ int pskv__chunk_view_open(const void *chunk, size_t len, const pskv_chunk_info *
         v->weights = (const uint8_t *)w;
         rc = w ? 0 : PSKV_ENOMEM;
         for (uint32_t i = 0; i < in.rows && rc == 0; i++)
-            if (decode_row(version, in.codec, body + at + (size_t)i * vb, in.dim,
+            if (pskv__codec_decode_row(version, in.codec, body + at + (size_t)i * vb, in.dim,
                            w + (size_t)i * in.dim) != 0)
                 rc = pskv__fail(PSKV_ECORRUPT, "row %u of the chunk: a value no encoder writes",
                                 i);
@@ -620,8 +470,9 @@ int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float 
     if (rc != 0)
         return rc;
     pskv__chunk_spec sp = {.kind = PSKV_CHUNK_VALUES, .codec = xo.codec, .lz4 = xo.lz4, .dim = dim};
-    for (size_t i = 0; i < n * dim; i++)
-        if (!isfinite(values[i]))
+    const bool nonfinite = pskv__floats_nonfinite(values, n * dim);
+    for (size_t i = 0; nonfinite && i < n * dim; i++)
+        if (!isfinite(values[i])) /* the first, for the message */
             return pskv__fail(PSKV_EINVAL, "row %zu (key %llu): a value is not finite", i / dim,
                               (unsigned long long)keys[i / dim]);
     pskv__keyed *order = malloc((n ? n : 1) * sizeof *order);

@@ -8,6 +8,7 @@
 #include <xxhash.h>
 
 #include "test_common.h"
+#include "lib/codec.h"
 
 #define CHUNK_CAP (8u << 20)
 /* Replicas in these tests are tables of other names (often in the same
@@ -267,6 +268,152 @@ static void roundtrip(uint32_t codec, const char *cfg)
     free(vals);
     free(back);
 }
+
+/* Reference codecs written from the definitions (docs/FORMAT.md), with
+ * frexpf/ldexpf and double arithmetic: the vectorized kernels of
+ * lib/codec.c must give the same bits. */
+static uint16_t ref_f16(float x)
+{
+    uint16_t sign = signbit(x) ? 0x8000u : 0;
+    float a = fabsf(x);
+    if (a < 0x1p-14f)
+        return (uint16_t)(sign | lrintf(ldexpf(a, 24))); /* subnormal: multiples of 2^-24 */
+    int k;
+    frexpf(a, &k);
+    int e = k - 1; /* a = (1 + m / 1024) * 2^e */
+    long m = lrintf(ldexpf(a, 10 - e)) - 1024;
+    if (m == 1024) {
+        m = 0;
+        e++;
+    }
+    return (uint16_t)(sign | (uint16_t)((e + 15) << 10) | (uint16_t)m);
+}
+
+static float ref_f16_value(uint16_t h)
+{
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    float v = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY)
+                                                       : ldexpf((float)(1024 + m), e - 25);
+    return h & 0x8000u ? -v : v;
+}
+
+/* The bf16 nearest to x (ties: the even one), from its two neighbours. */
+static uint16_t ref_bf16(float x)
+{
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    uint16_t lo = (uint16_t)(b >> 16), hi = (uint16_t)(lo + 1);
+    uint32_t lb = (uint32_t)lo << 16, hb = (uint32_t)hi << 16;
+    float lf, hf;
+    memcpy(&lf, &lb, 4);
+    memcpy(&hf, &hb, 4);
+    /* past the largest finite bf16 the next step would be 2^128 */
+    double hv = isinf(hf) ? copysign(0x1p128, (double)x) : (double)hf;
+    double dl = fabs((double)x - lf), dh = fabs((double)x - hv);
+    return dl < dh ? lo : dh < dl ? hi : (lo & 1u) ? hi : lo;
+}
+
+START_TEST(codecs_match_reference_bits)
+{
+    enum { N = 64 };
+    float w[N], w16[N], back[N];
+    uint8_t out[2 * N + 8];
+    /* Every 16-bit pattern decodes as the definitions say (Inf and NaN are
+     * refused). */
+    for (uint32_t base = 0; base < 65536; base += N) {
+        for (int c = PSKV_CODEC_FP16; c <= PSKV_CODEC_BF16; c++) {
+            bool finite = true;
+            for (int j = 0; j < N; j++) {
+                uint16_t h = (uint16_t)(base + j);
+                memcpy(out + 2 * j, &h, 2);
+                uint32_t b = (uint32_t)h << 16;
+                float v;
+                memcpy(&v, &b, 4);
+                w[j] = c == PSKV_CODEC_FP16 ? ref_f16_value(h) : v;
+                finite = finite && isfinite(w[j]);
+            }
+            int rc = pskv__codec_decode_row(2, c, out, N, back);
+            ck_assert_int_eq(rc, finite ? 0 : -1);
+            if (finite)
+                ck_assert(memcmp(w, back, sizeof w) == 0);
+        }
+    }
+    /* Encoding: float patterns spread over every exponent, plus the edges
+     * (the fp16 subnormal boundary, 65504..65520, ties). */
+    uint64_t x = 0;
+    for (uint32_t round = 0; round < 20000; round++) {
+        for (int j = 0; j < N; j++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            uint32_t b = (uint32_t)(x >> 32);
+            if (j % 8 == 1) /* near a tie of fp16 normals: low 13 bits 0x1000 */
+                b = (b & ~0x1fffu) | 0x1000u;
+            if (j % 8 == 2) /* ties of bf16 */
+                b = (b & ~0xffffu) | 0x8000u;
+            if (j % 8 == 3) /* the fp16 subnormal range and its top */
+                b = 0x33000000u + (b % 0x5800000u);
+            memcpy(&w[j], &b, 4);
+            if (!isfinite(w[j]))
+                w[j] = 0.0f;
+            /* the same pattern with an exponent fp16 can carry, 2^-26 .. 2^14 */
+            uint32_t b16 = (b & 0x807fffffu) | ((101u + (b >> 23) % 41u) << 23);
+            memcpy(&w16[j], &b16, 4);
+        }
+        if (round == 0) {
+            const float edges[] = {65504.0f, 65519.99f, -65519.99f, 0x1p-14f, 0x1.ffcp-15f,
+                                   0x1p-24f, 0x1p-25f, 0x1.8p-25f, 0x1.0p-149f, -0.0f};
+            memcpy(w16, edges, sizeof edges);
+        }
+        bool fits16 = true;
+        for (int j = 0; j < N; j++)
+            fits16 = fits16 && fabsf(w[j]) < 65520.0f;
+        ck_assert_int_eq(pskv__codec_encode_row(PSKV_CODEC_FP16, w, N, out), fits16 ? 0 : -1);
+        ck_assert_int_eq(pskv__codec_encode_row(PSKV_CODEC_FP16, w16, N, out), 0);
+        for (int j = 0; j < N; j++) {
+            uint16_t h, want = ref_f16(w16[j]);
+            memcpy(&h, out + 2 * j, 2);
+            ck_assert_msg(h == want, "fp16 of %a: %04x, want %04x", w16[j], h, want);
+        }
+        bool fitsb = true;
+        for (int j = 0; j < N; j++)
+            fitsb = fitsb && (ref_bf16(w[j]) & 0x7f80u) != 0x7f80u;
+        int rc = pskv__codec_encode_row(PSKV_CODEC_BF16, w, N, out);
+        ck_assert_int_eq(rc, fitsb ? 0 : -1);
+        for (int j = 0; fitsb && j < N; j++) {
+            uint16_t h, want = ref_bf16(w[j]);
+            memcpy(&h, out + 2 * j, 2);
+            ck_assert_msg(h == want, "bf16 of %a: %04x, want %04x", w[j], h, want);
+        }
+        /* int8: the scale is max |w| / 127 rounded up to a bf16, each value
+         * round(w / scale) (nearest even), decoded as q * scale. */
+        float amax = 0.0f;
+        for (int j = 0; j < N; j++)
+            amax = fmaxf(amax, fabsf(w[j]));
+        rc = pskv__codec_encode_row(PSKV_CODEC_INT8, w, N, out);
+        uint16_t sh;
+        memcpy(&sh, out, 2);
+        uint32_t sb = (uint32_t)sh << 16;
+        float scale;
+        memcpy(&scale, &sb, 4);
+        ck_assert(scale >= amax / 127.0f);
+        if (rc != 0) {
+            ck_assert(!isfinite(scale * rintf(amax / scale)) || !isfinite(scale));
+            continue;
+        }
+        for (int j = 0; j < N; j++) {
+            long want = scale > 0.0f ? lrintf(w[j] / scale) : 0;
+            ck_assert_int_eq((int8_t)out[2 + j], want > 127 ? 127 : want < -127 ? -127 : want);
+        }
+        ck_assert_int_eq(pskv__codec_decode_row(2, PSKV_CODEC_INT8, out, N, back), 0);
+        for (int j = 0; j < N; j++)
+            ck_assert(back[j] == (float)(int8_t)out[2 + j] * scale);
+    }
+    /* 65520 rounds to infinity in fp16; the float below it does not. */
+    const float limit[2] = {65520.0f, -65520.0f}, below = nextafterf(65520.0f, 0.0f);
+    ck_assert_int_eq(pskv__codec_encode_row(PSKV_CODEC_FP16, limit, 1, out), -1);
+    ck_assert_int_eq(pskv__codec_encode_row(PSKV_CODEC_FP16, limit + 1, 1, out), -1);
+    ck_assert_int_eq(pskv__codec_encode_row(PSKV_CODEC_FP16, &below, 1, out), 0);
+}
+END_TEST
 
 START_TEST(codecs_within_their_bounds)
 {
@@ -1577,6 +1724,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, versions_stamp_every_change);
     ADD_CASE(s, versions_survive_reopen);
     ADD_CASE(s, codecs_within_their_bounds);
+    ADD_CASE(s, codecs_match_reference_bits);
     ADD_CASE(s, damaged_chunks_change_nothing);
     ADD_CASE(s, chunk_formats_by_version);
     ADD_CASE(s, chunk_v2_of_previous_release_applies);
