@@ -886,6 +886,37 @@ PSKV_API int pskv_apply_since(pskv_table *t, const void *chunk, size_t len, int 
 PSKV_API int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float *values,
                                const char *config, void *buf, size_t cap, size_t *len);
 
+/* A gradient message with error feedback: one values chunk to apply with
+ * PSKV_APPLY_PUSH on the tables that own the keys. In this order:
+ *   1. gradients of repeated keys are summed (in the order given);
+ *   2. each key's residual row in `residual` is added (NULL: no error
+ *      feedback; absent rows count as zeros);
+ *   3. the rows of largest L2 norm are kept: topk=F keeps ceil(F * rows)
+ *      of the distinct keys (at least one), rows of equal norm keep the
+ *      smaller keys first; F = 1 (the default) keeps every row;
+ *   4. the kept rows are encoded with the codec into buf;
+ *   5. `residual` gets what the receiver will not see: for a kept row its
+ *      value minus the decoded value, for a row not kept its whole value.
+ *      Rows whose residual is exactly zero are erased from it.
+ * So, for every key, the decoded rows of all messages plus the final
+ * residual sum to every gradient given, up to fp32 rounding. Clip (if the
+ * caller clips) before this call: the residual holds what clipping left.
+ * config: "codec=fp32|fp16|bf16|int8 topk=F lz4=on|off dim=N"; dim is
+ * needed without a residual table and must match it otherwise. residual is
+ * an ordinary table of that dim (suggested "optimizer=none"): bounded by
+ * the store's budget, spilled, checkpointed with everything else. 0 with
+ * *len; PSKV_ERANGE with *len = the size needed when cap is too small;
+ * PSKV_ECODEC when a summed value does not fit the codec (fp16 beyond
+ * 65504); PSKV_EINVAL (a NULL array, a bad config, a value or a sum that
+ * is not finite); errors of pskv_get and pskv_put on residual. On any
+ * error the residual is unchanged and buf holds no message. Thread
+ * safety: calls on the same residual table must not overlap (each reads
+ * then writes its rows: one residual table per sender); without a
+ * residual, any thread. */
+PSKV_API int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n,
+                              const float *grads, const char *config, void *buf, size_t cap,
+                              size_t *len);
+
 typedef struct pskv_chunk_info {
     uint32_t kind;         /* enum pskv_chunk_kind */
     uint32_t codec;        /* enum pskv_codec */

@@ -465,8 +465,8 @@ int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float 
         return pskv__fail(PSKV_EINVAL, "dim=%u: expected 1..%u", dim, PSKV_DIM_MAX);
     if (n > UINT32_MAX - 1)
         return pskv__fail(PSKV_EINVAL, "%zu rows in one chunk: at most %u", n, UINT32_MAX - 1);
-    pskv__transfer_options xo = {PSKV_CODEC_FP32, false, false, 0};
-    int rc = pskv__transfer_options_parse(config, false, &xo);
+    pskv__transfer_options xo = {PSKV_CODEC_FP32, false, false, 0, 1.0, 0};
+    int rc = pskv__transfer_options_parse(config, PSKV__XFER_CHUNK, &xo);
     if (rc != 0)
         return rc;
     pskv__chunk_spec sp = {.kind = PSKV_CHUNK_VALUES, .codec = xo.codec, .lz4 = xo.lz4, .dim = dim};

@@ -65,8 +65,8 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     pskv__detail_clear();
     if (t == NULL || out == NULL)
         return fail_null(t == NULL ? "the table" : "out");
-    pskv__transfer_options o = {PSKV_CODEC_FP32, false, true, CHUNK_BYTES_DEFAULT};
-    int rc = pskv__transfer_options_parse(config, true, &o);
+    pskv__transfer_options o = {PSKV_CODEC_FP32, false, true, CHUNK_BYTES_DEFAULT, 1.0, 0};
+    int rc = pskv__transfer_options_parse(config, PSKV__XFER_EXPORT, &o);
     if (rc != 0)
         return rc;
     pskv_export *e = calloc(1, sizeof *e);

@@ -733,28 +733,40 @@ bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_opti
 
 /* ---------------------------------------------------------------- transfers */
 
-enum transfer_key { XK_PAYLOAD, XK_CODEC, XK_LZ4, XK_CHUNK_BYTES, XK_COUNT };
-static const char *const transfer_keys[XK_COUNT] = {"payload", "codec", "lz4", "chunk_bytes"};
+enum transfer_key { XK_PAYLOAD, XK_CODEC, XK_LZ4, XK_CHUNK_BYTES, XK_TOPK, XK_DIM, XK_COUNT };
+static const char *const transfer_keys[XK_COUNT] = {"payload", "codec", "lz4", "chunk_bytes",
+                                                    "topk", "dim"};
 
-int pskv__transfer_options_parse(const char *config, bool export, pskv__transfer_options *o)
+int pskv__transfer_options_parse(const char *config, enum pskv__transfer_kind kind,
+                                 pskv__transfer_options *o)
 {
     static const char *const codecs[] = {"fp32", "fp16", "bf16", "int8"};
     static const char *const onoff[] = {"on", "off"};
     static const char *const payloads[] = {"weights", "rows"};
+    /* The keys each kind takes, and what to say about the others. */
+    static const uint32_t allowed[] = {
+        [PSKV__XFER_CHUNK] = 1u << XK_CODEC | 1u << XK_LZ4,
+        [PSKV__XFER_EXPORT] = 1u << XK_PAYLOAD | 1u << XK_CODEC | 1u << XK_LZ4 | 1u << XK_CHUNK_BYTES,
+        [PSKV__XFER_GRAD] = 1u << XK_CODEC | 1u << XK_LZ4 | 1u << XK_TOPK | 1u << XK_DIM};
+    static const char *const takes[] = {
+        [PSKV__XFER_CHUNK] = "pskv_chunk_encode takes codec and lz4",
+        [PSKV__XFER_EXPORT] = "an export takes payload, codec, lz4 and chunk_bytes",
+        [PSKV__XFER_GRAD] = "pskv_grad_encode takes codec, lz4, topk and dim"};
     if (config == NULL)
         return 0;
     pskv__transfer_options n = *o;
     uint32_t seen = 0;
     token t;
     int rc;
-    const int count = export ? XK_COUNT : XK_LZ4 + 1;
     while ((rc = next_token(&config, &t)) == 1) {
-        int k = key_of(&t, export ? "export" : "chunk", transfer_keys, XK_COUNT, NULL, 0, &seen);
+        int k = key_of(&t, kind == PSKV__XFER_EXPORT ? "export" : kind == PSKV__XFER_GRAD
+                                                                     ? "gradient message"
+                                                                     : "chunk",
+                       transfer_keys, XK_COUNT, NULL, 0, &seen);
         if (k < 0)
             return k;
-        if (k >= count || (!export && k == XK_PAYLOAD))
-            return pskv__fail(PSKV_EINVAL, "'%.*s' is an export key: pskv_chunk_encode takes "
-                                           "codec and lz4", (int)t.klen, t.key);
+        if (!(allowed[kind] & 1u << k))
+            return pskv__fail(PSKV_EINVAL, "'%.*s': %s", (int)t.klen, t.key, takes[kind]);
         const char *why = NULL;
         switch (k) {
         case XK_PAYLOAD:
@@ -783,6 +795,20 @@ int pskv__transfer_options_parse(const char *config, bool export, pskv__transfer
             else
                 return bad_choice(&t, onoff, 2);
             break;
+        case XK_TOPK: {
+            float f;
+            if (parse_float(t.val, t.vlen, &f) != 0 || !(f > 0.0f && f <= 1.0f))
+                return bad_value(&t, "expected a fraction of the rows, 0 < F <= 1");
+            n.topk = f;
+            break;
+        }
+        case XK_DIM: {
+            uint64_t d;
+            if (parse_u64(t.val, t.vlen, &d) != 0 || d < 1 || d > PSKV_DIM_MAX)
+                return bad_value(&t, "expected 1..4096");
+            n.dim = (uint32_t)d;
+            break;
+        }
         default:
             if (parse_size(t.val, t.vlen, &n.chunk_bytes, &why) != 0)
                 return bad_value(&t, why ? why : "expected a size (e.g. 1M)");

@@ -1710,6 +1710,223 @@ START_TEST(decode_checks_capacities)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- gradient messages */
+
+enum { GD = 8, GKEYS = 300 };
+
+/* Add a message's decoded rows to sums[key][GD] (keys below GKEYS). */
+static void add_message(const void *buf, size_t len, double *sums, uint32_t *rows)
+{
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.kind, PSKV_CHUNK_VALUES);
+    ck_assert_uint_eq(in.dim, GD);
+    uint64_t *k = malloc((in.rows + 1) * sizeof *k);
+    float *v = malloc(((size_t)in.rows * GD + 1) * sizeof *v);
+    ck_assert_ok(pskv_chunk_decode(buf, len, k, in.rows, v, (size_t)in.rows * GD, NULL, 0, NULL,
+                                   0));
+    for (uint32_t i = 0; i < in.rows; i++) {
+        ck_assert(i == 0 || k[i] > k[i - 1]); /* one row per key, ascending */
+        ck_assert_uint_lt(k[i], GKEYS);
+        for (int j = 0; j < GD; j++)
+            sums[k[i] * GD + j] += v[i * GD + j];
+    }
+    *rows = in.rows;
+    free(k);
+    free(v);
+}
+
+/* Error feedback conserves gradients: after many messages, for every key
+ * the decoded rows plus the residual equal every gradient given (fp32
+ * rounding of the sums aside), for each codec and top-k, with a residual
+ * in DRAM and one that spills to disk. */
+static void ef_conserves(const char *cfg, bool spill, uint64_t seed)
+{
+    char dir[256] = "";
+    pskv_store *s;
+    pskv_table *res;
+    if (spill) {
+        test_mkdtemp(dir, "ef");
+        ck_assert_ok(pskv_open(dir, "memory_budget=16K", &s));
+    } else {
+        ck_assert_ok(pskv_open(NULL, NULL, &s));
+    }
+    ck_assert_ok(pskv_table_open(s, "residual", "dim=8 optimizer=none", &res));
+    double *given = calloc(GKEYS * GD, sizeof *given), *got = calloc(GKEYS * GD, sizeof *got);
+    double *mag = calloc(GKEYS * GD, sizeof *mag);
+    enum { B = 96 };
+    uint64_t keys[B];
+    float g[B * GD];
+    static uint8_t buf[1 << 16];
+    test_rng r = {seed};
+    for (int round = 0; round < 150; round++) {
+        uint32_t n = 1 + rng_below(&r, B);
+        for (uint32_t i = 0; i < n; i++) {
+            keys[i] = rng_below(&r, 4) == 0 ? rng_below(&r, 8) : rng_below(&r, GKEYS); /* repeats */
+            float scale = (float)(1u << rng_below(&r, 8)) * 1e-3f;
+            for (int j = 0; j < GD; j++) {
+                g[i * GD + j] = rng_float(&r) * scale;
+                given[keys[i] * GD + j] += g[i * GD + j];
+                mag[keys[i] * GD + j] += fabsf(g[i * GD + j]);
+            }
+        }
+        size_t len;
+        uint32_t rows;
+        ck_assert_ok(pskv_grad_encode(res, keys, n, g, cfg, buf, sizeof buf, &len));
+        add_message(buf, len, got, &rows);
+        ck_assert_uint_ge(rows, 1);
+    }
+    uint64_t all[GKEYS];
+    for (int k = 0; k < GKEYS; k++)
+        all[k] = (uint64_t)k;
+    float *rv = malloc(GKEYS * GD * sizeof *rv);
+    ck_assert_ok(pskv_get(res, all, GKEYS, rv, NULL));
+    for (int i = 0; i < GKEYS * GD; i++) {
+        double err = fabs(got[i] + rv[i] - given[i]);
+        ck_assert_msg(err <= 1e-5 * mag[i] + 1e-9, "%s key %d: sent %g + residual %g, given %g",
+                      cfg, i / GD, got[i], (double)rv[i], given[i]);
+    }
+    free(rv);
+    free(given);
+    free(got);
+    free(mag);
+    pskv_close(s);
+    if (spill)
+        test_remove_dir(dir);
+}
+
+START_TEST(grad_encode_error_feedback_conserves)
+{
+    const char *cfgs[] = {"codec=fp32", "codec=fp16", "codec=bf16", "codec=int8",
+                          "codec=int8 topk=0.1", "codec=fp16 topk=0.05 lz4=on",
+                          "codec=fp32 topk=0.3", "codec=bf16 topk=0.5"};
+    for (size_t c = 0; c < sizeof cfgs / sizeof *cfgs; c++)
+        ef_conserves(cfgs[c], false, 100 + c);
+    ef_conserves("codec=int8 topk=0.1", true, 7);
+    ef_conserves("codec=fp16 topk=0.3", true, 8);
+}
+END_TEST
+
+/* top-k keeps exactly the rows of largest norm; equal norms keep the
+ * smaller keys; repeated keys count by their sum. */
+START_TEST(grad_encode_topk_keeps_largest)
+{
+    enum { N = 40 };
+    uint64_t keys[N + 2];
+    float g[(N + 2) * 4];
+    for (int i = 0; i < N; i++) {
+        keys[i] = 1000 - (uint64_t)i; /* descending: the encoder sorts */
+        /* norms: key 1000-i has norm 10 + (i % 10): ties in groups */
+        for (int j = 0; j < 4; j++)
+            g[i * 4 + j] = j == 0 ? (float)(10 + i % 10) : 0.0f;
+    }
+    /* key 5 twice: 30 + 30 = 60, the largest */
+    keys[N] = keys[N + 1] = 5;
+    for (int j = 0; j < 4; j++)
+        g[N * 4 + j] = g[(N + 1) * 4 + j] = j == 0 ? 30.0f : 0.0f;
+    uint8_t buf[4096];
+    size_t len;
+    /* 41 distinct keys, topk=0.2: ceil(8.2) = 9 rows */
+    ck_assert_ok(pskv_grad_encode(NULL, keys, N + 2, g, "dim=4 topk=0.2", buf, sizeof buf, &len));
+    uint64_t k[16];
+    float v[64];
+    pskv_chunk_info in;
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 9);
+    ck_assert_ok(pskv_chunk_decode(buf, len, k, 16, v, 64, NULL, 0, NULL, 0));
+    /* key 5 (60), then norm 19: i = 9, 19, 29, 39 (keys 991, 981, 971,
+     * 961), then norm 18: i = 8, 18, 28, 38 (keys 992, 982, 972, 962): four
+     * of the norm-18 keys are wanted, the smaller ones first. */
+    const uint64_t want[9] = {5, 961, 962, 971, 972, 981, 982, 991, 992};
+    for (int i = 0; i < 9; i++)
+        ck_assert_uint_eq(k[i], want[i]);
+    ck_assert(v[0] == 60.0f);
+    /* topk=1 keeps all; a tiny topk keeps one row */
+    ck_assert_ok(pskv_grad_encode(NULL, keys, N + 2, g, "dim=4", buf, sizeof buf, &len));
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, N + 1);
+    ck_assert_ok(pskv_grad_encode(NULL, keys, N + 2, g, "dim=4 topk=0.001", buf, sizeof buf, &len));
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 1);
+    /* no rows: an empty message */
+    ck_assert_ok(pskv_grad_encode(NULL, NULL, 0, NULL, "dim=4 topk=0.5", buf, sizeof buf, &len));
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 0);
+}
+END_TEST
+
+/* The message is gradients: applied with PUSH it steps the rows as a push
+ * of the decoded values would; errors change nothing. */
+START_TEST(grad_encode_applies_and_refuses)
+{
+    pskv_store *s;
+    pskv_table *res, *a, *b;
+    ck_assert_ok(pskv_open(NULL, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "residual", "dim=4 optimizer=none", &res));
+    ck_assert_ok(pskv_table_open(s, "a", "dim=4 optimizer=adagrad init=zeros", &a));
+    ck_assert_ok(pskv_table_open(s, "b", "dim=4 optimizer=adagrad init=zeros", &b));
+    uint64_t keys[3] = {3, 1, 3};
+    float g[12] = {0.5f, -1, 2, 0.25f, 1, 1, 1, 1, 0.5f, 0, 0, 0};
+    uint8_t buf[1024];
+    size_t len;
+    ck_assert_ok(pskv_grad_encode(res, keys, 3, g, "codec=int8", buf, sizeof buf, &len));
+    ck_assert_ok(pskv_apply(a, buf, len, PSKV_APPLY_PUSH));
+    uint64_t k[2];
+    float v[8];
+    ck_assert_ok(pskv_chunk_decode(buf, len, k, 2, v, 8, NULL, 0, NULL, 0));
+    ck_assert_ok(pskv_push(b, k, 2, v));
+    float ra[8], rb[8];
+    uint64_t both[2] = {1, 3};
+    ck_assert_ok(pskv_get(a, both, 2, ra, NULL));
+    ck_assert_ok(pskv_get(b, both, 2, rb, NULL));
+    ck_assert(memcmp(ra, rb, sizeof ra) == 0);
+
+    /* Errors leave the residual as it was. */
+    float before[8], after[8];
+    ck_assert_ok(pskv_get(res, both, 2, before, NULL));
+    ck_assert_err(pskv_grad_encode(res, keys, 3, g, "codec=fp16", buf, 20, &len), PSKV_ERANGE);
+    ck_assert_uint_gt(len, 20);
+    ck_assert_ok(pskv_grad_encode(res, keys, 3, g, "codec=fp16", buf, len, &len)); /* fits */
+    ck_assert_ok(pskv_get(res, both, 2, before, NULL));
+    float huge[12];
+    memcpy(huge, g, sizeof huge);
+    huge[5] = 1e6f;
+    ck_assert_err(pskv_grad_encode(res, keys, 3, huge, "codec=fp16", buf, sizeof buf, &len),
+                  PSKV_ECODEC);
+    huge[5] = NAN;
+    ck_assert_err(pskv_grad_encode(res, keys, 3, huge, "codec=fp32", buf, sizeof buf, &len),
+                  PSKV_EINVAL);
+    huge[5] = 3e38f;
+    huge[1] = 3e38f; /* key 3 twice: the sum overflows */
+    huge[9] = 3e38f;
+    ck_assert_err(pskv_grad_encode(res, keys, 3, huge, "codec=fp32", buf, sizeof buf, &len),
+                  PSKV_EINVAL);
+    ck_assert_ok(pskv_get(res, both, 2, after, NULL));
+    ck_assert(memcmp(before, after, sizeof before) == 0);
+    /* configs */
+    ck_assert_err(pskv_grad_encode(NULL, keys, 3, g, "codec=int8", buf, sizeof buf, &len),
+                  PSKV_EINVAL); /* no dim */
+    ck_assert_err(pskv_grad_encode(res, keys, 3, g, "dim=8", buf, sizeof buf, &len), PSKV_EINVAL);
+    ck_assert_err(pskv_grad_encode(res, keys, 3, g, "topk=0", buf, sizeof buf, &len), PSKV_EINVAL);
+    ck_assert_err(pskv_grad_encode(res, keys, 3, g, "topk=1.5", buf, sizeof buf, &len),
+                  PSKV_EINVAL);
+    ck_assert_err(pskv_grad_encode(res, keys, 3, g, "payload=rows", buf, sizeof buf, &len),
+                  PSKV_EINVAL);
+    ck_assert_err(pskv_grad_encode(res, keys, 3, g, "codec=fp8", buf, sizeof buf, &len),
+                  PSKV_EINVAL);
+    ck_assert_err(pskv_grad_encode(res, NULL, 3, g, NULL, buf, sizeof buf, &len), PSKV_EINVAL);
+    ck_assert_err(pskv_grad_encode(res, keys, 3, g, NULL, buf, sizeof buf, NULL), PSKV_EINVAL);
+    ck_assert_ok(pskv_get(res, both, 2, after, NULL));
+    ck_assert(memcmp(before, after, sizeof before) == 0);
+    /* fp32 without top-k sends everything: the residual is emptied */
+    ck_assert_ok(pskv_grad_encode(res, keys, 3, g, "codec=fp32", buf, sizeof buf, &len));
+    uint8_t found[2];
+    ck_assert_ok(pskv_get(res, both, 2, after, found));
+    ck_assert(!found[0] && !found[1]);
+    pskv_close(s);
+}
+END_TEST
+
 int main(int argc, char **argv)
 {
     data_dir = argc > 1 ? argv[1] : "tests/data";
@@ -1749,5 +1966,8 @@ int main(int argc, char **argv)
     ADD_CASE(s, replica_continuity);
     ADD_CASE(s, truncate_durable);
     ADD_CASE(s, decode_checks_capacities);
+    ADD_CASE(s, grad_encode_error_feedback_conserves);
+    ADD_CASE(s, grad_encode_topk_keeps_largest);
+    ADD_CASE(s, grad_encode_applies_and_refuses);
     return run_suite(s);
 }

@@ -1,0 +1,270 @@
+/* Gradient messages with error feedback (pskv_grad_encode).
+ *
+ * One call: sort the keys (stable), sum the gradients of repeated keys in
+ * the order given, add the residual rows, keep the rows of largest L2
+ * norm (topk: ceil(F * rows); equal norms keep the smaller keys), encode
+ * the kept rows as one values chunk, then store into the residual table
+ * what the receiver will not see: the value minus its decoded form for
+ * rows sent, the whole value for rows not sent. Invariant: for every key,
+ * the decoded rows of every message plus the final residual equal the sum
+ * of every gradient given, up to fp32 rounding of the sums.
+ *
+ * All or nothing: the residual changes only after the chunk is written
+ * (a buffer too small, a value out of the codec's range: nothing changed),
+ * and with one pskv_put of every row (all or nothing itself). Rows whose
+ * residual is exactly zero are erased afterwards (best effort: a zero row
+ * left behind is still the right value).
+ *
+ * Selection is a radix select over the norms' bits (non-negative doubles
+ * order as unsigned integers): linear time, no sort of the rows.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chunk.h"
+#include "codec.h"
+#include "errors.h"
+#include "format.h"
+#include "optimizer.h"
+#include "options.h"
+#include "pskv_internal.h"
+#include "sort.h"
+
+/* The k-th largest (1 <= k <= m) of v[0..m), as unsigned integers, one
+ * byte at a time from the top; v is reordered. */
+static uint64_t kth_largest(uint64_t *v, size_t m, size_t k)
+{
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        size_t count[256] = {0};
+        for (size_t i = 0; i < m; i++)
+            count[(v[i] >> shift) & 0xff]++;
+        unsigned b = 255;
+        while (count[b] < k) {
+            k -= count[b];
+            b--;
+        }
+        size_t w = 0;
+        for (size_t i = 0; i < m; i++)
+            if (((v[i] >> shift) & 0xff) == b)
+                v[w++] = v[i];
+        m = w;
+    }
+    return v[0];
+}
+
+static uint64_t norm_bits(double d)
+{
+    uint64_t x;
+    memcpy(&x, &d, 8);
+    return x;
+}
+
+/* Squared L2 norm of a row in double (no overflow for finite floats), in
+ * four partial sums added in a fixed order: the same bits on every
+ * machine, so every machine keeps the same rows. */
+static double row_norm2(const float *r, uint32_t dim)
+{
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    uint32_t j = 0;
+    for (; j + 4 <= dim; j += 4)
+        for (int q = 0; q < 4; q++)
+            s[q] += (double)r[j + q] * (double)r[j + q];
+    for (; j < dim; j++)
+        s[0] += (double)r[j] * (double)r[j];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+/* keep[i] for the k rows of largest norm among m (rows in key order). */
+static int choose_rows(const float *v, uint32_t m, uint32_t dim, uint32_t k, uint8_t *keep)
+{
+    if (k >= m) {
+        memset(keep, 1, m);
+        return 0;
+    }
+    uint64_t *norm = malloc((size_t)m * sizeof *norm), *scratch = malloc((size_t)m * sizeof *scratch);
+    if (norm == NULL || scratch == NULL) {
+        free(norm);
+        free(scratch);
+        return PSKV_ENOMEM;
+    }
+    for (uint32_t i = 0; i < m; i++)
+        norm[i] = scratch[i] = norm_bits(row_norm2(v + (size_t)i * dim, dim));
+    uint64_t t = kth_largest(scratch, m, k);
+    uint32_t above = 0;
+    for (uint32_t i = 0; i < m; i++)
+        above += norm[i] > t;
+    /* Rows at the threshold: the first ones, the smaller keys. */
+    uint32_t at = k - above;
+    for (uint32_t i = 0; i < m; i++) {
+        keep[i] = norm[i] > t || (norm[i] == t && at > 0);
+        at -= norm[i] == t && at > 0;
+    }
+    free(norm);
+    free(scratch);
+    return 0;
+}
+
+/* The residual of sent row v: v minus what the receiver decodes. */
+static void sent_residual(uint32_t codec, const float *v, uint32_t dim, uint8_t *coded,
+                          float *back, float *res)
+{
+    if (codec == PSKV_CODEC_FP32) {
+        memset(res, 0, (size_t)dim * sizeof *res);
+        return;
+    }
+    /* The chunk holds these bytes already (encoded without error). */
+    (void)pskv__codec_encode_row(codec, v, dim, coded);
+    (void)pskv__codec_decode_row(PSKV_FMT_CHUNK_VERSION, codec, coded, dim, back);
+    for (uint32_t j = 0; j < dim; j++)
+        res[j] = v[j] - back[j];
+}
+
+static bool row_is_zero(const float *r, uint32_t dim)
+{
+    for (uint32_t j = 0; j < dim; j++)
+        if (r[j] != 0.0f)
+            return false;
+    return true;
+}
+
+/* Summed rows of the distinct keys, ascending: ukeys[m], v[m][dim]. */
+static int sum_repeated(const uint64_t *keys, size_t n, const float *grads, uint32_t dim,
+                        uint64_t *ukeys, float *v, uint32_t *m_out)
+{
+    pskv__keyed *order = malloc((n ? n : 1) * sizeof *order);
+    if (order == NULL)
+        return PSKV_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        order[i] = (pskv__keyed){keys[i], (uint32_t)i};
+    int rc = pskv__keyed_sort(order, n); /* stable: repeats sum in the order given */
+    uint32_t m = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const float *g = grads + (size_t)order[i].at * dim;
+        if (m > 0 && ukeys[m - 1] == order[i].key) {
+            float *row = v + (size_t)(m - 1) * dim;
+            for (uint32_t j = 0; j < dim; j++)
+                row[j] += g[j];
+        } else {
+            ukeys[m] = order[i].key;
+            memcpy(v + (size_t)m * dim, g, (size_t)dim * sizeof *v);
+            m++;
+        }
+    }
+    free(order);
+    *m_out = m;
+    return rc;
+}
+
+/* The first row of v[m][dim] with a value not finite, or m. */
+static uint32_t first_nonfinite_row(const float *v, uint32_t m, uint32_t dim)
+{
+    if (!pskv__floats_nonfinite(v, (size_t)m * dim))
+        return m;
+    uint32_t i = 0;
+    while (i < m && !pskv__floats_nonfinite(v + (size_t)i * dim, dim))
+        i++;
+    return i;
+}
+
+int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const float *grads,
+                     const char *config, void *buf, size_t cap, size_t *len)
+{
+    pskv__detail_clear();
+    if (len == NULL || (n > 0 && (keys == NULL || grads == NULL)) || (cap > 0 && buf == NULL))
+        return pskv__fail(PSKV_EINVAL, "%s is NULL", len == NULL    ? "len"
+                                                     : buf == NULL  ? "buf"
+                                                     : keys == NULL ? "keys"
+                                                                    : "grads");
+    if (n > UINT32_MAX - 1)
+        return pskv__fail(PSKV_EINVAL, "%zu rows in one message: at most %u", n, UINT32_MAX - 1);
+    pskv__transfer_options o = {PSKV_CODEC_FP32, false, false, 0, 1.0, 0};
+    int rc = pskv__transfer_options_parse(config, PSKV__XFER_GRAD, &o);
+    if (rc != 0)
+        return rc;
+    uint32_t dim = o.dim;
+    if (residual != NULL) {
+        if (o.dim != 0 && o.dim != residual->dim)
+            return pskv__fail(PSKV_EINVAL, "dim=%u, but the residual table '%s' has dim %u",
+                              o.dim, residual->name, residual->dim);
+        dim = residual->dim;
+    } else if (dim == 0) {
+        return pskv__fail(PSKV_EINVAL, "without a residual table the config needs dim=N");
+    }
+    uint32_t bad = first_nonfinite_row(grads, (uint32_t)n, dim);
+    if (bad < n)
+        return pskv__fail(PSKV_EINVAL, "gradient row %u (key %llu) has a value that is not "
+                                       "finite: nothing was encoded", bad,
+                          (unsigned long long)keys[bad]);
+
+    const size_t row_bytes = (size_t)dim * sizeof(float);
+    uint64_t *ukeys = malloc((n ? n : 1) * sizeof *ukeys);
+    float *v = malloc((n ? n : 1) * row_bytes);
+    float *res = malloc((n ? n : 1) * row_bytes);
+    const float **rows = malloc((n ? n : 1) * sizeof *rows);
+    uint64_t *sent_keys = malloc((n ? n : 1) * sizeof *sent_keys);
+    uint8_t *keep = malloc(n ? n : 1);
+    uint8_t *coded = malloc(pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, o.codec, dim));
+    float *back = malloc(row_bytes);
+    uint32_t m = 0;
+    rc = ukeys && v && res && rows && sent_keys && keep && coded && back ? 0 : PSKV_ENOMEM;
+    if (rc == 0)
+        rc = sum_repeated(keys, n, grads, dim, ukeys, v, &m);
+    /* What this worker still owes from earlier messages. */
+    if (rc == 0 && residual != NULL && m > 0) {
+        rc = pskv_get(residual, ukeys, m, res, NULL);
+        for (size_t i = 0; rc == 0 && i < (size_t)m * dim; i++)
+            v[i] += res[i];
+    }
+    if (rc == 0 && (bad = first_nonfinite_row(v, m, dim)) < m)
+        rc = pskv__fail(PSKV_EINVAL, "key %llu: its gradients%s sum to a value that is not "
+                                     "finite: nothing was encoded",
+                        (unsigned long long)ukeys[bad], residual ? " and residual" : "");
+    uint32_t k = 0;
+    if (rc == 0 && m > 0) {
+        double want = ceil(o.topk * (double)m);
+        k = want < 1.0 ? 1 : want > (double)m ? m : (uint32_t)want;
+        rc = choose_rows(v, m, dim, k, keep);
+    }
+    uint32_t sent = 0;
+    for (uint32_t i = 0; rc == 0 && i < m; i++)
+        if (keep[i]) {
+            sent_keys[sent] = ukeys[i];
+            rows[sent++] = v + (size_t)i * dim;
+        }
+    if (rc == 0) {
+        pskv__chunk_spec sp = {.kind = PSKV_CHUNK_VALUES, .codec = o.codec, .lz4 = o.lz4,
+                               .dim = dim};
+        rc = pskv__chunk_write(&sp, sent_keys, rows, sent, NULL, 0, buf, cap, len);
+    }
+    /* Error feedback: what the receiver will not see. */
+    if (rc == 0 && residual != NULL && m > 0) {
+        for (uint32_t i = 0; i < m; i++) {
+            const float *row = v + (size_t)i * dim;
+            float *r = res + (size_t)i * dim;
+            if (keep[i])
+                sent_residual(o.codec, row, dim, coded, back, r);
+            else
+                memcpy(r, row, row_bytes);
+        }
+        rc = pskv_put(residual, ukeys, m, res);
+        if (rc == 0) { /* best effort: a zero row left behind is still right */
+            uint32_t z = 0;
+            for (uint32_t i = 0; i < m; i++)
+                if (row_is_zero(res + (size_t)i * dim, dim))
+                    ukeys[z++] = ukeys[i];
+            if (z > 0)
+                (void)pskv_erase(residual, ukeys, z);
+            pskv__detail_clear();
+        }
+    }
+    free(ukeys);
+    free(v);
+    free(res);
+    free(rows);
+    free(sent_keys);
+    free(keep);
+    free(coded);
+    free(back);
+    return rc;
+}
