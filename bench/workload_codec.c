@@ -5,7 +5,10 @@
  * median over rounds of each candidate's rate and of its ratio to the
  * round's memcpy. Encode is pskv_chunk_encode (sorting the keys, checking
  * the values are finite, coding, XXH3 seal); decode is pskv_chunk_decode
- * (checking the seal and every decoded value).
+ * (checking the seal and every decoded value). Then gradient messages
+ * (pskv_grad_encode) over the same rows: per codec without error feedback,
+ * and with top-k and a residual table (error feedback: reading and writing
+ * its 4096 rows each call).
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <math.h>
 #include <stdio.h>
@@ -14,14 +17,27 @@
 
 #include "bench.h"
 
-enum { ROWS = 4096, CODECS = 4, KINDS = 1 + 2 * CODECS, ROUNDS_MAX = 33 };
+enum { ROWS = 4096, CODECS = 4, GRADS = 7, KINDS = 1 + 2 * CODECS + GRADS, ROUNDS_MAX = 33 };
 static const char *const codec_names[CODECS] = {"fp32", "fp16", "bf16", "int8"};
+/* Gradient messages: config, and whether with a residual table. */
+static const struct {
+    const char *name, *cfg;
+    bool ef;
+} grads[GRADS] = {
+    {"grad fp32", "dim=64 codec=fp32", false},
+    {"grad fp16", "dim=64 codec=fp16", false},
+    {"grad int8", "dim=64 codec=int8", false},
+    {"grad int8 top10%", "dim=64 codec=int8 topk=0.1", false},
+    {"grad int8 EF", "codec=int8", true},
+    {"grad int8 top10% EF", "codec=int8 topk=0.1", true},
+    {"grad fp16 top5% EF", "codec=fp16 topk=0.05", true},
+};
 
 /* Seconds per call of kind k (0: memcpy; 1 + 2c: encode codec c; 2 + 2c:
  * decode), over enough calls for about 50 ms. */
 static double run_kind(int k, const uint64_t *keys, const float *values, float *copy,
                        void *const *chunk, const size_t *chunk_len, uint8_t *scratch,
-                       size_t cap, uint64_t *keys_out)
+                       size_t cap, uint64_t *keys_out, pskv_table *residual)
 {
     int calls = 0;
     double t0 = bench_now(), dt;
@@ -31,6 +47,10 @@ static double run_kind(int k, const uint64_t *keys, const float *values, float *
             size_t len;
             if (k == 0) {
                 memcpy(copy, values, (size_t)ROWS * DIM * sizeof(float));
+            } else if (k > 2 * CODECS) {
+                int gk = k - 1 - 2 * CODECS;
+                rc = pskv_grad_encode(grads[gk].ef ? residual : NULL, keys, ROWS, values,
+                                      grads[gk].cfg, scratch, cap, &len);
             } else if (k % 2 == 1) {
                 char cfg[32];
                 snprintf(cfg, sizeof cfg, "codec=%s", codec_names[(k - 1) / 2]);
@@ -84,6 +104,13 @@ int workload_codec(int json)
             return 1;
         }
     }
+    pskv_store *store;
+    pskv_table *residual;
+    if (pskv_open(NULL, NULL, &store) != 0 ||
+        pskv_table_open(store, "residual", "dim=64 optimizer=none", &residual) != 0) {
+        fprintf(stderr, "pskv-bench codec: cannot open the residual table\n");
+        return 1;
+    }
     const unsigned rounds = bench_cfg.reps < 3 ? 3 : bench_cfg.reps < ROUNDS_MAX ? bench_cfg.reps
                                                                                  : ROUNDS_MAX;
     double rate[KINDS][ROUNDS_MAX], ratio[KINDS][ROUNDS_MAX];
@@ -101,7 +128,8 @@ int workload_codec(int json)
         double sec[KINDS];
         for (int q = 0; q < KINDS; q++) {
             int k = order[q];
-            sec[k] = run_kind(k, keys, values, copy, chunk, chunk_len, scratch, cap, keys_out);
+            sec[k] = run_kind(k, keys, values, copy, chunk, chunk_len, scratch, cap, keys_out,
+                              residual);
         }
         for (int k = 0; k < KINDS; k++) {
             rate[k][r] = (double)bytes / sec[k] / 1e9;
@@ -110,25 +138,28 @@ int workload_codec(int json)
     }
     if (!json)
         printf("workload codec: chunks of %d rows of dim %d (%.1f MiB of fp32), median of %u "
-               "shuffled rounds\n%-16s %12s %11s %14s\n",
+               "shuffled rounds\n%-20s %8s %11s %14s\n",
                ROWS, DIM, (double)bytes / (1 << 20), rounds, "", "GB/s fp32", "vs memcpy",
                "chunk bytes");
     for (int k = 0; k < KINDS; k++) {
         char name[32];
         if (k == 0)
             snprintf(name, sizeof name, "memcpy (limit)");
+        else if (k > 2 * CODECS)
+            snprintf(name, sizeof name, "%s", grads[k - 1 - 2 * CODECS].name);
         else
             snprintf(name, sizeof name, "%s %s", k % 2 ? "encode" : "decode",
                      codec_names[(k - 1) / 2]);
         double g = bench_median(rate[k], rounds), q = bench_median(ratio[k], rounds);
-        size_t clen = k == 0 ? bytes : chunk_len[(k - 1) / 2];
+        size_t clen = k == 0 ? bytes : k > 2 * CODECS ? 0 : chunk_len[(k - 1) / 2];
         if (json)
             printf("{\"workload\":\"codec\",\"op\":\"%s\",\"gb_per_s\":%.3f,"
                    "\"vs_memcpy\":%.4f,\"chunk_bytes\":%zu}\n",
                    name, g, q, clen);
         else
-            printf("%-16s %12.2f %10.3fx %14zu\n", name, g, q, clen);
+            printf("%-20s %8.2f %10.3fx %14zu\n", name, g, q, clen);
     }
+    pskv_close(store);
     for (int c = 0; c < CODECS; c++)
         free(chunk[c]);
     free(keys);

@@ -888,9 +888,10 @@ PSKV_API int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, con
 
 /* A gradient message with error feedback: one values chunk to apply with
  * PSKV_APPLY_PUSH on the tables that own the keys. In this order:
- *   1. gradients of repeated keys are summed (in the order given);
- *   2. each key's residual row in `residual` is added (NULL: no error
- *      feedback; absent rows count as zeros);
+ *   1. each distinct key's row starts from its residual row in
+ *      `residual` (NULL: no error feedback; an absent row is zeros);
+ *   2. the key's gradients are added to it, repeated keys in the order
+ *      given;
  *   3. the rows of largest L2 norm are kept: topk=F keeps ceil(F * rows)
  *      of the distinct keys (at least one), rows of equal norm keep the
  *      smaller keys first; F = 1 (the default) keeps every row;

@@ -223,6 +223,11 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     return rc;
 }
 
+const uint8_t *pskv__chunk_values(const void *chunk, const uint64_t *keys, uint32_t n)
+{
+    return (const uint8_t *)chunk + PSKV_FMT_CHUNK_HEAD + keys_len(keys, n);
+}
+
 void pskv__chunk_seal(void *chunk, size_t len)
 {
     uint8_t *c = chunk;

@@ -27,6 +27,11 @@ typedef struct pskv__chunk_spec {
 PSKV__HIDDEN int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys,
                                    const float *const *rows, uint32_t n, const uint64_t *tombs,
                                    uint32_t ntombs, void *buf, size_t cap, size_t *len);
+/* The encoded values of a chunk pskv__chunk_write wrote without lz4 and
+ * without tombstones, for its n keys: row i's are at the result plus i
+ * times the codec's row bytes. */
+PSKV__HIDDEN const uint8_t *pskv__chunk_values(const void *chunk, const uint64_t *keys,
+                                               uint32_t n);
 /* Write the checksum of a chunk written unsealed (len: its size). A full
  * export encodes rows under their shard's lock, and hashes after. */
 PSKV__HIDDEN void pskv__chunk_seal(void *chunk, size_t len);

@@ -1,7 +1,7 @@
 /* Gradient messages with error feedback (pskv_grad_encode).
  *
- * One call: sort the keys (stable), sum the gradients of repeated keys in
- * the order given, add the residual rows, keep the rows of largest L2
+ * One call: sort the keys (stable), start each distinct key's row from its
+ * residual row (zeros without), add its gradients in the order given, keep the rows of largest L2
  * norm (topk: ceil(F * rows); equal norms keep the smaller keys), encode
  * the kept rows as one values chunk, then store into the residual table
  * what the receiver will not see: the value minus its decoded form for
@@ -105,19 +105,23 @@ static int choose_rows(const float *v, uint32_t m, uint32_t dim, uint32_t k, uin
     return 0;
 }
 
-/* The residual of sent row v: v minus what the receiver decodes. */
-static void sent_residual(uint32_t codec, const float *v, uint32_t dim, uint8_t *coded,
-                          float *back, float *res)
+/* Sent row v becomes its residual: v minus what the receiver decodes from
+ * `coded`, the row's bytes in the chunk (NULL: encode it again, as the
+ * chunk did, into scratch). */
+static void sent_residual(uint32_t codec, float *v, uint32_t dim, const uint8_t *coded,
+                          uint8_t *scratch, float *back)
 {
     if (codec == PSKV_CODEC_FP32) {
-        memset(res, 0, (size_t)dim * sizeof *res);
+        memset(v, 0, (size_t)dim * sizeof *v);
         return;
     }
-    /* The chunk holds these bytes already (encoded without error). */
-    (void)pskv__codec_encode_row(codec, v, dim, coded);
+    if (coded == NULL) {
+        (void)pskv__codec_encode_row(codec, v, dim, scratch); /* no error: the chunk took it */
+        coded = scratch;
+    }
     (void)pskv__codec_decode_row(PSKV_FMT_CHUNK_VERSION, codec, coded, dim, back);
     for (uint32_t j = 0; j < dim; j++)
-        res[j] = v[j] - back[j];
+        v[j] -= back[j];
 }
 
 static bool row_is_zero(const float *r, uint32_t dim)
@@ -128,30 +132,21 @@ static bool row_is_zero(const float *r, uint32_t dim)
     return true;
 }
 
-/* Summed rows of the distinct keys, ascending: ukeys[m], v[m][dim]. */
-static int sum_repeated(const uint64_t *keys, size_t n, const float *grads, uint32_t dim,
-                        uint64_t *ukeys, float *v, uint32_t *m_out)
+/* The distinct keys, ascending (ukeys[m]), and which of them each
+ * position of the sorted order holds: order[i].at stays the position given,
+ * unique[i] the distinct key's index. */
+static int distinct_keys(const uint64_t *keys, size_t n, pskv__keyed *order, uint32_t *unique,
+                         uint64_t *ukeys, uint32_t *m_out)
 {
-    pskv__keyed *order = malloc((n ? n : 1) * sizeof *order);
-    if (order == NULL)
-        return PSKV_ENOMEM;
     for (size_t i = 0; i < n; i++)
         order[i] = (pskv__keyed){keys[i], (uint32_t)i};
-    int rc = pskv__keyed_sort(order, n); /* stable: repeats sum in the order given */
+    int rc = pskv__keyed_sort(order, n); /* stable: repeats add in the order given */
     uint32_t m = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const float *g = grads + (size_t)order[i].at * dim;
-        if (m > 0 && ukeys[m - 1] == order[i].key) {
-            float *row = v + (size_t)(m - 1) * dim;
-            for (uint32_t j = 0; j < dim; j++)
-                row[j] += g[j];
-        } else {
-            ukeys[m] = order[i].key;
-            memcpy(v + (size_t)m * dim, g, (size_t)dim * sizeof *v);
-            m++;
-        }
+        if (m == 0 || ukeys[m - 1] != order[i].key)
+            ukeys[m++] = order[i].key;
+        unique[i] = m - 1;
     }
-    free(order);
     *m_out = m;
     return rc;
 }
@@ -199,22 +194,31 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
 
     const size_t row_bytes = (size_t)dim * sizeof(float);
     uint64_t *ukeys = malloc((n ? n : 1) * sizeof *ukeys);
+    pskv__keyed *order = malloc((n ? n : 1) * sizeof *order);
+    uint32_t *unique = malloc((n ? n : 1) * sizeof *unique);
     float *v = malloc((n ? n : 1) * row_bytes);
-    float *res = malloc((n ? n : 1) * row_bytes);
     const float **rows = malloc((n ? n : 1) * sizeof *rows);
     uint64_t *sent_keys = malloc((n ? n : 1) * sizeof *sent_keys);
     uint8_t *keep = malloc(n ? n : 1);
     uint8_t *coded = malloc(pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, o.codec, dim));
     float *back = malloc(row_bytes);
     uint32_t m = 0;
-    rc = ukeys && v && res && rows && sent_keys && keep && coded && back ? 0 : PSKV_ENOMEM;
+    rc = ukeys && order && unique && v && rows && sent_keys && keep && coded && back
+             ? 0
+             : PSKV_ENOMEM;
     if (rc == 0)
-        rc = sum_repeated(keys, n, grads, dim, ukeys, v, &m);
-    /* What this worker still owes from earlier messages. */
-    if (rc == 0 && residual != NULL && m > 0) {
-        rc = pskv_get(residual, ukeys, m, res, NULL);
-        for (size_t i = 0; rc == 0 && i < (size_t)m * dim; i++)
-            v[i] += res[i];
+        rc = distinct_keys(keys, n, order, unique, ukeys, &m);
+    /* Each row starts from what this sender still owes from earlier
+     * messages (zeros without a residual), then its gradients add. */
+    if (rc == 0 && residual != NULL && m > 0)
+        rc = pskv_get(residual, ukeys, m, v, NULL);
+    else if (rc == 0)
+        memset(v, 0, (size_t)m * row_bytes);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        float *row = v + (size_t)unique[i] * dim;
+        const float *g = grads + (size_t)order[i].at * dim;
+        for (uint32_t j = 0; j < dim; j++)
+            row[j] += g[j];
     }
     if (rc == 0 && (bad = first_nonfinite_row(v, m, dim)) < m)
         rc = pskv__fail(PSKV_EINVAL, "key %llu: its gradients%s sum to a value that is not "
@@ -237,21 +241,21 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
                                .dim = dim};
         rc = pskv__chunk_write(&sp, sent_keys, rows, sent, NULL, 0, buf, cap, len);
     }
-    /* Error feedback: what the receiver will not see. */
+    /* Error feedback: what the receiver will not see, in place of v (the
+     * chunk is written). Without lz4 the chunk's own bytes are decoded. */
     if (rc == 0 && residual != NULL && m > 0) {
-        for (uint32_t i = 0; i < m; i++) {
-            const float *row = v + (size_t)i * dim;
-            float *r = res + (size_t)i * dim;
-            if (keep[i])
-                sent_residual(o.codec, row, dim, coded, back, r);
-            else
-                memcpy(r, row, row_bytes);
-        }
-        rc = pskv_put(residual, ukeys, m, res);
+        const size_t vb = pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, o.codec, dim);
+        const uint8_t *at = o.lz4 ? NULL : pskv__chunk_values(buf, sent_keys, sent);
+        for (uint32_t i = 0; i < m; i++)
+            if (keep[i]) {
+                sent_residual(o.codec, v + (size_t)i * dim, dim, at, coded, back);
+                at = at != NULL ? at + vb : NULL;
+            }
+        rc = pskv_put(residual, ukeys, m, v);
         if (rc == 0) { /* best effort: a zero row left behind is still right */
             uint32_t z = 0;
             for (uint32_t i = 0; i < m; i++)
-                if (row_is_zero(res + (size_t)i * dim, dim))
+                if (row_is_zero(v + (size_t)i * dim, dim))
                     ukeys[z++] = ukeys[i];
             if (z > 0)
                 (void)pskv_erase(residual, ukeys, z);
@@ -259,8 +263,9 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
         }
     }
     free(ukeys);
+    free(order);
+    free(unique);
     free(v);
-    free(res);
     free(rows);
     free(sent_keys);
     free(keep);
