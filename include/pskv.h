@@ -188,8 +188,21 @@ typedef struct pskv_table_options {
                           "init_gen=G"): 0 = the current one, PSKV_INIT_GEN (2);
                           1 = the one of releases before 0.3, which tables they
                           created keep (their schemas name none) */
-    uint32_t reserved[14]; /* must be zero */
+    uint32_t update;   /* enum pskv_update (config "update=async|sync"; 0.4 on) */
+    uint32_t reserved[13]; /* must be zero */
 } pskv_table_options;
+
+/* How a table applies pushes (part of its schema).
+ *   ASYNC  each push steps the rows at once (the default).
+ *   SYNC   a push adds each row's gradient into the row's accumulator
+ *          (created like push creates rows); pull and get keep returning
+ *          the weights of the last step; pskv_step applies every
+ *          accumulated row once with the optimizer and clears it: one
+ *          optimizer step per row per training step, whatever number of
+ *          workers pushed. The step applies the sum of the pushes: for a
+ *          mean, scale the gradients by 1/W on the workers or the
+ *          learning rate by 1/W. */
+enum pskv_update { PSKV_UPDATE_ASYNC = 0, PSKV_UPDATE_SYNC = 1 };
 
 /* The current generator of uniform and normal initial values: 2 (0.3 on),
  * several times faster than 1; both are pure functions of (seed, key). */
@@ -428,7 +441,8 @@ typedef struct pskv_table_stats {
                                 push returned PSKV_ERANGE) */
     uint64_t exported;       /* rows and tombstones in the chunks of exports (their
                                 reads are not in got or get_misses) */
-    uint64_t reserved[8];    /* zero: room for later counters */
+    uint64_t stepped;        /* update=sync: rows pskv_step applied (0.4 on) */
+    uint64_t reserved[7];    /* zero: room for later counters */
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -494,6 +508,21 @@ PSKV_API int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out
  * Any thread. */
 PSKV_API int pskv_push(pskv_table *t, const uint64_t *keys, size_t n,
                        const float *grads);
+
+/* update=sync tables: apply every accumulated row once with the optimizer
+ * (the sum of its pushes since the last step), clear its accumulator, and
+ * return. Rows nobody pushed since the last step are not touched. A row
+ * whose step would be Inf/NaN keeps its weights and state, its
+ * accumulated gradient is dropped and counted in push_nonfinite, and the
+ * call returns PSKV_ERANGE once the others are applied. Pushes that run
+ * while a step runs land in this step or the next, each exactly once. A
+ * failure part-way (PSKV_ENOMEM, PSKV_EIO) leaves the rows not yet
+ * applied accumulated: call it again. After a reopen the first step also
+ * reads the table's persisted rows once, to find accumulators a
+ * checkpoint kept. Errors: PSKV_EINVAL (NULL, or a table with
+ * update=async: its pushes applied at once), those of pskv_push. Steps
+ * of one table run one at a time; any thread. */
+PSKV_API int pskv_step(pskv_table *t);
 
 /* ---------------------------------------------------------------- cache */
 

@@ -71,13 +71,13 @@ PSKV__HIDDEN int pskv__changes_move(const pskv_table *t, const pskv_ring *ring, 
 static inline uint64_t pskv__row_version(const pskv_table *t, const void *row)
 {
     uint64_t v;
-    memcpy(&v, (const uint8_t *)row + t->payload_bytes, sizeof v);
+    memcpy(&v, (const uint8_t *)row + t->version_at, sizeof v);
     return v;
 }
 
 static inline void pskv__row_stamp(const pskv_table *t, void *row, uint64_t v)
 {
-    memcpy((uint8_t *)row + t->payload_bytes, &v, sizeof v);
+    memcpy((uint8_t *)row + t->version_at, &v, sizeof v);
 }
 
 /* The version of one shard visit's changes, taken at its first change

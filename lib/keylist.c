@@ -32,6 +32,15 @@ void pskv__keylist_append(pskv__keylist *l, uint64_t key)
     l->count++;
 }
 
+void pskv__keylist_drop_front(pskv__keylist *l, uint32_t k)
+{
+    PSKV__ASSERT(k <= l->count);
+    for (uint32_t i = k; i < l->count; i++)
+        l->blocks[(i - k) / PSKV__KEYS_PER_BLOCK][(i - k) % PSKV__KEYS_PER_BLOCK] =
+            pskv__keylist_at(l, i);
+    l->count -= k;
+}
+
 void pskv__keylist_free(pskv__keylist *l)
 {
     for (uint32_t i = 0; i < l->nblocks; i++)

@@ -25,6 +25,10 @@ static inline uint64_t pskv__keylist_at(const pskv__keylist *l, uint32_t i)
  * one, free. */
 PSKV__HIDDEN int pskv__keylist_reserve(pskv__keylist *l, uint32_t k);
 PSKV__HIDDEN void pskv__keylist_append(pskv__keylist *l, uint64_t key);
+/* Give back k reserved appends not made. */
+static inline void pskv__keylist_unreserve(pskv__keylist *l, uint32_t k) { l->reserved -= k; }
+/* Drop the first k keys (k <= count); the rest move to the front. */
+PSKV__HIDDEN void pskv__keylist_drop_front(pskv__keylist *l, uint32_t k);
 PSKV__HIDDEN void pskv__keylist_free(pskv__keylist *l);
 
 #endif

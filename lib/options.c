@@ -181,11 +181,12 @@ static int parse_dim_like(const char *s, size_t len, uint32_t lo, uint32_t hi, u
 
 enum table_key {
     TK_DIM, TK_OPTIMIZER, TK_LR, TK_EPS, TK_INITIAL_ACC, TK_BETA1, TK_BETA2, TK_L1, TK_L2,
-    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_INIT_GEN, TK_COUNT
+    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_INIT_GEN, TK_UPDATE, TK_COUNT
 };
 static const char *const table_keys[TK_COUNT] = {
     "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
-    "lr_power", "init", "seed", "shards", "init_gen"};
+    "lr_power", "init", "seed", "shards", "init_gen", "update"};
+static const char *const update_names[] = {"async", "sync"};
 enum store_key {
     SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_UNDO, SK_CHANGES,
     SK_UNDO_KEEP, SK_COUNT
@@ -394,6 +395,11 @@ int pskv_table_options_validate(const pskv_table_options *o)
     if (o->init_gen > PSKV_INIT_GEN)
         return pskv__fail(PSKV_EINVAL, "init_gen=%u: expected 1, 2 (the current generator) or 0 "
                                        "(the current one)", o->init_gen);
+    if (o->update > PSKV_UPDATE_SYNC)
+        return pskv__fail(PSKV_EINVAL, "update %u is not an enum pskv_update", o->update);
+    if (o->update == PSKV_UPDATE_SYNC && o->optimizer == PSKV_OPT_NONE)
+        return pskv__fail(PSKV_EINVAL, "update=sync with optimizer=none: there is no optimizer "
+                                       "to step");
     static const char *const fnames[] = {"lr", "eps", "initial_accumulator", "beta1", "beta2",
                                          "l1", "l2", "lr_power", "init (first argument)",
                                          "init (second argument)"};
@@ -531,6 +537,15 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
             rc = parse_dim_like(t.val, t.vlen, 1, PSKV_INIT_GEN, &n.init_gen);
             why = "expected 1 (releases before 0.3) or 2 (the current generator)";
             break;
+        case TK_UPDATE:
+            if (tok_is(t.val, t.vlen, "async"))
+                n.update = PSKV_UPDATE_ASYNC;
+            else if (tok_is(t.val, t.vlen, "sync"))
+                n.update = PSKV_UPDATE_SYNC;
+            else
+                return bad_choice(&t, update_names, 2);
+            rc = 0;
+            break;
         case TK_LR: fdst = &n.lr; break;
         case TK_EPS: fdst = &n.eps; break;
         case TK_INITIAL_ACC: fdst = &n.initial_accumulator; break;
@@ -667,6 +682,10 @@ static int options_write(const pskv_table_options *o, char *buf, size_t len, boo
      * written before 0.3: generator 1). */
     if (r.init == PSKV_INIT_UNIFORM || r.init == PSKV_INIT_NORMAL)
         append(buf, len, &at, &rc, " init_gen=%u", r.init_gen);
+    /* Only when not the default: a schema of an async table reads as in
+     * format 5 (a release before 0.4 still opens the store). */
+    if (r.update != PSKV_UPDATE_ASYNC)
+        append(buf, len, &at, &rc, " update=%s", update_names[r.update]);
     return rc < 0 ? rc : (int)at;
 }
 
@@ -721,7 +740,8 @@ bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_opti
                      (x.init_a == y.init_a && (x.init == PSKV_INIT_CONSTANT || x.init_b == y.init_b));
     const bool generated = x.init == PSKV_INIT_UNIFORM || x.init == PSKV_INIT_NORMAL;
     if (x.dim != y.dim || x.optimizer != y.optimizer || x.lr != y.lr || x.init != y.init ||
-        !init_args || x.seed != y.seed || (generated && x.init_gen != y.init_gen))
+        !init_args || x.seed != y.seed || (generated && x.init_gen != y.init_gen) ||
+        x.update != y.update)
         return false;
     /* Keys the optimizer does not read are not part of the schema. */
     const unsigned uses = optimizer_uses[x.optimizer];

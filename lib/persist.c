@@ -58,7 +58,7 @@ static int format_create_once(void *arg)
         return rc;
     rc = pskv__env_write_err(mdb_dbi_open(txn, PSKV_FMT_META_DB, MDB_CREATE, &s->records_dbi));
     uint8_t body[8];
-    pskv_fmt_format_put(body, PSKV_FMT_VERSION);
+    pskv_fmt_format_put(body, PSKV_FMT_VERSION_BASE);
     if (rc == 0)
         rc = pskv__record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, body, sizeof body);
     uint64_t created_ns;
@@ -240,6 +240,7 @@ int pskv__persist_open(pskv_store *s)
                 return rc;
         }
         rc = pskv__env_write(&s->lmdb, format_create_once, s, 0);
+        s->format = PSKV_FMT_VERSION_BASE;
         if (rc == 0)
             rc = undo_attach(s);
         return rc == 0 ? pskv__seqfile_write(s->dir, 0) : rc;
@@ -253,7 +254,8 @@ int pskv__persist_open(pskv_store *s)
         return rc;
     }
     rc = pskv__env_err(mdb_txn_commit(txn)); /* keeps the meta handle */
-    if (rc == 0 && version < PSKV_FMT_VERSION)
+    s->format = version < PSKV_FMT_VERSION_BASE ? PSKV_FMT_VERSION_BASE : version;
+    if (rc == 0 && version < PSKV_FMT_VERSION_BASE)
         rc = pskv__upgrade(s, version);
     if (rc == 0)
         rc = undo_attach(s);
@@ -371,6 +373,16 @@ static int table_attach_once(void *arg)
         rc = pskv__record_put_table(s, txn, t);
     if (rc == 0 && create)
         rc = pskv__record_put_count(s, txn, t->name, 0, 0);
+    /* The store's first table of format 6 (update=sync) says so: a release
+     * that knows only format 5 then refuses the store instead of reading
+     * its schema as damage. */
+    const bool format6 = create && t->opts.update != PSKV_UPDATE_ASYNC &&
+                         s->format < PSKV_FMT_VERSION;
+    if (rc == 0 && format6) {
+        uint8_t body[8];
+        pskv_fmt_format_put(body, PSKV_FMT_VERSION);
+        rc = pskv__record_put(txn, s->records_dbi, PSKV_FMT_KEY_FORMAT, body, sizeof body);
+    }
     MDB_stat st;
     uint64_t rows = 0, digest = 0;
     if (rc == 0 && !create)
@@ -397,8 +409,13 @@ static int table_attach_once(void *arg)
         return rc;
     }
     t->dbi = dbi;
+    if (format6)
+        s->format = PSKV_FMT_VERSION;
     pskv__changes_start(t, version);
     atomic_store(&t->cold_rows, create ? 0 : (uint64_t)st.ms_entries);
+    /* update=sync: accumulators a checkpoint kept are listed by the first
+     * step (step.c). */
+    t->pending_unknown = t->sync && !create && st.ms_entries > 0;
     pskv__persist_count_seen(t, rows, digest, txnid);
     return 0;
 }

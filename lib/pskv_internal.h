@@ -138,6 +138,9 @@ typedef struct pskv__shard {
     pskv__changes log;    /* keys changed, in version order (changes.c) */
     pskv__readbacks readback; /* keys read back from LMDB during iterations (iter.c) */
     pskv__admit admit;    /* under a budget: sketch and window (admit.h) */
+    /* update=sync: keys whose accumulator went from empty to holding a
+     * gradient, each once per step (step.c); may name erased keys. */
+    pskv__keylist pending;
 } __attribute__((aligned(64))) pskv__shard;
 
 /* slab_bytes: the first slab's size (0: 64 KiB, the most); a shard's first
@@ -218,8 +221,11 @@ struct pskv_table {
     uint32_t state_floats;
     uint32_t row_floats;
     uint32_t payload_bytes; /* weights + state: the public row_bytes */
-    uint32_t stored_bytes;  /* payload + version stamp: a row as DRAM, the spill file
-                               and LMDB hold it */
+    uint32_t extra_bytes;   /* between state and version: update=sync's accumulator
+                               (pskv_fmt_row_extra_bytes), else 0 */
+    uint32_t version_at;    /* payload + extra: where the version stamp is */
+    uint32_t stored_bytes;  /* payload + extra + version stamp: a row as DRAM, the
+                               spill file and LMDB hold it */
     uint32_t budget_bytes;  /* what the budget counts per resident row: stored_bytes,
                                plus the admission sketch's share under a budget */
 
@@ -236,6 +242,14 @@ struct pskv_table {
     pskv__shard *shards;
     uint32_t nshards;
     atomic_uint_fast64_t layout_gen;
+
+    /* update=sync (step.c): steps run one at a time; pending_unknown: the
+     * table was reopened with rows in LMDB, whose accumulators the shards'
+     * pending lists do not name until a step reads them. */
+    bool sync;
+    pthread_mutex_t step_lock;
+    bool pending_unknown;
+    atomic_uint_fast64_t n_stepped;
 
     atomic_uint_fast64_t n_push_nonfinite;
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,
@@ -312,6 +326,7 @@ struct pskv_store {
     int lock_fd;
     pthread_mutex_t ckpt_lock;  /* one checkpoint at a time */
     uint64_t ckpt_seq, ckpt_unix_ns; /* last committed checkpoint (ckpt_lock) */
+    uint32_t format; /* the store's format record (PSKV_FMT_VERSION_BASE or later) */
     atomic_uint_fast64_t ckpt_seq_pub, ckpt_last_rows, ckpt_last_ns, n_ckpt_failed;
     pskv_table **attached; /* tables with LMDB handles (ckpt_lock) */
     uint32_t nattached, attached_cap;

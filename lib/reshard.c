@@ -8,6 +8,7 @@
 #include "dirty.h"
 #include "errors.h"
 #include "pskv_internal.h"
+#include "step.h"
 #include "table.h"
 
 
@@ -23,6 +24,8 @@ static int rows_move(pskv_table *t, const pskv_ring *ring, pskv__shard *to, uint
             return rc;
     }
     int lrc = pskv__changes_move(t, ring, to, nto);
+    if (lrc == 0 && t->sync)
+        lrc = pskv__step_pending_move(t, ring, to, nto);
     if (lrc != 0)
         return lrc;
     uint32_t *count = calloc(2 * (size_t)nto, sizeof *count); /* [resident | spilled] */

@@ -51,6 +51,8 @@ static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t 
         pskv__init_weights(&t->opts, key, row, t->dim);
     if (init_state)
         pskv__optimizer_init_state(&t->opt, row + t->dim);
+    if (t->extra_bytes) /* update=sync: an empty accumulator */
+        memset((uint8_t *)row + t->payload_bytes, 0, t->extra_bytes);
     pskv__row_stamp(t, row, 0);
     pskv__row_changed(t, sh, key, row, version);
     return row;
@@ -141,8 +143,10 @@ static void rows_added(pskv_table *t, uint64_t added)
 
 /* ROW_PUT_ROWS writes weights, and state when given, from bytes a chunk
  * holds (an apply in REPLACE mode); ROW_ADD adds values to the weights (an
- * apply in ADD mode). */
-enum row_op { ROW_READ, ROW_PUSH, ROW_PUT, ROW_PUT_ROWS, ROW_ADD };
+ * apply in ADD mode); ROW_STEP applies an update=sync row's accumulator
+ * (pskv_step; creates no row). ROW_PUSH on an update=sync table adds the
+ * gradient to the accumulator instead of stepping. */
+enum row_op { ROW_READ, ROW_PUSH, ROW_PUT, ROW_PUT_ROWS, ROW_ADD, ROW_STEP };
 
 /* Gradients of repeated keys, summed in order of appearance into a compact
  * buffer that holds rows only for keys that repeat; the other keys use the
@@ -172,6 +176,8 @@ typedef struct row_ctx {
     const uint32_t *cow_reserved; /* writers: pre-images reserved per shard */
     float *save;       /* ROW_PUSH: one row, the row before its step */
     uint64_t nonfinite; /* ROW_PUSH: rows whose step would not be finite */
+    uint64_t stepped;   /* ROW_STEP: accumulators applied */
+    uint32_t pending_added; /* update=sync ROW_PUSH: keys put on this shard's pending list */
     /* The shard visit under way: its shard, the plan's keys, its version. */
     pskv__shard *sh;
     const uint64_t *keys;
@@ -182,10 +188,37 @@ typedef struct row_ctx {
 static float not_resident_mark;
 #define NOT_RESIDENT (&not_resident_mark)
 
+/* update=sync: add g to the row's accumulator (weights untouched); a key
+ * whose accumulator was empty goes on its shard's pending list, from room
+ * the batch reserved. A sum that would not be finite leaves it as it was. */
+static void accumulate(pskv_table *t, row_ctx *c, uint64_t key, float *row, const float *g)
+{
+    const uint32_t dim = t->dim;
+    float *acc = row + t->row_floats;
+    bool finite = true;
+    for (uint32_t j = 0; j < dim; j++) {
+        c->save[j] = acc[j] + g[j];
+        finite = finite && isfinite(c->save[j]);
+    }
+    if (!finite) {
+        c->nonfinite++;
+        return;
+    }
+    memcpy(acc, c->save, (size_t)dim * sizeof *acc);
+    uint32_t pushes;
+    memcpy(&pushes, acc + dim, sizeof pushes);
+    if (pushes == 0) {
+        pskv__keylist_append(&c->sh->pending, key);
+        c->pending_added++;
+    }
+    pushes += pushes < UINT32_MAX;
+    memcpy(acc + dim, &pushes, sizeof pushes);
+}
+
 static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
 {
     const size_t dim = t->dim;
-    if (row == NOT_RESIDENT)
+    if (row == NOT_RESIDENT || (row == NULL && c->op == ROW_STEP)) /* erased since pushed */
         return;
     switch (c->op) {
     case ROW_READ: {
@@ -204,6 +237,10 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
         const float *g = c->src + i * dim;
         if (c->dups != NULL && c->dups->summed_row[i] != UINT32_MAX)
             g = c->dups->rows + c->dups->summed_row[i] * dim;
+        if (t->sync) {
+            accumulate(t, c, c->keys[i], row, g);
+            return; /* the weights did not change: no new version */
+        }
         if (!pskv__optimizer_step(&t->opt, row, g, c->save)) {
             c->nonfinite++; /* left as it was */
             return;
@@ -218,6 +255,18 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
         memcpy(row, c->wsrc + i * wb, wb);
         if (c->ssrc != NULL)
             memcpy(row + dim, c->ssrc + i * sb, sb);
+        break;
+    }
+    case ROW_STEP: {
+        float *acc = row + t->row_floats;
+        uint32_t pushes;
+        memcpy(&pushes, acc + dim, sizeof pushes);
+        if (pushes == 0)
+            return; /* stepped already, or pushed nothing since */
+        bool finite = pskv__optimizer_step(&t->opt, row, acc, c->save);
+        memset(acc, 0, t->extra_bytes); /* the gradient is used (or dropped: not finite) */
+        c->stepped++;
+        c->nonfinite += !finite;
         break;
     }
     case ROW_ADD: {
@@ -255,8 +304,9 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     const uint32_t *order = p->order + p->start[s];
     const uint32_t k = p->start[s + 1] - p->start[s];
     const bool writer = c->op != ROW_READ;
-    const bool create = writer || c->create;
-    const uint32_t prefetch_bytes = c->op == ROW_PUSH || c->op == ROW_ADD ? t->stored_bytes
+    const bool create = c->create;
+    const uint32_t prefetch_bytes = c->op == ROW_PUSH || c->op == ROW_ADD || c->op == ROW_STEP
+                                        ? t->stored_bytes
                                     : c->op == ROW_READ ? t->dim * (uint32_t)sizeof(float) : 0;
     /* The sketch counts reads (pull, get; hits, misses and keys still to be
      * loaded), not writes: a cache's get-then-put of a missing key, or a
@@ -271,6 +321,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     c->sh = sh;
     c->keys = p->keys;
     c->version = 0; /* of this visit's changes, taken at the first */
+    c->pending_added = 0;
     int rc = 0;
     for (uint32_t j = 0; j < k && j < INDEX_AHEAD; j++) {
         pskv__prefetch_index(sh, p->hash[order[j]]);
@@ -333,6 +384,8 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
         inflight[j & (ROWS_AHEAD - 1)] = row;
     }
     pskv__cold_end(t, &cold);
+    if (writer && t->sync && c->op == ROW_PUSH) /* the pending-list room not used */
+        pskv__keylist_unreserve(&sh->pending, k - c->pending_added);
     if (writer) {
         pskv__shard_unreserve(sh, k - created);
         if (give_back)
@@ -414,6 +467,7 @@ static uint32_t plan_count(const pskv__plan *p, uint32_t s) { return p->start[s 
 
 /* What phase 1 reserved per shard. */
 typedef struct reservations {
+    enum row_op op;
     uint8_t *rows;      /* [shards] rows (and dirty-list room) reserved */
     uint32_t *cow;      /* [shards] pre-images reserved */
     uint64_t faulted;   /* cold rows read from LMDB meanwhile */
@@ -450,11 +504,17 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
     }
     pskv__cold_end(t, &cold);
     uint32_t k = plan_count(p, s);
+    const bool lists = t->sync && r->op == ROW_PUSH; /* keys may join the pending list */
     if (rc == 0)
         rc = pskv__shard_reserve(sh, k);
-    if (rc == 0 && t->durable &&
-        (rc = pskv__dirty_reserve(sh, (pskv__dirty_room){k, pending, 0})) != 0)
+    if (rc == 0 && lists && (rc = pskv__keylist_reserve(&sh->pending, k)) != 0)
         pskv__shard_unreserve(sh, k);
+    if (rc == 0 && t->durable &&
+        (rc = pskv__dirty_reserve(sh, (pskv__dirty_room){k, pending, 0})) != 0) {
+        pskv__shard_unreserve(sh, k);
+        if (lists)
+            pskv__keylist_unreserve(&sh->pending, k);
+    }
     r->rows[s] = rc == 0;
     r->cow[s] = rc == 0 ? pending : 0;
     return rc;
@@ -466,6 +526,8 @@ static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void 
     pskv__shard *sh = &t->shards[s];
     if (r->rows[s]) {
         pskv__shard_unreserve(sh, plan_count(p, s));
+        if (t->sync && r->op == ROW_PUSH)
+            pskv__keylist_unreserve(&sh->pending, plan_count(p, s));
         if (t->durable) {
             pskv__dirty_unreserve(sh, (pskv__dirty_room){plan_count(p, s), r->cow[s], 0});
         }
@@ -511,7 +573,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
                       const void *state, enum row_op op)
 {
     const bool is_push = op == ROW_PUSH, sums = op == ROW_PUSH || op == ROW_ADD;
-    if (op != ROW_PUT_ROWS && pskv__floats_nonfinite(src, n * t->dim))
+    if (op != ROW_PUT_ROWS && op != ROW_STEP && pskv__floats_nonfinite(src, n * t->dim))
         return nonfinite_detail(keys, src, n, t->dim, is_push ? "gradient row" : "value row");
     int rc = pskv__budget_admit(t->store);
     if (rc != 0)
@@ -524,7 +586,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
     dup_sums dups = {NULL, NULL};
     uint64_t created = 0;
     bool summed = rc == 0 && sums && p.has_dups;
-    reservations res = {NULL, NULL, 0};
+    reservations res = {op, NULL, NULL, 0};
     if (summed)
         rc = sum_duplicates(t, &p, n, src, &dups);
     if (rc == 0) {
@@ -544,16 +606,19 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
         }
     }
     float *save = NULL;
-    if (rc == 0 && sums && (save = malloc(t->stored_bytes)) == NULL)
+    if (rc == 0 && (sums || op == ROW_STEP) && (save = malloc(t->stored_bytes)) == NULL)
         rc = PSKV_ENOMEM;
     if (rc == 0) {
         /* A put of rows reads bytes at any alignment: never as floats. */
         const bool bytes = op == ROW_PUT_ROWS;
-        row_ctx c = {.op = op, .create = true, .src = bytes ? NULL : src,
+        row_ctx c = {.op = op, .create = op != ROW_STEP, .src = bytes ? NULL : src,
                      .wsrc = bytes ? src : NULL, .ssrc = state,
                      .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
-        pskv__count_add(is_push ? &t->n_pushed : &t->n_put, n);
+        if (op == ROW_STEP)
+            pskv__count_add(&t->n_stepped, c.stepped);
+        else
+            pskv__count_add(is_push ? &t->n_pushed : &t->n_put, n);
         created = c.created;
         if (c.nonfinite > 0) {
             pskv__count_add(&t->n_push_nonfinite, c.nonfinite);
@@ -594,6 +659,11 @@ int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n, const void *we
 int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
 {
     return n == 0 ? 0 : write_rows(t, keys, n, values, NULL, ROW_ADD);
+}
+
+int pskv__step_rows(pskv_table *t, const uint64_t *keys, size_t n)
+{
+    return n == 0 ? 0 : write_rows(t, keys, n, NULL, NULL, ROW_STEP);
 }
 
 int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)

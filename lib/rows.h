@@ -19,5 +19,10 @@ PSKV__HIDDEN int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n,
  * repeated keys summed); PSKV_ERANGE for rows whose sum is not finite
  * (they stay as they were; the others are applied), as pskv_push. */
 PSKV__HIDDEN int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const float *values);
+/* update=sync: apply the accumulators of the rows of keys (distinct; rows
+ * absent or with nothing accumulated are left alone) with the optimizer
+ * and clear them. PSKV_ERANGE when some steps were not finite (those rows
+ * kept their values, their gradients dropped), else as pskv_push. */
+PSKV__HIDDEN int pskv__step_rows(pskv_table *t, const uint64_t *keys, size_t n);
 
 #endif

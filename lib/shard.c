@@ -83,6 +83,7 @@ void pskv__shard_free(pskv__shard *sh)
         free(sh->slabs[k]);
     free(sh->index);
     pskv__admit_free(&sh->admit);
+    pskv__keylist_free(&sh->pending);
     pskv__keymap_free(&sh->spilled);
     pskv__changes_free(&sh->log);
     free(sh->readback.keys);

@@ -9,6 +9,7 @@
 #include "changes.h"
 #include "dirty.h"
 #include "errors.h"
+#include "format.h"
 #include "options.h"
 #include "pskv_internal.h"
 #include "table.h"
@@ -90,7 +91,10 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     t->state_floats = t->opt.state_floats;
     t->row_floats = t->dim + t->state_floats;
     t->payload_bytes = t->row_floats * (uint32_t)sizeof(float);
-    t->stored_bytes = t->payload_bytes + PSKV__VERSION_BYTES;
+    t->sync = o->update == PSKV_UPDATE_SYNC;
+    t->extra_bytes = (uint32_t)pskv_fmt_row_extra_bytes(t->dim, o->update);
+    t->version_at = t->payload_bytes + t->extra_bytes;
+    t->stored_bytes = t->version_at + PSKV__VERSION_BYTES;
     t->budget_bytes = t->stored_bytes + (pskv__store_admits(s) ? PSKV__ADMIT_ROW_BYTES : 0);
     uint64_t changes = s->opts.changes ? s->opts.changes : PSKV__CHANGES_DEFAULT;
     uint64_t per_shard = changes / o->shards;
@@ -119,6 +123,7 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     t->durable = s->lmdb.mdb != NULL;
     pthread_mutex_init(&t->ckpt_lock, NULL);
     pthread_mutex_init(&t->count_lock, NULL);
+    pthread_mutex_init(&t->step_lock, NULL);
     if (s->dir != NULL) {
         size_t len = strlen(s->dir) + strlen(name) + 16;
         char *path = malloc(len);
@@ -148,6 +153,7 @@ void pskv__table_destroy(pskv_table *t)
     pthread_rwlock_destroy(&t->layout_lock);
     pthread_mutex_destroy(&t->ckpt_lock);
     pthread_mutex_destroy(&t->count_lock);
+    pthread_mutex_destroy(&t->step_lock);
     pskv__keyfilter_free(&t->persisted);
     free(t->carry);
     free(t);
@@ -219,6 +225,7 @@ int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out)
     out->spill_writes = atomic_load(&mt->n_spill_writes);
     out->cold_lookups = atomic_load(&mt->n_cold_lookups);
     out->push_nonfinite = atomic_load(&mt->n_push_nonfinite);
+    out->stepped = atomic_load(&mt->n_stepped);
     out->exported = atomic_load(&mt->n_exported);
     return 0;
 }

@@ -291,7 +291,7 @@ static int upgrade_format_once(void *arg)
     int rc = pskv__env_txn_begin(&s->lmdb, true, &txn);
     if (rc != 0)
         return rc;
-    return upgrade_commit(s, txn, 0, PSKV_FMT_VERSION);
+    return upgrade_commit(s, txn, 0, PSKV_FMT_VERSION_BASE);
 }
 
 /* Open a store of an older format as the current one, one step at a time

@@ -155,7 +155,8 @@ static int user_meta(store *st, const uint8_t **bytes, size_t *n, uint64_t *seq)
  * on the row's version. */
 static size_t stored_bytes(const store *st, const pskv_table_info *info)
 {
-    return info->row_bytes + (st->format >= 3 ? PSKV_FMT_VERSION_BYTES : 0);
+    return info->row_bytes + pskv_fmt_row_extra_bytes(info->dim, info->options.update) +
+           (st->format >= 3 ? PSKV_FMT_VERSION_BYTES : 0);
 }
 
 typedef struct table {
@@ -307,8 +308,8 @@ static int cmd_stat(const char *dir)
         printf("format: DAMAGED record\n");
     else
         printf("format: %u%s\n", version,
-               version == PSKV_FMT_VERSION ? ""
-               : version >= PSKV_FMT_VERSION_MIN && version < PSKV_FMT_VERSION
+               version >= PSKV_FMT_VERSION_BASE && version <= PSKV_FMT_VERSION ? ""
+               : version >= PSKV_FMT_VERSION_MIN && version < PSKV_FMT_VERSION_BASE
                    ? " (upgraded when the library opens it)"
                    : " (not supported)");
     print_checkpoint(&st);
