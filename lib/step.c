@@ -129,7 +129,7 @@ int pskv_step(pskv_table *t)
     if (rc == 0 && tmp == NULL)
         rc = PSKV_ENOMEM;
     size_t m = 0;
-    if (rc == 0) {
+    if (rc == 0 && n > 0) {
         pskv__keys_sort(keys, tmp, n);
         for (size_t i = 0; i < n; i++)
             if (m == 0 || keys[m - 1] != keys[i])

@@ -4,6 +4,8 @@
  * a crash, and follow a reshard.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "pskv_internal.h"
@@ -245,6 +247,74 @@ START_TEST(sync_accumulators_are_durable)
 }
 END_TEST
 
+/* Pushes beside steps (TSan in CI): each push lands in one step, once.
+ * With SGD the weights after all steps are init - lr x (every gradient
+ * pushed), however the pushes were grouped into steps. */
+enum { PUSHERS = 2, ROUNDS = 300 };
+static pskv_table *conc_table;
+static atomic_int pushers_left;
+static double pushed_sum[PUSHERS][KEYS][DIM];
+
+static void *pusher(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    test_rng rng = {100u + (uint64_t)id};
+    uint64_t keys[BATCH];
+    float g[BATCH * DIM];
+    uint32_t n;
+    for (int r = 0; r < ROUNDS; r++) {
+        batch(&rng, keys, g, &n);
+        ck_assert_ok(pskv_push(conc_table, keys, n, g));
+        for (uint32_t i = 0; i < n; i++)
+            for (int j = 0; j < DIM; j++)
+                pushed_sum[id][keys[i]][j] += g[i * DIM + j];
+    }
+    atomic_fetch_sub(&pushers_left, 1);
+    return NULL;
+}
+
+static void *stepper(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&pushers_left) > 0)
+        ck_assert_ok(pskv_step(conc_table));
+    return NULL;
+}
+
+START_TEST(sync_pushes_beside_steps)
+{
+    pskv_store *s;
+    ck_assert_ok(pskv_open(NULL, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "sync", "dim=4 optimizer=sgd lr=0.5 update=sync shards=4",
+                                 &conc_table));
+    memset(pushed_sum, 0, sizeof pushed_sum);
+    atomic_store(&pushers_left, PUSHERS);
+    pthread_t th[PUSHERS + 1];
+    for (int i = 0; i < PUSHERS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, pusher, (void *)(intptr_t)i), 0);
+    ck_assert_int_eq(pthread_create(&th[PUSHERS], NULL, stepper, NULL), 0);
+    for (int i = 0; i <= PUSHERS; i++)
+        pthread_join(th[i], NULL);
+    ck_assert_ok(pskv_step(conc_table));
+    uint64_t keys[KEYS];
+    float w[KEYS * DIM];
+    for (int k = 0; k < KEYS; k++)
+        keys[k] = (uint64_t)k;
+    ck_assert_ok(pskv_get(conc_table, keys, KEYS, w, NULL));
+    for (int k = 0; k < KEYS; k++)
+        for (int j = 0; j < DIM; j++) {
+            double want = -0.5 * (pushed_sum[0][k][j] + pushed_sum[1][k][j]);
+            ck_assert_msg(fabs(w[k * DIM + j] - want) <= 1e-3 * (1 + fabs(want)),
+                          "key %d: %g, want %g", k, (double)w[k * DIM + j], want);
+        }
+    ck_assert_ok(pskv_step(conc_table)); /* every accumulator was applied */
+    float again[KEYS * DIM];
+    ck_assert_ok(pskv_get(conc_table, keys, KEYS, again, NULL));
+    ck_assert(memcmp(w, again, sizeof w) == 0);
+    pskv_close(s);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("modes");
@@ -253,6 +323,7 @@ int main(void)
     tcase_add_test(tc, sync_equals_one_step_of_the_sum);
     tcase_add_test(tc, sync_options_and_errors);
     tcase_add_test(tc, sync_accumulators_are_durable);
+    tcase_add_test(tc, sync_pushes_beside_steps);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
