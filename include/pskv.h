@@ -189,7 +189,10 @@ typedef struct pskv_table_options {
                           1 = the one of releases before 0.3, which tables they
                           created keep (their schemas name none) */
     uint32_t update;   /* enum pskv_update (config "update=async|sync"; 0.4 on) */
-    uint32_t reserved[13]; /* must be zero */
+    int32_t staleness; /* config "staleness=S" (0.4 on): with pskv_push_at, a gradient
+                          computed more than S steps before the newest step already
+                          applied to its row is dropped; -1 (the default): no bound */
+    uint32_t reserved[12]; /* must be zero */
 } pskv_table_options;
 
 /* How a table applies pushes (part of its schema).
@@ -442,7 +445,8 @@ typedef struct pskv_table_stats {
     uint64_t exported;       /* rows and tombstones in the chunks of exports (their
                                 reads are not in got or get_misses) */
     uint64_t stepped;        /* update=sync: rows pskv_step applied (0.4 on) */
-    uint64_t reserved[7];    /* zero: room for later counters */
+    uint64_t stale_dropped;  /* staleness=S: rows pskv_push_at dropped as too old */
+    uint64_t reserved[6];    /* zero: room for later counters */
 } pskv_table_stats;
 PSKV_API int pskv_table_stats_get(const pskv_table *t, pskv_table_stats *out);
 
@@ -523,6 +527,21 @@ PSKV_API int pskv_push(pskv_table *t, const uint64_t *keys, size_t n,
  * update=async: its pushes applied at once), those of pskv_push. Steps
  * of one table run one at a time; any thread. */
 PSKV_API int pskv_step(pskv_table *t);
+
+/* A push tagged with the training step at which the worker computed the
+ * gradients. On a table with staleness=S each row keeps the newest step
+ * applied to it (0 for a new row); a gradient whose step is more than S
+ * below it is dropped (the row is left as it was) and counted in
+ * stale_dropped, and a newer step becomes the row's. This bounds how stale
+ * a write may be, per row: unlike SSP, which bounds how far a worker's
+ * reads run ahead of the slowest worker (a global clock and waiting), it
+ * never blocks and needs no clock but the caller's step numbers. Dropped
+ * rows are not an error: the call returns 0. Untagged pushes (pskv_push)
+ * apply and leave the row's step as it is. On a table without staleness,
+ * as pskv_push. update=sync tables refuse it (PSKV_EINVAL: a sync step
+ * applies everything pushed since the last one). Otherwise as pskv_push. */
+PSKV_API int pskv_push_at(pskv_table *t, const uint64_t *keys, size_t n, const float *grads,
+                          uint64_t step);
 
 /* ---------------------------------------------------------------- cache */
 

@@ -72,9 +72,9 @@ static inline XXH64_hash_t pskv_fmt_xxh3_seed(const void *p, size_t n, XXH64_has
 #endif
 
 #define PSKV_FMT_MAGIC 0x564b5350u /* "PSKV" */
-/* 5: schemas name init_gen (absent: 1). 6: schemas may name update=sync,
- * whose rows carry an accumulator; a store is written as format 5 until
- * its first such table (PSKV_FMT_VERSION_BASE), so that releases before
+/* 5: schemas name init_gen (absent: 1). 6: schemas may name update=sync
+ * or staleness=S, whose rows carry an accumulator or a step; a store is
+ * written as format 5 until its first such table (PSKV_FMT_VERSION_BASE), so that releases before
  * 0.4 still open stores that do not use it. */
 #define PSKV_FMT_VERSION 6u
 #define PSKV_FMT_VERSION_BASE 5u /* what older formats are upgraded to */
@@ -82,10 +82,11 @@ static inline XXH64_hash_t pskv_fmt_xxh3_seed(const void *p, size_t n, XXH64_has
 #define PSKV_FMT_VERSION_BYTES 8u /* a row's version, after its state (v3) */
 /* Bytes a row stores between its state and its version (format 6): for
  * update=sync (1) the accumulator, dim floats, then the pushes
- * accumulated since the last step u32 and 4 zero bytes; else none. */
-static inline size_t pskv_fmt_row_extra_bytes(uint32_t dim, uint32_t update)
+ * accumulated since the last step u32 and 4 zero bytes; for a staleness
+ * bound (>= 0) the newest step applied u64; else none. */
+static inline size_t pskv_fmt_row_extra_bytes(uint32_t dim, uint32_t update, int32_t staleness)
 {
-    return update == 1 ? (size_t)dim * 4 + 8 : 0;
+    return (update == 1 ? (size_t)dim * 4 + 8 : 0) + (staleness >= 0 ? 8 : 0);
 }
 #define PSKV_FMT_META_DB "meta"
 #define PSKV_FMT_ROWS_PREFIX "rows/"

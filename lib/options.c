@@ -181,11 +181,11 @@ static int parse_dim_like(const char *s, size_t len, uint32_t lo, uint32_t hi, u
 
 enum table_key {
     TK_DIM, TK_OPTIMIZER, TK_LR, TK_EPS, TK_INITIAL_ACC, TK_BETA1, TK_BETA2, TK_L1, TK_L2,
-    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_INIT_GEN, TK_UPDATE, TK_COUNT
+    TK_LR_POWER, TK_INIT, TK_SEED, TK_SHARDS, TK_INIT_GEN, TK_UPDATE, TK_STALENESS, TK_COUNT
 };
 static const char *const table_keys[TK_COUNT] = {
     "dim", "optimizer", "lr", "eps", "initial_accumulator", "beta1", "beta2", "l1", "l2",
-    "lr_power", "init", "seed", "shards", "init_gen", "update"};
+    "lr_power", "init", "seed", "shards", "init_gen", "update", "staleness"};
 static const char *const update_names[] = {"async", "sync"};
 enum store_key {
     SK_MEMORY_BUDGET, SK_SPILL_MAX, SK_DURABILITY, SK_MAP_SIZE, SK_AT_SEQ, SK_UNDO, SK_CHANGES,
@@ -354,6 +354,7 @@ void pskv_table_options_init(pskv_table_options *o)
     o->init = PSKV_INIT_ZEROS;
     o->seed = 0;
     o->shards = 64;
+    o->staleness = -1;
 }
 
 void pskv__table_options_resolve(pskv_table_options *o)
@@ -397,6 +398,12 @@ int pskv_table_options_validate(const pskv_table_options *o)
                                        "(the current one)", o->init_gen);
     if (o->update > PSKV_UPDATE_SYNC)
         return pskv__fail(PSKV_EINVAL, "update %u is not an enum pskv_update", o->update);
+    if (o->staleness < -1)
+        return pskv__fail(PSKV_EINVAL, "staleness=%d: expected 0..%d, or -1 in the struct (no "
+                                       "bound)", o->staleness, INT32_MAX);
+    if (o->staleness >= 0 && o->update == PSKV_UPDATE_SYNC)
+        return pskv__fail(PSKV_EINVAL, "staleness=%d with update=sync: a sync step applies "
+                                       "everything pushed since the last one", o->staleness);
     if (o->update == PSKV_UPDATE_SYNC && o->optimizer == PSKV_OPT_NONE)
         return pskv__fail(PSKV_EINVAL, "update=sync with optimizer=none: there is no optimizer "
                                        "to step");
@@ -537,6 +544,16 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
             rc = parse_dim_like(t.val, t.vlen, 1, PSKV_INIT_GEN, &n.init_gen);
             why = "expected 1 (releases before 0.3) or 2 (the current generator)";
             break;
+        case TK_STALENESS: {
+            uint64_t v;
+            rc = parse_u64(t.val, t.vlen, &v);
+            if (rc == 0 && v > INT32_MAX)
+                rc = PSKV_EINVAL;
+            if (rc == 0)
+                n.staleness = (int32_t)v;
+            why = "expected a number of steps, 0..2147483647";
+            break;
+        }
         case TK_UPDATE:
             if (tok_is(t.val, t.vlen, "async"))
                 n.update = PSKV_UPDATE_ASYNC;
@@ -686,6 +703,8 @@ static int options_write(const pskv_table_options *o, char *buf, size_t len, boo
      * format 5 (a release before 0.4 still opens the store). */
     if (r.update != PSKV_UPDATE_ASYNC)
         append(buf, len, &at, &rc, " update=%s", update_names[r.update]);
+    if (r.staleness >= 0)
+        append(buf, len, &at, &rc, " staleness=%u", (unsigned)r.staleness);
     return rc < 0 ? rc : (int)at;
 }
 
@@ -741,7 +760,7 @@ bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_opti
     const bool generated = x.init == PSKV_INIT_UNIFORM || x.init == PSKV_INIT_NORMAL;
     if (x.dim != y.dim || x.optimizer != y.optimizer || x.lr != y.lr || x.init != y.init ||
         !init_args || x.seed != y.seed || (generated && x.init_gen != y.init_gen) ||
-        x.update != y.update)
+        x.update != y.update || x.staleness != y.staleness)
         return false;
     /* Keys the optimizer does not read are not part of the schema. */
     const unsigned uses = optimizer_uses[x.optimizer];

@@ -373,11 +373,10 @@ static int table_attach_once(void *arg)
         rc = pskv__record_put_table(s, txn, t);
     if (rc == 0 && create)
         rc = pskv__record_put_count(s, txn, t->name, 0, 0);
-    /* The store's first table of format 6 (update=sync) says so: a release
+    /* The store's first table of format 6 (update=sync, staleness) says so: a release
      * that knows only format 5 then refuses the store instead of reading
      * its schema as damage. */
-    const bool format6 = create && t->opts.update != PSKV_UPDATE_ASYNC &&
-                         s->format < PSKV_FMT_VERSION;
+    const bool format6 = create && t->extra_bytes > 0 && s->format < PSKV_FMT_VERSION;
     if (rc == 0 && format6) {
         uint8_t body[8];
         pskv_fmt_format_put(body, PSKV_FMT_VERSION);

@@ -250,6 +250,11 @@ struct pskv_table {
     pthread_mutex_t step_lock;
     bool pending_unknown;
     atomic_uint_fast64_t n_stepped;
+    /* staleness=S (>= 0; -1: none): each row's newest step applied, a u64
+     * at step_at (pskv_push_at, rows.c) */
+    int32_t staleness;
+    uint32_t step_at;
+    atomic_uint_fast64_t n_stale_dropped;
 
     atomic_uint_fast64_t n_push_nonfinite;
     atomic_uint_fast64_t n_pulled, n_pushed, n_got, n_put, n_get_misses,

@@ -177,6 +177,9 @@ typedef struct row_ctx {
     float *save;       /* ROW_PUSH: one row, the row before its step */
     uint64_t nonfinite; /* ROW_PUSH: rows whose step would not be finite */
     uint64_t stepped;   /* ROW_STEP: accumulators applied */
+    bool at_step;       /* ROW_PUSH from pskv_push_at: gradients of training step `step` */
+    uint64_t step;
+    uint64_t stale;     /* ROW_PUSH at a step: rows dropped as too old (staleness=S) */
     uint32_t pending_added; /* update=sync ROW_PUSH: keys put on this shard's pending list */
     /* The shard visit under way: its shard, the plan's keys, its version. */
     pskv__shard *sh;
@@ -215,6 +218,23 @@ static void accumulate(pskv_table *t, row_ctx *c, uint64_t key, float *row, cons
     memcpy(acc + dim, &pushes, sizeof pushes);
 }
 
+/* staleness=S: whether a gradient of step c->step may apply to row (its
+ * newest step applied minus S at most); if so a newer step becomes the
+ * row's. Dropped ones are counted. */
+static bool fresh_enough(pskv_table *t, row_ctx *c, float *row)
+{
+    uint8_t *at = (uint8_t *)row + t->step_at;
+    uint64_t newest;
+    memcpy(&newest, at, sizeof newest);
+    if (newest > c->step && newest - c->step > (uint64_t)t->staleness) {
+        c->stale++;
+        return false;
+    }
+    if (c->step > newest)
+        memcpy(at, &c->step, sizeof c->step);
+    return true;
+}
+
 static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
 {
     const size_t dim = t->dim;
@@ -241,6 +261,8 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
             accumulate(t, c, c->keys[i], row, g);
             return; /* the weights did not change: no new version */
         }
+        if (c->at_step && t->staleness >= 0 && !fresh_enough(t, c, row))
+            return; /* dropped: left as it was */
         if (!pskv__optimizer_step(&t->opt, row, g, c->save)) {
             c->nonfinite++; /* left as it was */
             return;
@@ -570,7 +592,7 @@ static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, co
  * floats, checked here) or ROW_PUT_ROWS (src: weights, state: state or
  * NULL, as pskv__put_rows takes them). */
 static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void *src,
-                      const void *state, enum row_op op)
+                      const void *state, enum row_op op, const uint64_t *step)
 {
     const bool is_push = op == ROW_PUSH, sums = op == ROW_PUSH || op == ROW_ADD;
     if (op != ROW_PUT_ROWS && op != ROW_STEP && pskv__floats_nonfinite(src, n * t->dim))
@@ -613,8 +635,10 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
         const bool bytes = op == ROW_PUT_ROWS;
         row_ctx c = {.op = op, .create = op != ROW_STEP, .src = bytes ? NULL : src,
                      .wsrc = bytes ? src : NULL, .ssrc = state,
-                     .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save};
+                     .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save,
+                     .at_step = step != NULL, .step = step ? *step : 0};
         visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
+        pskv__count_add(&t->n_stale_dropped, c.stale);
         if (op == ROW_STEP)
             pskv__count_add(&t->n_stepped, c.stepped);
         else
@@ -647,23 +671,38 @@ int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)
                                        "(pskv_put writes rows)", t->name);
     if (rc != 0 || n == 0)
         return rc;
-    return write_rows(t, keys, n, grads, NULL, ROW_PUSH);
+    return write_rows(t, keys, n, grads, NULL, ROW_PUSH, NULL);
+}
+
+int pskv_push_at(pskv_table *t, const uint64_t *keys, size_t n, const float *grads,
+                 uint64_t step)
+{
+    int rc = check_row_args(t, keys, n, grads);
+    if (rc == 0 && t->opts.optimizer == PSKV_OPT_NONE)
+        return pskv__fail(PSKV_EINVAL, "table '%s' has optimizer=none: it takes no gradients "
+                                       "(pskv_put writes rows)", t->name);
+    if (rc == 0 && t->sync)
+        return pskv__fail(PSKV_EINVAL, "table '%s' has update=sync: pskv_step applies every "
+                                       "push since the last step (use pskv_push)", t->name);
+    if (rc != 0 || n == 0)
+        return rc;
+    return write_rows(t, keys, n, grads, NULL, ROW_PUSH, &step);
 }
 
 int pskv__put_rows(pskv_table *t, const uint64_t *keys, size_t n, const void *weights,
                    const void *state)
 {
-    return n == 0 ? 0 : write_rows(t, keys, n, weights, state, ROW_PUT_ROWS);
+    return n == 0 ? 0 : write_rows(t, keys, n, weights, state, ROW_PUT_ROWS, NULL);
 }
 
 int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
 {
-    return n == 0 ? 0 : write_rows(t, keys, n, values, NULL, ROW_ADD);
+    return n == 0 ? 0 : write_rows(t, keys, n, values, NULL, ROW_ADD, NULL);
 }
 
 int pskv__step_rows(pskv_table *t, const uint64_t *keys, size_t n)
 {
-    return n == 0 ? 0 : write_rows(t, keys, n, NULL, NULL, ROW_STEP);
+    return n == 0 ? 0 : write_rows(t, keys, n, NULL, NULL, ROW_STEP, NULL);
 }
 
 int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
@@ -671,7 +710,7 @@ int pskv_put(pskv_table *t, const uint64_t *keys, size_t n, const float *values)
     int rc = check_row_args(t, keys, n, values);
     if (rc != 0 || n == 0)
         return rc;
-    return write_rows(t, keys, n, values, NULL, ROW_PUT);
+    return write_rows(t, keys, n, values, NULL, ROW_PUT, NULL);
 }
 
 /* ---------------------------------------------------------------- erase */

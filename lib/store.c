@@ -231,7 +231,7 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
                                        "(1..4096)", name);
     /* a row as the budget counts it */
     uint64_t row_cost = pskv__optimizer_row_bytes(requested->optimizer, requested->dim) +
-                        pskv_fmt_row_extra_bytes(requested->dim, requested->update) +
+                        pskv_fmt_row_extra_bytes(requested->dim, requested->update, requested->staleness) +
                         PSKV__VERSION_BYTES + (pskv__store_admits(s) ? PSKV__ADMIT_ROW_BYTES : 0);
     if (s->opts.memory_budget > 0 && s->opts.memory_budget < row_cost)
         return pskv__fail(PSKV_EINVAL, "table '%s': memory_budget=%llu cannot hold one of its "

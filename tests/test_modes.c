@@ -315,6 +315,67 @@ START_TEST(sync_pushes_beside_steps)
 }
 END_TEST
 
+/* staleness=S: a gradient more than S steps older than the newest step
+ * applied to its row is dropped, per row; the step is part of the row
+ * (kept across a reopen). */
+START_TEST(staleness_drops_old_gradients)
+{
+    char dir[256];
+    test_mkdtemp(dir, "stale");
+    pskv_store *s;
+    pskv_table *t, *x;
+    const char *cfg = "dim=2 optimizer=sgd lr=1 staleness=2 shards=2";
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", cfg, &t));
+    uint64_t a = 1, ab[2] = {1, 2};
+    float g[4] = {1, 1, 1, 1}, w[4];
+    ck_assert_ok(pskv_push_at(t, &a, 1, g, 10)); /* w = -1, step 10 */
+    ck_assert_ok(pskv_push_at(t, &a, 1, g, 8));  /* 2 behind: applied, w = -2 */
+    ck_assert_ok(pskv_push_at(t, &a, 1, g, 7));  /* 3 behind: dropped */
+    ck_assert_ok(pskv_get(t, &a, 1, w, NULL));
+    ck_assert(w[0] == -2.0f && w[1] == -2.0f);
+    ck_assert_ok(pskv_push(t, &a, 1, g)); /* untagged: applied, step kept */
+    ck_assert_ok(pskv_push_at(t, &a, 1, g, 8)); /* still 2 behind 10: applied, w = -4 */
+    pskv_table_stats st;
+    ck_assert_ok(pskv_table_stats_get(t, &st));
+    ck_assert_uint_eq(st.stale_dropped, 1);
+    /* Per row: key 1 (step 10) drops step 7, key 2 (new) takes it. */
+    ck_assert_ok(pskv_push_at(t, ab, 2, g, 7));
+    ck_assert_ok(pskv_get(t, ab, 2, w, NULL));
+    ck_assert(w[0] == -4.0f && w[2] == -1.0f);
+    ck_assert_ok(pskv_push_at(t, &a, 1, g, 30)); /* newer: w = -5, step 30 */
+    ck_assert_ok(pskv_checkpoint(s));
+    pskv_close(s);
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    ck_assert_ok(pskv_push_at(t, &a, 1, g, 27)); /* 3 behind the persisted 30: dropped */
+    ck_assert_ok(pskv_get(t, &a, 1, w, NULL));
+    ck_assert(w[0] == -5.0f);
+    ck_assert_ok(pskv_table_stats_get(t, &st));
+    ck_assert_uint_eq(st.stale_dropped, 1); /* counters start at the open */
+    /* Options. */
+    pskv_table_info info;
+    ck_assert_ok(pskv_table_info_get(t, &info));
+    ck_assert_int_eq(info.options.staleness, 2);
+    char buf[512];
+    ck_assert_int_gt(pskv_table_options_format(&info.options, buf, sizeof buf), 0);
+    ck_assert_ptr_nonnull(strstr(buf, " staleness=2"));
+    ck_assert_err(pskv_table_open(s, "t", "staleness=3", &x), PSKV_ESCHEMA);
+    ck_assert_err(pskv_table_open(s, "u", "dim=2 staleness=-1", &x), PSKV_EINVAL);
+    ck_assert_err(pskv_table_open(s, "u", "dim=2 staleness=1 update=sync", &x), PSKV_EINVAL);
+    ck_assert_ok(pskv_table_open(s, "sync", SYNC, &x));
+    ck_assert_err(pskv_push_at(x, &a, 1, g, 1), PSKV_EINVAL);
+    /* Without a bound, push_at is push. */
+    ck_assert_ok(pskv_table_open(s, "plain", "dim=2 optimizer=sgd lr=1", &x));
+    ck_assert_ok(pskv_push_at(x, &a, 1, g, 100));
+    ck_assert_ok(pskv_push_at(x, &a, 1, g, 1));
+    ck_assert_ok(pskv_get(x, &a, 1, w, NULL));
+    ck_assert(w[0] == -2.0f);
+    pskv_close(s);
+    test_remove_dir(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("modes");
@@ -324,6 +385,7 @@ int main(void)
     tcase_add_test(tc, sync_options_and_errors);
     tcase_add_test(tc, sync_accumulators_are_durable);
     tcase_add_test(tc, sync_pushes_beside_steps);
+    tcase_add_test(tc, staleness_drops_old_gradients);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
