@@ -96,5 +96,7 @@ int workload_ids(uint64_t keys, int json);
 int workload_init(uint64_t keys, int json);
 /* Chunk encode and decode per codec against memcpy, GB/s of fp32. */
 int workload_codec(int json);
+/* update=sync: push into sync and async tables, pskv_step against push. */
+int workload_modes(uint64_t keys, int json);
 
 #endif

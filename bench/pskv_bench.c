@@ -55,7 +55,10 @@
  * Workload `codec`: pskv_chunk_encode and pskv_chunk_decode per codec, GB/s
  * of fp32 values against memcpy in the same rounds (workload_codec.c).
  *
- *   pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|init|delta|codec] [--keys N] [--budget BYTES] [--batches B] [--warm B]
+ * Workload `modes`: push into update=async and update=sync tables, and
+ * pskv_step against the async push (workload_modes.c).
+ *
+ *   pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|init|delta|codec|modes] [--keys N] [--budget BYTES] [--batches B] [--warm B]
  *              [--reps R] [--peers] [--json]
  * Each dram figure is the median of R runs over the same trace. Each
  * workload lives in its own file (workload_*.c), the shared helpers in
@@ -69,7 +72,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|init|delta|codec] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
+    fprintf(stderr, "usage: pskv-bench [dram|cache|device|spill|checkpoint|filesize|ids|init|delta|codec|modes] [--keys N] [--budget BYTES] [--batches B] [--warm B] "
                     "[--reps R] [--dim D (filesize)] [--peers] [--json]\n");
     exit(2);
 }
@@ -117,6 +120,8 @@ int main(int argc, char **argv)
         return workload_delta(keys_set ? bench_cfg.keys : 4u << 20, bench_cfg.json);
     if (strcmp(workload, "ids") == 0)
         return workload_ids(keys_set ? bench_cfg.keys : 1000000u, bench_cfg.json);
+    if (strcmp(workload, "modes") == 0)
+        return workload_modes(keys_set ? bench_cfg.keys : 1u << 20, bench_cfg.json);
     if (strcmp(workload, "codec") == 0)
         return workload_codec(bench_cfg.json);
     if (strcmp(workload, "init") == 0)
