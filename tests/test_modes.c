@@ -326,7 +326,13 @@ START_TEST(staleness_drops_old_gradients)
     pskv_table *t, *x;
     const char *cfg = "dim=2 optimizer=sgd lr=1 staleness=2 shards=2";
     ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "async", "dim=2", &x));
+    ck_assert_uint_eq(s->format, 5); /* no format-6 table yet */
+    pskv_close(s);
+    ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_uint_eq(s->format, 5);
     ck_assert_ok(pskv_table_open(s, "t", cfg, &t));
+    ck_assert_uint_eq(s->format, 6);
     uint64_t a = 1, ab[2] = {1, 2};
     float g[4] = {1, 1, 1, 1}, w[4];
     ck_assert_ok(pskv_push_at(t, &a, 1, g, 10)); /* w = -1, step 10 */
@@ -347,6 +353,7 @@ START_TEST(staleness_drops_old_gradients)
     ck_assert_ok(pskv_checkpoint(s));
     pskv_close(s);
     ck_assert_ok(pskv_open(dir, NULL, &s));
+    ck_assert_uint_eq(s->format, 6);
     ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
     ck_assert_ok(pskv_push_at(t, &a, 1, g, 27)); /* 3 behind the persisted 30: dropped */
     ck_assert_ok(pskv_get(t, &a, 1, w, NULL));
