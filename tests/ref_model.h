@@ -1,6 +1,8 @@
 /* A small, obviously correct reference for a pskv table — an array of rows
  * searched linearly — and the operations applied to both, compared bit for
- * bit. Shared by tests/test_model.c (seeded random sequences) and
+ * bit. It follows the table's update mode: update=sync rows keep an
+ * accumulator that REF_STEP applies; staleness=S rows keep the newest step
+ * REF_PUSH_AT applied. Shared by tests/test_model.c (seeded random sequences) and
  * fuzz/ops_fuzzer.c (byte-driven sequences).
  *
  * Rows are built with the library's initializer and optimizer step (checked
@@ -21,6 +23,9 @@
 typedef struct ref_row {
     uint64_t key;
     float *row;
+    float *acc;      /* update=sync: the gradients pushed since the last step */
+    uint32_t pushes; /* how many pushes acc holds */
+    uint64_t step;   /* staleness=S: the newest step applied */
 } ref_row;
 
 typedef struct ref_model {
@@ -32,10 +37,13 @@ typedef struct ref_model {
     float *scratch; /* a batch of summed gradients or read rows */
     uint8_t *found;
     uint32_t max_batch;
+    uint64_t at_step; /* the step of the next REF_PUSH_AT */
     char what[200]; /* the first mismatch */
 } ref_model;
 
-enum ref_op { REF_PULL, REF_PUSH, REF_GET, REF_PUT, REF_ERASE, REF_RESHARD, REF_OPS };
+enum ref_op {
+    REF_PULL, REF_PUSH, REF_GET, REF_PUT, REF_ERASE, REF_RESHARD, REF_STEP, REF_PUSH_AT, REF_OPS
+};
 
 static inline void ref_open(ref_model *m, pskv_table *t, uint32_t max_batch)
 {
@@ -53,8 +61,10 @@ static inline void ref_open(ref_model *m, pskv_table *t, uint32_t max_batch)
 
 static inline void ref_close(ref_model *m)
 {
-    for (uint32_t i = 0; i < m->n; i++)
+    for (uint32_t i = 0; i < m->n; i++) {
         free(m->rows[i].row);
+        free(m->rows[i].acc);
+    }
     free(m->rows);
     free(m->scratch);
     free(m->found);
@@ -80,6 +90,9 @@ static inline ref_row *ref_find_or_create(ref_model *m, uint64_t key)
     r = &m->rows[m->n++];
     r->key = key;
     r->row = malloc(m->row_floats * sizeof(float));
+    r->acc = calloc(m->dim, sizeof(float));
+    r->pushes = 0;
+    r->step = 0;
     pskv__init_weights(&m->opts, key, r->row, m->dim);
     pskv__optimizer_init_state(&m->opt, r->row + m->dim);
     return r;
@@ -91,6 +104,7 @@ static inline void ref_erase(ref_model *m, uint64_t key)
     if (r == NULL)
         return;
     free(r->row);
+    free(r->acc);
     *r = m->rows[--m->n];
 }
 
@@ -136,8 +150,31 @@ static inline bool ref_step(ref_model *m, pskv_table *t, enum ref_op op, const u
                 REF_FAIL("get key %llu differs", (unsigned long long)keys[i]);
         }
         return true;
+    case REF_STEP:
+        rc = pskv_step(t);
+        if (m->opts.update != PSKV_UPDATE_SYNC) {
+            if (rc != PSKV_EINVAL)
+                REF_FAIL("step of an async table returned %d", rc);
+            return true;
+        }
+        if (rc != 0)
+            REF_FAIL("step returned %d", rc);
+        for (uint32_t i = 0; i < m->n; i++)
+            if (m->rows[i].pushes > 0) {
+                pskv__optimizer_apply(&m->opt, m->rows[i].row, m->rows[i].acc);
+                memset(m->rows[i].acc, 0, dim * sizeof(float));
+                m->rows[i].pushes = 0;
+            }
+        return true;
     case REF_PUSH:
-        rc = pskv_push(t, keys, n, vals);
+    case REF_PUSH_AT: {
+        const bool at = op == REF_PUSH_AT;
+        rc = at ? pskv_push_at(t, keys, n, vals, m->at_step) : pskv_push(t, keys, n, vals);
+        if (at && m->opts.update == PSKV_UPDATE_SYNC) {
+            if (rc != PSKV_EINVAL)
+                REF_FAIL("push_at on a sync table returned %d", rc);
+            return true;
+        }
         if (ref_any_nonfinite(vals, (size_t)n * dim)) {
             if (rc != PSKV_EINVAL)
                 REF_FAIL("push of NaN/Inf returned %d", rc);
@@ -161,10 +198,25 @@ static inline bool ref_step(ref_model *m, pskv_table *t, enum ref_op op, const u
             bool is_first = true;
             for (uint32_t k = 0; k < i; k++)
                 is_first &= keys[k] != keys[i];
-            if (is_first)
-                pskv__optimizer_apply(&m->opt, ref_find_or_create(m, keys[i])->row, out + i * dim);
+            if (!is_first)
+                continue;
+            ref_row *r = ref_find_or_create(m, keys[i]);
+            if (m->opts.update == PSKV_UPDATE_SYNC) {
+                for (uint32_t j = 0; j < dim; j++) /* from +0, as the table's */
+                    r->acc[j] += out[i * dim + j];
+                r->pushes++;
+                continue;
+            }
+            if (at && m->opts.staleness >= 0) {
+                if (r->step > m->at_step && r->step - m->at_step > (uint64_t)m->opts.staleness)
+                    continue; /* too old: dropped */
+                if (m->at_step > r->step)
+                    r->step = m->at_step;
+            }
+            pskv__optimizer_apply(&m->opt, r->row, out + i * dim);
         }
         return true;
+    }
     case REF_PUT:
         rc = pskv_put(t, keys, n, vals);
         if (ref_any_nonfinite(vals, (size_t)n * dim)) {

@@ -1,5 +1,6 @@
 /* Seeded randomized model test: random sequences of pull, push, get, put,
- * erase and reshard against a small, obviously correct reference (an array
+ * erase, reshard, step and tagged pushes (tables of the three update
+ * modes, by seed) against a small, obviously correct reference (an array
  * of rows searched linearly), compared bit for bit.
  *
  * The reference and the compare steps live in ref_model.h.
@@ -26,8 +27,10 @@ static bool durable = false;
 
 static void ref_copy(ref_model *dst, const ref_model *src)
 {
-    for (uint32_t i = 0; i < dst->n; i++)
+    for (uint32_t i = 0; i < dst->n; i++) {
         free(dst->rows[i].row);
+        free(dst->rows[i].acc);
+    }
     dst->n = 0;
     if (dst->cap < src->n) {
         dst->cap = src->n;
@@ -37,6 +40,10 @@ static void ref_copy(ref_model *dst, const ref_model *src)
         dst->rows[i].key = src->rows[i].key;
         dst->rows[i].row = malloc(src->row_floats * sizeof(float));
         memcpy(dst->rows[i].row, src->rows[i].row, src->row_floats * sizeof(float));
+        dst->rows[i].acc = malloc(src->dim * sizeof(float));
+        memcpy(dst->rows[i].acc, src->rows[i].acc, src->dim * sizeof(float));
+        dst->rows[i].pushes = src->rows[i].pushes;
+        dst->rows[i].step = src->rows[i].step;
     }
     dst->n = src->n;
 }
@@ -67,10 +74,18 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
     test_rng r = {seed * 0x2545f4914f6cdd1dull};
     static const uint32_t dims[] = {1, 3, 8, 17};
     static const char *const opt_names[] = {"sgd", "adagrad", "rowwise_adagrad", "adam", "ftrl"};
-    char cfg[160];
+    char cfg[200];
     uint32_t dim = dims[seed % 4];
-    snprintf(cfg, sizeof cfg, "dim=%u optimizer=%s init=uniform:-1:1 seed=%u shards=%u lr=0.05",
-             dim, opt_names[seed % 5], seed, 1 + rng_below(&r, 16));
+    /* Update mode: async, sync, or async with a staleness bound. */
+    const unsigned mode = seed % 3;
+    char mode_cfg[40] = "";
+    if (mode == 1)
+        snprintf(mode_cfg, sizeof mode_cfg, " update=sync");
+    else if (mode == 2)
+        snprintf(mode_cfg, sizeof mode_cfg, " staleness=%u", rng_below(&r, 6));
+    snprintf(cfg, sizeof cfg, "dim=%u optimizer=%s init=uniform:-1:1 seed=%u shards=%u lr=0.05%s",
+             dim, opt_names[seed % 5], seed, 1 + rng_below(&r, 16), mode_cfg);
+    uint64_t clock = 100; /* the training step push_at tags gradients with */
     pskv_store *s;
     pskv_table *t;
     *failed_op = 0;
@@ -114,6 +129,15 @@ static bool run_seed(unsigned seed, unsigned ops, unsigned *failed_op, char *wha
                                       : REF_RESHARD;
         if (rop == REF_RESHARD)
             n = 1 + rng_below(&r, 33);
+        /* Steps (sync tables: often; others: refused) and tagged pushes
+         * (staleness tables: half of the pushes, steps 0..8 behind). */
+        clock += rng_below(&r, 3);
+        if (rng_below(&r, 100) < (mode == 1 ? 10u : 1u))
+            rop = REF_STEP;
+        else if (rop == REF_PUSH && rng_below(&r, mode == 2 ? 2 : 20) == 0) {
+            rop = REF_PUSH_AT;
+            m.at_step = clock - rng_below(&r, 9);
+        }
         uint32_t store_op = durable ? rng_below(&r, 200) : 200;
         if (store_op < 4) { /* checkpoint */
             int rc = pskv_checkpoint(s);
