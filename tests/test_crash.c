@@ -1,5 +1,5 @@
-/* Crash test: a child process trains (pull, push, put, erase) on a durable
- * store and checkpoints in a loop, telling the parent through a pipe the
+/* Crash test: a child process trains (pull, push, put, erase; steps of an
+ * update=sync table) on a durable store and checkpoints in a loop, telling the parent through a pipe the
  * digest of its reference model before each checkpoint and when each one
  * returns. The parent SIGKILLs it at a random instant, reopens the store
  * and checks that it holds exactly one of the checkpoints that may have
@@ -30,9 +30,15 @@ static unsigned n_kills = 30;
 static uint64_t base_seed = 1;
 static char dir[64];
 
-/* Two tables: a checkpoint must hold both at the same instant. */
+/* Three tables: a checkpoint must hold them at the same instant. The third
+ * is update=sync: its accumulators (pushes not yet stepped) are part of
+ * the checkpoint too. Digests of it are taken after a step, so that they
+ * cover the accumulators; the parent's check steps it and then abandons
+ * the store (the checkpoint stays the state), and each child steps it
+ * once before it rebuilds its model from the store. */
 #define TABLE_CFG "dim=8 optimizer=adagrad init=uniform:-0.5:0.5 seed=11 shards=8"
 #define TABLE2_CFG "dim=3 optimizer=adam init=normal:0:0.1 seed=12 shards=3"
+#define TABLE3_CFG "dim=4 optimizer=adagrad init=uniform:-0.5:0.5 seed=13 shards=4 update=sync"
 
 enum { MSG_READY = 1, MSG_BEGIN = 2, MSG_BEGIN_META = 4, MSG_DONE = 3 };
 typedef struct msg {
@@ -57,6 +63,26 @@ static uint64_t model_digest(const ref_model *m)
     for (uint32_t i = 0; i < m->n; i++)
         d += row_digest(m->rows[i].key, m->rows[i].row, m->row_floats);
     return d;
+}
+
+/* The digest a sync table's rows would have after a step. */
+static uint64_t model_digest_stepped(ref_model *m)
+{
+    uint64_t d = m->n;
+    float *row = malloc(m->row_floats * sizeof(float));
+    for (uint32_t i = 0; i < m->n; i++) {
+        memcpy(row, m->rows[i].row, m->row_floats * sizeof(float));
+        if (m->rows[i].pushes > 0)
+            pskv__optimizer_apply(&m->opt, row, m->rows[i].acc);
+        d += row_digest(m->rows[i].key, row, m->row_floats);
+    }
+    free(row);
+    return d;
+}
+
+static uint64_t models_digest(ref_model *mm)
+{
+    return model_digest(&mm[0]) + 3 * model_digest(&mm[1]) + 5 * model_digest_stepped(&mm[2]);
 }
 
 /* Digest of the store's table; the model is rebuilt from it if m != NULL. */
@@ -97,25 +123,32 @@ static const char *store_cfg(unsigned trial)
 static void child_main(int fd, unsigned trial)
 {
     pskv_store *s;
-    pskv_table *tt[2];
+    pskv_table *tt[3];
     if (pskv_open(dir, store_cfg(trial), &s) != 0 || pskv_table_open(s, "t", TABLE_CFG, &tt[0]) != 0 ||
-        pskv_table_open(s, "u", TABLE2_CFG, &tt[1]) != 0)
+        pskv_table_open(s, "u", TABLE2_CFG, &tt[1]) != 0 ||
+        pskv_table_open(s, "v", TABLE3_CFG, &tt[2]) != 0)
         _exit(4);
+    /* The accumulators the checkpoint kept, applied (the model below
+     * starts from rows without any). */
+    if (pskv_step(tt[2]) != 0)
+        _exit(8);
     enum { MAXB = 32 };
-    ref_model mm[2];
-    for (int k = 0; k < 2; k++) {
+    ref_model mm[3];
+    for (int k = 0; k < 3; k++) {
         ref_open(&mm[k], tt[k], MAXB);
         store_digest(tt[k], &mm[k], mm[k].row_floats);
     }
     pskv_store_stats ss;
     pskv_store_stats_get(s, &ss);
     uint64_t seq = ss.checkpoint_seq;
-    send_msg(fd, MSG_READY, seq, model_digest(&mm[0]) + 3 * model_digest(&mm[1]));
+    send_msg(fd, MSG_READY, seq, models_digest(mm));
     test_rng r = {base_seed * 1000003u + trial};
     uint64_t keys[MAXB];
     float vals[MAXB * 8];
     for (unsigned op = 0;; op++) {
-        int k = rng_below(&r, 3) == 0; /* a third of the ops on the second table */
+        /* Half of the ops on the first table, a quarter on each other. */
+        uint32_t pick = rng_below(&r, 4);
+        int k = pick < 2 ? 0 : pick == 2 ? 1 : 2;
         pskv_table *t = tt[k];
         ref_model *mp = &mm[k];
         uint32_t n = 1 + rng_below(&r, MAXB);
@@ -125,12 +158,14 @@ static void child_main(int fd, unsigned trial)
             vals[i] = rng_float(&r);
         uint32_t kind = rng_below(&r, 100);
         enum ref_op rop = kind < 35 ? REF_PULL : kind < 70 ? REF_PUSH : kind < 88 ? REF_PUT : REF_ERASE;
+        if (k == 2 && rng_below(&r, 6) == 0)
+            rop = REF_STEP;
         if (!ref_step(mp, t, rop, keys, n, vals)) {
             fprintf(stderr, "child: %s\n", mp->what);
             _exit(5);
         }
         if (rng_below(&r, 40) == 0) {
-            uint64_t digest = model_digest(&mm[0]) + 3 * model_digest(&mm[1]);
+            uint64_t digest = models_digest(mm);
             bool with_meta = rng_below(&r, 2) == 0;
             send_msg(fd, with_meta ? MSG_BEGIN_META : MSG_BEGIN, seq + 1, digest);
             uint64_t meta[2] = {seq + 1, digest};
@@ -164,14 +199,18 @@ static void child_main(int fd, unsigned trial)
 static void check_store(pskv_store *s, unsigned trial, uint64_t seq, const uint64_t *digest_of,
                         const bool *meta_at)
 {
-    pskv_table *t, *u;
+    pskv_table *t, *u, *v;
     ck_assert_ok(pskv_table_open(s, "t", TABLE_CFG, &t));
     ck_assert_ok(pskv_table_open(s, "u", TABLE2_CFG, &u));
-    pskv_table_info info, info2;
+    ck_assert_ok(pskv_table_open(s, "v", TABLE3_CFG, &v));
+    pskv_table_info info, info2, info3;
     pskv_table_info_get(t, &info);
     pskv_table_info_get(u, &info2);
+    pskv_table_info_get(v, &info3);
+    ck_assert_ok(pskv_step(v)); /* the caller abandons the store: the checkpoint stays */
     uint64_t d = store_digest(t, NULL, info.dim + info.state_floats) +
-                 3 * store_digest(u, NULL, info2.dim + info2.state_floats);
+                 3 * store_digest(u, NULL, info2.dim + info2.state_floats) +
+                 5 * store_digest(v, NULL, info3.dim + info3.state_floats);
     ck_assert_msg(d == digest_of[seq], "trial %u: checkpoint %llu reopened with different rows",
                   trial, (unsigned long long)seq);
     uint64_t last_meta = 0;
@@ -239,7 +278,7 @@ static bool rollback_killed(unsigned trial, test_rng *r, uint64_t seq, const uin
     }
     ck_assert_uint_eq(seq_of(s), seq - 1);
     check_store(s, trial, seq - 1, digest_of, meta_at);
-    pskv_close(s);
+    pskv__close_abandon(s);
     /* For good: the later checkpoint cannot come back. */
     snprintf(cfg, sizeof cfg, "%s at_seq=%llu", store_cfg(trial) ? store_cfg(trial) : "",
              (unsigned long long)seq);
@@ -311,7 +350,7 @@ START_TEST(kill_at_random_instants)
         if (seq > done)
             in_flight_hits++; /* killed after the commit, before the call returned */
         check_store(s, trial, seq, digest_of, meta_at);
-        pskv_close(s);
+        pskv__close_abandon(s);
         can_roll = seq > ready || can_roll;
         /* Every other trial goes back one checkpoint, as a rank ahead of
          * the others does. */
