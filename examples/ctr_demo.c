@@ -20,7 +20,11 @@
  * last checkpoint: its rows and, from its metadata, each trainer's
  * position in the stream. --budget BYTES sets the store's memory_budget:
  * rows over it spill, and the trainers prefetch each next batch's rows
- * while they train on the current one. */
+ * while they train on the current one.
+ *
+ * ctr_demo --workers W [...] trains an embedding model with simulated
+ * workers, the update modes and compressed gradients instead
+ * (ctr_workers.c says how). */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -29,6 +33,7 @@
 #include <time.h>
 
 #include "ctr_stream.h"
+#include "ctr_workers.h"
 #include "pskv.h"
 
 static struct {
@@ -227,6 +232,8 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
+    if (ctr_workers_wanted(argc, argv))
+        return ctr_workers_main(argc, argv);
     for (int i = 1; i < argc; i++) {
         if (i + 1 >= argc)
             return usage();
