@@ -11,9 +11,12 @@
  *     (MPI_Alltoallv);
  *  2. each owner pulls the keys it was sent and answers with one row chunk
  *     per trainer (pskv_chunk_encode, fp32);
- *  3. the trainers compute the log-loss gradients, sum them per key and send
- *     each owner a gradient chunk (fp16 on the wire), which the owner
- *     applies with PSKV_APPLY_PUSH (its table's Adagrad);
+ *  3. the trainers compute the log-loss gradients and send each owner one
+ *     gradient message (pskv_grad_encode: --codec, default fp16, --topk,
+ *     default 1, with error feedback through the trainer's residual table
+ *     unless --no-ef), which the owner applies with PSKV_APPLY_PUSH (its
+ *     table's Adagrad); with --update sync the owners' tables accumulate
+ *     and every owner steps its table once the step's messages are in;
  *  4. every K steps rank 0 exports the rows changed since its last export
  *     (whole rows: weights and Adagrad state) and sends the chunks to rank
  *     P-1, which applies them to the replica (PSKV_APPLY_REPLACE).
@@ -26,7 +29,8 @@
  * (batch 512, same examples), which rank 0 runs after the federation.
  *
  *   mpirun -n 3 federation_mpi [--examples N] [--step-batch G] [--replica-every K]
- *                              [--check-auc D]
+ *                              [--check-auc D] [--update async|sync]
+ *                              [--codec fp32|fp16|bf16|int8] [--topk F] [--no-ef]
  * --check-auc D: exit status 1 when the AUCs differ by more than D (or the
  * replica or the migration check fails). */
 #include <mpi.h>
@@ -47,7 +51,12 @@ static struct {
     uint32_t step_batch;
     uint32_t replica_every;
     double check_auc;
-} cfg = {2000000, 1536, 20, -1};
+    const char *update; /* async or sync: the owners' tables */
+    const char *codec;  /* of the gradient messages */
+    double topk;
+    bool ef;
+} cfg = {2000000, 1536, 20, -1, "async", "fp16", 1.0, true};
+static char grad_cfg[80];
 
 static int rank, nranks;
 
@@ -119,6 +128,21 @@ static int append_chunk(bytes *b, const uint64_t *keys, size_t n, const float *v
         ok(rc == 0 ? PSKV_EINVAL : rc, "chunk size");
     ok(pskv_chunk_encode(1, keys, n, values, config, bytes_room(b, need), need, &need),
        "chunk encode");
+    b->len += need;
+    return (int)need;
+}
+
+/* Append the gradient message of n keys (dim 1) for one owner: its length. */
+static int append_grad(bytes *b, pskv_table *residual, const uint64_t *keys, size_t n,
+                       const float *grads)
+{
+    size_t need = 0;
+    /* Sized first (nothing changes on PSKV_ERANGE), then encoded. */
+    int rc = pskv_grad_encode(residual, keys, n, grads, grad_cfg, NULL, 0, &need);
+    if (rc != PSKV_ERANGE)
+        ok(rc == 0 ? PSKV_EINVAL : rc, "message size");
+    ok(pskv_grad_encode(residual, keys, n, grads, grad_cfg, bytes_room(b, need), need, &need),
+       "gradient message");
     b->len += need;
     return (int)need;
 }
@@ -209,6 +233,7 @@ static uint8_t *exchange(const bytes *b, const int *send_len, int *recv_len, int
 typedef struct node {
     pskv_store *store;
     pskv_table *t;       /* this rank's share of the model */
+    pskv_table *residual; /* what its gradient messages have not carried yet */
     pskv_ring *ring;
     bool owner;          /* in the ring (trains too) */
     uint32_t trainers;   /* ranks that train this step */
@@ -294,7 +319,7 @@ static void step(node *nd, uint64_t first, uint64_t count)
             ok(PSKV_ECORRUPT, "row chunk keys");
         free(k);
     }
-    /* 3. Gradients: per occurrence, summed per key, one fp16 chunk per owner. */
+    /* 3. Gradients: per occurrence, summed per key, one message per owner. */
     float *w = xmalloc((size_t)n * CTR_PER * sizeof *w), *g = xmalloc((size_t)n * CTR_PER * sizeof *g);
     size_t *at = xmalloc((size_t)n * CTR_PER * sizeof *at);
     for (size_t i = 0; i < (size_t)n * CTR_PER; i++) {
@@ -310,8 +335,9 @@ static void step(node *nd, uint64_t first, uint64_t count)
         gsum[at[i]] += g[i];
     out.len = 0;
     for (int r = 0; r < nranks; r++) {
-        out_len[r] = send_n[r] ? append_chunk(&out, req + send_at[r], (size_t)send_n[r],
-                                              gsum + send_at[r], "codec=fp16")
+        out_len[r] = send_n[r] ? append_grad(&out, cfg.ef ? nd->residual : NULL,
+                                             req + send_at[r], (size_t)send_n[r],
+                                             gsum + send_at[r])
                                : 0;
         nd->wire_grads += (uint64_t)out_len[r];
     }
@@ -321,6 +347,11 @@ static void step(node *nd, uint64_t first, uint64_t count)
         if (in_len[r] > 0)
             ok(pskv_apply(nd->t, in + in_at[r], (size_t)in_len[r], PSKV_APPLY_PUSH),
                "apply gradients");
+    /* Sync: every message of the step is in: one optimizer step per row. */
+    if (strcmp(cfg.update, "sync") == 0) {
+        int src = pskv_step(nd->t);
+        ok(src == PSKV_ERANGE ? 0 : src, "step");
+    }
     nd->trained += n;
     free(in);
     free(out.p);
@@ -520,7 +551,8 @@ static int usage(void)
 {
     if (rank == 0)
         fprintf(stderr, "usage: mpirun -n P federation_mpi [--examples N] [--step-batch G] "
-                        "[--replica-every K] [--check-auc D]   (P >= 2)\n");
+                        "[--replica-every K] [--check-auc D] [--update async|sync] "
+                        "[--codec fp32|fp16|bf16|int8] [--topk F] [--no-ef]   (P >= 2)\n");
     MPI_Finalize();
     return 2;
 }
@@ -531,9 +563,19 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--no-ef") == 0) {
+            cfg.ef = false;
+            continue;
+        }
         if (i + 1 >= argc)
             return usage();
-        if (strcmp(argv[i], "--examples") == 0)
+        if (strcmp(argv[i], "--update") == 0)
+            cfg.update = argv[++i];
+        else if (strcmp(argv[i], "--codec") == 0)
+            cfg.codec = argv[++i];
+        else if (strcmp(argv[i], "--topk") == 0)
+            cfg.topk = atof(argv[++i]);
+        else if (strcmp(argv[i], "--examples") == 0)
             cfg.examples = strtoull(argv[++i], NULL, 0);
         else if (strcmp(argv[i], "--step-batch") == 0)
             cfg.step_batch = (uint32_t)strtoul(argv[++i], NULL, 0);
@@ -545,13 +587,19 @@ int main(int argc, char **argv)
             return usage();
     }
     if (nranks < 2 || cfg.step_batch < 64 || cfg.step_batch > 1u << 20 ||
-        cfg.examples < 4ull * cfg.step_batch || cfg.replica_every < 1)
+        cfg.examples < 4ull * cfg.step_batch || cfg.replica_every < 1 ||
+        (strcmp(cfg.update, "async") != 0 && strcmp(cfg.update, "sync") != 0) ||
+        !(cfg.topk > 0 && cfg.topk <= 1))
         return usage();
+    snprintf(grad_cfg, sizeof grad_cfg, "dim=1 codec=%s topk=%g", cfg.codec, cfg.topk);
     ctr_stream_init();
     const int joiner = nranks - 1; /* joins midway; keeps rank 0's replica */
     node nd = {.owner = rank < joiner, .trainers = (uint32_t)joiner};
     ok(pskv_open(NULL, NULL, &nd.store), "open");
-    ok(pskv_table_open(nd.store, "ctr_lr", CTR_TABLE_CONFIG, &nd.t), "table");
+    char table_cfg[128];
+    snprintf(table_cfg, sizeof table_cfg, "%s update=%s", CTR_TABLE_CONFIG, cfg.update);
+    ok(pskv_table_open(nd.store, "ctr_lr", table_cfg, &nd.t), "table");
+    ok(pskv_table_open(nd.store, "residual", "dim=1 optimizer=none", &nd.residual), "table");
     ok(pskv_ring_create(0, RING_SEED, &nd.ring), "ring");
     for (int r = 0; r < joiner; r++)
         ok(pskv_ring_add(nd.ring, (uint32_t)r, 1.0), "ring add");
@@ -603,10 +651,12 @@ int main(int argc, char **argv)
     MPI_Reduce(sent, sent_all, 3, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Reduce(&nd.loss, &loss_all, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
     if (rank == 0)
-        printf("trained %llu examples in %.2f s on %d ranks (mean log-loss %.4f); wire: %.1f MB "
-               "of row chunks (fp32), %.1f MB of gradient chunks (fp16)\n",
+        printf("trained %llu examples in %.2f s on %d ranks (mean log-loss %.4f, update=%s); "
+               "wire: %.1f MB of row chunks (fp32), %.1f MB of gradient messages (%s, top-k %g, "
+               "error feedback %s)\n",
                (unsigned long long)sent_all[2], fed_s, nranks, loss_all / (double)sent_all[2],
-               (double)sent_all[0] / 1e6, (double)sent_all[1] / 1e6);
+               cfg.update, (double)sent_all[0] / 1e6, (double)sent_all[1] / 1e6, cfg.codec,
+               cfg.topk, cfg.ef ? "on" : "off");
     if (rank == joiner)
         printf("  replica: %llu rows applied from rank 0's delta exports every %u steps\n",
                (unsigned long long)replica_rows, cfg.replica_every);
