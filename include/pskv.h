@@ -189,10 +189,11 @@ typedef struct pskv_table_options {
                           1 = the one of releases before 0.3, which tables they
                           created keep (their schemas name none) */
     uint32_t update;   /* enum pskv_update (config "update=async|sync"; 0.4 on) */
-    int32_t staleness; /* config "staleness=S" (0.4 on): with pskv_push_at, a gradient
-                          computed more than S steps before the newest step already
-                          applied to its row is dropped; -1 (the default): no bound */
-    uint32_t reserved[12]; /* must be zero */
+    uint32_t staleness_on; /* 1 (config "staleness=S"; 0.4 on): with pskv_push_at, a
+                              gradient computed more than `staleness` steps before the
+                              newest step applied to its row is dropped; 0: no bound */
+    uint32_t staleness;    /* S, 0..2147483647, read when staleness_on is 1 */
+    uint32_t reserved[11]; /* must be zero */
 } pskv_table_options;
 
 /* How a table applies pushes (part of its schema).
@@ -204,7 +205,9 @@ typedef struct pskv_table_options {
  *          optimizer step per row per training step, whatever number of
  *          workers pushed. The step applies the sum of the pushes: for a
  *          mean, scale the gradients by 1/W on the workers or the
- *          learning rate by 1/W. */
+ *          learning rate by 1/W. A memory-only store with a
+ *          memory_budget refuses sync tables (PSKV_EINVAL): eviction drops
+ *          rows there, and would drop accumulated gradients. */
 enum pskv_update { PSKV_UPDATE_ASYNC = 0, PSKV_UPDATE_SYNC = 1 };
 
 /* The current generator of uniform and normal initial values: 2 (0.3 on),
@@ -953,12 +956,16 @@ PSKV_API int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, con
  * config: "codec=fp32|fp16|bf16|int8 topk=F lz4=on|off dim=N"; dim is
  * needed without a residual table and must match it otherwise. residual is
  * an ordinary table of that dim (suggested "optimizer=none"): bounded by
- * the store's budget, spilled, checkpointed with everything else. 0 with
- * *len; PSKV_ERANGE with *len = the size needed when cap is too small;
- * PSKV_ECODEC when a summed value does not fit the codec (fp16 beyond
- * 65504); PSKV_EINVAL (a NULL array, a bad config, a value or a sum that
- * is not finite); errors of pskv_get and pskv_put on residual. On any
- * error the residual is unchanged and buf holds no message. Thread
+ * the store's budget, spilled, checkpointed with everything else (in a
+ * memory-only store under a budget, evicted residual rows are dropped, and
+ * what they held with them: give residual tables a directory store or no
+ * budget). 0 with *len; PSKV_ERANGE with *len = the size needed when cap
+ * is too small; PSKV_ECODEC when a summed value does not fit the codec
+ * (fp16 beyond 65504); PSKV_EINVAL (a NULL array, a bad config, a value
+ * or a sum that is not finite, a message beyond the chunk format's 1 GiB:
+ * send several); errors of pskv_get and pskv_put on residual. On any error
+ * the residual is unchanged, and *len is 0 (PSKV_ERANGE: the size needed):
+ * buf holds no message to send. Thread
  * safety: calls on the same residual table must not overlap (each reads
  * then writes its rows: one residual table per sender); without a
  * residual, any thread. */

@@ -59,7 +59,8 @@ PSKV__KERNEL static uint32_t fp16_encode(const float *restrict w, uint32_t n,
         uint32_t r = ax - 0x38000000u; /* exponent bias 127 -> 15 */
         r = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
         uint32_t e = ax >> 23, sig = (ax & 0x7fffffu) | (e != 0 ? 0x800000u : 0u);
-        uint32_t shift = 126u - e < 31u ? 126u - e : 31u; /* e <= 112 here: shift >= 14 */
+        /* 14..31 in every lane (lanes of normal halves compute it unused) */
+        uint32_t shift = e > 112u ? 14u : 126u - e < 31u ? 126u - e : 31u;
         uint32_t q = sig >> shift, rem = sig & ((1u << shift) - 1u), half = 1u << (shift - 1u);
         uint32_t sub = q + (rem > half || (rem == half && (q & 1u)));
         h[j] = (uint16_t)(sign | (ax < 0x38800000u ? sub : r));

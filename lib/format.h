@@ -83,10 +83,10 @@ static inline XXH64_hash_t pskv_fmt_xxh3_seed(const void *p, size_t n, XXH64_has
 /* Bytes a row stores between its state and its version (format 6): for
  * update=sync (1) the accumulator, dim floats, then the pushes
  * accumulated since the last step u32 and 4 zero bytes; for a staleness
- * bound (>= 0) the newest step applied u64; else none. */
-static inline size_t pskv_fmt_row_extra_bytes(uint32_t dim, uint32_t update, int32_t staleness)
+ * bound (staleness_on 1) the newest step applied u64; else none. */
+static inline size_t pskv_fmt_row_extra_bytes(uint32_t dim, uint32_t update, uint32_t staleness_on)
 {
-    return (update == 1 ? (size_t)dim * 4 + 8 : 0) + (staleness >= 0 ? 8 : 0);
+    return (update == 1 ? (size_t)dim * 4 + 8 : 0) + (staleness_on ? 8 : 0);
 }
 #define PSKV_FMT_META_DB "meta"
 #define PSKV_FMT_ROWS_PREFIX "rows/"

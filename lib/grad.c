@@ -167,10 +167,11 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
 {
     pskv__detail_clear();
     if (len == NULL || (n > 0 && (keys == NULL || grads == NULL)) || (cap > 0 && buf == NULL))
-        return pskv__fail(PSKV_EINVAL, "%s is NULL", len == NULL    ? "len"
-                                                     : buf == NULL  ? "buf"
-                                                     : keys == NULL ? "keys"
-                                                                    : "grads");
+        return pskv__fail(PSKV_EINVAL, "%s is NULL", len == NULL                ? "len"
+                                                     : n > 0 && keys == NULL  ? "keys"
+                                                     : n > 0 && grads == NULL ? "grads"
+                                                                              : "buf");
+    *len = 0; /* no message until one is written */
     if (n > UINT32_MAX - 1)
         return pskv__fail(PSKV_EINVAL, "%zu rows in one message: at most %u", n, UINT32_MAX - 1);
     pskv__transfer_options o = {PSKV_CODEC_FP32, false, false, 0, 1.0, 0};
@@ -226,7 +227,8 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
                         (unsigned long long)ukeys[bad], residual ? " and residual" : "");
     uint32_t k = 0;
     if (rc == 0 && m > 0) {
-        double want = ceil(o.topk * (double)m);
+        /* F x rows within rounding of a whole number is that number */
+        double exact = o.topk * (double)m, want = ceil(exact - 1e-9 * exact);
         k = want < 1.0 ? 1 : want > (double)m ? m : (uint32_t)want;
         rc = choose_rows(v, m, dim, k, keep);
     }
@@ -240,6 +242,9 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
         pskv__chunk_spec sp = {.kind = PSKV_CHUNK_VALUES, .codec = o.codec, .lz4 = o.lz4,
                                .dim = dim};
         rc = pskv__chunk_write(&sp, sent_keys, rows, sent, NULL, 0, buf, cap, len);
+        if (rc == PSKV_ERANGE && *len == 0) /* beyond any chunk, not beyond cap */
+            rc = pskv__fail(PSKV_EINVAL, "%u rows make a message beyond the chunk format's "
+                                         "size: send the gradients in several messages", sent);
     }
     /* Error feedback: what the receiver will not see, in place of v (the
      * chunk is written). Without lz4 the chunk's own bytes are decoded. */
@@ -252,6 +257,8 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
                 at = at != NULL ? at + vb : NULL;
             }
         rc = pskv_put(residual, ukeys, m, v);
+        if (rc != 0)
+            *len = 0; /* the message must not be sent: the residual did not take its part */
         if (rc == 0) { /* best effort: a zero row left behind is still right */
             uint32_t z = 0;
             for (uint32_t i = 0; i < m; i++)

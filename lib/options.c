@@ -47,6 +47,26 @@ static int parse_float(const char *s, size_t len, float *out)
     return 0;
 }
 
+/* The same, in double precision (a fraction such as topk=0.1 must stay
+ * 0.1, not become the float nearest to it). */
+static int parse_double(const char *s, size_t len, double *out)
+{
+    char buf[64];
+    if (len == 0 || len >= sizeof buf)
+        return PSKV_EINVAL;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    locale_t loc = c_locale_get();
+    if (loc == (locale_t)0)
+        return PSKV_ENOMEM;
+    char *end = NULL;
+    double v = strtod_l(buf, &end, loc);
+    if (end != buf + len || !isfinite(v))
+        return PSKV_EINVAL;
+    *out = v;
+    return 0;
+}
+
 int pskv__format(char *buf, size_t len, const char *fmt, ...)
 {
     locale_t loc = c_locale_get();
@@ -217,6 +237,15 @@ static int bad_choice(const token *t, const char *const *names, int count)
                       near ? " (did you mean '" : "", near ? near : "", near ? "'?)" : "");
 }
 
+/* The index of t's value among names, or bad_choice's PSKV_EINVAL. */
+static int choice(const token *t, const char *const *names, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (tok_is(t->val, t->vlen, names[i]))
+            return i;
+    return bad_choice(t, names, count);
+}
+
 /* PSKV_EINVAL for an unknown key: a near miss, or a key of the other kind. */
 static int unknown_key(const token *t, const char *kind, const char *const *names, int count,
                        const char *const *other, int other_count)
@@ -302,24 +331,20 @@ int pskv_store_options_parse(pskv_store_options *o, const char *config)
         }
         case SK_UNDO: {
             static const char *const onoff[] = {"on", "off"};
+            int c = choice(&t, onoff, 2);
+            if (c < 0)
+                return c;
+            n.undo_off = (uint32_t)c;
             rc = 0;
-            if (tok_is(t.val, t.vlen, "on"))
-                n.undo_off = 0;
-            else if (tok_is(t.val, t.vlen, "off"))
-                n.undo_off = 1;
-            else
-                return bad_choice(&t, onoff, 2);
             break;
         }
         default: {
             static const char *const kinds[] = {"checkpoint", "none"};
+            int c = choice(&t, kinds, 2);
+            if (c < 0)
+                return c;
+            n.durability = c == 0 ? PSKV_DURABILITY_CHECKPOINT : PSKV_DURABILITY_NONE;
             rc = 0;
-            if (tok_is(t.val, t.vlen, "checkpoint"))
-                n.durability = PSKV_DURABILITY_CHECKPOINT;
-            else if (tok_is(t.val, t.vlen, "none"))
-                n.durability = PSKV_DURABILITY_NONE;
-            else
-                return bad_choice(&t, kinds, 2);
             break;
         }
         }
@@ -354,7 +379,6 @@ void pskv_table_options_init(pskv_table_options *o)
     o->init = PSKV_INIT_ZEROS;
     o->seed = 0;
     o->shards = 64;
-    o->staleness = -1;
 }
 
 void pskv__table_options_resolve(pskv_table_options *o)
@@ -398,11 +422,12 @@ int pskv_table_options_validate(const pskv_table_options *o)
                                        "(the current one)", o->init_gen);
     if (o->update > PSKV_UPDATE_SYNC)
         return pskv__fail(PSKV_EINVAL, "update %u is not an enum pskv_update", o->update);
-    if (o->staleness < -1)
-        return pskv__fail(PSKV_EINVAL, "staleness=%d: expected 0..%d, or -1 in the struct (no "
-                                       "bound)", o->staleness, INT32_MAX);
-    if (o->staleness >= 0 && o->update == PSKV_UPDATE_SYNC)
-        return pskv__fail(PSKV_EINVAL, "staleness=%d with update=sync: a sync step applies "
+    if (o->staleness_on > 1 || o->staleness > INT32_MAX || (!o->staleness_on && o->staleness))
+        return pskv__fail(PSKV_EINVAL, "staleness_on=%u staleness=%u: expected staleness_on 1 "
+                                       "with staleness 0..%d, or both 0 (no bound)",
+                          o->staleness_on, o->staleness, INT32_MAX);
+    if (o->staleness_on && o->update == PSKV_UPDATE_SYNC)
+        return pskv__fail(PSKV_EINVAL, "staleness=%u with update=sync: a sync step applies "
                                        "everything pushed since the last one", o->staleness);
     if (o->update == PSKV_UPDATE_SYNC && o->optimizer == PSKV_OPT_NONE)
         return pskv__fail(PSKV_EINVAL, "update=sync with optimizer=none: there is no optimizer "
@@ -523,14 +548,10 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
             why = "expected an integer in 1..4096";
             break;
         case TK_OPTIMIZER:
-            rc = PSKV_EINVAL;
-            for (int i = 0; i < N_OPTIMIZERS; i++)
-                if (tok_is(t.val, t.vlen, optimizer_names[i])) {
-                    n.optimizer = i;
-                    rc = 0;
-                }
-            if (rc != 0)
-                return bad_choice(&t, optimizer_names, N_OPTIMIZERS);
+            if ((rc = choice(&t, optimizer_names, N_OPTIMIZERS)) < 0)
+                return rc;
+            n.optimizer = rc;
+            rc = 0;
             break;
         case TK_INIT:
             rc = parse_init(t.val, t.vlen, &n);
@@ -549,18 +570,17 @@ int pskv_table_options_parse(pskv_table_options *o, const char *config)
             rc = parse_u64(t.val, t.vlen, &v);
             if (rc == 0 && v > INT32_MAX)
                 rc = PSKV_EINVAL;
-            if (rc == 0)
-                n.staleness = (int32_t)v;
+            if (rc == 0) {
+                n.staleness_on = 1;
+                n.staleness = (uint32_t)v;
+            }
             why = "expected a number of steps, 0..2147483647";
             break;
         }
         case TK_UPDATE:
-            if (tok_is(t.val, t.vlen, "async"))
-                n.update = PSKV_UPDATE_ASYNC;
-            else if (tok_is(t.val, t.vlen, "sync"))
-                n.update = PSKV_UPDATE_SYNC;
-            else
-                return bad_choice(&t, update_names, 2);
+            if ((rc = choice(&t, update_names, 2)) < 0)
+                return rc;
+            n.update = (uint32_t)rc; /* PSKV_UPDATE_ASYNC, PSKV_UPDATE_SYNC */
             rc = 0;
             break;
         case TK_LR: fdst = &n.lr; break;
@@ -703,8 +723,8 @@ static int options_write(const pskv_table_options *o, char *buf, size_t len, boo
      * format 5 (a release before 0.4 still opens the store). */
     if (r.update != PSKV_UPDATE_ASYNC)
         append(buf, len, &at, &rc, " update=%s", update_names[r.update]);
-    if (r.staleness >= 0)
-        append(buf, len, &at, &rc, " staleness=%u", (unsigned)r.staleness);
+    if (r.staleness_on)
+        append(buf, len, &at, &rc, " staleness=%u", r.staleness);
     return rc < 0 ? rc : (int)at;
 }
 
@@ -760,7 +780,8 @@ bool pskv__table_schema_equal(const pskv_table_options *a, const pskv_table_opti
     const bool generated = x.init == PSKV_INIT_UNIFORM || x.init == PSKV_INIT_NORMAL;
     if (x.dim != y.dim || x.optimizer != y.optimizer || x.lr != y.lr || x.init != y.init ||
         !init_args || x.seed != y.seed || (generated && x.init_gen != y.init_gen) ||
-        x.update != y.update || x.staleness != y.staleness)
+        x.update != y.update || x.staleness_on != y.staleness_on ||
+        x.staleness != y.staleness)
         return false;
     /* Keys the optimizer does not read are not part of the schema. */
     const unsigned uses = optimizer_uses[x.optimizer];
@@ -809,34 +830,23 @@ int pskv__transfer_options_parse(const char *config, enum pskv__transfer_kind ki
         const char *why = NULL;
         switch (k) {
         case XK_PAYLOAD:
-            if (tok_is(t.val, t.vlen, "weights"))
-                n.whole_rows = false;
-            else if (tok_is(t.val, t.vlen, "rows"))
-                n.whole_rows = true;
-            else
-                return bad_choice(&t, payloads, 2);
+            if ((rc = choice(&t, payloads, 2)) < 0)
+                return rc;
+            n.whole_rows = rc == 1;
             break;
-        case XK_CODEC: {
-            int c = -1;
-            for (int i = 0; i < 4; i++)
-                if (tok_is(t.val, t.vlen, codecs[i]))
-                    c = i;
-            if (c < 0)
-                return bad_choice(&t, codecs, 4);
-            n.codec = (uint32_t)c;
+        case XK_CODEC:
+            if ((rc = choice(&t, codecs, 4)) < 0)
+                return rc;
+            n.codec = (uint32_t)rc; /* enum pskv_codec order */
             break;
-        }
         case XK_LZ4:
-            if (tok_is(t.val, t.vlen, "on"))
-                n.lz4 = true;
-            else if (tok_is(t.val, t.vlen, "off"))
-                n.lz4 = false;
-            else
-                return bad_choice(&t, onoff, 2);
+            if ((rc = choice(&t, onoff, 2)) < 0)
+                return rc;
+            n.lz4 = rc == 0;
             break;
         case XK_TOPK: {
-            float f;
-            if (parse_float(t.val, t.vlen, &f) != 0 || !(f > 0.0f && f <= 1.0f))
+            double f;
+            if (parse_double(t.val, t.vlen, &f) != 0 || !(f > 0.0 && f <= 1.0))
                 return bad_value(&t, "expected a fraction of the rows, 0 < F <= 1");
             n.topk = f;
             break;

@@ -187,6 +187,11 @@ typedef struct row_ctx {
     uint64_t version;
 } row_ctx;
 
+/* Row slots a writing batch reserves in a shard of k keys: room for each
+ * to be new, or for a step (which creates none) one, which only keeps the
+ * evictors away from the shard until the batch is done. */
+static uint32_t rows_reserved(enum row_op op, uint32_t k) { return op == ROW_STEP ? 1 : k; }
+
 /* Marks a key whose row is not in DRAM in the pipeline: not used this time. */
 static float not_resident_mark;
 #define NOT_RESIDENT (&not_resident_mark)
@@ -219,20 +224,26 @@ static void accumulate(pskv_table *t, row_ctx *c, uint64_t key, float *row, cons
 }
 
 /* staleness=S: whether a gradient of step c->step may apply to row (its
- * newest step applied minus S at most); if so a newer step becomes the
- * row's. Dropped ones are counted. */
-static bool fresh_enough(pskv_table *t, row_ctx *c, float *row)
+ * newest step applied minus S at most). Dropped ones are counted. */
+static bool fresh_enough(const pskv_table *t, row_ctx *c, const float *row)
 {
-    uint8_t *at = (uint8_t *)row + t->step_at;
     uint64_t newest;
-    memcpy(&newest, at, sizeof newest);
+    memcpy(&newest, (const uint8_t *)row + t->step_at, sizeof newest);
     if (newest > c->step && newest - c->step > (uint64_t)t->staleness) {
         c->stale++;
         return false;
     }
+    return true;
+}
+
+/* After a step of c->step applied: a newer step becomes the row's. */
+static void step_applied(const pskv_table *t, const row_ctx *c, float *row)
+{
+    uint8_t *at = (uint8_t *)row + t->step_at;
+    uint64_t newest;
+    memcpy(&newest, at, sizeof newest);
     if (c->step > newest)
         memcpy(at, &c->step, sizeof c->step);
-    return true;
 }
 
 static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
@@ -261,12 +272,15 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
             accumulate(t, c, c->keys[i], row, g);
             return; /* the weights did not change: no new version */
         }
-        if (c->at_step && t->staleness >= 0 && !fresh_enough(t, c, row))
+        const bool bounded = c->at_step && t->staleness >= 0;
+        if (bounded && !fresh_enough(t, c, row))
             return; /* dropped: left as it was */
         if (!pskv__optimizer_step(&t->opt, row, g, c->save)) {
-            c->nonfinite++; /* left as it was */
+            c->nonfinite++; /* left as it was, its step too */
             return;
         }
+        if (bounded)
+            step_applied(t, c, row);
         break;
     }
     case ROW_PUT:
@@ -409,7 +423,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     if (writer && t->sync && c->op == ROW_PUSH) /* the pending-list room not used */
         pskv__keylist_unreserve(&sh->pending, k - c->pending_added);
     if (writer) {
-        pskv__shard_unreserve(sh, k - created);
+        pskv__shard_unreserve(sh, rows_reserved(c->op, k) - created);
         if (give_back)
             pskv__dirty_release_unused(sh, (pskv__dirty_room){k, c->cow_reserved[s], 0},
                                        at_start);
@@ -525,15 +539,15 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
         }
     }
     pskv__cold_end(t, &cold);
-    uint32_t k = plan_count(p, s);
+    uint32_t k = plan_count(p, s), slots = rows_reserved(r->op, k);
     const bool lists = t->sync && r->op == ROW_PUSH; /* keys may join the pending list */
     if (rc == 0)
-        rc = pskv__shard_reserve(sh, k);
+        rc = pskv__shard_reserve(sh, slots);
     if (rc == 0 && lists && (rc = pskv__keylist_reserve(&sh->pending, k)) != 0)
-        pskv__shard_unreserve(sh, k);
+        pskv__shard_unreserve(sh, slots);
     if (rc == 0 && t->durable &&
         (rc = pskv__dirty_reserve(sh, (pskv__dirty_room){k, pending, 0})) != 0) {
-        pskv__shard_unreserve(sh, k);
+        pskv__shard_unreserve(sh, slots);
         if (lists)
             pskv__keylist_unreserve(&sh->pending, k);
     }
@@ -547,7 +561,7 @@ static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void 
     const reservations *r = arg;
     pskv__shard *sh = &t->shards[s];
     if (r->rows[s]) {
-        pskv__shard_unreserve(sh, plan_count(p, s));
+        pskv__shard_unreserve(sh, rows_reserved(r->op, plan_count(p, s)));
         if (t->sync && r->op == ROW_PUSH)
             pskv__keylist_unreserve(&sh->pending, plan_count(p, s));
         if (t->durable) {
@@ -616,6 +630,11 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
         res.cow = calloc(t->nshards, sizeof *res.cow);
         rc = res.rows == NULL || res.cow == NULL ? PSKV_ENOMEM : 0;
     }
+    /* One row of scratch for the optimizer step, before anything is
+     * reserved: a failure here has nothing to give back. */
+    float *save = NULL;
+    if (rc == 0 && (sums || op == ROW_STEP) && (save = malloc(t->stored_bytes)) == NULL)
+        rc = PSKV_ENOMEM;
     while (rc == 0) {
         memset(res.rows, 0, t->nshards);
         memset(res.cow, 0, t->nshards * sizeof *res.cow);
@@ -627,9 +646,6 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
             rc = pskv__tier_load(t, &p, &loaded); /* then check again */
         }
     }
-    float *save = NULL;
-    if (rc == 0 && (sums || op == ROW_STEP) && (save = malloc(t->stored_bytes)) == NULL)
-        rc = PSKV_ENOMEM;
     if (rc == 0) {
         /* A put of rows reads bytes at any alignment: never as floats. */
         const bool bytes = op == ROW_PUT_ROWS;

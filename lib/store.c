@@ -231,7 +231,7 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
                                        "(1..4096)", name);
     /* a row as the budget counts it */
     uint64_t row_cost = pskv__optimizer_row_bytes(requested->optimizer, requested->dim) +
-                        pskv_fmt_row_extra_bytes(requested->dim, requested->update, requested->staleness) +
+                        pskv_fmt_row_extra_bytes(requested->dim, requested->update, requested->staleness_on) +
                         PSKV__VERSION_BYTES + (pskv__store_admits(s) ? PSKV__ADMIT_ROW_BYTES : 0);
     if (s->opts.memory_budget > 0 && s->opts.memory_budget < row_cost)
         return pskv__fail(PSKV_EINVAL, "table '%s': memory_budget=%llu cannot hold one of its "
@@ -239,6 +239,11 @@ static int table_open_locked(pskv_store *s, const char *name, const pskv_table_o
                                        "and admission)",
                           name, (unsigned long long)s->opts.memory_budget,
                           (unsigned long long)row_cost);
+    if (requested->update == PSKV_UPDATE_SYNC && pskv__store_admits(s))
+        return pskv__fail(PSKV_EINVAL, "table '%s': update=sync in a memory-only store with a "
+                                       "memory_budget: an evicted row would take its accumulated "
+                                       "gradients with it (use a directory store, where rows "
+                                       "spill, or no budget)", name);
     pskv_table **nt = pskv__array_grow(s->tables, &s->tables_cap, s->ntables + 1ull,
                                        sizeof *nt, 4);
     if (nt == NULL)

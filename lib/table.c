@@ -92,9 +92,9 @@ int pskv__table_create(pskv_store *s, const char *name, const pskv_table_options
     t->row_floats = t->dim + t->state_floats;
     t->payload_bytes = t->row_floats * (uint32_t)sizeof(float);
     t->sync = o->update == PSKV_UPDATE_SYNC;
-    t->extra_bytes = (uint32_t)pskv_fmt_row_extra_bytes(t->dim, o->update, o->staleness);
-    t->staleness = o->staleness;
-    t->step_at = t->payload_bytes + (uint32_t)pskv_fmt_row_extra_bytes(t->dim, o->update, -1);
+    t->extra_bytes = (uint32_t)pskv_fmt_row_extra_bytes(t->dim, o->update, o->staleness_on);
+    t->staleness = o->staleness_on ? (int32_t)o->staleness : -1;
+    t->step_at = t->payload_bytes + (uint32_t)pskv_fmt_row_extra_bytes(t->dim, o->update, 0);
     t->version_at = t->payload_bytes + t->extra_bytes;
     t->stored_bytes = t->version_at + PSKV__VERSION_BYTES;
     t->budget_bytes = t->stored_bytes + (pskv__store_admits(s) ? PSKV__ADMIT_ROW_BYTES : 0);

@@ -207,7 +207,7 @@ static inline bool ref_step(ref_model *m, pskv_table *t, enum ref_op op, const u
                 r->pushes++;
                 continue;
             }
-            if (at && m->opts.staleness >= 0) {
+            if (at && m->opts.staleness_on) {
                 if (r->step > m->at_step && r->step - m->at_step > (uint64_t)m->opts.staleness)
                     continue; /* too old: dropped */
                 if (m->at_step > r->step)

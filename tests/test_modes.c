@@ -154,6 +154,12 @@ START_TEST(sync_options_and_errors)
     ck_assert_err(pskv_table_open(s, "async", SYNC, &x), PSKV_ESCHEMA);
     ck_assert_err(pskv_table_open(s, "n", "dim=4 optimizer=none update=sync", &x), PSKV_EINVAL);
     ck_assert_err(pskv_table_open(s, "n", "dim=4 update=later", &x), PSKV_EINVAL);
+    /* A memory-only store under a budget drops evicted rows: no sync tables. */
+    pskv_store *cache;
+    ck_assert_ok(pskv_open(NULL, "memory_budget=1M", &cache));
+    ck_assert_err(pskv_table_open(cache, "n", SYNC, &x), PSKV_EINVAL);
+    ck_assert_ok(pskv_table_open(cache, "n", ASYNC, &x));
+    pskv_close(cache);
     pskv_table_info info;
     ck_assert_ok(pskv_table_info_get(t, &info));
     ck_assert_uint_eq(info.options.update, PSKV_UPDATE_SYNC);
@@ -363,7 +369,23 @@ START_TEST(staleness_drops_old_gradients)
     /* Options. */
     pskv_table_info info;
     ck_assert_ok(pskv_table_info_get(t, &info));
-    ck_assert_int_eq(info.options.staleness, 2);
+    ck_assert_uint_eq(info.options.staleness_on, 1);
+    ck_assert_uint_eq(info.options.staleness, 2);
+    /* A zero-filled struct (a 0.3 program) means no bound. */
+    pskv_table_options zo;
+    memset(&zo, 0, sizeof zo);
+    zo.dim = 2;
+    zo.shards = 1;
+    zo.beta1 = 0.9f;
+    zo.beta2 = 0.999f;
+    zo.lr = zo.eps = zo.initial_accumulator = -1.0f;
+    zo.lr_power = -0.5f;
+    ck_assert_ok(pskv_table_open_opts(s, "zeroed", &zo, &x));
+    ck_assert_ok(pskv_table_info_get(x, &info));
+    ck_assert_uint_eq(info.options.staleness_on, 0);
+    zo.staleness = 3; /* a bound without staleness_on */
+    ck_assert_err(pskv_table_open_opts(s, "zeroed2", &zo, &x), PSKV_EINVAL);
+    ck_assert_ok(pskv_table_info_get(t, &info));
     char buf[512];
     ck_assert_int_gt(pskv_table_options_format(&info.options, buf, sizeof buf), 0);
     ck_assert_ptr_nonnull(strstr(buf, " staleness=2"));

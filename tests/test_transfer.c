@@ -1848,6 +1848,22 @@ START_TEST(grad_encode_topk_keeps_largest)
     ck_assert_ok(pskv_grad_encode(NULL, keys, N + 2, g, "dim=4 topk=0.001", buf, sizeof buf, &len));
     ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
     ck_assert_uint_eq(in.rows, 1);
+    /* F x rows a whole number: exactly that many (0.1 is not exact in binary) */
+    uint64_t ten[100];
+    float gten[400] = {0};
+    for (int i = 0; i < 100; i++) {
+        ten[i] = (uint64_t)i + 1;
+        gten[i * 4] = (float)(i + 1);
+    }
+    ck_assert_ok(pskv_grad_encode(NULL, ten, 10, gten, "dim=4 topk=0.1", buf, sizeof buf, &len));
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 1);
+    ck_assert_ok(pskv_grad_encode(NULL, ten, 100, gten, "dim=4 topk=0.1", buf, sizeof buf, &len));
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 10);
+    ck_assert_ok(pskv_grad_encode(NULL, ten, 100, gten, "dim=4 topk=0.3", buf, sizeof buf, &len));
+    ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+    ck_assert_uint_eq(in.rows, 30);
     /* no rows: an empty message */
     ck_assert_ok(pskv_grad_encode(NULL, NULL, 0, NULL, "dim=4 topk=0.5", buf, sizeof buf, &len));
     ck_assert_ok(pskv_chunk_info_get(buf, len, &in));

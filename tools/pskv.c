@@ -155,7 +155,7 @@ static int user_meta(store *st, const uint8_t **bytes, size_t *n, uint64_t *seq)
  * on the row's version. */
 static size_t stored_bytes(const store *st, const pskv_table_info *info)
 {
-    return info->row_bytes + pskv_fmt_row_extra_bytes(info->dim, info->options.update, info->options.staleness) +
+    return info->row_bytes + pskv_fmt_row_extra_bytes(info->dim, info->options.update, info->options.staleness_on) +
            (st->format >= 3 ? PSKV_FMT_VERSION_BYTES : 0);
 }
 
