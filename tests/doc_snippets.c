@@ -132,10 +132,36 @@ static void round_of_changes(pskv_table *t, unsigned round)
     CHECK(pskv_erase(t, keys, 20) == 0);
 }
 
+/* docs/API.md's update modes: two workers' messages, one step. The rows
+ * the messages carried moved once; the rest waits in the residuals. */
+static int api_modes(void)
+{
+    pskv_store *s;
+    enum { n = 200 };
+    uint64_t keys[n];
+    static float grads[2][n * 16];
+    static uint8_t buffer[1 << 16];
+    void *buf = buffer;
+    size_t cap = sizeof buffer;
+    for (int i = 0; i < n; i++) {
+        keys[i] = (uint64_t)i + 1;
+        for (int j = 0; j < 16; j++)
+            grads[0][i * 16 + j] = grads[1][i * 16 + j] = 0.01f * (float)((i * 7 + j) % 11);
+    }
+#include "api-modes.inc"
+    pskv_table_stats st, r0;
+    int ok = pskv_table_stats_get(emb, &st) == 0 && pskv_table_stats_get(res[0], &r0) == 0 &&
+             st.stepped > 0 && st.stepped < n && r0.rows > 0;
+    pskv_close(s);
+    return ok;
+}
+
 int main(void)
 {
     CHECK(readme_using());
     printf("README's first example: pulled and pushed\n");
+    CHECK(api_modes());
+    printf("API.md's update modes: two workers' messages, one step\n");
     char tmp[] = "/tmp/pskv-doc-XXXXXX";
     CHECK(mkdtemp(tmp) != NULL);
     CHECK(readme_durable(tmp));

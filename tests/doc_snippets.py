@@ -20,7 +20,7 @@ with tempfile.TemporaryDirectory() as tmp:
             with open(os.path.join(tmp, m.group(1) + '.inc'), 'w') as f:
                 # The documents' example directory is a temporary one here.
                 f.write(m.group(2).replace('"/data/ctr"', 'DOC_DIR'))
-    for want in ('readme-using', 'readme-durable', 'readme-export', 'api-follow'):
+    for want in ('readme-using', 'readme-durable', 'readme-export', 'api-follow', 'api-modes'):
         if want not in names:
             sys.exit('snippet %s not found in the documents' % want)
     exe = os.path.join(tmp, 'doc_snippets')
