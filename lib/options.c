@@ -28,18 +28,26 @@ static locale_t c_locale_get(void)
     return c_locale;
 }
 
-/* Locale-independent float parsing ("C" numeric locale). */
-static int parse_float(const char *s, size_t len, float *out)
+/* A number token as a C string in buf[64], and the "C" numeric locale to
+ * read it in: 0, PSKV_EINVAL (empty or too long), PSKV_ENOMEM. */
+static int number_text(const char *s, size_t len, char buf[64], locale_t *loc)
 {
-    char buf[64];
-    if (len == 0 || len >= sizeof buf)
+    if (len == 0 || len >= 64)
         return PSKV_EINVAL;
     memcpy(buf, s, len);
     buf[len] = '\0';
-    locale_t loc = c_locale_get();
-    if (loc == (locale_t)0)
-        return PSKV_ENOMEM;
-    char *end = NULL;
+    *loc = c_locale_get();
+    return *loc == (locale_t)0 ? PSKV_ENOMEM : 0;
+}
+
+/* Locale-independent float parsing: the whole token, finite. */
+static int parse_float(const char *s, size_t len, float *out)
+{
+    char buf[64], *end = NULL;
+    locale_t loc;
+    int rc = number_text(s, len, buf, &loc);
+    if (rc != 0)
+        return rc;
     float v = strtof_l(buf, &end, loc);
     if (end != buf + len || !isfinite(v))
         return PSKV_EINVAL;
@@ -47,19 +55,15 @@ static int parse_float(const char *s, size_t len, float *out)
     return 0;
 }
 
-/* The same, in double precision (a fraction such as topk=0.1 must stay
+/* The same in double precision (a fraction such as topk=0.1 must stay
  * 0.1, not become the float nearest to it). */
 static int parse_double(const char *s, size_t len, double *out)
 {
-    char buf[64];
-    if (len == 0 || len >= sizeof buf)
-        return PSKV_EINVAL;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    locale_t loc = c_locale_get();
-    if (loc == (locale_t)0)
-        return PSKV_ENOMEM;
-    char *end = NULL;
+    char buf[64], *end = NULL;
+    locale_t loc;
+    int rc = number_text(s, len, buf, &loc);
+    if (rc != 0)
+        return rc;
     double v = strtod_l(buf, &end, loc);
     if (end != buf + len || !isfinite(v))
         return PSKV_EINVAL;
