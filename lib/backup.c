@@ -12,10 +12,11 @@
  *    its seq is written to <dest>/pskv.seq (so that an open refuses the
  *    directory if the data file is later lost or emptied), and only then
  *    is the copy renamed to <dest>/data.mdb and the directory synced;
- *  - what a killed backup leaves (backup.partial, and pskv.seq when it died
- *    between that write and the rename) is its own: a retried backup
- *    removes it and starts over, and pskv_open refuses a directory that
- *    holds it without a data.mdb (persist.c), never taking it for new;
+ *  - what a killed backup leaves (backup.partial, and pskv.seq or that
+ *    write's temporary when it died between that write and the rename) is
+ *    its own: a retried backup removes it and starts over, and pskv_open
+ *    refuses a directory that holds it without a data.mdb (persist.c),
+ *    never taking it for new;
  *  - a failed backup removes only what it created.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <errno.h>
@@ -41,9 +42,8 @@
 static void partial_remove(const char *dest_dir, bool with_seq)
 {
     char path[4096];
-    if (with_seq && pskv__dir_path(dest_dir, "pskv.seq", path, sizeof path) == 0 &&
-        unlink(path) == 0)
-        (void)pskv__dir_sync(dest_dir);
+    if (with_seq)
+        pskv__seqfile_remove(dest_dir);
     static const char *const files[] = {PARTIAL "/data.mdb", PARTIAL "/lock.mdb"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (pskv__dir_path(dest_dir, files[i], path, sizeof path) == 0)

@@ -109,6 +109,19 @@ int pskv__seqfile_write(const char *dir, uint64_t seq)
     return file_replace(dir, "pskv.seq", buf, sizeof buf);
 }
 
+void pskv__seqfile_remove(const char *dir)
+{
+    /* The temporary of a write killed before its rename goes too: it is
+     * the same file's remains. */
+    static const char *const names[] = {"pskv.seq.tmp", "pskv.seq"};
+    char path[4096];
+    bool gone = false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        gone |= pskv__dir_path(dir, names[i], path, sizeof path) == 0 && unlink(path) == 0;
+    if (gone)
+        (void)pskv__dir_sync(dir);
+}
+
 int pskv__seqfile_rollback_read(const char *dir, uint64_t *from, uint64_t *to)
 {
     uint8_t buf[PSKV_FMT_ROLLBACK_BYTES + 1];

@@ -23,6 +23,8 @@ PSKV__HIDDEN int pskv__seqfile_read(const char *dir, uint64_t *seq);
 /* Replace it, whole or not at all, durably. */
 PSKV__HIDDEN int pskv__seqfile_write(const char *dir, uint64_t seq);
 PSKV__HIDDEN bool pskv__seqfile_exists(const char *dir);
+/* Remove it and the temporary a killed write left, durably. */
+PSKV__HIDDEN void pskv__seqfile_remove(const char *dir);
 /* <dir>/pskv.rollback, the intent of a rollback from one seq to another:
  * read (0, PSKV_ENOTFOUND, PSKV_ECORRUPT, PSKV_EIO), write, remove. */
 PSKV__HIDDEN int pskv__seqfile_rollback_read(const char *dir, uint64_t *from, uint64_t *to);
