@@ -5,8 +5,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
-# Open MPI runs examples/federation_mpi (3 ranks) in the examples suite.
-PSKV_EXTRA_PACKAGES="openmpi-bin libopenmpi-dev"
+# Open MPI runs examples/federation_mpi (3 ranks) in the examples suite; the
+# Python suites run on Debian's interpreter with numpy, pytest, meson-python.
+PSKV_EXTRA_PACKAGES="openmpi-bin libopenmpi-dev python3-numpy python3-pytest python3-mesonpy python3-pip"
 
 build=build
 setup=fast
