@@ -6,8 +6,9 @@ set -eu
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
 # Open MPI runs examples/federation_mpi (3 ranks) in the examples suite; the
-# Python suites run on Debian's interpreter with numpy, pytest, meson-python.
-PSKV_EXTRA_PACKAGES="openmpi-bin libopenmpi-dev python3-numpy python3-pytest python3-mesonpy python3-pip"
+# Python suites run on Debian's interpreter with numpy, pytest, meson-python
+# and torch.
+PSKV_EXTRA_PACKAGES="openmpi-bin libopenmpi-dev python3-numpy python3-pytest python3-mesonpy python3-pip python3-torch"
 
 build=build
 setup=fast

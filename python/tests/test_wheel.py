@@ -29,7 +29,9 @@ def test_wheel_installs_and_imports(tmp_path):
     subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PSKV_LIBRARY", "PYTHONPATH")}
-    code = ("import pskv, numpy as np\n"
+    code = ("import importlib.util, pskv, numpy as np\n"
+            "if importlib.util.find_spec('torch'):\n"
+            "    import pskv.torch\n"
             "assert pskv.library_path.startswith(%r), pskv.library_path\n"
             "with pskv.open() as s:\n"
             "    t = s.table('t', 'dim=4 optimizer=sgd lr=1')\n"
