@@ -1,0 +1,311 @@
+"""Sharded embeddings and consistent checkpoints over torch.distributed.
+
+ShardedEmbeddingBag splits one logical table over the ranks of a process
+group (gloo on CPU): a ring shared by every rank (same vnodes, seed and
+nodes) gives each id one owning rank, whose own local store holds its row.
+Every rank builds the module with the same name and config.
+
+Forward, for a batch of ids:
+  1. the distinct ids, routed to their owners;
+  2. how many ids each rank sends each other rank (all_gather: every rank
+     learns the whole matrix, so all agree on how to split big exchanges);
+  3. the ids to their owners, then the owners' rows back (all_to_all_single;
+     gloo in torch 1.13 has neither the list all_to_all nor reduce_scatter,
+     so owners return rows and the requester pools them with torch's
+     embedding_bag);
+Backward: the gradient of each distinct id, summed by autograd, goes to its
+owner as one gradient message per owner (pskv.grad_encode: codec and topk,
+with error feedback through a residual table in the local store when
+either loses information), byte counts first, then the bytes; each owner
+applies the messages it receives with mode "push", in rank order.
+
+Every exchange whose largest piece exceeds max_message_bytes is sent in
+rounds (gloo's alltoallv has an open bug with large messages).
+
+Every rank must run forward and backward in lockstep (they are
+collectives), as with DistributedDataParallel.
+
+checkpoint() and open_consistent() implement the protocol of docs/API.md
+("Consistent checkpoints across instances") for Python trainers.
+"""
+from __future__ import annotations
+
+import math
+import struct
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import pskv
+from . import _distinct
+
+__all__ = ["ShardedEmbeddingBag", "checkpoint", "checkpoint_start", "open_consistent"]
+
+
+def _gather_matrix(local: np.ndarray, group) -> np.ndarray:
+    """Every rank's int64 vector of world entries, as a world x world matrix."""
+    world = dist.get_world_size(group)
+    t = torch.from_numpy(local.astype(np.int64))
+    parts = [torch.empty(world, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(parts, t, group=group)
+    return torch.stack(parts).numpy()
+
+
+def _alltoallv(send: torch.Tensor, send_counts, recv_counts, largest: int, max_elems: int,
+               group) -> torch.Tensor:
+    """all_to_all_single of variable pieces, in rounds of at most
+    max_elems per piece when the largest piece (over every pair of ranks:
+    the same on every rank) is bigger."""
+    out = torch.empty(int(sum(recv_counts)), dtype=send.dtype)
+    send_counts = [int(c) for c in send_counts]
+    recv_counts = [int(c) for c in recv_counts]
+    if largest <= max_elems:
+        dist.all_to_all_single(out, send, recv_counts, send_counts, group=group)
+        return out
+    send_at = np.concatenate([[0], np.cumsum(send_counts)])
+    recv_at = np.concatenate([[0], np.cumsum(recv_counts)])
+    for r in range(math.ceil(largest / max_elems)):
+        lo = r * max_elems
+        s_sizes = [max(0, min(c - lo, max_elems)) for c in send_counts]
+        r_sizes = [max(0, min(c - lo, max_elems)) for c in recv_counts]
+        piece = torch.cat([send[send_at[d] + lo:send_at[d] + lo + s_sizes[d]]
+                           for d in range(len(send_counts))])
+        got = torch.empty(sum(r_sizes), dtype=send.dtype)
+        dist.all_to_all_single(got, piece, r_sizes, s_sizes, group=group)
+        at = 0
+        for s, n in enumerate(r_sizes):
+            out[recv_at[s] + lo:recv_at[s] + lo + n] = got[at:at + n]
+            at += n
+    return out
+
+
+class _ShardedRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, anchor, mod: "ShardedEmbeddingBag", keys: np.ndarray):
+        return mod._lookup(ctx, keys)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.mod._send_grads(ctx, grad.detach().float().contiguous())
+        return None, None, None
+
+
+class ShardedEmbeddingBag(torch.nn.Module):
+    """An EmbeddingBag whose rows are spread over the ranks of a process
+    group, each rank's share in its own store (see the module doc).
+
+    store: this rank's pskv.Store; name, config: the table (every rank the
+    same); mode, include_last_offset, padding_idx: as torch.nn.EmbeddingBag;
+    codec ("fp32", "fp16", "bf16", "int8") and topk (fraction of each
+    message's rows kept, by L2 norm) for the gradients sent to owners,
+    with error feedback when either loses information; vnodes, seed: the
+    ring's; max_message_bytes: the largest piece of one exchange round.
+
+    Counters: grad_bytes (gradient bytes this rank sent) and
+    grad_bytes_fp32 (what fp32 rows would have taken), lookups_sent.
+    """
+
+    def __init__(self, store: pskv.Store, name: str, config: str, mode: str = "sum",
+                 group=None, codec: str = "fp32", topk: float = 1.0,
+                 include_last_offset: bool = False, padding_idx: Optional[int] = None,
+                 vnodes: int = 0, seed: int = 0, max_message_bytes: int = 16 << 20):
+        super().__init__()
+        if mode not in ("sum", "mean", "max"):
+            raise ValueError(f"mode {mode!r}: expected 'sum', 'mean' or 'max'")
+        if codec not in pskv.CODECS:
+            raise ValueError(f"codec {codec!r}: expected one of {pskv.CODECS}")
+        if not 0.0 < topk <= 1.0:
+            raise ValueError(f"topk={topk}: expected a fraction in (0, 1]")
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world = dist.get_world_size(group)
+        self.table = store.table(name, config)
+        self.embedding_dim = self.table.dim
+        self.mode = mode
+        self.include_last_offset = include_last_offset
+        self.padding_idx = padding_idx
+        self.codec = codec
+        self.topk = float(topk)
+        self.residual = None
+        if codec != "fp32" or topk < 1.0:
+            self.residual = store.table(name + ".residual",
+                                        f"dim={self.embedding_dim} optimizer=none")
+        self.ring = pskv.Ring(vnodes, seed, nodes=range(self.world))
+        self.max_message_bytes = int(max_message_bytes)
+        self.grad_bytes = 0
+        self.grad_bytes_fp32 = 0
+        self.lookups_sent = 0
+        self._anchor = torch.empty(0, requires_grad=True)
+
+    def extra_repr(self) -> str:
+        return (f"table={self.table.name!r}, embedding_dim={self.embedding_dim}, "
+                f"mode={self.mode!r}, rank={self.rank}/{self.world}, codec={self.codec!r}, "
+                f"topk={self.topk}")
+
+    def _max_elems(self, elem_bytes: int) -> int:
+        return max(1, self.max_message_bytes // elem_bytes)
+
+    # -- forward: ids to owners, rows back
+
+    def _lookup(self, ctx, keys: np.ndarray) -> torch.Tensor:
+        owners = self.ring.route(keys)
+        order = np.argsort(owners, kind="stable")
+        send_keys = keys[order]
+        send_counts = np.bincount(owners, minlength=self.world).astype(np.int64)
+        m = _gather_matrix(send_counts, self.group)  # m[src, dst]
+        recv_counts = m[:, self.rank]
+        largest = int(m.max()) if m.size else 0
+        got_keys = _alltoallv(torch.from_numpy(send_keys.view(np.int64)), send_counts,
+                              recv_counts, largest, self._max_elems(8), self.group)
+        rows = self.table.pull(got_keys.numpy().view(np.uint64))
+        dim = self.embedding_dim
+        back = _alltoallv(torch.from_numpy(rows).reshape(-1), recv_counts * dim,
+                          send_counts * dim, largest * dim, self._max_elems(4), self.group)
+        out = torch.empty(len(keys), dim)
+        out[torch.from_numpy(order)] = back.reshape(-1, dim)
+        self.lookups_sent += int(send_counts.sum() - send_counts[self.rank])
+        if ctx is not None:
+            ctx.mod = self
+            ctx.send_keys = send_keys
+            ctx.order = order
+            ctx.send_counts = send_counts
+        return out
+
+    # -- backward: one gradient message per owner
+
+    def _send_grads(self, ctx, grad: torch.Tensor) -> None:
+        g = grad.numpy()[ctx.order]
+        counts = ctx.send_counts
+        at = np.concatenate([[0], np.cumsum(counts)])
+        msgs = []
+        for d in range(self.world):
+            if counts[d] == 0:
+                msgs.append(np.empty(0, dtype=np.uint8))
+                continue
+            k = ctx.send_keys[at[d]:at[d + 1]]
+            msgs.append(pskv.grad_encode(k, g[at[d]:at[d + 1]], codec=self.codec,
+                                         topk=self.topk, residual=self.residual,
+                                         dim=self.embedding_dim))
+        sizes = np.array([m.size for m in msgs], dtype=np.int64)
+        b = _gather_matrix(sizes, self.group)
+        recv = b[:, self.rank]
+        payload = torch.from_numpy(np.concatenate(msgs)) if msgs else torch.empty(0, torch.uint8)
+        got = _alltoallv(payload, sizes, recv, int(b.max()), self._max_elems(1),
+                         self.group).numpy()
+        sent_elsewhere = sizes.sum() - sizes[self.rank]
+        self.grad_bytes += int(sent_elsewhere)
+        self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) *
+                                    (self.embedding_dim * 4 + 8))
+        pos = 0
+        for n in recv:
+            if n:
+                self.table.apply(got[pos:pos + n], mode="push")
+            pos += n
+
+    # -- the module
+
+    def forward(self, input: torch.Tensor, offsets: Optional[torch.Tensor] = None,
+                per_sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        keys, index, pad = _distinct(input, self.padding_idx)
+        if torch.is_grad_enabled() and self.training:
+            rows = _ShardedRows.apply(self._anchor, self, keys)
+        else:
+            rows = self._lookup(None, keys)
+        if pad is not None:
+            rows = torch.cat([rows, rows.new_zeros(1, self.embedding_dim)])
+        return F.embedding_bag(index, rows, offsets, mode=self.mode,
+                               per_sample_weights=per_sample_weights,
+                               include_last_offset=self.include_last_offset, padding_idx=pad)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+_MAGIC = b"pskvstp1"
+_HEAD = struct.Struct("<8sq")
+
+
+class _RankCheckpoint:
+    def __init__(self, store, step, ck, meta, group):
+        self.store, self.step, self.ck, self.meta, self.group = store, step, ck, meta, group
+
+    def wait(self) -> int:
+        """Wait for this rank's commit, retry it once if it failed, then
+        agree with every rank that all committed this step; returns the
+        seq. Raises pskv.IOFailure-like errors of this rank, or
+        RuntimeError naming the ranks that did not commit."""
+        try:
+            seq = self.ck.wait()
+        except pskv.Error:
+            seq = None
+            try:  # committed nothing new: try once more before the barrier
+                seq = self.store.checkpoint(self.meta)
+            except pskv.Error:
+                pass
+        ok = torch.tensor([self.step if seq is not None else -1], dtype=torch.int64)
+        everyone = [torch.empty(1, dtype=torch.int64)
+                    for _ in range(dist.get_world_size(self.group))]
+        dist.all_gather(everyone, ok, group=self.group)
+        failed = [r for r, t in enumerate(everyone) if int(t) != self.step]
+        if failed:
+            raise RuntimeError(f"pskv: ranks {failed} did not commit step {self.step}")
+        return seq
+
+
+def checkpoint_start(store: pskv.Store, step: int, extra=b"", group=None) -> _RankCheckpoint:
+    """Start this rank's checkpoint of `step` (with `extra` bytes, e.g. the
+    dense state_dict saved with torch.save, in the same transaction) and
+    return at once; training may go on. Call .wait() on the result before
+    starting the next checkpoint: it is the barrier of the protocol."""
+    meta = _HEAD.pack(_MAGIC, int(step)) + bytes(extra)
+    return _RankCheckpoint(store, int(step), store.checkpoint_start(meta), meta, group)
+
+
+def checkpoint(store: pskv.Store, step: int, extra=b"", group=None) -> int:
+    """Every rank commits `step` (and extra) and waits until all have;
+    returns this rank's seq. Call it at the same step on every rank."""
+    return checkpoint_start(store, step, extra, group).wait()
+
+
+def _read_step(store: pskv.Store):
+    try:
+        meta, seq = store.checkpoint_meta()
+    except pskv.NotFound:
+        return -1, 0, b""
+    if len(meta) < _HEAD.size or meta[:8] != _MAGIC:
+        raise pskv.Corrupt(pskv.Corrupt.code, "the last checkpoint's metadata was not written "
+                                              "by pskv.torch.distributed.checkpoint")
+    _, step = _HEAD.unpack_from(meta)
+    return step, seq, meta[_HEAD.size:]
+
+
+def open_consistent(path, config: str = "", group=None) -> Tuple[pskv.Store, Optional[int], bytes]:
+    """Reopen every rank's store at the newest step all ranks hold: (store,
+    step, extra). step is None when no rank has checkpointed yet (every
+    store opens as it is). Collective: every rank calls it."""
+    s = pskv.open(path, config)
+    try:
+        step, seq, _ = _read_step(s)
+    finally:
+        s.close(discard=True)
+    mine = torch.tensor([step], dtype=torch.int64)
+    lowest = mine.clone()
+    dist.all_reduce(lowest, op=dist.ReduceOp.MIN, group=group)
+    highest = mine.clone()
+    dist.all_reduce(highest, op=dist.ReduceOp.MAX, group=group)
+    target = int(lowest)
+    if int(highest) < 0:
+        return pskv.open(path, config), None, b""
+    if target < 0:
+        raise pskv.NotFound(pskv.NotFound.code, "a rank holds no checkpoint while others do: "
+                                                "restore it from a backup")
+    at = seq if step == target else seq - 1
+    s = pskv.open(path, f"{config} at_seq={at}")
+    got, got_seq, extra = _read_step(s)
+    if got != target or got_seq != at:
+        s.close(discard=True)
+        raise pskv.Corrupt(pskv.Corrupt.code, f"reopened at seq {at}: step {got} (seq "
+                                              f"{got_seq}), expected step {target}")
+    return s, target, extra
