@@ -5,16 +5,22 @@ pytest is missing from this interpreter, or when the file needs torch
 import importlib.util
 import sys
 
-args = sys.argv[1:]
-needs = ["numpy", "pytest"]
-if args and args[0] == "--needs-torch":
-    needs.append("torch")
-    args = args[1:]
-missing = [m for m in needs if importlib.util.find_spec(m) is None]
-if missing:
-    print(f"skipped: {sys.executable} lacks {', '.join(missing)} "
-          f"(Debian: apt-get install {' '.join('python3-' + m for m in missing)})")
-    sys.exit(77)
-import pytest  # noqa: E402
 
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider"] + args))
+def main() -> int:
+    args = sys.argv[1:]
+    needs = ["numpy", "pytest"]
+    if args and args[0] == "--needs-torch":
+        needs.append("torch")
+        args = args[1:]
+    missing = [m for m in needs if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"skipped: {sys.executable} lacks {', '.join(missing)} "
+              f"(Debian: apt-get install {' '.join('python3-' + m for m in missing)})")
+        return 77
+    import pytest
+    return pytest.main(["-q", "-p", "no:cacheprovider"] + args)
+
+
+# Guarded: tests that spawn processes re-import this file in each child.
+if __name__ == "__main__":
+    sys.exit(main())
