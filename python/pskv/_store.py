@@ -20,6 +20,7 @@ from typing import Iterator, Optional, Tuple
 import numpy as np
 
 from . import _arrays, _native as N
+from ._handle import Owned
 from .errors import InvalidArgument, NotFound, OutOfRange, check, error
 
 _EINVAL = InvalidArgument.code
@@ -450,9 +451,11 @@ class Table:
             check(N.apply_since(h, c.ctypes.data, c.size, m, int(since)))
 
 
-class RowIterator:
+class RowIterator(Owned):
     """An iterator over a table's rows (Table.iterate); close it or use it
     as a context manager to free it early."""
+
+    _free = N.iter_destroy
 
     def __init__(self, table: Table, state: bool):
         h = ctypes.c_void_p()
@@ -461,20 +464,6 @@ class RowIterator:
         self._dim = table.dim
         self._sf = table.state_floats if state else 0
         self._state = state
-
-    def close(self) -> None:
-        h, self._h = self._h, None
-        if h is not None:
-            N.iter_destroy(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
     def __iter__(self):
         return self

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from . import _arrays, _native as N
+from ._handle import Owned
 from .errors import InvalidArgument, OutOfRange, check, error
 
 _EINVAL = InvalidArgument.code
@@ -132,7 +133,7 @@ def chunk_decode(chunk, state: bool = True) -> Chunk:
     return Chunk(keys, values, st, tombs)
 
 
-class Export:
+class Export(Owned):
     """A delta export of a table (Table.export): iterate it for chunks
     (uint8 arrays, each its own buffer). `version` is the cursor for this
     consumer's next export. Close it (or use `with`) before its store;
@@ -142,9 +143,9 @@ class Export:
     #: MiB) or at this, whichever is smaller. numpy leaves untouched pages
     #: of a large buffer unallocated.
     buffer_bytes = 8 << 20
+    _free = N.export_close
 
     def __init__(self, table, since: int, config: str, ring, node):
-        self._h = None
         h = ctypes.c_void_p()
         check(N.export_open(table._handle(), int(since), (config or "").encode(),
                             ctypes.byref(h)))
@@ -187,25 +188,14 @@ class Export:
                 return
             yield c
 
-    def close(self) -> None:
-        h, self._h = self._h, None
-        if h is not None:
-            N.export_close(h)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        self.close()
 
 
-class Ring:
+class Ring(Owned):
     """A consistent-hash ring (pskv_ring_*): rings created with the same
     (vnodes, seed) and nodes route identically in every process. add and
     remove must not run concurrently with other calls on the ring."""
+
+    _free = N.ring_destroy
 
     def __init__(self, vnodes: int = 0, seed: int = 0, nodes=None):
         h = ctypes.c_void_p()
@@ -236,13 +226,6 @@ class Ring:
     def __len__(self) -> int:
         return N.ring_nodes(self._handle())
 
-    def close(self) -> None:
-        h, self._h = self._h, None
-        if h is not None:
-            N.ring_destroy(h)
-
-    def __del__(self):
-        self.close()
 
 
 def _bytes(x) -> bytes:
