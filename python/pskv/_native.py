@@ -21,7 +21,7 @@ import ctypes
 import glob
 import os
 from ctypes import (POINTER, Structure, c_char, c_char_p, c_double, c_float, c_int,
-                    c_size_t, c_uint, c_uint8, c_uint32, c_uint64, c_void_p)
+                    c_size_t, c_uint, c_uint32, c_uint64, c_void_p)
 
 #: The oldest library this binding works with (pskv_version() encoding).
 MIN_VERSION = (0, 4, 0)

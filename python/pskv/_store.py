@@ -15,13 +15,13 @@ from __future__ import annotations
 import ctypes
 import os
 from collections import namedtuple
-from typing import Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from . import _arrays, _native as N
 from ._handle import Owned
-from .errors import InvalidArgument, NotFound, OutOfRange, check, error
+from .errors import InvalidArgument, OutOfRange, check, error
 
 _EINVAL = InvalidArgument.code
 _ERANGE = OutOfRange.code
