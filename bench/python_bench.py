@@ -13,7 +13,6 @@ one run, rounds interleaved in a shuffled order, medians reported.
 
 Run it from a build tree (PSKV_LIBRARY or build/libpskv.so is loaded)."""
 import argparse
-import ctypes
 import os
 import random
 import re

@@ -21,7 +21,6 @@ on from the newest step every rank holds.
     /usr/bin/python3 examples/pytorch/train_ctr.py --world-size 2 --examples 400000
 """
 import argparse
-import io
 import os
 import pickle
 import sys

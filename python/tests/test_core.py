@@ -1,6 +1,5 @@
 """pskv's Python binding over the C library: rows, errors, durability,
 transfer. Run by `meson test` (python-core) with /usr/bin/python3."""
-import os
 import subprocess
 import sys
 import threading
