@@ -137,3 +137,37 @@ def test_prefetch_on_a_spilling_table(tmp_path):
         y = bag(nxt, torch.tensor([0, 500]))
         y.sum().backward()
         assert t.stats().spill_reads > 0 and t.stats().pushed == 1000
+
+
+def test_per_sample_weights_get_their_gradient():
+    with pskv.open() as s:
+        t = s.table("e", "dim=4 optimizer=sgd lr=1e-30 init=normal:0:1 seed=3")
+        bag = pt.EmbeddingBag(t, mode="sum", padding_idx=9)
+        ref = torch.nn.EmbeddingBag(10, 4, mode="sum", padding_idx=9)
+        with torch.no_grad():
+            ref.weight.copy_(torch.from_numpy(t.pull(np.arange(10))))
+            ref.weight[9].zero_()
+        ids, off = torch.tensor([1, 9, 2, 2, 5]), torch.tensor([0, 3])
+        w1 = torch.rand(5, requires_grad=True)
+        w2 = w1.detach().clone().requires_grad_(True)
+        (bag(ids, off, per_sample_weights=w1) ** 2).sum().backward()
+        (ref(ids, off, per_sample_weights=w2) ** 2).sum().backward()
+        assert torch.allclose(w1.grad, w2.grad, rtol=1e-5, atol=1e-6), (w1.grad, w2.grad)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+@pytest.mark.parametrize("width", [1, 3])
+def test_2d_input_gradients(mode, width):
+    with pskv.open() as s:
+        t = s.table("e", "dim=4 optimizer=sgd lr=0.5 init=normal:0:1 seed=8")
+        bag = pt.EmbeddingBag(t, mode=mode)
+        ref = torch.nn.EmbeddingBag(20, 4, mode=mode, sparse=True)
+        with torch.no_grad():
+            ref.weight.copy_(torch.from_numpy(t.pull(np.arange(20))))
+        opt = torch.optim.SGD(ref.parameters(), lr=0.5)
+        x = torch.tensor([[1, 4, 4], [7, 1, 19], [4, 4, 4], [2, 3, 1]])[:, :width]
+        (bag(x) ** 2).sum().backward()
+        (ref(x) ** 2).sum().backward()
+        opt.step()
+        assert torch.allclose(torch.from_numpy(t.pull(np.arange(20))), ref.weight, rtol=1e-5,
+                              atol=1e-6)
