@@ -7,17 +7,19 @@ Every rank builds the module with the same name and config.
 
 Forward, for a batch of ids:
   1. the distinct ids, routed to their owners;
-  2. how many ids each rank sends each other rank (all_gather: every rank
-     learns the whole matrix, so all agree on how to split big exchanges);
+  2. how many ids each rank sends each other rank, with each sender's
+     largest count, so that all agree on how to split big exchanges;
   3. the ids to their owners, then the owners' rows back (all_to_all_single;
      gloo in torch 1.13 has neither the list all_to_all nor reduce_scatter,
      so owners return rows and the requester pools them with torch's
      embedding_bag);
 Backward: the gradient of each distinct id, summed by autograd, goes to its
-owner as one gradient message per owner (pskv.grad_encode: codec and topk,
-with error feedback through a residual table in the local store when
-either loses information), byte counts first, then the bytes; each owner
-applies the messages it receives with mode "push", in rank order.
+owner. With codec fp32 and topk 1 the rows go as they are, in the order the
+owner served them in forward (one exchange, nothing to size). Otherwise as
+one gradient message per owner (pskv.grad_encode: codec and topk, with
+error feedback through a residual table in the local store), byte counts
+first, then the bytes. Each owner applies what it receives one sender at a
+time, in rank order (a push, or an apply with mode "push").
 
 Every exchange whose largest piece exceeds max_message_bytes is sent in
 rounds (gloo's alltoallv has an open bug with large messages).
@@ -45,13 +47,20 @@ from . import _distinct
 __all__ = ["ShardedEmbeddingBag", "checkpoint", "checkpoint_start", "open_consistent"]
 
 
-def _gather_matrix(local: np.ndarray, group) -> np.ndarray:
-    """Every rank's int64 vector of world entries, as a world x world matrix."""
-    world = dist.get_world_size(group)
-    t = torch.from_numpy(local.astype(np.int64))
-    parts = [torch.empty(world, dtype=torch.int64) for _ in range(world)]
-    dist.all_gather(parts, t, group=group)
-    return torch.stack(parts).numpy()
+def _exchange_counts(send: np.ndarray, group) -> Tuple[np.ndarray, int]:
+    """One all_to_all_single of [count for that rank, this rank's largest
+    count] to every rank: (what each rank sends this one, the largest count
+    any rank sends any rank), so every rank agrees on how to split the
+    exchange that follows. (A collective costs 0.5-0.7 ms on the 2-core
+    test machine, all_gather more than all_to_all_single: one is used.)"""
+    world = len(send)
+    out = np.empty((world, 2), dtype=np.int64)
+    out[:, 0] = send
+    out[:, 1] = send.max() if world else 0
+    got = torch.empty(world * 2, dtype=torch.int64)
+    dist.all_to_all_single(got, torch.from_numpy(out.reshape(-1)), group=group)
+    got = got.numpy().reshape(world, 2)
+    return got[:, 0].copy(), int(got[:, 1].max()) if world else 0
 
 
 def _alltoallv(send: torch.Tensor, send_counts, recv_counts, largest: int, max_elems: int,
@@ -155,12 +164,11 @@ class ShardedEmbeddingBag(torch.nn.Module):
         order = np.argsort(owners, kind="stable")
         send_keys = keys[order]
         send_counts = np.bincount(owners, minlength=self.world).astype(np.int64)
-        m = _gather_matrix(send_counts, self.group)  # m[src, dst]
-        recv_counts = m[:, self.rank]
-        largest = int(m.max()) if m.size else 0
+        recv_counts, largest = _exchange_counts(send_counts, self.group)
         got_keys = _alltoallv(torch.from_numpy(send_keys.view(np.int64)), send_counts,
                               recv_counts, largest, self._max_elems(8), self.group)
-        rows = self.table.pull(got_keys.numpy().view(np.uint64))
+        got_keys = got_keys.numpy().view(np.uint64)
+        rows = self.table.pull(got_keys)
         dim = self.embedding_dim
         back = _alltoallv(torch.from_numpy(rows).reshape(-1), recv_counts * dim,
                           send_counts * dim, largest * dim, self._max_elems(4), self.group)
@@ -172,6 +180,9 @@ class ShardedEmbeddingBag(torch.nn.Module):
             ctx.send_keys = send_keys
             ctx.order = order
             ctx.send_counts = send_counts
+            ctx.got_keys = got_keys        # what this rank served, as the owner
+            ctx.recv_counts = recv_counts
+            ctx.largest = largest
         return out
 
     # -- backward: one gradient message per owner
@@ -180,6 +191,23 @@ class ShardedEmbeddingBag(torch.nn.Module):
         g = grad.numpy()[ctx.order]
         counts = ctx.send_counts
         at = np.concatenate([[0], np.cumsum(counts)])
+        dim = self.embedding_dim
+        if self.residual is None:
+            # fp32, every row: the owners know which keys come, in which
+            # order (they served them in forward), so the rows go as they
+            # are, in one exchange with no sizes first.
+            got = _alltoallv(torch.from_numpy(g).reshape(-1), counts * dim,
+                             ctx.recv_counts * dim, ctx.largest * dim, self._max_elems(4),
+                             self.group).numpy().reshape(-1, dim)
+            sent = int((counts.sum() - counts[self.rank]) * dim * 4)
+            self.grad_bytes += sent
+            self.grad_bytes_fp32 += sent
+            pos = 0
+            for n in ctx.recv_counts:  # one push per sender, in rank order
+                if n:
+                    self.table.push(ctx.got_keys[pos:pos + n], got[pos:pos + n])
+                pos += n
+            return
         msgs = []
         for d in range(self.world):
             if counts[d] == 0:
@@ -190,15 +218,11 @@ class ShardedEmbeddingBag(torch.nn.Module):
                                          topk=self.topk, residual=self.residual,
                                          dim=self.embedding_dim))
         sizes = np.array([m.size for m in msgs], dtype=np.int64)
-        b = _gather_matrix(sizes, self.group)
-        recv = b[:, self.rank]
+        recv, largest = _exchange_counts(sizes, self.group)
         payload = torch.from_numpy(np.concatenate(msgs)) if msgs else torch.empty(0, torch.uint8)
-        got = _alltoallv(payload, sizes, recv, int(b.max()), self._max_elems(1),
-                         self.group).numpy()
-        sent_elsewhere = sizes.sum() - sizes[self.rank]
-        self.grad_bytes += int(sent_elsewhere)
-        self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) *
-                                    (self.embedding_dim * 4 + 8))
+        got = _alltoallv(payload, sizes, recv, largest, self._max_elems(1), self.group).numpy()
+        self.grad_bytes += int(sizes.sum() - sizes[self.rank])
+        self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) * dim * 4)
         pos = 0
         for n in recv:
             if n:
