@@ -108,13 +108,13 @@ def bench_train(rounds, examples):
           f"{statistics.median(p[0] - b[0] for p, b in zip(res['pskv'], res['torch'])):+.4f}")
 
 
-def bench_ranks(rounds, examples):
-    common = ["--examples", str(examples), "--report-every", "100000"]
+def bench_ranks(rounds, examples, batch):
+    common = ["--examples", str(examples), "--report-every", "100000", "--batch", str(batch)]
     cands = {"1 rank": common, "2 ranks": common + ["--world-size", "2"],
              "3 ranks": common + ["--world-size", "3"]}
     res = interleave(cands, rounds)
-    print(f"ranks: train_ctr.py (hybrid, fp32), 1 torch thread per rank, {examples} examples, "
-          f"median of {rounds} interleaved rounds, 2 cores")
+    print(f"ranks: train_ctr.py (hybrid, fp32), batches of {batch} per rank, 1 torch thread per "
+          f"rank, {examples} examples, median of {rounds} interleaved rounds")
     one = res["1 rank"]
     for c in res:
         r = [x[2] / o[2] for x, o in zip(res[c], one)]
@@ -181,6 +181,8 @@ def main():
     p.add_argument("what", nargs="*", default=["calls", "train", "ranks", "prefetch"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--examples", type=int, default=600000)
+    p.add_argument("--batch", type=int, nargs="+", default=[512, 2048],
+                   help="ranks: examples per rank per step")
     p.add_argument("--keys", type=int, default=2000000)
     p.add_argument("--budget", default="128M")
     a = p.parse_args()
@@ -192,7 +194,8 @@ def main():
         elif w == "train":
             bench_train(a.rounds, a.examples)
         elif w == "ranks":
-            bench_ranks(a.rounds, a.examples)
+            for batch in a.batch:
+                bench_ranks(a.rounds, a.examples, batch)
         elif w == "prefetch":
             bench_prefetch(a.rounds, a.keys, a.budget)
         else:

@@ -7,9 +7,11 @@ Every rank builds the module with the same name and config.
 
 Forward, for a batch of ids:
   1. the distinct ids, routed to their owners;
-  2. how many ids each rank sends each other rank, with each sender's
-     largest count, so that all agree on how to split big exchanges;
-  3. the ids to their owners, then the owners' rows back (all_to_all_single;
+  2. the ids to their owners in one all_to_all_single of equal slots, each
+     headed by its length and the sender's longest (see _Slots: all ranks
+     agree on a second exchange when a piece outgrew the slots, and on how
+     to split big exchanges);
+  3. the owners' rows back (all_to_all_single;
      gloo in torch 1.13 has neither the list all_to_all nor reduce_scatter,
      so owners return rows and the requester pools them with torch's
      embedding_bag);
@@ -17,8 +19,8 @@ Backward: the gradient of each distinct id, summed by autograd, goes to its
 owner. With codec fp32 and topk 1 the rows go as they are, in the order the
 owner served them in forward (one exchange, nothing to size). Otherwise as
 one gradient message per owner (pskv.grad_encode: codec and topk, with
-error feedback through a residual table in the local store), byte counts
-first, then the bytes. Each owner applies what it receives one sender at a
+error feedback through a residual table in the local store), in slots as
+the ids went. Each owner applies what it receives one sender at a
 time, in rank order (a push, or an apply with mode "push").
 
 Every exchange whose largest piece exceeds max_message_bytes is sent in
@@ -47,20 +49,53 @@ from . import _distinct
 __all__ = ["ShardedEmbeddingBag", "checkpoint", "checkpoint_start", "open_consistent"]
 
 
-def _exchange_counts(send: np.ndarray, group) -> Tuple[np.ndarray, int]:
-    """One all_to_all_single of [count for that rank, this rank's largest
-    count] to every rank: (what each rank sends this one, the largest count
-    any rank sends any rank), so every rank agrees on how to split the
-    exchange that follows. (A collective costs 0.5-0.7 ms on the 2-core
-    test machine, all_gather more than all_to_all_single: one is used.)"""
-    world = len(send)
-    out = np.empty((world, 2), dtype=np.int64)
-    out[:, 0] = send
-    out[:, 1] = send.max() if world else 0
-    got = torch.empty(world * 2, dtype=torch.int64)
-    dist.all_to_all_single(got, torch.from_numpy(out.reshape(-1)), group=group)
-    got = got.numpy().reshape(world, 2)
-    return got[:, 0].copy(), int(got[:, 1].max()) if world else 0
+class _Slots:
+    """Pieces of bytes of any length to every rank in one all_to_all_single
+    of equal slots: each slot starts with its piece's length and the
+    sender's longest piece, then up to `cap` bytes of the piece. Every rank
+    receives every sender's longest, so all agree whether a second
+    exchange must carry the bytes beyond the slots, and on the next cap
+    (a function of the longest piece any rank sent: the same everywhere).
+    One collective where sizes-then-bytes took two (each costs 0.5-2 ms on
+    the 2-core test machine)."""
+
+    HEAD = 16
+
+    def __init__(self, cap: int, limit: int):
+        self.limit = max(64, limit - self.HEAD)
+        self.cap = min(cap, self.limit)
+
+    def exchange(self, pieces, group):
+        """(the piece each rank sent this one, the longest piece any rank
+        sent any rank)."""
+        world = len(pieces)
+        cap, head = self.cap, self.HEAD
+        lens = np.array([p.size for p in pieces], dtype=np.int64)
+        buf = np.zeros((world, head + cap), dtype=np.uint8)
+        hdr = buf[:, :head].view(np.int64)
+        hdr[:, 0] = lens
+        hdr[:, 1] = lens.max() if world else 0
+        for d, piece in enumerate(pieces):
+            n = min(piece.size, cap)
+            buf[d, head:head + n] = piece[:n]
+        out = torch.empty(buf.size, dtype=torch.uint8)
+        dist.all_to_all_single(out, torch.from_numpy(buf.reshape(-1)), group=group)
+        got = out.numpy().reshape(world, head + cap)
+        rh = got[:, :head].copy().view(np.int64)
+        recv, longest = rh[:, 0], int(rh[:, 1].max()) if world else 0
+        parts = [got[src, head:head + min(int(recv[src]), cap)] for src in range(world)]
+        if longest > cap:  # every rank knows it: the rest in rounds of its own
+            rest = [piece[cap:] for piece in pieces]
+            more = _alltoallv(torch.from_numpy(np.concatenate(rest)),
+                              np.maximum(lens - cap, 0), np.maximum(recv - cap, 0),
+                              longest - cap, self.limit, group).numpy()
+            at = 0
+            for src in range(world):
+                n = max(int(recv[src]) - cap, 0)
+                parts[src] = np.concatenate([parts[src], more[at:at + n]])
+                at += n
+        self.cap = min(self.limit, max(256, longest + longest // 4))
+        return parts, longest
 
 
 def _alltoallv(send: torch.Tensor, send_counts, recv_counts, largest: int, max_elems: int,
@@ -144,6 +179,8 @@ class ShardedEmbeddingBag(torch.nn.Module):
                                         f"dim={self.embedding_dim} optimizer=none")
         self.ring = pskv.Ring(vnodes, seed, nodes=range(self.world))
         self.max_message_bytes = int(max_message_bytes)
+        self._key_slots = _Slots(8 * 1024, self.max_message_bytes)
+        self._msg_slots = _Slots(16 * 1024, self.max_message_bytes)
         self.grad_bytes = 0
         self.grad_bytes_fp32 = 0
         self.lookups_sent = 0
@@ -164,10 +201,12 @@ class ShardedEmbeddingBag(torch.nn.Module):
         order = np.argsort(owners, kind="stable")
         send_keys = keys[order]
         send_counts = np.bincount(owners, minlength=self.world).astype(np.int64)
-        recv_counts, largest = _exchange_counts(send_counts, self.group)
-        got_keys = _alltoallv(torch.from_numpy(send_keys.view(np.int64)), send_counts,
-                              recv_counts, largest, self._max_elems(8), self.group)
-        got_keys = got_keys.numpy().view(np.uint64)
+        at = np.concatenate([[0], np.cumsum(send_counts)])
+        parts, longest = self._key_slots.exchange(
+            [send_keys[at[d]:at[d + 1]].view(np.uint8) for d in range(self.world)], self.group)
+        recv_counts = np.array([p.size // 8 for p in parts], dtype=np.int64)
+        largest = longest // 8  # the same on every rank: the rows' rounds agree
+        got_keys = np.concatenate(parts).view(np.uint64)
         rows = self.table.pull(got_keys)
         dim = self.embedding_dim
         back = _alltoallv(torch.from_numpy(rows).reshape(-1), recv_counts * dim,
@@ -217,17 +256,12 @@ class ShardedEmbeddingBag(torch.nn.Module):
             msgs.append(pskv.grad_encode(k, g[at[d]:at[d + 1]], codec=self.codec,
                                          topk=self.topk, residual=self.residual,
                                          dim=self.embedding_dim))
-        sizes = np.array([m.size for m in msgs], dtype=np.int64)
-        recv, largest = _exchange_counts(sizes, self.group)
-        payload = torch.from_numpy(np.concatenate(msgs)) if msgs else torch.empty(0, torch.uint8)
-        got = _alltoallv(payload, sizes, recv, largest, self._max_elems(1), self.group).numpy()
-        self.grad_bytes += int(sizes.sum() - sizes[self.rank])
+        parts, _ = self._msg_slots.exchange(msgs, self.group)
+        self.grad_bytes += sum(m.size for d, m in enumerate(msgs) if d != self.rank)
         self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) * dim * 4)
-        pos = 0
-        for n in recv:
-            if n:
-                self.table.apply(got[pos:pos + n], mode="push")
-            pos += n
+        for part in parts:  # one sender at a time, in rank order
+            if part.size:
+                self.table.apply(part, mode="push")
 
     # -- the module
 
