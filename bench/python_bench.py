@@ -134,8 +134,10 @@ def bench_prefetch(rounds, keys, budget):
     ranks = np.arange(1, keys + 1, dtype=np.float64) ** -0.99
     cdf = np.cumsum(ranks) / ranks.sum()
     perm = rng.permutation(keys).astype(np.int64)
-    batches = [torch.from_numpy(perm[np.minimum(np.searchsorted(cdf, rng.random(4096)),
-                                                keys - 1)]) for _ in range(41)]
+
+    def draw():  # fresh ids every epoch: the last epoch's rows are resident now
+        return [torch.from_numpy(perm[np.minimum(np.searchsorted(cdf, rng.random(4096)),
+                                                 keys - 1)]) for _ in range(41)]
     offsets = torch.arange(0, 4096, 16)
     with tempfile.TemporaryDirectory(dir=os.environ.get("PSKV_BENCH_DIR")) as d:
         with pskv.open(d, f"durability=none memory_budget={budget}") as s:
@@ -148,6 +150,7 @@ def bench_prefetch(rounds, keys, budget):
             opt = torch.optim.SGD(mlp.parameters(), lr=0.01)
 
             def epoch(prefetch):
+                batches = draw()
                 wait = 0.0
                 reads0 = t.stats().spill_reads
                 for b in range(40):
