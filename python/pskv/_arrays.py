@@ -33,19 +33,37 @@ def _is_tensor(x) -> bool:
     return type(x).__module__.startswith("torch") and hasattr(x, "detach")
 
 
+def _key_bits(v) -> int:
+    v = int(v)
+    if not -(1 << 63) <= v < (1 << 64):
+        raise InvalidArgument(_EINVAL, f"key {v} is outside uint64 and int64")
+    return v & 0xFFFFFFFFFFFFFFFF
+
+
+def integer(v, bits: int, what: str) -> int:
+    """v as an unsigned integer of `bits` bits, or InvalidArgument (ctypes
+    would wrap a negative or too large value silently)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise InvalidArgument(_EINVAL, f"{what} must be an integer, not {type(v).__name__}")
+    v = int(v)
+    if not 0 <= v < (1 << bits):
+        raise InvalidArgument(_EINVAL, f"{what}={v}: expected 0..{(1 << bits) - 1}")
+    return v
+
+
 def keys(x) -> np.ndarray:
     """A 1-D C-contiguous uint64 array of the keys in x (flattened)."""
     if isinstance(x, np.ndarray):
         a = x
     elif _is_tensor(x):
         a = _from_tensor(x, "keys")
-    elif isinstance(x, (int, np.integer)):
-        a = np.array([x])
-    elif isinstance(x, (list, tuple, range)) and all(isinstance(v, (int, np.integer))
-                                                     for v in x):
+    elif isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        a = np.array([_key_bits(x)], dtype=np.uint64)
+    elif isinstance(x, (list, tuple, range)) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in x):
         # Python ints: each as its 64-bit pattern (ids beyond int64 and
         # negative raw ids in one list, which numpy alone makes float64).
-        a = np.array([int(v) & 0xFFFFFFFFFFFFFFFF for v in x], dtype=np.uint64)
+        a = np.array([_key_bits(v) for v in x], dtype=np.uint64)
     else:
         a = np.asarray(x)
         if a.size == 0:
@@ -62,8 +80,10 @@ def keys(x) -> np.ndarray:
                                        f"not {dt}")
     if a.ndim != 1:
         a = a.reshape(-1)
-    if not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a)
+    if not a.flags.c_contiguous or not a.flags.aligned:
+        a = np.ascontiguousarray(a)  # (a copy: misaligned keys are read as uint64)
+        if not a.flags.aligned:
+            a = a.copy()
     return a
 
 
@@ -82,9 +102,9 @@ def rows(x, n: int, dim: int, what: str) -> np.ndarray:
         raise InvalidArgument(_EINVAL, f"{what} must be float32, not {a.dtype} (convert once "
                                        f"with .astype(numpy.float32) / .float(): pskv does not "
                                        f"copy rows behind your back)")
-    if not a.flags.c_contiguous:
-        raise InvalidArgument(_EINVAL, f"{what} must be C-contiguous (numpy.ascontiguousarray "
-                                       f"/ .contiguous())")
+    if not a.flags.c_contiguous or not a.flags.aligned:
+        raise InvalidArgument(_EINVAL, f"{what} must be C-contiguous and aligned "
+                                       f"(numpy.ascontiguousarray / .contiguous())")
     if a.size != n * dim or (a.ndim > 1 and a.shape[-1] != dim):
         raise InvalidArgument(_EINVAL, f"{what} has shape {a.shape}: expected ({n}, {dim})")
     return a
@@ -96,7 +116,7 @@ def out_rows(out, n: int, dim: int) -> np.ndarray:
         return np.empty((n, dim), dtype=np.float32)
     a = _from_tensor(out, "out") if _is_tensor(out) else out
     if not isinstance(a, np.ndarray) or a.dtype != np.float32 or not a.flags.c_contiguous or \
-            not a.flags.writeable or a.size != n * dim:
+            not a.flags.aligned or not a.flags.writeable or a.size != n * dim:
         raise InvalidArgument(_EINVAL, f"out must be a writable C-contiguous float32 array of "
                                        f"{n} x {dim} values")
     return a

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import weakref
 from collections import namedtuple
 from typing import Optional, Tuple
 
 import numpy as np
 
 from . import _arrays, _native as N
-from ._handle import Owned
+from ._handle import Owned, refuse_copies
 from .errors import InvalidArgument, OutOfRange, check, error
 
 _EINVAL = InvalidArgument.code
@@ -65,10 +66,15 @@ def _stats(struct_type, tuple_type, fn, h):
 def _meta_bytes(meta):
     if meta is None:
         return None, 0
-    b = bytes(memoryview(meta).cast("B")) if not isinstance(meta, bytes) else meta
+    try:
+        b = meta if isinstance(meta, bytes) else bytes(memoryview(meta).cast("B"))
+    except TypeError:
+        raise InvalidArgument(_EINVAL, f"meta must be bytes-like, not "
+                                       f"{type(meta).__name__}") from None
     return b, len(b)
 
 
+@refuse_copies
 class Store:
     """An open pskv store: memory-only (path None), scratch
     (``durability=none``) or durable (a directory). Use as a context
@@ -79,7 +85,9 @@ class Store:
         check(N.open_(_b(path), _b(config or None), ctypes.byref(h)))
         self._h = h.value
         self.path = None if path is None else os.fspath(path)
-        self._tables = {}
+        # Weak: a table refers to its store, and a store dropped without
+        # close() must not wait for the cycle collector to be closed.
+        self._tables = weakref.WeakValueDictionary()
 
     # -- life
 
@@ -91,7 +99,7 @@ class Store:
         h, self._h = self._h, None
         if h is None:
             return
-        for t in self._tables.values():
+        for t in list(self._tables.values()):
             t._h = None
         self._tables.clear()
         (N.close_discard if discard else N.close)(h)
@@ -202,6 +210,7 @@ class Store:
         check(N.backup(self._handle(), _b(dest)))
 
 
+@refuse_copies
 class Checkpoint:
     """An asynchronous checkpoint (Store.checkpoint_start). wait() gives its
     result: the seq it committed as, or raises its error. Waited for at
@@ -283,7 +292,19 @@ class Table:
     """A table of a store: uint64 keys to float32 rows of `dim` weights
     plus optimizer state. Row calls take a batch of keys (any integer
     array; see pskv._arrays) and float32 C-contiguous rows, and release
-    the GIL while they run. Get one with Store.table."""
+    the GIL while they run. Get one with Store.table. A copy of a module
+    holding a table shares the table (copy and deepcopy return it); it
+    cannot be pickled (its rows live in the store)."""
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("a pskv.Table cannot be pickled: its rows live in its store "
+                        "(checkpoint the store instead)")
 
     def __init__(self, store: Store, name: str, h):
         self._store = store
@@ -375,7 +396,8 @@ class Table:
         h = self._handle()
         k = _arrays.keys(keys)
         g = _arrays.rows(grads, k.size, self.dim, "grads")
-        check(N.push_at(h, k.ctypes.data, k.size, g.ctypes.data, int(step)))
+        check(N.push_at(h, k.ctypes.data, k.size, g.ctypes.data,
+                        _arrays.integer(step, 64, "step")))
 
     def step(self) -> None:
         """update=sync tables: apply every accumulated row once (pskv_step)."""
@@ -410,7 +432,7 @@ class Table:
 
     def reshard(self, shards: int) -> None:
         """Change the shard count online, every row kept (pskv_table_reshard)."""
-        check(N.table_reshard(self._handle(), int(shards)))
+        check(N.table_reshard(self._handle(), _arrays.integer(shards, 32, "shards")))
 
     # -- iteration
 
@@ -448,7 +470,7 @@ class Table:
         if since is None:
             check(N.apply(h, c.ctypes.data, c.size, m))
         else:
-            check(N.apply_since(h, c.ctypes.data, c.size, m, int(since)))
+            check(N.apply_since(h, c.ctypes.data, c.size, m, _arrays.integer(since, 64, "since")))
 
 
 class RowIterator(Owned):
@@ -461,6 +483,7 @@ class RowIterator(Owned):
         h = ctypes.c_void_p()
         check(N.iter_create(table._handle(), ctypes.byref(h)))
         self._h = h.value
+        self._table = table  # its store stays open while the iterator lives
         self._dim = table.dim
         self._sf = table.state_floats if state else 0
         self._state = state

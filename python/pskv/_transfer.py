@@ -58,16 +58,25 @@ def _flag(on: bool) -> str:
     return "on" if on else "off"
 
 
+def _dim_of(x, n: int, what: str) -> int:
+    """The row length of x, an (n, dim) array, tensor or list of rows."""
+    shape = getattr(x, "shape", None)
+    if shape is None and isinstance(x, (list, tuple)):
+        shape = np.shape(x)
+    if shape is None or len(shape) != 2 or shape[0] != n:
+        raise InvalidArgument(_EINVAL, f"{what} must have shape ({n}, dim), not "
+                                       f"{tuple(shape) if shape is not None else type(x).__name__}"
+                                       " (or give dim=)")
+    return int(shape[1])
+
+
 def chunk_encode(keys, values, codec: str = "fp32", lz4: bool = False) -> np.ndarray:
     """One values chunk of the caller's rows (pskv_chunk_encode): keys may
     repeat; values (n, dim) float32, finite. Apply it to a table with
     mode "push" (gradients), "add" or "replace"."""
     k = _arrays.keys(keys)
-    v = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=np.float32)
-    if v.ndim != 2 or v.shape[0] != k.size:
-        raise InvalidArgument(_EINVAL, f"values has shape {v.shape}: expected ({k.size}, dim)")
-    dim = v.shape[1]
-    v = _arrays.rows(v, k.size, dim, "values")
+    dim = _dim_of(values, k.size, "values")
+    v = _arrays.rows(values, k.size, dim, "values")
     cfg = f"codec={codec} lz4={_flag(lz4)}".encode()
     return _encode(lambda b, c, n: N.chunk_encode(dim, k.ctypes.data, k.size, v.ctypes.data,
                                                   cfg, b, c, n),
@@ -88,14 +97,8 @@ def grad_encode(keys, grads, codec: str = "fp32", topk: float = 1.0, lz4: bool =
         d = residual.dim
     else:
         rh = None
-        if dim is None:
-            g = grads if not _arrays._is_tensor(grads) else grads.detach().numpy()
-            shape = getattr(g, "shape", None)
-            if shape is None or len(shape) != 2:
-                raise InvalidArgument(_EINVAL, "without a residual table give dim= or grads "
-                                               "of shape (n, dim)")
-            dim = shape[1]
-        d = int(dim)
+        d = _dim_of(grads, k.size, "grads") if dim is None else \
+            _arrays.integer(dim, 32, "dim")
     g = _arrays.rows(grads, k.size, d, "grads")
     cfg = f"codec={codec} topk={float(topk)!r} lz4={_flag(lz4)} dim={d}".encode()
     return _encode(lambda b, c, n: N.grad_encode(rh, k.ctypes.data, k.size, g.ctypes.data, cfg,
@@ -147,15 +150,15 @@ class Export(Owned):
 
     def __init__(self, table, since: int, config: str, ring, node):
         h = ctypes.c_void_p()
-        check(N.export_open(table._handle(), int(since), (config or "").encode(),
-                            ctypes.byref(h)))
+        check(N.export_open(table._handle(), _arrays.integer(since, 64, "since"),
+                            (config or "").encode(), ctypes.byref(h)))
         self._h = h.value
         self._table = table  # keeps the table's store alive while the export is
         if ring is not None:
             if node is None:
                 self.close()
                 raise InvalidArgument(_EINVAL, "an export with a ring needs node=")
-            rc = N.export_ring(self._h, ring._handle(), int(node))
+            rc = N.export_ring(self._h, ring._handle(), _arrays.integer(node, 32, "node"))
             if rc < 0:
                 err = error(rc)
                 self.close()
@@ -199,10 +202,22 @@ class Ring(Owned):
 
     def __init__(self, vnodes: int = 0, seed: int = 0, nodes=None):
         h = ctypes.c_void_p()
-        check(N.ring_create(int(vnodes), int(seed), ctypes.byref(h)))
+        self._vnodes = _arrays.integer(vnodes, 32, "vnodes")
+        self._seed = _arrays.integer(seed, 64, "seed")
+        check(N.ring_create(self._vnodes, self._seed, ctypes.byref(h)))
         self._h = h.value
+        self._nodes = {}  # node -> weight, to rebuild the ring in a copy
         for node in nodes or ():
             self.add(node)
+
+    def __deepcopy__(self, memo):
+        """A new ring with the same vnodes, seed and nodes: it routes alike."""
+        r = Ring(self._vnodes, self._seed)
+        for node, weight in self._nodes.items():
+            r.add(node, weight)
+        return r
+
+    __copy__ = __deepcopy__
 
     def _handle(self):
         if self._h is None:
@@ -210,10 +225,14 @@ class Ring(Owned):
         return self._h
 
     def add(self, node: int, weight: float = 1.0) -> None:
-        check(N.ring_add(self._handle(), int(node), float(weight)))
+        node = _arrays.integer(node, 32, "node")
+        check(N.ring_add(self._handle(), node, float(weight)))
+        self._nodes[node] = float(weight)
 
     def remove(self, node: int) -> None:
-        check(N.ring_remove(self._handle(), int(node)))
+        node = _arrays.integer(node, 32, "node")
+        check(N.ring_remove(self._handle(), node))
+        self._nodes.pop(node, None)
 
     def route(self, keys) -> np.ndarray:
         """The owning node of each key, as uint32."""
@@ -229,7 +248,19 @@ class Ring(Owned):
 
 
 def _bytes(x) -> bytes:
-    return x.encode() if isinstance(x, str) else bytes(x)
+    """str as UTF-8, bytes-like objects as they are; nothing else (bytes(5)
+    would be five NUL bytes)."""
+    if isinstance(x, str):
+        return x.encode()
+    if isinstance(x, (int, float)) or x is None:
+        raise InvalidArgument(_EINVAL, f"feature data must be str or bytes-like, not "
+                                       f"{type(x).__name__} (encode numbers first, e.g. "
+                                       f"struct.pack('<I', v))")
+    try:
+        return bytes(memoryview(x).cast("B"))
+    except TypeError:
+        raise InvalidArgument(_EINVAL, f"feature data must be str or bytes-like, not "
+                                       f"{type(x).__name__}") from None
 
 
 def feature_id(data, ns: str = "") -> int:

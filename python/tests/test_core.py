@@ -340,3 +340,76 @@ def test_module_main_runs():
     out = subprocess.run([sys.executable, "-m", "pskv"], capture_output=True, text=True,
                          check=True).stdout
     assert out.startswith(f"pskv {pskv.__version__}") and "library:" in out
+
+
+# ---------------------------------------------------------------- review findings
+
+def test_handles_are_not_copied_or_pickled(store, table):
+    import copy
+    import pickle
+    assert copy.deepcopy(table) is table and copy.copy(table) is table
+    for obj in (store, table.iterate(), table.export()):
+        with pytest.raises(TypeError):
+            pickle.dumps(obj)
+    for obj in (store, table.iterate(), table.export()):
+        with pytest.raises(TypeError):
+            copy.deepcopy(obj)
+    r = pskv.Ring(seed=5, nodes=[0, 1, 2])
+    r2 = copy.deepcopy(r)
+    keys = np.arange(1000)
+    assert np.array_equal(r.route(keys), r2.route(keys))
+    del r2
+    assert len(r.route(keys)) == 1000  # the copy had its own C ring
+
+
+def test_keys_out_of_range_and_bools_refused(table):
+    for bad in ([2**64 + 5], [-(2**63) - 1], [True], True, np.array([True])):
+        with pytest.raises(pskv.InvalidArgument):
+            table.pull(bad)
+    assert np.array_equal(table.pull([-1]), table.pull([2**64 - 1]))
+    for bad in (5, 2.5, None):
+        with pytest.raises(pskv.InvalidArgument):
+            pskv.feature_id(bad)
+    with pytest.raises(pskv.InvalidArgument):
+        pskv.feature_ids([1, 2])
+    assert pskv.feature_id(memoryview(b"ab")) == pskv.feature_id("ab")
+
+
+def test_integer_arguments_are_checked(store):
+    t = store.table("st", "dim=4 optimizer=sgd lr=1 staleness=2")
+    for call in (lambda: t.push_at([1], np.ones((1, 4), np.float32), -1),
+                 lambda: t.reshard(2**32 + 4), lambda: t.reshard(True),
+                 lambda: t.export(since=-1), lambda: pskv.Ring().add(-1),
+                 lambda: pskv.Ring(vnodes=-5)):
+        with pytest.raises(pskv.InvalidArgument):
+            call()
+    assert t.stats().stale_dropped == 0 and t.info().shards == 64
+
+
+def test_conversions_that_would_hide_copies_are_refused():
+    with pytest.raises(pskv.InvalidArgument):
+        pskv.chunk_encode([1], np.ones((1, 4)))  # float64
+    c = pskv.chunk_encode([1], [[1.0, 2.0, 3.0, 4.0]])  # a list: converted
+    assert pskv.chunk_info(c).dim == 4
+    m = pskv.grad_encode([1, 2], [[1.0, 2.0], [3.0, 4.0]])
+    assert pskv.chunk_info(m).rows == 2
+    with pytest.raises(pskv.InvalidArgument):
+        pskv.open().checkpoint(meta="text")
+    misaligned = np.frombuffer(bytes(4 * 4 + 1), dtype=np.uint8)[1:].view(np.float32)
+    assert not misaligned.flags.aligned
+    with pytest.raises(pskv.InvalidArgument):
+        pskv.open().table("t", "dim=4").put([1], misaligned)
+
+
+def test_store_dropped_without_close_releases_its_directory(tmp_path):
+    s = pskv.open(tmp_path / "d")
+    s.table("t", "dim=4").pull([1])
+    del s  # no cycle between a store and its tables: closed at once
+    pskv.open(tmp_path / "d").close()
+
+
+def test_iterator_keeps_its_store_open():
+    it = pskv.open().table("x", "dim=4").iterate()
+    import gc
+    gc.collect()
+    assert list(it) == []

@@ -95,9 +95,53 @@ def test_compressed_gradients(tmp_path):
         assert 0 < grad_bytes < fp32_bytes / 4
 
 
+# ---------------------------------------------------------------- failures
+
+def failing_worker(rank, world, rendezvous, out):
+    """Rank 0's gradients do not fit fp16; then an owner's push fails: every
+    rank must raise at the same exchange, none may wait for a timeout."""
+    init(rank, world, rendezvous)
+    results = []
+    with pskv.open() as s:
+        bag = pdist.ShardedEmbeddingBag(s, "emb", "dim=4 optimizer=sgd lr=1", codec="fp16")
+        ids, off = torch.arange(40), torch.tensor([0, 20])
+        y = bag(ids, off)
+        try:
+            (y.sum() * (1e6 if rank == 0 else 1.0)).backward()  # fp16 overflows on rank 0
+            results.append("no error")
+        except pskv.CodecRange:
+            results.append("codec")
+        except RuntimeError as e:
+            results.append("peer" if "failed to send" in str(e) else repr(e))
+        # An owner whose push fails tells everyone at the next exchange.
+        bag = pdist.ShardedEmbeddingBag(s, "emb2", "dim=4 optimizer=sgd lr=1")
+        bag.table.put(np.arange(40), np.full((40, 4), 3e38, np.float32))
+        y = bag(ids, off)
+        (-y.sum() * 3e38).backward()   # steps past FLT_MAX on every owner: ERANGE there
+        try:
+            bag(ids, off)
+            results.append("no error")
+        except pskv.OutOfRange:
+            results.append("own")
+        except RuntimeError as e:
+            results.append("peer" if "apply" in str(e) else repr(e))
+        bag(ids, off).sum().backward()  # the ranks still agree on the collectives after it
+        results.append("went on")
+    with open(f"{out}.{rank}", "wb") as f:
+        pickle.dump(results, f)
+    dist.destroy_process_group()
+
+
+def test_failures_reach_every_rank(tmp_path):
+    out = str(tmp_path / "res")
+    assert run(2, failing_worker, str(tmp_path / "rdv"), out, timeout=60) == [0, 0]
+    r0, r1 = (pickle.load(open(f"{out}.{r}", "rb")) for r in range(2))
+    assert r0 == ["codec", "own", "went on"] and r1 == ["peer", "own", "went on"], (r0, r1)
+
+
 # ---------------------------------------------------------------- checkpoints
 
-def train_worker(rank, world, rendezvous, root, victim):
+def train_worker(rank, world, rendezvous, root, victim, kill_at=6):
     init(rank, world, rendezvous)
     torch.set_num_threads(1)
     s = pskv.open(os.path.join(root, f"rank{rank}"))
@@ -109,7 +153,7 @@ def train_worker(rank, world, rendezvous, root, victim):
             bag(ids, off).sum().backward()
             dense += step
             if step % 2 == 0:
-                if step == 6 and rank == victim:
+                if step == kill_at and rank == victim:
                     os.kill(os.getpid(), signal.SIGKILL)
                 pdist.checkpoint(s, step, pickle.dumps(dense.clone()))
                 if step == 4:  # what a restart at step 4 must find
@@ -122,10 +166,15 @@ def train_worker(rank, world, rendezvous, root, victim):
     s.close()
 
 
-def resume_worker(rank, world, rendezvous, root, _):
+def resume_worker(rank, world, rendezvous, root, expect):
     init(rank, world, rendezvous)
     s, step, extra = pdist.open_consistent(os.path.join(root, f"rank{rank}"))
-    assert step == 4, step
+    assert step == expect, step
+    if expect is None:  # back before the first checkpoint: no rows anywhere
+        assert extra == b"" and s.table("emb").rows == 0
+        s.close()
+        dist.destroy_process_group()
+        return
     assert torch.equal(pickle.loads(extra), torch.full((4,), 1.0 + 2 + 3 + 4))
     t = s.table("emb")
     keys = np.load(os.path.join(root, f"keys{rank}.npy"))
@@ -135,8 +184,9 @@ def resume_worker(rank, world, rendezvous, root, _):
     dist.destroy_process_group()
 
 
-def test_checkpoint_kill_one_rank_resume(tmp_path):
+@pytest.mark.parametrize("kill_at,expect", [(6, 4), (2, None)])
+def test_checkpoint_kill_one_rank_resume(tmp_path, kill_at, expect):
     root = str(tmp_path)
-    codes = run(3, train_worker, str(tmp_path / "rdv1"), root, 2)
+    codes = run(3, train_worker, str(tmp_path / "rdv1"), root, 2, kill_at)
     assert codes[2] == -signal.SIGKILL and all(c in (0, 3) for c in codes[:2]), codes
-    assert run(3, resume_worker, str(tmp_path / "rdv2"), root, None) == [0, 0, 0]
+    assert run(3, resume_worker, str(tmp_path / "rdv2"), root, expect) == [0, 0, 0]

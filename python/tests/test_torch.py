@@ -171,3 +171,25 @@ def test_2d_input_gradients(mode, width):
         opt.step()
         assert torch.allclose(torch.from_numpy(t.pull(np.arange(20))), ref.weight, rtol=1e-5,
                               atol=1e-6)
+
+
+def test_review_findings():
+    with pskv.open() as s:
+        t = s.table("e", "dim=4 optimizer=adam lr=0.1 init=normal:0:1 seed=3")
+        bag = pt.EmbeddingBag(t, mode="sum")
+        with pytest.raises(ValueError):
+            pt.EmbeddingBag(t, include_last_offset=True)(torch.tensor([[1, 2]]))
+        with pytest.raises(Exception):  # torch refuses weights in max mode
+            pt.EmbeddingBag(t, mode="max")(torch.tensor([1, 2]), torch.tensor([0]),
+                                           per_sample_weights=torch.ones(2))
+        # eval: no push, but weights that want a gradient get it
+        bag.eval()
+        w = torch.ones(3, requires_grad=True)
+        bag(torch.tensor([1, 2, 3]), torch.tensor([0]), per_sample_weights=w).sum().backward()
+        assert w.grad is not None and t.stats().pushed == 0
+        # max mode pushes only rows some feature's maximum came from
+        t.put([10, 11], np.stack([np.full(4, 5, np.float32), np.full(4, -5, np.float32)]))
+        mx = pt.EmbeddingBag(t, mode="max")
+        mx(torch.tensor([10, 11]), torch.tensor([0])).sum().backward()
+        assert t.stats().pushed == 1
+        assert np.all(t.get([11])[0] == -5)  # never pushed: Adam did not move it

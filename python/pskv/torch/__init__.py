@@ -93,7 +93,13 @@ class _Rows(torch.autograd.Function):
         g = grad.detach()
         if g.dtype != torch.float32:
             g = g.float()
-        ctx.table.push(ctx.keys, g.contiguous().numpy())
+        g = g.contiguous().numpy()
+        # Rows without gradient (max mode: a row no feature's maximum came
+        # from) are left alone: a zero gradient still moves rows under Adam
+        # or FTRL and stamps a version.
+        touched = np.flatnonzero(np.any(g != 0, axis=1))
+        if touched.size:
+            ctx.table.push(ctx.keys[touched], g[touched])
         return None, None, None
 
 
@@ -206,20 +212,31 @@ class EmbeddingBag(_StoreEmbedding):
 
     def forward(self, input: torch.Tensor, offsets: Optional[torch.Tensor] = None,
                 per_sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if input.dim() == 2 and self.include_last_offset:
+            raise ValueError("pskv.torch.EmbeddingBag: include_last_offset applies to 1-D "
+                             "input with offsets, not to 2-D input (torch 1.13 corrupts its "
+                             "heap on that combination)")
         keys, index, pad = _distinct(input, self.padding_idx)
         training = self._training()
+        psw = per_sample_weights
         if self.mode == "max":  # each feature's gradient goes to its own row: autograd's
             rows = self._rows(keys, pad, through_autograd=training)
-            return F.embedding_bag(index, rows, offsets, mode="max",
+            return F.embedding_bag(index, rows, offsets, mode="max", per_sample_weights=psw,
                                    include_last_offset=self.include_last_offset,
                                    padding_idx=pad)
         rows = self._rows(keys, pad)
+        if not training:  # reads only; weights that want a gradient still get it
+            if psw is not None and psw.requires_grad and torch.is_grad_enabled():
+                rows.requires_grad_()  # (torch 1.13 asserts on weights-only gradients;
+                #                         the rows' own gradient is dropped: no push)
+            return F.embedding_bag(index, rows, offsets, mode=self.mode,
+                                   per_sample_weights=psw,
+                                   include_last_offset=self.include_last_offset,
+                                   padding_idx=pad)
         with torch.no_grad():
             out = F.embedding_bag(index, rows, offsets, mode=self.mode,
-                                  per_sample_weights=per_sample_weights,
+                                  per_sample_weights=psw,
                                   include_last_offset=self.include_last_offset, padding_idx=pad)
-        if not training:
-            return out
         flat = index.reshape(-1)
         n = flat.numel()
         if input.dim() == 2 and input.shape[1] == 1:
@@ -236,7 +253,6 @@ class EmbeddingBag(_StoreEmbedding):
         if counted is not None:
             flat, bag = flat[counted], bag[counted]
         scale = None
-        psw = per_sample_weights
         if psw is not None:
             scale = psw.detach().reshape(-1).float()
             scale = scale if counted is None else scale[counted]

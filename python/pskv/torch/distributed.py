@@ -51,23 +51,24 @@ __all__ = ["ShardedEmbeddingBag", "checkpoint", "checkpoint_start", "open_consis
 
 class _Slots:
     """Pieces of bytes of any length to every rank in one all_to_all_single
-    of equal slots: each slot starts with its piece's length and the
-    sender's longest piece, then up to `cap` bytes of the piece. Every rank
-    receives every sender's longest, so all agree whether a second
-    exchange must carry the bytes beyond the slots, and on the next cap
-    (a function of the longest piece any rank sent: the same everywhere).
-    One collective where sizes-then-bytes took two (each costs 0.5-2 ms on
-    the 2-core test machine)."""
+    of equal slots: each slot starts with its piece's length, the sender's
+    longest piece and the sender's failure flag, then up to `cap` bytes of
+    the piece. Every rank receives every sender's header, so all agree
+    whether a second exchange must carry the bytes beyond the slots, on the
+    next cap (a function of the longest piece any rank sent: the same
+    everywhere), and on which ranks failed. One collective where
+    sizes-then-bytes took two (each costs 0.5-2 ms on the 2-core test
+    machine)."""
 
-    HEAD = 16
+    HEAD = 24
 
     def __init__(self, cap: int, limit: int):
         self.limit = max(64, limit - self.HEAD)
         self.cap = min(cap, self.limit)
 
-    def exchange(self, pieces, group):
+    def exchange(self, pieces, group, failed: bool = False):
         """(the piece each rank sent this one, the longest piece any rank
-        sent any rank)."""
+        sent any rank, the ranks that said they failed)."""
         world = len(pieces)
         cap, head = self.cap, self.HEAD
         lens = np.array([p.size for p in pieces], dtype=np.int64)
@@ -75,6 +76,7 @@ class _Slots:
         hdr = buf[:, :head].view(np.int64)
         hdr[:, 0] = lens
         hdr[:, 1] = lens.max() if world else 0
+        hdr[:, 2] = int(failed)
         for d, piece in enumerate(pieces):
             n = min(piece.size, cap)
             buf[d, head:head + n] = piece[:n]
@@ -95,7 +97,16 @@ class _Slots:
                 parts[src] = np.concatenate([parts[src], more[at:at + n]])
                 at += n
         self.cap = min(self.limit, max(256, longest + longest // 4))
-        return parts, longest
+        return parts, longest, [r for r in range(world) if rh[r, 2]]
+
+
+def _failure(what: str, ranks, mine: Optional[BaseException]) -> BaseException:
+    """The error every rank raises after an exchange in which `ranks`
+    failed: this rank's own when it is one of them."""
+    if mine is not None:
+        return mine
+    return RuntimeError(f"pskv: rank(s) {ranks} failed {what} (their own error says why); "
+                        "this rank raises too, so that every rank leaves the step together")
 
 
 def _alltoallv(send: torch.Tensor, send_counts, recv_counts, largest: int, max_elems: int,
@@ -180,7 +191,9 @@ class ShardedEmbeddingBag(torch.nn.Module):
         self.ring = pskv.Ring(vnodes, seed, nodes=range(self.world))
         self.max_message_bytes = int(max_message_bytes)
         self._key_slots = _Slots(8 * 1024, self.max_message_bytes)
-        self._msg_slots = _Slots(16 * 1024, self.max_message_bytes)
+        self._row_slots = _Slots(64 * 1024, self.max_message_bytes)
+        self._grad_slots = _Slots(64 * 1024, self.max_message_bytes)
+        self._apply_error = None  # an owner's failed push, told at the next exchange
         self.grad_bytes = 0
         self.grad_bytes_fp32 = 0
         self.lookups_sent = 0
@@ -191,9 +204,6 @@ class ShardedEmbeddingBag(torch.nn.Module):
                 f"mode={self.mode!r}, rank={self.rank}/{self.world}, codec={self.codec!r}, "
                 f"topk={self.topk}")
 
-    def _max_elems(self, elem_bytes: int) -> int:
-        return max(1, self.max_message_bytes // elem_bytes)
-
     # -- forward: ids to owners, rows back
 
     def _lookup(self, ctx, keys: np.ndarray) -> torch.Tensor:
@@ -202,17 +212,32 @@ class ShardedEmbeddingBag(torch.nn.Module):
         send_keys = keys[order]
         send_counts = np.bincount(owners, minlength=self.world).astype(np.int64)
         at = np.concatenate([[0], np.cumsum(send_counts)])
-        parts, longest = self._key_slots.exchange(
-            [send_keys[at[d]:at[d + 1]].view(np.uint8) for d in range(self.world)], self.group)
+        # The previous step's failure to apply gradients (see _send_grads)
+        # goes with the ids, so every rank learns of it at the same point.
+        late, self._apply_error = self._apply_error, None
+        parts, _, failed = self._key_slots.exchange(
+            [send_keys[at[d]:at[d + 1]].view(np.uint8) for d in range(self.world)], self.group,
+            failed=late is not None)
+        if failed:
+            raise _failure("to apply the last step's gradients", failed, late)
         recv_counts = np.array([p.size // 8 for p in parts], dtype=np.int64)
-        largest = longest // 8  # the same on every rank: the rows' rounds agree
         got_keys = np.concatenate(parts).view(np.uint64)
-        rows = self.table.pull(got_keys)
         dim = self.embedding_dim
-        back = _alltoallv(torch.from_numpy(rows).reshape(-1), recv_counts * dim,
-                          send_counts * dim, largest * dim, self._max_elems(4), self.group)
+        mine = None
+        try:
+            rows = self.table.pull(got_keys)
+        except pskv.Error as e:  # still take part in the exchange, then everyone raises
+            mine, rows = e, np.empty((0, dim), dtype=np.float32)
+        row_at = np.concatenate([[0], np.cumsum(recv_counts)])
+        back, _, failed = self._row_slots.exchange(
+            [rows[row_at[s]:row_at[s + 1]].reshape(-1).view(np.uint8) if mine is None
+             else np.empty(0, np.uint8) for s in range(self.world)],
+            self.group, failed=mine is not None)
+        if failed:
+            raise _failure("to read the rows asked of them", failed, mine)
         out = torch.empty(len(keys), dim)
-        out[torch.from_numpy(order)] = back.reshape(-1, dim)
+        out[torch.from_numpy(order)] = torch.from_numpy(
+            np.concatenate(back).view(np.float32).reshape(-1, dim))
         self.lookups_sent += int(send_counts.sum() - send_counts[self.rank])
         if ctx is not None:
             ctx.mod = self
@@ -221,52 +246,62 @@ class ShardedEmbeddingBag(torch.nn.Module):
             ctx.send_counts = send_counts
             ctx.got_keys = got_keys        # what this rank served, as the owner
             ctx.recv_counts = recv_counts
-            ctx.largest = largest
         return out
 
-    # -- backward: one gradient message per owner
+    # -- backward: the gradients to their owners
 
     def _send_grads(self, ctx, grad: torch.Tensor) -> None:
         g = grad.numpy()[ctx.order]
         counts = ctx.send_counts
         at = np.concatenate([[0], np.cumsum(counts)])
         dim = self.embedding_dim
-        if self.residual is None:
-            # fp32, every row: the owners know which keys come, in which
-            # order (they served them in forward), so the rows go as they
-            # are, in one exchange with no sizes first.
-            got = _alltoallv(torch.from_numpy(g).reshape(-1), counts * dim,
-                             ctx.recv_counts * dim, ctx.largest * dim, self._max_elems(4),
-                             self.group).numpy().reshape(-1, dim)
-            sent = int((counts.sum() - counts[self.rank]) * dim * 4)
-            self.grad_bytes += sent
-            self.grad_bytes_fp32 += sent
-            pos = 0
-            for n in ctx.recv_counts:  # one push per sender, in rank order
-                if n:
-                    self.table.push(ctx.got_keys[pos:pos + n], got[pos:pos + n])
-                pos += n
-            return
-        msgs = []
-        for d in range(self.world):
-            if counts[d] == 0:
-                msgs.append(np.empty(0, dtype=np.uint8))
-                continue
-            k = ctx.send_keys[at[d]:at[d + 1]]
-            msgs.append(pskv.grad_encode(k, g[at[d]:at[d + 1]], codec=self.codec,
-                                         topk=self.topk, residual=self.residual,
-                                         dim=self.embedding_dim))
-        parts, _ = self._msg_slots.exchange(msgs, self.group)
-        self.grad_bytes += sum(m.size for d, m in enumerate(msgs) if d != self.rank)
+        mine = None
+        pieces = [np.empty(0, np.uint8)] * self.world
+        try:
+            if not np.isfinite(g).all():
+                raise pskv.InvalidArgument(pskv.InvalidArgument.code,
+                                           "a gradient is not finite: nothing was sent")
+            if self.residual is None:
+                # fp32, every row: the owners know which keys come, in which
+                # order (they served them in forward): the rows as they are.
+                pieces = [g[at[d]:at[d + 1]].reshape(-1).view(np.uint8)
+                          for d in range(self.world)]
+            else:
+                pieces = [pskv.grad_encode(ctx.send_keys[at[d]:at[d + 1]], g[at[d]:at[d + 1]],
+                                           codec=self.codec, topk=self.topk,
+                                           residual=self.residual, dim=dim)
+                          if counts[d] else np.empty(0, np.uint8) for d in range(self.world)]
+        except pskv.Error as e:
+            # (A codec range error part-way leaves the residual of the owners
+            # encoded before it as if their messages went: rare, and said.)
+            mine, pieces = e, [np.empty(0, np.uint8)] * self.world
+        parts, _, failed = self._grad_slots.exchange(pieces, self.group,
+                                                     failed=mine is not None)
+        self.grad_bytes += sum(p.size for d, p in enumerate(pieces) if d != self.rank)
         self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) * dim * 4)
-        for part in parts:  # one sender at a time, in rank order
-            if part.size:
-                self.table.apply(part, mode="push")
+        pos = 0
+        for src, part in enumerate(parts):  # one sender at a time, in rank order
+            n = int(ctx.recv_counts[src])
+            try:
+                if self.residual is None and part.size:
+                    self.table.push(ctx.got_keys[pos:pos + n],
+                                    part.view(np.float32).reshape(-1, dim))
+                elif part.size:
+                    self.table.apply(part, mode="push")
+            except pskv.Error as e:
+                # Kept for the next forward's exchange: raising here would
+                # leave the other ranks waiting in it.
+                self._apply_error = self._apply_error or e
+            pos += n
+        if failed:
+            raise _failure("to send their gradients", failed, mine)
 
     # -- the module
 
     def forward(self, input: torch.Tensor, offsets: Optional[torch.Tensor] = None,
                 per_sample_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if input.dim() == 2 and self.include_last_offset:
+            raise ValueError("include_last_offset applies to 1-D input with offsets")
         keys, index, pad = _distinct(input, self.padding_idx)
         if torch.is_grad_enabled() and self.training:
             rows = _ShardedRows.apply(self._anchor, self, keys)
@@ -292,22 +327,26 @@ class _RankCheckpoint:
     def wait(self) -> int:
         """Wait for this rank's commit, retry it once if it failed, then
         agree with every rank that all committed this step; returns the
-        seq. Raises pskv.IOFailure-like errors of this rank, or
-        RuntimeError naming the ranks that did not commit."""
+        seq. Raises this rank's error, or RuntimeError naming the ranks
+        that did not commit (every rank raises when one did not)."""
+        seq, mine = None, None
         try:
+            if self.ck is None:
+                raise self.start_error
             seq = self.ck.wait()
         except pskv.Error:
-            seq = None
             try:  # committed nothing new: try once more before the barrier
                 seq = self.store.checkpoint(self.meta)
-            except pskv.Error:
-                pass
+            except pskv.Error as e:
+                mine = e
         ok = torch.tensor([self.step if seq is not None else -1], dtype=torch.int64)
         everyone = [torch.empty(1, dtype=torch.int64)
                     for _ in range(dist.get_world_size(self.group))]
         dist.all_gather(everyone, ok, group=self.group)
         failed = [r for r, t in enumerate(everyone) if int(t) != self.step]
         if failed:
+            if mine is not None:
+                raise mine
             raise RuntimeError(f"pskv: ranks {failed} did not commit step {self.step}")
         return seq
 
@@ -316,9 +355,17 @@ def checkpoint_start(store: pskv.Store, step: int, extra=b"", group=None) -> _Ra
     """Start this rank's checkpoint of `step` (with `extra` bytes, e.g. the
     dense state_dict saved with torch.save, in the same transaction) and
     return at once; training may go on. Call .wait() on the result before
-    starting the next checkpoint: it is the barrier of the protocol."""
-    meta = _HEAD.pack(_MAGIC, int(step)) + bytes(extra)
-    return _RankCheckpoint(store, int(step), store.checkpoint_start(meta), meta, group)
+    starting the next checkpoint: it is the barrier of the protocol. A
+    start that fails is retried in wait(), which every rank must call."""
+    meta = _HEAD.pack(_MAGIC, pskv._arrays.integer(step, 63, "step")) + bytes(extra)
+    try:
+        ck = store.checkpoint_start(meta)
+        err = None
+    except pskv.Error as e:
+        ck, err = None, e
+    rc = _RankCheckpoint(store, int(step), ck, meta, group)
+    rc.start_error = err
+    return rc
 
 
 def checkpoint(store: pskv.Store, step: int, extra=b"", group=None) -> int:
@@ -339,31 +386,52 @@ def _read_step(store: pskv.Store):
     return step, seq, meta[_HEAD.size:]
 
 
+def _agree(value: int, op, group) -> int:
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=op, group=group)
+    return int(t)
+
+
 def open_consistent(path, config: str = "", group=None) -> Tuple[pskv.Store, Optional[int], bytes]:
     """Reopen every rank's store at the newest step all ranks hold: (store,
-    step, extra). step is None when no rank has checkpointed yet (every
-    store opens as it is). Collective: every rank calls it."""
-    s = pskv.open(path, config)
+    step, extra). Collective: every rank calls it, and every rank returns
+    or every rank raises.
+      - every rank holds a step: the lowest, T; a rank ahead reopens one
+        checkpoint back (at_seq), which holds T by the protocol;
+      - no rank holds one: every store opens as it is, step None;
+      - some do, some not (a rank died before the job's first checkpoint):
+        the ranks that hold one go back to the checkpoint before it, which
+        holds no step, and the step is None."""
+    mine, step, seq = None, -2, 0
     try:
-        step, seq, _ = _read_step(s)
-    finally:
-        s.close(discard=True)
-    mine = torch.tensor([step], dtype=torch.int64)
-    lowest = mine.clone()
-    dist.all_reduce(lowest, op=dist.ReduceOp.MIN, group=group)
-    highest = mine.clone()
-    dist.all_reduce(highest, op=dist.ReduceOp.MAX, group=group)
-    target = int(lowest)
-    if int(highest) < 0:
-        return pskv.open(path, config), None, b""
-    if target < 0:
-        raise pskv.NotFound(pskv.NotFound.code, "a rank holds no checkpoint while others do: "
-                                                "restore it from a backup")
-    at = seq if step == target else seq - 1
-    s = pskv.open(path, f"{config} at_seq={at}")
-    got, got_seq, extra = _read_step(s)
-    if got != target or got_seq != at:
-        s.close(discard=True)
-        raise pskv.Corrupt(pskv.Corrupt.code, f"reopened at seq {at}: step {got} (seq "
-                                              f"{got_seq}), expected step {target}")
-    return s, target, extra
+        s = pskv.open(path, config)
+        try:
+            step, seq, _ = _read_step(s)
+        finally:
+            s.close(discard=True)
+    except pskv.Error as e:
+        mine, step = e, -2
+    lowest = _agree(step, dist.ReduceOp.MIN, group)
+    highest = _agree(step, dist.ReduceOp.MAX, group)
+    if lowest == -2:
+        raise mine or RuntimeError("pskv: a rank could not read its store's last step")
+    target = lowest if lowest >= 0 else None
+    store, got, extra = None, None, b""
+    try:
+        if highest < 0 or (target is None and step < 0):
+            store = pskv.open(path, config)
+        else:
+            at = seq if step == target else seq - 1
+            store = pskv.open(path, f"{config} at_seq={at}")
+            got, got_seq, extra = _read_step(store)
+            want = (target, at) if target is not None else (-1, 0)
+            if (got, got_seq) != want:
+                raise pskv.Corrupt(pskv.Corrupt.code, f"reopened at seq {at}: step {got} (seq "
+                                                      f"{got_seq}), expected step {want[0]}")
+    except pskv.Error as e:
+        mine = e
+    if _agree(0 if mine is None else 1, dist.ReduceOp.MAX, group):
+        if store is not None:
+            store.close(discard=True)
+        raise mine or RuntimeError("pskv: another rank could not reopen at the common step")
+    return store, target, extra if target is not None else b""
