@@ -193,3 +193,20 @@ def test_review_findings():
         mx(torch.tensor([10, 11]), torch.tensor([0])).sum().backward()
         assert t.stats().pushed == 1
         assert np.all(t.get([11])[0] == -5)  # never pushed: Adam did not move it
+
+
+def test_include_last_offset_ignores_positions_past_the_end():
+    with pskv.open() as s:
+        t = s.table("e", "dim=3 optimizer=sgd lr=1 init=normal:0:1 seed=2")
+        ref = torch.nn.EmbeddingBag(10, 3, mode="sum", include_last_offset=True, sparse=True)
+        with torch.no_grad():
+            ref.weight.copy_(torch.from_numpy(t.pull(np.arange(10))))
+        bag = pt.EmbeddingBag(t, include_last_offset=True)
+        off = torch.tensor([0, 2, 4])
+        y = bag(torch.tensor([1, 2, 3, 4, 5]), off)   # 5 is past the last offset
+        yr = ref(torch.tensor([1, 2, 3, 4]), off)      # (torch's backward fails with it)
+        assert torch.allclose(y, yr)
+        y.sum().backward()
+        yr.sum().backward()
+        torch.optim.SGD(ref.parameters(), lr=1).step()
+        assert np.allclose(t.pull(np.arange(10)), ref.weight.detach().numpy())

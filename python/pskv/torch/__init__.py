@@ -246,7 +246,11 @@ class EmbeddingBag(_StoreEmbedding):
         else:
             starts = offsets[:-1] if self.include_last_offset else offsets
             bag = torch.searchsorted(starts.long(), torch.arange(n), right=True) - 1
-        counted = None if pad is None else torch.nonzero(flat != pad).squeeze(1)
+        counts = None if pad is None else flat != pad
+        if input.dim() == 1 and self.include_last_offset and offsets.numel():
+            within = torch.arange(n) < offsets[-1]  # positions past the last offset: no bag
+            counts = within if counts is None else counts & within
+        counted = None if counts is None else torch.nonzero(counts).squeeze(1)
         if bag is None and (counted is not None or per_sample_weights is not None):
             bag = torch.arange(n)
         bag_all = bag
