@@ -87,6 +87,11 @@ def test_sharded_lookup_and_gradients(tmp_path, world):
     assert all(n > 0 for _, _, n in rows)  # every rank owns some keys
 
 
+def test_sharded_max_mode(tmp_path):
+    out = str(tmp_path / "res")
+    assert run(2, lookup_worker, str(tmp_path / "rdv"), "fp32", 1.0, "max", out) == [0, 0]
+
+
 def test_compressed_gradients(tmp_path):
     out = str(tmp_path / "res")
     assert run(2, lookup_worker, str(tmp_path / "rdv"), "int8", 0.5, "mean", out) == [0, 0]

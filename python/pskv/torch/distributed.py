@@ -267,10 +267,15 @@ class ShardedEmbeddingBag(torch.nn.Module):
                 pieces = [g[at[d]:at[d + 1]].reshape(-1).view(np.uint8)
                           for d in range(self.world)]
             else:
-                pieces = [pskv.grad_encode(ctx.send_keys[at[d]:at[d + 1]], g[at[d]:at[d + 1]],
-                                           codec=self.codec, topk=self.topk,
-                                           residual=self.residual, dim=dim)
-                          if counts[d] else np.empty(0, np.uint8) for d in range(self.world)]
+                pieces = []
+                for d in range(self.world):
+                    k, gd = ctx.send_keys[at[d]:at[d + 1]], g[at[d]:at[d + 1]]
+                    if self.mode == "max":  # rows no maximum came from: nothing to send
+                        won = np.flatnonzero(np.any(gd != 0, axis=1))
+                        k, gd = k[won], gd[won]
+                    pieces.append(pskv.grad_encode(k, gd, codec=self.codec, topk=self.topk,
+                                                   residual=self.residual, dim=dim)
+                                  if len(k) else np.empty(0, np.uint8))
         except pskv.Error as e:
             # (A codec range error part-way leaves the residual of the owners
             # encoded before it as if their messages went: rare, and said.)
@@ -284,8 +289,12 @@ class ShardedEmbeddingBag(torch.nn.Module):
             n = int(ctx.recv_counts[src])
             try:
                 if self.residual is None and part.size:
-                    self.table.push(ctx.got_keys[pos:pos + n],
-                                    part.view(np.float32).reshape(-1, dim))
+                    k, gp = ctx.got_keys[pos:pos + n], part.view(np.float32).reshape(-1, dim)
+                    if self.mode == "max":  # (as in pskv.torch: zero rows move Adam rows)
+                        won = np.flatnonzero(np.any(gp != 0, axis=1))
+                        k, gp = k[won], gp[won]
+                    if len(k):
+                        self.table.push(k, gp)
                 elif part.size:
                     self.table.apply(part, mode="push")
             except pskv.Error as e:
