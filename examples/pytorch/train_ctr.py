@@ -171,10 +171,11 @@ def run(rank, a, rendezvous):
     else:
         store = pskv.open(None, cfg) if not a.baseline else None
     model, emb_opt, dense = build(a, rank, world, store)
+    mlp = dense.module if world > 1 else dense  # its state, without DDP's wrapper
     opt = torch.optim.Adam(dense.parameters(), lr=a.lr_dense)
     if extra:
         state = pickle.loads(extra)
-        (dense.module if world > 1 else dense).load_state_dict(state["mlp"])
+        mlp.load_state_dict(state["mlp"])
         opt.load_state_dict(state["opt"])
     loss_fn = nn.BCEWithLogitsLoss()
     steps = a.examples // (a.batch * world)
@@ -206,7 +207,7 @@ def run(rank, a, rendezvous):
                 f"train log-loss {np.mean(recent):.4f}  {done / dt:9.0f} examples/s")
             recent.clear()
         if a.store and step % a.checkpoint_every == 0:
-            state = {"mlp": (dense.module if world > 1 else dense).state_dict(),
+            state = {"mlp": mlp.state_dict(),
                      "opt": opt.state_dict()}
             pdist.checkpoint(store, step, pickle.dumps(state))
     train_s = time.perf_counter() - t0

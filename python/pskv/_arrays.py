@@ -81,9 +81,7 @@ def keys(x) -> np.ndarray:
     if a.ndim != 1:
         a = a.reshape(-1)
     if not a.flags.c_contiguous or not a.flags.aligned:
-        a = np.ascontiguousarray(a)  # (a copy: misaligned keys are read as uint64)
-        if not a.flags.aligned:
-            a = a.copy()
+        a = np.array(a, order="C")  # a fresh copy: contiguous and aligned
     return a
 
 

@@ -93,14 +93,19 @@ class _Rows(torch.autograd.Function):
         g = grad.detach()
         if g.dtype != torch.float32:
             g = g.float()
-        g = g.contiguous().numpy()
-        # Rows without gradient (max mode: a row no feature's maximum came
-        # from) are left alone: a zero gradient still moves rows under Adam
-        # or FTRL and stamps a version.
-        touched = np.flatnonzero(np.any(g != 0, axis=1))
-        if touched.size:
-            ctx.table.push(ctx.keys[touched], g[touched])
+        keys, g = _with_gradient(ctx.keys, g.contiguous().numpy())
+        if len(keys):
+            ctx.table.push(keys, g)
         return None, None, None
+
+
+def _with_gradient(keys: np.ndarray, g: np.ndarray):
+    """The keys and gradient rows that are not all zero. Rows without
+    gradient (max mode: a row no feature's maximum came from) are left
+    alone: a zero gradient still moves rows under Adam or FTRL and stamps
+    a version."""
+    kept = np.flatnonzero(np.any(g != 0, axis=1))
+    return keys[kept], g[kept]
 
 
 def _unique(flat: torch.Tensor):
@@ -164,10 +169,7 @@ class _StoreEmbedding(torch.nn.Module):
         """Start loading the spilled rows of a later batch's ids into DRAM
         and return at once (Table.prefetch): call it with the next batch
         before this batch's forward."""
-        flat = input.reshape(-1)
-        if self.padding_idx is not None:
-            flat = flat[flat != self.padding_idx]
-        self.table.prefetch(torch.unique(flat).numpy())
+        self.table.prefetch(_distinct(input, self.padding_idx)[0])
 
     def extra_repr(self) -> str:
         s = f"table={self.table.name!r}, embedding_dim={self.embedding_dim}"

@@ -44,7 +44,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 import pskv
-from . import _distinct
+from . import _distinct, _with_gradient
 
 __all__ = ["ShardedEmbeddingBag", "checkpoint", "checkpoint_start", "open_consistent"]
 
@@ -271,8 +271,7 @@ class ShardedEmbeddingBag(torch.nn.Module):
                 for d in range(self.world):
                     k, gd = ctx.send_keys[at[d]:at[d + 1]], g[at[d]:at[d + 1]]
                     if self.mode == "max":  # rows no maximum came from: nothing to send
-                        won = np.flatnonzero(np.any(gd != 0, axis=1))
-                        k, gd = k[won], gd[won]
+                        k, gd = _with_gradient(k, gd)
                     pieces.append(pskv.grad_encode(k, gd, codec=self.codec, topk=self.topk,
                                                    residual=self.residual, dim=dim)
                                   if len(k) else np.empty(0, np.uint8))
@@ -290,9 +289,8 @@ class ShardedEmbeddingBag(torch.nn.Module):
             try:
                 if self.residual is None and part.size:
                     k, gp = ctx.got_keys[pos:pos + n], part.view(np.float32).reshape(-1, dim)
-                    if self.mode == "max":  # (as in pskv.torch: zero rows move Adam rows)
-                        won = np.flatnonzero(np.any(gp != 0, axis=1))
-                        k, gp = k[won], gp[won]
+                    if self.mode == "max":
+                        k, gp = _with_gradient(k, gp)
                     if len(k):
                         self.table.push(k, gp)
                 elif part.size:
