@@ -142,6 +142,14 @@ PSKV__KERNEL static uint32_t int8_decode(const int8_t *restrict q, uint32_t n, f
     return bad;
 }
 
+/* w -= the int8 values q decode to (as int8_decode computes them). */
+PSKV__KERNEL static void int8_subtract(const int8_t *restrict q, uint32_t n, float scale,
+                                       float *restrict w)
+{
+    for (uint32_t j = 0; j < n; j++)
+        w[j] -= (float)q[j] * scale;
+}
+
 /* ---------------------------------------------------------------- rows */
 
 /* int8, symmetric: scale = max |w| / 127 rounded up to a bf16, so that
@@ -223,4 +231,34 @@ int pskv__codec_decode_row(uint32_t version, uint32_t codec, const void *in, uin
     }
     }
     return pskv__floats_nonfinite(w, dim) ? -1 : 0; /* int8 products may overflow */
+}
+
+void pskv__codec_subtract_row(uint32_t codec, const void *in, uint32_t dim, float *w)
+{
+    const uint8_t *b = in;
+    float back[PSKV_DIM_MAX];
+    uint16_t h[PSKV_DIM_MAX];
+    switch (codec) {
+    case PSKV_CODEC_FP32:
+        memcpy(back, in, (size_t)dim * 4);
+        break;
+    case PSKV_CODEC_FP16:
+    case PSKV_CODEC_BF16:
+        memcpy(h, b, (size_t)dim * 2);
+        if (codec == PSKV_CODEC_FP16)
+            fp16_decode(h, dim, back);
+        else
+            bf16_decode(h, dim, back);
+        break;
+    default: {
+        uint16_t s;
+        memcpy(&s, b, 2);
+        int8_t q[PSKV_DIM_MAX];
+        memcpy(q, b + 2, dim);
+        int8_subtract(q, dim, bits_f32((uint32_t)s << 16), w);
+        return;
+    }
+    }
+    for (uint32_t j = 0; j < dim; j++)
+        w[j] -= back[j];
 }

@@ -22,5 +22,10 @@ PSKV__HIDDEN int pskv__codec_encode_row(uint32_t codec, const float *w, uint32_t
  * finite, a negative or non-finite int8 scale, the int8 value -128). */
 PSKV__HIDDEN int pskv__codec_decode_row(uint32_t version, uint32_t codec, const void *in,
                                         uint32_t dim, float *w);
+/* w[j] -= the value of row `in` decodes to, for bytes encode_row wrote
+ * (the current format; no checks, as decode_row makes on bytes from
+ * outside): the part of w a receiver will not see. */
+PSKV__HIDDEN void pskv__codec_subtract_row(uint32_t codec, const void *in, uint32_t dim,
+                                           float *w);
 
 #endif

@@ -11,9 +11,11 @@
  *
  * All or nothing: the residual changes only after the chunk is written
  * (a buffer too small, a value out of the codec's range: nothing changed),
- * and with one pskv_put of every row (all or nothing itself). Rows whose
- * residual is exactly zero are erased afterwards (best effort: a zero row
- * left behind is still the right value).
+ * and with one put of every row (all or nothing itself). The residual's
+ * rows are read and written as one rows.c batch: the keys are hashed and
+ * grouped once, and the table's layout lock is held from the read to the
+ * write. Rows whose residual is exactly zero are erased afterwards (best
+ * effort: a zero row left behind is still the right value).
  *
  * Selection is a radix select over the norms' bits (non-negative doubles
  * order as unsigned integers): linear time, no sort of the rows.
@@ -29,6 +31,7 @@
 #include "optimizer.h"
 #include "options.h"
 #include "pskv_internal.h"
+#include "rows.h"
 #include "sort.h"
 
 /* The k-th largest (1 <= k <= m) of v[0..m), as unsigned integers, one
@@ -109,7 +112,7 @@ static int choose_rows(const float *v, uint32_t m, uint32_t dim, uint32_t k, uin
  * `coded`, the row's bytes in the chunk (NULL: encode it again, as the
  * chunk did, into scratch). */
 static void sent_residual(uint32_t codec, float *v, uint32_t dim, const uint8_t *coded,
-                          uint8_t *scratch, float *back)
+                          uint8_t *scratch)
 {
     if (codec == PSKV_CODEC_FP32) {
         memset(v, 0, (size_t)dim * sizeof *v);
@@ -119,9 +122,7 @@ static void sent_residual(uint32_t codec, float *v, uint32_t dim, const uint8_t 
         (void)pskv__codec_encode_row(codec, v, dim, scratch); /* no error: the chunk took it */
         coded = scratch;
     }
-    (void)pskv__codec_decode_row(PSKV_FMT_CHUNK_VERSION, codec, coded, dim, back);
-    for (uint32_t j = 0; j < dim; j++)
-        v[j] -= back[j];
+    pskv__codec_subtract_row(codec, coded, dim, v);
 }
 
 static bool row_is_zero(const float *r, uint32_t dim)
@@ -187,12 +188,6 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
     } else if (dim == 0) {
         return pskv__fail(PSKV_EINVAL, "without a residual table the config needs dim=N");
     }
-    uint32_t bad = first_nonfinite_row(grads, (uint32_t)n, dim);
-    if (bad < n)
-        return pskv__fail(PSKV_EINVAL, "gradient row %u (key %llu) has a value that is not "
-                                       "finite: nothing was encoded", bad,
-                          (unsigned long long)keys[bad]);
-
     const size_t row_bytes = (size_t)dim * sizeof(float);
     uint64_t *ukeys = malloc((n ? n : 1) * sizeof *ukeys);
     pskv__keyed *order = malloc((n ? n : 1) * sizeof *order);
@@ -202,17 +197,19 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
     uint64_t *sent_keys = malloc((n ? n : 1) * sizeof *sent_keys);
     uint8_t *keep = malloc(n ? n : 1);
     uint8_t *coded = malloc(pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, o.codec, dim));
-    float *back = malloc(row_bytes);
     uint32_t m = 0;
-    rc = ukeys && order && unique && v && rows && sent_keys && keep && coded && back
+    rc = ukeys && order && unique && v && rows && sent_keys && keep && coded
              ? 0
              : PSKV_ENOMEM;
     if (rc == 0)
         rc = distinct_keys(keys, n, order, unique, ukeys, &m);
     /* Each row starts from what this sender still owes from earlier
-     * messages (zeros without a residual), then its gradients add. */
-    if (rc == 0 && residual != NULL && m > 0)
-        rc = pskv_get(residual, ukeys, m, v, NULL);
+     * messages (zeros without a residual), then its gradients add. The
+     * residual's rows are read and written back under one plan. */
+    pskv__rows_batch batch = {.held = false};
+    const bool feedback = residual != NULL && m > 0;
+    if (rc == 0 && feedback && (rc = pskv__batch_begin(residual, ukeys, m, &batch)) == 0)
+        rc = pskv__batch_get(&batch, v);
     else if (rc == 0)
         memset(v, 0, (size_t)m * row_bytes);
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -221,7 +218,15 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
         for (uint32_t j = 0; j < dim; j++)
             row[j] += g[j];
     }
-    if (rc == 0 && (bad = first_nonfinite_row(v, m, dim)) < m)
+    /* A gradient not finite makes its row's sum not finite: one check of
+     * the sums finds both, the gradients are looked at only then. */
+    uint32_t bad = rc == 0 ? first_nonfinite_row(v, m, dim) : m;
+    uint32_t bad_grad = bad < m ? first_nonfinite_row(grads, (uint32_t)n, dim) : (uint32_t)n;
+    if (bad_grad < n)
+        rc = pskv__fail(PSKV_EINVAL, "gradient row %u (key %llu) has a value that is not "
+                                     "finite: nothing was encoded", bad_grad,
+                        (unsigned long long)keys[bad_grad]);
+    else if (bad < m)
         rc = pskv__fail(PSKV_EINVAL, "key %llu: its gradients%s sum to a value that is not "
                                      "finite: nothing was encoded",
                         (unsigned long long)ukeys[bad], residual ? " and residual" : "");
@@ -248,15 +253,16 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
     }
     /* Error feedback: what the receiver will not see, in place of v (the
      * chunk is written). Without lz4 the chunk's own bytes are decoded. */
-    if (rc == 0 && residual != NULL && m > 0) {
+    if (rc == 0 && feedback) {
         const size_t vb = pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, o.codec, dim);
         const uint8_t *at = o.lz4 ? NULL : pskv__chunk_values(buf, sent_keys, sent);
         for (uint32_t i = 0; i < m; i++)
             if (keep[i]) {
-                sent_residual(o.codec, v + (size_t)i * dim, dim, at, coded, back);
+                sent_residual(o.codec, v + (size_t)i * dim, dim, at, coded);
                 at = at != NULL ? at + vb : NULL;
             }
-        rc = pskv_put(residual, ukeys, m, v);
+        rc = pskv__batch_put(&batch, v);
+        pskv__batch_end(&batch);
         if (rc != 0)
             *len = 0; /* the message must not be sent: the residual did not take its part */
         if (rc == 0) { /* best effort: a zero row left behind is still right */
@@ -269,6 +275,7 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
             pskv__detail_clear();
         }
     }
+    pskv__batch_end(&batch); /* when not ended above */
     free(ukeys);
     free(order);
     free(unique);
@@ -277,6 +284,5 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
     free(sent_keys);
     free(keep);
     free(coded);
-    free(back);
     return rc;
 }

@@ -434,6 +434,36 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 
 /* ---------------------------------------------------------------- pull/get */
 
+/* The reads of a planned batch, layout lock held; *added counts the rows
+ * brought into DRAM (created, faulted, loaded), for rows_added once the
+ * lock is given back. */
+static int read_planned(pskv_table *t, pskv__plan *p, float *out, uint8_t *found, bool create,
+                        bool whole, uint64_t *added)
+{
+    uint64_t loaded = 0;
+    row_ctx c = {.op = ROW_READ, .create = create, .whole = whole, .out = out, .found = found,
+                 .count_reads = !whole};
+    int rc = 0;
+    while (rc == 0) {
+        c.misses = 0;
+        c.not_resident = 0;
+        rc = visit_shards(t, p, shard_rows, &c);
+        c.count_reads = false; /* each key's read counted once */
+        if (rc != 0 || c.not_resident == 0)
+            break;
+        /* Some rows were in the spill file or moving: bring them in (one
+         * I/O batch for all of them, no shard lock held) and go again. */
+        rc = pskv__tier_load(t, p, &loaded);
+    }
+    *added += c.created + c.faulted + loaded;
+    if (rc == 0 && !whole) { /* an export's reads count as exported rows */
+        pskv__count_add(create ? &t->n_pulled : &t->n_got, p->m);
+        if (!create)
+            pskv__count_add(&t->n_get_misses, c.misses);
+    }
+    return rc;
+}
+
 static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, uint8_t *found,
                      bool create, bool whole)
 {
@@ -443,31 +473,15 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     int rc = create ? pskv__budget_admit(t->store) : 0;
     if (rc != 0)
         return rc;
-    uint64_t loaded = 0;
+    uint64_t added = 0;
     layout_read_lock(t);
     pskv__plan p;
     rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    row_ctx c = {.op = ROW_READ, .create = create, .whole = whole, .out = out, .found = found,
-                 .count_reads = !whole};
-    while (rc == 0) {
-        c.misses = 0;
-        c.not_resident = 0;
-        rc = visit_shards(t, &p, shard_rows, &c);
-        c.count_reads = false; /* each key's read counted once */
-        if (rc != 0 || c.not_resident == 0)
-            break;
-        /* Some rows were in the spill file or moving: bring them in (one
-         * I/O batch for all of them, no shard lock held) and go again. */
-        rc = pskv__tier_load(t, &p, &loaded);
-    }
+    if (rc == 0)
+        rc = read_planned(t, &p, out, found, create, whole, &added);
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_added(t, c.created + c.faulted + loaded);
-    if (rc == 0 && !whole) { /* an export's reads count as exported rows */
-        pskv__count_add(create ? &t->n_pulled : &t->n_got, n);
-        if (!create)
-            pskv__count_add(&t->n_get_misses, c.misses);
-    }
+    rows_added(t, added);
     return rc;
 }
 
@@ -605,26 +619,20 @@ static int sum_duplicates(const pskv_table *t, const pskv__plan *p, size_t n, co
 /* A writing batch: op is ROW_PUSH, ROW_PUT or ROW_ADD (src: rows of dim
  * floats, checked here) or ROW_PUT_ROWS (src: weights, state: state or
  * NULL, as pskv__put_rows takes them). */
-static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void *src,
-                      const void *state, enum row_op op, const uint64_t *step)
+/* The writes of a planned batch of n keys (the plan's), layout lock held,
+ * after the budget's admission; *added as read_planned's. */
+static int write_planned(pskv_table *t, pskv__plan *p, size_t n, const void *src,
+                         const void *state, enum row_op op, const uint64_t *step, uint64_t *added)
 {
     const bool is_push = op == ROW_PUSH, sums = op == ROW_PUSH || op == ROW_ADD;
-    if (op != ROW_PUT_ROWS && op != ROW_STEP && pskv__floats_nonfinite(src, n * t->dim))
-        return nonfinite_detail(keys, src, n, t->dim, is_push ? "gradient row" : "value row");
-    int rc = pskv__budget_admit(t->store);
-    if (rc != 0)
-        return rc;
-    layout_read_lock(t);
-    pskv__plan p;
-    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
-                          sums ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
+    int rc = 0;
     uint64_t loaded = 0;
     dup_sums dups = {NULL, NULL};
     uint64_t created = 0;
-    bool summed = rc == 0 && sums && p.has_dups;
+    bool summed = sums && p->has_dups;
     reservations res = {op, NULL, NULL, 0};
     if (summed)
-        rc = sum_duplicates(t, &p, n, src, &dups);
+        rc = sum_duplicates(t, p, n, src, &dups);
     if (rc == 0) {
         res.rows = calloc(t->nshards, 1);
         res.cow = calloc(t->nshards, sizeof *res.cow);
@@ -638,12 +646,12 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
     while (rc == 0) {
         memset(res.rows, 0, t->nshards);
         memset(res.cow, 0, t->nshards * sizeof *res.cow);
-        rc = visit_shards(t, &p, reserve_shard, &res);
+        rc = visit_shards(t, p, reserve_shard, &res);
         if (rc == 0)
             break;
-        visit_shards(t, &p, unreserve_shard, &res);
+        visit_shards(t, p, unreserve_shard, &res);
         if (rc == NEEDS_LOAD) {
-            rc = pskv__tier_load(t, &p, &loaded); /* then check again */
+            rc = pskv__tier_load(t, p, &loaded); /* then check again */
         }
     }
     if (rc == 0) {
@@ -653,7 +661,7 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
                      .wsrc = bytes ? src : NULL, .ssrc = state,
                      .dups = summed ? &dups : NULL, .cow_reserved = res.cow, .save = save,
                      .at_step = step != NULL, .step = step ? *step : 0};
-        visit_shards(t, &p, shard_rows, &c); /* cannot fail: room is reserved */
+        visit_shards(t, p, shard_rows, &c); /* cannot fail: room is reserved */
         pskv__count_add(&t->n_stale_dropped, c.stale);
         if (op == ROW_STEP)
             pskv__count_add(&t->n_stepped, c.stepped);
@@ -673,10 +681,71 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
     free(res.cow);
     free(dups.summed_row);
     free(dups.rows);
+    *added += created + res.faulted + loaded;
+    return rc;
+}
+
+static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void *src,
+                      const void *state, enum row_op op, const uint64_t *step)
+{
+    const bool sums = op == ROW_PUSH || op == ROW_ADD;
+    if (op != ROW_PUT_ROWS && op != ROW_STEP && pskv__floats_nonfinite(src, n * t->dim))
+        return nonfinite_detail(keys, src, n, t->dim,
+                                op == ROW_PUSH ? "gradient row" : "value row");
+    int rc = pskv__budget_admit(t->store);
+    if (rc != 0)
+        return rc;
+    uint64_t added = 0;
+    layout_read_lock(t);
+    pskv__plan p;
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n,
+                          sums ? PSKV__DEDUP_FIRST : PSKV__DEDUP_LAST);
+    if (rc == 0)
+        rc = write_planned(t, &p, n, src, state, op, step, &added);
     pskv__plan_free(&p);
     layout_unlock(t);
-    rows_added(t, created + res.faulted + loaded);
+    rows_added(t, added);
     return rc;
+}
+
+/* ---------------------------------------------------------------- batches */
+
+int pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n, pskv__rows_batch *b)
+{
+    *b = (pskv__rows_batch){.t = t, .n = n};
+    int rc = pskv__budget_admit(t->store); /* before the lock: it may evict */
+    if (rc != 0)
+        return rc;
+    layout_read_lock(t);
+    rc = pskv__plan_build(&b->plan, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    if (rc != 0) {
+        layout_unlock(t);
+        return rc;
+    }
+    b->held = true;
+    return 0;
+}
+
+int pskv__batch_get(pskv__rows_batch *b, float *out)
+{
+    return b->n == 0 ? 0 : read_planned(b->t, &b->plan, out, NULL, false, false, &b->added);
+}
+
+int pskv__batch_put(pskv__rows_batch *b, const float *values)
+{
+    return b->n == 0 ? 0
+                     : write_planned(b->t, &b->plan, b->n, values, NULL, ROW_PUT_ROWS, NULL,
+                                     &b->added);
+}
+
+void pskv__batch_end(pskv__rows_batch *b)
+{
+    if (!b->held)
+        return;
+    pskv__plan_free(&b->plan);
+    layout_unlock(b->t);
+    b->held = false;
+    rows_added(b->t, b->added);
 }
 
 int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)

@@ -3,6 +3,7 @@
 #ifndef PSKV_ROWS_H
 #define PSKV_ROWS_H
 
+#include "plan.h"
 #include "pskv_internal.h"
 
 /* Read whole rows (weights then state, row_floats each) as pskv_get
@@ -24,5 +25,27 @@ PSKV__HIDDEN int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const 
  * and clear them. PSKV_ERANGE when some steps were not finite (those rows
  * kept their values, their gradients dropped), else as pskv_push. */
 PSKV__HIDDEN int pskv__step_rows(pskv_table *t, const uint64_t *keys, size_t n);
+
+/* A batch of distinct keys read and then written under one plan and one
+ * hold of the table's layout lock (grad.c's residual: a get, then a put of
+ * the same rows), so the keys are hashed and grouped once. Between begin
+ * and end the caller makes no other call on the table (it would take the
+ * layout lock again). begin: 0, PSKV_ENOMEM, or the budget's admission
+ * error (a put may create rows); on success end must follow, whatever
+ * get and put return. */
+typedef struct pskv__rows_batch {
+    pskv_table *t;
+    size_t n;
+    pskv__plan plan;
+    uint64_t added; /* rows brought into DRAM, accounted at the end */
+    bool held;      /* the layout lock and the plan */
+} pskv__rows_batch;
+PSKV__HIDDEN int pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n,
+                                   pskv__rows_batch *b);
+/* As pskv_get without found (absent rows read as zeros). */
+PSKV__HIDDEN int pskv__batch_get(pskv__rows_batch *b, float *out);
+/* As pskv_put of values already checked finite (all or nothing). */
+PSKV__HIDDEN int pskv__batch_put(pskv__rows_batch *b, const float *values);
+PSKV__HIDDEN void pskv__batch_end(pskv__rows_batch *b);
 
 #endif

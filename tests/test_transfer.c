@@ -1807,6 +1807,47 @@ START_TEST(grad_encode_error_feedback_conserves)
 }
 END_TEST
 
+/* The residual of a sent row is exactly its value minus what the receiver
+ * decodes (float subtraction, bit for bit), for every lossy codec, with
+ * and without lz4 (which makes the encoder code the row a second time). */
+START_TEST(grad_encode_residual_is_exact)
+{
+    const char *cfgs[] = {"codec=fp16", "codec=bf16", "codec=int8", "codec=int8 lz4=on",
+                          "codec=fp16 lz4=on"};
+    enum { N = 64, D = 16 };
+    for (size_t c = 0; c < sizeof cfgs / sizeof *cfgs; c++) {
+        pskv_store *s;
+        pskv_table *res;
+        ck_assert_ok(pskv_open(NULL, NULL, &s));
+        ck_assert_ok(pskv_table_open(s, "residual", "dim=16 optimizer=none", &res));
+        uint64_t keys[N], k[N];
+        float g[N * D], dec[N * D], r[N * D];
+        test_rng rng = {31 + c};
+        for (int i = 0; i < N; i++) {
+            keys[i] = (uint64_t)i * 7919u + 1; /* ascending, distinct */
+            for (int j = 0; j < D; j++)
+                g[i * D + j] = rng_float(&rng) * (float)(1u << rng_below(&rng, 12)) * 1e-3f;
+        }
+        static uint8_t buf[1 << 15];
+        size_t len;
+        ck_assert_ok(pskv_grad_encode(res, keys, N, g, cfgs[c], buf, sizeof buf, &len));
+        ck_assert_ok(pskv_chunk_decode(buf, len, k, N, dec, N * D, NULL, 0, NULL, 0));
+        uint8_t found[N];
+        ck_assert_ok(pskv_get(res, keys, N, r, found));
+        for (int i = 0; i < N; i++) {
+            ck_assert_uint_eq(k[i], keys[i]);
+            for (int j = 0; j < D; j++) {
+                float want = g[i * D + j] - dec[i * D + j];
+                ck_assert_msg(memcmp(&want, &r[i * D + j], sizeof want) == 0,
+                              "%s row %d value %d: residual %a, want %a", cfgs[c], i, j,
+                              (double)r[i * D + j], (double)want);
+            }
+        }
+        pskv_close(s);
+    }
+}
+END_TEST
+
 /* top-k keeps exactly the rows of largest norm; equal norms keep the
  * smaller keys; repeated keys count by their sum. */
 START_TEST(grad_encode_topk_keeps_largest)
@@ -1983,6 +2024,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, truncate_durable);
     ADD_CASE(s, decode_checks_capacities);
     ADD_CASE(s, grad_encode_error_feedback_conserves);
+    ADD_CASE(s, grad_encode_residual_is_exact);
     ADD_CASE(s, grad_encode_topk_keeps_largest);
     ADD_CASE(s, grad_encode_applies_and_refuses);
     return run_suite(s);
