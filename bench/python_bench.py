@@ -111,14 +111,16 @@ def bench_train(rounds, examples):
 def bench_ranks(rounds, examples, batch):
     common = ["--examples", str(examples), "--report-every", "100000", "--batch", str(batch)]
     cands = {"1 rank": common, "2 ranks": common + ["--world-size", "2"],
-             "3 ranks": common + ["--world-size", "3"]}
+             "2 ranks, prefetch": common + ["--world-size", "2", "--prefetch"],
+             "3 ranks": common + ["--world-size", "3"],
+             "3 ranks, prefetch": common + ["--world-size", "3", "--prefetch"]}
     res = interleave(cands, rounds)
     print(f"ranks: train_ctr.py (hybrid, fp32), batches of {batch} per rank, 1 torch thread per "
           f"rank, {examples} examples, median of {rounds} interleaved rounds")
     one = res["1 rank"]
     for c in res:
         r = [x[2] / o[2] for x, o in zip(res[c], one)]
-        print(f"  {c:7s}: {statistics.median(x[2] for x in res[c]):8.0f} examples/s = "
+        print(f"  {c:17s}: {statistics.median(x[2] for x in res[c]):8.0f} examples/s = "
               f"{statistics.median(r):.3f}x 1 rank; AUC "
               f"{statistics.median(x[0] for x in res[c]):.4f}")
 

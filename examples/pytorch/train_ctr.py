@@ -14,6 +14,8 @@ the 8 rows concatenated into a small MLP (8*dim -> 64 -> 1).
 --update hybrid: embeddings asynchronous (each batch's pushes apply at
 once), dense layers synchronous (DDP). --update sync: the embedding table
 is update=sync and every rank steps its rows once per batch.
+--prefetch starts the next batch's lookup while this batch computes (with
+N processes: over a second process group, rows one step stale at most).
 --store DIR keeps each rank's store in DIR/rankR, checkpoints every K
 steps with the MLP and its optimizer in the metadata, and --resume goes
 on from the newest step every rank holds.
@@ -91,6 +93,8 @@ def parse():
     p.add_argument("--resume", action="store_true")
     p.add_argument("--held-out", type=int, default=ctr_data.HELD_OUT)
     p.add_argument("--report-every", type=int, default=200)
+    p.add_argument("--prefetch", action="store_true",
+                   help="look up the next batch while this one computes (hybrid only)")
     p.add_argument("--baseline", action="store_true",
                    help="torch.nn.EmbeddingBag + Adagrad instead of pskv (1 process)")
     p.add_argument("--check-auc", type=float, default=0.0,
@@ -99,6 +103,9 @@ def parse():
     a = p.parse_args()
     if a.baseline and a.world_size != 1:
         p.error("--baseline runs in one process")
+    if a.prefetch and (a.baseline or a.update == "sync"):
+        p.error("--prefetch: with pskv embeddings and --update hybrid (a prefetched lookup "
+                "may run before the step that update=sync applies)")
     return a
 
 
@@ -184,11 +191,19 @@ def run(rank, a, rendezvous):
         f"codec {a.codec} topk {a.topk}, dim {a.dim}, {a.threads} torch thread(s) per rank")
     t0 = time.perf_counter()
     recent = []
-    for step in range(step0 + 1, steps + 1):
+    def batch_of(step):
         start = ((step - 1) * world + rank) * a.batch
         ids, labels, _, index = stream.examples(1, start, a.batch)
-        x = torch.from_numpy(index if a.baseline else ids)
+        return torch.from_numpy(index if a.baseline else ids), labels
+
+    ahead = None
+    for step in range(step0 + 1, steps + 1):
+        x, labels = ahead if ahead is not None else batch_of(step)
         logit = model(x)
+        ahead = None
+        if a.prefetch and step < steps:  # every rank alike: the lookups are collectives
+            ahead = batch_of(step + 1)
+            model.emb.prefetch(ahead[0].reshape(-1, 1))
         loss = loss_fn(logit, torch.from_numpy(labels))
         opt.zero_grad()
         if emb_opt is not None:

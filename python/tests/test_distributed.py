@@ -100,6 +100,60 @@ def test_compressed_gradients(tmp_path):
         assert 0 < grad_bytes < fp32_bytes / 4
 
 
+def prefetch_worker(rank, world, rendezvous):
+    init(rank, world, rendezvous)
+    torch.set_num_threads(1)
+    with pskv.open() as s, pskv.open() as ref_store:
+        bag = pdist.ShardedEmbeddingBag(s, "emb", CFG, max_message_bytes=256)
+        ref = pt.EmbeddingBag(ref_store.table("emb", CFG))
+        # Read only: a prefetched lookup gives what a lookup at forward gives.
+        with torch.no_grad():
+            for step in range(3):
+                ids, off = batch(rank, step)
+                nxt = batch(rank, step + 1)
+                if step == 0:
+                    bag.prefetch(ids)
+                y = bag(ids, off)
+                bag.prefetch(nxt[0])
+                assert torch.allclose(y, ref(ids, off), rtol=1e-5, atol=1e-6)
+            y = bag(*batch(rank, 3))  # the last prefetch, used
+        # Training with prefetch: every rank's gradients reach their owners
+        # under the keys they belong to. The loss is linear in the rows, so
+        # the gradients do not depend on how stale a prefetched row is, and
+        # the owners end where one process taking every batch ends.
+        bag.prefetch(batch(rank, 10)[0])
+        for step in range(10, 14):
+            ids, off = batch(rank, step)
+            y = bag(ids, off)
+            if step < 13:
+                bag.prefetch(batch(rank, step + 1)[0])
+            y.sum().backward()
+            for r in range(world):
+                ref(*batch(r, step)).sum().backward()
+        dist.barrier()
+        mine = np.array([k for k, _ in bag.table], dtype=np.uint64)
+        assert np.all(bag.ring.route(mine) == rank)
+        w = ref.table.pull(mine)  # (rows only other ranks read: their initial values)
+        assert np.allclose(bag.table.get(mine)[0], w, rtol=1e-5, atol=1e-6)
+        # Misuse: a second prefetch before forward; a forward of other ids
+        # (every rank alike here, so no rank waits for another).
+        bag.prefetch(batch(rank, 20)[0])
+        with pytest.raises(RuntimeError):
+            bag.prefetch(batch(rank, 21)[0])
+        with pytest.raises(ValueError):
+            bag(*batch(rank, 22))
+        y = bag(*batch(rank, 23))  # a plain lookup again
+        assert y.shape == (10, 8)
+        bag.prefetch(batch(rank, 24)[0])
+        bag.drain()  # a loop left early: the lookup ends before the store closes
+        y = bag(*batch(rank, 25))
+    dist.destroy_process_group()
+
+
+def test_sharded_prefetch(tmp_path):
+    assert run(2, prefetch_worker, str(tmp_path / "rdv")) == [0, 0]
+
+
 # ---------------------------------------------------------------- failures
 
 def failing_worker(rank, world, rendezvous, out):

@@ -26,6 +26,12 @@ time, in rank order (a push, or an apply with mode "push").
 Every exchange whose largest piece exceeds max_message_bytes is sent in
 rounds (gloo's alltoallv has an open bug with large messages).
 
+prefetch(next input) runs the next batch's forward exchanges (ids out,
+rows back) on a thread of its own, over a second process group, while
+this batch computes; the next forward takes its rows from there. Rows are
+read when that lookup runs, so they may miss this step's gradients (one
+step of staleness, as asynchronous embeddings allow).
+
 Every rank must run forward and backward in lockstep (they are
 collectives), as with DistributedDataParallel.
 
@@ -36,6 +42,8 @@ from __future__ import annotations
 
 import math
 import struct
+import queue
+import threading
 from typing import Optional, Tuple
 
 import numpy as np
@@ -137,14 +145,60 @@ def _alltoallv(send: torch.Tensor, send_counts, recv_counts, largest: int, max_e
     return out
 
 
+class _Lookup:
+    """One forward's exchanges: the rows (in the order of keys) and what
+    backward needs to send the gradients back (as requester and as owner)."""
+    __slots__ = ("rows", "send_keys", "order", "send_counts", "got_keys", "recv_counts")
+
+
+class _Worker:
+    """One daemon thread running one call at a time (a prefetched lookup).
+    Daemon: a rank that exits while a lookup waits in a collective is not
+    held back by it (ThreadPoolExecutor's threads are joined at exit)."""
+
+    def __init__(self):
+        self._jobs = queue.Queue()
+        threading.Thread(target=self._run, name="pskv-prefetch", daemon=True).start()
+
+    def _run(self):
+        while True:
+            job = self._jobs.get()
+            try:
+                job.value = job.fn(*job.args)
+            except BaseException as e:  # raised again by the waiter
+                job.error = e
+            job.done.set()
+
+    def submit(self, fn, *args) -> "_Job":
+        job = _Job(fn, args)
+        self._jobs.put(job)
+        return job
+
+
+class _Job:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+        self.value = self.error = None
+        self.done = threading.Event()
+
+    def result(self):
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 class _ShardedRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, anchor, mod: "ShardedEmbeddingBag", keys: np.ndarray):
-        return mod._lookup(ctx, keys)
+    def forward(ctx, anchor, mod: "ShardedEmbeddingBag", look: _Lookup):
+        ctx.mod = mod
+        ctx.look = look
+        rows, look.rows = look.rows, None  # no cycle ctx -> look -> rows -> ctx
+        return rows
 
     @staticmethod
     def backward(ctx, grad):
-        ctx.mod._send_grads(ctx, grad.detach().float().contiguous())
+        ctx.mod._send_grads(ctx.look, grad.detach().float().contiguous())
         return None, None, None
 
 
@@ -159,6 +213,12 @@ class ShardedEmbeddingBag(torch.nn.Module):
     with error feedback when either loses information; vnodes, seed: the
     ring's; max_message_bytes: the largest piece of one exchange round.
 
+    prefetch_group: the process group prefetch() exchanges over (the same
+    ranks as group, its own collectives); None: made at the first
+    prefetch() when group is the default group (every rank calls it),
+    with prefetch_timeout (a datetime.timedelta; None: torch's default,
+    30 minutes in torch 1.13: give the one the default group has).
+
     Counters: grad_bytes (gradient bytes this rank sent) and
     grad_bytes_fp32 (what fp32 rows would have taken), lookups_sent.
     """
@@ -166,7 +226,8 @@ class ShardedEmbeddingBag(torch.nn.Module):
     def __init__(self, store: pskv.Store, name: str, config: str, mode: str = "sum",
                  group=None, codec: str = "fp32", topk: float = 1.0,
                  include_last_offset: bool = False, padding_idx: Optional[int] = None,
-                 vnodes: int = 0, seed: int = 0, max_message_bytes: int = 16 << 20):
+                 vnodes: int = 0, seed: int = 0, max_message_bytes: int = 16 << 20,
+                 prefetch_group=None, prefetch_timeout=None):
         super().__init__()
         if mode not in ("sum", "mean", "max"):
             raise ValueError(f"mode {mode!r}: expected 'sum', 'mean' or 'max'")
@@ -194,6 +255,13 @@ class ShardedEmbeddingBag(torch.nn.Module):
         self._row_slots = _Slots(64 * 1024, self.max_message_bytes)
         self._grad_slots = _Slots(64 * 1024, self.max_message_bytes)
         self._apply_error = None  # an owner's failed push, told at the next exchange
+        self._apply_lock = threading.Lock()  # _apply_error: backward and prefetch threads
+        self._prefetch_group = prefetch_group
+        self._prefetch_timeout = prefetch_timeout
+        self._ahead_slots = (_Slots(8 * 1024, self.max_message_bytes),
+                             _Slots(64 * 1024, self.max_message_bytes))
+        self._ahead = None  # (keys, future) of the lookup prefetch() started
+        self._worker = None
         self.grad_bytes = 0
         self.grad_bytes_fp32 = 0
         self.lookups_sent = 0
@@ -206,7 +274,8 @@ class ShardedEmbeddingBag(torch.nn.Module):
 
     # -- forward: ids to owners, rows back
 
-    def _lookup(self, ctx, keys: np.ndarray) -> torch.Tensor:
+    def _lookup(self, keys: np.ndarray, group, key_slots: _Slots,
+                row_slots: _Slots) -> _Lookup:
         owners = self.ring.route(keys)
         order = np.argsort(owners, kind="stable")
         send_keys = keys[order]
@@ -214,9 +283,10 @@ class ShardedEmbeddingBag(torch.nn.Module):
         at = np.concatenate([[0], np.cumsum(send_counts)])
         # The previous step's failure to apply gradients (see _send_grads)
         # goes with the ids, so every rank learns of it at the same point.
-        late, self._apply_error = self._apply_error, None
-        parts, _, failed = self._key_slots.exchange(
-            [send_keys[at[d]:at[d + 1]].view(np.uint8) for d in range(self.world)], self.group,
+        with self._apply_lock:
+            late, self._apply_error = self._apply_error, None
+        parts, _, failed = key_slots.exchange(
+            [send_keys[at[d]:at[d + 1]].view(np.uint8) for d in range(self.world)], group,
             failed=late is not None)
         if failed:
             raise _failure("to apply the last step's gradients", failed, late)
@@ -229,30 +299,77 @@ class ShardedEmbeddingBag(torch.nn.Module):
         except pskv.Error as e:  # still take part in the exchange, then everyone raises
             mine, rows = e, np.empty((0, dim), dtype=np.float32)
         row_at = np.concatenate([[0], np.cumsum(recv_counts)])
-        back, _, failed = self._row_slots.exchange(
+        back, _, failed = row_slots.exchange(
             [rows[row_at[s]:row_at[s + 1]].reshape(-1).view(np.uint8) if mine is None
              else np.empty(0, np.uint8) for s in range(self.world)],
-            self.group, failed=mine is not None)
+            group, failed=mine is not None)
         if failed:
             raise _failure("to read the rows asked of them", failed, mine)
-        out = torch.empty(len(keys), dim)
-        out[torch.from_numpy(order)] = torch.from_numpy(
+        look = _Lookup()
+        look.rows = torch.empty(len(keys), dim)
+        look.rows[torch.from_numpy(order)] = torch.from_numpy(
             np.concatenate(back).view(np.float32).reshape(-1, dim))
         self.lookups_sent += int(send_counts.sum() - send_counts[self.rank])
-        if ctx is not None:
-            ctx.mod = self
-            ctx.send_keys = send_keys
-            ctx.order = order
-            ctx.send_counts = send_counts
-            ctx.got_keys = got_keys        # what this rank served, as the owner
-            ctx.recv_counts = recv_counts
-        return out
+        look.send_keys, look.order, look.send_counts = send_keys, order, send_counts
+        look.got_keys, look.recv_counts = got_keys, recv_counts  # what this rank served
+        return look
+
+    def prefetch(self, input: torch.Tensor) -> None:
+        """Start the lookup of the batch the next forward will get (the
+        same input) and return at once: its ids go to their owners and
+        the rows come back on a thread of this module, over
+        prefetch_group, while this batch computes and sends its gradients.
+
+        Every rank calls it for its own next batch, in lockstep (the
+        exchanges are collectives). The rows are read when the lookup
+        runs: rows this step's backward updates may come before or after
+        that update (one step of staleness, as asynchronous embeddings
+        allow; without prefetch a forward sees every gradient sent before
+        it). The next forward raises ValueError if its input has other
+        ids (on that rank only: the others go on to the next collective
+        and wait, as with any rank that leaves the lockstep); a failure of
+        the lookup itself raises there too, on every rank. A loop left
+        before that forward calls drain() before the store closes."""
+        if self._ahead is not None:
+            raise RuntimeError("prefetch: the lookup started last is not used yet (call "
+                               "forward with its input first)")
+        if self._prefetch_group is None:
+            if self.group is not None and self.group is not dist.group.WORLD:
+                raise ValueError("prefetch over a group other than the default one needs "
+                                 "prefetch_group= (a second group of the same ranks)")
+            extra = {} if self._prefetch_timeout is None else {"timeout": self._prefetch_timeout}
+            self._prefetch_group = dist.new_group(backend=dist.get_backend(), **extra)
+        if self._worker is None:
+            self._worker = _Worker()
+        keys = _distinct(input, self.padding_idx)[0]
+        self._ahead = (keys, self._worker.submit(self._lookup, keys, self._prefetch_group,
+                                                 *self._ahead_slots))
+
+    def drain(self) -> None:
+        """Wait for a prefetched lookup that no forward will use (a loop
+        left early) and drop it. Call it before closing the store: the
+        lookup reads the table on its thread. Its failure is not raised."""
+        if self._ahead is not None:
+            self._ahead[1].done.wait()
+            self._ahead = None
+
+    def _take_ahead(self, keys: np.ndarray) -> Optional[_Lookup]:
+        """The prefetched lookup, when one is pending (it must be of keys)."""
+        if self._ahead is None:
+            return None
+        want, fut = self._ahead
+        self._ahead = None
+        look = fut.result()  # its failure raises here, on every rank alike
+        if not np.array_equal(want, keys):
+            raise ValueError("forward got another input than the one prefetch() was given: "
+                             "every rank must run the batch it prefetched")
+        return look
 
     # -- backward: the gradients to their owners
 
-    def _send_grads(self, ctx, grad: torch.Tensor) -> None:
-        g = grad.numpy()[ctx.order]
-        counts = ctx.send_counts
+    def _send_grads(self, look: _Lookup, grad: torch.Tensor) -> None:
+        g = grad.numpy()[look.order]
+        counts = look.send_counts
         at = np.concatenate([[0], np.cumsum(counts)])
         dim = self.embedding_dim
         mine = None
@@ -269,7 +386,7 @@ class ShardedEmbeddingBag(torch.nn.Module):
             else:
                 pieces = []
                 for d in range(self.world):
-                    k, gd = ctx.send_keys[at[d]:at[d + 1]], g[at[d]:at[d + 1]]
+                    k, gd = look.send_keys[at[d]:at[d + 1]], g[at[d]:at[d + 1]]
                     if self.mode == "max":  # rows no maximum came from: nothing to send
                         k, gd = _with_gradient(k, gd)
                     pieces.append(pskv.grad_encode(k, gd, codec=self.codec, topk=self.topk,
@@ -285,10 +402,10 @@ class ShardedEmbeddingBag(torch.nn.Module):
         self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) * dim * 4)
         pos = 0
         for src, part in enumerate(parts):  # one sender at a time, in rank order
-            n = int(ctx.recv_counts[src])
+            n = int(look.recv_counts[src])
             try:
                 if self.residual is None and part.size:
-                    k, gp = ctx.got_keys[pos:pos + n], part.view(np.float32).reshape(-1, dim)
+                    k, gp = look.got_keys[pos:pos + n], part.view(np.float32).reshape(-1, dim)
                     if self.mode == "max":
                         k, gp = _with_gradient(k, gp)
                     if len(k):
@@ -298,7 +415,8 @@ class ShardedEmbeddingBag(torch.nn.Module):
             except pskv.Error as e:
                 # Kept for the next forward's exchange: raising here would
                 # leave the other ranks waiting in it.
-                self._apply_error = self._apply_error or e
+                with self._apply_lock:
+                    self._apply_error = self._apply_error or e
             pos += n
         if failed:
             raise _failure("to send their gradients", failed, mine)
@@ -310,10 +428,13 @@ class ShardedEmbeddingBag(torch.nn.Module):
         if input.dim() == 2 and self.include_last_offset:
             raise ValueError("include_last_offset applies to 1-D input with offsets")
         keys, index, pad = _distinct(input, self.padding_idx)
+        look = self._take_ahead(keys)
+        if look is None:
+            look = self._lookup(keys, self.group, self._key_slots, self._row_slots)
         if torch.is_grad_enabled() and self.training:
-            rows = _ShardedRows.apply(self._anchor, self, keys)
+            rows = _ShardedRows.apply(self._anchor, self, look)
         else:
-            rows = self._lookup(None, keys)
+            rows = look.rows
         if pad is not None:
             rows = torch.cat([rows, rows.new_zeros(1, self.embedding_dim)])
         return F.embedding_bag(index, rows, offsets, mode=self.mode,
