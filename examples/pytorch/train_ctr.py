@@ -14,8 +14,9 @@ the 8 rows concatenated into a small MLP (8*dim -> 64 -> 1).
 --update hybrid: embeddings asynchronous (each batch's pushes apply at
 once), dense layers synchronous (DDP). --update sync: the embedding table
 is update=sync and every rank steps its rows once per batch.
---prefetch starts the next batch's lookup while this batch computes (with
-N processes: over a second process group, rows one step stale at most).
+--prefetch names each step's next batch between forward and backward: with
+N processes its ids then travel with the gradients and its rows come back
+in backward (one collective fewer per step).
 --store DIR keeps each rank's store in DIR/rankR, checkpoints every K
 steps with the MLP and its optimizer in the metadata, and --resume goes
 on from the newest step every rank holds.
@@ -94,7 +95,7 @@ def parse():
     p.add_argument("--held-out", type=int, default=ctr_data.HELD_OUT)
     p.add_argument("--report-every", type=int, default=200)
     p.add_argument("--prefetch", action="store_true",
-                   help="look up the next batch while this one computes (hybrid only)")
+                   help="the next batch's ids ride with the gradients (hybrid only)")
     p.add_argument("--baseline", action="store_true",
                    help="torch.nn.EmbeddingBag + Adagrad instead of pskv (1 process)")
     p.add_argument("--check-auc", type=float, default=0.0,
@@ -104,8 +105,8 @@ def parse():
     if a.baseline and a.world_size != 1:
         p.error("--baseline runs in one process")
     if a.prefetch and (a.baseline or a.update == "sync"):
-        p.error("--prefetch: with pskv embeddings and --update hybrid (a prefetched lookup "
-                "may run before the step that update=sync applies)")
+        p.error("--prefetch: with pskv embeddings and --update hybrid (update=sync rows "
+                "change at step(), after the backward that would read them)")
     return a
 
 

@@ -31,7 +31,7 @@ def batch(rank, step, n=120):
     return ids, torch.from_numpy(np.concatenate([[0], cuts]))
 
 
-def lookup_worker(rank, world, rendezvous, codec, topk, mode, out):
+def lookup_worker(rank, world, rendezvous, codec, topk, mode, out, prefetch=False):
     init(rank, world, rendezvous)
     torch.set_num_threads(1)
     with pskv.open() as s, pskv.open() as ref_store:
@@ -41,6 +41,8 @@ def lookup_worker(rank, world, rendezvous, codec, topk, mode, out):
         for step in range(3):
             ids, off = batch(rank, step)
             y = bag(ids, off)
+            if prefetch and step < 2:  # backward brings the next batch's rows
+                bag.prefetch(batch(rank, step + 1)[0])
             # Forward equals one process holding every row (rows come from
             # the same key-seeded initializer and the same pushes).
             want = ref(ids, off)
@@ -92,6 +94,21 @@ def test_sharded_max_mode(tmp_path):
     assert run(2, lookup_worker, str(tmp_path / "rdv"), "fp32", 1.0, "max", out) == [0, 0]
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_prefetch_equals_lookup(tmp_path, world):
+    # Rows a prefetch brought equal what one process holding every row
+    # reads after every gradient of the step: nothing stale.
+    out = str(tmp_path / "res")
+    assert run(world, lookup_worker, str(tmp_path / "rdv"), "fp32", 1.0, "sum", out, True) == \
+        [0] * world
+
+
+def test_sharded_prefetch_compressed(tmp_path):
+    out = str(tmp_path / "res")
+    assert run(2, lookup_worker, str(tmp_path / "rdv"), "int8", 0.5, "mean", out, True) == \
+        [0, 0]
+
+
 def test_compressed_gradients(tmp_path):
     out = str(tmp_path / "res")
     assert run(2, lookup_worker, str(tmp_path / "rdv"), "int8", 0.5, "mean", out) == [0, 0]
@@ -100,58 +117,41 @@ def test_compressed_gradients(tmp_path):
         assert 0 < grad_bytes < fp32_bytes / 4
 
 
-def prefetch_worker(rank, world, rendezvous):
+def prefetch_misuse_worker(rank, world, rendezvous):
     init(rank, world, rendezvous)
     torch.set_num_threads(1)
-    with pskv.open() as s, pskv.open() as ref_store:
-        bag = pdist.ShardedEmbeddingBag(s, "emb", CFG, max_message_bytes=256)
-        ref = pt.EmbeddingBag(ref_store.table("emb", CFG))
-        # Read only: a prefetched lookup gives what a lookup at forward gives.
+    with pskv.open() as s:
+        bag = pdist.ShardedEmbeddingBag(s, "emb", CFG)
+        y = bag(*batch(rank, 1))
+        bag.prefetch(batch(rank, 2)[0])
+        with pytest.raises(RuntimeError):  # named already
+            bag.prefetch(batch(rank, 3)[0])
+        y.sum().backward()
+        with pytest.raises(ValueError):  # other ids than prefetched (every rank alike)
+            bag(*batch(rank, 4))
+        # Only rank 0 names its next batch: no rank answers with rows, and
+        # the next forward looks them up as usual on every rank.
+        y = bag(*batch(rank, 5))
+        if rank == 0:
+            bag.prefetch(batch(rank, 6)[0])
+        y.sum().backward()
+        y = bag(*batch(rank, 6))
+        # Without backward (evaluation) a prefetch is dropped by the forward
+        # of its batch.
         with torch.no_grad():
-            for step in range(3):
-                ids, off = batch(rank, step)
-                nxt = batch(rank, step + 1)
-                if step == 0:
-                    bag.prefetch(ids)
-                y = bag(ids, off)
-                bag.prefetch(nxt[0])
-                assert torch.allclose(y, ref(ids, off), rtol=1e-5, atol=1e-6)
-            y = bag(*batch(rank, 3))  # the last prefetch, used
-        # Training with prefetch: every rank's gradients reach their owners
-        # under the keys they belong to. The loss is linear in the rows, so
-        # the gradients do not depend on how stale a prefetched row is, and
-        # the owners end where one process taking every batch ends.
-        bag.prefetch(batch(rank, 10)[0])
-        for step in range(10, 14):
-            ids, off = batch(rank, step)
-            y = bag(ids, off)
-            if step < 13:
-                bag.prefetch(batch(rank, step + 1)[0])
-            y.sum().backward()
-            for r in range(world):
-                ref(*batch(r, step)).sum().backward()
+            bag.prefetch(batch(rank, 7)[0])
+            bag(*batch(rank, 7))
+            bag.prefetch(batch(rank, 8)[0])
+        with pskv.open() as s2:
+            sync = pdist.ShardedEmbeddingBag(s2, "sync", CFG + " update=sync")
+            with pytest.raises(ValueError):
+                sync.prefetch(batch(rank, 9)[0])
         dist.barrier()
-        mine = np.array([k for k, _ in bag.table], dtype=np.uint64)
-        assert np.all(bag.ring.route(mine) == rank)
-        w = ref.table.pull(mine)  # (rows only other ranks read: their initial values)
-        assert np.allclose(bag.table.get(mine)[0], w, rtol=1e-5, atol=1e-6)
-        # Misuse: a second prefetch before forward; a forward of other ids
-        # (every rank alike here, so no rank waits for another).
-        bag.prefetch(batch(rank, 20)[0])
-        with pytest.raises(RuntimeError):
-            bag.prefetch(batch(rank, 21)[0])
-        with pytest.raises(ValueError):
-            bag(*batch(rank, 22))
-        y = bag(*batch(rank, 23))  # a plain lookup again
-        assert y.shape == (10, 8)
-        bag.prefetch(batch(rank, 24)[0])
-        bag.drain()  # a loop left early: the lookup ends before the store closes
-        y = bag(*batch(rank, 25))
     dist.destroy_process_group()
 
 
-def test_sharded_prefetch(tmp_path):
-    assert run(2, prefetch_worker, str(tmp_path / "rdv")) == [0, 0]
+def test_sharded_prefetch_misuse(tmp_path):
+    assert run(2, prefetch_misuse_worker, str(tmp_path / "rdv")) == [0, 0]
 
 
 # ---------------------------------------------------------------- failures

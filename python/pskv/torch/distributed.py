@@ -26,11 +26,12 @@ time, in rank order (a push, or an apply with mode "push").
 Every exchange whose largest piece exceeds max_message_bytes is sent in
 rounds (gloo's alltoallv has an open bug with large messages).
 
-prefetch(next input) runs the next batch's forward exchanges (ids out,
-rows back) on a thread of its own, over a second process group, while
-this batch computes; the next forward takes its rows from there. Rows are
-read when that lookup runs, so they may miss this step's gradients (one
-step of staleness, as asynchronous embeddings allow).
+prefetch(next input), called between forward and backward, lets backward
+carry the next batch's ids in the gradient exchange: each owner applies
+the gradients it receives, then reads the rows of the ids that came with
+them and sends them back, and the next forward uses those rows. Three
+collectives per step instead of four with DDP, and the rows are the ones
+a forward would read (every gradient of the step is applied first).
 
 Every rank must run forward and backward in lockstep (they are
 collectives), as with DistributedDataParallel.
@@ -42,8 +43,6 @@ from __future__ import annotations
 
 import math
 import struct
-import queue
-import threading
 from typing import Optional, Tuple
 
 import numpy as np
@@ -60,23 +59,30 @@ __all__ = ["ShardedEmbeddingBag", "checkpoint", "checkpoint_start", "open_consis
 class _Slots:
     """Pieces of bytes of any length to every rank in one all_to_all_single
     of equal slots: each slot starts with its piece's length, the sender's
-    longest piece and the sender's failure flag, then up to `cap` bytes of
-    the piece. Every rank receives every sender's header, so all agree
+    longest piece, the sender's failure flag and its ahead flag (its piece
+    carries the next batch's ids too), then up to `cap` bytes of the
+    piece. Every rank receives every sender's header, so all agree
     whether a second exchange must carry the bytes beyond the slots, on the
     next cap (a function of the longest piece any rank sent: the same
     everywhere), and on which ranks failed. One collective where
     sizes-then-bytes took two (each costs 0.5-2 ms on the 2-core test
     machine)."""
 
-    HEAD = 24
+    HEAD = 32
 
     def __init__(self, cap: int, limit: int):
         self.limit = max(64, limit - self.HEAD)
         self.cap = min(cap, self.limit)
 
-    def exchange(self, pieces, group, failed: bool = False):
+    def exchange(self, pieces, group, failed: bool = False, ahead: bool = False):
         """(the piece each rank sent this one, the longest piece any rank
-        sent any rank, the ranks that said they failed)."""
+        sent any rank, the ranks that said they failed, the ranks that said
+        ahead)."""
+        return self.finish(self.start(pieces, group, failed, ahead), group)
+
+    def start(self, pieces, group, failed: bool = False, ahead: bool = False):
+        """Send the slots and return at once: finish() waits for them. No
+        other exchange of these slots may come between the two."""
         world = len(pieces)
         cap, head = self.cap, self.HEAD
         lens = np.array([p.size for p in pieces], dtype=np.int64)
@@ -85,11 +91,20 @@ class _Slots:
         hdr[:, 0] = lens
         hdr[:, 1] = lens.max() if world else 0
         hdr[:, 2] = int(failed)
+        hdr[:, 3] = int(ahead)
         for d, piece in enumerate(pieces):
             n = min(piece.size, cap)
             buf[d, head:head + n] = piece[:n]
         out = torch.empty(buf.size, dtype=torch.uint8)
-        dist.all_to_all_single(out, torch.from_numpy(buf.reshape(-1)), group=group)
+        send = torch.from_numpy(buf.reshape(-1))
+        work = dist.all_to_all_single(out, send, group=group, async_op=True)
+        return work, out, send, pieces, lens
+
+    def finish(self, started, group):
+        work, out, _, pieces, lens = started
+        work.wait()
+        world = len(pieces)
+        cap, head = self.cap, self.HEAD
         got = out.numpy().reshape(world, head + cap)
         rh = got[:, :head].copy().view(np.int64)
         recv, longest = rh[:, 0], int(rh[:, 1].max()) if world else 0
@@ -105,7 +120,8 @@ class _Slots:
                 parts[src] = np.concatenate([parts[src], more[at:at + n]])
                 at += n
         self.cap = min(self.limit, max(256, longest + longest // 4))
-        return parts, longest, [r for r in range(world) if rh[r, 2]]
+        return (parts, longest, [r for r in range(world) if rh[r, 2]],
+                [r for r in range(world) if rh[r, 3]])
 
 
 def _failure(what: str, ranks, mine: Optional[BaseException]) -> BaseException:
@@ -151,43 +167,6 @@ class _Lookup:
     __slots__ = ("rows", "send_keys", "order", "send_counts", "got_keys", "recv_counts")
 
 
-class _Worker:
-    """One daemon thread running one call at a time (a prefetched lookup).
-    Daemon: a rank that exits while a lookup waits in a collective is not
-    held back by it (ThreadPoolExecutor's threads are joined at exit)."""
-
-    def __init__(self):
-        self._jobs = queue.Queue()
-        threading.Thread(target=self._run, name="pskv-prefetch", daemon=True).start()
-
-    def _run(self):
-        while True:
-            job = self._jobs.get()
-            try:
-                job.value = job.fn(*job.args)
-            except BaseException as e:  # raised again by the waiter
-                job.error = e
-            job.done.set()
-
-    def submit(self, fn, *args) -> "_Job":
-        job = _Job(fn, args)
-        self._jobs.put(job)
-        return job
-
-
-class _Job:
-    def __init__(self, fn, args):
-        self.fn, self.args = fn, args
-        self.value = self.error = None
-        self.done = threading.Event()
-
-    def result(self):
-        self.done.wait()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
 class _ShardedRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, mod: "ShardedEmbeddingBag", look: _Lookup):
@@ -213,12 +192,6 @@ class ShardedEmbeddingBag(torch.nn.Module):
     with error feedback when either loses information; vnodes, seed: the
     ring's; max_message_bytes: the largest piece of one exchange round.
 
-    prefetch_group: the process group prefetch() exchanges over (the same
-    ranks as group, its own collectives); None: made at the first
-    prefetch() when group is the default group (every rank calls it),
-    with prefetch_timeout (a datetime.timedelta; None: torch's default,
-    30 minutes in torch 1.13: give the one the default group has).
-
     Counters: grad_bytes (gradient bytes this rank sent) and
     grad_bytes_fp32 (what fp32 rows would have taken), lookups_sent.
     """
@@ -226,8 +199,7 @@ class ShardedEmbeddingBag(torch.nn.Module):
     def __init__(self, store: pskv.Store, name: str, config: str, mode: str = "sum",
                  group=None, codec: str = "fp32", topk: float = 1.0,
                  include_last_offset: bool = False, padding_idx: Optional[int] = None,
-                 vnodes: int = 0, seed: int = 0, max_message_bytes: int = 16 << 20,
-                 prefetch_group=None, prefetch_timeout=None):
+                 vnodes: int = 0, seed: int = 0, max_message_bytes: int = 16 << 20):
         super().__init__()
         if mode not in ("sum", "mean", "max"):
             raise ValueError(f"mode {mode!r}: expected 'sum', 'mean' or 'max'")
@@ -255,13 +227,9 @@ class ShardedEmbeddingBag(torch.nn.Module):
         self._row_slots = _Slots(64 * 1024, self.max_message_bytes)
         self._grad_slots = _Slots(64 * 1024, self.max_message_bytes)
         self._apply_error = None  # an owner's failed push, told at the next exchange
-        self._apply_lock = threading.Lock()  # _apply_error: backward and prefetch threads
-        self._prefetch_group = prefetch_group
-        self._prefetch_timeout = prefetch_timeout
-        self._ahead_slots = (_Slots(8 * 1024, self.max_message_bytes),
-                             _Slots(64 * 1024, self.max_message_bytes))
-        self._ahead = None  # (keys, future) of the lookup prefetch() started
-        self._worker = None
+        self._sync = "update=sync" in self.table.info().schema.split()
+        self._next = None   # the ids prefetch() was given: backward carries them
+        self._ready = None  # (those ids, their route, the rows exchange backward started)
         self.grad_bytes = 0
         self.grad_bytes_fp32 = 0
         self.lookups_sent = 0
@@ -274,92 +242,101 @@ class ShardedEmbeddingBag(torch.nn.Module):
 
     # -- forward: ids to owners, rows back
 
-    def _lookup(self, keys: np.ndarray, group, key_slots: _Slots,
-                row_slots: _Slots) -> _Lookup:
+    def _route(self, keys: np.ndarray):
+        """keys grouped by owner: (them in that order, the order, the count
+        per owner, each owner's piece of ids as bytes)."""
         owners = self.ring.route(keys)
         order = np.argsort(owners, kind="stable")
         send_keys = keys[order]
-        send_counts = np.bincount(owners, minlength=self.world).astype(np.int64)
-        at = np.concatenate([[0], np.cumsum(send_counts)])
-        # The previous step's failure to apply gradients (see _send_grads)
-        # goes with the ids, so every rank learns of it at the same point.
-        with self._apply_lock:
-            late, self._apply_error = self._apply_error, None
-        parts, _, failed = key_slots.exchange(
-            [send_keys[at[d]:at[d + 1]].view(np.uint8) for d in range(self.world)], group,
-            failed=late is not None)
-        if failed:
-            raise _failure("to apply the last step's gradients", failed, late)
-        recv_counts = np.array([p.size // 8 for p in parts], dtype=np.int64)
-        got_keys = np.concatenate(parts).view(np.uint64)
+        counts = np.bincount(owners, minlength=self.world).astype(np.int64)
+        at = np.concatenate([[0], np.cumsum(counts)])
+        return send_keys, order, counts, [send_keys[at[d]:at[d + 1]].view(np.uint8)
+                                          for d in range(self.world)]
+
+    def _rows_back(self, keys: np.ndarray, route, id_parts, late, what: str) -> _Lookup:
+        """As owner, read the rows of the ids each rank sent (id_parts);
+        send them back and assemble this rank's rows of keys (route:
+        _route(keys)). late: this rank's earlier failure, told at this
+        exchange instead of reading."""
+        return self._rows_finish(keys, route, self._rows_start(id_parts, late), what)
+
+    def _rows_start(self, id_parts, late):
+        recv_counts = np.array([p.size // 8 for p in id_parts], dtype=np.int64)
+        got_keys = np.concatenate(id_parts).view(np.uint64)
         dim = self.embedding_dim
-        mine = None
-        try:
-            rows = self.table.pull(got_keys)
-        except pskv.Error as e:  # still take part in the exchange, then everyone raises
-            mine, rows = e, np.empty((0, dim), dtype=np.float32)
+        mine, rows = late, np.empty((0, dim), dtype=np.float32)
+        if mine is None:
+            try:
+                rows = self.table.pull(got_keys)
+            except pskv.Error as e:  # still take part in the exchange, then everyone raises
+                mine = e
         row_at = np.concatenate([[0], np.cumsum(recv_counts)])
-        back, _, failed = row_slots.exchange(
+        started = self._row_slots.start(
             [rows[row_at[s]:row_at[s + 1]].reshape(-1).view(np.uint8) if mine is None
              else np.empty(0, np.uint8) for s in range(self.world)],
-            group, failed=mine is not None)
+            self.group, failed=mine is not None)
+        return started, mine, got_keys, recv_counts
+
+    def _rows_finish(self, keys: np.ndarray, route, pending, what: str) -> _Lookup:
+        started, mine, got_keys, recv_counts = pending
+        send_keys, order, send_counts, _ = route
+        back, _, failed, _ = self._row_slots.finish(started, self.group)
         if failed:
-            raise _failure("to read the rows asked of them", failed, mine)
+            raise _failure(what, failed, mine)
         look = _Lookup()
-        look.rows = torch.empty(len(keys), dim)
+        look.rows = torch.empty(len(keys), self.embedding_dim)
         look.rows[torch.from_numpy(order)] = torch.from_numpy(
-            np.concatenate(back).view(np.float32).reshape(-1, dim))
+            np.concatenate(back).view(np.float32).reshape(-1, self.embedding_dim))
         self.lookups_sent += int(send_counts.sum() - send_counts[self.rank])
         look.send_keys, look.order, look.send_counts = send_keys, order, send_counts
         look.got_keys, look.recv_counts = got_keys, recv_counts  # what this rank served
         return look
 
+    def _lookup(self, keys: np.ndarray) -> _Lookup:
+        route = self._route(keys)
+        # The previous step's failure to apply gradients (see _send_grads)
+        # goes with the ids, so every rank learns of it at the same point.
+        late, self._apply_error = self._apply_error, None
+        parts, _, failed, _ = self._key_slots.exchange(route[3], self.group,
+                                                       failed=late is not None)
+        if failed:
+            raise _failure("to apply the last step's gradients", failed, late)
+        return self._rows_back(keys, route, parts, None, "to read the rows asked of them")
+
     def prefetch(self, input: torch.Tensor) -> None:
-        """Start the lookup of the batch the next forward will get (the
-        same input) and return at once: its ids go to their owners and
-        the rows come back on a thread of this module, over
-        prefetch_group, while this batch computes and sends its gradients.
+        """Name the batch the next forward will get, between this batch's
+        forward and backward: backward then sends its ids with the
+        gradients, each owner applies every gradient it receives and then
+        reads and returns the rows asked, and the next forward uses them.
+        One collective fewer per step (ids and gradients travel together),
+        and the rows are what that forward would read itself.
 
-        Every rank calls it for its own next batch, in lockstep (the
-        exchanges are collectives). The rows are read when the lookup
-        runs: rows this step's backward updates may come before or after
-        that update (one step of staleness, as asynchronous embeddings
-        allow; without prefetch a forward sees every gradient sent before
-        it). The next forward raises ValueError if its input has other
-        ids (on that rank only: the others go on to the next collective
-        and wait, as with any rank that leaves the lockstep); a failure of
-        the lookup itself raises there too, on every rank. A loop left
-        before that forward calls drain() before the store closes."""
-        if self._ahead is not None:
-            raise RuntimeError("prefetch: the lookup started last is not used yet (call "
+        Every rank calls it in the same steps (otherwise, as when backward
+        does not run, the next forward looks its rows up as usual). The
+        next forward raises ValueError when its input has other ids: on
+        that rank only, so the others wait in their next collective, as
+        with any rank that leaves the lockstep. Not for update=sync tables
+        (their rows change at step(), after backward)."""
+        if self._sync:
+            raise ValueError(f"table {self.table.name!r} has update=sync: its rows change at "
+                             "step(), after the backward that would read them")
+        if self._next is not None or self._ready is not None:
+            raise RuntimeError("prefetch: the batch named last is not looked up yet (call "
                                "forward with its input first)")
-        if self._prefetch_group is None:
-            if self.group is not None and self.group is not dist.group.WORLD:
-                raise ValueError("prefetch over a group other than the default one needs "
-                                 "prefetch_group= (a second group of the same ranks)")
-            extra = {} if self._prefetch_timeout is None else {"timeout": self._prefetch_timeout}
-            self._prefetch_group = dist.new_group(backend=dist.get_backend(), **extra)
-        if self._worker is None:
-            self._worker = _Worker()
-        keys = _distinct(input, self.padding_idx)[0]
-        self._ahead = (keys, self._worker.submit(self._lookup, keys, self._prefetch_group,
-                                                 *self._ahead_slots))
-
-    def drain(self) -> None:
-        """Wait for a prefetched lookup that no forward will use (a loop
-        left early) and drop it. Call it before closing the store: the
-        lookup reads the table on its thread. Its failure is not raised."""
-        if self._ahead is not None:
-            self._ahead[1].done.wait()
-            self._ahead = None
+        self._next = _distinct(input, self.padding_idx)[0]
 
     def _take_ahead(self, keys: np.ndarray) -> Optional[_Lookup]:
-        """The prefetched lookup, when one is pending (it must be of keys)."""
-        if self._ahead is None:
+        """The rows backward brought for keys, or None (look them up)."""
+        if self._ready is None:
+            if self._next is not None and np.array_equal(self._next, keys):
+                self._next = None  # named for this very batch: no backward carried it
             return None
-        want, fut = self._ahead
-        self._ahead = None
-        look = fut.result()  # its failure raises here, on every rank alike
+        want, route, pending = self._ready
+        self._ready = None
+        # The rows exchange backward started ends here, on every rank alike
+        # (its failures raise here too), whatever this rank's ids are.
+        look = self._rows_finish(want, route, pending,
+                                 "to apply gradients or read the rows asked of them")
         if not np.array_equal(want, keys):
             raise ValueError("forward got another input than the one prefetch() was given: "
                              "every rank must run the batch it prefetched")
@@ -396,10 +373,23 @@ class ShardedEmbeddingBag(torch.nn.Module):
             # (A codec range error part-way leaves the residual of the owners
             # encoded before it as if their messages went: rare, and said.)
             mine, pieces = e, [np.empty(0, np.uint8)] * self.world
-        parts, _, failed = self._grad_slots.exchange(pieces, self.group,
-                                                     failed=mine is not None)
         self.grad_bytes += sum(p.size for d, p in enumerate(pieces) if d != self.rank)
         self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) * dim * 4)
+        nxt, self._next = self._next, None
+        route = None
+        if nxt is not None:  # the next batch's ids ride along: [gradient bytes][ids]
+            route = self._route(nxt)
+            pieces = [np.concatenate([np.array([p.size], np.int64).view(np.uint8), p, ids])
+                      for p, ids in zip(pieces, route[3])]
+        parts, _, failed, ahead = self._grad_slots.exchange(
+            pieces, self.group, failed=mine is not None, ahead=nxt is not None)
+        id_parts = [np.empty(0, np.uint8)] * self.world
+        for src in ahead:
+            glen = int(parts[src][:8].view(np.int64)[0])
+            parts[src], id_parts[src] = parts[src][8:8 + glen], parts[src][8 + glen:]
+        # Every rank sent ids, so every rank answers with rows (all agree).
+        merged = len(ahead) == self.world and not failed
+        late = None
         pos = 0
         for src, part in enumerate(parts):  # one sender at a time, in rank order
             n = int(look.recv_counts[src])
@@ -413,13 +403,19 @@ class ShardedEmbeddingBag(torch.nn.Module):
                 elif part.size:
                     self.table.apply(part, mode="push")
             except pskv.Error as e:
-                # Kept for the next forward's exchange: raising here would
-                # leave the other ranks waiting in it.
-                with self._apply_lock:
-                    self._apply_error = self._apply_error or e
+                # Told at the next exchange: raising here would leave the
+                # other ranks waiting in it.
+                late = late or e
             pos += n
         if failed:
+            self._apply_error = self._apply_error or late
             raise _failure("to send their gradients", failed, mine)
+        if not merged:
+            self._apply_error = self._apply_error or late
+            return
+        # The rows go back while DDP and the optimizer finish the step; the
+        # next forward waits for them.
+        self._ready = (nxt, route, self._rows_start(id_parts, late))
 
     # -- the module
 
@@ -430,7 +426,7 @@ class ShardedEmbeddingBag(torch.nn.Module):
         keys, index, pad = _distinct(input, self.padding_idx)
         look = self._take_ahead(keys)
         if look is None:
-            look = self._lookup(keys, self.group, self._key_slots, self._row_slots)
+            look = self._lookup(keys)
         if torch.is_grad_enabled() and self.training:
             rows = _ShardedRows.apply(self._anchor, self, look)
         else:
