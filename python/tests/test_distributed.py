@@ -43,6 +43,7 @@ def lookup_worker(rank, world, rendezvous, codec, topk, mode, out, prefetch=Fals
             y = bag(ids, off)
             if prefetch and step < 2:  # backward brings the next batch's rows
                 bag.prefetch(batch(rank, step + 1)[0])
+                assert bag._ready is None
             # Forward equals one process holding every row (rows come from
             # the same key-seeded initializer and the same pushes).
             want = ref(ids, off)
@@ -54,6 +55,8 @@ def lookup_worker(rank, world, rendezvous, codec, topk, mode, out, prefetch=Fals
             outs = [want if r == rank else ref(*batch(r, step)) for r in range(world)]
             for o in outs:
                 o.pow(2).mean().backward()
+            if prefetch and step < 2:
+                assert bag._ready is not None  # the next forward makes no lookup
             dist.barrier()
         # Owners hold exactly their keys.
         mine = np.array([k for k, _ in bag.table], dtype=np.uint64)
@@ -115,6 +118,39 @@ def test_compressed_gradients(tmp_path):
     sent = [pickle.load(open(f"{out}.{r}", "rb")) for r in range(2)]
     for grad_bytes, fp32_bytes, _ in sent:
         assert 0 < grad_bytes < fp32_bytes / 4
+
+
+def prefetch_twin_worker(rank, world, rendezvous, codec, topk):
+    """A module run twice per step (two micro-batches, one loss) with
+    prefetch gives, step for step, the same outputs as one without."""
+    init(rank, world, rendezvous)
+    torch.set_num_threads(1)
+    with pskv.open() as s, pskv.open() as s2:
+        bag = pdist.ShardedEmbeddingBag(s, "emb", CFG, codec=codec, topk=topk)
+        plain = pdist.ShardedEmbeddingBag(s2, "emb", CFG, codec=codec, topk=topk)
+        for step in range(4):
+            a, b = batch(rank, 2 * step), batch(rank, 2 * step + 1)
+            ya, yb = bag(*a), bag(*b)
+            pa, pb = plain(*a), plain(*b)
+            assert torch.equal(ya, pa) and torch.equal(yb, pb), step
+            if step < 3:
+                bag.prefetch(batch(rank, 2 * step + 2)[0])
+            (ya.pow(2).sum() + yb.sum()).backward()
+            (pa.pow(2).sum() + pb.sum()).backward()
+            assert (bag._ready is not None) == (step < 3)
+        # An evaluation after a step that prefetched: drop it first.
+        y = bag(*batch(rank, 10))
+        bag.prefetch(batch(rank, 11)[0])
+        y.sum().backward()
+        bag.drop_prefetch()
+        with torch.no_grad():  # no ValueError: the prefetch is gone on every rank
+            assert bag(*batch(rank, 12)).shape == (10, 8)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("codec,topk", [("fp32", 1.0), ("int8", 0.5)])
+def test_sharded_prefetch_twice_per_step(tmp_path, codec, topk):
+    assert run(2, prefetch_twin_worker, str(tmp_path / "rdv"), codec, topk) == [0, 0]
 
 
 def prefetch_misuse_worker(rank, world, rendezvous):

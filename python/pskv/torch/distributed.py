@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import struct
+import weakref
 from typing import Optional, Tuple
 
 import numpy as np
@@ -71,8 +72,10 @@ class _Slots:
     HEAD = 32
 
     def __init__(self, cap: int, limit: int):
-        self.limit = max(64, limit - self.HEAD)
-        self.cap = min(cap, self.limit)
+        # Multiples of 8: every slot, and every piece in it, starts 8-byte
+        # aligned, so rows and ids received are viewed in place.
+        self.limit = max(64, limit - self.HEAD) & ~7
+        self.cap = min(cap, self.limit) & ~7
 
     def exchange(self, pieces, group, failed: bool = False, ahead: bool = False):
         """(the piece each rank sent this one, the longest piece any rank
@@ -119,7 +122,7 @@ class _Slots:
                 n = max(int(recv[src]) - cap, 0)
                 parts[src] = np.concatenate([parts[src], more[at:at + n]])
                 at += n
-        self.cap = min(self.limit, max(256, longest + longest // 4))
+        self.cap = min(self.limit, (max(256, longest + longest // 4) + 7) & ~7)
         return (parts, longest, [r for r in range(world) if rh[r, 2]],
                 [r for r in range(world) if rh[r, 3]])
 
@@ -164,7 +167,8 @@ def _alltoallv(send: torch.Tensor, send_counts, recv_counts, largest: int, max_e
 class _Lookup:
     """One forward's exchanges: the rows (in the order of keys) and what
     backward needs to send the gradients back (as requester and as owner)."""
-    __slots__ = ("rows", "send_keys", "order", "send_counts", "got_keys", "recv_counts")
+    __slots__ = ("rows", "send_keys", "order", "send_counts", "got_keys", "recv_counts",
+                 "__weakref__")
 
 
 class _ShardedRows(torch.autograd.Function):
@@ -229,6 +233,10 @@ class ShardedEmbeddingBag(torch.nn.Module):
         self._apply_error = None  # an owner's failed push, told at the next exchange
         self._sync = "update=sync" in self.table.info().schema.split()
         self._next = None   # the ids prefetch() was given: backward carries them
+        # Lookups of graphs not yet backpropagated (freed with their graph):
+        # the last backward of a step carries the next ids, so that the rows
+        # come after every gradient of the step.
+        self._open = weakref.WeakSet()
         self._ready = None  # (those ids, their route, the rows exchange backward started)
         self.grad_bytes = 0
         self.grad_bytes_fp32 = 0
@@ -309,14 +317,17 @@ class ShardedEmbeddingBag(torch.nn.Module):
         gradients, each owner applies every gradient it receives and then
         reads and returns the rows asked, and the next forward uses them.
         One collective fewer per step (ids and gradients travel together),
-        and the rows are what that forward would read itself.
+        and the rows are what that forward would read itself: when the
+        module ran several times this step, the last backward through it
+        carries the ids.
 
         Every rank calls it in the same steps (otherwise, as when backward
         does not run, the next forward looks its rows up as usual). The
         next forward raises ValueError when its input has other ids: on
         that rank only, so the others wait in their next collective, as
-        with any rank that leaves the lockstep. Not for update=sync tables
-        (their rows change at step(), after backward)."""
+        with any rank that leaves the lockstep: before evaluating after a
+        step that prefetched, call drop_prefetch(). Not for update=sync
+        tables (their rows change at step(), after backward)."""
         if self._sync:
             raise ValueError(f"table {self.table.name!r} has update=sync: its rows change at "
                              "step(), after the backward that would read them")
@@ -325,11 +336,23 @@ class ShardedEmbeddingBag(torch.nn.Module):
                                "forward with its input first)")
         self._next = _distinct(input, self.padding_idx)[0]
 
+    def drop_prefetch(self) -> None:
+        """Forget the batch prefetch() named, and the rows a backward
+        brought for it, before a forward of other ids (an evaluation after
+        the last training step prefetched, a loop left early). Every rank
+        calls it at the same point: finishing the rows exchange is a
+        collective."""
+        self._next = None
+        if self._ready is not None:
+            want, route, pending = self._ready
+            self._ready = None
+            self._rows_finish(want, route, pending,
+                              "to apply gradients or read the rows asked of them")
+
     def _take_ahead(self, keys: np.ndarray) -> Optional[_Lookup]:
         """The rows backward brought for keys, or None (look them up)."""
         if self._ready is None:
-            if self._next is not None and np.array_equal(self._next, keys):
-                self._next = None  # named for this very batch: no backward carried it
+            self._next = None  # no backward carried it (or named before its own forward)
             return None
         want, route, pending = self._ready
         self._ready = None
@@ -375,7 +398,10 @@ class ShardedEmbeddingBag(torch.nn.Module):
             mine, pieces = e, [np.empty(0, np.uint8)] * self.world
         self.grad_bytes += sum(p.size for d, p in enumerate(pieces) if d != self.rank)
         self.grad_bytes_fp32 += int((counts.sum() - counts[self.rank]) * dim * 4)
-        nxt, self._next = self._next, None
+        self._open.discard(look)
+        nxt = None
+        if not self._open:  # this step's last backward through the module
+            nxt, self._next = self._next, None
         route = None
         if nxt is not None:  # the next batch's ids ride along: [gradient bytes][ids]
             route = self._route(nxt)
@@ -428,6 +454,7 @@ class ShardedEmbeddingBag(torch.nn.Module):
         if look is None:
             look = self._lookup(keys)
         if torch.is_grad_enabled() and self.training:
+            self._open.add(look)
             rows = _ShardedRows.apply(self._anchor, self, look)
         else:
             rows = look.rows
