@@ -196,6 +196,17 @@ int pskv__codec_encode_row(uint32_t codec, const float *w, uint32_t dim, void *o
     }
 }
 
+/* fp16 or bf16 values at b (any alignment) into w. */
+static void halves_decode(uint32_t codec, const uint8_t *b, uint32_t dim, float *w)
+{
+    uint16_t h[PSKV_DIM_MAX];
+    memcpy(h, b, (size_t)dim * 2);
+    if (codec == PSKV_CODEC_FP16)
+        fp16_decode(h, dim, w);
+    else
+        bf16_decode(h, dim, w);
+}
+
 int pskv__codec_decode_row(uint32_t version, uint32_t codec, const void *in, uint32_t dim,
                            float *w)
 {
@@ -205,15 +216,9 @@ int pskv__codec_decode_row(uint32_t version, uint32_t codec, const void *in, uin
         memcpy(w, in, (size_t)dim * 4);
         break;
     case PSKV_CODEC_FP16:
-    case PSKV_CODEC_BF16: {
-        uint16_t h[PSKV_DIM_MAX];
-        memcpy(h, b, (size_t)dim * 2);
-        if (codec == PSKV_CODEC_FP16)
-            fp16_decode(h, dim, w);
-        else
-            bf16_decode(h, dim, w);
+    case PSKV_CODEC_BF16:
+        halves_decode(codec, b, dim, w);
         break;
-    }
     default: {
         float scale;
         if (version == 1) {
@@ -237,18 +242,13 @@ void pskv__codec_subtract_row(uint32_t codec, const void *in, uint32_t dim, floa
 {
     const uint8_t *b = in;
     float back[PSKV_DIM_MAX];
-    uint16_t h[PSKV_DIM_MAX];
     switch (codec) {
     case PSKV_CODEC_FP32:
         memcpy(back, in, (size_t)dim * 4);
         break;
     case PSKV_CODEC_FP16:
     case PSKV_CODEC_BF16:
-        memcpy(h, b, (size_t)dim * 2);
-        if (codec == PSKV_CODEC_FP16)
-            fp16_decode(h, dim, back);
-        else
-            bf16_decode(h, dim, back);
+        halves_decode(codec, b, dim, back);
         break;
     default: {
         uint16_t s;
