@@ -8,6 +8,7 @@
  * buffer on the stack (at most PSKV_DIM_MAX values).
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "codec.h"
@@ -84,6 +85,72 @@ PSKV__KERNEL static void fp16_decode(const uint16_t *restrict h, uint32_t n, flo
         uint32_t sub = m == 0 ? 0u : f32_bits(w[j]) - (24u << 23);
         w[j] = bits_f32(sign | (e == 0 ? sub : normal));
     }
+}
+
+/* fp16 through the F16C conversions of x86-64 (8 values an instruction,
+ * where the kernels above take about ten instructions a value). Their
+ * rounding is IEEE round to nearest even, so the bits are the kernels'
+ * (tests/test_transfer.c checks both against the definitions). Taken only
+ * when the CPU has F16C and the caller's MXCSR neither flushes results nor
+ * reads denormal inputs as zero, which could change half subnormals (on
+ * the test machine they did not: the check is for CPUs where they would). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(PSKV_NO_CLONES)
+#include <immintrin.h>
+#define F16C_PATH 1
+#define F16C_TARGET __attribute__((target("avx,f16c")))
+
+static bool f16c_usable(void)
+{
+    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") &&
+           (_mm_getcsr() & 0x8040u) == 0; /* FTZ, DAZ */
+}
+
+F16C_TARGET static uint32_t fp16_encode_f16c(const float *w, uint32_t n, uint16_t *h)
+{
+    const __m256 limit = _mm256_set1_ps(65520.0f);
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 bad = _mm256_setzero_ps();
+    uint32_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(w + j);
+        /* not below 65520 (NaN included) */
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(v, magnitude), limit, _CMP_NLT_UQ));
+        _mm_storeu_si128((__m128i *)(void *)(h + j),
+                         _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    uint32_t rest = j < n ? fp16_encode(w + j, n - j, h + j) : 0;
+    return (uint32_t)_mm256_movemask_ps(bad) | rest;
+}
+
+F16C_TARGET static void fp16_decode_f16c(const uint16_t *h, uint32_t n, float *w)
+{
+    uint32_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(w + j,
+                         _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + j))));
+    if (j < n)
+        fp16_decode(h + j, n - j, w + j);
+}
+#endif
+
+static uint32_t fp16_encode_any(const float *w, uint32_t n, uint16_t *h)
+{
+#ifdef F16C_PATH
+    if (f16c_usable())
+        return fp16_encode_f16c(w, n, h);
+#endif
+    return fp16_encode(w, n, h);
+}
+
+static void fp16_decode_any(const uint16_t *h, uint32_t n, float *w)
+{
+#ifdef F16C_PATH
+    if (f16c_usable()) {
+        fp16_decode_f16c(h, n, w);
+        return;
+    }
+#endif
+    fp16_decode(h, n, w);
 }
 
 /* bf16, round to nearest even; nonzero when a value rounds to infinity. */
@@ -187,7 +254,7 @@ int pskv__codec_encode_row(uint32_t codec, const float *w, uint32_t dim, void *o
         return 0;
     case PSKV_CODEC_FP16:
     case PSKV_CODEC_BF16:
-        if ((codec == PSKV_CODEC_FP16 ? fp16_encode(w, dim, h) : bf16_encode(w, dim, h)) != 0)
+        if ((codec == PSKV_CODEC_FP16 ? fp16_encode_any(w, dim, h) : bf16_encode(w, dim, h)) != 0)
             return -1;
         memcpy(out, h, (size_t)dim * 2);
         return 0;
@@ -202,7 +269,7 @@ static void halves_decode(uint32_t codec, const uint8_t *b, uint32_t dim, float 
     uint16_t h[PSKV_DIM_MAX];
     memcpy(h, b, (size_t)dim * 2);
     if (codec == PSKV_CODEC_FP16)
-        fp16_decode(h, dim, w);
+        fp16_decode_any(h, dim, w);
     else
         bf16_decode(h, dim, w);
 }

@@ -313,6 +313,36 @@ static uint16_t ref_bf16(float x)
     return dl < dh ? lo : dh < dl ? hi : (lo & 1u) ? hi : lo;
 }
 
+#if defined(__x86_64__) && defined(__SSE2__)
+#include <xmmintrin.h>
+/* A caller that flushes denormals (MXCSR FTZ and DAZ, as some trainers
+ * set) gets the same fp16 bits: half subnormals come from float normals
+ * and are neither flushed on the way in nor on the way out. */
+START_TEST(fp16_bits_under_flush_to_zero)
+{
+    const unsigned saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u);
+    float w[16] = {0x1p-14f, 0x1.ffcp-15f, 0x1p-24f, 0x1p-25f, 0x1.8p-25f, 0x1.0p-149f, -0.0f,
+                   -0x1.234p-20f, 0x1.555p-17f, 1.0f, -65504.0f, 0x1.fffp-16f, 0x1p-23f,
+                   -0x1p-24f, 0x1.2p-22f, 3.0e-6f};
+    uint8_t out[64];
+    float back[16];
+    int rc = pskv__codec_encode_row(PSKV_CODEC_FP16, w, 16, out);
+    int drc = pskv__codec_decode_row(2, PSKV_CODEC_FP16, out, 16, back);
+    _mm_setcsr(saved); /* before any check can leave */
+    ck_assert_int_eq(rc, 0);
+    ck_assert_int_eq(drc, 0);
+    for (int j = 0; j < 16; j++) {
+        uint16_t h, want = ref_f16(w[j]);
+        memcpy(&h, out + 2 * j, 2);
+        ck_assert_msg(h == want, "fp16 of %a under FTZ/DAZ: %04x, want %04x", w[j], h, want);
+        float v = ref_f16_value(h);
+        ck_assert(memcmp(&v, &back[j], 4) == 0);
+    }
+}
+END_TEST
+#endif
+
 START_TEST(codecs_match_reference_bits)
 {
     enum { N = 64 };
@@ -1999,6 +2029,9 @@ int main(int argc, char **argv)
     ADD_CASE(s, versions_survive_reopen);
     ADD_CASE(s, codecs_within_their_bounds);
     ADD_CASE(s, codecs_match_reference_bits);
+#if defined(__x86_64__) && defined(__SSE2__)
+    ADD_CASE(s, fp16_bits_under_flush_to_zero);
+#endif
     ADD_CASE(s, damaged_chunks_change_nothing);
     ADD_CASE(s, chunk_formats_by_version);
     ADD_CASE(s, chunk_v2_of_previous_release_applies);
