@@ -94,7 +94,8 @@ PSKV__KERNEL static void fp16_decode(const uint16_t *restrict h, uint32_t n, flo
  * when the CPU has F16C and the caller's MXCSR neither flushes results nor
  * reads denormal inputs as zero, which could change half subnormals (on
  * the test machine they did not: the check is for CPUs where they would). */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(PSKV_NO_CLONES)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 &&     \
+    !defined(PSKV_NO_CLONES) /* older GCC and clang do not know "f16c" in cpu_supports */
 #include <immintrin.h>
 #define F16C_PATH 1
 #define F16C_TARGET __attribute__((target("avx,f16c")))

@@ -13,9 +13,9 @@
  * (a buffer too small, a value out of the codec's range: nothing changed),
  * and with one put of every row (all or nothing itself). The residual's
  * rows are read and written as one rows.c batch: the keys are hashed and
- * grouped once, and the table's layout lock is held from the read to the
- * write. Rows whose residual is exactly zero are erased afterwards (best
- * effort: a zero row left behind is still the right value).
+ * grouped once for both. Rows whose residual is exactly zero are erased
+ * afterwards (best effort: a zero row left behind is still the right
+ * value).
  *
  * Selection is a radix select over the norms' bits (non-negative doubles
  * order as unsigned integers): linear time, no sort of the rows.
@@ -206,7 +206,7 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
     /* Each row starts from what this sender still owes from earlier
      * messages (zeros without a residual), then its gradients add. The
      * residual's rows are read and written back under one plan. */
-    pskv__rows_batch batch = {.held = false};
+    pskv__rows_batch batch = {.planned = false};
     const bool feedback = residual != NULL && m > 0;
     if (rc == 0 && feedback && (rc = pskv__batch_begin(residual, ukeys, m, &batch)) == 0)
         rc = pskv__batch_get(&batch, v);

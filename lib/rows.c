@@ -712,40 +712,71 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
 
 int pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n, pskv__rows_batch *b)
 {
-    *b = (pskv__rows_batch){.t = t, .n = n};
-    int rc = pskv__budget_admit(t->store); /* before the lock: it may evict */
+    *b = (pskv__rows_batch){.t = t, .keys = keys, .n = n};
+    layout_read_lock(t);
+    b->gen = atomic_load(&t->layout_gen);
+    int rc = pskv__plan_build(&b->plan, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    layout_unlock(t);
     if (rc != 0)
         return rc;
+    b->planned = true;
+    return 0;
+}
+
+/* Take the layout lock for one step of the batch; a reshard since the plan
+ * was built (layout_gen moved) makes a new plan for the new shards. */
+static int batch_lock(pskv__rows_batch *b)
+{
+    pskv_table *t = b->t;
     layout_read_lock(t);
-    rc = pskv__plan_build(&b->plan, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    uint64_t gen = atomic_load(&t->layout_gen);
+    if (gen == b->gen)
+        return 0;
+    pskv__plan_free(&b->plan);
+    b->planned = false;
+    int rc = pskv__plan_build(&b->plan, t->ring, t->nshards, b->keys, b->n, PSKV__DEDUP_NONE);
     if (rc != 0) {
         layout_unlock(t);
         return rc;
     }
-    b->held = true;
+    b->planned = true;
+    b->gen = gen;
     return 0;
 }
 
 int pskv__batch_get(pskv__rows_batch *b, float *out)
 {
-    return b->n == 0 ? 0 : read_planned(b->t, &b->plan, out, NULL, false, false, &b->added);
+    if (b->n == 0)
+        return 0;
+    int rc = batch_lock(b);
+    if (rc != 0)
+        return rc;
+    rc = read_planned(b->t, &b->plan, out, NULL, false, false, &b->added);
+    layout_unlock(b->t);
+    return rc;
 }
 
 int pskv__batch_put(pskv__rows_batch *b, const float *values)
 {
-    return b->n == 0 ? 0
-                     : write_planned(b->t, &b->plan, b->n, values, NULL, ROW_PUT_ROWS, NULL,
-                                     &b->added);
+    if (b->n == 0)
+        return 0;
+    int rc = pskv__budget_admit(b->t->store); /* before the lock: it may evict */
+    if (rc == 0)
+        rc = batch_lock(b);
+    if (rc != 0)
+        return rc;
+    rc = write_planned(b->t, &b->plan, b->n, values, NULL, ROW_PUT_ROWS, NULL, &b->added);
+    layout_unlock(b->t);
+    return rc;
 }
 
 void pskv__batch_end(pskv__rows_batch *b)
 {
-    if (!b->held)
-        return;
-    pskv__plan_free(&b->plan);
-    layout_unlock(b->t);
-    b->held = false;
+    if (b->planned)
+        pskv__plan_free(&b->plan);
+    b->planned = false;
     rows_added(b->t, b->added);
+    b->added = 0;
 }
 
 int pskv_push(pskv_table *t, const uint64_t *keys, size_t n, const float *grads)

@@ -26,19 +26,21 @@ PSKV__HIDDEN int pskv__add(pskv_table *t, const uint64_t *keys, size_t n, const 
  * kept their values, their gradients dropped), else as pskv_push. */
 PSKV__HIDDEN int pskv__step_rows(pskv_table *t, const uint64_t *keys, size_t n);
 
-/* A batch of distinct keys read and then written under one plan and one
- * hold of the table's layout lock (grad.c's residual: a get, then a put of
- * the same rows), so the keys are hashed and grouped once. Between begin
- * and end the caller makes no other call on the table (it would take the
- * layout lock again). begin: 0, PSKV_ENOMEM, or the budget's admission
- * error (a put may create rows); on success end must follow, whatever
- * get and put return. */
+/* A batch of distinct keys read and then written under one plan (grad.c's
+ * residual: a get, then a put of the same rows), so the keys are hashed
+ * and grouped once. Each of get and put holds the table's layout lock for
+ * its own visit only, as the public calls do; a reshard in between makes
+ * the next one plan again. keys must stay valid until end. begin: 0 or
+ * PSKV_ENOMEM; end must follow a successful begin, whatever get and put
+ * return (it is harmless twice). */
 typedef struct pskv__rows_batch {
     pskv_table *t;
+    const uint64_t *keys;
     size_t n;
     pskv__plan plan;
+    uint64_t gen;   /* the layout the plan was built for */
     uint64_t added; /* rows brought into DRAM, accounted at the end */
-    bool held;      /* the layout lock and the plan */
+    bool planned;
 } pskv__rows_batch;
 PSKV__HIDDEN int pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n,
                                    pskv__rows_batch *b);

@@ -9,6 +9,7 @@
 
 #include "test_common.h"
 #include "lib/codec.h"
+#include "lib/rows.h"
 
 #define CHUNK_CAP (8u << 20)
 /* Replicas in these tests are tables of other names (often in the same
@@ -1878,6 +1879,48 @@ START_TEST(grad_encode_residual_is_exact)
 }
 END_TEST
 
+/* grad.c's batch over the residual: a reshard between its get and its put
+ * makes the put plan again for the new shards; every row lands where a
+ * plain get finds it. */
+START_TEST(rows_batch_survives_reshard)
+{
+    enum { N = 500, D = 4 };
+    pskv_store *s;
+    pskv_table *t;
+    ck_assert_ok(pskv_open(NULL, NULL, &s));
+    ck_assert_ok(pskv_table_open(s, "r", "dim=4 optimizer=none shards=8", &t));
+    uint64_t keys[N];
+    static float v[N * D], back[N * D];
+    for (int i = 0; i < N; i++) {
+        keys[i] = (uint64_t)i * 2654435761u + 7;
+        for (int j = 0; j < D; j++)
+            v[i * D + j] = (float)(i * D + j);
+    }
+    ck_assert_ok(pskv_put(t, keys, N / 2, v)); /* half of them exist, the rest read as 0 */
+    memset(v + (N / 2) * D, 0, sizeof(float) * (N - N / 2) * D);
+    for (uint32_t shards = 3; shards <= 32; shards += 29) {
+        pskv__rows_batch b;
+        ck_assert_ok(pskv__batch_begin(t, keys, N, &b));
+        ck_assert_ok(pskv__batch_get(&b, back));
+        ck_assert(memcmp(back, v, sizeof v) == 0);
+        ck_assert_ok(pskv_table_reshard(t, shards));
+        for (int i = 0; i < N * D; i++)
+            back[i] = v[i] = -(float)i - (float)shards;
+        ck_assert_ok(pskv__batch_put(&b, back));
+        pskv__batch_end(&b);
+        pskv__batch_end(&b); /* harmless twice */
+        float got[N * D];
+        uint8_t found[N];
+        ck_assert_ok(pskv_get(t, keys, N, got, found));
+        for (int i = 0; i < N; i++)
+            ck_assert(found[i]);
+        ck_assert(memcmp(got, back, sizeof got) == 0);
+        ck_assert_uint_eq(pskv_table_rows(t), N);
+    }
+    pskv_close(s);
+}
+END_TEST
+
 /* top-k keeps exactly the rows of largest norm; equal norms keep the
  * smaller keys; repeated keys count by their sum. */
 START_TEST(grad_encode_topk_keeps_largest)
@@ -2058,6 +2101,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, decode_checks_capacities);
     ADD_CASE(s, grad_encode_error_feedback_conserves);
     ADD_CASE(s, grad_encode_residual_is_exact);
+    ADD_CASE(s, rows_batch_survives_reshard);
     ADD_CASE(s, grad_encode_topk_keeps_largest);
     ADD_CASE(s, grad_encode_applies_and_refuses);
     return run_suite(s);
