@@ -206,9 +206,10 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
     /* Each row starts from what this sender still owes from earlier
      * messages (zeros without a residual), then its gradients add. The
      * residual's rows are read and written back under one plan. */
-    pskv__rows_batch batch = {.planned = false};
+    pskv__rows_batch batch;
     const bool feedback = residual != NULL && m > 0;
-    if (rc == 0 && feedback && (rc = pskv__batch_begin(residual, ukeys, m, &batch)) == 0)
+    pskv__batch_begin(residual, ukeys, m, &batch);
+    if (rc == 0 && feedback)
         rc = pskv__batch_get(&batch, v);
     else if (rc == 0)
         memset(v, 0, (size_t)m * row_bytes);
@@ -262,7 +263,6 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
                 at = at != NULL ? at + vb : NULL;
             }
         rc = pskv__batch_put(&batch, v);
-        pskv__batch_end(&batch);
         if (rc != 0)
             *len = 0; /* the message must not be sent: the residual did not take its part */
         if (rc == 0) { /* best effort: a zero row left behind is still right */
@@ -275,7 +275,7 @@ int pskv_grad_encode(pskv_table *residual, const uint64_t *keys, size_t n, const
             pskv__detail_clear();
         }
     }
-    pskv__batch_end(&batch); /* when not ended above */
+    pskv__batch_end(&batch);
     free(ukeys);
     free(order);
     free(unique);

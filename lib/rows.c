@@ -710,29 +710,22 @@ static int write_rows(pskv_table *t, const uint64_t *keys, size_t n, const void 
 
 /* ---------------------------------------------------------------- batches */
 
-int pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n, pskv__rows_batch *b)
+void pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n, pskv__rows_batch *b)
 {
     *b = (pskv__rows_batch){.t = t, .keys = keys, .n = n};
-    layout_read_lock(t);
-    b->gen = atomic_load(&t->layout_gen);
-    int rc = pskv__plan_build(&b->plan, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    layout_unlock(t);
-    if (rc != 0)
-        return rc;
-    b->planned = true;
-    return 0;
 }
 
-/* Take the layout lock for one step of the batch; a reshard since the plan
- * was built (layout_gen moved) makes a new plan for the new shards. */
+/* Take the layout lock for one step of the batch, planning the keys the
+ * first time and again after a reshard (layout_gen moved). */
 static int batch_lock(pskv__rows_batch *b)
 {
     pskv_table *t = b->t;
     layout_read_lock(t);
     uint64_t gen = atomic_load(&t->layout_gen);
-    if (gen == b->gen)
+    if (b->planned && gen == b->gen)
         return 0;
-    pskv__plan_free(&b->plan);
+    if (b->planned)
+        pskv__plan_free(&b->plan);
     b->planned = false;
     int rc = pskv__plan_build(&b->plan, t->ring, t->nshards, b->keys, b->n, PSKV__DEDUP_NONE);
     if (rc != 0) {
@@ -775,7 +768,8 @@ void pskv__batch_end(pskv__rows_batch *b)
     if (b->planned)
         pskv__plan_free(&b->plan);
     b->planned = false;
-    rows_added(b->t, b->added);
+    if (b->added > 0)
+        rows_added(b->t, b->added);
     b->added = 0;
 }
 

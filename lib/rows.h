@@ -28,11 +28,10 @@ PSKV__HIDDEN int pskv__step_rows(pskv_table *t, const uint64_t *keys, size_t n);
 
 /* A batch of distinct keys read and then written under one plan (grad.c's
  * residual: a get, then a put of the same rows), so the keys are hashed
- * and grouped once. Each of get and put holds the table's layout lock for
- * its own visit only, as the public calls do; a reshard in between makes
- * the next one plan again. keys must stay valid until end. begin: 0 or
- * PSKV_ENOMEM; end must follow a successful begin, whatever get and put
- * return (it is harmless twice). */
+ * and grouped once: the first get or put plans them, and again after a
+ * reshard. Each holds the table's layout lock for its own visit only, as
+ * the public calls do. keys must stay valid until end; end must follow
+ * begin, whatever get and put return (it is harmless twice). */
 typedef struct pskv__rows_batch {
     pskv_table *t;
     const uint64_t *keys;
@@ -42,8 +41,8 @@ typedef struct pskv__rows_batch {
     uint64_t added; /* rows brought into DRAM, accounted at the end */
     bool planned;
 } pskv__rows_batch;
-PSKV__HIDDEN int pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n,
-                                   pskv__rows_batch *b);
+PSKV__HIDDEN void pskv__batch_begin(pskv_table *t, const uint64_t *keys, size_t n,
+                                    pskv__rows_batch *b);
 /* As pskv_get without found (absent rows read as zeros). */
 PSKV__HIDDEN int pskv__batch_get(pskv__rows_batch *b, float *out);
 /* As pskv_put of values already checked finite (all or nothing). */
