@@ -10,13 +10,21 @@
 #include "hash.h"
 #include "pskv.h"
 
-uint64_t pskv__key_hash(uint64_t key, uint64_t seed)
+static inline uint64_t key_hash(uint64_t key, uint64_t seed)
 {
     /* Hash the little-endian bytes so that every platform routes alike. */
     uint8_t b[8];
     for (int i = 0; i < 8; i++)
         b[i] = (uint8_t)(key >> (8 * i));
     return XXH3_64bits_withSeed(b, sizeof b, seed);
+}
+
+uint64_t pskv__key_hash(uint64_t key, uint64_t seed) { return key_hash(key, seed); }
+
+void pskv__key_hashes(const uint64_t *keys, size_t n, uint64_t seed, uint64_t *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = key_hash(keys[i], seed);
 }
 
 uint64_t pskv_feature_id(const char *ns, const void *data, size_t len)

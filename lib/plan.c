@@ -86,9 +86,11 @@ int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, cons
     p->busy = (uint32_t *)(void *)(mem + off_busy);
     uint32_t *shard_of = (uint32_t *)(void *)(mem + off_shard);
 
-    uint64_t seed = pskv__ring_seed(ring);
-    for (size_t i = 0; i < n; i++)
-        p->hash[i] = pskv__key_hash(keys[i], seed);
+    pskv__key_hashes(keys, n, pskv__ring_seed(ring), p->hash);
+    if (shards == 1)
+        memset(shard_of, 0, n * sizeof *shard_of);
+    else
+        pskv__ring_route_hashes(ring, p->hash, n, shard_of); /* by input position */
 
     /* The listed positions: all inputs, or one per distinct key. */
     uint32_t *list;
@@ -107,18 +109,22 @@ int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, cons
 
     uint32_t *count = p->start; /* counts first, then turned into starts */
     memset(count, 0, ((size_t)shards + 1) * sizeof *count);
-    for (uint32_t k = 0; k < p->m; k++) {
-        uint32_t i = list ? list[k] : k;
-        uint32_t s = shards == 1 ? 0 : pskv__ring_route_hash(ring, p->hash[i]);
-        shard_of[k] = s;
-        count[s + 1]++;
+    if (list == NULL) {
+        for (uint32_t i = 0; i < p->m; i++)
+            count[shard_of[i] + 1]++;
+    } else {
+        for (uint32_t k = 0; k < p->m; k++)
+            count[shard_of[list[k]] + 1]++;
     }
     for (uint32_t s = 0; s < shards; s++)
         count[s + 1] += count[s];
     /* Scatter using a running cursor per shard kept in start[s] shifted by one. */
-    for (uint32_t k = 0; k < p->m; k++) {
-        uint32_t i = list ? list[k] : k;
-        p->order[p->start[shard_of[k]]++] = i;
+    if (list == NULL) {
+        for (uint32_t i = 0; i < p->m; i++)
+            p->order[p->start[shard_of[i]]++] = i;
+    } else {
+        for (uint32_t k = 0; k < p->m; k++)
+            p->order[p->start[shard_of[list[k]]]++] = list[k];
     }
     /* start[s] now holds the end of shard s: shift back to starts. */
     for (uint32_t s = shards; s > 0; s--)

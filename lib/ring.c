@@ -4,9 +4,13 @@
  * XXH3 of (node, point number). A key belongs to the first point at or after
  * XXH3(key). Adding or removing a node only changes the arcs next to its own
  * points, so only its keys move. A bucket table over the top bits of the
- * circle makes a lookup O(1) on average instead of a binary search.
+ * circle makes a lookup O(1) on average instead of a binary search: with four
+ * buckets per point most buckets hold no point, and those name their node
+ * directly (one load routes a key; the rest search from the bucket's first
+ * point).
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +37,14 @@ typedef struct ring_node {
 
 static int ring_rebuild(pskv_ring *r, ring_node *nodes, uint32_t nnodes);
 
+/* A bucket: its first point (hash >= the bucket's start), and the node of
+ * every hash in the bucket when no point lies inside it, else ROUTE_SEARCH. */
+typedef struct ring_bucket {
+    uint32_t first;
+    uint32_t node;
+} ring_bucket;
+#define ROUTE_SEARCH UINT32_MAX /* a node of this id is found by the search */
+
 struct pskv_ring {
     unsigned vnodes;
     uint64_t seed;
@@ -40,7 +52,7 @@ struct pskv_ring {
     uint32_t nnodes, nodes_cap;
     ring_point *points; /* sorted by (hash, node) */
     uint32_t npoints;
-    uint32_t *bucket;   /* [1 << bucket_bits]: first point with hash >= bucket start */
+    ring_bucket *bucket; /* [1 << bucket_bits] */
     unsigned bucket_bits;
 };
 
@@ -153,10 +165,10 @@ static int ring_rebuild(pskv_ring *r, ring_node *nodes, uint32_t nnodes)
     if (total > PSKV_RING_MAX_POINTS)
         return PSKV_ERANGE;
     unsigned bits = 1;
-    while (bits < 24 && (1ull << bits) < total * 2)
+    while (bits < 24 && (1ull << bits) < total * 4)
         bits++;
     ring_point *pts = malloc((total ? total : 1) * sizeof *pts);
-    uint32_t *bucket = malloc(((size_t)1 << bits) * sizeof *bucket);
+    ring_bucket *bucket = malloc(((size_t)1 << bits) * sizeof *bucket);
     if (pts == NULL || bucket == NULL) {
         free(pts);
         free(bucket);
@@ -170,9 +182,13 @@ static int ring_rebuild(pskv_ring *r, ring_node *nodes, uint32_t nnodes)
     uint32_t p = 0;
     for (uint64_t b = 0; b < (1ull << bits); b++) {
         uint64_t start = b << (64 - bits);
+        uint64_t last = start | (UINT64_MAX >> bits);
         while (p < n && pts[p].hash < start)
             p++;
-        bucket[b] = p;
+        bucket[b].first = p;
+        /* No point in [start, last): every hash routes to point p (or wraps). */
+        bool empty = p == n || pts[p].hash >= last;
+        bucket[b].node = !empty || n == 0 ? ROUTE_SEARCH : pts[p == n ? 0 : p].node;
     }
     free(r->points);
     free(r->bucket);
@@ -237,14 +253,29 @@ int pskv_ring_remove(pskv_ring *r, uint32_t node)
     return rc;
 }
 
-uint32_t pskv__ring_route_hash(const pskv_ring *r, uint64_t hash)
+static inline uint32_t route_hash(const pskv_ring *r, uint64_t hash)
 {
-    uint32_t i = r->bucket[hash >> (64 - r->bucket_bits)];
+    const ring_bucket *b = &r->bucket[hash >> (64 - r->bucket_bits)];
+    if (PSKV__LIKELY(b->node != ROUTE_SEARCH))
+        return b->node;
+    uint32_t i = b->first;
     while (i < r->npoints && r->points[i].hash < hash)
         i++;
     if (i == r->npoints)
         i = 0; /* wrap around the circle */
     return r->points[i].node;
+}
+
+uint32_t pskv__ring_route_hash(const pskv_ring *r, uint64_t hash) { return route_hash(r, hash); }
+
+void pskv__ring_route_hashes(const pskv_ring *r, const uint64_t *hash, size_t n, uint32_t *node)
+{
+    const ring_bucket *bucket = r->bucket; /* locals: node[] may alias nothing here */
+    const unsigned shift = 64 - r->bucket_bits;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t direct = bucket[hash[i] >> shift].node;
+        node[i] = PSKV__LIKELY(direct != ROUTE_SEARCH) ? direct : route_hash(r, hash[i]);
+    }
 }
 
 int pskv_ring_route(const pskv_ring *r, const uint64_t *keys, size_t n, uint32_t *node_out)

@@ -145,6 +145,52 @@ START_TEST(deterministic_by_seed)
 }
 END_TEST
 
+/* Routes are part of federation: instances of different releases must send
+ * a key to the same node. Fingerprints of 200,000 routes per ring, written
+ * by release 0.4.0 (before buckets named their node). */
+START_TEST(routes_are_those_of_release_0_4)
+{
+    static const struct {
+        unsigned vnodes;
+        uint32_t nodes;
+        uint64_t seed, fingerprint;
+    } want[] = {
+    {1, 1, 1, 0x23ebf5c6a86a0780ull},
+    {1, 5, 2, 0x7aef82cb948181fcull},
+    {3, 7, 3, 0x5921d82d405f9d91ull},
+    {64, 64, 4, 0x10a574de22d51ac7ull},
+    {1024, 2, 5, 0xb5d3a44bee5082e4ull},
+    {1024, 64, 6, 0x8a1a8050c090e3f8ull},
+    {17, 300, 7, 0x40a7d045d485cd61ull},
+    };
+    enum { N = 200000 };
+    uint64_t *keys = malloc(N * sizeof *keys);
+    uint32_t *node = malloc(N * sizeof *node);
+    ck_assert(keys && node);
+    uint64_t x = 99;
+    for (int i = 0; i < N; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        keys[i] = x ^ (x >> 29);
+    }
+    for (size_t c = 0; c < sizeof want / sizeof want[0]; c++) {
+        pskv_ring *r;
+        ck_assert_ok(pskv_ring_create(want[c].vnodes, want[c].seed, &r));
+        for (uint32_t k = 0; k < want[c].nodes; k++) { /* the largest ids too */
+            uint32_t id = k == 0 ? 0xFFFFFFFFu : k == 1 ? 0xFFFFFFFEu : k * 2654435761u;
+            ck_assert_ok(pskv_ring_add(r, id, 0.5 + (k % 4) * 0.5));
+        }
+        ck_assert_ok(pskv_ring_route(r, keys, N, node));
+        uint64_t f = 0;
+        for (int i = 0; i < N; i++)
+            f = f * 1000003u + node[i];
+        ck_assert_msg(f == want[c].fingerprint, "ring %zu: routes differ from release 0.4", c);
+        pskv_ring_destroy(r);
+    }
+    free(keys);
+    free(node);
+}
+END_TEST
+
 START_TEST(errors)
 {
     pskv_ring *r;
@@ -188,6 +234,7 @@ int main(void)
     tcase_add_test(tc, default_vnodes_balance);
     tcase_add_test(tc, weights_scale_share);
     tcase_add_test(tc, deterministic_by_seed);
+    tcase_add_test(tc, routes_are_those_of_release_0_4);
     tcase_add_test(tc, errors);
     suite_add_tcase(s, tc);
     return run_suite(s);
