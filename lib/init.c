@@ -149,15 +149,22 @@ PSKV__KERNEL static void gen2(const pskv_table_options *o, uint64_t key, float *
         }
         return;
     }
-    /* normal: Box-Muller over the pairs (2p, 2p + 1) of a block */
+    /* normal: Box-Muller over the pairs (2p, 2p + 1) of a block; the even
+     * and odd values' hashes and results sit in arrays of their own so
+     * that the pair loop reads and writes consecutive lanes. */
     const float mean = o->init_a, sd = o->init_b;
+    uint32_t ho[BLOCK / 2];
+    float ze[BLOCK / 2], zo[BLOCK / 2];
     for (uint32_t at = 0; at < dim; at += BLOCK) {
         const uint32_t n = dim - at < BLOCK ? dim - at : BLOCK;
-        hashes(k0, k1, at, BLOCK, h); /* a whole block: past n, unused */
+        for (uint32_t p = 0; p < BLOCK / 2; p++) { /* a whole block: past n, unused */
+            h[p] = mix32((k0 + (at + 2 * p) * 0x9e3779b9u) ^ k1); /* even positions */
+            ho[p] = mix32((k0 + (at + 2 * p + 1) * 0x9e3779b9u) ^ k1);
+        }
         for (uint32_t p = 0; p < BLOCK / 2; p++) {
             /* (0, 1]: 1 once in 2^24 (the +0.5 rounds up), then r = 0 */
-            const float u1 = ((float)(int32_t)(h[2 * p] >> 8) + 0.5f) * 0x1.0p-24f;
-            const float quarters = (float)(int32_t)(h[2 * p + 1] >> 8) * 0x1.0p-22f; /* [0, 4) */
+            const float u1 = ((float)(int32_t)(h[p] >> 8) + 0.5f) * 0x1.0p-24f;
+            const float quarters = (float)(int32_t)(ho[p] >> 8) * 0x1.0p-22f; /* [0, 4) */
             const float r = sqrtf(-2.0f * log_unit(u1));
             const uint32_t q = (uint32_t)quarters; /* the quadrant of 2 pi u2 */
             float sn, cs;
@@ -165,8 +172,12 @@ PSKV__KERNEL static void gen2(const pskv_table_options *o, uint64_t key, float *
             /* Rotate by q quarter turns: (cos, sin) of the whole angle. */
             const float c = q == 0 ? cs : q == 1 ? -sn : q == 2 ? -cs : sn;
             const float d = q == 0 ? sn : q == 1 ? cs : q == 2 ? -sn : -cs;
-            z[2 * p] = mean + sd * (r * c);
-            z[2 * p + 1] = mean + sd * (r * d);
+            ze[p] = mean + sd * (r * c);
+            zo[p] = mean + sd * (r * d);
+        }
+        for (uint32_t p = 0; p < BLOCK / 2; p++) {
+            z[2 * p] = ze[p];
+            z[2 * p + 1] = zo[p];
         }
         memcpy(w + at, z, (size_t)n * sizeof *w);
     }

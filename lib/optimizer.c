@@ -49,25 +49,26 @@ void pskv__optimizer_setup(pskv__optimizer *opt, const pskv_table_options *o)
 
 void pskv__optimizer_init_state(const pskv__optimizer *opt, float *state)
 {
-    uint32_t d = opt->dim;
+    const uint32_t d = opt->dim;
+    const float acc0 = opt->initial_accumulator; /* a local: state may alias opt, the loops vectorize */
     switch (opt->kind) {
     case PSKV_OPT_SGD:
     case PSKV_OPT_NONE:
         break;
     case PSKV_OPT_ADAGRAD:
         for (uint32_t j = 0; j < d; j++)
-            state[j] = opt->initial_accumulator;
+            state[j] = acc0;
         break;
     case PSKV_OPT_ROWWISE_ADAGRAD:
-        state[0] = opt->initial_accumulator;
+        state[0] = acc0;
         break;
     case PSKV_OPT_ADAM:
         memset(state, 0, (2 * (size_t)d + 1) * sizeof(float));
         break;
     default:
         for (uint32_t j = 0; j < d; j++) {
-            state[j] = opt->initial_accumulator; /* n */
-            state[d + j] = 0.0f;                 /* z */
+            state[j] = acc0;     /* n */
+            state[d + j] = 0.0f; /* z */
         }
         break;
     }

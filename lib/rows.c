@@ -31,6 +31,10 @@
 #ifndef ROWS_AHEAD
 #define ROWS_AHEAD 16u /* a power of two */
 #endif
+/* A pull creating rows reserves room for this many at a time: one
+ * reservation (and index check) per run of new keys instead of per key,
+ * while a pull of old keys grows nothing ahead of need by much. */
+#define READ_RESERVE 64u
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -331,7 +335,8 @@ static void row_use(pskv_table *t, row_ctx *c, uint32_t i, float *row)
  * and prefetch its row, use the row of key j - ROWS_AHEAD. The memory
  * misses of many keys are in flight at once instead of one after another.
  * Writers (push/put) create rows from room reserved beforehand; pull
- * reserves per created row and may fail with PSKV_ENOMEM (rows created so
+ * reserves as it meets new keys (READ_RESERVE at a time, or one when that
+ * much is not to be had) and may fail with PSKV_ENOMEM (rows created so
  * far stay, with their initial values). */
 static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
@@ -350,6 +355,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     const bool count = !writer && c->count_reads && sh->admit.sketch != NULL;
     float *inflight[ROWS_AHEAD]; /* rows resolved, not yet used */
     uint32_t created = 0;
+    uint32_t spare = 0; /* readers: rows reserved and not created yet */
     /* Writers of durable tables give back the checkpoint room they did not use. */
     const bool give_back = writer && t->durable;
     const pskv__dirty_room at_start = give_back ? pskv__dirty_reserved(sh) : (pskv__dirty_room){0};
@@ -403,13 +409,20 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
             rc = 0;
             c->faulted++;
         } else if (create) {
-            if (!writer && (rc = pskv__shard_reserve(sh, 1)) != 0)
-                break;
-            if (!writer && t->durable &&
-                (rc = pskv__dirty_reserve(sh, (pskv__dirty_room){1, 0, 0})) != 0) {
-                pskv__shard_unreserve(sh, 1);
-                break;
+            if (!writer && spare == 0) {
+                /* Room for up to READ_RESERVE more new rows at once (the
+                 * rest of the visit's keys may be new too), else for one. */
+                uint32_t ask = k - j < READ_RESERVE ? k - j : READ_RESERVE;
+                if (ask > 1 && pskv__shard_reserve(sh, ask) != 0)
+                    ask = 1;
+                if (ask == 1 && (rc = pskv__shard_reserve(sh, 1)) != 0)
+                    break;
+                spare = ask;
             }
+            if (!writer && t->durable &&
+                (rc = pskv__dirty_reserve(sh, (pskv__dirty_room){1, 0, 0})) != 0)
+                break;
+            spare -= !writer;
             row = row_create(t, sh, key, p->hash[i], c->op != ROW_PUT && c->op != ROW_PUT_ROWS,
                              c->op != ROW_PUT_ROWS || c->ssrc == NULL,
                              pskv__visit_version(t, &c->version));
@@ -420,6 +433,7 @@ static int shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
         inflight[j & (ROWS_AHEAD - 1)] = row;
     }
     pskv__cold_end(t, &cold);
+    pskv__shard_unreserve(sh, spare);
     if (writer && t->sync && c->op == ROW_PUSH) /* the pending-list room not used */
         pskv__keylist_unreserve(&sh->pending, k - c->pending_added);
     if (writer) {
