@@ -186,7 +186,7 @@ static int ring_rebuild(pskv_ring *r, ring_node *nodes, uint32_t nnodes)
         while (p < n && pts[p].hash < start)
             p++;
         bucket[b].first = p;
-        /* No point in [start, last): every hash routes to point p (or wraps). */
+        /* No point below last in [start, last]: every hash routes to point p (or wraps). */
         bool empty = p == n || pts[p].hash >= last;
         bucket[b].node = !empty || n == 0 ? ROUTE_SEARCH : pts[p == n ? 0 : p].node;
     }
