@@ -109,6 +109,12 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     size_t per_row = pskv__chunk_row_bound(&probe);
     size_t room = o.chunk_bytes - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES;
     e->per_chunk = room / per_row ? (uint32_t)(room / per_row) : 1;
+    /* A full export's chunk is at most one piece of a shard, so that it
+     * is encoded where its rows sit (encode_direct), not from a copy of
+     * several pieces sorted together (an int8 chunk of 1 MiB holds ~14K
+     * rows; a piece at most PSKV__ITER_PIECE_MAX). */
+    if (since == 0 && e->per_chunk > PSKV__ITER_PIECE_MAX)
+        e->per_chunk = PSKV__ITER_PIECE_MAX;
     e->per_row = per_row;
     e->ptrs = malloc(e->per_chunk * sizeof *e->ptrs);
     e->src = malloc(e->per_chunk * sizeof *e->src);
@@ -477,9 +483,13 @@ static int encode_direct(void *arg, const float *const *rows, const pskv__keyed 
 
 /* A full export's next chunk: a whole piece of DRAM rows encoded where
  * they sit (encode_direct) when nothing is carried, no ring filters and
- * lz4 is off; else encoded from the iterator's copy. Rows left at the end
- * of one of its batches (fewer than a chunk's) are carried in the
- * export's batch to fill the next chunk. */
+ * lz4 is off; else encoded from the iterator's copy. The rows left at the
+ * end of one of its batches (a shard's last rows) go out as a short chunk
+ * when they fill 1/SHORT_CHUNK_PART of one or more; fewer are carried in
+ * the export's batch to fill the next chunk. Carrying every shard's tail
+ * made each later chunk straddle two shards: rows copied twice and sorted
+ * again instead of encoded where they sit. */
+#define SHORT_CHUNK_PART 16u
 static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_t limit)
 {
     const pskv_table *t = e->t;
@@ -500,8 +510,9 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_
             e->order[k] = (pskv__keyed){e->ikeys[j], k};
             e->src[k++] = iter_batch_row(e, j);
         }
-        if (k < limit && !e->done) {
-            /* The iterator's batch is used up: carry its last rows. */
+        if (k < limit && !e->done && (uint64_t)k * SHORT_CHUNK_PART < limit) {
+            /* The iterator's batch is used up with too few rows for a
+             * chunk of their own: carry them. */
             batch_shift(e);
             int rc = batch_room(e, e->per_chunk);
             for (uint32_t i = e->ipos; i < e->in && rc == 0; i++) {

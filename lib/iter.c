@@ -64,7 +64,6 @@ struct pskv_iter {
  * and the iterator's copy stays small enough to be in cache when it is
  * read. */
 #define ITER_PIECE 1024u
-#define ITER_PIECE_MAX 4096u
 #define SPILLED_HINT UINT32_MAX
 
 /* Row n of the iterator's copy (rows are stored_bytes apart: weights, state,
@@ -496,5 +495,5 @@ void pskv__iter_direct(pskv_iter *it, pskv__iter_direct_fn fn, void *arg)
 
 void pskv__iter_piece(pskv_iter *it, uint32_t rows)
 {
-    it->piece = rows == 0 ? ITER_PIECE : rows > ITER_PIECE_MAX ? ITER_PIECE_MAX : rows;
+    it->piece = rows == 0 ? ITER_PIECE : rows > PSKV__ITER_PIECE_MAX ? PSKV__ITER_PIECE_MAX : rows;
 }

@@ -1,8 +1,11 @@
-/* Sorting keys by LSD radix sort: the checkpoint's keys (LMDB takes them
- * in order) and a chunk's (key, position) pairs (delta-varint keys go in
- * order). Both skip the digits every key shares (small ids, or the high
- * bits of one shard's keys). qsort with a comparison callback took a third
- * of a full export's time.
+/* Sorting keys: the checkpoint's keys (LMDB takes them in order) by an LSD
+ * radix sort, and (key, position) pairs (a chunk's keys go in order, delta
+ * varints) by one counting pass on the highest bits where the keys differ,
+ * then insertion or a byte-wise radix sort inside each bucket. Both skip
+ * the bits every key shares (small ids, or the high bits of one shard's
+ * keys). qsort with a comparison callback took a third of a full export's
+ * time; the byte-wise radix sort alone, eight passes, a fifth of an int8
+ * export's instructions.
  * SPDX-License-Identifier: BSD-2-Clause */
 #include <stdbool.h>
 #include <stdlib.h>
@@ -120,35 +123,10 @@ static void merge_runs(pskv__keyed *a, pskv__keyed *tmp, size_t *from, size_t ru
  * pass or two; more go to the radix sort. */
 #define RUNS_MERGED 8u
 
-int pskv__keyed_sort(pskv__keyed *a, size_t n)
+/* LSD radix sort of a[n] by bytes, tmp[n] as scratch, count[8][256]
+ * zeroed; the result in a. Stable. */
+static void keyed_lsd(pskv__keyed *a, pskv__keyed *tmp, size_t n, size_t (*count)[256])
 {
-    if (n <= SMALL) {
-        insertion(a, n);
-        return 0;
-    }
-    size_t start[RUNS_MERGED + 1] = {0}, runs = 1;
-    for (size_t i = 1; i < n && runs <= RUNS_MERGED; i++)
-        if (a[i].key < a[i - 1].key) {
-            if (runs < RUNS_MERGED)
-                start[runs] = i;
-            runs++;
-        }
-    if (runs == 1)
-        return 0;
-    pskv__keyed *tmp = malloc(n * sizeof *tmp);
-    if (tmp == NULL)
-        return PSKV_ENOMEM;
-    if (runs <= RUNS_MERGED) {
-        start[runs] = n;
-        merge_runs(a, tmp, start, runs);
-        free(tmp);
-        return 0;
-    }
-    size_t(*count)[256] = calloc(8, sizeof *count);
-    if (count == NULL) {
-        free(tmp);
-        return PSKV_ENOMEM;
-    }
     for (size_t i = 0; i < n; i++)
         for (int b = 0; b < 8; b++)
             count[b][(a[i].key >> (8 * b)) & 0xff]++;
@@ -165,7 +143,86 @@ int pskv__keyed_sort(pskv__keyed *a, size_t n)
     }
     if (from != a)
         memcpy(a, from, n * sizeof *a);
-    free(tmp);
+}
+
+/* Most bits of the first pass: 4096 buckets (32 KiB of counts). */
+#define SPREAD_BITS_MAX 12u
+
+int pskv__keyed_sort(pskv__keyed *a, size_t n)
+{
+    if (n <= SMALL) {
+        insertion(a, n);
+        return 0;
+    }
+    size_t start[RUNS_MERGED + 1] = {0}, runs = 1;
+    uint64_t any = a[0].key, all = a[0].key; /* bits some key has, bits every key has */
+    for (size_t i = 1; i < n; i++) {
+        any |= a[i].key;
+        all &= a[i].key;
+        if (a[i].key < a[i - 1].key) {
+            if (runs < RUNS_MERGED)
+                start[runs] = i;
+            runs++;
+        }
+    }
+    if (runs == 1)
+        return 0;
+    pskv__keyed *tmp = malloc(n * sizeof *tmp);
+    if (tmp == NULL)
+        return PSKV_ENOMEM;
+    if (runs <= RUNS_MERGED) {
+        start[runs] = n;
+        merge_runs(a, tmp, start, runs);
+        free(tmp);
+        return 0;
+    }
+    /* One counting pass on the highest bits where keys differ (about two
+     * keys a bucket), stable, into tmp; then each bucket in place: by
+     * insertion when small (the common case: keys are hashed ids), else
+     * by the byte-wise radix sort (ids that differ in a few low bits only,
+     * or pile up under one prefix). */
+    const uint64_t differ = any ^ all; /* not 0: the keys are not in order */
+    const unsigned top = 63u - (unsigned)__builtin_clzll(differ);
+    unsigned bits = 1;
+    while (bits < SPREAD_BITS_MAX && ((size_t)2 << bits) < n)
+        bits++;
+    if (bits > top + 1)
+        bits = top + 1;
+    const unsigned shift = top + 1 - bits;
+    const size_t buckets = (size_t)1 << bits, mask = buckets - 1;
+    size_t *at = calloc(buckets + 1, sizeof *at);
+    size_t(*count)[256] = NULL;
+    if (at == NULL) {
+        free(tmp);
+        return PSKV_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        at[((a[i].key >> shift) & mask) + 1]++;
+    size_t largest = 0;
+    for (size_t d = 0; d < buckets; d++) {
+        largest = at[d + 1] > largest ? at[d + 1] : largest;
+        at[d + 1] += at[d];
+    }
+    if (largest > SMALL && (count = malloc(8 * sizeof *count)) == NULL) {
+        free(at);
+        free(tmp);
+        return PSKV_ENOMEM; /* a left as it was */
+    }
+    for (size_t i = 0; i < n; i++)
+        tmp[at[(a[i].key >> shift) & mask]++] = a[i];
+    /* at[d] is now the end of bucket d, the start of bucket d + 1. */
+    for (size_t d = 0, from = 0; d < buckets; from = at[d++]) {
+        const size_t len = at[d] - from;
+        if (len <= SMALL) {
+            insertion(tmp + from, len);
+        } else {
+            memset(count, 0, 8 * sizeof *count);
+            keyed_lsd(tmp + from, a + from, len, count); /* a's range as scratch */
+        }
+    }
+    memcpy(a, tmp, n * sizeof *a);
     free(count);
+    free(at);
+    free(tmp);
     return 0;
 }

@@ -6,6 +6,7 @@
 #include "pskv_internal.h"
 #include "test_common.h"
 #include "plan.h"
+#include "sort.h"
 
 START_TEST(index_against_model)
 {
@@ -203,8 +204,11 @@ START_TEST(plan_groups_and_dedups)
         ck_assert_uint_eq(p.start[0], 0);
         ck_assert_uint_eq(p.start[4], p.m);
         for (uint32_t s = 0; s < 4; s++)
-            for (uint32_t j = p.start[s]; j < p.start[s + 1]; j++)
+            for (uint32_t j = p.start[s]; j < p.start[s + 1]; j++) {
                 ck_assert_uint_eq(owner[p.order[j]], s);
+                if (j > p.start[s] && mode != PSKV__DEDUP_LAST) /* input order in a shard */
+                    ck_assert_uint_lt(p.order[j - 1], p.order[j]);
+            }
         if (mode == PSKV__DEDUP_FIRST) {
             ck_assert_uint_eq(p.kept_of[5], 0);
             ck_assert_uint_eq(p.kept_of[6], 1);
@@ -233,6 +237,56 @@ START_TEST(nonfinite_scan)
 }
 END_TEST
 
+static int keyed_cmp(const void *x, const void *y)
+{
+    const pskv__keyed *a = x, *b = y;
+    if (a->key != b->key)
+        return a->key < b->key ? -1 : 1;
+    return (a->at > b->at) - (a->at < b->at); /* stable: first in, first out */
+}
+
+/* The keyed sort against a stable reference, over the shapes its paths
+ * take: tiny, in order, a few runs (merged), hashed ids (spread and
+ * insertion), small ids, ids that differ only in low bits under one high
+ * outlier (a bucket too big for insertion), many repeats (stability). */
+START_TEST(keyed_sort_against_reference)
+{
+    enum { MOST = 70000 };
+    pskv__keyed *a = malloc(MOST * sizeof *a), *want = malloc(MOST * sizeof *want);
+    ck_assert(a && want);
+    test_rng g = {17};
+    static const size_t sizes[] = {0, 1, 2, 47, 48, 49, 50, 100, 1000, 4096, 13107, MOST};
+    for (int shape = 0; shape < 8; shape++) {
+        for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
+            const size_t n = sizes[z];
+            for (size_t i = 0; i < n; i++) {
+                uint64_t r = rng_next(&g), k;
+                switch (shape) {
+                case 0: k = r; break;                                  /* hashed ids */
+                case 1: k = i; break;                                  /* in order */
+                case 2: k = (i % 5) * 1000000 + i; break;              /* 5 runs */
+                case 3: k = r % (n + 1); break;                        /* small ids */
+                case 4: k = i == n / 2 ? UINT64_MAX : r % 4096; break; /* low bits, one outlier */
+                case 5: k = r % 7; break;                              /* many repeats */
+                case 6: k = (r & 0xff) << 40 | (r >> 60); break;        /* a few middle bits */
+                default: k = n - i; break;                             /* reversed */
+                }
+                a[i] = (pskv__keyed){k, (uint32_t)i};
+            }
+            memcpy(want, a, n * sizeof *a);
+            if (n > 0)
+                qsort(want, n, sizeof *want, keyed_cmp);
+            ck_assert_ok(pskv__keyed_sort(a, n));
+            for (size_t i = 0; i < n; i++)
+                ck_assert_msg(a[i].key == want[i].key && a[i].at == want[i].at,
+                              "shape %d, %zu keys: position %zu differs", shape, n, i);
+        }
+    }
+    free(a);
+    free(want);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("shard");
@@ -245,6 +299,7 @@ int main(void)
     tcase_add_test(tc, reserve_accounting);
     tcase_add_test(tc, plan_groups_and_dedups);
     tcase_add_test(tc, nonfinite_scan);
+    tcase_add_test(tc, keyed_sort_against_reference);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
