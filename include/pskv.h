@@ -868,9 +868,12 @@ PSKV_API int pskv_export_open(pskv_table *t, uint64_t since, const char *config,
  * without nodes, or after the first chunk), PSKV_ENOMEM. */
 PSKV_API int pskv_export_ring(pskv_export *e, const pskv_ring *r, uint32_t node);
 /* The next chunk into buf[cap]: 1 with *len, 0 when the export is
- * complete. Chunks are cut to cap: a chunk holds as many rows as fit in
- * cap and in chunk_bytes (unless one row alone is bigger), so any buffer
- * that holds one row works; PSKV_ERANGE with *len = the bytes one row
+ * complete. Chunks are cut to cap: a chunk holds at most as many rows as
+ * fit in cap and in chunk_bytes (unless one row alone is bigger), so any
+ * buffer that holds one row works; a full export (since 0) without lz4
+ * and a ring filter puts at most 4096 rows in a chunk and may end one
+ * early at a shard's last rows (since 0.4.1: chunks encoded where the
+ * rows sit); PSKV_ERANGE with *len = the bytes one row
  * needs when cap holds none (nothing consumed: call again with a bigger
  * buffer). PSKV_ECODEC (*len not set, nothing consumed): a row holds a
  * value the export's codec cannot carry (fp16 beyond 65504): no buffer

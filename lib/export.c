@@ -109,12 +109,6 @@ int pskv_export_open(pskv_table *t, uint64_t since, const char *config, pskv_exp
     size_t per_row = pskv__chunk_row_bound(&probe);
     size_t room = o.chunk_bytes - PSKV_FMT_CHUNK_HEAD - PSKV_FMT_CHECK_BYTES;
     e->per_chunk = room / per_row ? (uint32_t)(room / per_row) : 1;
-    /* A full export's chunk is at most one piece of a shard, so that it
-     * is encoded where its rows sit (encode_direct), not from a copy of
-     * several pieces sorted together (an int8 chunk of 1 MiB holds ~14K
-     * rows; a piece at most PSKV__ITER_PIECE_MAX). */
-    if (since == 0 && e->per_chunk > PSKV__ITER_PIECE_MAX)
-        e->per_chunk = PSKV__ITER_PIECE_MAX;
     e->per_row = per_row;
     e->ptrs = malloc(e->per_chunk * sizeof *e->ptrs);
     e->src = malloc(e->per_chunk * sizeof *e->src);
@@ -457,6 +451,20 @@ static int full_load(pskv_export *e)
     return 0;
 }
 
+/* Whether a full export's chunks can be encoded where their rows sit
+ * (encode_direct): not through lz4, not filtered by a ring. */
+static bool direct_able(const pskv_export *e) { return e->ring == NULL && !e->o.lz4; }
+
+/* Rows of a full export's chunk: the byte bound, and when chunks can be
+ * encoded in place at most one piece of a shard, so that whole pieces in
+ * DRAM are (an int8 chunk of 1 MiB would hold ~14K rows, several pieces
+ * copied and sorted together, never encoded in place). */
+static uint32_t full_chunk_rows(const pskv_export *e)
+{
+    return direct_able(e) && e->per_chunk > PSKV__ITER_PIECE_MAX ? PSKV__ITER_PIECE_MAX
+                                                                  : e->per_chunk;
+}
+
 /* A chunk encoded by the iterator's hook: a whole piece of rows in DRAM,
  * under the shard's lock, where they sit. */
 typedef struct direct_chunk {
@@ -470,7 +478,7 @@ static int encode_direct(void *arg, const float *const *rows, const pskv__keyed 
 {
     direct_chunk *d = arg;
     pskv_export *e = d->e;
-    if (n != e->per_chunk)
+    if (n != full_chunk_rows(e))
         return 0;
     /* Already in order: write_chunk's sort only checks. */
     memcpy(e->order, sorted, n * sizeof *sorted);
@@ -483,12 +491,13 @@ static int encode_direct(void *arg, const float *const *rows, const pskv__keyed 
 
 /* A full export's next chunk: a whole piece of DRAM rows encoded where
  * they sit (encode_direct) when nothing is carried, no ring filters and
- * lz4 is off; else encoded from the iterator's copy. The rows left at the
- * end of one of its batches (a shard's last rows) go out as a short chunk
- * when they fill 1/SHORT_CHUNK_PART of one or more; fewer are carried in
- * the export's batch to fill the next chunk. Carrying every shard's tail
- * made each later chunk straddle two shards: rows copied twice and sorted
- * again instead of encoded where they sit. */
+ * lz4 is off; else encoded from the iterator's copy. Where chunks can be
+ * encoded in place, the rows left at the end of a shard's pieces go out
+ * as a short chunk when they fill 1/SHORT_CHUNK_PART of one or more;
+ * otherwise rows left at the end of one of the iterator's batches are
+ * carried in the export's batch to fill the next chunk. (Carrying every
+ * shard's tail made each later chunk straddle two shards: rows copied
+ * twice and sorted again instead of encoded where they sit.) */
 #define SHORT_CHUNK_PART 16u
 static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_t limit)
 {
@@ -510,9 +519,13 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_
             e->order[k] = (pskv__keyed){e->ikeys[j], k};
             e->src[k++] = iter_batch_row(e, j);
         }
-        if (k < limit && !e->done && (uint64_t)k * SHORT_CHUNK_PART < limit) {
-            /* The iterator's batch is used up with too few rows for a
-             * chunk of their own: carry them. */
+        /* A shard's last rows, enough of them, go out as a short chunk
+         * (not a batch of the LMDB walk, which mixes shards, and not
+         * where no chunk is encoded in place anyway). */
+        const bool short_chunk = direct_able(e) && !pskv__iter_cold(e->it) &&
+                                 (uint64_t)k * SHORT_CHUNK_PART >= limit;
+        if (k < limit && !e->done && !short_chunk) {
+            /* The iterator's batch is used up: carry its last rows. */
             batch_shift(e);
             int rc = batch_room(e, e->per_chunk);
             for (uint32_t i = e->ipos; i < e->in && rc == 0; i++) {
@@ -522,15 +535,14 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_
                 memcpy(batch_row(e, e->n++), iter_batch_row(e, i),
                        (size_t)t->row_floats * sizeof(float));
             }
-            const bool direct =
-                e->n == 0 && e->ring == NULL && !e->o.lz4 && limit == e->per_chunk;
+            const uint32_t full = full_chunk_rows(e);
+            const bool direct = e->n == 0 && direct_able(e) && limit == full;
             direct_chunk d = {e, buf, cap, 0};
             if (rc == 0) {
                 e->ipos = e->in;
                 /* Pieces of whole chunks, less what is carried: the
                  * chunks line up with the pieces again. */
-                uint32_t whole = e->per_chunk >= 1024 ? e->per_chunk
-                                                      : e->per_chunk * (1024 / e->per_chunk);
+                uint32_t whole = full >= 1024 ? full : full * (1024 / full);
                 pskv__iter_piece(e->it, whole - e->n);
                 if (direct)
                     pskv__iter_direct(e->it, encode_direct, &d);
@@ -540,7 +552,7 @@ static int next_full(pskv_export *e, void *buf, size_t cap, size_t *len, uint32_
             if (rc == 2) {
                 pskv__chunk_seal(buf, d.len);
                 *len = d.len;
-                pskv__count_add(&e->t->n_exported, e->per_chunk);
+                pskv__count_add(&e->t->n_exported, full);
                 return 1;
             }
             if (rc != 0)
@@ -576,7 +588,8 @@ int pskv_export_next(pskv_export *e, void *buf, size_t cap, size_t *len)
      * a row says fit (any cap that holds one row works). */
     const size_t fixed = PSKV_FMT_CHUNK_HEAD + PSKV_FMT_CHECK_BYTES;
     const size_t fit = cap > fixed ? (cap - fixed) / e->per_row : 0;
-    const uint32_t limit = fit < e->per_chunk ? (uint32_t)fit : e->per_chunk;
+    const uint32_t most = e->it != NULL ? full_chunk_rows(e) : e->per_chunk;
+    const uint32_t limit = fit < most ? (uint32_t)fit : most;
     if (limit == 0) {
         *len = fixed + e->per_row;
         rc = PSKV_ERANGE; /* not one row: nothing consumed */

@@ -55,6 +55,7 @@ struct pskv_iter {
     pskv__iter_direct_fn direct;
     void *direct_arg;
     bool used; /* the piece went to the hook */
+    bool cold_walk; /* the shards are done: batches come from LMDB's walk */
     const float **at;
     pskv__keyed *sorted; /* the piece's listed keys in order, for the hook */
 };
@@ -432,8 +433,10 @@ static int iter_load(pskv_iter *it)
     if (atomic_load(&t->layout_gen) != it->gen)
         rc = pskv__fail(PSKV_ESTALE, "table '%s' was resharded during the iteration: iterate "
                                      "again", t->name);
-    else if ((rc = iter_load_piece(it)) == 0)
+    else if ((rc = iter_load_piece(it)) == 0) {
+        it->cold_walk = true;
         rc = t->durable ? iter_load_cold(it) : 0;
+    }
     pthread_rwlock_unlock(&t->layout_lock);
     if (rc == 1 && it->nlate > 0 && (rc = iter_read_late(it)) == 0)
         rc = 1;
@@ -486,6 +489,8 @@ int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const float **rows, s
     it->pos = it->count;
     return 1;
 }
+
+bool pskv__iter_cold(const pskv_iter *it) { return it->cold_walk; }
 
 void pskv__iter_direct(pskv_iter *it, pskv__iter_direct_fn fn, void *arg)
 {

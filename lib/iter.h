@@ -16,6 +16,9 @@ PSKV__HIDDEN int pskv__iter_batch(pskv_iter *it, const uint64_t **keys, const fl
  * most 4096): a full export asks for whole chunks' rows less the rows it
  * carries, so that its chunks line up with the pieces. */
 PSKV__HIDDEN void pskv__iter_piece(pskv_iter *it, uint32_t rows);
+/* Whether the shards' pieces are done and batches now come from the walk
+ * of rows only LMDB holds (in key order, across shards). */
+PSKV__HIDDEN bool pskv__iter_cold(const pskv_iter *it);
 /* The most rows of a piece (a writer waits for one piece at most). */
 #define PSKV__ITER_PIECE_MAX 4096u
 /* A hook for whole pieces in DRAM (fn NULL: none): when every row of the

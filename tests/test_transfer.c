@@ -9,6 +9,7 @@
 
 #include "test_common.h"
 #include "lib/codec.h"
+#include "lib/iter.h"
 #include "lib/rows.h"
 
 #define CHUNK_CAP (8u << 20)
@@ -1488,6 +1489,84 @@ START_TEST(chunks_cut_to_cap)
 }
 END_TEST
 
+/* A full export's chunks (0.4.1: at most 4096 rows, encoded where the
+ * rows sit, a shard's last rows as a short chunk): every row exactly once,
+ * with the table's values, over shards of several pieces plus a tail, of
+ * one piece and a tail, and of a tail only; with and without a ring. */
+START_TEST(full_export_sends_each_row_once)
+{
+    static const char *const cfgs[] = {"payload=weights codec=fp32",
+                                       "payload=weights codec=fp32 chunk_bytes=64K",
+                                       "payload=rows lz4=on"};
+    enum { DIM = 8, ROWS = 30000, MOST = 32768 };
+    uint8_t *buf = malloc(CHUNK_CAP);
+    uint64_t *keys = malloc(MOST * sizeof *keys);
+    float *vals = malloc((size_t)MOST * DIM * sizeof *vals);
+    float *got = malloc(DIM * sizeof *got);
+    for (unsigned c = 0; c < sizeof cfgs / sizeof cfgs[0]; c++) {
+        for (int ring = 0; ring < 2; ring++) {
+            pskv_store *s;
+            /* 4 shards of ~7500 rows: pieces of 4096, tails of ~3400. */
+            pskv_table *t = open_table(&s, "dim=8 shards=4");
+            test_fill(t, 1, ROWS, DIM, 1.0f);
+            pskv_ring *r = NULL;
+            if (ring) {
+                ck_assert_ok(pskv_ring_create(0, 9, &r));
+                ck_assert_ok(pskv_ring_add(r, 0, 1.0));
+                ck_assert_ok(pskv_ring_add(r, 1, 1.0));
+            }
+            uint8_t *seen = calloc(ROWS + 1, 1);
+            pskv_export *e;
+            ck_assert_ok(pskv_export_open(t, 0, cfgs[c], &e));
+            if (r)
+                ck_assert_ok(pskv_export_ring(e, r, 1));
+            size_t len;
+            int rc;
+            uint32_t rows = 0;
+            while ((rc = pskv_export_next(e, buf, CHUNK_CAP, &len)) == 1) {
+                pskv_chunk_info in;
+                ck_assert_ok(pskv_chunk_info_get(buf, len, &in));
+                if (r == NULL && strstr(cfgs[c], "lz4") == NULL)
+                    ck_assert_uint_le(in.rows, PSKV__ITER_PIECE_MAX);
+                ck_assert_ok(pskv_chunk_decode(buf, len, keys, MOST, vals, (size_t)MOST * DIM,
+                                               NULL, 0, NULL, 0));
+                for (uint32_t i = 0; i < in.rows; i++) {
+                    ck_assert_uint_ge(keys[i], 1);
+                    ck_assert_uint_le(keys[i], ROWS);
+                    ck_assert_msg(!seen[keys[i]], "key %llu sent twice",
+                                  (unsigned long long)keys[i]);
+                    seen[keys[i]] = 1;
+                    uint8_t found;
+                    ck_assert_ok(pskv_get(t, &keys[i], 1, got, &found));
+                    ck_assert(found && memcmp(got, vals + (size_t)i * DIM, sizeof *got * DIM) == 0);
+                }
+                rows += in.rows;
+            }
+            ck_assert_int_eq(rc, 0);
+            pskv_export_close(e);
+            /* Every row the ring gives node 1 (or every row) was sent. */
+            uint32_t want = 0;
+            for (uint64_t k = 1; k <= ROWS; k++) {
+                uint32_t node = 1;
+                if (r)
+                    ck_assert_ok(pskv_ring_route(r, &k, 1, &node));
+                want += node == 1;
+                ck_assert_msg(seen[k] == (node == 1), "key %llu: sent %d, owned %d",
+                              (unsigned long long)k, seen[k], node == 1);
+            }
+            ck_assert_uint_eq(rows, want);
+            free(seen);
+            pskv_ring_destroy(r);
+            pskv_close(s);
+        }
+    }
+    free(got);
+    free(vals);
+    free(keys);
+    free(buf);
+}
+END_TEST
+
 /* Item 6: chunks and cursors know their table. */
 static uint64_t changed_table(pskv_table *t, uint32_t n)
 {
@@ -2094,6 +2173,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, codec_range_has_its_own_code);
     ADD_CASE(s, adam_count_is_not_a_float);
     ADD_CASE(s, chunks_cut_to_cap);
+    ADD_CASE(s, full_export_sends_each_row_once);
     ADD_CASE(s, cursor_of_another_table_is_stale);
     ADD_CASE(s, chunk_of_another_table_refused);
     ADD_CASE(s, replica_continuity);
