@@ -89,11 +89,17 @@ static inline uint32_t mix32(uint32_t x)
 /* Values are made in blocks of this many, on the stack. */
 #define BLOCK 64u
 
+/* The hash of value position pos of the row whose key hash gave k0, k1. */
+static inline uint32_t value_hash(uint32_t k0, uint32_t k1, uint32_t pos)
+{
+    return mix32((k0 + pos * 0x9e3779b9u) ^ k1);
+}
+
 /* h[i] for value positions first .. first + n - 1 of the row. */
 static inline void hashes(uint32_t k0, uint32_t k1, uint32_t first, uint32_t n, uint32_t *h)
 {
     for (uint32_t i = 0; i < n; i++)
-        h[i] = mix32((k0 + (first + i) * 0x9e3779b9u) ^ k1);
+        h[i] = value_hash(k0, k1, first + i);
 }
 
 /* ln(x) for x in (0, 1]: x = m 2^e with m in [sqrt(1/2), sqrt(2)), then
@@ -158,8 +164,8 @@ PSKV__KERNEL static void gen2(const pskv_table_options *o, uint64_t key, float *
     for (uint32_t at = 0; at < dim; at += BLOCK) {
         const uint32_t n = dim - at < BLOCK ? dim - at : BLOCK;
         for (uint32_t p = 0; p < BLOCK / 2; p++) { /* a whole block: past n, unused */
-            h[p] = mix32((k0 + (at + 2 * p) * 0x9e3779b9u) ^ k1); /* even positions */
-            ho[p] = mix32((k0 + (at + 2 * p + 1) * 0x9e3779b9u) ^ k1);
+            h[p] = value_hash(k0, k1, at + 2 * p); /* even positions */
+            ho[p] = value_hash(k0, k1, at + 2 * p + 1);
         }
         for (uint32_t p = 0; p < BLOCK / 2; p++) {
             /* (0, 1]: 1 once in 2^24 (the +0.5 rounds up), then r = 0 */

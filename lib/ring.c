@@ -270,12 +270,8 @@ uint32_t pskv__ring_route_hash(const pskv_ring *r, uint64_t hash) { return route
 
 void pskv__ring_route_hashes(const pskv_ring *r, const uint64_t *hash, size_t n, uint32_t *node)
 {
-    const ring_bucket *bucket = r->bucket; /* locals: node[] may alias nothing here */
-    const unsigned shift = 64 - r->bucket_bits;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t direct = bucket[hash[i] >> shift].node;
-        node[i] = PSKV__LIKELY(direct != ROUTE_SEARCH) ? direct : route_hash(r, hash[i]);
-    }
+    for (size_t i = 0; i < n; i++)
+        node[i] = route_hash(r, hash[i]);
 }
 
 int pskv_ring_route(const pskv_ring *r, const uint64_t *keys, size_t n, uint32_t *node_out)
