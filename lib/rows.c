@@ -16,6 +16,7 @@
 #include "cold.h"
 #include "dirty.h"
 #include "errors.h"
+#include "hits.h"
 #include "init.h"
 #include "plan.h"
 #include "prefetch.h"
@@ -115,18 +116,18 @@ static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, v
         if (p->start[s] == p->start[s + 1])
             continue;
         pskv__shard *sh = &t->shards[s];
-        if (pthread_mutex_trylock(&sh->lock) != 0) {
+        if (!pskv__shard_trylock(sh)) {
             p->busy[busy++] = s;
             continue;
         }
         rc = fn(t, p, s, ctx);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     for (uint32_t k = 0; k < busy && rc == 0; k++) {
         pskv__shard *sh = &t->shards[p->busy[k]];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         rc = fn(t, p, p->busy[k], ctx);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     return rc;
 }
@@ -490,9 +491,23 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     uint64_t added = 0;
     layout_read_lock(t);
     pskv__plan p;
-    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    if (rc == 0)
-        rc = read_planned(t, &p, out, found, create, whole, &added);
+    rc = pskv__plan_route(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    if (rc == 0) {
+        /* Resident rows first, in input order (hits.c); the rest, if any,
+         * grouped by shard. Reads that count in an admission sketch and
+         * an export's whole rows take the full path alone. */
+        uint32_t rest = (uint32_t)n;
+        const uint32_t *list = NULL;
+        if (!whole && !pskv__store_admits(t->store)) {
+            rest = pskv__read_hits(t, &p, out, found);
+            list = p.list;
+            pskv__count_add(create ? &t->n_pulled : &t->n_got, n - rest);
+        }
+        if (rest > 0) {
+            pskv__plan_group(&p, list, rest, t->nshards);
+            rc = read_planned(t, &p, out, found, create, whole, &added);
+        }
+    }
     pskv__plan_free(&p);
     layout_unlock(t);
     rows_added(t, added);

@@ -310,6 +310,99 @@ START_TEST(directory_store_args)
 }
 END_TEST
 
+/* One pull (and one get) of a batch that mixes every place a row can be:
+ * resident, spilled, only in LMDB (cold), new, with keys repeated and
+ * every shard present, in orders that put mostly new or mostly resident
+ * keys first (pull serves resident rows in a first pass and leaves the
+ * rest to the full path, or gives up on the first pass after 1024 mostly
+ * absent keys: hits.c). Every row must be its put value, or for a new key
+ * the initial value a fresh memory-only table gives it. */
+#define MIX_OLD 600 /* put, checkpointed, reopened: cold, then some loaded */
+#define MIX_BATCH 2500
+
+static void mix_expect(pskv_table *fresh, uint64_t key, float *row)
+{
+    if (key < 1000000) {
+        values(key, row);
+        return;
+    }
+    ck_assert_ok(pskv_pull(fresh, &key, 1, row)); /* a new key's initial value */
+}
+
+static void mix_check(pskv_table *t, pskv_table *fresh, const uint64_t *keys, uint32_t n,
+                      bool get)
+{
+    static float out[MIX_BATCH * DIM];
+    static uint8_t found[MIX_BATCH];
+    float want[DIM];
+    if (get)
+        ck_assert_ok(pskv_get(t, keys, n, out, found));
+    else
+        ck_assert_ok(pskv_pull(t, keys, n, out));
+    for (uint32_t i = 0; i < n; i++) {
+        if (get && !found[i]) { /* get creates nothing: a new key not pulled yet */
+            ck_assert_uint_ge(keys[i], 1000000);
+            ck_assert(memcmp(out + i * DIM, (float[DIM]){0}, sizeof want) == 0);
+            continue;
+        }
+        mix_expect(fresh, keys[i], want);
+        ck_assert_msg(memcmp(out + i * DIM, want, sizeof want) == 0, "input %u key %llu", i,
+                      (unsigned long long)keys[i]);
+    }
+}
+
+START_TEST(pull_mixes_every_place)
+{
+    test_mkdtemp(dir, "tier");
+    const char *tcfg = "dim=8 optimizer=sgd shards=8 init=uniform:-1:1 seed=5";
+    pskv_store *s, *mem;
+    pskv_table *t, *fresh;
+    ck_assert_ok(pskv_open(NULL, NULL, &mem));
+    ck_assert_ok(pskv_table_open(mem, "t", tcfg, &fresh));
+    static uint64_t keys[MIX_BATCH];
+    static float vals[MIX_OLD * DIM];
+    ck_assert_ok(pskv_open(dir, "memory_budget=6400", &s)); /* 200 rows */
+    ck_assert_ok(pskv_table_open(s, "t", tcfg, &t));
+    for (uint32_t k = 0; k < MIX_OLD; k++) {
+        keys[k] = k;
+        values(k, vals + k * DIM);
+    }
+    ck_assert_ok(pskv_put(t, keys, MIX_OLD, vals));
+    pskv_close(s);
+    ck_assert_ok(pskv_open(dir, "memory_budget=6400", &s));
+    ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
+    test_rng r = {77};
+    uint64_t next_new = 1000000;
+    for (int round = 0; round < 15; round++) {
+        /* Rows the last rounds read are resident or spilled now, the others
+         * still cold; new keys go in front (round % 3 == 0), at the end, or
+         * spread out; some keys repeat, a few many times. */
+        /* Sizes around the first pass's pipeline depth (32) and round
+         * (1024 inputs), then any. */
+        static const uint32_t sizes[] = {1, 31, 33, 1023, 1024, 1025, 1056, 1057, 2100};
+        uint32_t n = round < 9 ? sizes[round] : 300 + rng_below(&r, MIX_BATCH - 300);
+        uint32_t fresh_n = round % 3 == 0 ? n / 2 : n / 8;
+        for (uint32_t i = 0; i < n; i++)
+            keys[i] = rng_below(&r, 8) == 0 ? 42 : rng_below(&r, MIX_OLD);
+        for (uint32_t i = 0; i < fresh_n; i++) {
+            uint32_t at = round % 3 == 0 ? i : round % 3 == 1 ? n - 1 - i : rng_below(&r, n);
+            keys[at] = rng_below(&r, 4) == 0 && next_new > 1000000 ? next_new - 1 : next_new++;
+        }
+        mix_check(t, fresh, keys, n, round % 4 == 3);
+    }
+    pskv_table_stats st;
+    ck_assert_ok(pskv_table_stats_get(t, &st));
+    ck_assert_uint_gt(st.spill_reads, 0);   /* some rows came back from the spill file */
+    ck_assert_uint_gt(st.cold_lookups, 0);  /* and some from LMDB */
+    ck_assert_uint_gt(st.rows_evicted, 0);
+    pskv_close(s);
+    pskv_close(mem);
+    char cmd[96];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tier");
@@ -322,6 +415,7 @@ int main(void)
     tcase_add_test(tc, spill_cap_reached);
     tcase_add_test(tc, prefetch_then_pull);
     tcase_add_test(tc, directory_store_args);
+    tcase_add_test(tc, pull_mixes_every_place);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
