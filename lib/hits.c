@@ -37,9 +37,14 @@
 /* Shards of one round: a bit per shard. */
 #define SHARD_WORDS (PSKV_SHARDS_MAX / 64u)
 
+/* The plan's arrays are copied in, not reached through the plan: GCC 12
+ * drops a prefetch whose address it loads through two pointers. */
 typedef struct pass {
     pskv_table *t;
-    pskv__plan *p;
+    pskv__shard *shards;
+    const uint32_t *shard_of;
+    const uint64_t *keys, *hash;
+    uint32_t *list;
     float *out;
     uint8_t *found;
     size_t row_bytes;
@@ -55,14 +60,14 @@ typedef struct pass {
 static void lock_round(pass *ps, uint32_t from, uint32_t to)
 {
     uint64_t used[SHARD_WORDS] = {0};
-    const uint32_t *shard_of = ps->p->shard_of;
+    const uint32_t *shard_of = ps->shard_of;
     for (uint32_t i = from; i < to; i++)
         used[shard_of[i] / 64] |= 1ull << (shard_of[i] % 64);
     ps->all_held = true;
     for (uint32_t w = 0; w < (ps->t->nshards + 63) / 64; w++)
         for (uint64_t bits = used[w]; bits != 0; bits &= bits - 1) {
             uint32_t b = (uint32_t)__builtin_ctzll(bits);
-            if (pskv__shard_trylock_shared(&ps->t->shards[w * 64 + b]))
+            if (pskv__shard_trylock_shared(&ps->shards[w * 64 + b]))
                 ps->held[w] |= 1ull << b;
             else
                 ps->all_held = false;
@@ -73,7 +78,7 @@ static void unlock_round(pass *ps)
 {
     for (uint32_t w = 0; w < (ps->t->nshards + 63) / 64; w++) {
         for (uint64_t bits = ps->held[w]; bits != 0; bits &= bits - 1)
-            pskv__shard_unlock(&ps->t->shards[w * 64 + (uint32_t)__builtin_ctzll(bits)]);
+            pskv__shard_unlock(&ps->shards[w * 64 + (uint32_t)__builtin_ctzll(bits)]);
         ps->held[w] = 0;
     }
 }
@@ -99,16 +104,15 @@ static const float *resolve(pskv__shard *sh, uint64_t key, uint64_t hash)
  * AHEAD after that copy_out. */
 static inline void fetch_index(pass *ps, uint32_t i)
 {
-    pskv__prefetch_index(&ps->t->shards[ps->p->shard_of[i]], ps->p->hash[i]);
+    pskv__prefetch_index(&ps->shards[ps->shard_of[i]], ps->hash[i]);
 }
 
 static inline void fetch_row(pass *ps, uint32_t i)
 {
-    const pskv__plan *p = ps->p;
-    const uint32_t s = p->shard_of[i];
+    const uint32_t s = ps->shard_of[i];
     const float *row = NULL;
     if (PSKV__LIKELY(ps->all_held) || (ps->held[s / 64] >> (s % 64) & 1)) {
-        row = resolve(&ps->t->shards[s], p->keys[i], p->hash[i]);
+        row = resolve(&ps->shards[s], ps->keys[i], ps->hash[i]);
         if (row != NULL)
             pskv__prefetch_row(row, (uint32_t)ps->row_bytes);
     }
@@ -119,7 +123,7 @@ static inline void copy_out(pass *ps, uint32_t i)
 {
     const float *row = ps->rows[i % (2 * AHEAD)];
     if (row == NULL) {
-        ps->p->list[ps->rest++] = i;
+        ps->list[ps->rest++] = i;
         return;
     }
     memcpy((char *)ps->out + i * ps->row_bytes, row, ps->row_bytes);
@@ -157,7 +161,8 @@ static void pipeline(pass *ps, uint32_t from, uint32_t to)
 uint32_t pskv__read_hits(pskv_table *t, pskv__plan *p, float *out, uint8_t *found)
 {
     const uint32_t n = p->n;
-    pass ps = {.t = t, .p = p, .out = out, .found = found,
+    pass ps = {.t = t, .shards = t->shards, .shard_of = p->shard_of, .keys = p->keys,
+               .hash = p->hash, .list = p->list, .out = out, .found = found,
                .row_bytes = (size_t)t->dim * sizeof(float)};
     for (uint32_t from = 0; from < n; from += ROUND) {
         const uint32_t to = n - from < ROUND ? n : from + ROUND;
