@@ -50,7 +50,7 @@ typedef struct pass {
     size_t row_bytes;
     uint32_t rest;
     bool all_held;                /* every shard of the round is locked */
-    uint64_t held[SHARD_WORDS];   /* the round's shards locked shared */
+    uint64_t held[SHARD_WORDS];   /* the round's shards locked shared: bits */
     const float *rows[2 * AHEAD]; /* resolved, not copied yet */
 } pass;
 
@@ -102,16 +102,25 @@ static const float *resolve(pskv__shard *sh, uint64_t key, uint64_t hash)
 
 /* The pipeline: inputs enter at fetch_index, AHEAD later reach fetch_row,
  * AHEAD after that copy_out. */
+/* A shard not held may be changing its index: not even its address is
+ * read then. */
+static inline bool held(const pass *ps, uint32_t s)
+{
+    return PSKV__LIKELY(ps->all_held) || (ps->held[s / 64] >> (s % 64) & 1);
+}
+
 static inline void fetch_index(pass *ps, uint32_t i)
 {
-    pskv__prefetch_index(&ps->shards[ps->shard_of[i]], ps->hash[i]);
+    const uint32_t s = ps->shard_of[i];
+    if (held(ps, s))
+        pskv__prefetch_index(&ps->shards[s], ps->hash[i]);
 }
 
 static inline void fetch_row(pass *ps, uint32_t i)
 {
     const uint32_t s = ps->shard_of[i];
     const float *row = NULL;
-    if (PSKV__LIKELY(ps->all_held) || (ps->held[s / 64] >> (s % 64) & 1)) {
+    if (held(ps, s)) {
         row = resolve(&ps->shards[s], ps->keys[i], ps->hash[i]);
         if (row != NULL)
             pskv__prefetch_row(row, (uint32_t)ps->row_bytes);

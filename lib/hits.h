@@ -15,6 +15,8 @@
  * being moved, of a shard busy with a writer) are listed in p->list, in
  * input order, for the full path; returns how many. Not for stores with an admission sketch, whose reads count in
  * the sketch under the exclusive lock (rows.c). */
+/* Batches up to this many keys (the pass counts inputs in 32 bits). */
+#define PSKV__HITS_MAX (1u << 31)
 PSKV__HIDDEN uint32_t pskv__read_hits(pskv_table *t, pskv__plan *p, float *out, uint8_t *found);
 
 #endif

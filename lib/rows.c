@@ -498,15 +498,16 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
          * an export's whole rows take the full path alone. */
         uint32_t rest = (uint32_t)n;
         const uint32_t *list = NULL;
-        if (!whole && !pskv__store_admits(t->store)) {
+        if (!whole && !pskv__store_admits(t->store) && n <= PSKV__HITS_MAX) {
             rest = pskv__read_hits(t, &p, out, found);
             list = p.list;
-            pskv__count_add(create ? &t->n_pulled : &t->n_got, n - rest);
         }
         if (rest > 0) {
             pskv__plan_group(&p, list, rest, t->nshards);
             rc = read_planned(t, &p, out, found, create, whole, &added);
         }
+        if (rc == 0 && rest < n)
+            pskv__count_add(create ? &t->n_pulled : &t->n_got, n - rest);
     }
     pskv__plan_free(&p);
     layout_unlock(t);

@@ -372,7 +372,7 @@ START_TEST(pull_mixes_every_place)
     ck_assert_ok(pskv_open(dir, "memory_budget=6400", &s));
     ck_assert_ok(pskv_table_open(s, "t", NULL, &t));
     test_rng r = {77};
-    uint64_t next_new = 1000000;
+    uint64_t next_new = 1000000, pulled = 0, got = 0;
     for (int round = 0; round < 15; round++) {
         /* Rows the last rounds read are resident or spilled now, the others
          * still cold; new keys go in front (round % 3 == 0), at the end, or
@@ -389,12 +389,15 @@ START_TEST(pull_mixes_every_place)
             keys[at] = rng_below(&r, 4) == 0 && next_new > 1000000 ? next_new - 1 : next_new++;
         }
         mix_check(t, fresh, keys, n, round % 4 == 3);
+        *(round % 4 == 3 ? &got : &pulled) += n;
     }
     pskv_table_stats st;
     ck_assert_ok(pskv_table_stats_get(t, &st));
     ck_assert_uint_gt(st.spill_reads, 0);   /* some rows came back from the spill file */
     ck_assert_uint_gt(st.cold_lookups, 0);  /* and some from LMDB */
     ck_assert_uint_gt(st.rows_evicted, 0);
+    ck_assert_uint_eq(st.pulled, pulled); /* each input counted once, served where it was */
+    ck_assert_uint_eq(st.got, got);
     pskv_close(s);
     pskv_close(mem);
     char cmd[96];
