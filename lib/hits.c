@@ -5,13 +5,14 @@
  * it takes each shard's lock once, and so writes its output in a scattered
  * order and pays a counting sort per batch. A read that finds its row in
  * DRAM changes nothing but the row's reference bit, so this pass walks the
- * batch in rounds of ROUND inputs: it try-locks the round's shards shared
- * (the pass never waits for a lock: a shard that a writer holds or waits
- * for is skipped), runs the round through a software pipeline (an input's
+ * batch in rounds of ROUND inputs, and a round a group of 32 shards at a
+ * time: it try-locks the group's shards shared (the pass never waits for a
+ * lock: a shard that a writer holds or waits for is skipped), runs the
+ * group's inputs, in input order, through a software pipeline (an input's
  * index entry is prefetched, AHEAD inputs later it is resolved and its row
  * prefetched, AHEAD inputs after that the row is copied out, so about
  * 2 * AHEAD misses are in flight) and releases the locks. A writer waits
- * for one round at most; concurrent pulls share the locks.
+ * for one group's inputs at most; concurrent pulls share the locks.
  *
  * Under a shared lock only this pass touches the shard: index entries and
  * rows are read, and the reference bit is set with an atomic or (two
@@ -37,6 +38,12 @@
 /* Shards of one round: a bit per shard. */
 #define SHARD_WORDS (PSKV_SHARDS_MAX / 64u)
 
+/* A round serves its inputs a group of shards at a time: shards s with the
+ * same s >> GROUP_SHIFT, whose locks are held together. With the layout
+ * lock, 33 locks at most (ThreadSanitizer follows at most 64 per thread). */
+#define GROUP_SHIFT 5u
+#define GROUPS_MAX (PSKV_SHARDS_MAX >> GROUP_SHIFT)
+
 /* The plan's arrays are copied in, not reached through the plan: GCC 12
  * drops a prefetch whose address it loads through two pointers. */
 typedef struct pass {
@@ -49,20 +56,22 @@ typedef struct pass {
     uint8_t *found;
     size_t row_bytes;
     uint32_t rest;
-    bool all_held;                /* every shard of the round is locked */
-    uint64_t held[SHARD_WORDS];   /* the round's shards locked shared: bits */
+    const uint32_t *pos;          /* the group's inputs, in input order */
+    bool all_held;                /* every shard of the group is locked */
+    uint64_t held[SHARD_WORDS];   /* the group's shards locked shared: bits */
     const float *rows[2 * AHEAD]; /* resolved, not copied yet */
 } pass;
 
-/* Lock the shards of inputs [from, to) shared, those that can be had now:
- * the pass never waits for a lock (a writer holds or wants the others, and
- * their inputs go to the full path, which waits). */
-static void lock_round(pass *ps, uint32_t from, uint32_t to)
+/* Lock the shards of the group's m inputs shared, those that can be had
+ * now: the pass never waits for a lock (a writer holds or wants the
+ * others, and their inputs go to the full path, which waits). */
+static void lock_group(pass *ps, uint32_t m)
 {
     uint64_t used[SHARD_WORDS] = {0};
-    const uint32_t *shard_of = ps->shard_of;
-    for (uint32_t i = from; i < to; i++)
-        used[shard_of[i] / 64] |= 1ull << (shard_of[i] % 64);
+    for (uint32_t k = 0; k < m; k++) {
+        uint32_t s = ps->shard_of[ps->pos[k]];
+        used[s / 64] |= 1ull << (s % 64);
+    }
     ps->all_held = true;
     for (uint32_t w = 0; w < (ps->t->nshards + 63) / 64; w++)
         for (uint64_t bits = used[w]; bits != 0; bits &= bits - 1) {
@@ -74,7 +83,7 @@ static void lock_round(pass *ps, uint32_t from, uint32_t to)
         }
 }
 
-static void unlock_round(pass *ps)
+static void unlock_group(pass *ps)
 {
     for (uint32_t w = 0; w < (ps->t->nshards + 63) / 64; w++) {
         for (uint64_t bits = ps->held[w]; bits != 0; bits &= bits - 1)
@@ -100,8 +109,6 @@ static const float *resolve(pskv__shard *sh, uint64_t key, uint64_t hash)
     return pskv__shard_row(sh, e->slot);
 }
 
-/* The pipeline: inputs enter at fetch_index, AHEAD later reach fetch_row,
- * AHEAD after that copy_out. */
 /* A shard not held may be changing its index: not even its address is
  * read then. */
 static inline bool held(const pass *ps, uint32_t s)
@@ -109,28 +116,37 @@ static inline bool held(const pass *ps, uint32_t s)
     return PSKV__LIKELY(ps->all_held) || (ps->held[s / 64] >> (s % 64) & 1);
 }
 
-static inline void fetch_index(pass *ps, uint32_t i)
+/* The pipeline over the group's inputs pos[0 .. m): input k enters at
+ * fetch_index, reaches fetch_row AHEAD steps later and copy_out AHEAD
+ * steps after that. */
+static inline void fetch_index(pass *ps, uint32_t k)
 {
-    const uint32_t s = ps->shard_of[i];
+    /* Locals: GCC 12 drops a prefetch whose address it loads through two
+     * pointers (ps->pos, then the plan's arrays). */
+    pskv__shard *shards = ps->shards;
+    const uint32_t *pos = ps->pos, *shard_of = ps->shard_of;
+    const uint64_t *hash = ps->hash;
+    const uint32_t i = pos[k], s = shard_of[i];
     if (held(ps, s))
-        pskv__prefetch_index(&ps->shards[s], ps->hash[i]);
+        pskv__prefetch_index(&shards[s], hash[i]);
 }
 
-static inline void fetch_row(pass *ps, uint32_t i)
+static inline void fetch_row(pass *ps, uint32_t k)
 {
-    const uint32_t s = ps->shard_of[i];
+    const uint32_t i = ps->pos[k], s = ps->shard_of[i];
     const float *row = NULL;
     if (held(ps, s)) {
         row = resolve(&ps->shards[s], ps->keys[i], ps->hash[i]);
         if (row != NULL)
             pskv__prefetch_row(row, (uint32_t)ps->row_bytes);
     }
-    ps->rows[i % (2 * AHEAD)] = row;
+    ps->rows[k % (2 * AHEAD)] = row;
 }
 
-static inline void copy_out(pass *ps, uint32_t i)
+static inline void copy_out(pass *ps, uint32_t k)
 {
-    const float *row = ps->rows[i % (2 * AHEAD)];
+    const uint32_t i = ps->pos[k];
+    const float *row = ps->rows[k % (2 * AHEAD)];
     if (row == NULL) {
         ps->list[ps->rest++] = i;
         return;
@@ -140,44 +156,83 @@ static inline void copy_out(pass *ps, uint32_t i)
         ps->found[i] = 1;
 }
 
-/* Step j of the pipeline over inputs [from, to), where a stage may be
- * empty. */
-static void edge_step(pass *ps, uint32_t from, uint32_t to, uint32_t j)
+/* Step j of the pipeline over m inputs, where a stage may be empty. */
+static void edge_step(pass *ps, uint32_t m, uint32_t j)
 {
-    if (j < to)
+    if (j < m)
         fetch_index(ps, j);
-    if (j >= from + AHEAD && j - AHEAD < to)
+    if (j >= AHEAD && j - AHEAD < m)
         fetch_row(ps, j - AHEAD);
-    if (j >= from + 2 * AHEAD && j - 2 * AHEAD < to)
+    if (j >= 2 * AHEAD && j - 2 * AHEAD < m)
         copy_out(ps, j - 2 * AHEAD);
 }
 
-/* Inputs [from, to) through the whole pipeline. */
-static void pipeline(pass *ps, uint32_t from, uint32_t to)
+static void pipeline(pass *ps, uint32_t m)
 {
-    uint32_t j = from;
-    for (; j < to + 2 * AHEAD && j < from + 2 * AHEAD; j++)
-        edge_step(ps, from, to, j);
-    for (; j < to; j++) { /* every stage full */
-        fetch_index(ps, j);
+    uint32_t j = 0;
+    for (; j < m + 2 * AHEAD && j < 2 * AHEAD; j++)
+        edge_step(ps, m, j);
+    /* Locals: GCC 12 drops a prefetch whose address it loads through two
+     * pointers (ps->pos, then the plan's arrays). */
+    pskv__shard *shards = ps->shards;
+    const uint32_t *pos = ps->pos, *shard_of = ps->shard_of;
+    const uint64_t *hash = ps->hash;
+    for (; j < m; j++) { /* every stage full */
+        const uint32_t i = pos[j], s = shard_of[i];
+        if (held(ps, s))
+            pskv__prefetch_index(&shards[s], hash[i]);
         fetch_row(ps, j - AHEAD);
         copy_out(ps, j - 2 * AHEAD);
     }
-    for (; j < to + 2 * AHEAD; j++)
-        edge_step(ps, from, to, j);
+    for (; j < m + 2 * AHEAD; j++)
+        edge_step(ps, m, j);
+}
+
+/* Inputs [from, to) in groups: pos lists them group by group, each group
+ * in input order; start[g] .. start[g + 1] is group g's part. */
+static uint32_t group_round(const pass *ps, uint32_t from, uint32_t to, uint32_t ngroups,
+                            uint32_t *pos, uint32_t *start)
+{
+    if (ngroups == 1) {
+        for (uint32_t i = from; i < to; i++)
+            pos[i - from] = i;
+        start[0] = 0;
+        start[1] = to - from;
+        return 1;
+    }
+    memset(start, 0, ((size_t)ngroups + 1) * sizeof *start);
+    for (uint32_t i = from; i < to; i++)
+        start[(ps->shard_of[i] >> GROUP_SHIFT) + 1]++;
+    for (uint32_t g = 0; g < ngroups; g++)
+        start[g + 1] += start[g];
+    for (uint32_t i = from; i < to; i++)
+        pos[start[ps->shard_of[i] >> GROUP_SHIFT]++] = i;
+    for (uint32_t g = ngroups; g > 0; g--) /* start[g] held group g's end */
+        start[g] = start[g - 1];
+    start[0] = 0;
+    return ngroups;
 }
 
 uint32_t pskv__read_hits(pskv_table *t, pskv__plan *p, float *out, uint8_t *found)
 {
     const uint32_t n = p->n;
+    const uint32_t ngroups = ((t->nshards - 1) >> GROUP_SHIFT) + 1;
+    uint32_t pos[ROUND], start[GROUPS_MAX + 1];
     pass ps = {.t = t, .shards = t->shards, .shard_of = p->shard_of, .keys = p->keys,
                .hash = p->hash, .list = p->list, .out = out, .found = found,
                .row_bytes = (size_t)t->dim * sizeof(float)};
     for (uint32_t from = 0; from < n; from += ROUND) {
         const uint32_t to = n - from < ROUND ? n : from + ROUND;
-        lock_round(&ps, from, to);
-        pipeline(&ps, from, to);
-        unlock_round(&ps);
+        const uint32_t groups = group_round(&ps, from, to, ngroups, pos, start);
+        for (uint32_t g = 0; g < groups; g++) {
+            const uint32_t m = start[g + 1] - start[g];
+            if (m == 0)
+                continue;
+            ps.pos = pos + start[g];
+            lock_group(&ps, m);
+            pipeline(&ps, m);
+            unlock_group(&ps);
+        }
         if (from == 0 && to < n && ps.rest > ROUND - ROUND / 8) {
             for (uint32_t k = to; k < n; k++)
                 p->list[ps.rest++] = k;

@@ -432,7 +432,7 @@ static void torn_run(const char *dir, const char *store_opts)
 {
     pskv_store *s;
     ck_assert_ok(pskv_open(dir, store_opts, &s));
-    ck_assert_ok(pskv_table_open(s, "t", "dim=64 optimizer=sgd lr=1 init=zeros shards=4",
+    ck_assert_ok(pskv_table_open(s, "t", "dim=64 optimizer=sgd lr=1 init=zeros shards=48",
                                  &table));
     atomic_store(&torn_rows, 0);
     atomic_store(&torn_errors, 0);

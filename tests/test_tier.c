@@ -354,7 +354,7 @@ static void mix_check(pskv_table *t, pskv_table *fresh, const uint64_t *keys, ui
 START_TEST(pull_mixes_every_place)
 {
     test_mkdtemp(dir, "tier");
-    const char *tcfg = "dim=8 optimizer=sgd shards=8 init=uniform:-1:1 seed=5";
+    const char *tcfg = "dim=8 optimizer=sgd shards=40 init=uniform:-1:1 seed=5"; /* 2 groups (hits.c) */
     pskv_store *s, *mem;
     pskv_table *t, *fresh;
     ck_assert_ok(pskv_open(NULL, NULL, &mem));
