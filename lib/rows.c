@@ -16,7 +16,6 @@
 #include "cold.h"
 #include "dirty.h"
 #include "errors.h"
-#include "hits.h"
 #include "init.h"
 #include "plan.h"
 #include "prefetch.h"
@@ -116,18 +115,18 @@ static int visit_shards(pskv_table *t, const pskv__plan *p, shard_visit_fn fn, v
         if (p->start[s] == p->start[s + 1])
             continue;
         pskv__shard *sh = &t->shards[s];
-        if (!pskv__shard_trylock(sh)) {
+        if (pthread_mutex_trylock(&sh->lock) != 0) {
             p->busy[busy++] = s;
             continue;
         }
         rc = fn(t, p, s, ctx);
-        pskv__shard_unlock(sh);
+        pthread_mutex_unlock(&sh->lock);
     }
     for (uint32_t k = 0; k < busy && rc == 0; k++) {
         pskv__shard *sh = &t->shards[p->busy[k]];
-        pskv__shard_lock(sh);
+        pthread_mutex_lock(&sh->lock);
         rc = fn(t, p, p->busy[k], ctx);
-        pskv__shard_unlock(sh);
+        pthread_mutex_unlock(&sh->lock);
     }
     return rc;
 }
@@ -491,24 +490,9 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     uint64_t added = 0;
     layout_read_lock(t);
     pskv__plan p;
-    rc = pskv__plan_route(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    if (rc == 0) {
-        /* Resident rows first, in input order (hits.c); the rest, if any,
-         * grouped by shard. Reads that count in an admission sketch and
-         * an export's whole rows take the full path alone. */
-        uint32_t rest = (uint32_t)n;
-        const uint32_t *list = NULL;
-        if (!whole && !pskv__store_admits(t->store) && n <= PSKV__HITS_MAX) {
-            rest = pskv__read_hits(t, &p, out, found);
-            list = p.list;
-        }
-        if (rest > 0) {
-            pskv__plan_group(&p, list, rest, t->nshards);
-            rc = read_planned(t, &p, out, found, create, whole, &added);
-        }
-        if (rc == 0 && rest < n)
-            pskv__count_add(create ? &t->n_pulled : &t->n_got, n - rest);
-    }
+    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    if (rc == 0)
+        rc = read_planned(t, &p, out, found, create, whole, &added);
     pskv__plan_free(&p);
     layout_unlock(t);
     rows_added(t, added);

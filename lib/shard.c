@@ -51,24 +51,17 @@ int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes
                      bool admit)
 {
     memset(sh, 0, sizeof *sh);
-    /* Writers first: a stream of pulls must not starve a pusher. */
-    pthread_rwlockattr_t attr;
-    if (pthread_rwlockattr_init(&attr) != 0)
-        return PSKV_ENOMEM;
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    int lrc = pthread_rwlock_init(&sh->lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    if (lrc != 0)
+    if (pthread_mutex_init(&sh->lock, NULL) != 0)
         return PSKV_ENOMEM;
     sh->index = index_alloc(INDEX_MIN);
     if (sh->index == NULL) {
-        pthread_rwlock_destroy(&sh->lock);
+        pthread_mutex_destroy(&sh->lock);
         return PSKV_ENOMEM;
     }
     sh->index_mask = INDEX_MIN - 1;
     if (admit && pskv__admit_start(&sh->admit, INDEX_MIN) != 0) {
         free(sh->index);
-        pthread_rwlock_destroy(&sh->lock);
+        pthread_mutex_destroy(&sh->lock);
         return PSKV_ENOMEM;
     }
     sh->stored_bytes = stored_bytes;
@@ -94,7 +87,7 @@ void pskv__shard_free(pskv__shard *sh)
     pskv__keymap_free(&sh->spilled);
     pskv__changes_free(&sh->log);
     free(sh->readback.keys);
-    pthread_rwlock_destroy(&sh->lock);
+    pthread_mutex_destroy(&sh->lock);
 }
 
 static size_t slab_bytes(const pskv__shard *sh, uint32_t k)
@@ -201,6 +194,20 @@ int pskv__shard_reserve(pskv__shard *sh, uint32_t k)
 }
 
 void pskv__shard_unreserve(pskv__shard *sh, uint32_t k) { sh->reserved -= k; }
+
+pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    uint32_t mask = sh->index_mask;
+    uint32_t i = pskv__index_pos(hash, mask);
+    for (;;) {
+        pskv__entry *e = &sh->index[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            return NULL;
+        if (e->key == key)
+            return e;
+        i = (i + 1) & mask;
+    }
+}
 
 static uint32_t slot_take(pskv__shard *sh)
 {

@@ -376,8 +376,7 @@ END_TEST
 /* Whole rows only: writers put and push rows whose values are all equal
  * (sgd, uniform gradients), readers pull and get batches of the same keys
  * from several threads at once and check that every row they see is
- * uniform. Pull and get serve resident rows under shared shard locks
- * (hits.c); a row copied while a writer changed it would show two values.
+ * uniform: a row copied while a writer changed it would show two values.
  * With a budget, rows also move to the spill file and back meanwhile. */
 #define TORN_KEYS 512
 #define TORN_DIM 64

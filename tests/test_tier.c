@@ -313,9 +313,9 @@ END_TEST
 /* One pull (and one get) of a batch that mixes every place a row can be:
  * resident, spilled, only in LMDB (cold), new, with keys repeated and
  * every shard present, in orders that put mostly new or mostly resident
- * keys first (pull serves resident rows in a first pass and leaves the
- * rest to the full path, or gives up on the first pass after 1024 mostly
- * absent keys: hits.c). Every row must be its put value, or for a new key
+ * keys first, in batch sizes around 32 and 1024 (the depth and round of
+ * a first pass over resident rows that was tried: docs/PERFORMANCE.md).
+ * Every row must be its put value, or for a new key
  * the initial value a fresh memory-only table gives it. */
 #define MIX_OLD 600 /* put, checkpointed, reopened: cold, then some loaded */
 #define MIX_BATCH 2500
@@ -354,7 +354,7 @@ static void mix_check(pskv_table *t, pskv_table *fresh, const uint64_t *keys, ui
 START_TEST(pull_mixes_every_place)
 {
     test_mkdtemp(dir, "tier");
-    const char *tcfg = "dim=8 optimizer=sgd shards=40 init=uniform:-1:1 seed=5"; /* 2 groups (hits.c) */
+    const char *tcfg = "dim=8 optimizer=sgd shards=40 init=uniform:-1:1 seed=5";
     pskv_store *s, *mem;
     pskv_table *t, *fresh;
     ck_assert_ok(pskv_open(NULL, NULL, &mem));
@@ -377,8 +377,7 @@ START_TEST(pull_mixes_every_place)
         /* Rows the last rounds read are resident or spilled now, the others
          * still cold; new keys go in front (round % 3 == 0), at the end, or
          * spread out; some keys repeat, a few many times. */
-        /* Sizes around the first pass's pipeline depth (32) and round
-         * (1024 inputs), then any. */
+        /* Sizes around 32 and 1024, then any. */
         static const uint32_t sizes[] = {1, 31, 33, 1023, 1024, 1025, 1056, 1057, 2100};
         uint32_t n = round < 9 ? sizes[round] : 300 + rng_below(&r, MIX_BATCH - 300);
         uint32_t fresh_n = round % 3 == 0 ? n / 2 : n / 8;
