@@ -367,9 +367,7 @@ START_TEST(durable_under_concurrency)
     ck_assert_ok(pskv_table_open(s, "t", NULL, &table));
     check_sums(w);
     pskv_close(s);
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    test_remove_dir(dir);
 }
 END_TEST
 
@@ -457,9 +455,7 @@ START_TEST(readers_never_see_a_torn_row)
     char dir[64];
     test_mkdtemp(dir, "stress");
     torn_run(dir, "durability=none memory_budget=65536"); /* about 250 of 512 rows */
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    test_remove_dir(dir);
 }
 END_TEST
 

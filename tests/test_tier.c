@@ -399,9 +399,7 @@ START_TEST(pull_mixes_every_place)
     ck_assert_uint_eq(st.got, got);
     pskv_close(s);
     pskv_close(mem);
-    char cmd[96];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    ck_assert_int_eq(system(cmd), 0);
+    test_remove_dir(dir);
 }
 END_TEST
 
