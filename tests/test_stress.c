@@ -22,6 +22,12 @@
 static unsigned rounds = 25;
 static pskv_table *table;
 static atomic_int stop_background;
+/* Worker iterations done, and how many the resharder lets pass between two
+ * reshards: it paces itself by the workers' progress as well as by the
+ * clock, so a slower build (ThreadSanitizer runs the workers 100x slower,
+ * the sleeps not) reshards as often per worker operation, not 30x more. */
+static atomic_uint worker_progress;
+static unsigned reshard_every;
 
 typedef struct worker {
     pthread_t thread;
@@ -60,6 +66,7 @@ static void *worker_main(void *arg)
     float vals[BATCH * DIM], out[BATCH * DIM];
     uint8_t found[BATCH];
     for (unsigned it = 0; it < rounds * 400 && !w->error; it++) {
+        atomic_fetch_add(&worker_progress, 1);
         uint32_t n = 1 + rng_below(&r, BATCH);
         switch (rng_below(&r, 4)) {
         case 0:
@@ -109,12 +116,17 @@ static void *resharder_main(void *arg)
 {
     (void)arg;
     test_rng r = {99};
+    unsigned last = 0;
     while (!atomic_load(&stop_background)) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+        unsigned now = atomic_load(&worker_progress);
+        if (now - last < reshard_every)
+            continue;
+        last = now;
         int rc = pskv_table_reshard(table, 1 + rng_below(&r, 40));
         if (rc != 0)
             return (void *)(intptr_t)rc;
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
     }
     return NULL;
 }
@@ -182,11 +194,14 @@ static void check_sums(const worker *w)
 }
 
 /* Run the workers (with a resharder, an iterator and, for durable stores,
- * a checkpointer beside them), then check the shared keys. */
-static void run_and_check_sums(worker *w, void *(*work)(void *))
+ * a checkpointer beside them), then check the shared keys. The resharder
+ * waits for `every` worker iterations between reshards (besides 2 ms). */
+static void run_and_check_sums(worker *w, void *(*work)(void *), unsigned every)
 {
+    reshard_every = every;
     memset(w, 0, THREADS * sizeof *w);
     atomic_store(&stop_background, 0);
+    atomic_store(&worker_progress, 0);
     pthread_t resharder, iterator, checkpointer;
     ck_assert_int_eq(pthread_create(&resharder, NULL, resharder_main, NULL), 0);
     ck_assert_int_eq(pthread_create(&iterator, NULL, iterator_main, NULL), 0);
@@ -217,7 +232,7 @@ START_TEST(concurrent_ops_sum_up)
     pskv_store *s;
     table = open_table(&s, "dim=4 optimizer=sgd lr=1 init=zeros shards=8");
     static worker w[THREADS];
-    run_and_check_sums(w, worker_main);
+    run_and_check_sums(w, worker_main, 200);
     /* Private keys: exactly what their owner left. */
     for (unsigned i = 0; i < THREADS; i++)
         for (uint32_t p = 0; p < PRIVATE_KEYS; p++) {
@@ -312,6 +327,7 @@ static void *spill_worker(void *arg)
     uint64_t keys[BATCH];
     float out[BATCH * DIM];
     for (unsigned it = 0; it < rounds * 20 && !w->error; it++) {
+        atomic_fetch_add(&worker_progress, 1);
         uint32_t n = 1 + rng_below(&r, BATCH);
         if (rng_below(&r, 2)) {
             w->error = push_shared(w, &r, n, SHARED_KEYS);
@@ -334,7 +350,7 @@ START_TEST(spill_under_concurrency)
     ck_assert_ok(pskv_open(dir, "durability=none memory_budget=1600", &s));
     ck_assert_ok(pskv_table_open(s, "t", "dim=4 optimizer=sgd lr=1 init=zeros shards=8", &table));
     static worker w[THREADS];
-    run_and_check_sums(w, spill_worker);
+    run_and_check_sums(w, spill_worker, 4);
     pskv_table_stats st;
     ck_assert_ok(pskv_table_stats_get(table, &st));
     ck_assert_uint_gt(st.spill_reads, 0);
@@ -359,7 +375,7 @@ START_TEST(durable_under_concurrency)
     static worker w[THREADS];
     checkpoint_store = s;
     atomic_store(&checkpoints_done, 0);
-    run_and_check_sums(w, spill_worker);
+    run_and_check_sums(w, spill_worker, 4);
     checkpoint_store = NULL;
     ck_assert_uint_gt(atomic_load(&checkpoints_done), 0);
     pskv_close(s); /* the final checkpoint */
