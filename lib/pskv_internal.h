@@ -251,7 +251,7 @@ struct pskv_table {
     bool pending_unknown;
     atomic_uint_fast64_t n_stepped;
     /* staleness=S (>= 0; -1: none): each row's newest step applied, a u64
-     * at step_at (pskv_push_at, rows.c) */
+     * at step_at (pskv_push_at, pipeline.c) */
     int32_t staleness;
     uint32_t step_at;
     atomic_uint_fast64_t n_stale_dropped;

@@ -2,13 +2,13 @@
  * lists it reads.
  *
  * A push on a sync table adds each gradient to the row's accumulator
- * (rows.c); the row's key goes on its shard's pending list when its
+ * (pipeline.c); the row's key goes on its shard's pending list when its
  * accumulator was empty. pskv_step takes a copy of every pending list,
- * applies those rows' accumulators with the optimizer (rows.c, ROW_STEP:
- * a row with nothing accumulated is left alone, so a key listed twice or
- * stepped already costs a lookup), and only then drops the keys it
- * copied from the front of each list: a failure part-way leaves them
- * listed for the next step. Keys pushed meanwhile were appended behind
+ * applies those rows' accumulators with the optimizer (PSKV__ROW_STEP of
+ * pipeline.c: a row with nothing accumulated is left alone, so a key
+ * listed twice or stepped already costs a lookup), and only then drops
+ * the keys it copied from the front of each list: a failure part-way
+ * leaves them listed for the next step. Keys pushed meanwhile were appended behind
  * the copied ones and stay.
  *
  * The accumulators are bytes of their rows: they spill, count in the
