@@ -495,7 +495,11 @@ PSKV_API int pskv_store_stats_get(const pskv_store *s, pskv_store_stats *out);
  * spill tier also PSKV_EIO / PSKV_ECORRUPT (a spilled row could not be read:
  * it stays spilled and unchanged) and PSKV_ENOSPC (over budget and the spill
  * tier is full: nothing changed).
- * Any thread, concurrently with every other row call on the table. */
+ * Any thread, concurrently with every other row call on the table. Each
+ * row is copied whole, from one point in time, but a call is not a
+ * snapshot of the table: a row that another thread writes meanwhile may
+ * be seen before or after that write, and a key given twice may show
+ * both (the same holds for pskv_get). */
 PSKV_API int pskv_pull(pskv_table *t, const uint64_t *keys, size_t n, float *out);
 
 /* Apply gradients grads[i*dim .. +dim) to the row of keys[i] with the

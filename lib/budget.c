@@ -72,9 +72,9 @@ int pskv__budget_evict(pskv_store *s, bool (*yield)(pskv_store *s))
         } else {
             /* Memory-only cache: cold rows are dropped. */
             pskv__shard *sh = &t->shards[shard];
-            pthread_mutex_lock(&sh->lock);
+            pskv__shard_lock(sh);
             n = pskv__clock_sweep(t, sh, EVICT_PER_VISIT);
-            pthread_mutex_unlock(&sh->lock);
+            pskv__shard_unlock(sh);
         }
         pskv__budget_account(s, -(int64_t)n * t->budget_bytes);
         if (shard + visited >= t->nshards) {

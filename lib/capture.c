@@ -142,7 +142,7 @@ static int capture_batch(pskv_table *t, pskv__batch *c, const uint64_t *keys, ui
             if (c->start[s] == c->start[s + 1])
                 continue;
             pskv__shard *sh = &t->shards[s];
-            pthread_mutex_lock(&sh->lock);
+            pskv__shard_lock(sh);
             for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++) {
                 if (j + 8 < c->start[s + 1]) /* the index entry a few keys ahead */
                     __builtin_prefetch(&sh->index[pskv__index_pos(c->hash[c->at[j + 8]],
@@ -152,7 +152,7 @@ static int capture_batch(pskv_table *t, pskv__batch *c, const uint64_t *keys, ui
                     waiting += c->waiting[c->at[j]];
                 }
             }
-            pthread_mutex_unlock(&sh->lock);
+            pskv__shard_unlock(sh);
         }
         rc = read_spilled(t, c);
         if (rc != 0 || waiting == 0)

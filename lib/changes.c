@@ -210,9 +210,9 @@ pskv__cursor pskv__changes_cursor(pskv_table *t, uint64_t since, uint64_t *versi
     *floor = atomic_load(&t->changes_floor);
     for (uint32_t s = 0; s < t->nshards && since > 0; s++) {
         pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         *floor = sh->log.floor > *floor ? sh->log.floor : *floor;
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     if (since > 0 && since < *floor)
         return PSKV__CURSOR_DROPPED;

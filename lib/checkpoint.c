@@ -155,9 +155,9 @@ static int begin(pskv__ckpt_table *ct, uint32_t nt, pskv_ckpt *job)
             /* Room for the pre-images writers may save: the map must not
              * rehash under a writer meanwhile. */
             pskv__shard *sh = &t->shards[sd];
-            pthread_mutex_lock(&sh->lock);
+            pskv__shard_lock(sh);
             pskv__dirty_presize(sh, l->count);
-            pthread_mutex_unlock(&sh->lock);
+            pskv__shard_unlock(sh);
             pskv__keylist_free(l);
         }
         pskv__keys_sort(ct[i].keys, tmp[i], ct[i].n);
@@ -433,23 +433,23 @@ static void finish(pskv_table *t, pskv__batch *c, pskv__ckpt_table *ct, bool ok)
             if (c->start[s] == c->start[s + 1])
                 continue;
             pskv__shard *sh = &t->shards[s];
-            pthread_mutex_lock(&sh->lock);
+            pskv__shard_lock(sh);
             for (uint32_t j = c->start[s]; j < c->start[s + 1]; j++)
                 pskv__dirty_settle(t, sh, c->keys[c->at[j]], c->hash[c->at[j]], parity, ok);
-            pthread_mutex_unlock(&sh->lock);
+            pskv__shard_unlock(sh);
         }
     }
     /* No row is pending any more: drop the pre-images. */
     for (uint32_t s = 0; s < t->nshards; s++) {
         pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         uint32_t nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, PSKV__BATCH_KEYS_MAX);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
         while (nslots > 0) { /* pre-images that were spilled records */
             pskv__spill_free(t->spill, c->spill_slot, nslots);
-            pthread_mutex_lock(&sh->lock);
+            pskv__shard_lock(sh);
             nslots = pskv__dirty_drop_pre_images(sh, c->spill_slot, PSKV__BATCH_KEYS_MAX);
-            pthread_mutex_unlock(&sh->lock);
+            pskv__shard_unlock(sh);
         }
     }
     atomic_store(&t->ckpt_active, false);

@@ -273,7 +273,7 @@ static int read_resident(pskv_export *e, uint32_t s, const uint64_t *keys, uint3
         for (uint32_t i = 0; i < n; i++)
             hash[i] = pskv__key_hash(keys[i], sh->hash_seed);
         const float *ahead[AHEAD];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         for (uint32_t j = 0; j < n && j < AHEAD; j++)
             pskv__prefetch_index(sh, hash[j]);
         for (uint32_t j = 0; j < n + AHEAD; j++) {
@@ -296,7 +296,7 @@ static int read_resident(pskv_export *e, uint32_t s, const uint64_t *keys, uint3
                 slow[(*nslow)++] = keys[j];
             }
         }
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     pthread_rwlock_unlock(&t->layout_lock);
     return rc;
@@ -318,9 +318,9 @@ static int load_delta(pskv_export *e)
     } else {
         pskv__shard *sh = &t->shards[s];
         e->next_shard++;
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         rc = pskv__changes_collect(&sh->log, e->since, &keys, &n);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
         if (rc == PSKV_ESTALE)
             rc = pskv__fail(PSKV_ESTALE, "table '%s' dropped changes after since=%llu during "
                                          "the export: export from 0",

@@ -159,12 +159,12 @@ static void iter_list_shard(pskv_iter *it, const pskv__shard *sh, uint32_t s)
 static int iter_next_listing(pskv_iter *it, pskv__shard *sh, uint32_t s)
 {
     for (;;) {
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         uint32_t want = sh->rows + sh->spilled.count;
         bool fits = want <= it->lcap;
         if (fits)
             iter_list_shard(it, sh, s);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
         if (fits)
             return 0;
         pskv__keyed *grown = pskv__array_grow(it->listed, &it->lcap, want, sizeof *grown,
@@ -194,7 +194,7 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
     for (uint32_t j = it->lpos; j < end && sorted; j++)
         it->sorted[j - it->lpos] = (pskv__keyed){it->listed[j].key, j - it->lpos};
     sorted = sorted && pskv__keyed_sort(it->sorted, it->piece) == 0;
-    pthread_mutex_lock(&sh->lock);
+    pskv__shard_lock(sh);
     for (uint32_t j = it->lpos; j < end; j++) {
         const uint64_t key = it->listed[j].key, hint = it->listed[j].at;
         const pskv__entry *e = hint <= sh->index_mask ? &sh->index[hint] : NULL;
@@ -228,7 +228,7 @@ static int iter_copy_piece(pskv_iter *it, pskv__shard *sh)
     for (uint32_t k = 0; k < w && !it->used; k++)
         if (it->at[k] != NULL)
             memcpy(iter_row(it, k), it->at[k], t->stored_bytes);
-    pthread_mutex_unlock(&sh->lock);
+    pskv__shard_unlock(sh);
     /* The piece's spilled rows, claimed above: read, then released. */
     int rc = pskv__tier_read_claimed(it->t, nspilled, it->keys, it->spill_at, it->spill_slot,
                                      NULL, (uint8_t *)it->rows, t->stored_bytes);
@@ -339,7 +339,7 @@ static int iter_load_cold(pskv_iter *it)
             const uint32_t s = (uint32_t)by_shard[j].key;
             pskv__shard *sh = &t->shards[s];
             pskv__cold cold = {NULL};
-            pthread_mutex_lock(&sh->lock);
+            pskv__shard_lock(sh);
             rc = iter_index_late(it, s, sh);
             for (; j < n && by_shard[j].key == s && rc == 0; j++) {
                 const uint32_t i = by_shard[j].at;
@@ -362,7 +362,7 @@ static int iter_load_cold(pskv_iter *it)
                 }
             }
             pskv__cold_end(t, &cold);
-            pthread_mutex_unlock(&sh->lock);
+            pskv__shard_unlock(sh);
         }
         if (rc == 0 && count + nlate > 0) {
             /* The late keys go last; iter_read_late reads their rows. */

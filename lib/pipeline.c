@@ -71,18 +71,18 @@ int pskv__visit_shards(pskv_table *t, const pskv__plan *p, pskv__shard_visit_fn 
         if (p->start[s] == p->start[s + 1])
             continue;
         pskv__shard *sh = &t->shards[s];
-        if (pthread_mutex_trylock(&sh->lock) != 0) {
+        if (!pskv__shard_trylock(sh)) {
             p->busy[busy++] = s;
             continue;
         }
         rc = fn(t, p, s, ctx);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     for (uint32_t k = 0; k < busy && rc == 0; k++) {
         pskv__shard *sh = &t->shards[p->busy[k]];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         rc = fn(t, p, p->busy[k], ctx);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     return rc;
 }

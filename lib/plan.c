@@ -58,7 +58,7 @@ static void dedup_positions(pskv__plan *p, const uint64_t *keys, size_t n, enum 
     p->m = m;
 }
 
-int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, const uint64_t *keys,
+int pskv__plan_route(pskv__plan *p, const pskv_ring *ring, uint32_t shards, const uint64_t *keys,
                      size_t n, enum pskv__dedup dedup)
 {
     memset(p, 0, sizeof *p);
@@ -67,69 +67,85 @@ int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, cons
     uint32_t tcap = 16;
     while (dedup != PSKV__DEDUP_NONE && tcap < 2 * n)
         tcap *= 2;
+    /* The list of positions to group: the dedup table once it is done
+     * with, else an array of its own. */
+    size_t list_bytes = dedup ? (size_t)tcap * sizeof(uint32_t) : n * sizeof(uint32_t);
     size_t off_hash = 0;
     size_t off_order = align8(off_hash + n * sizeof(uint64_t));
     size_t off_start = align8(off_order + n * sizeof(uint32_t));
     size_t off_busy = align8(off_start + ((size_t)shards + 1) * sizeof(uint32_t));
     size_t off_shard = align8(off_busy + (size_t)shards * sizeof(uint32_t));
     size_t off_kept = align8(off_shard + n * sizeof(uint32_t));
-    size_t off_tab = align8(off_kept + (dedup ? n * sizeof(uint32_t) : 0));
-    size_t total = off_tab + (dedup ? (size_t)tcap * sizeof(uint32_t) : 0);
+    size_t off_list = align8(off_kept + (dedup ? n * sizeof(uint32_t) : 0));
+    size_t total = off_list + list_bytes;
     uint8_t *mem = malloc(total ? total : 1);
     if (mem == NULL)
         return PSKV_ENOMEM;
     p->mem = mem;
     p->keys = keys;
+    p->n = (uint32_t)n;
     p->hash = (uint64_t *)(void *)(mem + off_hash);
     p->order = (uint32_t *)(void *)(mem + off_order);
     p->start = (uint32_t *)(void *)(mem + off_start);
     p->busy = (uint32_t *)(void *)(mem + off_busy);
-    uint32_t *shard_of = (uint32_t *)(void *)(mem + off_shard);
+    p->shard_of = (uint32_t *)(void *)(mem + off_shard);
+    p->list = (uint32_t *)(void *)(mem + off_list);
 
     pskv__key_hashes(keys, n, pskv__ring_seed(ring), p->hash);
     if (shards == 1)
-        memset(shard_of, 0, n * sizeof *shard_of);
+        memset(p->shard_of, 0, n * sizeof *p->shard_of);
     else
-        pskv__ring_route_hashes(ring, p->hash, n, shard_of); /* by input position */
+        pskv__ring_route_hashes(ring, p->hash, n, p->shard_of); /* by input position */
 
-    /* The listed positions: all inputs, or one per distinct key. */
-    uint32_t *list;
     if (dedup != PSKV__DEDUP_NONE) {
         p->kept_of = (uint32_t *)(void *)(mem + off_kept);
-        uint32_t *tab = (uint32_t *)(void *)(mem + off_tab);
-        memset(tab, 0, (size_t)tcap * sizeof *tab);
-        dedup_positions(p, keys, n, dedup, tab, tcap - 1);
-        /* The table is no longer needed: reuse it for the listed positions. */
-        list = tab;
-        memcpy(list, p->order, p->m * sizeof *list);
-    } else {
-        p->m = (uint32_t)n;
-        list = NULL;
+        memset(p->list, 0, (size_t)tcap * sizeof *p->list);
+        dedup_positions(p, keys, n, dedup, p->list, tcap - 1);
+        /* The table is no longer needed: it becomes the list. */
+        memcpy(p->list, p->order, p->m * sizeof *p->list);
     }
+    return 0;
+}
 
+void pskv__plan_group(pskv__plan *p, const uint32_t *list, uint32_t m, uint32_t shards)
+{
+    const uint32_t *shard_of = p->shard_of;
+    p->m = m;
     uint32_t *count = p->start; /* counts first, then turned into starts */
     memset(count, 0, ((size_t)shards + 1) * sizeof *count);
     if (list == NULL) {
-        for (uint32_t i = 0; i < p->m; i++)
+        for (uint32_t i = 0; i < m; i++)
             count[shard_of[i] + 1]++;
     } else {
-        for (uint32_t k = 0; k < p->m; k++)
+        for (uint32_t k = 0; k < m; k++)
             count[shard_of[list[k]] + 1]++;
     }
     for (uint32_t s = 0; s < shards; s++)
         count[s + 1] += count[s];
     /* Scatter using a running cursor per shard kept in start[s] shifted by one. */
     if (list == NULL) {
-        for (uint32_t i = 0; i < p->m; i++)
+        for (uint32_t i = 0; i < m; i++)
             p->order[p->start[shard_of[i]]++] = i;
     } else {
-        for (uint32_t k = 0; k < p->m; k++)
+        for (uint32_t k = 0; k < m; k++)
             p->order[p->start[shard_of[list[k]]]++] = list[k];
     }
     /* start[s] now holds the end of shard s: shift back to starts. */
     for (uint32_t s = shards; s > 0; s--)
         p->start[s] = p->start[s - 1];
     p->start[0] = 0;
+}
+
+int pskv__plan_build(pskv__plan *p, const pskv_ring *ring, uint32_t shards, const uint64_t *keys,
+                     size_t n, enum pskv__dedup dedup)
+{
+    int rc = pskv__plan_route(p, ring, shards, keys, n, dedup);
+    if (rc != 0)
+        return rc;
+    if (dedup != PSKV__DEDUP_NONE)
+        pskv__plan_group(p, p->list, p->m, shards);
+    else
+        pskv__plan_group(p, NULL, (uint32_t)n, shards);
     return 0;
 }
 

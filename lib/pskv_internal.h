@@ -20,6 +20,7 @@
 #include "admit.h"
 #include "common.h"
 #include "env.h"
+#include "gate.h"
 #include "handles.h"
 #include "hash.h"
 #include "io.h"
@@ -111,7 +112,12 @@ typedef struct pskv__ckpt_state {
 #define PSKV__SLABS_MAX 33u
 
 typedef struct pskv__shard {
+    /* Exclusive (pskv__shard_lock: the mutex, then the gate closed) for
+     * anything that changes the shard or its rows; shared (the gate
+     * entered, gate.h) for the first pass of pull and get (hits.c), which
+     * only reads rows and sets reference bits atomically. */
     pthread_mutex_t lock;
+    pskv__gate gate;
     pskv__entry *index;   /* open addressing, linear probing */
     uint32_t index_mask;  /* capacity - 1; capacity is a power of two */
     uint32_t rows;        /* rows in the index: resident, or being evicted (BUSY) */
@@ -179,13 +185,56 @@ static inline void pskv__prefetch_index(const pskv__shard *sh, uint64_t hash)
     __builtin_prefetch(&sh->index[pskv__index_pos(hash, sh->index_mask)], 0, 3);
 }
 
-/* All below: caller holds sh->lock. */
+/* The shard's lock: the mutex, then the gate closed (exclusive), or the
+ * gate entered (shared, hits.c only). A thread holds at most one shard's
+ * lock exclusively, and none while it waits for another shard's; the only
+ * holder of several is hits.c, which takes them shared and never waits
+ * for one, so a writer waits for one round of hits.c at most. */
+static inline void pskv__shard_lock(pskv__shard *sh)
+{
+    pthread_mutex_lock(&sh->lock);
+    pskv__gate_close(&sh->gate);
+}
+static inline bool pskv__shard_trylock(pskv__shard *sh)
+{
+    if (pthread_mutex_trylock(&sh->lock) != 0)
+        return false;
+    pskv__gate_close(&sh->gate);
+    return true;
+}
+static inline void pskv__shard_unlock(pskv__shard *sh)
+{
+    pskv__gate_open(&sh->gate);
+    pthread_mutex_unlock(&sh->lock);
+}
+/* Shared, if no writer holds the shard or waits for it; never waits. */
+static inline bool pskv__shard_trylock_shared(pskv__shard *sh)
+{
+    return pskv__gate_enter(&sh->gate);
+}
+static inline void pskv__shard_unlock_shared(pskv__shard *sh)
+{
+    pskv__gate_leave(&sh->gate);
+}
+
+/* All below: caller holds sh->lock exclusively. */
 /* Make room so that k more rows can be created without allocating. */
 PSKV__HIDDEN int pskv__shard_reserve(pskv__shard *sh, uint32_t k);
 PSKV__HIDDEN void pskv__shard_unreserve(pskv__shard *sh, uint32_t k);
-/* Index entry of key, or NULL. */
-PSKV__HIDDEN pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key,
-                                           uint64_t hash);
+/* Index entry of key, or NULL (also under the lock shared: hits.c). */
+static inline pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key, uint64_t hash)
+{
+    uint32_t mask = sh->index_mask;
+    uint32_t i = pskv__index_pos(hash, mask);
+    for (;;) {
+        pskv__entry *e = &sh->index[i];
+        if (e->slot == PSKV__SLOT_EMPTY)
+            return NULL;
+        if (e->key == key)
+            return e;
+        i = (i + 1) & mask;
+    }
+}
 /* Insert a key absent from the index and the spill map, using one reserved
  * row. Returns its slot (row bytes uninitialized). Never fails; counts no
  * creation (the caller knows whether the row is new or moved). */

@@ -15,6 +15,7 @@
 #include "cold.h"
 #include "dirty.h"
 #include "errors.h"
+#include "hits.h"
 #include "plan.h"
 #include "pipeline.h"
 #include "prefetch.h"
@@ -111,9 +112,24 @@ static int read_rows(pskv_table *t, const uint64_t *keys, size_t n, float *out, 
     uint64_t added = 0;
     layout_read_lock(t);
     pskv__plan p;
-    rc = pskv__plan_build(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
-    if (rc == 0)
-        rc = read_planned(t, &p, out, found, create, whole, &added);
+    rc = pskv__plan_route(&p, t->ring, t->nshards, keys, n, PSKV__DEDUP_NONE);
+    if (rc == 0) {
+        /* Resident rows first, in input order (hits.c); the rest, if any,
+         * grouped by shard. Reads that count in an admission sketch and
+         * an export's whole rows take the full path alone. */
+        uint32_t rest = (uint32_t)n;
+        const uint32_t *list = NULL;
+        if (!whole && !pskv__store_admits(t->store) && n <= PSKV__HITS_MAX) {
+            rest = pskv__read_hits(t, &p, out, found);
+            list = p.list;
+        }
+        if (rest > 0) {
+            pskv__plan_group(&p, list, rest, t->nshards);
+            rc = read_planned(t, &p, out, found, create, whole, &added);
+        }
+        if (rc == 0 && rest < n)
+            pskv__count_add(create ? &t->n_pulled : &t->n_got, n - rest);
+    }
     pskv__plan_free(&p);
     layout_unlock(t);
     rows_added(t, added);

@@ -53,6 +53,7 @@ int pskv__shard_init(pskv__shard *sh, uint32_t stored_bytes, uint32_t slab_bytes
     memset(sh, 0, sizeof *sh);
     if (pthread_mutex_init(&sh->lock, NULL) != 0)
         return PSKV_ENOMEM;
+    pskv__gate_init(&sh->gate);
     sh->index = index_alloc(INDEX_MIN);
     if (sh->index == NULL) {
         pthread_mutex_destroy(&sh->lock);
@@ -194,20 +195,6 @@ int pskv__shard_reserve(pskv__shard *sh, uint32_t k)
 }
 
 void pskv__shard_unreserve(pskv__shard *sh, uint32_t k) { sh->reserved -= k; }
-
-pskv__entry *pskv__shard_find(pskv__shard *sh, uint64_t key, uint64_t hash)
-{
-    uint32_t mask = sh->index_mask;
-    uint32_t i = pskv__index_pos(hash, mask);
-    for (;;) {
-        pskv__entry *e = &sh->index[i];
-        if (e->slot == PSKV__SLOT_EMPTY)
-            return NULL;
-        if (e->key == key)
-            return e;
-        i = (i + 1) & mask;
-    }
-}
 
 static uint32_t slot_take(pskv__shard *sh)
 {

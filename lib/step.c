@@ -82,7 +82,7 @@ static int copy_pending(pskv_table *t, uint32_t *taken, uint64_t **keys, size_t 
     int rc = 0;
     for (uint32_t s = 0; s < t->nshards && rc == 0; s++) {
         pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         uint32_t k = sh->pending.count;
         if (*n + k > *cap) {
             size_t ncap = (*n + k) * 2;
@@ -96,7 +96,7 @@ static int copy_pending(pskv_table *t, uint32_t *taken, uint64_t **keys, size_t 
         }
         for (uint32_t i = 0; rc == 0 && i < k; i++)
             (*keys)[*n + i] = pskv__keylist_at(&sh->pending, i);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
         if (rc == 0) {
             taken[s] = k;
             *n += k;
@@ -153,9 +153,9 @@ int pskv_step(pskv_table *t)
         if (atomic_load(&t->layout_gen) == gen)
             for (uint32_t s = 0; s < nshards; s++) {
                 pskv__shard *sh = &t->shards[s];
-                pthread_mutex_lock(&sh->lock);
+                pskv__shard_lock(sh);
                 pskv__keylist_drop_front(&sh->pending, taken[s]);
-                pthread_mutex_unlock(&sh->lock);
+                pskv__shard_unlock(sh);
             }
         pthread_rwlock_unlock(&t->layout_lock);
         if (scan)

@@ -184,7 +184,7 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
     pthread_rwlock_rdlock(&t->layout_lock);
     for (uint32_t s = 0; s < t->nshards; s++) {
         pskv__shard *sh = &t->shards[s];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         st->rows += (uint64_t)sh->rows + sh->spilled.count;
         st->dram_bytes += pskv__shard_dram_bytes(sh) + pskv__dirty_dram_bytes(sh);
         st->spill_index_bytes += pskv__keymap_bytes(&sh->spilled);
@@ -192,7 +192,7 @@ void pskv__table_stats_add(pskv_table *t, pskv_table_stats *st)
         st->rows_erased += sh->erased;
         st->rows_evicted += sh->evicted;
         st->rows_spilled += sh->spilled.count;
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     st->rows += atomic_load(&t->cold_rows);
     st->rows_cold = atomic_load(&t->cold_rows);

@@ -93,14 +93,14 @@ int pskv__tier_read_claimed(pskv_table *t, uint32_t n, const uint64_t *keys, con
         pskv__shard *sh = &t->shards[pskv__ring_route_hash(t->ring, h)];
         if (sh != locked) { /* keys of one shard come together: one lock */
             if (locked != NULL)
-                pthread_mutex_unlock(&locked->lock);
-            pthread_mutex_lock(&sh->lock);
+                pskv__shard_unlock(locked);
+            pskv__shard_lock(sh);
             locked = sh;
         }
         pskv__tier_spilled_release(sh, key, h);
     }
     if (locked != NULL)
-        pthread_mutex_unlock(&locked->lock);
+        pskv__shard_unlock(locked);
     pskv__tier_moved_wake(t->store);
     return rc;
 }
@@ -127,7 +127,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
         if (p->start[sd] == p->start[sd + 1])
             continue;
         pskv__shard *sh = &t->shards[sd];
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         for (uint32_t j = p->start[sd]; j < p->start[sd + 1]; j++) {
             uint32_t i = p->order[j];
             pskv__where w = pskv__locate(t, sh, p->keys[i], p->hash[i], false);
@@ -152,7 +152,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
                 break;
             }
         }
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     int rc = 0;
     if (n > 0) {
@@ -185,7 +185,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             while (end < n && items[end].shard == items[k].shard)
                 end++;
             uint32_t count = end - k;
-            pthread_mutex_lock(&sh->lock);
+            pskv__shard_lock(sh);
             int room = bufs_ok ? pskv__shard_reserve(sh, count) : PSKV_ENOMEM;
             uint32_t taken = 0;
             for (; k < end; k++) {
@@ -209,7 +209,7 @@ int pskv__tier_load(pskv_table *t, const pskv__plan *p, uint64_t *loaded_rows)
             }
             if (room == 0)
                 pskv__shard_unreserve(sh, count - taken);
-            pthread_mutex_unlock(&sh->lock);
+            pskv__shard_unlock(sh);
             if (room != 0 && rc == 0)
                 rc = room;
         }
@@ -312,7 +312,7 @@ static uint32_t pick_victims(pskv__shard *sh, uint32_t room, uint64_t *keys, con
                              int *rc)
 {
     uint32_t n = 0;
-    pthread_mutex_lock(&sh->lock);
+    pskv__shard_lock(sh);
     if (sh->reserved == 0) {
         uint64_t steps = (uint64_t)sh->index_mask + 1; /* one turn at most */
         pskv__entry *e;
@@ -336,7 +336,7 @@ static uint32_t pick_victims(pskv__shard *sh, uint32_t room, uint64_t *keys, con
             n = 0;
         }
     }
-    pthread_mutex_unlock(&sh->lock);
+    pskv__shard_unlock(sh);
     return n;
 }
 
@@ -373,7 +373,7 @@ int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited, uint32_t 
         uint32_t begin = k, end = k;
         while (end < n && shard_of[end] == shard_of[begin])
             end++;
-        pthread_mutex_lock(&sh->lock);
+        pskv__shard_lock(sh);
         for (; k < end; k++) {
             if (io_rc != 0) {
                 clear_busy(sh, keys[k]); /* stays resident: nothing is lost */
@@ -388,7 +388,7 @@ int pskv__tier_evict(pskv_table *t, uint32_t first, uint32_t *visited, uint32_t 
         }
         if (io_rc != 0)
             pskv__keymap_unreserve(&sh->spilled, end - begin);
-        pthread_mutex_unlock(&sh->lock);
+        pskv__shard_unlock(sh);
     }
     pskv__tier_moved_wake(t->store);
     if (io_rc != 0)

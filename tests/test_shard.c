@@ -1,6 +1,8 @@
 /* Shard internals: the open-addressing index with backward-shift deletion
  * and slot reuse, and the spill map (Robin Hood, grow/shrink), each against
  * a plain array model; reservations; batch plans. */
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "pskv_internal.h"
@@ -56,6 +58,58 @@ END_TEST
 
 /* The spill map against a model: inserts, finds, BUSY bits, removals,
  * growth and shrinking, with keys crowded into few probe runs. */
+/* The shard lock's gate: a writer waits for the readers inside; readers
+ * are turned away while a writer holds the shard or waits for it. */
+static pskv__shard gate_shard;
+static atomic_int gate_released; /* the readers let go */
+static atomic_int gate_writer;    /* 1: the writer holds the shard; 2: let it go */
+
+static void *gate_writer_main(void *arg)
+{
+    (void)arg;
+    pskv__shard_lock(&gate_shard);
+    intptr_t after_readers = atomic_load(&gate_released);
+    atomic_store(&gate_writer, 1);
+    while (atomic_load(&gate_writer) != 2)
+        sched_yield();
+    pskv__shard_unlock(&gate_shard);
+    return (void *)after_readers;
+}
+
+START_TEST(gate_orders_readers_and_writers)
+{
+    ck_assert_ok(pskv__shard_init(&gate_shard, 16, 0, 1, false));
+    for (int round = 0; round < 200; round++) {
+        atomic_store(&gate_released, 0);
+        atomic_store(&gate_writer, 0);
+        ck_assert(pskv__shard_trylock_shared(&gate_shard));
+        ck_assert(pskv__shard_trylock_shared(&gate_shard)); /* readers share */
+        pthread_t w;
+        ck_assert_int_eq(pthread_create(&w, NULL, gate_writer_main, NULL), 0);
+        /* The writer closes the gate, then waits for both readers. */
+        while (!(atomic_load(&gate_shard.gate.word) & PSKV__GATE_CLOSED))
+            sched_yield();
+        ck_assert(!pskv__shard_trylock_shared(&gate_shard));
+        pskv__shard_unlock_shared(&gate_shard);
+        ck_assert_int_eq(atomic_load(&gate_writer), 0); /* one reader is still in */
+        atomic_store(&gate_released, 1);
+        pskv__shard_unlock_shared(&gate_shard);
+        while (atomic_load(&gate_writer) != 1)
+            sched_yield();
+        ck_assert(!pskv__shard_trylock_shared(&gate_shard)); /* held */
+        ck_assert(!pskv__shard_trylock(&gate_shard));
+        atomic_store(&gate_writer, 2);
+        void *after_readers;
+        ck_assert_int_eq(pthread_join(w, &after_readers), 0);
+        ck_assert_msg(after_readers != NULL, "the writer got in before the readers left");
+        ck_assert(pskv__shard_trylock_shared(&gate_shard)); /* open again */
+        pskv__shard_unlock_shared(&gate_shard);
+        ck_assert_uint_eq(atomic_load(&gate_shard.gate.word), 0);
+    }
+    pskv__shard_free(&gate_shard);
+}
+END_TEST
+
 START_TEST(spillmap_against_model)
 {
     pskv__keymap m;
@@ -293,6 +347,7 @@ int main(void)
     TCase *tc = tcase_create("shard");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, index_against_model);
+    tcase_add_test(tc, gate_orders_readers_and_writers);
     tcase_add_test(tc, spillmap_against_model);
     tcase_add_test(tc, spillmap_growth_bytes);
     tcase_add_test(tc, slots_own_their_bytes);

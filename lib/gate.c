@@ -1,0 +1,24 @@
+/* The gate's sleeping side (gate.h): a writer waits on the gate's word
+ * itself, so a wait returns at once when the word moved since it was read
+ * and the last reader's wake cannot be missed.
+ * SPDX-License-Identifier: BSD-2-Clause */
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "gate.h"
+
+void pskv__gate_wait(pskv__gate *g)
+{
+    for (;;) {
+        uint32_t w = atomic_load_explicit(&g->word, memory_order_acquire);
+        if (w == PSKV__GATE_CLOSED)
+            return;
+        syscall(SYS_futex, &g->word, FUTEX_WAIT_PRIVATE, w, NULL, NULL, 0);
+    }
+}
+
+void pskv__gate_wake(pskv__gate *g)
+{
+    syscall(SYS_futex, &g->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
