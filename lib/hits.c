@@ -1,9 +1,9 @@
 /* Pull's and get's first pass: every input whose row is resident is
  * served here, in input order, with no grouping by shard.
  *
- * Why a separate pass: the full path (rows.c) groups keys by shard so that
- * it takes each shard's lock once, and so writes its output in a scattered
- * order and pays a counting sort per batch. A read that finds its row in
+ * Why a separate pass: the full path (rows.c, pipeline.c) groups keys by
+ * shard so that it takes each shard's lock once, and so writes its output
+ * in a scattered order and pays a counting sort per batch. A read that finds its row in
  * DRAM changes nothing but the row's reference bit, so this pass walks the
  * batch in rounds of ROUND inputs: it try-locks the round's shards shared
  * (the pass never waits for a lock: a shard that a writer holds or waits
@@ -109,7 +109,10 @@ static inline bool held(const pass *ps, uint32_t s)
     return PSKV__LIKELY(ps->all_held) || (ps->held[s / 64] >> (s % 64) & 1);
 }
 
-static inline void fetch_index(pass *ps, uint32_t i)
+/* Inlined into its callers, which write: GCC marks a function that only
+ * reads and prefetches as pure, and a call to a pure function returning
+ * nothing as dead, prefetch included. */
+static inline __attribute__((always_inline)) void fetch_index(pass *ps, uint32_t i)
 {
     const uint32_t s = ps->shard_of[i];
     if (held(ps, s))

@@ -66,8 +66,9 @@ for f in sorted(graph):
     if f not in state:
         visit(f)
 
-LEAVES = ['array', 'chunk', 'dirlock', 'errors', 'gate', 'handles', 'hash', 'init', 'io', 'keyfilter',
-          'keylist', 'keymap', 'optimizer', 'options', 'plan', 'ring', 'seqfile', 'sort']
+LEAVES = ['array', 'chunk', 'dirlock', 'errors', 'gate', 'handles', 'hash', 'init', 'io',
+          'keyfilter', 'keylist', 'keymap', 'optimizer', 'options', 'plan', 'ring', 'seqfile',
+          'sort']
 include = re.compile(r'^#include "([\w.]+)"', re.M)
 declared = re.compile(r'\b(pskv_{1,2}\w+)\)?\(')
 
