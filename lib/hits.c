@@ -29,16 +29,18 @@
 #define AHEAD 16u
 
 /* Inputs per round of locks: a writer waits for one round at most, never
- * for a whole batch. A batch whose first round mostly missed (a pull that
- * creates rows, a cache's misses) leaves the rest to the full path at once
- * instead of looking each key up twice. */
+ * for a whole batch, and a round copies at most ROUND_BYTES of rows (but
+ * at least 2 * AHEAD rows, one pipeline's fill). A batch whose first round
+ * mostly missed (a pull that creates rows, a cache's misses) leaves the
+ * rest to the full path at once instead of looking each key up twice. */
 #define ROUND 1024u
+#define ROUND_BYTES (256u * 1024u)
 
 /* Shards of one round: a bit per shard. */
 #define SHARD_WORDS (PSKV_SHARDS_MAX / 64u)
 
-/* The plan's arrays are copied in, not reached through the plan: GCC 12
- * drops a prefetch whose address it loads through two pointers. */
+/* The plan's arrays are copied in, not reached through the plan: one load
+ * fewer per input. */
 typedef struct pass {
     pskv_table *t;
     pskv__shard *shards;
@@ -176,12 +178,14 @@ uint32_t pskv__read_hits(pskv_table *t, pskv__plan *p, float *out, uint8_t *foun
     pass ps = {.t = t, .shards = t->shards, .shard_of = p->shard_of, .keys = p->keys,
                .hash = p->hash, .list = p->list, .out = out, .found = found,
                .row_bytes = (size_t)t->dim * sizeof(float)};
-    for (uint32_t from = 0; from < n; from += ROUND) {
-        const uint32_t to = n - from < ROUND ? n : from + ROUND;
+    const size_t fit = ROUND_BYTES / ps.row_bytes;
+    const uint32_t round = fit >= ROUND ? ROUND : fit <= 2 * AHEAD ? 2 * AHEAD : (uint32_t)fit;
+    for (uint32_t from = 0; from < n; from += round) {
+        const uint32_t to = n - from < round ? n : from + round;
         lock_round(&ps, from, to);
         pipeline(&ps, from, to);
         unlock_round(&ps);
-        if (from == 0 && to < n && ps.rest > ROUND - ROUND / 8) {
+        if (from == 0 && to < n && ps.rest > round - round / 8) {
             for (uint32_t k = to; k < n; k++)
                 p->list[ps.rest++] = k;
             break;

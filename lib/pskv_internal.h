@@ -195,6 +195,8 @@ static inline void pskv__shard_lock(pskv__shard *sh)
     pthread_mutex_lock(&sh->lock);
     pskv__gate_close(&sh->gate);
 }
+/* Gives up only when another writer holds the mutex; once it has the
+ * mutex it waits for the readers inside (one round of hits.c). */
 static inline bool pskv__shard_trylock(pskv__shard *sh)
 {
     if (pthread_mutex_trylock(&sh->lock) != 0)
