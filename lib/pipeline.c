@@ -51,7 +51,6 @@ static float *row_create(pskv_table *t, pskv__shard *sh, uint64_t key, uint64_t 
     return row;
 }
 
-
 /* Where this thread starts its walk over the shards: threads that start at
  * different shards rarely meet on the same lock. */
 static uint32_t walk_start(uint32_t shards)
@@ -234,7 +233,7 @@ int pskv__shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     pskv__row_ctx *c = arg;
     pskv__shard *sh = &t->shards[s];
     const uint32_t *order = p->order + p->start[s];
-    const uint32_t k = p->start[s + 1] - p->start[s];
+    const uint32_t k = pskv__plan_count(p, s);
     const bool writer = c->op != PSKV__ROW_READ;
     const bool create = c->create;
     const bool steps = c->op == PSKV__ROW_PUSH || c->op == PSKV__ROW_ADD || c->op == PSKV__ROW_STEP;

@@ -35,6 +35,12 @@ PSKV__HIDDEN int pskv__plan_build(pskv__plan *p, const pskv_ring *ring,
                                   size_t n, enum pskv__dedup dedup);
 PSKV__HIDDEN void pskv__plan_free(pskv__plan *p);
 
+/* How many of the grouped keys fall in shard s. */
+static inline uint32_t pskv__plan_count(const pskv__plan *p, uint32_t s)
+{
+    return p->start[s + 1] - p->start[s];
+}
+
 /* pskv__plan_build in two steps, for calls that serve some positions
  * before grouping the rest (hits.c): route hashes and routes every input
  * (and with dedup chooses the listed positions, leaving them in p->list,

@@ -159,11 +159,6 @@ int pskv__get_rows(pskv_table *t, const uint64_t *keys, size_t n, float *rows, u
 
 /* ---------------------------------------------------------------- push/put */
 
-static uint32_t plan_count(const pskv__plan *p, uint32_t s)
-{
-    return p->start[s + 1] - p->start[s];
-}
-
 /* Phase 1 of a writing batch: reserve room for every key of every shard (as
  * if all were new) so that phase 2 cannot fail half-way. */
 /* Internal: a writer found one of its rows spilled or moving. */
@@ -207,7 +202,7 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
         }
     }
     pskv__cold_end(t, &cold);
-    uint32_t k = plan_count(p, s), slots = pskv__rows_reserved(r->op, k);
+    uint32_t k = pskv__plan_count(p, s), slots = pskv__rows_reserved(r->op, k);
     const bool lists = t->sync && r->op == PSKV__ROW_PUSH; /* keys may join the pending list */
     if (rc == 0)
         rc = pskv__shard_reserve(sh, slots);
@@ -228,13 +223,13 @@ static int unreserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void 
 {
     const reservations *r = arg;
     pskv__shard *sh = &t->shards[s];
+    const uint32_t k = pskv__plan_count(p, s);
     if (r->rows[s]) {
-        pskv__shard_unreserve(sh, pskv__rows_reserved(r->op, plan_count(p, s)));
+        pskv__shard_unreserve(sh, pskv__rows_reserved(r->op, k));
         if (t->sync && r->op == PSKV__ROW_PUSH)
-            pskv__keylist_unreserve(&sh->pending, plan_count(p, s));
-        if (t->durable) {
-            pskv__dirty_unreserve(sh, (pskv__dirty_room){plan_count(p, s), r->cow[s], 0});
-        }
+            pskv__keylist_unreserve(&sh->pending, k);
+        if (t->durable)
+            pskv__dirty_unreserve(sh, (pskv__dirty_room){k, r->cow[s], 0});
     }
     return 0;
 }
@@ -491,7 +486,7 @@ static int erase_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg
 {
     erase_ctx *c = arg;
     pskv__shard *sh = &t->shards[s];
-    const uint32_t k = p->start[s + 1] - p->start[s];
+    const uint32_t k = pskv__plan_count(p, s);
     const bool durable = t->durable;
     /* Tombstones keep erased rows from being read back from LMDB before
      * the next checkpoint deletes them there; only rows read back need it. */
