@@ -23,9 +23,24 @@ PSKV__HIDDEN uint64_t pskv__version_base(void);
 #define PSKV__CHANGES_DEFAULT (1u << 20)
 
 /* All below, changes.c: caller holds the shard's lock. */
-/* Key changed (or vanished) at version; the log keeps at most max entries. */
-PSKV__HIDDEN void pskv__changes_add(pskv__shard *sh, uint64_t key, uint64_t version,
-                                    uint32_t max);
+/* Key changed (or vanished) at version; the log keeps at most max entries.
+ * The append is inline (a push logs every row it steps); a full log goes
+ * to changes.c to grow, compact or drop its oldest half. */
+static inline void pskv__changes_append(pskv__changes *c, uint64_t key, uint64_t version)
+{
+    PSKV__ASSERT(c->len < c->cap);
+    PSKV__ASSERT(c->len == 0 || c->e[c->len - 1].version <= version); /* version order */
+    c->e[c->len++] = (pskv__change){key, version};
+}
+PSKV__HIDDEN void pskv__changes_add_full(pskv__shard *sh, uint64_t key, uint64_t version,
+                                         uint32_t max);
+static inline void pskv__changes_add(pskv__shard *sh, uint64_t key, uint64_t version, uint32_t max)
+{
+    if (PSKV__LIKELY(sh->log.len < sh->log.cap))
+        pskv__changes_append(&sh->log, key, version);
+    else
+        pskv__changes_add_full(sh, key, version, max);
+}
 /* Keys changed after since (may repeat; malloc'd *keys, or NULL when
  * none): 0, PSKV_ESTALE (since is below the log's floor), PSKV_ENOMEM. */
 PSKV__HIDDEN int pskv__changes_collect(const pskv__changes *c, uint64_t since, uint64_t **keys,
