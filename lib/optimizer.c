@@ -84,65 +84,94 @@ static inline uint32_t most_with(uint32_t most, float x)
     return m > most ? m : most;
 }
 
-KERNEL static uint32_t sgd_apply(float *restrict w, const float *restrict g, uint32_t d,
-                                 float lr)
+/* The kernels below step a row in place. With keep (a constant once
+ * inlined), each also writes the values it read to old, in the row's
+ * layout, so that a step producing Inf or NaN can be undone without a
+ * separate copy of the row (a call to memcpy and the calls around the
+ * kernel cost as much as Adagrad's arithmetic at dim 64). */
+#define INLINE static inline __attribute__((always_inline))
+/* The two entry points: GCC would turn the copies to old into calls to
+ * memcpy (loop distribution), two calls per row. */
+#define STEP_KERNEL KERNEL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+
+INLINE uint32_t sgd_apply(float *restrict w, const float *restrict g, uint32_t d, float lr,
+                          float *restrict ow, bool keep)
 {
     uint32_t most = 0;
     for (uint32_t j = 0; j < d; j++) {
-        float wj = w[j] - lr * g[j];
+        float w0 = w[j];
+        if (keep)
+            ow[j] = w0;
+        float wj = w0 - lr * g[j];
         w[j] = wj;
         most = most_with(most, wj);
     }
     return most;
 }
 
-KERNEL static uint32_t adagrad_apply(float *restrict w, float *restrict s,
-                                     const float *restrict g, uint32_t d, float lr, float eps)
+INLINE uint32_t adagrad_apply(float *restrict w, float *restrict s, const float *restrict g,
+                              uint32_t d, float lr, float eps, float *restrict ow,
+                              float *restrict os, bool keep)
 {
     uint32_t most = 0;
     for (uint32_t j = 0; j < d; j++) {
-        float gj = g[j];
-        float sj = s[j] + gj * gj;
+        float gj = g[j], w0 = w[j], s0 = s[j];
+        if (keep) {
+            ow[j] = w0;
+            os[j] = s0;
+        }
+        float sj = s0 + gj * gj;
         s[j] = sj;
-        float wj = w[j] - lr * gj / (sqrtf(sj) + eps);
+        float wj = w0 - lr * gj / (sqrtf(sj) + eps);
         w[j] = wj;
         most = most_with(most_with(most, sj), wj);
     }
     return most;
 }
 
-KERNEL static uint32_t rowwise_adagrad_apply(float *restrict w, float *restrict s,
-                                             const float *restrict g, uint32_t d, float lr,
-                                             float eps)
+INLINE uint32_t rowwise_adagrad_apply(float *restrict w, float *restrict s,
+                                      const float *restrict g, uint32_t d, float lr, float eps,
+                                      float *restrict ow, float *restrict os, bool keep)
 {
     float sum = 0.0f;
     for (uint32_t j = 0; j < d; j++)
         sum += g[j] * g[j];
+    if (keep)
+        *os = *s;
     float acc = *s + sum / (float)d;
     *s = acc;
     float den = sqrtf(acc) + eps;
     uint32_t most = most_with(0, acc);
     for (uint32_t j = 0; j < d; j++) {
-        float wj = w[j] - lr * g[j] / den;
+        float w0 = w[j];
+        if (keep)
+            ow[j] = w0;
+        float wj = w0 - lr * g[j] / den;
         w[j] = wj;
         most = most_with(most, wj);
     }
     return most;
 }
 
-KERNEL static uint32_t adam_apply(float *restrict w, float *restrict m, float *restrict v,
-                                  const float *restrict g, uint32_t d, float step, float b1,
-                                  float b2, float eps)
+INLINE uint32_t adam_apply(float *restrict w, float *restrict m, float *restrict v,
+                           const float *restrict g, uint32_t d, float step, float b1, float b2,
+                           float eps, float *restrict ow, float *restrict om, float *restrict ov,
+                           bool keep)
 {
     float c1 = 1.0f - b1, c2 = 1.0f - b2;
     uint32_t most = 0;
     for (uint32_t j = 0; j < d; j++) {
-        float gj = g[j];
-        float mj = b1 * m[j] + c1 * gj;
-        float vj = b2 * v[j] + c2 * gj * gj;
+        float gj = g[j], w0 = w[j], m0 = m[j], v0 = v[j];
+        if (keep) {
+            ow[j] = w0;
+            om[j] = m0;
+            ov[j] = v0;
+        }
+        float mj = b1 * m0 + c1 * gj;
+        float vj = b2 * v0 + c2 * gj * gj;
         m[j] = mj;
         v[j] = vj;
-        float wj = w[j] - step * mj / (sqrtf(vj) + eps);
+        float wj = w0 - step * mj / (sqrtf(vj) + eps);
         w[j] = wj;
         most = most_with(most_with(most_with(most, mj), vj), wj);
     }
@@ -155,20 +184,25 @@ static inline float ftrl_pow(float n, float neg_power, bool is_sqrt)
     return is_sqrt ? sqrtf(n) : powf(n, neg_power);
 }
 
-static uint32_t ftrl_apply(float *restrict w, float *restrict n, float *restrict z,
+INLINE uint32_t ftrl_apply(float *restrict w, float *restrict n, float *restrict z,
                            const float *restrict g, uint32_t d, float lr, float l1, float l2,
-                           float lr_power)
+                           float lr_power, float *restrict ow, float *restrict on,
+                           float *restrict oz, bool keep)
 {
     bool is_sqrt = lr_power == -0.5f;
     float p = -lr_power;
     uint32_t most = 0;
     for (uint32_t j = 0; j < d; j++) {
-        float gj = g[j];
-        float n_old = n[j];
+        float gj = g[j], w0 = w[j], n_old = n[j], z0 = z[j];
+        if (keep) {
+            ow[j] = w0;
+            on[j] = n_old;
+            oz[j] = z0;
+        }
         float n_new = n_old + gj * gj;
         float pow_new = ftrl_pow(n_new, p, is_sqrt);
         float sigma = (pow_new - ftrl_pow(n_old, p, is_sqrt)) / lr;
-        float zj = z[j] + gj - sigma * w[j];
+        float zj = z0 + gj - sigma * w0;
         z[j] = zj;
         n[j] = n_new;
         if (fabsf(zj) <= l1)
@@ -180,21 +214,26 @@ static uint32_t ftrl_apply(float *restrict w, float *restrict n, float *restrict
     return most;
 }
 
-/* One step in place; the largest magnitude bits of what it wrote. */
-static uint32_t apply(const pskv__optimizer *opt, float *row, const float *g)
+/* One step in place; the largest magnitude bits of what it wrote. With
+ * keep, the row as it was is in old (dim + state floats). Inline in the
+ * two clones below, so that a step is one call. */
+INLINE uint32_t step_in_place(const pskv__optimizer *opt, float *row, const float *g,
+                              float *old, bool keep)
 {
     uint32_t d = opt->dim;
-    float *state = row + d;
+    float *state = row + d, *ostate = old + (keep ? d : 0);
     switch (opt->kind) {
     case PSKV_OPT_SGD:
-        return sgd_apply(row, g, d, opt->lr);
+        return sgd_apply(row, g, d, opt->lr, old, keep);
     case PSKV_OPT_ADAGRAD:
-        return adagrad_apply(row, state, g, d, opt->lr, opt->eps);
+        return adagrad_apply(row, state, g, d, opt->lr, opt->eps, old, ostate, keep);
     case PSKV_OPT_ROWWISE_ADAGRAD:
-        return rowwise_adagrad_apply(row, state, g, d, opt->lr, opt->eps);
+        return rowwise_adagrad_apply(row, state, g, d, opt->lr, opt->eps, old, ostate, keep);
     case PSKV_OPT_ADAM: {
         uint32_t t;
         memcpy(&t, &state[2 * d], sizeof t);
+        if (keep)
+            memcpy(&ostate[2 * d], &t, sizeof t);
         if (t != UINT32_MAX)
             t++;
         memcpy(&state[2 * d], &t, sizeof t);
@@ -202,29 +241,39 @@ static uint32_t apply(const pskv__optimizer *opt, float *row, const float *g)
         double step = (double)opt->lr * sqrt(1.0 - pow((double)opt->beta2, (double)t)) /
                       (1.0 - pow((double)opt->beta1, (double)t));
         return adam_apply(row, state, state + d, g, d, (float)step, opt->beta1, opt->beta2,
-                          opt->eps);
+                          opt->eps, old, ostate, ostate + (keep ? d : 0), keep);
     }
     case PSKV_OPT_NONE:
         PSKV__ASSERT(false); /* pskv_push refuses the table's gradients */
         return 0;
     default:
-        return ftrl_apply(row, state, state + d, g, d, opt->lr, opt->l1, opt->l2, opt->lr_power);
+        return ftrl_apply(row, state, state + d, g, d, opt->lr, opt->l1, opt->l2, opt->lr_power,
+                          old, ostate, ostate + (keep ? d : 0), keep);
     }
+}
+
+STEP_KERNEL static void apply(const pskv__optimizer *opt, float *row, const float *g)
+{
+    (void)step_in_place(opt, row, g, NULL, false);
 }
 
 void pskv__optimizer_apply(const pskv__optimizer *opt, float *row, const float *g)
 {
-    (void)apply(opt, row, g);
+    apply(opt, row, g);
+}
+
+STEP_KERNEL static bool step(const pskv__optimizer *opt, float *row, const float *g, float *save)
+{
+    if (step_in_place(opt, row, g, save, true) < PSKV__NONFINITE_MAG)
+        return true;
+    /* Inf or NaN: as it was */
+    memcpy(row, save, ((size_t)opt->dim + opt->state_floats) * sizeof *row);
+    return false;
 }
 
 bool pskv__optimizer_step(const pskv__optimizer *opt, float *row, const float *g, float *save)
 {
-    size_t n = (size_t)opt->dim + opt->state_floats;
-    memcpy(save, row, n * sizeof *row);
-    if (apply(opt, row, g) < PSKV__NONFINITE_MAG)
-        return true;
-    memcpy(row, save, n * sizeof *row); /* Inf or NaN: as it was */
-    return false;
+    return step(opt, row, g, save);
 }
 
 /* The input scan of push and put (rows.c) and of chunks (chunk.c), whose

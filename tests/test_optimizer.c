@@ -2,6 +2,7 @@
  * (API-CONTRACT.md), one step at a time from the table's own state, with
  * duplicate keys summed first. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "test_common.h"
@@ -192,6 +193,61 @@ START_TEST(ftrl)
 }
 END_TEST
 
+/* A step that would make a value Inf or NaN leaves its row as it was,
+ * weights and state to the bit, however far into the row the kernel got
+ * (the overflow is in the last element), while the batch's other rows
+ * step; PSKV_ERANGE says so. */
+static void overflow_undone(const char *cfg, uint32_t d)
+{
+    pskv_store *s;
+    char full[128];
+    snprintf(full, sizeof full, "dim=%u %s", d, cfg);
+    pskv_table *t = open_table(&s, full);
+    uint64_t keys[2] = {11, 12};
+    float g[2 * 64];
+    for (uint32_t j = 0; j < 2 * d; j++)
+        g[j] = 0.25f + 0.01f * (float)j;
+    for (int i = 0; i < 3; i++) /* some state to keep */
+        ck_assert_ok(pskv_push(t, keys, 2, g));
+    snapshot before, after;
+    memset(&before, 0, sizeof before);
+    memset(&after, 0, sizeof after);
+    take(t, &before);
+    g[2 * d - 1] = 3e38f; /* key 12's last element: its square, or w - lr * g, overflows */
+    if (strstr(cfg, "sgd") != NULL) {
+        float w[64] = {0};
+        w[d - 1] = 3e38f;
+        ck_assert_ok(pskv_put(t, &keys[1], 1, w));
+        take(t, &before);
+        g[2 * d - 1] = -3e38f;
+    }
+    ck_assert_err(pskv_push(t, keys, 2, g), PSKV_ERANGE);
+    take(t, &after);
+    int b11 = find(&before, 11), a11 = find(&after, 11);
+    int b12 = find(&before, 12), a12 = find(&after, 12);
+    ck_assert(b11 >= 0 && a11 >= 0 && b12 >= 0 && a12 >= 0);
+    ck_assert(memcmp(before.w[b11], after.w[a11], d * sizeof(float)) != 0); /* stepped */
+    ck_assert_mem_eq(before.w[b12], after.w[a12], d * sizeof(float));
+    pskv_table_info info;
+    ck_assert_ok(pskv_table_info_get(t, &info));
+    ck_assert_mem_eq(before.st[b12], after.st[a12], info.state_floats * sizeof(float));
+    pskv_close(s);
+}
+
+START_TEST(overflowing_step_undone)
+{
+    overflow_undone("optimizer=sgd lr=1", 5);
+    overflow_undone("optimizer=sgd lr=1", 64);
+    overflow_undone("optimizer=adagrad", 7);
+    overflow_undone("optimizer=adagrad", 64);
+    overflow_undone("optimizer=rowwise_adagrad", 64);
+    overflow_undone("optimizer=adam", 9);
+    overflow_undone("optimizer=adam", 64);
+    overflow_undone("optimizer=ftrl", 3);
+    overflow_undone("optimizer=ftrl lr_power=-0.6", 64);
+}
+END_TEST
+
 START_TEST(state_defaults)
 {
     /* Initial optimizer state as documented: ftrl n = 0.1, adam zeros. */
@@ -224,6 +280,7 @@ int main(void)
     tcase_add_test(tc, adam);
     tcase_add_test(tc, ftrl);
     tcase_add_test(tc, state_defaults);
+    tcase_add_test(tc, overflowing_step_undone);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }
