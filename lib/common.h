@@ -52,12 +52,20 @@ static inline uint64_t pskv__now_ns(void)
  * line-aligned, so `bytes` spans one line more than bytes / 64). */
 static inline void pskv__prefetch_row(const void *row, uint32_t bytes)
 {
-    /* A line every 64 bytes from the first, then the last byte's line (the
-     * one more, or again the last: fewer instructions than finding out). */
-    const char *c = row;
-    for (uint32_t o = 0; o < bytes; o += 64)
-        __builtin_prefetch(c + o, 1, 3);
-    __builtin_prefetch(c + bytes - 1, 1, 3);
+    /* A line every 64 bytes from the first, four to a turn, then the last
+     * byte's line (the one more, or again the last: fewer instructions
+     * than finding out). A turn a line took half the instructions of a
+     * push's row pipeline. */
+    const char *c = row, *last = c + bytes - 1;
+    for (; c + 192 < last; c += 256) {
+        __builtin_prefetch(c, 1, 3);
+        __builtin_prefetch(c + 64, 1, 3);
+        __builtin_prefetch(c + 128, 1, 3);
+        __builtin_prefetch(c + 192, 1, 3);
+    }
+    for (; c < last; c += 64)
+        __builtin_prefetch(c, 1, 3);
+    __builtin_prefetch(last, 1, 3);
 }
 
 #endif
