@@ -172,6 +172,9 @@ typedef struct reservations {
     uint64_t faulted;   /* cold rows read from LMDB meanwhile */
 } reservations;
 
+/* Index entries prefetched ahead of the residency check of spill tables. */
+#define RESERVE_AHEAD 16u
+
 static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
 {
     reservations *r = arg;
@@ -182,8 +185,15 @@ static int reserve_shard(pskv_table *t, const pskv__plan *p, uint32_t s, void *a
     int rc = 0;
     if (t->spill != NULL) {
         /* Every existing row must be in DRAM before the batch applies;
-         * once room is reserved here, evictors leave this shard alone. */
-        for (uint32_t j = p->start[s]; j < p->start[s + 1] && rc == 0; j++) {
+         * once room is reserved here, evictors leave this shard alone. The
+         * index entries are prefetched a few keys ahead (each look-up was
+         * a miss of its own; the row pipeline finds them in cache then). */
+        const uint32_t end = p->start[s + 1];
+        for (uint32_t j = p->start[s]; j < end && j < p->start[s] + RESERVE_AHEAD; j++)
+            pskv__prefetch_index(sh, p->hash[p->order[j]]);
+        for (uint32_t j = p->start[s]; j < end && rc == 0; j++) {
+            if (j + RESERVE_AHEAD < end)
+                pskv__prefetch_index(sh, p->hash[p->order[j + RESERVE_AHEAD]]);
             uint64_t key = p->keys[p->order[j]], hash = p->hash[p->order[j]];
             pskv__where w = pskv__locate(t, sh, key, hash, true);
             if (w.place == PSKV__IN_DRAM) {
