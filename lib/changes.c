@@ -72,11 +72,11 @@ static void drop_oldest(pskv__changes *c, uint32_t keep)
  * time (perf, 4M rows, batches of 4096; this pass: 6%). */
 static int compact(pskv__changes *c)
 {
-    uint32_t bits = 1;
-    while ((1u << bits) < 2 * c->len)
-        bits++;
-    const uint32_t mask = (1u << bits) - 1;
-    uint32_t *seen = calloc((size_t)mask + 1, sizeof *seen);
+    size_t buckets = 2; /* a power of two, at least 2 * len (len < 2^31) */
+    while (buckets < 2 * (size_t)c->len)
+        buckets *= 2;
+    const size_t mask = buckets - 1;
+    uint32_t *seen = calloc(buckets, sizeof *seen);
     uint8_t *keep = malloc(c->len);
     if (seen == NULL || keep == NULL) {
         free(seen);
@@ -85,7 +85,7 @@ static int compact(pskv__changes *c)
     }
     for (uint32_t i = c->len; i-- > 0;) {
         const uint64_t key = c->e[i].key;
-        uint32_t h = (uint32_t)pskv__key_hash(key, 0) & mask;
+        size_t h = (size_t)pskv__key_hash(key, 0) & mask;
         while (seen[h] != 0 && c->e[seen[h] - 1].key != key)
             h = (h + 1) & mask;
         keep[i] = seen[h] == 0;

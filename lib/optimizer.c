@@ -92,7 +92,11 @@ static inline uint32_t most_with(uint32_t most, float x)
 #define INLINE static inline __attribute__((always_inline))
 /* The two entry points: GCC would turn the copies to old into calls to
  * memcpy (loop distribution), two calls per row. */
+#if defined(__GNUC__) && !defined(__clang__)
 #define STEP_KERNEL KERNEL __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define STEP_KERNEL KERNEL
+#endif
 
 INLINE uint32_t sgd_apply(float *restrict w, const float *restrict g, uint32_t d, float lr,
                           float *restrict ow, bool keep)
@@ -221,7 +225,7 @@ INLINE uint32_t step_in_place(const pskv__optimizer *opt, float *row, const floa
                               float *old, bool keep)
 {
     uint32_t d = opt->dim;
-    float *state = row + d, *ostate = old + (keep ? d : 0);
+    float *state = row + d, *ostate = keep ? old + d : NULL;
     switch (opt->kind) {
     case PSKV_OPT_SGD:
         return sgd_apply(row, g, d, opt->lr, old, keep);
@@ -241,14 +245,14 @@ INLINE uint32_t step_in_place(const pskv__optimizer *opt, float *row, const floa
         double step = (double)opt->lr * sqrt(1.0 - pow((double)opt->beta2, (double)t)) /
                       (1.0 - pow((double)opt->beta1, (double)t));
         return adam_apply(row, state, state + d, g, d, (float)step, opt->beta1, opt->beta2,
-                          opt->eps, old, ostate, ostate + (keep ? d : 0), keep);
+                          opt->eps, old, ostate, keep ? ostate + d : NULL, keep);
     }
     case PSKV_OPT_NONE:
         PSKV__ASSERT(false); /* pskv_push refuses the table's gradients */
         return 0;
     default:
         return ftrl_apply(row, state, state + d, g, d, opt->lr, opt->l1, opt->l2, opt->lr_power,
-                          old, ostate, ostate + (keep ? d : 0), keep);
+                          old, ostate, keep ? ostate + d : NULL, keep);
     }
 }
 
