@@ -145,6 +145,28 @@ size_t pskv__chunk_bound(const pskv__chunk_spec *sp, uint32_t n, uint32_t ntombs
            (size_t)n * pskv__chunk_row_bound(sp);
 }
 
+void pskv__chunk_scratch_free(pskv__chunk_scratch *w)
+{
+    free(w->p);
+    *w = (pskv__chunk_scratch){NULL, 0};
+}
+
+/* bytes of work memory: the scratch's (grown), else malloc'd (*owned). */
+static uint8_t *work_mem(pskv__chunk_scratch *w, size_t bytes, bool *owned)
+{
+    *owned = w == NULL;
+    if (w == NULL)
+        return malloc(bytes);
+    if (w->cap < bytes) {
+        uint8_t *p = realloc(w->p, bytes);
+        if (p == NULL)
+            return NULL;
+        w->p = p;
+        w->cap = bytes;
+    }
+    return w->p;
+}
+
 int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const float *const *rows,
                       uint32_t n, const uint64_t *tombs, uint32_t ntombs, void *buf, size_t cap,
                       size_t *len)
@@ -155,15 +177,31 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     if (raw_len > PSKV_FMT_CHUNK_RAW_MAX)
         return pskv__fail(PSKV_ERANGE, "a chunk of %u rows would hold %zu bytes: at most %u",
                           n, raw_len, (unsigned)PSKV_FMT_CHUNK_RAW_MAX);
-    /* Without lz4 the body is the raw bytes: written in place in buf. */
+    /* Without lz4 the body is the raw bytes: written in place in buf. With
+     * lz4, buf holds what it can of the work: the compressed body at its
+     * place and the raw bytes at buf's end when both fit (no allocation, no
+     * copy of the body), or the compressed body at least; malloc'd buffers
+     * otherwise. */
     const bool in_place = !sp->lz4;
     if (in_place && PSKV_FMT_CHUNK_HEAD + raw_len + PSKV_FMT_CHECK_BYTES > cap) {
         *len = PSKV_FMT_CHUNK_HEAD + raw_len + PSKV_FMT_CHECK_BYTES;
         return PSKV_ERANGE; /* *len says how much */
     }
-    uint8_t *raw = in_place ? (uint8_t *)buf + PSKV_FMT_CHUNK_HEAD : malloc(raw_len ? raw_len : 1);
-    if (raw == NULL)
+    const size_t bound = sp->lz4 ? (size_t)LZ4_compressBound((int)raw_len) : 0;
+    const size_t packed_end = PSKV_FMT_CHUNK_HEAD + bound + PSKV_FMT_CHECK_BYTES;
+    const bool pack_in_buf = sp->lz4 && bound > 0 && packed_end <= cap;
+    const bool raw_in_buf = pack_in_buf && packed_end + raw_len <= cap;
+    /* What buf cannot hold goes to work memory: raw, then the packed body. */
+    const bool needs_work = !in_place && !raw_in_buf;
+    bool work_owned = false;
+    uint8_t *work = needs_work ? work_mem(sp->scratch, raw_len + (pack_in_buf ? 0 : bound) + 1,
+                                          &work_owned)
+                               : NULL;
+    if (needs_work && work == NULL)
         return PSKV_ENOMEM;
+    uint8_t *raw = in_place     ? (uint8_t *)buf + PSKV_FMT_CHUNK_HEAD
+                   : raw_in_buf ? (uint8_t *)buf + (cap - raw_len)
+                                : work;
     uint8_t *p = keys_put(raw, keys, n);
     p = keys_put(p, tombs, ntombs);
     /* Rows come from anywhere (a shard's slabs, in key order): each one's
@@ -175,8 +213,8 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
         if (i + ROW_AHEAD < n)
             pskv__prefetch_row(rows[i + ROW_AHEAD], payload_bytes);
         if (pskv__codec_encode_row(sp->codec, rows[i], sp->dim, p) != 0) {
-            if (!in_place)
-                free(raw);
+            if (work_owned)
+                free(work);
             return pskv__fail(PSKV_ECODEC, "key %llu: a value is out of the range of codec %s: "
                               "no buffer helps, choose another codec",
                               (unsigned long long)keys[i],
@@ -192,13 +230,8 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     size_t body_len = raw_len;
     uint32_t flags = sp->state_floats ? PSKV_FMT_CHUNK_STATE : 0;
     if (sp->lz4 && raw_len > 0) {
-        int bound = LZ4_compressBound((int)raw_len);
-        packed = bound > 0 ? malloc((size_t)bound) : NULL;
-        if (packed == NULL) {
-            free(raw);
-            return PSKV_ENOMEM;
-        }
-        int got = LZ4_compress_default((const char *)raw, (char *)packed, (int)raw_len, bound);
+        packed = pack_in_buf ? (uint8_t *)buf + PSKV_FMT_CHUNK_HEAD : work + raw_len;
+        int got = LZ4_compress_default((const char *)raw, (char *)packed, (int)raw_len, (int)bound);
         if (got > 0 && (size_t)got < raw_len) {
             body_len = (size_t)got;
             flags |= PSKV_FMT_CHUNK_LZ4;
@@ -212,14 +245,14 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     } else {
         uint8_t *out = buf;
         header_put(out, sp, flags, n, ntombs, body_len, raw_len);
-        if (!in_place)
-            memcpy(out + PSKV_FMT_CHUNK_HEAD, flags & PSKV_FMT_CHUNK_LZ4 ? packed : raw, body_len);
+        const uint8_t *body = flags & PSKV_FMT_CHUNK_LZ4 ? packed : raw;
+        if (body != out + PSKV_FMT_CHUNK_HEAD) /* raw at buf's end, or malloc'd */
+            memcpy(out + PSKV_FMT_CHUNK_HEAD, body, body_len);
         if (!sp->unsealed)
             pskv__chunk_seal(out, total);
     }
-    if (!in_place)
-        free(raw);
-    free(packed);
+    if (work_owned)
+        free(work);
     return rc;
 }
 

@@ -54,6 +54,7 @@ struct pskv_export {
     uint64_t *sorted;
     const float **ptrs;
     const float **src; /* the gathered rows, by position */
+    pskv__chunk_scratch scratch; /* lz4's work memory, from chunk to chunk */
     uint32_t per_chunk; /* rows that fit a chunk */
     size_t per_row;     /* the most bytes a row takes in a chunk */
 };
@@ -168,6 +169,7 @@ void pskv_export_close(pskv_export *e)
     free(e->sorted);
     free(e->order);
     free(e->inode);
+    pskv__chunk_scratch_free(&e->scratch);
     free(e);
 }
 
@@ -408,7 +410,7 @@ static int write_chunk(pskv_export *e, uint32_t k, const uint64_t *tombs, uint32
                            .state_floats = e->o.whole_rows ? t->state_floats : 0,
                            .optimizer = t->opts.optimizer, .since = e->since,
                            .version = e->version, .table_id = e->table_id,
-                           .unsealed = !sealed};
+                           .unsealed = !sealed, .scratch = &e->scratch};
     return pskv__chunk_write(&sp, e->sorted, e->ptrs, k, tombs, m, buf, cap, len);
 }
 

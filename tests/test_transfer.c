@@ -1489,6 +1489,59 @@ START_TEST(chunks_cut_to_cap)
 }
 END_TEST
 
+/* An lz4 export writes the same chunks whatever room the caller's buffer
+ * leaves it: the compressed body and the raw one both in the buffer, the
+ * compressed body only, or neither (the export's work memory), and the
+ * chunks apply to the same rows. */
+START_TEST(lz4_chunks_alike_for_any_buffer)
+{
+    static const size_t caps[] = {64u << 10, (64u << 10) + 2048, 256u << 10};
+    pskv_store *s;
+    pskv_table *t = open_table(&s, "dim=32 optimizer=adagrad shards=2");
+    test_fill(t, 1, 5000, 32, 1.0f);
+    uint8_t *stream[3];
+    size_t total[3], lens[1024];
+    unsigned nchunks = 0;
+    for (int c = 0; c < 3; c++) {
+        stream[c] = malloc(8u << 20);
+        total[c] = 0;
+        uint8_t *buf = malloc(caps[c]);
+        pskv_export *e;
+        ck_assert_ok(pskv_export_open(t, 0, "payload=rows lz4=on chunk_bytes=64K", &e));
+        size_t len;
+        int rc;
+        unsigned packed = 0;
+        while ((rc = pskv_export_next(e, buf, caps[c], &len)) == 1) {
+            pskv_chunk_info info;
+            ck_assert_ok(pskv_chunk_info_get(buf, len, &info));
+            packed += info.lz4;
+            ck_assert_uint_le(total[c] + len, 8u << 20);
+            ck_assert_uint_lt(nchunks, 1024);
+            if (c == 0)
+                lens[nchunks++] = len;
+            memcpy(stream[c] + total[c], buf, len);
+            total[c] += len;
+        }
+        ck_assert_int_eq(rc, 0);
+        ck_assert_uint_gt(packed, 3);
+        pskv_export_close(e);
+        free(buf);
+    }
+    ck_assert_uint_eq(total[0], total[1]);
+    ck_assert_uint_eq(total[0], total[2]);
+    ck_assert_mem_eq(stream[0], stream[1], total[0]);
+    ck_assert_mem_eq(stream[0], stream[2], total[0]);
+    pskv_table *f;
+    ck_assert_ok(pskv_table_open(s, "f", "dim=32 optimizer=adagrad", &f));
+    for (size_t i = 0, at = 0; i < nchunks; at += lens[i++])
+        ck_assert_ok(pskv_apply(f, stream[0] + at, lens[i], REPLICA_APPLY));
+    expect_same(t, f);
+    for (int c = 0; c < 3; c++)
+        free(stream[c]);
+    pskv_close(s);
+}
+END_TEST
+
 /* A full export's chunks (0.4.1: at most 4096 rows, encoded where the
  * rows sit, a shard's last rows as a short chunk): every row exactly once,
  * with the table's values, over shards of several pieces plus a tail, of
@@ -2174,6 +2227,7 @@ int main(int argc, char **argv)
     ADD_CASE(s, adam_count_is_not_a_float);
     ADD_CASE(s, chunks_cut_to_cap);
     ADD_CASE(s, full_export_sends_each_row_once);
+    ADD_CASE(s, lz4_chunks_alike_for_any_buffer);
     ADD_CASE(s, cursor_of_another_table_is_stale);
     ADD_CASE(s, chunk_of_another_table_refused);
     ADD_CASE(s, replica_continuity);
