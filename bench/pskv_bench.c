@@ -49,7 +49,7 @@
  * touch of fresh memory (workload_init.c).
  *
  * Workload `delta`: full and 1% delta exports of 4M rows per codec, their
- * apply, against memcpy and LZ4_compress_default; a trainer beside an
+ * apply, against memcpy and LZ4 alone; a trainer beside an
  * export (workload_delta.c).
  *
  * Workload `codec`: pskv_chunk_encode and pskv_chunk_decode per codec, GB/s
