@@ -140,12 +140,14 @@ static void step_applied(const pskv_table *t, const pskv__row_ctx *c, float *row
         memcpy(at, &c->step, sizeof c->step);
 }
 
-static void row_use(pskv_table *t, pskv__row_ctx *c, uint32_t i, float *row)
+static inline __attribute__((always_inline)) void row_use(pskv_table *t, pskv__row_ctx *c,
+                                                            enum pskv__row_op op, uint32_t i,
+                                                            float *row)
 {
     const size_t dim = t->dim;
-    if (row == NOT_RESIDENT || (row == NULL && c->op == PSKV__ROW_STEP)) /* erased since pushed */
+    if (row == NOT_RESIDENT || (row == NULL && op == PSKV__ROW_STEP)) /* erased since pushed */
         return;
-    switch (c->op) {
+    switch (op) {
     case PSKV__ROW_READ: {
         const size_t w = c->whole ? t->row_floats : dim; /* floats out per row */
         if (row != NULL) {
@@ -216,7 +218,7 @@ static void row_use(pskv_table *t, pskv__row_ctx *c, uint32_t i, float *row)
         break;
     }
     }
-    if (c->op != PSKV__ROW_READ) /* the row is in cache now */
+    if (op != PSKV__ROW_READ) /* the row is in cache now */
         pskv__row_changed(t, c->sh, c->keys[i], row, pskv__visit_version(t, &c->version));
 }
 
@@ -228,17 +230,18 @@ static void row_use(pskv_table *t, pskv__row_ctx *c, uint32_t i, float *row)
  * reserves as it meets new keys (READ_RESERVE at a time, or one when that
  * much is not to be had) and may fail with PSKV_ENOMEM (rows created so
  * far stay, with their initial values). */
-int pskv__shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+static inline __attribute__((always_inline)) int rows_as(pskv_table *t, const pskv__plan *p,
+                                                           uint32_t s, pskv__row_ctx *c,
+                                                           enum pskv__row_op op)
 {
-    pskv__row_ctx *c = arg;
     pskv__shard *sh = &t->shards[s];
     const uint32_t *order = p->order + p->start[s];
     const uint32_t k = pskv__plan_count(p, s);
-    const bool writer = c->op != PSKV__ROW_READ;
+    const bool writer = op != PSKV__ROW_READ;
     const bool create = c->create;
-    const bool steps = c->op == PSKV__ROW_PUSH || c->op == PSKV__ROW_ADD || c->op == PSKV__ROW_STEP;
+    const bool steps = op == PSKV__ROW_PUSH || op == PSKV__ROW_ADD || op == PSKV__ROW_STEP;
     const uint32_t prefetch_bytes = steps                    ? t->stored_bytes
-                                    : c->op == PSKV__ROW_READ ? t->dim * (uint32_t)sizeof(float)
+                                    : op == PSKV__ROW_READ ? t->dim * (uint32_t)sizeof(float)
                                                               : 0;
     /* The sketch counts reads (pull, get; hits, misses and keys still to be
      * loaded), not writes: a cache's get-then-put of a missing key, or a
@@ -263,7 +266,7 @@ int pskv__shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     }
     for (uint32_t j = 0; j < k + ROWS_AHEAD; j++) {
         if (j >= ROWS_AHEAD)
-            row_use(t, c, order[j - ROWS_AHEAD], inflight[(j - ROWS_AHEAD) & (ROWS_AHEAD - 1)]);
+            row_use(t, c, op, order[j - ROWS_AHEAD], inflight[(j - ROWS_AHEAD) & (ROWS_AHEAD - 1)]);
         if (j >= k)
             continue;
         if (j + INDEX_AHEAD < k) {
@@ -315,8 +318,8 @@ int pskv__shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
                 break;
             spare -= !writer;
             row = row_create(t, sh, key, p->hash[i],
-                             c->op != PSKV__ROW_PUT && c->op != PSKV__ROW_PUT_ROWS,
-                             c->op != PSKV__ROW_PUT_ROWS || c->ssrc == NULL,
+                             op != PSKV__ROW_PUT && op != PSKV__ROW_PUT_ROWS,
+                             op != PSKV__ROW_PUT_ROWS || c->ssrc == NULL,
                              pskv__visit_version(t, &c->version));
             created++;
         }
@@ -326,14 +329,30 @@ int pskv__shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
     }
     pskv__cold_end(t, &cold);
     pskv__shard_unreserve(sh, spare);
-    if (writer && t->sync && c->op == PSKV__ROW_PUSH) /* the pending-list room not used */
+    if (writer && t->sync && op == PSKV__ROW_PUSH) /* the pending-list room not used */
         pskv__keylist_unreserve(&sh->pending, k - c->pending_added);
     if (writer) {
-        pskv__shard_unreserve(sh, pskv__rows_reserved(c->op, k) - created);
+        pskv__shard_unreserve(sh, pskv__rows_reserved(op, k) - created);
         if (give_back)
             pskv__dirty_release_unused(sh, (pskv__dirty_room){k, c->cow_reserved[s], 0},
                                        at_start);
     }
     c->created += created;
     return rc;
+}
+
+/* The visit of one shard, as a copy per hot operation (pull's misses and
+ * creations, push), so that the choices made per key by operation fold
+ * away, and one copy for the others. */
+int pskv__shard_rows(pskv_table *t, const pskv__plan *p, uint32_t s, void *arg)
+{
+    pskv__row_ctx *c = arg;
+    switch (c->op) {
+    case PSKV__ROW_PUSH:
+        return rows_as(t, p, s, c, PSKV__ROW_PUSH);
+    case PSKV__ROW_READ:
+        return rows_as(t, p, s, c, PSKV__ROW_READ);
+    default:
+        return rows_as(t, p, s, c, c->op);
+    }
 }
