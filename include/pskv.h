@@ -938,9 +938,10 @@ PSKV_API int pskv_apply_since(pskv_table *t, const void *chunk, size_t len, int 
 /* One chunk of n rows from the caller's arrays (keys may repeat; values
  * n x dim floats, finite): config "codec=fp32|fp16|bf16|int8 lz4=on|off"
  * (defaults fp32, off). 0 with *len; PSKV_ERANGE with *len = the size
- * needed when cap is too small. Errors: PSKV_EINVAL, PSKV_ENOMEM,
- * PSKV_ECODEC (a value does not fit the codec: fp16 beyond 65504; *len not
- * set). Any thread. */
+ * needed when cap is too small. Errors: PSKV_EINVAL (also rows beyond
+ * the format's 1 GiB a chunk: encode several), PSKV_ENOMEM, PSKV_ECODEC (a
+ * value does not fit the codec: fp16 beyond 65504; *len not set). Any
+ * thread. */
 PSKV_API int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float *values,
                                const char *config, void *buf, size_t cap, size_t *len);
 

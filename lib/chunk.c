@@ -181,14 +181,16 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     const size_t vb = pskv__codec_row_bytes(PSKV_FMT_CHUNK_VERSION, sp->codec, sp->dim);
     const size_t sb = (size_t)sp->state_floats * 4;
     const size_t raw_len = keys_len(keys, n) + keys_len(tombs, ntombs) + (size_t)n * (vb + sb);
-    if (raw_len > PSKV_FMT_CHUNK_RAW_MAX)
+    if (raw_len > PSKV_FMT_CHUNK_RAW_MAX) {
+        *len = 0; /* beyond any chunk, not beyond cap */
         return pskv__fail(PSKV_ERANGE, "a chunk of %u rows would hold %zu bytes: at most %u",
                           n, raw_len, (unsigned)PSKV_FMT_CHUNK_RAW_MAX);
+    }
     /* Without lz4 the body is the raw bytes: written in place in buf. With
      * lz4, buf holds what it can of the work: the compressed body at its
-     * place and the raw bytes at buf's end when both fit (no allocation, no
-     * copy of the body), or the compressed body at least; malloc'd buffers
-     * otherwise. */
+     * place and the raw bytes right after lz4's bound when both fit (no
+     * allocation, no copy of the body), or the compressed body at least;
+     * work memory otherwise. */
     const bool in_place = !sp->lz4;
     if (in_place && PSKV_FMT_CHUNK_HEAD + raw_len + PSKV_FMT_CHECK_BYTES > cap) {
         *len = PSKV_FMT_CHUNK_HEAD + raw_len + PSKV_FMT_CHECK_BYTES;
@@ -207,7 +209,7 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
     if (needs_work && work == NULL)
         return PSKV_ENOMEM;
     uint8_t *raw = in_place     ? (uint8_t *)buf + PSKV_FMT_CHUNK_HEAD
-                   : raw_in_buf ? (uint8_t *)buf + (cap - raw_len)
+                   : raw_in_buf ? (uint8_t *)buf + packed_end
                                 : work;
     uint8_t *p = keys_put(raw, keys, n);
     p = keys_put(p, tombs, ntombs);
@@ -254,7 +256,7 @@ int pskv__chunk_write(const pskv__chunk_spec *sp, const uint64_t *keys, const fl
         uint8_t *out = buf;
         header_put(out, sp, flags, n, ntombs, body_len, raw_len);
         const uint8_t *body = flags & PSKV_FMT_CHUNK_LZ4 ? packed : raw;
-        if (body != out + PSKV_FMT_CHUNK_HEAD) /* raw at buf's end, or malloc'd */
+        if (body != out + PSKV_FMT_CHUNK_HEAD) /* raw after the bound, or in work memory */
             memcpy(out + PSKV_FMT_CHUNK_HEAD, body, body_len);
         if (!sp->unsealed)
             pskv__chunk_seal(out, total);
@@ -540,6 +542,10 @@ int pskv_chunk_encode(uint32_t dim, const uint64_t *keys, size_t n, const float 
     }
     if (rc == 0)
         rc = pskv__chunk_write(&sp, sorted, rows, (uint32_t)n, NULL, 0, buf, cap, len);
+    if (rc == PSKV_ERANGE && *len == 0) /* beyond any chunk, not beyond cap */
+        rc = pskv__fail(PSKV_EINVAL, "%zu rows make a chunk beyond the format's 1 GiB: encode "
+                                     "them in several chunks",
+                        n);
     free(order);
     free(sorted);
     free(rows);
